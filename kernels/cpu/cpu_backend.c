@@ -1,0 +1,99 @@
+/* The CPU backend: host memory, float32 everywhere, and the vtable of kernels/cpu ops. */
+#include "cpu_ops.h"
+
+#include "../error.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static void *cpu_alloc(sd_backend *be, size_t bytes) {
+  (void)be;
+  void *ptr = NULL;
+  if (posix_memalign(&ptr, 64, bytes ? bytes : 1) != 0) {
+    SD_ERROR("out of host memory allocating %zu bytes", bytes);
+    return NULL;
+  }
+  return ptr;
+}
+
+static void cpu_free(sd_backend *be, void *ptr) {
+  (void)be;
+  free(ptr);
+}
+
+static int cpu_upload(sd_backend *be, sd_tensor *dst, sd_dtype src_dtype, const void *src) {
+  (void)be;
+  size_t n = (size_t)sd_tensor_numel(dst);
+  if (dst->dtype == src_dtype) {
+    memcpy(dst->data, src, n * sd_dtype_size(src_dtype));
+    return 0;
+  }
+  if (dst->dtype != SD_DTYPE_F32)
+    return SD_ERROR("cpu upload: cannot convert %s to %s", sd_dtype_name(src_dtype),
+                    sd_dtype_name(dst->dtype));
+  sd_convert_to_f32(src_dtype, src, dst->data, n);
+  return 0;
+}
+
+static int cpu_download_f32(sd_backend *be, const sd_tensor *src, float *dst) {
+  (void)be;
+  sd_convert_to_f32(src->dtype, src->data, dst, (size_t)sd_tensor_numel(src));
+  return 0;
+}
+
+static int cpu_synchronize(sd_backend *be) {
+  (void)be;
+  return 0;
+}
+
+static void cpu_destroy(sd_backend *be) {
+  sd_arena_destroy(be);
+  free(be);
+}
+
+static const sd_backend_ops cpu_ops = {
+    .name = "cpu",
+    .act_dtype = SD_DTYPE_F32,
+    .weight_dtype = SD_DTYPE_F32,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_upload,
+    .download_f32 = cpu_download_f32,
+    .synchronize = cpu_synchronize,
+    .destroy = cpu_destroy,
+    .linear = sd_cpu_linear,
+    .conv2d = sd_cpu_conv2d,
+    .group_norm = sd_cpu_group_norm,
+    .layer_norm = sd_cpu_layer_norm,
+    .attention = sd_cpu_attention,
+    .activation = sd_cpu_activation,
+    .geglu = sd_cpu_geglu,
+    .lincomb = sd_cpu_lincomb,
+    .add_channel_bias = sd_cpu_add_channel_bias,
+    .upsample_nearest2x = sd_cpu_upsample_nearest2x,
+    .concat_channels = sd_cpu_concat_channels,
+    .transpose = sd_cpu_transpose,
+    .embedding = sd_cpu_embedding,
+    .clamp = sd_cpu_clamp,
+};
+
+sd_backend *sd_backend_cpu_create(int threads) {
+  sd_backend *be = calloc(1, sizeof *be);
+  if (!be) {
+    SD_ERROR("out of host memory creating the cpu backend");
+    return NULL;
+  }
+  be->ops = &cpu_ops;
+#ifdef _OPENMP
+  if (threads > 0)
+    omp_set_num_threads(threads);
+  be->threads = threads > 0 ? threads : omp_get_max_threads();
+#else
+  be->threads = 1;
+#endif
+  return be;
+}

@@ -1,0 +1,34 @@
+/* The CPU backend's ops, one per file in kernels/cpu (float32 activations and weights,
+ * OpenBLAS for GEMM, OpenMP over cores). Contracts are those of sd_backend_ops in ops.h; shapes
+ * are already checked by sd_op_*. */
+#ifndef SD_CPU_OPS_H
+#define SD_CPU_OPS_H
+
+#include "../ops.h"
+
+int sd_cpu_linear(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                  sd_activation act, sd_tensor *y);
+int sd_cpu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                  int stride, int pad, sd_tensor *y);
+int sd_cpu_group_norm(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                      const sd_tensor *beta, int groups, float eps, bool silu, sd_tensor *y);
+int sd_cpu_layer_norm(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                      const sd_tensor *beta, float eps, sd_tensor *y);
+int sd_cpu_attention(sd_backend *be, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v,
+                     int heads, float scale, bool causal, sd_tensor *o);
+int sd_cpu_activation(sd_backend *be, const sd_tensor *x, sd_activation act, sd_tensor *y);
+int sd_cpu_geglu(sd_backend *be, const sd_tensor *x, sd_tensor *y);
+int sd_cpu_lincomb(sd_backend *be, int n, const float *coeffs, const sd_tensor *const *xs,
+                   sd_tensor *y);
+int sd_cpu_add_channel_bias(sd_backend *be, const sd_tensor *x, const sd_tensor *v, sd_tensor *y);
+int sd_cpu_upsample_nearest2x(sd_backend *be, const sd_tensor *x, sd_tensor *y);
+int sd_cpu_concat_channels(sd_backend *be, const sd_tensor *a, const sd_tensor *b, sd_tensor *y);
+int sd_cpu_transpose(sd_backend *be, const sd_tensor *x, sd_tensor *y);
+int sd_cpu_embedding(sd_backend *be, const sd_tensor *table, const int32_t *ids, int64_t n,
+                     sd_tensor *y);
+int sd_cpu_clamp(sd_backend *be, const sd_tensor *x, float lo, float hi, sd_tensor *y);
+
+/* Scalar activation shared by linear (fused epilogue) and activation. */
+float sd_cpu_activate(float x, sd_activation act);
+
+#endif

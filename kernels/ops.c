@@ -1,0 +1,274 @@
+/* Checked dispatch of the op interface: shape and dtype checks that every backend relies on,
+ * then a call through the backend's vtable. */
+#include "ops.h"
+
+#include "error.h"
+
+#include <string.h>
+
+#define SHAPE(t, buf) sd_tensor_shape_str((t), (buf), sizeof(buf))
+
+static int check_act(sd_backend *be, const char *op, const char *what, const sd_tensor *t) {
+  if (!t || !t->data)
+    return SD_ERROR("%s: %s has no memory", op, what);
+  if (t->dtype != be->ops->act_dtype)
+    return SD_ERROR("%s: %s has dtype %s, backend %s computes in %s", op, what,
+                    sd_dtype_name(t->dtype), be->ops->name, sd_dtype_name(be->ops->act_dtype));
+  return 0;
+}
+
+static int check_weight(sd_backend *be, const char *op, const char *what, const sd_tensor *t) {
+  if (!t || !t->data)
+    return SD_ERROR("%s: %s has no memory", op, what);
+  if (t->dtype != be->ops->weight_dtype && t->dtype != be->ops->act_dtype)
+    return SD_ERROR("%s: %s has dtype %s, backend %s expects %s", op, what,
+                    sd_dtype_name(t->dtype), be->ops->name, sd_dtype_name(be->ops->weight_dtype));
+  return 0;
+}
+
+static int mismatch(const char *op, const char *what, const sd_tensor *a, const sd_tensor *b) {
+  char sa[96], sb[96];
+  return SD_ERROR("%s: %s: %s vs %s", op, what, SHAPE(a, sa), SHAPE(b, sb));
+}
+
+static int64_t last_dim(const sd_tensor *t) {
+  return t->shape[t->ndim - 1];
+}
+
+static int64_t rows(const sd_tensor *t) {
+  return sd_tensor_numel(t) / last_dim(t);
+}
+
+int sd_op_linear(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                 sd_activation act, sd_tensor *y) {
+  SD_TRY(check_act(be, "linear", "x", x));
+  SD_TRY(check_weight(be, "linear", "weight", w));
+  SD_TRY(check_act(be, "linear", "y", y));
+  if (w->ndim != 2 || last_dim(x) != w->shape[1])
+    return mismatch("linear", "x (.., K) and weight (N, K)", x, w);
+  if (last_dim(y) != w->shape[0] || rows(y) != rows(x))
+    return mismatch("linear", "y (.., N) and weight (N, K)", y, w);
+  if (b) {
+    SD_TRY(check_weight(be, "linear", "bias", b));
+    if (sd_tensor_numel(b) != w->shape[0])
+      return mismatch("linear", "bias (N) and weight (N, K)", b, w);
+  }
+  return be->ops->linear(be, x, w, b, act, y);
+}
+
+int sd_op_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                 int stride, int pad, sd_tensor *y) {
+  SD_TRY(check_act(be, "conv2d", "x", x));
+  SD_TRY(check_weight(be, "conv2d", "weight", w));
+  SD_TRY(check_act(be, "conv2d", "y", y));
+  if (x->ndim != 4 || w->ndim != 4 || y->ndim != 4 || x->shape[1] != w->shape[1])
+    return mismatch("conv2d", "x (B, C, H, W) and weight (K, C, kh, kw)", x, w);
+  if (stride < 1 || pad < 0)
+    return SD_ERROR("conv2d: stride %d, pad %d", stride, pad);
+  int64_t ho = (x->shape[2] + 2 * pad - w->shape[2]) / stride + 1;
+  int64_t wo = (x->shape[3] + 2 * pad - w->shape[3]) / stride + 1;
+  if (y->shape[0] != x->shape[0] || y->shape[1] != w->shape[0] || y->shape[2] != ho ||
+      y->shape[3] != wo)
+    return mismatch("conv2d", "y (B, K, Ho, Wo) and x", y, x);
+  if (b) {
+    SD_TRY(check_weight(be, "conv2d", "bias", b));
+    if (sd_tensor_numel(b) != w->shape[0])
+      return mismatch("conv2d", "bias (K) and weight (K, C, kh, kw)", b, w);
+  }
+  return be->ops->conv2d(be, x, w, b, stride, pad, y);
+}
+
+int sd_op_group_norm(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                     const sd_tensor *beta, int groups, float eps, bool silu, sd_tensor *y) {
+  SD_TRY(check_act(be, "group_norm", "x", x));
+  SD_TRY(check_act(be, "group_norm", "y", y));
+  SD_TRY(check_weight(be, "group_norm", "gamma", gamma));
+  SD_TRY(check_weight(be, "group_norm", "beta", beta));
+  if (x->ndim < 2 || !sd_tensor_same_shape(x, y))
+    return mismatch("group_norm", "x and y", x, y);
+  int64_t channels = x->shape[1];
+  if (groups < 1 || channels % groups)
+    return SD_ERROR("group_norm: %lld channels do not split into %d groups", (long long)channels,
+                    groups);
+  if (sd_tensor_numel(gamma) != channels || sd_tensor_numel(beta) != channels)
+    return mismatch("group_norm", "gamma and x channels", gamma, x);
+  return be->ops->group_norm(be, x, gamma, beta, groups, eps, silu, y);
+}
+
+int sd_op_layer_norm(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                     const sd_tensor *beta, float eps, sd_tensor *y) {
+  SD_TRY(check_act(be, "layer_norm", "x", x));
+  SD_TRY(check_act(be, "layer_norm", "y", y));
+  SD_TRY(check_weight(be, "layer_norm", "gamma", gamma));
+  SD_TRY(check_weight(be, "layer_norm", "beta", beta));
+  if (sd_tensor_numel(x) != sd_tensor_numel(y) || last_dim(x) != last_dim(y))
+    return mismatch("layer_norm", "x and y", x, y);
+  if (sd_tensor_numel(gamma) != last_dim(x) || sd_tensor_numel(beta) != last_dim(x))
+    return mismatch("layer_norm", "gamma and x (.., C)", gamma, x);
+  return be->ops->layer_norm(be, x, gamma, beta, eps, y);
+}
+
+int sd_op_attention(sd_backend *be, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v,
+                    int heads, float scale, bool causal, sd_tensor *o) {
+  SD_TRY(check_act(be, "attention", "q", q));
+  SD_TRY(check_act(be, "attention", "k", k));
+  SD_TRY(check_act(be, "attention", "v", v));
+  SD_TRY(check_act(be, "attention", "o", o));
+  if (q->ndim != 3 || k->ndim != 3 || v->ndim != 3 || !sd_tensor_same_shape(q, o))
+    return mismatch("attention", "q (B, Lq, H*D) and o", q, o);
+  if (!sd_tensor_same_shape(k, v) || k->shape[0] != q->shape[0] || k->shape[2] != q->shape[2])
+    return mismatch("attention", "k/v (B, Lk, H*D) and q (B, Lq, H*D)", k, q);
+  if (heads < 1 || q->shape[2] % heads)
+    return SD_ERROR("attention: %lld channels do not split into %d heads",
+                    (long long)q->shape[2], heads);
+  if (causal && q->shape[1] != k->shape[1])
+    return mismatch("attention", "causal attention needs Lq == Lk", q, k);
+  return be->ops->attention(be, q, k, v, heads, scale, causal, o);
+}
+
+int sd_op_activation(sd_backend *be, const sd_tensor *x, sd_activation act, sd_tensor *y) {
+  SD_TRY(check_act(be, "activation", "x", x));
+  SD_TRY(check_act(be, "activation", "y", y));
+  if (sd_tensor_numel(x) != sd_tensor_numel(y))
+    return mismatch("activation", "x and y", x, y);
+  if (act == SD_ACT_NONE)
+    return x->data == y->data ? 0 : sd_op_copy(be, x, y);
+  return be->ops->activation(be, x, act, y);
+}
+
+int sd_op_geglu(sd_backend *be, const sd_tensor *x, sd_tensor *y) {
+  SD_TRY(check_act(be, "geglu", "x", x));
+  SD_TRY(check_act(be, "geglu", "y", y));
+  if (last_dim(x) != 2 * last_dim(y) || rows(x) != rows(y))
+    return mismatch("geglu", "x (.., 2N) and y (.., N)", x, y);
+  return be->ops->geglu(be, x, y);
+}
+
+int sd_op_lincomb(sd_backend *be, int n, const float *coeffs, const sd_tensor *const *xs,
+                  sd_tensor *y) {
+  if (n < 1 || n > SD_LINCOMB_MAX)
+    return SD_ERROR("lincomb: %d inputs (1 to %d)", n, SD_LINCOMB_MAX);
+  SD_TRY(check_act(be, "lincomb", "y", y));
+  for (int i = 0; i < n; i++) {
+    SD_TRY(check_act(be, "lincomb", "input", xs[i]));
+    if (sd_tensor_numel(xs[i]) != sd_tensor_numel(y))
+      return mismatch("lincomb", "input and y", xs[i], y);
+  }
+  return be->ops->lincomb(be, n, coeffs, xs, y);
+}
+
+int sd_op_add(sd_backend *be, const sd_tensor *a, const sd_tensor *b, sd_tensor *y) {
+  const float coeffs[2] = {1.0f, 1.0f};
+  const sd_tensor *xs[2] = {a, b};
+  return sd_op_lincomb(be, 2, coeffs, xs, y);
+}
+
+int sd_op_scale(sd_backend *be, const sd_tensor *x, float s, sd_tensor *y) {
+  const sd_tensor *xs[1] = {x};
+  return sd_op_lincomb(be, 1, &s, xs, y);
+}
+
+int sd_op_copy(sd_backend *be, const sd_tensor *x, sd_tensor *y) {
+  return sd_op_scale(be, x, 1.0f, y);
+}
+
+int sd_op_add_channel_bias(sd_backend *be, const sd_tensor *x, const sd_tensor *v, sd_tensor *y) {
+  SD_TRY(check_act(be, "add_channel_bias", "x", x));
+  SD_TRY(check_act(be, "add_channel_bias", "v", v));
+  SD_TRY(check_act(be, "add_channel_bias", "y", y));
+  if (x->ndim != 4 || !sd_tensor_same_shape(x, y))
+    return mismatch("add_channel_bias", "x (B, C, H, W) and y", x, y);
+  if (sd_tensor_numel(v) != x->shape[0] * x->shape[1])
+    return mismatch("add_channel_bias", "v (B, C) and x (B, C, H, W)", v, x);
+  return be->ops->add_channel_bias(be, x, v, y);
+}
+
+int sd_op_upsample_nearest2x(sd_backend *be, const sd_tensor *x, sd_tensor *y) {
+  SD_TRY(check_act(be, "upsample_nearest2x", "x", x));
+  SD_TRY(check_act(be, "upsample_nearest2x", "y", y));
+  if (x->ndim != 4 || y->ndim != 4 || y->shape[0] != x->shape[0] || y->shape[1] != x->shape[1] ||
+      y->shape[2] != 2 * x->shape[2] || y->shape[3] != 2 * x->shape[3])
+    return mismatch("upsample_nearest2x", "x (B, C, H, W) and y (B, C, 2H, 2W)", x, y);
+  return be->ops->upsample_nearest2x(be, x, y);
+}
+
+int sd_op_concat_channels(sd_backend *be, const sd_tensor *a, const sd_tensor *b, sd_tensor *y) {
+  SD_TRY(check_act(be, "concat_channels", "a", a));
+  SD_TRY(check_act(be, "concat_channels", "b", b));
+  SD_TRY(check_act(be, "concat_channels", "y", y));
+  if (a->ndim != 4 || b->ndim != 4 || y->ndim != 4 || a->shape[0] != b->shape[0] ||
+      a->shape[2] != b->shape[2] || a->shape[3] != b->shape[3])
+    return mismatch("concat_channels", "a (B, Ca, H, W) and b (B, Cb, H, W)", a, b);
+  if (y->shape[0] != a->shape[0] || y->shape[1] != a->shape[1] + b->shape[1] ||
+      y->shape[2] != a->shape[2] || y->shape[3] != a->shape[3])
+    return mismatch("concat_channels", "y (B, Ca + Cb, H, W) and a", y, a);
+  return be->ops->concat_channels(be, a, b, y);
+}
+
+int sd_op_transpose(sd_backend *be, const sd_tensor *x, sd_tensor *y) {
+  SD_TRY(check_act(be, "transpose", "x", x));
+  SD_TRY(check_act(be, "transpose", "y", y));
+  if (x->ndim != 3 || y->ndim != 3 || y->shape[0] != x->shape[0] || y->shape[1] != x->shape[2] ||
+      y->shape[2] != x->shape[1])
+    return mismatch("transpose", "x (B, M, N) and y (B, N, M)", x, y);
+  return be->ops->transpose(be, x, y);
+}
+
+int sd_op_embedding(sd_backend *be, const sd_tensor *table, const int32_t *ids, int64_t n,
+                    sd_tensor *y) {
+  SD_TRY(check_weight(be, "embedding", "table", table));
+  SD_TRY(check_act(be, "embedding", "y", y));
+  if (table->ndim != 2 || rows(y) != n || last_dim(y) != table->shape[1])
+    return mismatch("embedding", "y (n, C) and table (V, C)", y, table);
+  for (int64_t i = 0; i < n; i++)
+    if (ids[i] < 0 || ids[i] >= table->shape[0])
+      return SD_ERROR("embedding: id %d at position %lld outside the table of %lld rows", ids[i],
+                      (long long)i, (long long)table->shape[0]);
+  return be->ops->embedding(be, table, ids, n, y);
+}
+
+int sd_op_clamp(sd_backend *be, const sd_tensor *x, float lo, float hi, sd_tensor *y) {
+  SD_TRY(check_act(be, "clamp", "x", x));
+  SD_TRY(check_act(be, "clamp", "y", y));
+  if (sd_tensor_numel(x) != sd_tensor_numel(y))
+    return mismatch("clamp", "x and y", x, y);
+  return be->ops->clamp(be, x, lo, hi, y);
+}
+
+int sd_tensor_alloc_persistent(sd_backend *be, sd_tensor *t) {
+  t->data = be->ops->alloc(be, sd_tensor_bytes(t) ? sd_tensor_bytes(t) : 1);
+  return t->data ? 0 : -1;
+}
+
+void sd_tensor_free(sd_backend *be, sd_tensor *t) {
+  if (t && t->data) {
+    be->ops->free(be, t->data);
+    t->data = NULL;
+  }
+}
+
+int sd_tensor_upload(sd_backend *be, sd_tensor *dst, sd_dtype src_dtype, const void *src) {
+  return be->ops->upload(be, dst, src_dtype, src);
+}
+
+int sd_tensor_upload_f32(sd_backend *be, sd_tensor *dst, const float *src) {
+  return be->ops->upload(be, dst, SD_DTYPE_F32, src);
+}
+
+int sd_tensor_download_f32(sd_backend *be, const sd_tensor *src, float *dst) {
+  return be->ops->download_f32(be, src, dst);
+}
+
+sd_backend *sd_backend_create(const char *name) {
+  if (strcmp(name, "cpu") == 0)
+    return sd_backend_cpu_create(0);
+  if (strcmp(name, "cuda") == 0)
+    return sd_backend_cuda_create(0, SD_DTYPE_F16);
+  SD_ERROR("unknown device '%s' (cpu or cuda)", name);
+  return NULL;
+}
+
+void sd_backend_destroy(sd_backend *be) {
+  if (be)
+    be->ops->destroy(be);
+}

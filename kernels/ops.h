@@ -1,0 +1,175 @@
+/* The op interface: a backend is a vtable of memory functions and compute ops. The model code
+ * (worker/model) is written once against the sd_op_* functions below; each backend (kernels/cpu,
+ * kernels/cuda) fills an sd_backend_ops table. sd_op_* check shapes and dtypes, then dispatch.
+ *
+ * Conventions:
+ *  - Shapes are PyTorch's: images (B, C, H, W); sequences (B, L, C); linear weights (N, K).
+ *  - Every op writes into a caller-provided output tensor (already allocated); ops never allocate
+ *    their outputs, so a backend can plan memory and capture graphs.
+ *  - Activations have the backend's activation dtype (be->ops->act_dtype: F32 on the CPU).
+ *    Weights are uploaded once with sd_backend_upload_weight and have be->ops->weight_dtype.
+ *  - Unless an op says otherwise, the output must not alias an input.
+ *  - Every op returns 0 on success or -1 with a message (error.h). */
+#ifndef SD_OPS_H
+#define SD_OPS_H
+
+#include "tensor.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sd_backend sd_backend;
+
+typedef enum sd_activation {
+  SD_ACT_NONE = 0,
+  SD_ACT_SILU,       /* x * sigmoid(x) */
+  SD_ACT_GELU,       /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
+  SD_ACT_GELU_TANH,  /* tanh approximation */
+  SD_ACT_QUICK_GELU, /* x * sigmoid(1.702 x) (CLIP ViT-L) */
+} sd_activation;
+
+/* Up to this many inputs to sd_op_lincomb. */
+#define SD_LINCOMB_MAX 4
+
+typedef struct sd_backend_ops {
+  const char *name;   /* "cpu", "cuda" */
+  sd_dtype act_dtype; /* dtype of activations */
+  sd_dtype weight_dtype;
+
+  /* Memory. alloc returns NULL (with error) on failure. Copies are blocking. */
+  void *(*alloc)(sd_backend *be, size_t bytes);
+  void (*free)(sd_backend *be, void *ptr);
+  /* host (src_dtype, n elements) -> dst tensor memory, converting to dst->dtype */
+  int (*upload)(sd_backend *be, sd_tensor *dst, sd_dtype src_dtype, const void *src);
+  /* tensor -> host float32 (numel elements) */
+  int (*download_f32)(sd_backend *be, const sd_tensor *src, float *dst);
+  int (*synchronize)(sd_backend *be);
+  void (*destroy)(sd_backend *be);
+
+  /* y (M, N) = act(x (M, K) . w (N, K)^T + b (N)); b may be NULL. x and y may have leading dims
+   * that flatten to M. */
+  int (*linear)(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                sd_activation act, sd_tensor *y);
+  /* y (B, K, Ho, Wo) = conv(x (B, C, H, W), w (K, C, kh, kw)) + b (K); zero padding `pad` on each
+   * side; Ho = (H + 2 pad - kh) / stride + 1. b may be NULL. */
+  int (*conv2d)(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                int stride, int pad, sd_tensor *y);
+  /* y = GroupNorm(x (B, C, ...)) * gamma (C) + beta (C), then SiLU when silu; eps as given.
+   * y may alias x. */
+  int (*group_norm)(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                    const sd_tensor *beta, int groups, float eps, bool silu, sd_tensor *y);
+  /* y (M, C) = LayerNorm over the last dim of x (..., C). y may alias x. */
+  int (*layer_norm)(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                    const sd_tensor *beta, float eps, sd_tensor *y);
+  /* o (B, Lq, H*D) = softmax(q k^T * scale [+ causal mask]) v, per head, with
+   * q (B, Lq, H*D), k (B, Lk, H*D), v (B, Lk, H*D); head h uses channels [h*D, (h+1)*D). */
+  int (*attention)(sd_backend *be, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v,
+                   int heads, float scale, bool causal, sd_tensor *o);
+  /* y = act(x), elementwise. y may alias x. */
+  int (*activation)(sd_backend *be, const sd_tensor *x, sd_activation act, sd_tensor *y);
+  /* y (..., N) = x[..., :N] * gelu(x[..., N:]) for x (..., 2N) (diffusers GEGLU). */
+  int (*geglu)(sd_backend *be, const sd_tensor *x, sd_tensor *y);
+  /* y = sum_i coeffs[i] * xs[i], all of one shape; n in [1, SD_LINCOMB_MAX]. y may alias any x.
+   * Evaluated left to right in float32: ((c0 x0 + c1 x1) + c2 x2) + ... */
+  int (*lincomb)(sd_backend *be, int n, const float *coeffs, const sd_tensor *const *xs,
+                 sd_tensor *y);
+  /* y (B, C, H, W) = x (B, C, H, W) + v (B, C) broadcast over H, W. y may alias x. */
+  int (*add_channel_bias)(sd_backend *be, const sd_tensor *x, const sd_tensor *v, sd_tensor *y);
+  /* y (B, C, 2H, 2W): nearest-neighbour 2x upsampling of x (B, C, H, W). */
+  int (*upsample_nearest2x)(sd_backend *be, const sd_tensor *x, sd_tensor *y);
+  /* y (B, Ca + Cb, H, W) = cat(a (B, Ca, H, W), b (B, Cb, H, W)) along channels. */
+  int (*concat_channels)(sd_backend *be, const sd_tensor *a, const sd_tensor *b, sd_tensor *y);
+  /* y (B, N, M) = x (B, M, N) transposed per batch (NCHW <-> NLC with M = C, N = H*W). */
+  int (*transpose)(sd_backend *be, const sd_tensor *x, sd_tensor *y);
+  /* y (n, C) = table (V, C) rows at ids (n, int32, host memory); ids are checked < V. */
+  int (*embedding)(sd_backend *be, const sd_tensor *table, const int32_t *ids, int64_t n,
+                   sd_tensor *y);
+  /* y = min(max(x, lo), hi). y may alias x. */
+  int (*clamp)(sd_backend *be, const sd_tensor *x, float lo, float hi, sd_tensor *y);
+} sd_backend_ops;
+
+/* Scratch memory: a chain of chunks with stack discipline. Allocations after a mark are all
+ * released by sd_arena_release(mark). */
+typedef struct sd_arena_chunk sd_arena_chunk;
+typedef struct sd_arena {
+  sd_arena_chunk *chunks;  /* in use, singly linked, newest first */
+  sd_arena_chunk *spare;   /* released chunks kept for reuse */
+  size_t chunk_bytes;      /* default size of a new chunk */
+  size_t used_bytes;       /* bytes handed out now */
+  size_t peak_bytes;       /* high-water mark of used_bytes */
+} sd_arena;
+
+typedef struct sd_arena_mark {
+  sd_arena_chunk *chunk;
+  size_t offset;
+  size_t used_bytes;
+} sd_arena_mark;
+
+struct sd_backend {
+  const sd_backend_ops *ops;
+  void *impl; /* backend private state */
+  sd_arena arena;
+  int threads; /* CPU worker threads (0 = default) */
+};
+
+/* Backends. Return NULL with an error when unavailable (e.g. no GPU, built without CUDA). */
+sd_backend *sd_backend_cpu_create(int threads);
+sd_backend *sd_backend_cuda_create(int device_index, sd_dtype act_dtype);
+/* "cpu" or "cuda" */
+sd_backend *sd_backend_create(const char *name);
+void sd_backend_destroy(sd_backend *be);
+
+/* Scratch tensors from the arena (activation dtype unless given). data is NULL on failure. */
+int sd_tensor_alloc(sd_backend *be, sd_tensor *t);
+sd_arena_mark sd_arena_get_mark(sd_backend *be);
+void sd_arena_release(sd_backend *be, sd_arena_mark mark);
+/* Frees all arena memory (used by backends' destroy). */
+void sd_arena_destroy(sd_backend *be);
+
+/* Persistent tensors (weights, latents kept across calls). */
+int sd_tensor_alloc_persistent(sd_backend *be, sd_tensor *t);
+void sd_tensor_free(sd_backend *be, sd_tensor *t);
+
+/* Host <-> backend. */
+int sd_tensor_upload(sd_backend *be, sd_tensor *dst, sd_dtype src_dtype, const void *src);
+int sd_tensor_upload_f32(sd_backend *be, sd_tensor *dst, const float *src);
+int sd_tensor_download_f32(sd_backend *be, const sd_tensor *src, float *dst);
+
+/* Checked dispatch to the backend (see sd_backend_ops for each op's contract). */
+int sd_op_linear(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                 sd_activation act, sd_tensor *y);
+int sd_op_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
+                 int stride, int pad, sd_tensor *y);
+int sd_op_group_norm(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                     const sd_tensor *beta, int groups, float eps, bool silu, sd_tensor *y);
+int sd_op_layer_norm(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                     const sd_tensor *beta, float eps, sd_tensor *y);
+int sd_op_attention(sd_backend *be, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v,
+                    int heads, float scale, bool causal, sd_tensor *o);
+int sd_op_activation(sd_backend *be, const sd_tensor *x, sd_activation act, sd_tensor *y);
+int sd_op_geglu(sd_backend *be, const sd_tensor *x, sd_tensor *y);
+int sd_op_lincomb(sd_backend *be, int n, const float *coeffs, const sd_tensor *const *xs,
+                  sd_tensor *y);
+/* y = a + b (same shape); y may alias a or b. */
+int sd_op_add(sd_backend *be, const sd_tensor *a, const sd_tensor *b, sd_tensor *y);
+/* y = s * x; y may alias x. */
+int sd_op_scale(sd_backend *be, const sd_tensor *x, float s, sd_tensor *y);
+/* y = x (same shape, copy). */
+int sd_op_copy(sd_backend *be, const sd_tensor *x, sd_tensor *y);
+int sd_op_add_channel_bias(sd_backend *be, const sd_tensor *x, const sd_tensor *v, sd_tensor *y);
+int sd_op_upsample_nearest2x(sd_backend *be, const sd_tensor *x, sd_tensor *y);
+int sd_op_concat_channels(sd_backend *be, const sd_tensor *a, const sd_tensor *b, sd_tensor *y);
+int sd_op_transpose(sd_backend *be, const sd_tensor *x, sd_tensor *y);
+int sd_op_embedding(sd_backend *be, const sd_tensor *table, const int32_t *ids, int64_t n,
+                    sd_tensor *y);
+int sd_op_clamp(sd_backend *be, const sd_tensor *x, float lo, float hi, sd_tensor *y);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,25 @@
+/* Minimal test helpers: checks that count failures, array comparison with stated tolerances,
+ * and an exit status ctest can see. Every test's main ends with `return sd_test_finish();`. */
+#ifndef SD_TEST_UTIL_H
+#define SD_TEST_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+void sd_test_check(int ok, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#define CHECK(cond, ...) sd_test_check(!!(cond), __FILE__, __LINE__, __VA_ARGS__)
+
+/* Passes when every |got - want| <= atol + rtol * |want| (and both are finite); prints the
+ * worst element and the max abs error either way. */
+int sd_test_compare_f32(const char *what, const float *got, const float *want, size_t n, float atol,
+                        float rtol);
+int sd_test_compare_i32(const char *what, const int32_t *got, const int32_t *want, size_t n);
+
+/* Fills x with deterministic pseudo-random values in [-scale, scale]. */
+void sd_test_fill_random(float *x, size_t n, uint32_t seed, float scale);
+
+/* Prints "N passed, M failed" and returns 0 when nothing failed, 1 otherwise. */
+int sd_test_finish(void);
+
+#endif
