@@ -5,7 +5,7 @@
 #define SD_CLIP_TEXT_H
 
 #include "config.h"
-#include "weights.h"
+#include "../io/weights.h"
 
 typedef struct sd_clip_text sd_clip_text;
 

@@ -4,7 +4,7 @@
 #define SD_UNET_H
 
 #include "config.h"
-#include "weights.h"
+#include "../io/weights.h"
 
 typedef struct sd_unet sd_unet;
 

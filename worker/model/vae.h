@@ -4,7 +4,7 @@
 #define SD_VAE_H
 
 #include "config.h"
-#include "weights.h"
+#include "../io/weights.h"
 
 typedef struct sd_vae sd_vae;
 

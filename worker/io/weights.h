@@ -4,7 +4,7 @@
 #define SD_WEIGHTS_H
 
 #include "../../kernels/ops.h"
-#include "../io/tensor_map.h"
+#include "tensor_map.h"
 
 typedef struct sd_weights sd_weights;
 
