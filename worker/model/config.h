@@ -79,8 +79,27 @@ typedef enum sd_timestep_spacing {
   SD_SPACING_TRAILING,
 } sd_timestep_spacing;
 
+/* Bits of sd_scheduler_config.fields_set: which fields the model's config.json stated. A
+ * scheduler of another class built from the config (diffusers' from_config) takes its own class
+ * defaults for the fields not stated. */
+enum {
+  SD_SCHED_FIELD_NUM_TRAIN_TIMESTEPS = 1 << 0,
+  SD_SCHED_FIELD_BETA_START = 1 << 1,
+  SD_SCHED_FIELD_BETA_END = 1 << 2,
+  SD_SCHED_FIELD_BETA_SCHEDULE = 1 << 3,
+  SD_SCHED_FIELD_PREDICTION_TYPE = 1 << 4,
+  SD_SCHED_FIELD_TIMESTEP_SPACING = 1 << 5,
+  SD_SCHED_FIELD_STEPS_OFFSET = 1 << 6,
+  SD_SCHED_FIELD_SET_ALPHA_TO_ONE = 1 << 7,
+  SD_SCHED_FIELD_CLIP_SAMPLE = 1 << 8,
+  SD_SCHED_FIELD_CLIP_SAMPLE_RANGE = 1 << 9,
+  SD_SCHED_FIELD_SKIP_PRK_STEPS = 1 << 10,
+  SD_SCHED_FIELD_USE_KARRAS_SIGMAS = 1 << 11,
+};
+
 /* The union of the diffusers scheduler configs' fields that SD models ship. */
 typedef struct sd_scheduler_config {
+  unsigned fields_set; /* SD_SCHED_FIELD_* bits of the fields the config stated */
   char class_name[64]; /* "_class_name", e.g. "PNDMScheduler"; names the default scheduler */
   int num_train_timesteps;
   float beta_start;
@@ -96,7 +115,8 @@ typedef struct sd_scheduler_config {
   bool use_karras_sigmas;
 } sd_scheduler_config;
 
-/* Defaults of diffusers for fields a config may leave out. */
+/* Zero fields_set and diffusers' common defaults (num_train_timesteps 1000, linear 0.0001..0.02,
+ * epsilon, leading, ...); the loader then sets the fields the config states and their bits. */
 void sd_scheduler_config_defaults(sd_scheduler_config *cfg);
 
 #endif
