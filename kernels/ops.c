@@ -264,7 +264,14 @@ sd_backend *sd_backend_create(const char *name) {
     return sd_backend_cpu_create(0);
   if (strcmp(name, "cuda") == 0)
     return sd_backend_cuda_create(0, SD_DTYPE_F16);
-  SD_ERROR("unknown device '%s' (cpu or cuda)", name);
+  if (strcmp(name, "auto") == 0) {
+    sd_backend *be = sd_backend_cuda_create(0, SD_DTYPE_F16);
+    if (be)
+      return be;
+    sd_error_clear();
+    return sd_backend_cpu_create(0);
+  }
+  SD_ERROR("unknown device '%s' (cpu, cuda or auto)", name);
   return NULL;
 }
 

@@ -119,7 +119,7 @@ struct sd_backend {
 /* Backends. Return NULL with an error when unavailable (e.g. no GPU, built without CUDA). */
 sd_backend *sd_backend_cpu_create(int threads);
 sd_backend *sd_backend_cuda_create(int device_index, sd_dtype act_dtype);
-/* "cpu" or "cuda" */
+/* "cpu", "cuda", or "auto" (cuda when a GPU and the CUDA backend are there, else cpu) */
 sd_backend *sd_backend_create(const char *name);
 void sd_backend_destroy(sd_backend *be);
 

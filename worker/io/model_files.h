@@ -9,6 +9,9 @@
 #include "../model/config.h"
 #include "tensor_map.h"
 
+/* Decided by the text encoder, never by sizes: a folder's hidden_act gelu (OpenCLIP) is SD 2.x,
+ * quick_gelu SD 1.x; a single file's cond_stage_model.model. keys SD 2.x,
+ * cond_stage_model.transformer. SD 1.x. */
 typedef enum sd_model_family {
   SD_FAMILY_SD1 = 1, /* CLIP ViT-L/14 text encoder, 768-d context */
   SD_FAMILY_SD2 = 2, /* OpenCLIP ViT-H/14 text encoder, 1024-d context */
@@ -21,7 +24,7 @@ typedef struct sd_tokenizer_files {
   char merges_txt[4096];
   char tokenizer_json[4096];
   char bpe_gz[4096];
-  char pad_token[64];  /* "<|endoftext|>" (SD 1.x) or "!" (SD 2.x) */
+  char pad_token[64];   /* "<|endoftext|>" (SD 1.x) or "!" (SD 2.x) */
   int model_max_length; /* 77 */
 } sd_tokenizer_files;
 
@@ -40,9 +43,12 @@ typedef struct sd_model_files {
 } sd_model_files;
 
 /* path: a diffusers folder or a .safetensors single file. config_yaml: an optional LDM-style
- * YAML (v1-inference.yaml / v2-inference-v.yaml) overriding what is inferred for single files;
- * NULL for none. bpe_gz_fallback: the CLIP BPE file for single-file checkpoints. Errors name the
- * file and the field or tensor. */
+ * YAML (v1-inference.yaml / v2-inference-v.yaml) for single files: its structural fields are
+ * checked against the shapes, the rest (heads, parameterization, scale factor, image size, betas)
+ * taken as given; NULL for none, and an error with a folder. bpe_gz_fallback: the CLIP BPE file
+ * for single-file checkpoints (checked readable; NULL leaves tokenizer.bpe_gz empty). What a
+ * single file's shapes cannot tell and the defaults without a YAML are listed in model_files.c.
+ * Errors name the file and the field or tensor. */
 int sd_model_files_open(const char *path, const char *config_yaml, const char *bpe_gz_fallback,
                         sd_model_files **out);
 void sd_model_files_close(sd_model_files *model);

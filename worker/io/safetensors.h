@@ -21,9 +21,13 @@ typedef struct sd_st_tensor {
 
 typedef struct sd_safetensors sd_safetensors;
 
-/* Opens and validates a file: JSON well formed, dtypes known (F32, F16, BF16; others are an
- * error naming the tensor), shape x dtype size == byte range, ranges inside the file and not
- * overlapping the header. Errors name the file and the tensor. */
+/* Opens and validates a file: header length sane (inside the file, at most the format's 100 MB),
+ * JSON well formed, every dtype one the format defines (others are an error naming the tensor),
+ * shape x dtype size == byte range, ranges inside the data section and not overlapping, names
+ * unique, "__metadata__" values strings. Errors name the file and the tensor.
+ * Tensors of dtype F32, F16, BF16 and I32 (0 to SD_MAX_DIMS dims) are listed; tensors of the
+ * format's other dtypes (e.g. the I64 position_ids buffer SD 1.x text encoders carry) are
+ * validated and left out of the list, as if absent. */
 int sd_safetensors_open(const char *path, sd_safetensors **out);
 void sd_safetensors_close(sd_safetensors *file);
 

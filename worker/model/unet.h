@@ -8,13 +8,21 @@
 
 typedef struct sd_unet sd_unet;
 
+/* Resolves and shape-checks every weight the config implies; the model borrows `weights` (keep
+ * them alive until sd_unet_free) and `be`. */
 int sd_unet_create(sd_backend *be, const sd_unet_config *cfg, const sd_weights *weights,
                    sd_unet **out);
 void sd_unet_free(sd_unet *model);
 
+/* diffusers' Timesteps projection of one timestep on the host: out (block_out_channels[0]) =
+ * sinusoids (cos first when flip_sin_to_cos) with frequencies exp(-ln(10000) i / (half -
+ * freq_shift)), computed in float32 as diffusers does. */
+int sd_unet_time_proj(const sd_unet_config *cfg, double timestep, float *out);
+
 /* sample (B, in_channels, h, w), timestep (a float, as diffusers passes it; the same for the whole
- * batch), context (B, L, cross_attention_dim) -> out (B, out_channels, h, w). Scratch memory
- * comes from the backend arena and is released before return. */
+ * batch), context (B, L, cross_attention_dim) -> out (B, out_channels, h, w); h and w must be
+ * multiples of 2^(num_levels - 1). Scratch memory comes from the backend arena and is released
+ * before return. */
 int sd_unet_forward(sd_unet *model, const sd_tensor *sample, double timestep,
                     const sd_tensor *context, sd_tensor *out);
 

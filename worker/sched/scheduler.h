@@ -42,9 +42,13 @@ typedef int (*sd_noise_fill_fn)(void *ctx, sd_backend *be, sd_tensor *noise);
 
 typedef struct sd_scheduler sd_scheduler;
 
-/* steps: inference steps asked for (>= 1). */
+/* steps: inference steps asked for (1 to num_train_timesteps). The scheduler sees cfg as
+ * diffusers' <Class>.from_config(model config) does: stated fields (cfg->fields_set) keep their
+ * values, the rest take the class's own defaults. karras: use Karras sigmas (an error for kinds
+ * without them); a config stating use_karras_sigmas turns them on as well. */
 int sd_scheduler_create(sd_scheduler_kind kind, const sd_scheduler_config *cfg, bool karras,
                         int steps, sd_scheduler **out);
+/* Frees the scheduler and its history tensors (before the backend they live on goes). */
 void sd_scheduler_free(sd_scheduler *s);
 
 /* Number of model calls (len(timesteps): steps for most, more for pndm and heun). */
@@ -58,7 +62,8 @@ int sd_scheduler_scale_model_input(sd_scheduler *s, sd_backend *be, int i,
                                    const sd_tensor *latents, sd_tensor *x);
 /* One step: latents (B, C, h, w) updated in place from model_out (same shape). noise_fill is
  * called for ancestral samplers (may be NULL otherwise). Keeps the history multistep
- * schedulers need (persistent backend tensors owned by the scheduler). */
+ * schedulers need (persistent backend tensors owned by the scheduler). Steps run once each, in
+ * order i = 0 .. count - 1. */
 int sd_scheduler_step(sd_scheduler *s, sd_backend *be, int i, const sd_tensor *model_out,
                       sd_tensor *latents, sd_noise_fill_fn noise_fill, void *noise_ctx);
 

@@ -1,0 +1,46 @@
+/* sdbatch: the command-line program. Dispatches to the subcommands. */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void print_usage(FILE *out) {
+  fprintf(out,
+          "sdbatch %s - Stable Diffusion batch renderer\n"
+          "\n"
+          "Usage: sdbatch <command> [options]\n"
+          "\n"
+          "Commands:\n"
+          "  render           render one image to a PNG file\n"
+          "  tokenize         print a prompt's 77 CLIP token ids\n"
+          "  make-demo-model  write a random-weight model in diffusers layout\n"
+          "\n"
+          "'sdbatch <command> --help' describes a command's options.\n",
+          SDBATCH_VERSION);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    print_usage(stderr);
+    return 2;
+  }
+  const char *command = argv[1];
+  if (strcmp(command, "--help") == 0 || strcmp(command, "-h") == 0 ||
+      strcmp(command, "help") == 0) {
+    print_usage(stdout);
+    return 0;
+  }
+  if (strcmp(command, "--version") == 0) {
+    printf("sdbatch %s\n", SDBATCH_VERSION);
+    return 0;
+  }
+  if (strcmp(command, "render") == 0)
+    return cmd_render(argc - 1, argv + 1);
+  if (strcmp(command, "tokenize") == 0)
+    return cmd_tokenize(argc - 1, argv + 1);
+  if (strcmp(command, "make-demo-model") == 0)
+    return cmd_make_demo_model(argc - 1, argv + 1);
+  fprintf(stderr, "sdbatch: unknown command '%s'\n\n", command);
+  print_usage(stderr);
+  return 2;
+}

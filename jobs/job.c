@@ -1,0 +1,295 @@
+/* Jobs after loading: accessors, items computed from their index, batch compatibility, the
+ * content hash and the path checks. */
+#include "job_internal.h"
+#include "sha256.h"
+#include "scheduler_names.h"
+
+#include "error.h"
+#include "worker/sched/scheduler.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int sd_job_error_at(const char *file, sd_job_pos pos, const char *fmt, ...) {
+  char message[1024];
+  va_list args;
+  va_start(args, fmt);
+  vsnprintf(message, sizeof message, fmt, args);
+  va_end(args);
+  if (pos.line > 0)
+    return SD_ERROR("%s:%d:%d: %s", file, pos.line, pos.col, message);
+  return SD_ERROR("%s: %s", file, message);
+}
+
+int sd_job_add_prompt(sd_job *job, const char *text, size_t len) {
+  if (job->info.n_prompts == job->prompt_offsets_cap) {
+    int64_t cap = job->prompt_offsets_cap ? 2 * job->prompt_offsets_cap : 16;
+    int64_t *offsets = realloc(job->prompt_offsets, (size_t)cap * sizeof *offsets);
+    if (!offsets)
+      return SD_ERROR("out of memory for %" PRId64 " prompts", cap);
+    job->prompt_offsets = offsets;
+    job->prompt_offsets_cap = cap;
+  }
+  if (job->prompt_text_cap - job->prompt_text_len < len + 1) {
+    size_t cap = job->prompt_text_cap ? job->prompt_text_cap : 4096;
+    while (cap - job->prompt_text_len < len + 1)
+      cap *= 2;
+    char *text_buf = realloc(job->prompt_text, cap);
+    if (!text_buf)
+      return SD_ERROR("out of memory for %zu bytes of prompts", cap);
+    job->prompt_text = text_buf;
+    job->prompt_text_cap = cap;
+  }
+  job->prompt_offsets[job->info.n_prompts++] = (int64_t)job->prompt_text_len;
+  memcpy(job->prompt_text + job->prompt_text_len, text, len);
+  job->prompt_text[job->prompt_text_len + len] = '\0';
+  job->prompt_text_len += len + 1;
+  return 0;
+}
+
+size_t sd_utf8_valid_prefix(const char *text, size_t len) {
+  const unsigned char *s = (const unsigned char *)text;
+  size_t i = 0;
+  while (i < len) {
+    unsigned c = s[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t n;
+    uint32_t cp, min;
+    if ((c & 0xE0) == 0xC0) {
+      n = 2, cp = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 3, cp = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+      return i;
+    }
+    if (len - i < n)
+      return i;
+    for (size_t k = 1; k < n; k++) {
+      if ((s[i + k] & 0xC0) != 0x80)
+        return i;
+      cp = cp << 6 | (s[i + k] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+      return i;
+    i += n;
+  }
+  return len;
+}
+
+void sd_job_free(sd_job *job) {
+  if (!job)
+    return;
+  free(job->path);
+  free(job->model);
+  free(job->model_config);
+  free(job->model_written);
+  free(job->model_config_written);
+  free(job->output);
+  free(job->prompts_file);
+  free(job->negative_prompt);
+  free(job->yaml_text);
+  free(job->prompt_text);
+  free(job->prompt_offsets);
+  free(job->seed_list);
+  free(job->steps);
+  free(job->guidance_scales);
+  free(job->schedulers);
+  free(job);
+}
+
+const sd_job_info *sd_job_get_info(const sd_job *job) {
+  return &job->info;
+}
+
+const char *sd_job_yaml_text(const sd_job *job, size_t *len) {
+  if (len)
+    *len = job->yaml_len;
+  return job->yaml_text;
+}
+
+const char *sd_job_prompt(const sd_job *job, int64_t i) {
+  if (i < 0 || i >= job->info.n_prompts) {
+    SD_ERROR("%s: prompt %" PRId64 " out of range [0, %" PRId64 ")", job->path, i,
+             job->info.n_prompts);
+    return NULL;
+  }
+  return job->prompt_text + job->prompt_offsets[i];
+}
+
+int sd_job_seed(const sd_job *job, int64_t i, uint64_t *seed) {
+  if (i < 0 || i >= job->info.n_seeds)
+    return SD_ERROR("%s: seed %" PRId64 " out of range [0, %" PRId64 ")", job->path, i,
+                    job->info.n_seeds);
+  *seed = job->seed_list ? job->seed_list[i] : job->seed_start + (uint64_t)i;
+  return 0;
+}
+
+int64_t sd_job_item_count(const sd_job *job) {
+  return job->info.n_items;
+}
+
+int sd_job_item_get(const sd_job *job, int64_t index, sd_job_item *out) {
+  const sd_job_info *info = &job->info;
+  if (index < 0 || index >= info->n_items)
+    return SD_ERROR("%s: item %" PRId64 " out of range [0, %" PRId64 ")", job->path, index,
+                    info->n_items);
+  int64_t rest = index;
+  int guidance_i = (int)(rest % info->n_guidance);
+  rest /= info->n_guidance;
+  int64_t seed_i = rest % info->n_seeds;
+  rest /= info->n_seeds;
+  int64_t prompt_i = rest % info->n_prompts;
+  rest /= info->n_prompts;
+  int steps_i = (int)(rest % info->n_steps);
+  int scheduler_i = (int)(rest / info->n_steps);
+
+  memset(out, 0, sizeof *out);
+  out->index = index;
+  out->scheduler_index = scheduler_i;
+  out->steps_index = steps_i;
+  out->prompt_index = prompt_i;
+  out->seed_index = seed_i;
+  out->guidance_index = guidance_i;
+  out->prompt = job->prompt_text + job->prompt_offsets[prompt_i];
+  out->negative_prompt = info->negative_prompt;
+  SD_TRY(sd_job_seed(job, seed_i, &out->seed));
+  out->width = info->width;
+  out->height = info->height;
+  out->steps = info->steps[steps_i];
+  out->guidance_scale = info->guidance_scales[guidance_i];
+  out->scheduler = info->schedulers[scheduler_i];
+  out->karras = info->karras;
+  out->rng = info->rng;
+  return 0;
+}
+
+bool sd_job_items_batchable(const sd_job_item *a, const sd_job_item *b) {
+  return a->width == b->width && a->height == b->height && a->steps == b->steps &&
+         a->scheduler == b->scheduler && a->karras == b->karras;
+}
+
+/* Canonical text, streamed into the hash: see docs/jobs.md, "Job hash". */
+static void hash_text(sd_sha256 *sha, const char *text) {
+  sd_sha256_update(sha, text, strlen(text));
+}
+
+static void hash_printf(sd_sha256 *sha, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void hash_printf(sd_sha256 *sha, const char *fmt, ...) {
+  char buf[128];
+  va_list args;
+  va_start(args, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, args);
+  va_end(args);
+  sd_sha256_update(sha, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+}
+
+static void hash_string(sd_sha256 *sha, const char *key, const char *value) {
+  size_t len = value ? strlen(value) : 0;
+  if (key)
+    hash_printf(sha, "%s %zu:", key, len);
+  else
+    hash_printf(sha, "%zu:", len);
+  sd_sha256_update(sha, value ? value : "", len);
+  hash_text(sha, "\n");
+}
+
+static const char *scheduler_name(int kind) {
+#define SD_SCHEDULER_NAME_ENTRY(kind, name, class_name, karras) [SD_SCHED_##kind] = name,
+  static const char *const names[] = {SD_SCHEDULER_LIST(SD_SCHEDULER_NAME_ENTRY)};
+#undef SD_SCHEDULER_NAME_ENTRY
+  if (kind < 0 || kind >= (int)(sizeof names / sizeof names[0]))
+    return "default";
+  return names[kind];
+}
+
+/* End of the run of consecutive seeds that starts at index first. */
+static int64_t seed_run_end(const sd_job *job, int64_t first) {
+  if (!job->seed_list)
+    return job->info.n_seeds;
+  int64_t end = first + 1;
+  while (end < job->info.n_seeds && job->seed_list[end - 1] != UINT64_MAX &&
+         job->seed_list[end] == job->seed_list[end - 1] + 1)
+    end++;
+  return end;
+}
+
+int sd_job_compute_hash(sd_job *job) {
+  const sd_job_info *info = &job->info;
+  sd_sha256 sha;
+  sd_sha256_init(&sha);
+  hash_text(&sha, "sdbatch job v1\n");
+  hash_string(&sha, "model", job->model_written);
+  hash_string(&sha, "model_config", job->model_config_written);
+  hash_string(&sha, "negative_prompt", job->negative_prompt);
+  hash_printf(&sha, "prompts %" PRId64 "\n", info->n_prompts);
+  for (int64_t i = 0; i < info->n_prompts; i++)
+    hash_string(&sha, NULL, job->prompt_text + job->prompt_offsets[i]);
+
+  /* seeds as runs of consecutive values, so a list and the equal range hash alike */
+  int64_t runs = 0;
+  for (int64_t first = 0; first < info->n_seeds; first = seed_run_end(job, first))
+    runs++;
+  hash_printf(&sha, "seeds %" PRId64 "\n", runs);
+  for (int64_t first = 0; first < info->n_seeds; first = seed_run_end(job, first)) {
+    uint64_t seed;
+    SD_TRY(sd_job_seed(job, first, &seed));
+    hash_printf(&sha, "%" PRIu64 " %" PRId64 "\n", seed, seed_run_end(job, first) - first);
+  }
+
+  hash_printf(&sha, "width %d\nheight %d\n", info->width, info->height);
+  hash_printf(&sha, "steps %d", info->n_steps);
+  for (int i = 0; i < info->n_steps; i++)
+    hash_printf(&sha, " %d", info->steps[i]);
+  hash_printf(&sha, "\nguidance_scale %d", info->n_guidance);
+  for (int i = 0; i < info->n_guidance; i++)
+    hash_printf(&sha, " %.17g", info->guidance_scales[i]);
+  hash_printf(&sha, "\nscheduler %d", info->n_schedulers);
+  for (int i = 0; i < info->n_schedulers; i++)
+    hash_printf(&sha, " %s", scheduler_name(info->schedulers[i]));
+  hash_printf(&sha, "\nkarras %s\nrng %s\nsave_latents %s\n", info->karras ? "true" : "false",
+              info->rng == SD_RNG_CPU ? "cpu" : "cuda", info->save_latents ? "true" : "false");
+  sd_sha256_final_hex(&sha, job->info.hash);
+  return 0;
+}
+
+/* The folder part of path ("." when it has none), into buf. */
+static void parent_folder(const char *path, char *buf, size_t size) {
+  const char *slash = strrchr(path, '/');
+  if (!slash)
+    snprintf(buf, size, ".");
+  else if (slash == path)
+    snprintf(buf, size, "/");
+  else
+    snprintf(buf, size, "%.*s", (int)(slash - path), path);
+}
+
+int sd_job_check_paths(const sd_job *job) {
+  struct stat st;
+  if (stat(job->model, &st) != 0)
+    return sd_job_error_at(job->path, job->model_pos, "model: cannot access '%s': %s", job->model,
+                           strerror(errno));
+  if (job->model_config && stat(job->model_config, &st) != 0)
+    return sd_job_error_at(job->path, job->model_config_pos, "model_config: cannot access '%s': %s",
+                           job->model_config, strerror(errno));
+  if (stat(job->output, &st) == 0 && S_ISDIR(st.st_mode))
+    return sd_job_error_at(job->path, job->output_pos, "output: '%s' is a folder, not a file",
+                           job->output);
+  char folder[4096];
+  parent_folder(job->output, folder, sizeof folder);
+  if (stat(folder, &st) != 0)
+    return sd_job_error_at(job->path, job->output_pos, "output: cannot access the folder '%s': %s",
+                           folder, strerror(errno));
+  if (!S_ISDIR(st.st_mode))
+    return sd_job_error_at(job->path, job->output_pos, "output: '%s' is not a folder", folder);
+  return 0;
+}

@@ -1,0 +1,119 @@
+/* Job files (YAML, schema v1; docs/jobs.md): loading with validation and line-numbered errors,
+ * and expansion into items computed from their index, so a job of any size costs no per-item
+ * memory.
+ *
+ * Items are the Cartesian product of the schedulers, steps, prompts, seeds and guidance scales of
+ * the job, indexed in that order (the last varies fastest):
+ *   index = (((scheduler_i * n_steps + steps_i) * n_prompts + prompt_i) * n_seeds + seed_i)
+ *           * n_guidance + guidance_i
+ * so that consecutive items share steps and scheduler (and so batch together) and the items of
+ * one prompt are contiguous. The order is part of schema v1 and does not change. */
+#ifndef SD_JOB_H
+#define SD_JOB_H
+
+#include "../worker/rng/rng.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Item and job scheduler value meaning "the model's default scheduler" (scheduler omitted or
+ * "default"); other values are sd_scheduler_kind (worker/sched/scheduler.h). */
+#define SD_JOB_SCHEDULER_DEFAULT (-1)
+
+/* Limits of schema v1. */
+#define SD_JOB_MIN_SIZE       64
+#define SD_JOB_MAX_SIZE       4096
+#define SD_JOB_MAX_STEPS      1000
+#define SD_JOB_MAX_BATCH_SIZE 1024
+
+typedef enum sd_job_device {
+  SD_JOB_DEVICE_AUTO = 0, /* cuda where a GPU is present, else cpu */
+  SD_JOB_DEVICE_CUDA,
+  SD_JOB_DEVICE_CPU,
+} sd_job_device;
+
+typedef struct sd_job sd_job;
+
+/* A job's settings. Strings and arrays belong to the job (valid until sd_job_free). Paths are
+ * resolved: relative ones in the file are taken relative to the job file's folder. */
+typedef struct sd_job_info {
+  const char *path;            /* the job file, as given to sd_job_load */
+  const char *model;           /* diffusers folder or single-file checkpoint */
+  const char *model_config;    /* LDM YAML for single files; NULL when not given */
+  const char *output;          /* output file */
+  const char *prompts_file;    /* NULL when the prompts are inline */
+  const char *negative_prompt; /* "" when not given */
+  int width, height;           /* pixels; 0: the model's default (unet sample_size * 8) */
+  bool karras;
+  sd_rng_kind rng;
+  int batch_size; /* images per worker batch */
+  bool save_latents;
+  sd_job_device device;
+  int64_t n_prompts;
+  int64_t n_seeds;
+  int n_steps; /* sweep lengths (1 for a scalar) */
+  int n_guidance;
+  int n_schedulers;
+  const int *steps;              /* (n_steps) */
+  const double *guidance_scales; /* (n_guidance) */
+  const int *schedulers;         /* (n_schedulers) sd_scheduler_kind or SD_JOB_SCHEDULER_DEFAULT */
+  int64_t n_items;               /* n_schedulers * n_steps * n_prompts * n_seeds * n_guidance */
+  char hash[65]; /* SHA-256 (hex) of the content that defines "the same job" (docs/jobs.md) */
+} sd_job_info;
+
+/* One item: a single image to render. Strings are borrowed from the job. */
+typedef struct sd_job_item {
+  int64_t index;
+  int scheduler_index; /* position in each list of the job (see the order above) */
+  int steps_index;
+  int64_t prompt_index;
+  int64_t seed_index;
+  int guidance_index;
+  const char *prompt; /* UTF-8 */
+  const char *negative_prompt;
+  uint64_t seed;
+  int width, height; /* 0: the model's default */
+  int steps;
+  double guidance_scale; /* as in diffusers, <= 1 turns classifier-free guidance off */
+  int scheduler;         /* sd_scheduler_kind or SD_JOB_SCHEDULER_DEFAULT */
+  bool karras;
+  sd_rng_kind rng;
+} sd_job_item;
+
+/* Reads and validates the whole job (prompts_file included) before any work. On failure returns
+ * -1 with one message "<file>:<line>:<col>: <key>: <problem>" (file and position of the first
+ * problem; a prompts_file's own problems name that file). The job owns its memory. */
+int sd_job_load(const char *path, sd_job **out);
+void sd_job_free(sd_job *job);
+
+const sd_job_info *sd_job_get_info(const sd_job *job);
+/* The job file's bytes as read (for the output file's attributes); *len gets the length. The
+ * text is NUL-terminated. */
+const char *sd_job_yaml_text(const sd_job *job, size_t *len);
+/* Prompt i in [0, n_prompts): UTF-8, NUL-terminated; NULL (with error) when out of range. */
+const char *sd_job_prompt(const sd_job *job, int64_t i);
+/* Seed i in [0, n_seeds); -1 (with error) when out of range. */
+int sd_job_seed(const sd_job *job, int64_t i, uint64_t *seed);
+
+int64_t sd_job_item_count(const sd_job *job);
+/* The item at index in [0, sd_job_item_count) in O(1); -1 (with error) when out of range. */
+int sd_job_item_get(const sd_job *job, int64_t index, sd_job_item *out);
+/* Whether two items of one job can render in one batch: same width, height, steps, scheduler
+ * and karras (prompts, seeds and guidance scales may differ within a batch). */
+bool sd_job_items_batchable(const sd_job_item *a, const sd_job_item *b);
+
+/* Checks that the model (and model_config) exist and that the output's folder exists, with
+ * errors at the key's position in the job file. sd_job_load does not touch these paths, so a job
+ * can be read where its model is absent; call this before starting the work. */
+int sd_job_check_paths(const sd_job *job);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

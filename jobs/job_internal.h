@@ -1,0 +1,67 @@
+/* The job's representation, shared by the files of jobs/ (not part of the API). */
+#ifndef SD_JOB_INTERNAL_H
+#define SD_JOB_INTERNAL_H
+
+#include "job.h"
+
+#include <stdarg.h>
+
+/* A position in the job file, 1-based; line 0 when unknown. */
+typedef struct sd_job_pos {
+  int line;
+  int col;
+} sd_job_pos;
+
+struct sd_job {
+  sd_job_info info; /* the public view; its pointers point at the fields below */
+
+  char *path;
+  char *model;         /* resolved */
+  char *model_config;  /* resolved, or NULL */
+  char *model_written; /* as in the file (for the hash) */
+  char *model_config_written;
+  char *output;
+  char *prompts_file;
+  char *negative_prompt;
+
+  char *yaml_text; /* the file's bytes, NUL-terminated */
+  size_t yaml_len;
+
+  char *prompt_text;      /* every prompt, each NUL-terminated */
+  size_t prompt_text_len; /* bytes used */
+  size_t prompt_text_cap;
+  int64_t *prompt_offsets; /* (n_prompts) start of prompt i in prompt_text */
+  int64_t prompt_offsets_cap;
+
+  uint64_t *seed_list; /* (n_seeds), or NULL for a range */
+  uint64_t seed_start; /* first seed of a range */
+
+  int *steps;              /* (n_steps) */
+  double *guidance_scales; /* (n_guidance) */
+  int *schedulers;         /* (n_schedulers) */
+
+  sd_job_pos model_pos; /* where values were given, for later errors */
+  sd_job_pos model_config_pos;
+  sd_job_pos output_pos;
+  sd_job_pos prompts_file_pos;
+};
+
+/* Records "<file>:<line>:<col>: <message>" (just "<file>: <message>" when pos.line is 0) and
+ * returns -1. */
+int sd_job_error_at(const char *file, sd_job_pos pos, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Appends a prompt (len bytes, no NUL inside) to the job. */
+int sd_job_add_prompt(sd_job *job, const char *text, size_t len);
+
+/* Length of the valid UTF-8 prefix of text[0, len) (strict: no overlong forms, surrogates or
+ * code points above U+10FFFF); len when all of it is valid. */
+size_t sd_utf8_valid_prefix(const char *text, size_t len);
+
+/* Reads job->prompts_file (one prompt a line, blank lines skipped) into the job's prompts. */
+int sd_job_read_prompts_file(sd_job *job);
+
+/* Fills job->info.hash from the job's content (docs/jobs.md, "Job hash"). */
+int sd_job_compute_hash(sd_job *job);
+
+#endif

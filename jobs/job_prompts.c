@@ -1,0 +1,111 @@
+/* prompts_file: one UTF-8 prompt a line. Line ends are \n or \r\n; a leading UTF-8 byte-order
+ * mark is dropped; lines of only spaces and tabs are skipped; other lines are kept as they are. */
+#include "job_internal.h"
+
+#include "error.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Reads the whole file into *out (NUL-terminated); -1 with errno set on failure. */
+static int read_all(const char *path, char **out, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return -1;
+  size_t cap = 1 << 16, used = 0;
+  char *buf = malloc(cap);
+  if (!buf) {
+    fclose(f);
+    errno = ENOMEM;
+    return -1;
+  }
+  for (;;) {
+    if (cap - used < 2) {
+      char *grown = realloc(buf, cap * 2);
+      if (!grown) {
+        free(buf);
+        fclose(f);
+        errno = ENOMEM;
+        return -1;
+      }
+      buf = grown;
+      cap *= 2;
+    }
+    size_t got = fread(buf + used, 1, cap - used - 1, f);
+    used += got;
+    if (got == 0)
+      break;
+  }
+  int failed = ferror(f);
+  int saved_errno = errno;
+  fclose(f);
+  if (failed) {
+    free(buf);
+    errno = saved_errno ? saved_errno : EIO;
+    return -1;
+  }
+  buf[used] = '\0';
+  *out = buf;
+  *len = used;
+  return 0;
+}
+
+static int is_blank(const char *line, size_t len) {
+  for (size_t i = 0; i < len; i++)
+    if (line[i] != ' ' && line[i] != '\t')
+      return 0;
+  return 1;
+}
+
+/* 1-based column (in characters) of byte offset `at` of a valid UTF-8 line. */
+static int char_column(const char *line, size_t at) {
+  int col = 1;
+  for (size_t i = 0; i < at; i++)
+    col += ((unsigned char)line[i] & 0xC0) != 0x80;
+  return col;
+}
+
+int sd_job_read_prompts_file(sd_job *job) {
+  char *text;
+  size_t len;
+  if (read_all(job->prompts_file, &text, &len) != 0)
+    return sd_job_error_at(job->path, job->prompts_file_pos, "prompts_file: cannot read '%s': %s",
+                           job->prompts_file, strerror(errno));
+  size_t start = 0;
+  if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+    start = 3;
+  int rc = 0;
+  int line_no = 0;
+  while (start < len && rc == 0) {
+    line_no++;
+    const char *line = text + start;
+    const char *newline = memchr(line, '\n', len - start);
+    size_t line_len = newline ? (size_t)(newline - line) : len - start;
+    start += line_len + (newline != NULL);
+    if (line_len > 0 && line[line_len - 1] == '\r')
+      line_len--;
+    size_t valid = sd_utf8_valid_prefix(line, line_len);
+    const char *nul = memchr(line, '\0', valid);
+    sd_job_pos pos = {line_no, 0};
+    if (nul) {
+      pos.col = char_column(line, (size_t)(nul - line));
+      rc = sd_job_error_at(job->prompts_file, pos, "a NUL character in the prompt");
+    } else if (valid < line_len) {
+      pos.col = char_column(line, valid);
+      rc = sd_job_error_at(job->prompts_file, pos, "invalid UTF-8 (byte 0x%02x)",
+                           (unsigned char)line[valid]);
+    } else if (!is_blank(line, line_len)) {
+      rc = sd_job_add_prompt(job, line, line_len);
+    }
+  }
+  free(text);
+  if (rc != 0)
+    return rc;
+  if (job->info.n_prompts == 0)
+    return sd_job_error_at(job->path, job->prompts_file_pos,
+                           "prompts_file: '%s' has no prompts (blank lines are skipped)",
+                           job->prompts_file);
+  return 0;
+}

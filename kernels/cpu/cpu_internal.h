@@ -1,0 +1,133 @@
+/* Private helpers of the CPU ops: branch-free float math that the compiler vectorizes inside
+ * `omp simd` loops, the array form of the activations, and the threading rule for OpenBLAS.
+ *
+ * Vectorization: the hot loops live in functions marked SD_CPU_MULTIVERSION, which GCC compiles
+ * for AVX-512, AVX2 and baseline x86-64 and picks from at load time, so a portable build still
+ * uses the machine's vector width. Such functions are called once per row or block, not per
+ * element, and never contain an OpenMP parallel region (its body would be outlined into a
+ * separate, baseline-only function).
+ *
+ * Threading: every op runs its own OpenMP parallel region and calls OpenBLAS from inside it,
+ * one sgemm per thread on a disjoint part of the output. Debian's OpenBLAS is the pthreads
+ * build, whose own worker threads would compete with OpenMP's for the same cores (and keep
+ * spinning after each call), so OpenBLAS is kept at one thread (sd_cpu_blas_single_thread). */
+#ifndef SD_CPU_INTERNAL_H
+#define SD_CPU_INTERNAL_H
+
+#include "cpu_ops.h"
+
+#include "../error.h"
+
+#include <cblas.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+/* Threads an op may use; inside a parallel region, the team's size and this thread's index. */
+#define SD_CPU_THREADS()   omp_get_max_threads()
+#define SD_CPU_TEAM_SIZE() omp_get_num_threads()
+#define SD_CPU_THREAD_ID() omp_get_thread_num()
+#else
+#define SD_CPU_THREADS()   1
+#define SD_CPU_TEAM_SIZE() 1
+#define SD_CPU_THREAD_ID() 0
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__gnu_linux__)
+#define SD_CPU_MULTIVERSION                                                                        \
+  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define SD_CPU_MULTIVERSION
+#endif
+
+/* Makes OpenBLAS run each call on the calling thread (see the threading note above). */
+static inline void sd_cpu_blas_single_thread(void) {
+  if (openblas_get_num_threads() != 1)
+    openblas_set_num_threads(1);
+}
+
+/* exp(x) within about 2 ulp for x in [-87.3, 88.3] (Cephes' polynomial on the reduced argument,
+ * 2^n assembled from bits); inputs outside are clamped, so exp(-inf) gives ~1e-38, not 0. */
+static inline float sd_cpu_expf(float x) {
+  const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+  x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+  float t = x * 1.44269504088896341f + shifter;
+  float n = t - shifter;
+  int32_t t_bits;
+  memcpy(&t_bits, &t, sizeof t_bits);
+  int32_t n_int = t_bits - 0x4B400000; /* bits of the shifter */
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t scale_bits = (n_int + 127) << 23;
+  float scale;
+  memcpy(&scale, &scale_bits, sizeof scale);
+  return p * scale;
+}
+
+/* erf(x) with absolute error below 2e-7: Abramowitz & Stegun 7.1.26, the same form PyTorch's
+ * vectorized CPU erf uses. */
+static inline float sd_cpu_erff(float x) {
+  float ax = x < 0.0f ? -x : x;
+  float t = 1.0f / (1.0f + 0.3275911f * ax);
+  float p = 1.061405429f;
+  p = p * t - 1.453152027f;
+  p = p * t + 1.421413741f;
+  p = p * t - 0.284496736f;
+  p = p * t + 0.254829592f;
+  float e = 1.0f - p * t * sd_cpu_expf(-ax * ax);
+  return x < 0.0f ? -e : e;
+}
+
+static inline float sd_cpu_silu(float x) {
+  return x / (1.0f + sd_cpu_expf(-x));
+}
+
+static inline float sd_cpu_gelu(float x) {
+  return 0.5f * x * (1.0f + sd_cpu_erff(x * 0.70710678118654752f));
+}
+
+static inline float sd_cpu_gelu_tanh(float x) {
+  const float k = 0.79788456080286536f; /* sqrt(2 / pi) */
+  float u = k * (x + 0.044715f * x * x * x);
+  float th = 1.0f - 2.0f / (sd_cpu_expf(2.0f * u) + 1.0f); /* tanh(u) */
+  return 0.5f * x * (1.0f + th);
+}
+
+static inline float sd_cpu_quick_gelu(float x) {
+  return x / (1.0f + sd_cpu_expf(-1.702f * x));
+}
+
+/* y[i] = act(x[i] + (bias ? bias[i] : 0)) for i < n, vectorized; y may alias x. Runs on the
+ * calling thread (callers parallelize over rows). */
+void sd_cpu_activate_array(const float *x, const float *bias, sd_activation act, int64_t n,
+                           float *y);
+
+/* Scratch of `count` floats from the backend's arena (reused across calls, so no page faults
+ * after the first); release with sd_arena_release(be, mark) taken before. NULL with an error
+ * naming `what` on failure. */
+static inline float *sd_cpu_scratch(sd_backend *be, size_t count, const char *what) {
+  sd_tensor t = sd_tensor_1d(SD_DTYPE_F32, (int64_t)count);
+  if (sd_tensor_alloc(be, &t) < 0) {
+    sd_error_context("%s scratch (%zu floats)", what, count);
+    return NULL;
+  }
+  return t.data;
+}
+
+/* Rows [first, first + count) of `total` split evenly over `parts`. */
+static inline void sd_cpu_split(int64_t total, int parts, int part, int64_t *first,
+                                int64_t *count) {
+  int64_t base = total / parts, extra = total % parts;
+  *first = part * base + (part < extra ? part : extra);
+  *count = base + (part < extra ? 1 : 0);
+}
+
+#endif

@@ -1,0 +1,594 @@
+/* Job files (jobs/): every field of a full job and the defaults of a minimal one, expansion order
+ * and counts against naive nested loops, O(1) items of a 1,000,000-item job, prompts files, the
+ * job hash (equal for equal content, and the documented canonical text), batch compatibility,
+ * path checks, each error message's exact file:line:col (fixtures by
+ * tests/reference/make_job_fixtures.py), and mutated job files that must fail cleanly. */
+#include "test_util.h"
+
+#include "error.h"
+#include "jobs/job.h"
+#include "jobs/sha256.h"
+#include "sched/scheduler.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define JOBS SD_TEST_FIXTURES "/jobs/"
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static sd_job *load_ok(const char *path) {
+  sd_job *job = NULL;
+  int rc = sd_job_load(path, &job);
+  CHECK(rc == 0 && job, "load %s: %s", path, sd_error_message());
+  return rc == 0 ? job : NULL;
+}
+
+static char *read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return NULL;
+  char *buf = malloc(1 << 20);
+  *len = buf ? fread(buf, 1, 1 << 20, f) : 0;
+  fclose(f);
+  return buf;
+}
+
+static void test_sha256(void) {
+  static const struct {
+    const char *text;
+    const char *digest;
+  } vectors[] = {
+      {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+      {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+      {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+  };
+  for (size_t i = 0; i < sizeof vectors / sizeof vectors[0]; i++) {
+    sd_sha256 sha;
+    char hex[65];
+    sd_sha256_init(&sha);
+    sd_sha256_update(&sha, vectors[i].text, strlen(vectors[i].text));
+    sd_sha256_final_hex(&sha, hex);
+    CHECK(!strcmp(hex, vectors[i].digest), "sha256('%s') = %s", vectors[i].text, hex);
+  }
+  /* a million 'a' fed in uneven pieces crosses every block boundary case */
+  sd_sha256 sha;
+  char hex[65], chunk[1000];
+  memset(chunk, 'a', sizeof chunk);
+  sd_sha256_init(&sha);
+  for (size_t done = 0, piece = 1; done < 1000000; done += piece, piece = piece % 997 + 1) {
+    if (piece > 1000000 - done)
+      piece = 1000000 - done;
+    sd_sha256_update(&sha, chunk, piece);
+  }
+  sd_sha256_final_hex(&sha, hex);
+  CHECK(!strcmp(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"),
+        "sha256(a x 1e6) = %s", hex);
+}
+
+static void test_full_job(void) {
+  sd_job *job = load_ok(JOBS "good_full.yaml");
+  if (!job)
+    return;
+  const sd_job_info *info = sd_job_get_info(job);
+  CHECK(!strcmp(info->path, JOBS "good_full.yaml"), "path %s", info->path);
+  CHECK(!strcmp(info->model, JOBS "models/sd15"), "model %s", info->model);
+  CHECK(info->model_config && !strcmp(info->model_config, "/abs/v1-inference.yaml"),
+        "model_config %s", info->model_config ? info->model_config : "(null)");
+  CHECK(!strcmp(info->output, JOBS "results/out.h5"), "output %s", info->output);
+  CHECK(info->prompts_file == NULL, "prompts_file is NULL for inline prompts");
+  CHECK(!strcmp(info->negative_prompt, "blurry, low quality"), "negative %s",
+        info->negative_prompt);
+  static const char *const prompts[] = {"a photo of an astronaut riding a horse",
+                                        "ein Pferd im Schnee, \xc3\x96lgem\xc3\xa4lde",
+                                        "plain text prompt"};
+  CHECK(info->n_prompts == 3, "n_prompts %" PRId64, info->n_prompts);
+  for (int i = 0; i < 3 && i < info->n_prompts; i++) {
+    const char *p = sd_job_prompt(job, i);
+    CHECK(p && !strcmp(p, prompts[i]), "prompt %d: '%s'", i, p ? p : "(null)");
+  }
+  CHECK(sd_job_prompt(job, 3) == NULL, "prompt 3 is out of range");
+  CHECK(strstr(sd_error_message(), "good_full.yaml: prompt 3 out of range [0, 3)") != NULL,
+        "prompt range error: %s", sd_error_message());
+  static const uint64_t seeds[] = {42, 7, UINT64_MAX};
+  CHECK(info->n_seeds == 3, "n_seeds %" PRId64, info->n_seeds);
+  for (int i = 0; i < 3; i++) {
+    uint64_t seed = 0;
+    CHECK(sd_job_seed(job, i, &seed) == 0 && seed == seeds[i], "seed %d: %" PRIu64, i, seed);
+  }
+  CHECK(sd_job_seed(job, -1, &(uint64_t){0}) != 0, "seed -1 is out of range");
+  CHECK(info->width == 768 && info->height == 64, "size %dx%d", info->width, info->height);
+  CHECK(info->n_steps == 2 && info->steps[0] == 20 && info->steps[1] == 50, "steps");
+  CHECK(info->n_guidance == 3 && info->guidance_scales[0] == 1.0 &&
+            info->guidance_scales[1] == 7.5 && info->guidance_scales[2] == 12.25,
+        "guidance scales");
+  CHECK(info->n_schedulers == 3 && info->schedulers[0] == SD_SCHED_EULER &&
+            info->schedulers[1] == SD_SCHED_DPMPP_2M &&
+            info->schedulers[2] == SD_JOB_SCHEDULER_DEFAULT,
+        "schedulers");
+  CHECK(info->karras, "karras");
+  CHECK(info->rng == SD_RNG_CPU, "rng");
+  CHECK(info->batch_size == 8, "batch_size %d", info->batch_size);
+  CHECK(info->save_latents, "save_latents");
+  CHECK(info->device == SD_JOB_DEVICE_CUDA, "device");
+  CHECK(info->n_items == 3 * 3 * 2 * 3 * 3 && sd_job_item_count(job) == info->n_items,
+        "n_items %" PRId64, info->n_items);
+  CHECK(strlen(info->hash) == 64, "hash is 64 hex digits: %s", info->hash);
+
+  size_t file_len = 0, text_len = 0;
+  char *file = read_file(JOBS "good_full.yaml", &file_len);
+  const char *text = sd_job_yaml_text(job, &text_len);
+  CHECK(file && text_len == file_len && !memcmp(text, file, file_len) && text[text_len] == '\0',
+        "the raw YAML text is the file's bytes (%zu vs %zu)", text_len, file_len);
+  free(file);
+  sd_job_free(job);
+}
+
+static void test_minimal_job_defaults(void) {
+  sd_job *job = load_ok(JOBS "good_minimal.yaml");
+  if (!job)
+    return;
+  const sd_job_info *info = sd_job_get_info(job);
+  CHECK(!strcmp(info->model, "/models/sd15") && !strcmp(info->output, "/tmp/out.h5"),
+        "absolute paths stay: %s %s", info->model, info->output);
+  CHECK(info->model_config == NULL && info->prompts_file == NULL, "no model_config");
+  CHECK(!strcmp(info->negative_prompt, ""), "negative prompt defaults to ''");
+  CHECK(info->n_prompts == 1 && !strcmp(sd_job_prompt(job, 0), "a lone prompt"), "one prompt");
+  CHECK(info->width == 0 && info->height == 0, "size defaults to the model's (0)");
+  CHECK(info->n_steps == 1 && info->steps[0] == 50, "steps default 50");
+  CHECK(info->n_guidance == 1 && info->guidance_scales[0] == 7.5, "guidance default 7.5");
+  CHECK(info->n_schedulers == 1 && info->schedulers[0] == SD_JOB_SCHEDULER_DEFAULT,
+        "scheduler default: the model's");
+  CHECK(!info->karras && info->rng == SD_RNG_CUDA && info->batch_size == 1 && !info->save_latents &&
+            info->device == SD_JOB_DEVICE_AUTO,
+        "karras false, rng cuda, batch 1, save_latents false, device auto");
+  sd_job_item item;
+  CHECK(sd_job_item_get(job, 0, &item) == 0 && item.seed == 5 && item.steps == 50 &&
+            item.guidance_scale == 7.5 && item.scheduler == SD_JOB_SCHEDULER_DEFAULT &&
+            !strcmp(item.negative_prompt, ""),
+        "the one item");
+  CHECK(sd_job_item_get(job, 1, &item) != 0, "item 1 is out of range");
+  sd_job_free(job);
+}
+
+/* The documented order, by naive nested loops (scheduler outermost, guidance innermost). */
+static void test_sweep_order(void) {
+  sd_job *job = load_ok(JOBS "good_sweep.yaml");
+  if (!job)
+    return;
+  static const int schedulers[] = {SD_SCHED_DDIM, SD_SCHED_EULER};
+  static const int steps[] = {10, 20};
+  static const char *const prompts[] = {"p0", "p1"};
+  static const uint64_t seeds[] = {10, 11, 12};
+  static const double guidance[] = {1.0, 7.5};
+  CHECK(sd_job_item_count(job) == 48, "48 items, got %" PRId64, sd_job_item_count(job));
+  int64_t index = 0, wrong = 0;
+  for (int sc = 0; sc < 2; sc++)
+    for (int st = 0; st < 2; st++)
+      for (int p = 0; p < 2; p++)
+        for (int se = 0; se < 3; se++)
+          for (int g = 0; g < 2; g++, index++) {
+            sd_job_item it;
+            if (sd_job_item_get(job, index, &it) != 0 || it.index != index ||
+                it.scheduler != schedulers[sc] || it.steps != steps[st] ||
+                strcmp(it.prompt, prompts[p]) != 0 || it.seed != seeds[se] ||
+                it.guidance_scale != guidance[g] || it.scheduler_index != sc ||
+                it.steps_index != st || it.prompt_index != p || it.seed_index != se ||
+                it.guidance_index != g || it.width != 0 || it.karras || it.rng != SD_RNG_CUDA)
+              wrong++;
+          }
+  CHECK(wrong == 0, "%" PRId64 " of 48 items differ from the nested-loop order", wrong);
+  sd_job_item it;
+  CHECK(sd_job_item_get(job, 48, &it) != 0 && sd_job_item_get(job, -1, &it) != 0,
+        "items 48 and -1 are out of range");
+
+  /* blocks of 12 share scheduler and steps: items 0..11 batch together, 11 and 12 do not */
+  sd_job_item a, b;
+  sd_job_item_get(job, 0, &a);
+  sd_job_item_get(job, 11, &b);
+  CHECK(sd_job_items_batchable(&a, &b), "items 0 and 11 differ only in prompt/seed/guidance");
+  sd_job_item_get(job, 12, &b);
+  CHECK(!sd_job_items_batchable(&a, &b), "items 0 and 12 differ in steps");
+  sd_job_item_get(job, 24, &b);
+  CHECK(!sd_job_items_batchable(&a, &b), "items 0 and 24 differ in scheduler");
+  sd_job_item_get(job, 1, &b);
+  b.karras = true;
+  CHECK(!sd_job_items_batchable(&a, &b), "karras differs");
+  b.karras = false;
+  b.width = 512;
+  CHECK(!sd_job_items_batchable(&a, &b), "width differs");
+  b.width = a.width;
+  b.height = 768;
+  CHECK(!sd_job_items_batchable(&a, &b), "height differs");
+  sd_job_free(job);
+}
+
+static long max_rss_kib(void) {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss;
+}
+
+static void test_million_items(void) {
+  long rss_before = max_rss_kib();
+  double t0 = now_seconds();
+  sd_job *job = load_ok(JOBS "good_million.yaml");
+  if (!job)
+    return;
+  sd_job_item item;
+  int rc = sd_job_item_get(job, 999999, &item);
+  double load_s = now_seconds() - t0;
+  CHECK(sd_job_item_count(job) == 1000000, "count %" PRId64, sd_job_item_count(job));
+  CHECK(rc == 0 && item.index == 999999 && item.seed == 1000 + 999999 &&
+            item.seed_index == 999999 && item.prompt_index == 0 && !strcmp(item.prompt, "only") &&
+            item.steps == 50 && item.guidance_scale == 7.5,
+        "item 999999: seed %" PRIu64, item.seed);
+  CHECK(load_s < 0.05, "load + item(999999) took %.4f s (limit 0.05 s)", load_s);
+  /* every item, to show each costs O(1) and nothing is kept per item */
+  t0 = now_seconds();
+  uint64_t seed_sum = 0;
+  for (int64_t i = 0; i < 1000000; i++) {
+    sd_job_item_get(job, i, &item);
+    seed_sum += item.seed;
+  }
+  double all_s = now_seconds() - t0;
+  CHECK(seed_sum == 1000000ull * 1000 + 999999ull * 1000000 / 2, "sum of seeds %" PRIu64, seed_sum);
+  CHECK(all_s < 1.0, "1e6 items took %.3f s (limit 1 s)", all_s);
+  long grown_kib = max_rss_kib() - rss_before;
+  CHECK(grown_kib < 4096, "peak memory grew by %ld KiB (limit 4096)", grown_kib);
+  printf("1e6-item job: load + item(999999) %.2f ms, all items %.1f ms, peak RSS +%ld KiB\n",
+         1e3 * load_s, 1e3 * all_s, grown_kib);
+  sd_job_free(job);
+
+  job = load_ok(JOBS "good_max_items.yaml");
+  if (!job)
+    return;
+  CHECK(sd_job_item_count(job) == INT64_MAX, "2^63-1 items");
+  CHECK(sd_job_item_get(job, INT64_MAX - 1, &item) == 0 && item.seed == (uint64_t)INT64_MAX - 1,
+        "the last of 2^63-1 items");
+  sd_job_free(job);
+}
+
+static void test_prompts_file(void) {
+  sd_job *job = load_ok(JOBS "good_prompts_file.yaml");
+  if (!job)
+    return;
+  const sd_job_info *info = sd_job_get_info(job);
+  static const char *const want[] = {"first prompt", "second  prompt, with \xc3\xbcmlauts ",
+                                     "third"};
+  CHECK(info->prompts_file && !strcmp(info->prompts_file, JOBS "prompts.txt"), "prompts_file %s",
+        info->prompts_file ? info->prompts_file : "(null)");
+  CHECK(info->n_prompts == 3, "BOM, CRLF, blank lines: 3 prompts, got %" PRId64, info->n_prompts);
+  for (int i = 0; i < 3 && i < info->n_prompts; i++)
+    CHECK(!strcmp(sd_job_prompt(job, i), want[i]), "prompt %d: '%s'", i, sd_job_prompt(job, i));
+  sd_job_free(job);
+}
+
+static void test_hash(void) {
+  const char *names[] = {"hash_a.yaml", "hash_b.yaml", "hash_c.yaml", "hash_range.yaml",
+                         "hash_list.yaml"};
+  char hashes[5][65] = {{0}};
+  for (int i = 0; i < 5; i++) {
+    char path[1024];
+    snprintf(path, sizeof path, JOBS "%s", names[i]);
+    sd_job *job = load_ok(path);
+    if (!job)
+      return;
+    memcpy(hashes[i], sd_job_get_info(job)->hash, 65);
+    sd_job_free(job);
+  }
+  CHECK(!strcmp(hashes[0], hashes[1]), "same content, other form and settings: %s vs %s", hashes[0],
+        hashes[1]);
+  CHECK(strcmp(hashes[0], hashes[2]) != 0, "one seed differs: hashes differ");
+  CHECK(!strcmp(hashes[3], hashes[4]), "a seed range and the equal list hash alike");
+
+  /* hash_list.yaml's canonical text as docs/jobs.md defines it */
+  static const char canonical[] = "sdbatch job v1\n"
+                                  "model 1:m\n"
+                                  "model_config 0:\n"
+                                  "negative_prompt 0:\n"
+                                  "prompts 1\n"
+                                  "1:x\n"
+                                  "seeds 1\n"
+                                  "3 4\n"
+                                  "width 0\n"
+                                  "height 0\n"
+                                  "steps 1 50\n"
+                                  "guidance_scale 1 7.5\n"
+                                  "scheduler 1 default\n"
+                                  "karras false\n"
+                                  "rng cuda\n"
+                                  "save_latents false\n";
+  sd_sha256 sha;
+  char want[65];
+  sd_sha256_init(&sha);
+  sd_sha256_update(&sha, canonical, strlen(canonical));
+  sd_sha256_final_hex(&sha, want);
+  CHECK(!strcmp(hashes[4], want), "hash of the canonical text: %s, job hash %s", want, hashes[4]);
+}
+
+static void test_check_paths(void) {
+  sd_job *job = load_ok(JOBS "paths_ok.yaml");
+  if (job) {
+    CHECK(sd_job_check_paths(job) == 0, "paths exist: %s", sd_error_message());
+    sd_job_free(job);
+  }
+  job = load_ok(JOBS "good_minimal.yaml");
+  if (job) {
+    CHECK(sd_job_check_paths(job) != 0 &&
+              !strcmp(sd_error_message(),
+                      JOBS "good_minimal.yaml:1:8: model: cannot access '/models/sd15': No such "
+                           "file or directory"),
+          "missing model: %s", sd_error_message());
+    sd_job_free(job);
+  }
+  job = load_ok(JOBS "paths_no_output_folder.yaml");
+  if (job) {
+    CHECK(sd_job_check_paths(job) != 0 &&
+              !strcmp(sd_error_message(),
+                      JOBS "paths_no_output_folder.yaml:2:9: output: cannot "
+                           "access the folder '" JOBS "no-such-folder': No such file or directory"),
+          "missing output folder: %s", sd_error_message());
+    sd_job_free(job);
+  }
+}
+
+/* The examples of jobs/examples/ load and expand as their comments say. */
+static void test_examples(void) {
+  static const struct {
+    const char *name;
+    int64_t items;
+  } examples[] = {{"demo.yaml", 2 * 2 * 2},
+                  {"guidance_sweep.yaml", 4 * 16 * 7},
+                  {"synthetic_data.yaml", 6 * 1000}};
+  for (size_t i = 0; i < sizeof examples / sizeof examples[0]; i++) {
+    char path[1024];
+    snprintf(path, sizeof path, SD_SOURCE_DIR "/jobs/examples/%s", examples[i].name);
+    sd_job *job = load_ok(path);
+    if (!job)
+      continue;
+    CHECK(sd_job_item_count(job) == examples[i].items, "%s: %" PRId64 " items, want %" PRId64,
+          examples[i].name, sd_job_item_count(job), examples[i].items);
+    sd_job_free(job);
+  }
+  sd_job *job = load_ok(SD_SOURCE_DIR "/jobs/examples/demo.yaml");
+  if (!job)
+    return;
+  const sd_job_info *info = sd_job_get_info(job);
+  CHECK(!strcmp(info->model, SD_SOURCE_DIR "/jobs/examples/../../out/demo-model"),
+        "demo model path %s", info->model);
+  CHECK(info->n_guidance == 2 && info->guidance_scales[0] == 1.0 &&
+            info->guidance_scales[1] == 7.5 && info->n_prompts == 2 && info->n_seeds == 2,
+        "demo: 2 prompts x 2 seeds x guidance [1.0, 7.5]");
+  sd_job_free(job);
+}
+
+/* Each bad job and its one message: "<file>:<line>:<col>: ..." (the file is the job unless
+ * named). */
+static const struct {
+  const char *job;
+  const char *message_file;
+  const char *message;
+} bad_jobs[] = {
+    {"bad_steps_string.yaml", NULL,
+     "7:8: steps: expected a positive integer (at most 1000) or a list of them, got 'ten'"},
+    {"bad_steps_zero_in_list.yaml", NULL,
+     "7:13: steps[1]: expected a positive integer (at most 1000), got '0'"},
+    {"bad_steps_repeat.yaml", NULL, "7:17: steps[2]: '20' is already in the list at steps[0]"},
+    {"bad_steps_empty.yaml", NULL, "7:8: steps: the list is empty; give at least one value"},
+    {"bad_steps_mapping.yaml", NULL,
+     "7:8: steps: expected a positive integer (at most 1000) or a list of them, got a mapping"},
+    {"bad_seed_negative.yaml", NULL,
+     "5:8: seeds: expected a non-negative integer, a list of them or {start: N, count: N}, got "
+     "'-1'"},
+    {"bad_seed_in_list.yaml", NULL,
+     "5:12: seeds[1]: expected a non-negative integer (at most 18446744073709551615), got '2.5'"},
+    {"bad_seed_repeat.yaml", NULL, "5:18: seeds[3]: '9' is already in the list at seeds[1]"},
+    {"bad_seed_too_big.yaml", NULL,
+     "5:9: seeds[0]: expected a non-negative integer (at most 18446744073709551615), got "
+     "'18446744073709551616'"},
+    {"bad_seeds_empty.yaml", NULL, "5:8: seeds: the list is empty; give at least one seed"},
+    {"bad_seeds_count_zero.yaml", NULL,
+     "5:26: seeds.count: expected a positive integer (at most 9223372036854775807), got '0'"},
+    {"bad_seeds_range_key.yaml", NULL,
+     "5:19: seeds: unknown key 'step' (expected start and count)"},
+    {"bad_seeds_range_missing.yaml", NULL,
+     "5:8: seeds: missing 'count' (expected {start: N, count: N})"},
+    {"bad_seeds_range_overflow.yaml", NULL,
+     "5:45: seeds.count: start + count - 1 is beyond the largest seed, 18446744073709551615"},
+    {"bad_items_overflow.yaml", NULL, "2:1: the job has more than 9223372036854775807 items"},
+    {"bad_width_not_multiple.yaml", NULL,
+     "6:8: width: expected a multiple of 8 in [64, 4096], got '500'"},
+    {"bad_width_too_small.yaml", NULL,
+     "6:8: width: expected a multiple of 8 in [64, 4096], got '32'"},
+    {"bad_height_too_big.yaml", NULL,
+     "9:9: height: expected a multiple of 8 in [64, 4096], got '8192'"},
+    {"bad_width_quoted.yaml", NULL,
+     "6:8: width: expected a multiple of 8 in [64, 4096], got '512'"},
+    {"bad_guidance_word.yaml", NULL,
+     "8:17: guidance_scale: expected a non-negative number or a list of them, got 'high'"},
+    {"bad_guidance_negative.yaml", NULL,
+     "8:23: guidance_scale[1]: expected a non-negative number, got '-2'"},
+    {"bad_guidance_nan.yaml", NULL,
+     "8:17: guidance_scale: expected a non-negative number or a list of them, got '.nan'"},
+    {"bad_scheduler.yaml", NULL,
+     "9:19: scheduler[1]: expected a scheduler (ddim, pndm, lms, euler, euler_a, heun, dpmpp_2m, "
+     "or default), got 'dpm++'"},
+    {"bad_karras.yaml", NULL,
+     "10:9: karras: scheduler 'ddim' has no Karras sigmas (lms, euler, heun, dpmpp_2m have them)"},
+    {"bad_batch_size.yaml", NULL, "9:13: batch_size: expected an integer in [1, 1024], got '0'"},
+    {"bad_rng.yaml", NULL, "9:6: rng: expected cuda or cpu, got 'gpu'"},
+    {"bad_device.yaml", NULL, "9:9: device: expected auto, cuda or cpu, got 'tpu'"},
+    {"bad_bool.yaml", NULL, "9:15: save_latents: expected true or false, got 'yes'"},
+    {"bad_prompts_empty.yaml", NULL, "4:10: prompts: the list is empty; give at least one prompt"},
+    {"bad_prompt_null.yaml", NULL,
+     "4:18: prompts[1]: expected a string (quote it if it reads as null), got '~'"},
+    {"bad_prompt_list_in_list.yaml", NULL,
+     "4:18: prompts[1]: expected a string (quote it if it reads as null), got a list"},
+    {"bad_prompt_nul.yaml", NULL, "4:11: prompts[0]: contains a NUL character"},
+    {"bad_both_prompts.yaml", NULL,
+     "9:1: prompts_file: give either prompts or prompts_file, not both"},
+    {"bad_prompts_file_missing.yaml", NULL,
+     "4:15: prompts_file: cannot read '" JOBS "no-such-prompts.txt': No such file or directory"},
+    {"bad_prompts_file_blank.yaml", NULL,
+     "4:15: prompts_file: '" JOBS "blank_prompts.txt' has no prompts (blank lines are skipped)"},
+    {"bad_prompts_file_utf8.yaml", "bad_utf8_prompts.txt", "4:8: invalid UTF-8 (byte 0xff)"},
+    {"bad_model_empty.yaml", NULL, "2:7: model: expected a path, got an empty value"},
+    {"bad_model_list.yaml", NULL, "2:8: model: expected a path, got a list"},
+    {"bad_missing_model.yaml", NULL, "3:1: missing required key 'model'"},
+    {"bad_missing_seeds.yaml", NULL, "2:1: missing required key 'seeds'"},
+    {"bad_missing_prompts.yaml", NULL, "2:1: missing required key 'prompts' (or 'prompts_file')"},
+    {"bad_unknown_key.yaml", NULL, "7:1: unknown key 'stpes' (did you mean 'steps'?)"},
+    {"bad_unknown_key_far.yaml", NULL, "9:1: unknown key 'colour'"},
+    {"bad_duplicate_key.yaml", NULL, "9:1: duplicate key 'steps' (first given at line 7)"},
+    {"bad_nonscalar_key.yaml", NULL, "9:1: expected a key name, got a list"},
+    {"bad_empty.yaml", NULL,
+     "1:1: the job file is empty (expected a mapping with model, output, prompts and seeds)"},
+    {"bad_comments_only.yaml", NULL,
+     "1:1: the job file is empty (expected a mapping with model, output, prompts and seeds)"},
+    {"bad_top_list.yaml", NULL,
+     "1:1: expected a mapping of job settings at the top level, got a list"},
+    {"bad_top_scalar.yaml", NULL,
+     "1:1: expected a mapping of job settings at the top level, got 'just some text'"},
+    {"bad_tabs.yaml", NULL,
+     "8:1: YAML syntax error: found character that cannot start any token (while scanning for "
+     "the next token); indent with spaces, YAML does not allow tabs"},
+    {"bad_syntax.yaml", NULL,
+     "5:1: YAML syntax error: did not find expected ',' or ']' (while parsing a flow sequence)"},
+    {"bad_two_documents.yaml", NULL, "9:1: a second YAML document; a job file holds one job"},
+    {"bad_undefined_alias.yaml", NULL, "7:8: YAML syntax error: found undefined alias"},
+    {"bad_yaml_latin1.yaml", NULL, "4:15: invalid UTF-8 (byte 0xE9); job files are UTF-8"},
+    {"bad_garbage.yaml", NULL,
+     "1:1: not valid YAML text: control characters are not allowed (0x0B)"},
+    {"bad_utf16.yaml", NULL,
+     "1:1: the job file must be UTF-8 (it starts with a UTF-16 byte-order mark)"},
+};
+
+static void test_bad_jobs(void) {
+  for (size_t i = 0; i < sizeof bad_jobs / sizeof bad_jobs[0]; i++) {
+    char path[1024], want[2048];
+    snprintf(path, sizeof path, JOBS "%s", bad_jobs[i].job);
+    snprintf(want, sizeof want, JOBS "%s:%s",
+             bad_jobs[i].message_file ? bad_jobs[i].message_file : bad_jobs[i].job,
+             bad_jobs[i].message);
+    sd_error_clear();
+    sd_job *job = (sd_job *)&job; /* must be reset to NULL on failure */
+    int rc = sd_job_load(path, &job);
+    CHECK(rc == -1 && job == NULL, "%s: load should fail with -1 and NULL (rc %d)", bad_jobs[i].job,
+          rc);
+    CHECK(!strcmp(sd_error_message(), want), "%s:\n  got  %s\n  want %s", bad_jobs[i].job,
+          sd_error_message(), want);
+    if (rc == 0)
+      sd_job_free(job);
+  }
+  sd_job *job = NULL;
+  CHECK(sd_job_load(JOBS "no-such-job.yaml", &job) == -1 &&
+            !strcmp(sd_error_message(),
+                    JOBS "no-such-job.yaml: cannot read the job file: No such file or directory"),
+        "missing job file: %s", sd_error_message());
+}
+
+/* Random mutations of a good job (bytes changed, YAML punctuation inserted, spans deleted,
+ * truncation): each load must either succeed with a usable job or fail with a message that
+ * names the file; the sanitizer-free build still catches crashes. */
+static void test_mutations(void) {
+  size_t len = 0;
+  char *base = read_file(JOBS "good_full.yaml", &len);
+  CHECK(base != NULL, "read good_full.yaml");
+  if (!base)
+    return;
+  char path[] = "/tmp/sdbatch-test-jobs-XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0, "mkstemp");
+  if (fd < 0) {
+    free(base);
+    return;
+  }
+  close(fd);
+  static const char punctuation[] = ":-[]{}\t\n#&*!|>'\"%@`,? \\\x80\xff";
+  char *text = malloc(2 * len + 64);
+  uint32_t state = 12345;
+  int loaded = 0, failed = 0, bad = 0;
+  for (int round = 0; round < 3000; round++) {
+    memcpy(text, base, len);
+    size_t n = len;
+    int edits = 1 + round % 4;
+    for (int e = 0; e < edits && n > 0; e++) {
+      state = state * 1664525u + 1013904223u;
+      size_t at = (state >> 8) % n;
+      switch ((state >> 4) % 4) {
+      case 0:
+        text[at] = (char)(state >> 16);
+        break;
+      case 1:
+        memmove(text + at + 1, text + at, n - at);
+        text[at] = punctuation[(state >> 16) % (sizeof punctuation - 1)];
+        n++;
+        break;
+      case 2: {
+        size_t span = (state >> 20) % 16;
+        if (span > n - at)
+          span = n - at;
+        memmove(text + at, text + at + span, n - at - span);
+        n -= span;
+        break;
+      }
+      default:
+        n = at;
+        break;
+      }
+    }
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(text, 1, n, f) != n || fclose(f) != 0) {
+      CHECK(0, "write %s", path);
+      break;
+    }
+    sd_job *job = NULL;
+    if (sd_job_load(path, &job) == 0) {
+      loaded++;
+      sd_job_item item;
+      int64_t count = sd_job_item_count(job);
+      if (count < 1 || sd_job_item_get(job, count - 1, &item) != 0 || !item.prompt)
+        bad++;
+      sd_job_free(job);
+    } else {
+      failed++;
+      if (strncmp(sd_error_message(), path, strlen(path)) != 0 || job != NULL) {
+        if (bad++ < 5)
+          fprintf(stderr, "message without the file: %s\n", sd_error_message());
+      }
+    }
+  }
+  CHECK(bad == 0, "%d mutated jobs misbehaved", bad);
+  CHECK(failed > 1000 && loaded > 50, "mutations both fail and pass: %d failed, %d loaded", failed,
+        loaded);
+  printf("mutated jobs: %d rejected, %d loaded\n", failed, loaded);
+  remove(path);
+  free(text);
+  free(base);
+}
+
+int main(void) {
+  test_sha256();
+  test_full_job();
+  test_minimal_job_defaults();
+  test_sweep_order();
+  test_million_items();
+  test_prompts_file();
+  test_hash();
+  test_check_paths();
+  test_examples();
+  test_bad_jobs();
+  test_mutations();
+  return sd_test_finish();
+}

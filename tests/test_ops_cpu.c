@@ -1,0 +1,488 @@
+/* The CPU backend's ops against naive references written here (plain loops, double sums) on
+ * random inputs with odd shapes, plus the shape checks of sd_op_*. Tolerance for computed ops:
+ * |got - want| <= 1e-5 + 1e-4 |want|; data movement ops and lincomb must match exactly. */
+#include "kernels/error.h"
+#include "kernels/ops.h"
+#include "test_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ATOL 1e-5f
+#define RTOL 1e-4f
+
+static sd_backend *be;
+static uint32_t seed = 1;
+
+/* An arena tensor of the given shape filled with random values in [-scale, scale]; host copy in
+ * *host (caller frees). */
+static sd_tensor random_tensor(int ndim, const int64_t *shape, float scale, float **host) {
+  sd_tensor t = sd_tensor_make(SD_DTYPE_F32, ndim, shape);
+  size_t n = (size_t)sd_tensor_numel(&t);
+  float *h = malloc(n * sizeof(float));
+  sd_test_fill_random(h, n, seed++, scale);
+  if (sd_tensor_alloc(be, &t) < 0 || sd_tensor_upload_f32(be, &t, h) < 0) {
+    fprintf(stderr, "setup failed: %s\n", sd_error_message());
+    exit(2);
+  }
+  *host = h;
+  return t;
+}
+
+static sd_tensor empty_tensor(int ndim, const int64_t *shape) {
+  sd_tensor t = sd_tensor_make(SD_DTYPE_F32, ndim, shape);
+  if (sd_tensor_alloc(be, &t) < 0) {
+    fprintf(stderr, "setup failed: %s\n", sd_error_message());
+    exit(2);
+  }
+  return t;
+}
+
+/* Downloads t and compares with want (tolerance atol, rtol). */
+static void expect(const char *what, const sd_tensor *t, const float *want, float atol,
+                   float rtol) {
+  size_t n = (size_t)sd_tensor_numel(t);
+  float *got = malloc(n * sizeof(float));
+  CHECK(sd_tensor_download_f32(be, t, got) == 0, "%s: download", what);
+  sd_test_compare_f32(what, got, want, n, atol, rtol);
+  free(got);
+}
+
+static void check_rc(int rc, const char *what) {
+  CHECK(rc == 0, "%s failed: %s", what, sd_error_message());
+}
+
+static double ref_activate(double x, sd_activation act) {
+  switch (act) {
+  case SD_ACT_SILU:
+    return x / (1.0 + exp(-x));
+  case SD_ACT_GELU:
+    return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+  case SD_ACT_GELU_TANH:
+    return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+  case SD_ACT_QUICK_GELU:
+    return x / (1.0 + exp(-1.702 * x));
+  case SD_ACT_NONE:
+    break;
+  }
+  return x;
+}
+
+static void test_linear(void) {
+  static const sd_activation acts[] = {SD_ACT_NONE, SD_ACT_SILU, SD_ACT_GELU, SD_ACT_GELU_TANH,
+                                       SD_ACT_QUICK_GELU};
+  for (int a = 0; a < 5; a++) {
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+      sd_arena_mark mark = sd_arena_get_mark(be);
+      int64_t m0 = 3, m1 = 7, k = 45 + 30 * a, n = 29 + a;
+      float *hx, *hw, *hb = NULL;
+      sd_tensor x = random_tensor(3, (int64_t[]){m0, m1, k}, 1.0f, &hx);
+      sd_tensor w = random_tensor(2, (int64_t[]){n, k}, 0.3f, &hw);
+      sd_tensor b;
+      if (with_bias)
+        b = random_tensor(1, (int64_t[]){n}, 1.0f, &hb);
+      sd_tensor y = empty_tensor(3, (int64_t[]){m0, m1, n});
+      check_rc(sd_op_linear(be, &x, &w, with_bias ? &b : NULL, acts[a], &y), "linear");
+      float *want = malloc((size_t)(m0 * m1 * n) * sizeof(float));
+      for (int64_t r = 0; r < m0 * m1; r++)
+        for (int64_t j = 0; j < n; j++) {
+          double s = hb ? hb[j] : 0.0;
+          for (int64_t i = 0; i < k; i++)
+            s += (double)hx[r * k + i] * hw[j * k + i];
+          want[r * n + j] = (float)ref_activate(s, acts[a]);
+        }
+      char what[64];
+      snprintf(what, sizeof what, "linear act %d bias %d", a, with_bias);
+      expect(what, &y, want, ATOL, RTOL);
+      free(want), free(hx), free(hw), free(hb);
+      sd_arena_release(be, mark);
+    }
+  }
+}
+
+static void test_conv2d_case(int64_t batch, int64_t c, int64_t h, int64_t w, int64_t k, int64_t kh,
+                             int64_t kw, int stride, int pad, bool with_bias) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  int64_t ho = (h + 2 * pad - kh) / stride + 1, wo = (w + 2 * pad - kw) / stride + 1;
+  float *hx, *hw, *hb = NULL;
+  sd_tensor x = random_tensor(4, (int64_t[]){batch, c, h, w}, 1.0f, &hx);
+  sd_tensor wt = random_tensor(4, (int64_t[]){k, c, kh, kw}, 0.3f, &hw);
+  sd_tensor b;
+  if (with_bias)
+    b = random_tensor(1, (int64_t[]){k}, 1.0f, &hb);
+  sd_tensor y = empty_tensor(4, (int64_t[]){batch, k, ho, wo});
+  check_rc(sd_op_conv2d(be, &x, &wt, with_bias ? &b : NULL, stride, pad, &y), "conv2d");
+  float *want = malloc((size_t)sd_tensor_numel(&y) * sizeof(float));
+  for (int64_t n = 0; n < batch; n++)
+    for (int64_t o = 0; o < k; o++)
+      for (int64_t i = 0; i < ho; i++)
+        for (int64_t j = 0; j < wo; j++) {
+          double s = hb ? hb[o] : 0.0;
+          for (int64_t ci = 0; ci < c; ci++)
+            for (int64_t u = 0; u < kh; u++)
+              for (int64_t v = 0; v < kw; v++) {
+                int64_t ii = i * stride - pad + u, jj = j * stride - pad + v;
+                if (ii < 0 || ii >= h || jj < 0 || jj >= w)
+                  continue;
+                s += (double)hx[((n * c + ci) * h + ii) * w + jj] *
+                     hw[((o * c + ci) * kh + u) * kw + v];
+              }
+          want[((n * k + o) * ho + i) * wo + j] = (float)s;
+        }
+  char what[128];
+  snprintf(what, sizeof what, "conv2d (%lld, %lld, %lld, %lld) -> %lld, %lldx%lld s%d p%d",
+           (long long)batch, (long long)c, (long long)h, (long long)w, (long long)k, (long long)kh,
+           (long long)kw, stride, pad);
+  expect(what, &y, want, ATOL, RTOL);
+  free(want), free(hx), free(hw), free(hb);
+  sd_arena_release(be, mark);
+}
+
+static void test_conv2d(void) {
+  test_conv2d_case(2, 5, 9, 7, 6, 3, 3, 1, 1, true);
+  test_conv2d_case(2, 5, 9, 7, 6, 3, 3, 2, 1, true);
+  test_conv2d_case(1, 3, 8, 8, 4, 3, 3, 2, 0, false);
+  test_conv2d_case(2, 11, 6, 10, 7, 1, 1, 1, 0, true);
+  test_conv2d_case(2, 11, 6, 10, 7, 1, 1, 2, 0, false);
+  test_conv2d_case(1, 4, 5, 5, 3, 1, 1, 1, 1, true);
+  test_conv2d_case(1, 6, 7, 9, 5, 2, 3, 1, 2, true);
+  /* im2col larger than the scratch bound: processed in column chunks */
+  test_conv2d_case(1, 64, 130, 128, 3, 3, 3, 1, 1, true);
+}
+
+static void test_group_norm(void) {
+  for (int silu = 0; silu < 2; silu++)
+    for (int alias = 0; alias < 2; alias++) {
+      sd_arena_mark mark = sd_arena_get_mark(be);
+      int64_t batch = 2, c = 12, h = 5, w = 7, groups = 4;
+      float *hx, *hg, *hb;
+      sd_tensor x = random_tensor(4, (int64_t[]){batch, c, h, w}, 2.0f, &hx);
+      for (size_t i = 0; i < (size_t)(batch * c * h * w); i++)
+        hx[i] += 3.0f; /* mean far from zero */
+      check_rc(sd_tensor_upload_f32(be, &x, hx), "upload");
+      sd_tensor g = random_tensor(1, (int64_t[]){c}, 1.5f, &hg);
+      sd_tensor bt = random_tensor(1, (int64_t[]){c}, 1.0f, &hb);
+      sd_tensor y = alias ? x : empty_tensor(4, (int64_t[]){batch, c, h, w});
+      check_rc(sd_op_group_norm(be, &x, &g, &bt, (int)groups, 1e-5f, silu, &y), "group_norm");
+      int64_t cg = c / groups, hw = h * w;
+      float *want = malloc((size_t)(batch * c * hw) * sizeof(float));
+      for (int64_t n = 0; n < batch; n++)
+        for (int64_t gi = 0; gi < groups; gi++) {
+          const float *blk = hx + (n * c + gi * cg) * hw;
+          double mean = 0.0, var = 0.0;
+          for (int64_t i = 0; i < cg * hw; i++)
+            mean += blk[i];
+          mean /= (double)(cg * hw);
+          for (int64_t i = 0; i < cg * hw; i++)
+            var += (blk[i] - mean) * (blk[i] - mean);
+          var /= (double)(cg * hw);
+          for (int64_t ci = 0; ci < cg; ci++)
+            for (int64_t p = 0; p < hw; p++) {
+              int64_t ch = gi * cg + ci;
+              double v = (blk[ci * hw + p] - mean) / sqrt(var + 1e-5) * hg[ch] + hb[ch];
+              want[(n * c + ch) * hw + p] = (float)(silu ? ref_activate(v, SD_ACT_SILU) : v);
+            }
+        }
+      char what[64];
+      snprintf(what, sizeof what, "group_norm silu %d alias %d", silu, alias);
+      expect(what, &y, want, ATOL, RTOL);
+      free(want), free(hx), free(hg), free(hb);
+      sd_arena_release(be, mark);
+    }
+}
+
+static void test_layer_norm(void) {
+  for (int alias = 0; alias < 2; alias++) {
+    sd_arena_mark mark = sd_arena_get_mark(be);
+    int64_t rows = 15, c = 37;
+    float *hx, *hg, *hb;
+    sd_tensor x = random_tensor(3, (int64_t[]){3, 5, c}, 2.0f, &hx);
+    sd_tensor g = random_tensor(1, (int64_t[]){c}, 1.5f, &hg);
+    sd_tensor bt = random_tensor(1, (int64_t[]){c}, 1.0f, &hb);
+    sd_tensor y = alias ? x : empty_tensor(3, (int64_t[]){3, 5, c});
+    check_rc(sd_op_layer_norm(be, &x, &g, &bt, 1e-5f, &y), "layer_norm");
+    float *want = malloc((size_t)(rows * c) * sizeof(float));
+    for (int64_t r = 0; r < rows; r++) {
+      double mean = 0.0, var = 0.0;
+      for (int64_t i = 0; i < c; i++)
+        mean += hx[r * c + i];
+      mean /= (double)c;
+      for (int64_t i = 0; i < c; i++)
+        var += (hx[r * c + i] - mean) * (hx[r * c + i] - mean);
+      var /= (double)c;
+      for (int64_t i = 0; i < c; i++)
+        want[r * c + i] = (float)((hx[r * c + i] - mean) / sqrt(var + 1e-5) * hg[i] + hb[i]);
+    }
+    expect(alias ? "layer_norm in place" : "layer_norm", &y, want, ATOL, RTOL);
+    free(want), free(hx), free(hg), free(hb);
+    sd_arena_release(be, mark);
+  }
+}
+
+static void test_attention_case(int64_t batch, int64_t lq, int64_t lk, int heads, int64_t d,
+                                bool causal) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  int64_t width = heads * d;
+  float scale = 1.0f / sqrtf((float)d);
+  float *hq, *hk, *hv;
+  sd_tensor q = random_tensor(3, (int64_t[]){batch, lq, width}, 2.0f, &hq);
+  sd_tensor k = random_tensor(3, (int64_t[]){batch, lk, width}, 2.0f, &hk);
+  sd_tensor v = random_tensor(3, (int64_t[]){batch, lk, width}, 1.0f, &hv);
+  sd_tensor o = empty_tensor(3, (int64_t[]){batch, lq, width});
+  check_rc(sd_op_attention(be, &q, &k, &v, heads, scale, causal, &o), "attention");
+  float *want = malloc((size_t)(batch * lq * width) * sizeof(float));
+  double *p = malloc((size_t)lk * sizeof(double));
+  for (int64_t n = 0; n < batch; n++)
+    for (int h = 0; h < heads; h++)
+      for (int64_t i = 0; i < lq; i++) {
+        const float *qi = hq + (n * lq + i) * width + h * d;
+        double max = -INFINITY, sum = 0.0;
+        for (int64_t j = 0; j < lk; j++) {
+          const float *kj = hk + (n * lk + j) * width + h * d;
+          double s = 0.0;
+          for (int64_t e = 0; e < d; e++)
+            s += (double)qi[e] * kj[e];
+          p[j] = causal && j > i ? -INFINITY : s * scale;
+          max = p[j] > max ? p[j] : max;
+        }
+        for (int64_t j = 0; j < lk; j++) {
+          p[j] = exp(p[j] - max);
+          sum += p[j];
+        }
+        for (int64_t e = 0; e < d; e++) {
+          double acc = 0.0;
+          for (int64_t j = 0; j < lk; j++)
+            acc += p[j] * hv[(n * lk + j) * width + h * d + e];
+          want[(n * lq + i) * width + h * d + e] = (float)(acc / sum);
+        }
+      }
+  char what[128];
+  snprintf(what, sizeof what, "attention B %lld Lq %lld Lk %lld heads %d D %lld causal %d",
+           (long long)batch, (long long)lq, (long long)lk, heads, (long long)d, causal);
+  expect(what, &o, want, ATOL, RTOL);
+  free(p), free(want), free(hq), free(hk), free(hv);
+  sd_arena_release(be, mark);
+}
+
+static void test_attention(void) {
+  test_attention_case(2, 13, 77, 3, 8, false);
+  test_attention_case(1, 77, 77, 2, 4, true);
+  test_attention_case(2, 300, 50, 2, 80, false);
+  test_attention_case(1, 261, 261, 2, 40, true);
+  test_attention_case(1, 5, 1, 1, 16, false);
+  test_attention_case(2, 64, 77, 5, 64, false);
+}
+
+static void test_activation(void) {
+  static const sd_activation acts[] = {SD_ACT_SILU, SD_ACT_GELU, SD_ACT_GELU_TANH,
+                                       SD_ACT_QUICK_GELU};
+  for (int a = 0; a < 4; a++)
+    for (int alias = 0; alias < 2; alias++) {
+      sd_arena_mark mark = sd_arena_get_mark(be);
+      int64_t n = 3001;
+      float *hx;
+      sd_tensor x = random_tensor(2, (int64_t[]){3, n / 3}, 8.0f, &hx);
+      sd_tensor y = alias ? x : empty_tensor(2, (int64_t[]){3, n / 3});
+      check_rc(sd_op_activation(be, &x, acts[a], &y), "activation");
+      float *want = malloc((size_t)n * sizeof(float));
+      for (int64_t i = 0; i < n; i++)
+        want[i] = (float)ref_activate(hx[i], acts[a]);
+      char what[64];
+      snprintf(what, sizeof what, "activation %d alias %d", (int)acts[a], alias);
+      expect(what, &y, want, ATOL, RTOL);
+      free(want), free(hx);
+      sd_arena_release(be, mark);
+    }
+}
+
+static void test_geglu(void) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  int64_t rows = 2 * 9, n = 21;
+  float *hx;
+  sd_tensor x = random_tensor(3, (int64_t[]){2, 9, 2 * n}, 4.0f, &hx);
+  sd_tensor y = empty_tensor(3, (int64_t[]){2, 9, n});
+  check_rc(sd_op_geglu(be, &x, &y), "geglu");
+  float *want = malloc((size_t)(rows * n) * sizeof(float));
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t j = 0; j < n; j++)
+      want[r * n + j] =
+          (float)(hx[r * 2 * n + j] * ref_activate(hx[r * 2 * n + n + j], SD_ACT_GELU));
+  expect("geglu", &y, want, ATOL, RTOL);
+  free(want), free(hx);
+  sd_arena_release(be, mark);
+}
+
+/* The float32 expression the contract states, one rounding per product and per sum. */
+static float ref_lincomb(int n, const float *c, float *const *x, size_t e) {
+  volatile float acc = c[0] * x[0][e];
+  for (int i = 1; i < n; i++) {
+    volatile float term = c[i] * x[i][e];
+    acc = acc + term;
+  }
+  return acc;
+}
+
+static void test_lincomb(void) {
+  const float coeffs[SD_LINCOMB_MAX] = {0.7071067f, -1.3333333f, 0.1f, 3.0000001f};
+  for (int n = 1; n <= SD_LINCOMB_MAX; n++)
+    for (int alias = -1; alias < n; alias++) {
+      sd_arena_mark mark = sd_arena_get_mark(be);
+      int64_t count = 70001;
+      float *host[SD_LINCOMB_MAX];
+      sd_tensor xs[SD_LINCOMB_MAX];
+      const sd_tensor *ptrs[SD_LINCOMB_MAX];
+      for (int i = 0; i < n; i++) {
+        xs[i] = random_tensor(1, &count, 3.0f, &host[i]);
+        ptrs[i] = &xs[i];
+      }
+      sd_tensor y = alias >= 0 ? xs[alias] : empty_tensor(1, &count);
+      check_rc(sd_op_lincomb(be, n, coeffs, ptrs, &y), "lincomb");
+      float *want = malloc((size_t)count * sizeof(float));
+      for (size_t e = 0; e < (size_t)count; e++)
+        want[e] = ref_lincomb(n, coeffs, host, e);
+      char what[64];
+      snprintf(what, sizeof what, "lincomb n %d into input %d (exact)", n, alias);
+      expect(what, &y, want, 0.0f, 0.0f);
+      free(want);
+      for (int i = 0; i < n; i++)
+        free(host[i]);
+      sd_arena_release(be, mark);
+    }
+}
+
+static void test_data_movement(void) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  int64_t batch = 2, c = 5, h = 3, w = 7, cb = 3;
+  float *hx, *hv, *hb;
+  sd_tensor x = random_tensor(4, (int64_t[]){batch, c, h, w}, 1.0f, &hx);
+  sd_tensor v = random_tensor(2, (int64_t[]){batch, c}, 1.0f, &hv);
+  sd_tensor b = random_tensor(4, (int64_t[]){batch, cb, h, w}, 1.0f, &hb);
+  size_t numel = (size_t)(batch * c * h * w);
+
+  sd_tensor y = empty_tensor(4, (int64_t[]){batch, c, h, w});
+  check_rc(sd_op_add_channel_bias(be, &x, &v, &y), "add_channel_bias");
+  float *want = malloc(4 * numel * sizeof(float));
+  for (size_t i = 0; i < numel; i++)
+    want[i] = hx[i] + hv[i / (size_t)(h * w)];
+  expect("add_channel_bias", &y, want, 0.0f, 0.0f);
+
+  sd_tensor up = empty_tensor(4, (int64_t[]){batch, c, 2 * h, 2 * w});
+  check_rc(sd_op_upsample_nearest2x(be, &x, &up), "upsample_nearest2x");
+  for (int64_t p = 0; p < batch * c; p++)
+    for (int64_t i = 0; i < 2 * h; i++)
+      for (int64_t j = 0; j < 2 * w; j++)
+        want[(p * 2 * h + i) * 2 * w + j] = hx[(p * h + i / 2) * w + j / 2];
+  expect("upsample_nearest2x", &up, want, 0.0f, 0.0f);
+
+  sd_tensor cat = empty_tensor(4, (int64_t[]){batch, c + cb, h, w});
+  check_rc(sd_op_concat_channels(be, &x, &b, &cat), "concat_channels");
+  for (int64_t n = 0; n < batch; n++)
+    for (int64_t ch = 0; ch < c + cb; ch++)
+      for (int64_t p = 0; p < h * w; p++)
+        want[((n * (c + cb)) + ch) * h * w + p] =
+            ch < c ? hx[(n * c + ch) * h * w + p] : hb[(n * cb + ch - c) * h * w + p];
+  expect("concat_channels", &cat, want, 0.0f, 0.0f);
+
+  /* (B, M, N) = (2, 5, 21) -> (2, 21, 5), and a shape larger than one tile */
+  sd_tensor x3, t = empty_tensor(3, (int64_t[]){batch, h * w, c});
+  check_rc(sd_tensor_reshape(&x, 3, (int64_t[]){batch, c, h * w}, &x3), "reshape");
+  check_rc(sd_op_transpose(be, &x3, &t), "transpose");
+  for (int64_t n = 0; n < batch; n++)
+    for (int64_t i = 0; i < c; i++)
+      for (int64_t j = 0; j < h * w; j++)
+        want[(n * h * w + j) * c + i] = hx[(n * c + i) * h * w + j];
+  expect("transpose", &t, want, 0.0f, 0.0f);
+  float *hbig;
+  sd_tensor big = random_tensor(3, (int64_t[]){2, 67, 45}, 1.0f, &hbig);
+  sd_tensor bigt = empty_tensor(3, (int64_t[]){2, 45, 67});
+  check_rc(sd_op_transpose(be, &big, &bigt), "transpose");
+  float *want_big = malloc(2 * 67 * 45 * sizeof(float));
+  for (int64_t n = 0; n < 2; n++)
+    for (int64_t i = 0; i < 67; i++)
+      for (int64_t j = 0; j < 45; j++)
+        want_big[(n * 45 + j) * 67 + i] = hbig[(n * 67 + i) * 45 + j];
+  expect("transpose (2, 67, 45)", &bigt, want_big, 0.0f, 0.0f);
+
+  float *htable;
+  sd_tensor table = random_tensor(2, (int64_t[]){11, 6}, 1.0f, &htable);
+  const int32_t ids[4] = {10, 0, 3, 3};
+  sd_tensor emb = empty_tensor(2, (int64_t[]){4, 6});
+  check_rc(sd_op_embedding(be, &table, ids, 4, &emb), "embedding");
+  for (int i = 0; i < 4; i++)
+    memcpy(want + i * 6, htable + ids[i] * 6, 6 * sizeof(float));
+  expect("embedding", &emb, want, 0.0f, 0.0f);
+
+  check_rc(sd_op_clamp(be, &x, -0.5f, 0.25f, &y), "clamp");
+  for (size_t i = 0; i < numel; i++)
+    want[i] = hx[i] < -0.5f ? -0.5f : (hx[i] > 0.25f ? 0.25f : hx[i]);
+  expect("clamp", &y, want, 0.0f, 0.0f);
+  float nan_in[2] = {NAN, 5.0f}, nan_out[2];
+  sd_tensor pair = empty_tensor(1, (int64_t[]){2});
+  check_rc(sd_tensor_upload_f32(be, &pair, nan_in), "upload");
+  check_rc(sd_op_clamp(be, &pair, -1.0f, 1.0f, &pair), "clamp in place");
+  check_rc(sd_tensor_download_f32(be, &pair, nan_out), "download");
+  CHECK(isnan(nan_out[0]) && nan_out[1] == 1.0f, "clamp: NaN passes, 5 -> 1 (got %g, %g)",
+        nan_out[0], nan_out[1]);
+
+  free(want), free(want_big), free(hx), free(hv), free(hb), free(hbig), free(htable);
+  sd_arena_release(be, mark);
+}
+
+/* sd_op_* return -1 with a message on mismatched shapes, before reaching the backend. */
+static void test_rejects(void) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  float *h[8];
+  sd_tensor x = random_tensor(2, (int64_t[]){4, 6}, 1.0f, &h[0]);
+  sd_tensor w = random_tensor(2, (int64_t[]){5, 7}, 1.0f, &h[1]);
+  sd_tensor y = empty_tensor(2, (int64_t[]){4, 5});
+  sd_error_clear();
+  CHECK(sd_op_linear(be, &x, &w, NULL, SD_ACT_NONE, &y) == -1 && *sd_error_message(),
+        "linear accepted K 6 vs weight K 7");
+  sd_tensor img = random_tensor(4, (int64_t[]){1, 4, 8, 8}, 1.0f, &h[2]);
+  sd_tensor cw = random_tensor(4, (int64_t[]){3, 4, 3, 3}, 1.0f, &h[3]);
+  sd_tensor cy = empty_tensor(4, (int64_t[]){1, 3, 8, 8});
+  CHECK(sd_op_conv2d(be, &img, &cw, NULL, 2, 1, &cy) == -1, "conv2d accepted a wrong Ho, Wo");
+  sd_tensor gamma = random_tensor(1, (int64_t[]){4}, 1.0f, &h[4]);
+  CHECK(sd_op_group_norm(be, &img, &gamma, &gamma, 3, 1e-5f, false, &img) == -1,
+        "group_norm accepted 4 channels in 3 groups");
+  sd_tensor q = random_tensor(3, (int64_t[]){1, 5, 12}, 1.0f, &h[5]);
+  sd_tensor kv = random_tensor(3, (int64_t[]){1, 7, 12}, 1.0f, &h[6]);
+  sd_tensor o = empty_tensor(3, (int64_t[]){1, 5, 12});
+  CHECK(sd_op_attention(be, &q, &kv, &kv, 5, 1.0f, false, &o) == -1,
+        "attention accepted 12 channels in 5 heads");
+  CHECK(sd_op_attention(be, &q, &kv, &kv, 2, 1.0f, true, &o) == -1,
+        "attention accepted causal with Lq != Lk");
+  CHECK(sd_op_geglu(be, &q, &o) == -1, "geglu accepted y (.., 12) for x (.., 12)");
+  CHECK(sd_op_transpose(be, &q, &o) == -1, "transpose accepted y of x's shape");
+  sd_tensor table = random_tensor(2, (int64_t[]){3, 12}, 1.0f, &h[7]);
+  const int32_t bad_ids[2] = {1, 3};
+  sd_tensor emb = empty_tensor(2, (int64_t[]){2, 12});
+  CHECK(sd_op_embedding(be, &table, bad_ids, 2, &emb) == -1, "embedding accepted id 3 of 3");
+  sd_tensor up = empty_tensor(4, (int64_t[]){1, 4, 16, 15});
+  CHECK(sd_op_upsample_nearest2x(be, &img, &up) == -1, "upsample accepted (1, 4, 16, 15)");
+  for (int i = 0; i < 8; i++)
+    free(h[i]);
+  sd_arena_release(be, mark);
+}
+
+int main(void) {
+  be = sd_backend_cpu_create(0);
+  if (!be) {
+    fprintf(stderr, "cpu backend: %s\n", sd_error_message());
+    return 1;
+  }
+  test_linear();
+  test_conv2d();
+  test_group_norm();
+  test_layer_norm();
+  test_attention();
+  test_activation();
+  test_geglu();
+  test_lincomb();
+  test_data_movement();
+  test_rejects();
+  sd_backend_destroy(be);
+  return sd_test_finish();
+}

@@ -1,0 +1,386 @@
+/* CLIP tokenizer (worker/text) against transformers' slow CLIPTokenizer without ftfy: exact ids
+ * of every fixture prompt for pad "<|endoftext|>" (SD 1.x) and "!" (SD 2.x) from all three
+ * loaders; vocab.json / merges.txt written by C byte-identical to CLIP's construction in Python;
+ * the character classes and str.lower behind the clean-up checked over every code point that
+ * Python's Unicode data assigns; invalid input rejected; encoding speed. Fixtures:
+ * tests/reference/make_tokenizer_fixtures.py. */
+#include "test_util.h"
+
+#include "kernels/error.h"
+#include "text/clip_pretokenize.h"
+#include "text/clip_tokenizer.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define FIXTURES SD_TEST_FIXTURES "/tokenizer"
+#define BPE_GZ   SD_SOURCE_DIR "/third_party/clip/bpe_simple_vocab_16e6.txt.gz"
+#define MAX_IDS  128
+
+/* CHECK that returns the outcome, for the checks that later steps need; the message gets the
+ * library's last error appended. */
+static int require(int ok, const char *what) {
+  CHECK(ok, "%s (last error: %s)", what, sd_error_message());
+  return ok;
+}
+
+static char *read_all(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return NULL;
+  size_t capacity = 1 << 16, n = 0, got;
+  char *data = malloc(capacity);
+  while (data && (got = fread(data + n, 1, capacity - n - 1, f)) > 0) {
+    n += got;
+    if (n + 1 == capacity) {
+      char *grown = realloc(data, capacity *= 2);
+      if (!grown)
+        free(data);
+      data = grown;
+    }
+  }
+  fclose(f);
+  if (data)
+    data[n] = '\0';
+  if (len)
+    *len = n;
+  return data;
+}
+
+static cJSON *load_json(const char *path) {
+  char *text = read_all(path, NULL);
+  cJSON *root = text ? cJSON_Parse(text) : NULL;
+  free(text);
+  CHECK(root != NULL, "cannot read %s", path);
+  return root;
+}
+
+static int ids_from_json(const cJSON *array, int32_t *ids, int max) {
+  int n = 0;
+  for (const cJSON *item = array ? array->child : NULL; item && n < max; item = item->next)
+    ids[n++] = (int32_t)item->valuedouble;
+  return n;
+}
+
+/* Every prompt with both pads: exact ids. */
+static void check_prompts(const char *what, sd_tokenizer *eos_pad, sd_tokenizer *bang_pad,
+                          const cJSON *prompts) {
+  int checked = 0;
+  for (const cJSON *p = prompts->child; p; p = p->next) {
+    const cJSON *name = cJSON_GetObjectItem(p, "name");
+    const char *text = cJSON_GetObjectItem(p, "text")->valuestring;
+    const char *label = name ? name->valuestring : text;
+    struct {
+      sd_tokenizer *tok;
+      const char *key;
+    } cases[] = {{eos_pad, "ids_eos_pad"}, {bang_pad, "ids_bang_pad"}};
+    for (int c = 0; c < 2; c++) {
+      int32_t want[MAX_IDS], got[MAX_IDS];
+      int n = ids_from_json(cJSON_GetObjectItem(p, cases[c].key), want, MAX_IDS);
+      char title[160];
+      snprintf(title, sizeof title, "%s: %s, %s", what, label, cases[c].key);
+      if (n != sd_tokenizer_max_length(cases[c].tok)) {
+        CHECK(0, "%s: fixture has %d ids", title, n);
+        continue;
+      }
+      if (!require(sd_tokenizer_encode(cases[c].tok, text, got) == 0, title))
+        continue;
+      sd_test_compare_i32(title, got, want, (size_t)n);
+      checked++;
+    }
+  }
+  fprintf(stderr, "%s: %d prompt encodings compared\n", what, checked);
+}
+
+static uint32_t file_crc(const char *path, size_t *len) {
+  char *data = read_all(path, len);
+  uint32_t crc = data ? (uint32_t)crc32(0, (const Bytef *)data, (uInt)*len) : 0;
+  free(data);
+  return crc;
+}
+
+static void check_digest(const char *path, const cJSON *digest) {
+  size_t len = 0;
+  uint32_t crc = file_crc(path, &len);
+  double want_len = cJSON_GetObjectItem(digest, "bytes")->valuedouble;
+  double want_crc = cJSON_GetObjectItem(digest, "crc32")->valuedouble;
+  CHECK(len == (size_t)want_len && crc == (uint32_t)want_crc,
+        "%s: %zu bytes crc32 %u, Python's file: %.0f bytes crc32 %.0f", path, len, crc, want_len,
+        want_crc);
+}
+
+/* Loads the tokenizer with both pads from the .gz, checks their fixtures; written to
+ * vocab.json + merges.txt, the files must equal Python's and load back to the same ids. */
+static void check_gz_and_vocab_merges(const cJSON *fixture) {
+  const cJSON *prompts = cJSON_GetObjectItem(fixture, "prompts");
+  sd_tokenizer *eos_pad = NULL, *bang_pad = NULL;
+  int rc = sd_tokenizer_load_bpe_gz(BPE_GZ, "<|endoftext|>", 77, &eos_pad);
+  rc |= sd_tokenizer_load_bpe_gz(BPE_GZ, "!", 77, &bang_pad);
+  if (!require(rc == 0, "load " BPE_GZ))
+    return;
+  CHECK(sd_tokenizer_token_id(eos_pad, "<|startoftext|>") == 49406 &&
+            sd_tokenizer_token_id(eos_pad, "<|endoftext|>") == 49407 &&
+            sd_tokenizer_token_id(bang_pad, "!") == 0 &&
+            sd_tokenizer_token_id(eos_pad, "photo</w>") == 1125,
+        "special token ids");
+  check_prompts("bpe.gz", eos_pad, bang_pad, prompts);
+
+  char dir[] = "/tmp/sd_tokenizer_XXXXXX";
+  if (!require(mkdtemp(dir) != NULL, "mkdtemp"))
+    goto out_free;
+  char vocab[64], merges[64];
+  snprintf(vocab, sizeof vocab, "%s/vocab.json", dir);
+  snprintf(merges, sizeof merges, "%s/merges.txt", dir);
+  if (require(sd_tokenizer_write_vocab_merges(eos_pad, vocab, merges) == 0,
+              "write vocab.json + merges.txt")) {
+    check_digest(vocab, cJSON_GetObjectItem(fixture, "vocab_json"));
+    check_digest(merges, cJSON_GetObjectItem(fixture, "merges_txt"));
+    sd_tokenizer *eos_pad2 = NULL, *bang_pad2 = NULL;
+    rc = sd_tokenizer_load_vocab_merges(vocab, merges, "<|endoftext|>", 77, &eos_pad2);
+    rc |= sd_tokenizer_load_vocab_merges(vocab, merges, "!", 77, &bang_pad2);
+    if (require(rc == 0, "load the written vocab.json + merges.txt"))
+      check_prompts("vocab.json+merges.txt", eos_pad2, bang_pad2, prompts);
+    sd_tokenizer_free(eos_pad2);
+    sd_tokenizer_free(bang_pad2);
+  }
+  remove(vocab);
+  remove(merges);
+  rmdir(dir);
+out_free:
+  sd_tokenizer_free(eos_pad);
+  sd_tokenizer_free(bang_pad);
+}
+
+static void check_tiny_tokenizer_json(const cJSON *fixture) {
+  const cJSON *tiny = cJSON_GetObjectItem(fixture, "tiny");
+  int max_length = (int)cJSON_GetObjectItem(tiny, "max_length")->valuedouble;
+  const char *files[] = {FIXTURES "/tiny_tokenizer.json", FIXTURES "/tiny_tokenizer_pairs.json"};
+  for (int f = 0; f < 2; f++) {
+    sd_tokenizer *eos_pad = NULL, *bang_pad = NULL;
+    int rc = sd_tokenizer_load_tokenizer_json(files[f], "<|endoftext|>", max_length, &eos_pad);
+    rc |= sd_tokenizer_load_tokenizer_json(files[f], "!", max_length, &bang_pad);
+    if (require(rc == 0, files[f]))
+      check_prompts(f ? "tiny pairs" : "tiny", eos_pad, bang_pad,
+                    cJSON_GetObjectItem(tiny, "prompts"));
+    sd_tokenizer_free(eos_pad);
+    sd_tokenizer_free(bang_pad);
+  }
+}
+
+/* Character classes: one bit per class for every code point, from the fixture's ranges. */
+enum {
+  CLASS_UNASSIGNED,
+  CLASS_CONTROL,
+  CLASS_WHITESPACE,
+  CLASS_CJK,
+  CLASS_ISSPACE,
+  CLASS_CASED,
+  CLASS_CASE_IGNORABLE,
+  CLASS_LETTER,
+  CLASS_NUMBER,
+  CLASS_OTHER,
+  CLASS_REGEX_SPACE,
+  CLASS_COUNT
+};
+
+static void check_unicode_classes(const cJSON *unicode) {
+  static const struct {
+    const char *key;
+    int (*predicate)(int32_t cp);
+  } classes[CLASS_COUNT] = {
+      [CLASS_UNASSIGNED] = {"unassigned", NULL},
+      [CLASS_CONTROL] = {"control", sd_clip_is_control},
+      [CLASS_WHITESPACE] = {"whitespace", sd_clip_is_whitespace},
+      [CLASS_CJK] = {"cjk", sd_clip_is_cjk},
+      [CLASS_ISSPACE] = {"isspace", sd_py_isspace},
+      [CLASS_CASED] = {"cased", sd_py_is_cased},
+      [CLASS_CASE_IGNORABLE] = {"case_ignorable", sd_py_is_case_ignorable},
+      [CLASS_LETTER] = {"letter", sd_regex_is_letter},
+      [CLASS_NUMBER] = {"number", sd_regex_is_number},
+      [CLASS_OTHER] = {"other", sd_regex_is_other},
+      [CLASS_REGEX_SPACE] = {"regex_space", sd_regex_is_space},
+  };
+  const int32_t n_cp = 0x110000;
+  uint16_t *bits = calloc((size_t)n_cp, sizeof *bits);
+  if (!require(bits != NULL, "out of memory"))
+    return;
+  for (int c = 0; c < CLASS_COUNT; c++) {
+    const cJSON *ranges = cJSON_GetObjectItem(unicode, classes[c].key);
+    CHECK(cJSON_GetArraySize(ranges) > 0, "unicode.json: no %s ranges", classes[c].key);
+    for (const cJSON *r = ranges ? ranges->child : NULL; r; r = r->next)
+      for (int32_t cp = (int32_t)r->child->valuedouble; cp <= (int32_t)r->child->next->valuedouble;
+           cp++)
+        bits[cp] |= (uint16_t)(1u << c);
+  }
+  /* Python's str.lower of each code point alone: the fixture lists those it changes. */
+  int32_t(*lower)[4] = calloc((size_t)n_cp, sizeof *lower);
+  if (!require(lower != NULL, "out of memory")) {
+    free(bits);
+    return;
+  }
+  for (const cJSON *e = cJSON_GetObjectItem(unicode, "lower")->child; e; e = e->next) {
+    int32_t cp = (int32_t)e->child->valuedouble;
+    lower[cp][0] = ids_from_json(e->child->next, &lower[cp][1], 3);
+  }
+
+  int mismatches[CLASS_COUNT] = {0}, lower_mismatches = 0, assigned = 0;
+  sd_codepoints out = {0};
+  for (int32_t cp = 0; cp < n_cp; cp++) {
+    if ((cp >= 0xD800 && cp <= 0xDFFF) || (bits[cp] & (1u << CLASS_UNASSIGNED)))
+      continue;
+    assigned++;
+    for (int c = 1; c < CLASS_COUNT; c++) {
+      int want = !!(bits[cp] & (1u << c)), got = !!classes[c].predicate(cp);
+      if (got != want && mismatches[c]++ < 5)
+        fprintf(stderr, "  %s(U+%04X): got %d, Python %d\n", classes[c].key, (unsigned)cp, got,
+                want);
+    }
+    int32_t want_lower[4] = {1, cp};
+    const int32_t *want = lower[cp][0] ? lower[cp] : want_lower;
+    out.len = 0;
+    sd_py_lower(&cp, 1, &out);
+    if ((out.len != (size_t)want[0] || memcmp(out.data, want + 1, out.len * sizeof(int32_t))) &&
+        lower_mismatches++ < 5)
+      fprintf(stderr, "  lower(U+%04X): got %zu code points (U+%04X...), Python %d\n", (unsigned)cp,
+              out.len, out.len ? (unsigned)out.data[0] : 0u, want[0]);
+  }
+  for (int c = 1; c < CLASS_COUNT; c++)
+    CHECK(mismatches[c] == 0, "class %s differs from Python on %d of %d assigned code points",
+          classes[c].key, mismatches[c], assigned);
+  CHECK(lower_mismatches == 0, "str.lower differs from Python on %d code points", lower_mismatches);
+  fprintf(stderr, "character classes and lower-casing compared on %d assigned code points\n",
+          assigned);
+
+  /* Final sigma depends on the neighbours. */
+  sd_codepoints in = {0};
+  for (const cJSON *e = cJSON_GetObjectItem(unicode, "lower_strings")->child; e; e = e->next) {
+    const char *text = e->child->valuestring, *want_text = e->child->next->valuestring;
+    sd_codepoints want = {0};
+    out.len = 0;
+    int ok = sd_utf8_decode(text, strlen(text), &in) == 0 &&
+             sd_utf8_decode(want_text, strlen(want_text), &want) == 0 &&
+             sd_py_lower(in.data, in.len, &out) == 0 && out.len == want.len &&
+             memcmp(out.data, want.data, out.len * sizeof(int32_t)) == 0;
+    CHECK(ok, "lower('%s') differs from Python's '%s'", text, want_text);
+    sd_codepoints_free(&want);
+  }
+  sd_codepoints_free(&in);
+  sd_codepoints_free(&out);
+  free(lower);
+  free(bits);
+}
+
+static void check_errors(void) {
+  sd_tokenizer *tok = NULL;
+  CHECK(sd_tokenizer_load_bpe_gz(BPE_GZ, "<pad>", 77, &tok) < 0 && !tok &&
+            strstr(sd_error_message(), "'<pad>'"),
+        "unknown pad token: %s", sd_error_message());
+  CHECK(sd_tokenizer_load_bpe_gz(BPE_GZ, "!", 1, &tok) < 0, "max_length 1 accepted");
+  CHECK(sd_tokenizer_load_bpe_gz("/nonexistent/bpe.txt.gz", "!", 77, &tok) < 0 &&
+            strstr(sd_error_message(), "/nonexistent/bpe.txt.gz"),
+        "missing file: %s", sd_error_message());
+
+  char dir[] = "/tmp/sd_tokenizer_XXXXXX";
+  if (!require(mkdtemp(dir) != NULL, "mkdtemp"))
+    return;
+  char vocab[64], merges[64], json[64];
+  snprintf(vocab, sizeof vocab, "%s/vocab.json", dir);
+  snprintf(merges, sizeof merges, "%s/merges.txt", dir);
+  snprintf(json, sizeof json, "%s/tokenizer.json", dir);
+  FILE *f = fopen(vocab, "w");
+  fputs("{\"a\": 0, \"b\": 1, \"ab</w>\": 2, \"<|startoftext|>\": 3, \"<|endoftext|>\": 4}", f);
+  fclose(f);
+  f = fopen(merges, "w");
+  fputs("#version: 0.2\na b</w>\na b c\n", f);
+  fclose(f);
+  CHECK(sd_tokenizer_load_vocab_merges(vocab, merges, "<|endoftext|>", 77, &tok) < 0 &&
+            strstr(sd_error_message(), "line 3"),
+        "malformed merges.txt: %s", sd_error_message());
+  f = fopen(json, "w");
+  fputs("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"<|startoftext|>\": 1, "
+        "\"<|endoftext|>\": 2}, \"merges\": [\"a\"]}}",
+        f);
+  fclose(f);
+  CHECK(sd_tokenizer_load_tokenizer_json(json, "<|endoftext|>", 77, &tok) < 0 &&
+            strstr(sd_error_message(), "merges[0]"),
+        "malformed tokenizer.json merges: %s", sd_error_message());
+  remove(vocab);
+  remove(merges);
+  remove(json);
+  rmdir(dir);
+
+  if (!require(sd_tokenizer_load_bpe_gz(BPE_GZ, "<|endoftext|>", 77, &tok) == 0, "load"))
+    return;
+  const char *invalid[] = {"caf\xe9",           "\xff",         "ab\xe6\x9d",
+                           "\xc0\xaf overlong", "\xed\xa0\x80", "\xf4\x90\x80\x80"};
+  for (size_t i = 0; i < sizeof invalid / sizeof invalid[0]; i++) {
+    int32_t ids[77];
+    CHECK(sd_tokenizer_encode(tok, invalid[i], ids) < 0 &&
+              strstr(sd_error_message(), "invalid UTF-8"),
+          "invalid UTF-8 #%zu accepted (%s)", i, sd_error_message());
+  }
+  sd_tokenizer_free(tok);
+}
+
+static double seconds_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Speed: the 1000-word prompt (truncated after 75 tokens) and a 200 000-letter word (BPE over
+ * the whole word). The bounds are loose; they catch quadratic behaviour. */
+static void check_speed(const cJSON *fixture) {
+  const char *thousand = NULL;
+  for (const cJSON *p = cJSON_GetObjectItem(fixture, "prompts")->child; p; p = p->next)
+    if (strcmp(cJSON_GetObjectItem(p, "name")->valuestring, "thousand_words") == 0)
+      thousand = cJSON_GetObjectItem(p, "text")->valuestring;
+  sd_tokenizer *tok = NULL;
+  if (!require(thousand && sd_tokenizer_load_bpe_gz(BPE_GZ, "!", 77, &tok) == 0,
+               "load, and the thousand_words prompt"))
+    return;
+  int32_t ids[77];
+  const int reps = 50;
+  double t0 = seconds_now();
+  for (int i = 0; i < reps; i++)
+    sd_tokenizer_encode(tok, thousand, ids);
+  double per_prompt = (seconds_now() - t0) / reps;
+  fprintf(stderr, "1000-word prompt: %.3f ms per encode\n", 1e3 * per_prompt);
+  CHECK(per_prompt < 0.05, "1000-word prompt took %.1f ms", 1e3 * per_prompt);
+
+  size_t n = 200000;
+  char *word = malloc(n + 1);
+  uint32_t state = 12345;
+  for (size_t i = 0; i < n; i++) {
+    state = state * 1664525u + 1013904223u;
+    word[i] = (char)('a' + (state >> 24) % 26);
+  }
+  word[n] = '\0';
+  t0 = seconds_now();
+  int rc = sd_tokenizer_encode(tok, word, ids);
+  double elapsed = seconds_now() - t0;
+  fprintf(stderr, "%zu-letter word: %.1f ms\n", n, 1e3 * elapsed);
+  CHECK(rc == 0 && elapsed < 2.0, "%zu-letter word: rc %d, %.2f s", n, rc, elapsed);
+  free(word);
+  sd_tokenizer_free(tok);
+}
+
+int main(void) {
+  cJSON *fixture = load_json(FIXTURES "/ids.json");
+  cJSON *unicode = load_json(FIXTURES "/unicode.json");
+  if (!fixture || !unicode)
+    return sd_test_finish();
+  check_gz_and_vocab_merges(fixture);
+  check_tiny_tokenizer_json(fixture);
+  check_unicode_classes(unicode);
+  check_errors();
+  check_speed(fixture);
+  cJSON_Delete(fixture);
+  cJSON_Delete(unicode);
+  return sd_test_finish();
+}

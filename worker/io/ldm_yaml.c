@@ -1,0 +1,260 @@
+/* LDM-style YAML configs through libyaml's document API (see ldm_yaml.h). */
+#include "ldm_yaml.h"
+
+#include "../../kernels/error.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+typedef struct yaml_ctx {
+  const char *path;
+  yaml_document_t *doc;
+} yaml_ctx;
+
+/* The node at a dotted key path below node, or NULL when any part is absent. */
+static yaml_node_t *lookup(const yaml_ctx *c, yaml_node_t *node, const char *dotted) {
+  char key[128];
+  while (node && *dotted) {
+    const char *dot = strchr(dotted, '.');
+    size_t len = dot ? (size_t)(dot - dotted) : strlen(dotted);
+    if (len >= sizeof key || node->type != YAML_MAPPING_NODE)
+      return NULL;
+    memcpy(key, dotted, len);
+    key[len] = '\0';
+    yaml_node_t *found = NULL;
+    for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
+         pair < node->data.mapping.pairs.top; pair++) {
+      yaml_node_t *k = yaml_document_get_node(c->doc, pair->key);
+      if (k && k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, key) == 0)
+        found = yaml_document_get_node(c->doc, pair->value);
+    }
+    node = found;
+    dotted = dot ? dot + 1 : dotted + len;
+  }
+  return node;
+}
+
+static int scalar_error(const yaml_ctx *c, const char *key, const yaml_node_t *node,
+                        const char *want) {
+  if (node->type != YAML_SCALAR_NODE)
+    return SD_ERROR("%s: line %lu: %s must be %s", c->path,
+                    (unsigned long)node->start_mark.line + 1, key, want);
+  return SD_ERROR("%s: line %lu: %s '%s' is not %s", c->path,
+                  (unsigned long)node->start_mark.line + 1, key,
+                  (const char *)node->data.scalar.value, want);
+}
+
+static int parse_int_node(const yaml_ctx *c, const char *key, const yaml_node_t *node, int *out) {
+  if (node->type != YAML_SCALAR_NODE)
+    return scalar_error(c, key, node, "an integer");
+  const char *s = (const char *)node->data.scalar.value;
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (end == s || *end || errno || v < -2147483647L || v > 2147483647L)
+    return scalar_error(c, key, node, "an integer");
+  *out = (int)v;
+  return 0;
+}
+
+static int get_int(const yaml_ctx *c, yaml_node_t *base, const char *key, int *out) {
+  yaml_node_t *node = lookup(c, base, key);
+  return node ? parse_int_node(c, key, node, out) : 0;
+}
+
+static int get_float(const yaml_ctx *c, yaml_node_t *base, const char *key, float *out) {
+  yaml_node_t *node = lookup(c, base, key);
+  if (!node)
+    return 0;
+  if (node->type != YAML_SCALAR_NODE)
+    return scalar_error(c, key, node, "a number");
+  const char *s = (const char *)node->data.scalar.value;
+  char *end;
+  double v = strtod(s, &end);
+  if (end == s || *end || !isfinite(v))
+    return scalar_error(c, key, node, "a number");
+  *out = (float)v;
+  return 0;
+}
+
+static int get_bool(const yaml_ctx *c, yaml_node_t *base, const char *key, int *out) {
+  yaml_node_t *node = lookup(c, base, key);
+  if (!node)
+    return 0;
+  if (node->type == YAML_SCALAR_NODE) {
+    const char *s = (const char *)node->data.scalar.value;
+    static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
+    for (int i = 0; i < 3; i++) {
+      if (strcasecmp(s, yes[i]) == 0) {
+        *out = 1;
+        return 0;
+      }
+      if (strcasecmp(s, no[i]) == 0) {
+        *out = 0;
+        return 0;
+      }
+    }
+  }
+  return scalar_error(c, key, node, "true or false");
+}
+
+/* A list of at most capacity ints; an int scalar fills every entry when scalar_fills. */
+static int get_int_list(const yaml_ctx *c, yaml_node_t *base, const char *key, int *out,
+                        int capacity, int *count, int scalar_fills) {
+  yaml_node_t *node = lookup(c, base, key);
+  if (!node)
+    return 0;
+  if (scalar_fills && node->type == YAML_SCALAR_NODE) {
+    int v;
+    SD_TRY(parse_int_node(c, key, node, &v));
+    for (int i = 0; i < capacity; i++)
+      out[i] = v;
+    *count = capacity;
+    return 0;
+  }
+  if (node->type != YAML_SEQUENCE_NODE)
+    return scalar_error(c, key, node, "a list of integers");
+  int n = 0;
+  for (yaml_node_item_t *item = node->data.sequence.items.start;
+       item < node->data.sequence.items.top; item++) {
+    if (n == capacity)
+      return SD_ERROR("%s: line %lu: %s has more than %d entries", c->path,
+                      (unsigned long)node->start_mark.line + 1, key, capacity);
+    SD_TRY(parse_int_node(c, key, yaml_document_get_node(c->doc, *item), &out[n]));
+    n++;
+  }
+  *count = n;
+  return 0;
+}
+
+static int get_parameterization(const yaml_ctx *c, yaml_node_t *params, int *out) {
+  yaml_node_t *node = lookup(c, params, "parameterization");
+  if (!node)
+    return 0;
+  const char *s = node->type == YAML_SCALAR_NODE ? (const char *)node->data.scalar.value : "";
+  if (strcmp(s, "eps") == 0)
+    *out = SD_PREDICT_EPSILON;
+  else if (strcmp(s, "v") == 0)
+    *out = SD_PREDICT_V;
+  else if (strcmp(s, "x0") == 0)
+    *out = SD_PREDICT_SAMPLE;
+  else
+    return scalar_error(c, "model.params.parameterization", node, "\"eps\", \"v\" or \"x0\"");
+  return 0;
+}
+
+static int get_text_layer(const yaml_ctx *c, yaml_node_t *text, int *out) {
+  yaml_node_t *node = lookup(c, text, "layer");
+  if (!node)
+    return 0;
+  const char *s = node->type == YAML_SCALAR_NODE ? (const char *)node->data.scalar.value : "";
+  if (strcmp(s, "penultimate") == 0)
+    *out = 1;
+  else if (strcmp(s, "last") == 0)
+    *out = 0;
+  else
+    return scalar_error(c, "cond_stage_config.params.layer", node, "\"last\" or \"penultimate\"");
+  return 0;
+}
+
+static void set_unset(sd_ldm_yaml *y) {
+  memset(y, 0, sizeof *y);
+  y->parameterization = -1;
+  y->scale_factor = NAN;
+  y->image_size = -1;
+  y->linear_start = NAN;
+  y->linear_end = NAN;
+  y->timesteps = -1;
+  y->unet.in_channels = y->unet.out_channels = y->unet.model_channels = -1;
+  y->unet.num_res_blocks = y->unet.num_heads = y->unet.num_head_channels = -1;
+  y->unet.context_dim = y->unet.use_linear_in_transformer = -1;
+  y->unet.n_channel_mult = y->unet.n_attention_resolutions = y->unet.n_transformer_depth = -1;
+  y->vae.ch = y->vae.num_res_blocks = y->vae.z_channels = -1;
+  y->vae.in_channels = y->vae.out_ch = y->vae.n_ch_mult = -1;
+  y->text.penultimate = -1;
+  y->text.num_attention_heads = -1;
+}
+
+static int read_fields(const yaml_ctx *c, yaml_node_t *root, sd_ldm_yaml *y) {
+  yaml_node_t *params = lookup(c, root, "model.params");
+  if (!params || params->type != YAML_MAPPING_NODE)
+    return SD_ERROR("%s: no model.params mapping (not an LDM config?)", c->path);
+  SD_TRY(get_parameterization(c, params, &y->parameterization));
+  SD_TRY(get_float(c, params, "scale_factor", &y->scale_factor));
+  SD_TRY(get_int(c, params, "image_size", &y->image_size));
+  SD_TRY(get_float(c, params, "linear_start", &y->linear_start));
+  SD_TRY(get_float(c, params, "linear_end", &y->linear_end));
+  SD_TRY(get_int(c, params, "timesteps", &y->timesteps));
+
+  yaml_node_t *unet = lookup(c, params, "unet_config.params");
+  if (unet) {
+    SD_TRY(get_int(c, unet, "in_channels", &y->unet.in_channels));
+    SD_TRY(get_int(c, unet, "out_channels", &y->unet.out_channels));
+    SD_TRY(get_int(c, unet, "model_channels", &y->unet.model_channels));
+    SD_TRY(get_int(c, unet, "num_res_blocks", &y->unet.num_res_blocks));
+    SD_TRY(get_int(c, unet, "num_heads", &y->unet.num_heads));
+    SD_TRY(get_int(c, unet, "num_head_channels", &y->unet.num_head_channels));
+    SD_TRY(get_int(c, unet, "context_dim", &y->unet.context_dim));
+    SD_TRY(get_bool(c, unet, "use_linear_in_transformer", &y->unet.use_linear_in_transformer));
+    SD_TRY(get_int_list(c, unet, "channel_mult", y->unet.channel_mult, SD_MAX_LEVELS,
+                        &y->unet.n_channel_mult, 0));
+    SD_TRY(get_int_list(c, unet, "attention_resolutions", y->unet.attention_resolutions, 8,
+                        &y->unet.n_attention_resolutions, 0));
+    SD_TRY(get_int_list(c, unet, "transformer_depth", y->unet.transformer_depth, SD_MAX_LEVELS,
+                        &y->unet.n_transformer_depth, 1));
+  }
+  yaml_node_t *vae = lookup(c, params, "first_stage_config.params.ddconfig");
+  if (vae) {
+    SD_TRY(get_int(c, vae, "ch", &y->vae.ch));
+    SD_TRY(get_int(c, vae, "num_res_blocks", &y->vae.num_res_blocks));
+    SD_TRY(get_int(c, vae, "z_channels", &y->vae.z_channels));
+    SD_TRY(get_int(c, vae, "in_channels", &y->vae.in_channels));
+    SD_TRY(get_int(c, vae, "out_ch", &y->vae.out_ch));
+    SD_TRY(get_int_list(c, vae, "ch_mult", y->vae.ch_mult, SD_MAX_LEVELS, &y->vae.n_ch_mult, 0));
+  }
+  yaml_node_t *text = lookup(c, params, "cond_stage_config.params");
+  if (text) {
+    SD_TRY(get_text_layer(c, text, &y->text.penultimate));
+    SD_TRY(get_int(c, text, "num_attention_heads", &y->text.num_attention_heads));
+  }
+  return 0;
+}
+
+int sd_ldm_yaml_read(const char *path, sd_ldm_yaml *out) {
+  set_unset(out);
+  if (strlen(path) >= sizeof out->path)
+    return SD_ERROR("%s: path too long", path);
+  snprintf(out->path, sizeof out->path, "%s", path);
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return SD_ERROR("%s: cannot open: %s", path, strerror(errno));
+  yaml_parser_t parser;
+  yaml_document_t doc;
+  if (!yaml_parser_initialize(&parser)) {
+    fclose(f);
+    return SD_ERROR("%s: cannot initialise the YAML parser", path);
+  }
+  yaml_parser_set_input_file(&parser, f);
+  int rc = -1;
+  if (!yaml_parser_load(&parser, &doc)) {
+    SD_ERROR("%s: line %lu: YAML error: %s", path, (unsigned long)parser.problem_mark.line + 1,
+             parser.problem ? parser.problem : "unknown");
+    goto out_parser;
+  }
+  yaml_node_t *root = yaml_document_get_root_node(&doc);
+  yaml_ctx c = {path, &doc};
+  if (!root)
+    SD_ERROR("%s: empty YAML document", path);
+  else
+    rc = read_fields(&c, root, out);
+  yaml_document_delete(&doc);
+out_parser:
+  yaml_parser_delete(&parser);
+  fclose(f);
+  return rc;
+}

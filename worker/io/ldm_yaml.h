@@ -1,0 +1,52 @@
+/* The LDM-style YAML config of an original checkpoint (v1-inference.yaml, v2-inference-v.yaml):
+ * the fields sdbatch reads, each marked unset when the file doesn't state it. Structural fields
+ * are checked against what the checkpoint's shapes say; the others (heads, parameterization,
+ * scale factor, image size, betas) are taken as given. */
+#ifndef SD_LDM_YAML_H
+#define SD_LDM_YAML_H
+
+#include "../model/config.h"
+
+#include <stdbool.h>
+
+/* Unset markers: -1 for ints (LDM itself uses -1 for an unset num_heads / num_head_channels),
+ * NAN for floats, count -1 for lists. */
+typedef struct sd_ldm_yaml {
+  char path[4096];
+  /* model.params */
+  int parameterization; /* sd_prediction_type: "eps", "v", "x0" */
+  float scale_factor;
+  int image_size; /* latent size (64 for 512 px) */
+  float linear_start, linear_end;
+  int timesteps;
+  /* model.params.unet_config.params */
+  struct {
+    int in_channels, out_channels, model_channels, num_res_blocks;
+    int num_heads, num_head_channels, context_dim;
+    int use_linear_in_transformer; /* -1 unset, 0, 1 */
+    int channel_mult[SD_MAX_LEVELS];
+    int n_channel_mult;
+    int attention_resolutions[8]; /* downsampling factors with attention (1, 2, 4, ...) */
+    int n_attention_resolutions;
+    int transformer_depth[SD_MAX_LEVELS]; /* an int in the file fills every level */
+    int n_transformer_depth;
+  } unet;
+  /* model.params.first_stage_config.params.ddconfig */
+  struct {
+    int ch, num_res_blocks, z_channels, in_channels, out_ch;
+    int ch_mult[SD_MAX_LEVELS];
+    int n_ch_mult;
+  } vae;
+  /* model.params.cond_stage_config.params */
+  struct {
+    int penultimate; /* layer: "penultimate" (1) or "last" (0); -1 unset */
+    /* sdbatch extension, not in LDM's files: the text encoder's heads, for small test models
+     * whose head size is not CLIP's 64 */
+    int num_attention_heads;
+  } text;
+} sd_ldm_yaml;
+
+/* Reads path; errors name the file, the line and the key. */
+int sd_ldm_yaml_read(const char *path, sd_ldm_yaml *out);
+
+#endif

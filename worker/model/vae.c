@@ -1,0 +1,417 @@
+/* diffusers AutoencoderKL decoder on the op interface: post_quant_conv (1x1), conv_in, mid block
+ * (resnet, single-head spatial self-attention, resnet), up blocks (layers_per_block + 1 resnets,
+ * then nearest 2x + conv 3x3 on all but the last), GroupNorm + SiLU, conv_out. Resnets and the
+ * mid block are the encoder's building blocks too, so an encoder (img2img) can sit beside the
+ * decoder in struct sd_vae. */
+#include "vae.h"
+
+#include "../../kernels/error.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* diffusers builds the autoencoder's GroupNorms (resnets, attention, norm_out) with eps 1e-6. */
+#define VAE_NORM_EPS 1e-6f
+
+/* ResnetBlock2D without a time embedding. */
+typedef struct vae_resnet {
+  int in_channels, out_channels;
+  const sd_tensor *norm1_w, *norm1_b;       /* (Cin) */
+  const sd_tensor *conv1_w, *conv1_b;       /* (Cout, Cin, 3, 3), (Cout) */
+  const sd_tensor *norm2_w, *norm2_b;       /* (Cout) */
+  const sd_tensor *conv2_w, *conv2_b;       /* (Cout, Cout, 3, 3), (Cout) */
+  const sd_tensor *shortcut_w, *shortcut_b; /* (Cout, Cin, 1, 1), (Cout); NULL when Cin == Cout */
+} vae_resnet;
+
+/* Attention block over H*W tokens: GroupNorm, one head of dim C, residual. */
+typedef struct vae_attention {
+  int channels;
+  const sd_tensor *norm_w, *norm_b; /* (C) */
+  const sd_tensor *q_w, *q_b;       /* (C, C), (C) */
+  const sd_tensor *k_w, *k_b;       /* (C, C), (C) */
+  const sd_tensor *v_w, *v_b;       /* (C, C), (C) */
+  const sd_tensor *out_w, *out_b;   /* (C, C), (C) */
+} vae_attention;
+
+/* UNetMidBlock2D with one layer: resnets[0], attention (when present), resnets[1]. */
+typedef struct vae_mid_block {
+  vae_resnet resnets[2];
+  bool has_attention;
+  vae_attention attention;
+} vae_mid_block;
+
+/* UpDecoderBlock2D. */
+typedef struct vae_up_block {
+  int num_resnets;                          /* layers_per_block + 1 */
+  vae_resnet *resnets;                      /* (num_resnets) */
+  const sd_tensor *upsample_w, *upsample_b; /* (Cout, Cout, 3, 3), (Cout); NULL in the last */
+} vae_up_block;
+
+typedef struct vae_decoder {
+  const sd_tensor *conv_in_w, *conv_in_b;   /* (Ctop, latent_channels, 3, 3), (Ctop) */
+  vae_mid_block mid;                        /* at Ctop = block_out_channels[-1] */
+  vae_up_block up[SD_MAX_LEVELS];           /* channels block_out_channels reversed */
+  const sd_tensor *norm_out_w, *norm_out_b; /* (C0) */
+  const sd_tensor *conv_out_w, *conv_out_b; /* (out_channels, C0, 3, 3), (out_channels) */
+} vae_decoder;
+
+struct sd_vae {
+  sd_backend *be;
+  sd_vae_config cfg;
+  const sd_tensor *post_quant_conv_w; /* (latent_channels, latent_channels, 1, 1) */
+  const sd_tensor *post_quant_conv_b; /* (latent_channels) */
+  vae_decoder decoder;
+};
+
+/* ---- weights ---- */
+
+static int get_vec(const sd_weights *w, const sd_tensor **out, int64_t n, const char *prefix,
+                   const char *name) {
+  const int64_t shape[1] = {n};
+  return sd_weights_get(w, out, 1, shape, "%s%s", prefix, name);
+}
+
+static int get_norm(const sd_weights *w, const sd_tensor **gamma, const sd_tensor **beta, int64_t c,
+                    const char *prefix, const char *name) {
+  char key[256];
+  snprintf(key, sizeof key, "%s.weight", name);
+  SD_TRY(get_vec(w, gamma, c, prefix, key));
+  snprintf(key, sizeof key, "%s.bias", name);
+  return get_vec(w, beta, c, prefix, key);
+}
+
+static int get_linear(const sd_weights *w, const sd_tensor **weight, const sd_tensor **bias,
+                      int64_t n, int64_t k, const char *prefix, const char *name) {
+  const int64_t shape[2] = {n, k};
+  SD_TRY(sd_weights_get(w, weight, 2, shape, "%s%s.weight", prefix, name));
+  return sd_weights_get(w, bias, 1, &n, "%s%s.bias", prefix, name);
+}
+
+static int get_conv(const sd_weights *w, const sd_tensor **weight, const sd_tensor **bias,
+                    int64_t out_c, int64_t in_c, int64_t kernel, const char *prefix,
+                    const char *name) {
+  const int64_t shape[4] = {out_c, in_c, kernel, kernel};
+  SD_TRY(sd_weights_get(w, weight, 4, shape, "%s%s.weight", prefix, name));
+  return sd_weights_get(w, bias, 1, &out_c, "%s%s.bias", prefix, name);
+}
+
+static int resolve_resnet(const sd_weights *w, const char *prefix, int in_c, int out_c,
+                          vae_resnet *r) {
+  r->in_channels = in_c;
+  r->out_channels = out_c;
+  SD_TRY(get_norm(w, &r->norm1_w, &r->norm1_b, in_c, prefix, "norm1"));
+  SD_TRY(get_conv(w, &r->conv1_w, &r->conv1_b, out_c, in_c, 3, prefix, "conv1"));
+  SD_TRY(get_norm(w, &r->norm2_w, &r->norm2_b, out_c, prefix, "norm2"));
+  SD_TRY(get_conv(w, &r->conv2_w, &r->conv2_b, out_c, out_c, 3, prefix, "conv2"));
+  if (in_c != out_c)
+    SD_TRY(get_conv(w, &r->shortcut_w, &r->shortcut_b, out_c, in_c, 1, prefix, "conv_shortcut"));
+  return 0;
+}
+
+static int resolve_attention(const sd_weights *w, const char *prefix, int c, vae_attention *a) {
+  a->channels = c;
+  SD_TRY(get_norm(w, &a->norm_w, &a->norm_b, c, prefix, "group_norm"));
+  SD_TRY(get_linear(w, &a->q_w, &a->q_b, c, c, prefix, "to_q"));
+  SD_TRY(get_linear(w, &a->k_w, &a->k_b, c, c, prefix, "to_k"));
+  SD_TRY(get_linear(w, &a->v_w, &a->v_b, c, c, prefix, "to_v"));
+  return get_linear(w, &a->out_w, &a->out_b, c, c, prefix, "to_out.0");
+}
+
+static int resolve_mid_block(const sd_weights *w, const char *prefix, int c, bool attention,
+                             vae_mid_block *mid) {
+  char p[256];
+  for (int i = 0; i < 2; i++) {
+    snprintf(p, sizeof p, "%sresnets.%d.", prefix, i);
+    SD_TRY(resolve_resnet(w, p, c, c, &mid->resnets[i]));
+  }
+  mid->has_attention = attention;
+  if (!attention)
+    return 0;
+  snprintf(p, sizeof p, "%sattentions.0.", prefix);
+  return resolve_attention(w, p, c, &mid->attention);
+}
+
+static int resolve_decoder(const sd_weights *w, const sd_vae_config *cfg, vae_decoder *dec) {
+  const int levels = cfg->num_levels, top = cfg->block_out_channels[levels - 1];
+  SD_TRY(get_conv(w, &dec->conv_in_w, &dec->conv_in_b, top, cfg->latent_channels, 3, "decoder.",
+                  "conv_in"));
+  SD_TRY(resolve_mid_block(w, "decoder.mid_block.", top, cfg->mid_block_add_attention, &dec->mid));
+  int in_c = top;
+  char p[256];
+  for (int i = 0; i < levels; i++) {
+    vae_up_block *up = &dec->up[i];
+    const int out_c = cfg->block_out_channels[levels - 1 - i];
+    up->num_resnets = cfg->layers_per_block + 1;
+    up->resnets = calloc((size_t)up->num_resnets, sizeof *up->resnets);
+    if (!up->resnets)
+      return SD_ERROR("out of host memory");
+    for (int j = 0; j < up->num_resnets; j++) {
+      snprintf(p, sizeof p, "decoder.up_blocks.%d.resnets.%d.", i, j);
+      SD_TRY(resolve_resnet(w, p, j == 0 ? in_c : out_c, out_c, &up->resnets[j]));
+    }
+    if (i < levels - 1) {
+      snprintf(p, sizeof p, "decoder.up_blocks.%d.upsamplers.0.", i);
+      SD_TRY(get_conv(w, &up->upsample_w, &up->upsample_b, out_c, out_c, 3, p, "conv"));
+    }
+    in_c = out_c;
+  }
+  const int bottom = cfg->block_out_channels[0];
+  SD_TRY(get_norm(w, &dec->norm_out_w, &dec->norm_out_b, bottom, "decoder.", "conv_norm_out"));
+  return get_conv(w, &dec->conv_out_w, &dec->conv_out_b, cfg->out_channels, bottom, 3, "decoder.",
+                  "conv_out");
+}
+
+static int check_config(const sd_vae_config *cfg) {
+  if (cfg->num_levels < 1 || cfg->num_levels > SD_MAX_LEVELS)
+    return SD_ERROR("config: %d levels (block_out_channels) outside 1..%d", cfg->num_levels,
+                    SD_MAX_LEVELS);
+  if (cfg->latent_channels < 1 || cfg->out_channels < 1 || cfg->layers_per_block < 0 ||
+      cfg->norm_num_groups < 1)
+    return SD_ERROR("config: latent_channels %d, out_channels %d, layers_per_block %d, "
+                    "norm_num_groups %d out of range",
+                    cfg->latent_channels, cfg->out_channels, cfg->layers_per_block,
+                    cfg->norm_num_groups);
+  for (int i = 0; i < cfg->num_levels; i++)
+    if (cfg->block_out_channels[i] < 1 || cfg->block_out_channels[i] % cfg->norm_num_groups)
+      return SD_ERROR("config: block_out_channels[%d] = %d does not split into %d groups", i,
+                      cfg->block_out_channels[i], cfg->norm_num_groups);
+  return 0;
+}
+
+int sd_vae_create(sd_backend *be, const sd_vae_config *cfg, const sd_weights *weights,
+                  sd_vae **out) {
+  *out = NULL;
+  if (check_config(cfg) < 0)
+    return sd_error_context("vae");
+  sd_vae *model = calloc(1, sizeof *model);
+  if (!model)
+    return SD_ERROR("vae: out of host memory");
+  model->be = be;
+  model->cfg = *cfg;
+  const int lc = cfg->latent_channels;
+  if (get_conv(weights, &model->post_quant_conv_w, &model->post_quant_conv_b, lc, lc, 1, "",
+               "post_quant_conv") < 0 ||
+      resolve_decoder(weights, cfg, &model->decoder) < 0) {
+    sd_vae_free(model);
+    return sd_error_context("vae");
+  }
+  *out = model;
+  return 0;
+}
+
+void sd_vae_free(sd_vae *model) {
+  if (!model)
+    return;
+  for (int i = 0; i < SD_MAX_LEVELS; i++)
+    free(model->decoder.up[i].resnets);
+  free(model);
+}
+
+/* ---- forward ---- */
+
+/* A (B, C, H, W) header on memory of `like`. */
+static sd_tensor view4(const sd_tensor *like, int64_t b, int64_t c, int64_t h, int64_t w) {
+  sd_tensor t = sd_tensor_4d(like->dtype, b, c, h, w);
+  t.data = like->data;
+  return t;
+}
+
+/* y (B, Cout, H, W) = shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x)))))), where x is
+ * (B, Cin, H, W) and y must not alias x. */
+static int resnet_forward(sd_backend *be, const vae_resnet *r, int groups, const sd_tensor *x,
+                          sd_tensor *y) {
+  const int64_t b = x->shape[0], h = x->shape[2], w = x->shape[3];
+  sd_tensor normed = sd_tensor_4d(be->ops->act_dtype, b, r->in_channels, h, w); /* (B, Cin, H, W) */
+  sd_tensor mid = sd_tensor_4d(be->ops->act_dtype, b, r->out_channels, h, w); /* (B, Cout, H, W) */
+  SD_TRY(sd_tensor_alloc(be, &normed));
+  SD_TRY(sd_tensor_alloc(be, &mid));
+  SD_TRY(sd_op_group_norm(be, x, r->norm1_w, r->norm1_b, groups, VAE_NORM_EPS, true, &normed));
+  SD_TRY(sd_op_conv2d(be, &normed, r->conv1_w, r->conv1_b, 1, 1, &mid));
+  SD_TRY(sd_op_group_norm(be, &mid, r->norm2_w, r->norm2_b, groups, VAE_NORM_EPS, true, &mid));
+  SD_TRY(sd_op_conv2d(be, &mid, r->conv2_w, r->conv2_b, 1, 1, y));
+  if (!r->shortcut_w)
+    return sd_op_add(be, x, y, y);
+  /* the shortcut (B, Cout, H, W) reuses `normed` (dead after conv1) when it fits */
+  sd_tensor shortcut = view4(&normed, b, r->out_channels, h, w);
+  if (r->out_channels > r->in_channels)
+    SD_TRY(sd_tensor_alloc(be, &shortcut));
+  SD_TRY(sd_op_conv2d(be, x, r->shortcut_w, r->shortcut_b, 1, 0, &shortcut));
+  return sd_op_add(be, &shortcut, y, y);
+}
+
+/* y (B, C, H, W) = x + to_out(attention(to_q(n), to_k(n), to_v(n))) with
+ * n = GroupNorm(x) as (B, H*W, C) tokens and one head of dim C; y must not alias x. */
+static int attention_forward(sd_backend *be, const vae_attention *a, int groups, const sd_tensor *x,
+                             sd_tensor *y) {
+  const int64_t b = x->shape[0], c = a->channels, hw = x->shape[2] * x->shape[3];
+  const sd_dtype dt = be->ops->act_dtype;
+  sd_tensor normed = sd_tensor_3d(dt, b, c, hw); /* (B, C, HW) */
+  sd_tensor tokens = sd_tensor_3d(dt, b, hw, c); /* (B, HW, C) */
+  sd_tensor q = tokens, k = tokens, v = tokens, o = tokens;
+  SD_TRY(sd_tensor_alloc(be, &normed));
+  SD_TRY(sd_tensor_alloc(be, &tokens));
+  SD_TRY(sd_tensor_alloc(be, &q));
+  SD_TRY(sd_tensor_alloc(be, &k));
+  SD_TRY(sd_tensor_alloc(be, &v));
+  SD_TRY(sd_tensor_alloc(be, &o));
+
+  sd_tensor normed4 = view4(&normed, b, c, x->shape[2], x->shape[3]); /* (B, C, H, W) */
+  SD_TRY(sd_op_group_norm(be, x, a->norm_w, a->norm_b, groups, VAE_NORM_EPS, false, &normed4));
+  SD_TRY(sd_op_transpose(be, &normed, &tokens));
+  SD_TRY(sd_op_linear(be, &tokens, a->q_w, a->q_b, SD_ACT_NONE, &q));
+  SD_TRY(sd_op_linear(be, &tokens, a->k_w, a->k_b, SD_ACT_NONE, &k));
+  SD_TRY(sd_op_linear(be, &tokens, a->v_w, a->v_b, SD_ACT_NONE, &v));
+  SD_TRY(sd_op_attention(be, &q, &k, &v, 1, 1.0f / sqrtf((float)c), false, &o));
+  SD_TRY(sd_op_linear(be, &o, a->out_w, a->out_b, SD_ACT_NONE, &tokens));
+  sd_tensor y3 = sd_tensor_3d(dt, b, c, hw); /* (B, C, HW) on y's memory */
+  y3.data = y->data;
+  SD_TRY(sd_op_transpose(be, &tokens, &y3));
+  return sd_op_add(be, y, x, y);
+}
+
+/* The decoder's activations alternate between two scratch buffers of the largest stage size:
+ * each step reads `cur` and writes the next stage into `spare`; then the two swap. */
+typedef struct ping_pong {
+  sd_tensor cur; /* (B, C, H, W) stage input */
+  void *spare;   /* memory for the stage output */
+} ping_pong;
+
+static sd_tensor pp_next(const ping_pong *pp, int64_t c, int64_t h, int64_t w) {
+  sd_tensor t = sd_tensor_4d(pp->cur.dtype, pp->cur.shape[0], c, h, w);
+  t.data = pp->spare;
+  return t;
+}
+
+static void pp_advance(ping_pong *pp, const sd_tensor *next) {
+  pp->spare = pp->cur.data;
+  pp->cur = *next;
+}
+
+/* Largest activation (elements) of any decoder stage for latents (B, *, h, w). */
+static int64_t decoder_max_numel(const sd_vae_config *cfg, int64_t b, int64_t h, int64_t w) {
+  const int levels = cfg->num_levels;
+  int64_t best = b * cfg->latent_channels * h * w;
+  for (int i = 0; i < levels; i++) {
+    const int64_t c = cfg->block_out_channels[levels - 1 - i];
+    const int64_t in_c = i == 0 ? c : cfg->block_out_channels[levels - i];
+    if (b * in_c * h * w > best) /* conv_in / the previous level's output */
+      best = b * in_c * h * w;
+    if (b * c * h * w > best)
+      best = b * c * h * w;
+    if (i < levels - 1) {
+      h *= 2;
+      w *= 2;
+      if (b * c * h * w > best)
+        best = b * c * h * w;
+    }
+  }
+  return best;
+}
+
+static int resnet_step(sd_backend *be, const vae_resnet *r, int groups, ping_pong *pp) {
+  sd_tensor next = pp_next(pp, r->out_channels, pp->cur.shape[2], pp->cur.shape[3]);
+  const sd_arena_mark mark = sd_arena_get_mark(be);
+  int rc = resnet_forward(be, r, groups, &pp->cur, &next);
+  sd_arena_release(be, mark);
+  SD_TRY(rc);
+  pp_advance(pp, &next);
+  return 0;
+}
+
+static int mid_block_step(sd_backend *be, const vae_mid_block *mid, int groups, ping_pong *pp) {
+  if (resnet_step(be, &mid->resnets[0], groups, pp) < 0)
+    return sd_error_context("resnets.0");
+  if (mid->has_attention) {
+    sd_tensor next = pp_next(pp, pp->cur.shape[1], pp->cur.shape[2], pp->cur.shape[3]);
+    const sd_arena_mark mark = sd_arena_get_mark(be);
+    int rc = attention_forward(be, &mid->attention, groups, &pp->cur, &next);
+    sd_arena_release(be, mark);
+    if (rc < 0)
+      return sd_error_context("attentions.0");
+    pp_advance(pp, &next);
+  }
+  if (resnet_step(be, &mid->resnets[1], groups, pp) < 0)
+    return sd_error_context("resnets.1");
+  return 0;
+}
+
+static int up_block_step(sd_backend *be, const vae_up_block *up, int groups, ping_pong *pp) {
+  for (int j = 0; j < up->num_resnets; j++)
+    if (resnet_step(be, &up->resnets[j], groups, pp) < 0)
+      return sd_error_context("resnets.%d", j);
+  if (!up->upsample_w)
+    return 0;
+  const int64_t c = pp->cur.shape[1], h = 2 * pp->cur.shape[2], w = 2 * pp->cur.shape[3];
+  sd_tensor upsampled = pp_next(pp, c, h, w); /* (B, C, 2H, 2W) */
+  if (sd_op_upsample_nearest2x(be, &pp->cur, &upsampled) < 0)
+    return sd_error_context("upsamplers.0");
+  pp_advance(pp, &upsampled);
+  sd_tensor next = pp_next(pp, c, h, w);
+  if (sd_op_conv2d(be, &pp->cur, up->upsample_w, up->upsample_b, 1, 1, &next) < 0)
+    return sd_error_context("upsamplers.0.conv");
+  pp_advance(pp, &next);
+  return 0;
+}
+
+/* z (B, latent_channels, h, w) -> image (B, out_channels, 2^(levels-1) h, 2^(levels-1) w). */
+static int decode_into(sd_vae *model, const sd_tensor *z, void *ping, void *pong,
+                       sd_tensor *image) {
+  sd_backend *be = model->be;
+  const sd_vae_config *cfg = &model->cfg;
+  const vae_decoder *dec = &model->decoder;
+  const int groups = cfg->norm_num_groups, levels = cfg->num_levels;
+  const int64_t h = z->shape[2], w = z->shape[3];
+
+  sd_tensor latents = sd_tensor_4d(be->ops->act_dtype, z->shape[0], cfg->latent_channels, h, w);
+  latents.data = ping; /* (B, latent_channels, h, w) */
+  if (sd_op_conv2d(be, z, model->post_quant_conv_w, model->post_quant_conv_b, 1, 0, &latents) < 0)
+    return sd_error_context("post_quant_conv");
+  ping_pong pp = {latents, pong};
+
+  sd_tensor next = pp_next(&pp, cfg->block_out_channels[levels - 1], h, w);
+  if (sd_op_conv2d(be, &pp.cur, dec->conv_in_w, dec->conv_in_b, 1, 1, &next) < 0)
+    return sd_error_context("decoder.conv_in");
+  pp_advance(&pp, &next);
+
+  if (mid_block_step(be, &dec->mid, groups, &pp) < 0)
+    return sd_error_context("decoder.mid_block");
+  for (int i = 0; i < levels; i++)
+    if (up_block_step(be, &dec->up[i], groups, &pp) < 0)
+      return sd_error_context("decoder.up_blocks.%d", i);
+
+  if (sd_op_group_norm(be, &pp.cur, dec->norm_out_w, dec->norm_out_b, groups, VAE_NORM_EPS, true,
+                       &pp.cur) < 0)
+    return sd_error_context("decoder.conv_norm_out");
+  if (sd_op_conv2d(be, &pp.cur, dec->conv_out_w, dec->conv_out_b, 1, 1, image) < 0)
+    return sd_error_context("decoder.conv_out");
+  return 0;
+}
+
+int sd_vae_decode(sd_vae *model, const sd_tensor *z, sd_tensor *image) {
+  sd_backend *be = model->be;
+  const sd_vae_config *cfg = &model->cfg;
+  const int64_t factor = (int64_t)1 << (cfg->num_levels - 1);
+  char zs[96], is[96];
+  if (z->ndim != 4 || z->shape[1] != cfg->latent_channels || z->shape[2] < 1 || z->shape[3] < 1)
+    return SD_ERROR("vae: latents must be (B, %d, h, w), got %s", cfg->latent_channels,
+                    sd_tensor_shape_str(z, zs, sizeof zs));
+  if (image->ndim != 4 || image->shape[0] != z->shape[0] || image->shape[1] != cfg->out_channels ||
+      image->shape[2] != factor * z->shape[2] || image->shape[3] != factor * z->shape[3])
+    return SD_ERROR("vae: image must be (%lld, %d, %lld, %lld) for latents %s, got %s",
+                    (long long)z->shape[0], cfg->out_channels, (long long)(factor * z->shape[2]),
+                    (long long)(factor * z->shape[3]), sd_tensor_shape_str(z, zs, sizeof zs),
+                    sd_tensor_shape_str(image, is, sizeof is));
+
+  const sd_arena_mark mark = sd_arena_get_mark(be);
+  const int64_t cap = decoder_max_numel(cfg, z->shape[0], z->shape[2], z->shape[3]);
+  sd_tensor ping = sd_tensor_1d(be->ops->act_dtype, cap);
+  sd_tensor pong = ping;
+  int rc = sd_tensor_alloc(be, &ping);
+  if (rc == 0)
+    rc = sd_tensor_alloc(be, &pong);
+  if (rc == 0)
+    rc = decode_into(model, z, ping.data, pong.data, image);
+  sd_arena_release(be, mark);
+  return rc < 0 ? sd_error_context("vae decode %s", sd_tensor_shape_str(z, zs, sizeof zs)) : 0;
+}

@@ -1,0 +1,101 @@
+/* Opening a model onto a backend: files, tokenizer, weights, the three networks. */
+#include "engine_internal.h"
+
+#include "../../kernels/error.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef SDBATCH_CLIP_BPE
+#define SDBATCH_CLIP_BPE ""
+#endif
+
+void sd_engine_params_init(sd_engine_params *params) {
+  memset(params, 0, sizeof *params);
+  params->device = "cpu";
+}
+
+int sd_tokenizer_open_for_model(const sd_tokenizer_files *files, sd_tokenizer **out) {
+  if (files->vocab_json[0] && files->merges_txt[0])
+    return sd_tokenizer_load_vocab_merges(files->vocab_json, files->merges_txt, files->pad_token,
+                                          files->model_max_length, out);
+  if (files->tokenizer_json[0])
+    return sd_tokenizer_load_tokenizer_json(files->tokenizer_json, files->pad_token,
+                                            files->model_max_length, out);
+  if (files->bpe_gz[0])
+    return sd_tokenizer_load_bpe_gz(files->bpe_gz, files->pad_token, files->model_max_length,
+                                    out);
+  return SD_ERROR("no tokenizer files (vocab.json + merges.txt, tokenizer.json or the CLIP BPE)");
+}
+
+int sd_engine_open(const sd_engine_params *params, sd_engine **out) {
+  *out = NULL;
+  sd_engine *engine = calloc(1, sizeof *engine);
+  if (!engine)
+    return SD_ERROR("out of memory");
+  const char *bpe = params->clip_bpe_gz ? params->clip_bpe_gz : SDBATCH_CLIP_BPE;
+  if (sd_model_files_open(params->model_path, params->model_yaml, bpe, &engine->files) < 0)
+    goto fail;
+  if (sd_tokenizer_open_for_model(&engine->files->tokenizer, &engine->tokenizer) < 0) {
+    sd_error_context("%s: tokenizer", params->model_path);
+    goto fail;
+  }
+  if (strcmp(params->device, "cpu") == 0)
+    engine->be = sd_backend_cpu_create(params->threads);
+  else
+    engine->be = sd_backend_create(params->device);
+  if (!engine->be)
+    goto fail;
+  if (sd_weights_upload(engine->be, engine->files->clip_tensors, "text_encoder",
+                        &engine->clip_weights) < 0 ||
+      sd_weights_upload(engine->be, engine->files->unet_tensors, "unet", &engine->unet_weights) <
+          0 ||
+      sd_weights_upload(engine->be, engine->files->vae_tensors, "vae", &engine->vae_weights) < 0)
+    goto fail_model;
+  if (sd_clip_text_create(engine->be, &engine->files->clip, engine->clip_weights,
+                          &engine->clip) < 0 ||
+      sd_unet_create(engine->be, &engine->files->unet, engine->unet_weights, &engine->unet) < 0 ||
+      sd_vae_create(engine->be, &engine->files->vae, engine->vae_weights, &engine->vae) < 0)
+    goto fail_model;
+  if (sd_scheduler_kind_from_config(&engine->files->scheduler, &engine->default_scheduler) < 0)
+    goto fail_model;
+  *out = engine;
+  return 0;
+
+fail_model:
+  sd_error_context("%s", params->model_path);
+fail:
+  sd_engine_close(engine);
+  return -1;
+}
+
+void sd_engine_close(sd_engine *engine) {
+  if (!engine)
+    return;
+  sd_vae_free(engine->vae);
+  sd_unet_free(engine->unet);
+  sd_clip_text_free(engine->clip);
+  sd_weights_free(engine->vae_weights);
+  sd_weights_free(engine->unet_weights);
+  sd_weights_free(engine->clip_weights);
+  sd_tokenizer_free(engine->tokenizer);
+  sd_backend_destroy(engine->be);
+  sd_model_files_close(engine->files);
+  free(engine);
+}
+
+const sd_model_files *sd_engine_model(const sd_engine *engine) {
+  return engine->files;
+}
+
+sd_backend *sd_engine_backend(const sd_engine *engine) {
+  return engine->be;
+}
+
+sd_scheduler_kind sd_engine_default_scheduler(const sd_engine *engine) {
+  return engine->default_scheduler;
+}
+
+int sd_engine_vae_scale_factor(const sd_engine *engine) {
+  return 1 << (engine->files->vae.num_levels - 1);
+}

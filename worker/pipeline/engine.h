@@ -1,0 +1,75 @@
+/* The engine: one model loaded on one backend, rendering batches of txt2img items the way
+ * diffusers' StableDiffusionPipeline does (same tokens, same random draws, same arithmetic).
+ * A batch shares width, height, steps, scheduler and karras; prompts, negative prompts, seeds
+ * and guidance scales may differ per item, and an item's image never depends on its neighbours
+ * (each item has its own generator). */
+#ifndef SD_ENGINE_H
+#define SD_ENGINE_H
+
+#include "../io/model_files.h"
+#include "../rng/rng.h"
+#include "../sched/scheduler.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct sd_engine sd_engine;
+
+typedef struct sd_engine_params {
+  const char *model_path;  /* diffusers folder or single-file .safetensors */
+  const char *model_yaml;  /* optional LDM YAML for single files (NULL) */
+  const char *clip_bpe_gz; /* CLIP BPE file for single files (NULL: the built-in path) */
+  const char *device;      /* "cpu", "cuda" or "auto" */
+  int threads;             /* CPU threads (0: all cores) */
+} sd_engine_params;
+
+void sd_engine_params_init(sd_engine_params *params);
+
+/* The tokenizer a model's files name (vocab.json + merges.txt, tokenizer.json or the CLIP BPE). */
+struct sd_tokenizer;
+int sd_tokenizer_open_for_model(const sd_tokenizer_files *files, struct sd_tokenizer **out);
+int sd_engine_open(const sd_engine_params *params, sd_engine **out);
+void sd_engine_close(sd_engine *engine);
+
+const sd_model_files *sd_engine_model(const sd_engine *engine);
+sd_backend *sd_engine_backend(const sd_engine *engine);
+/* The model's default scheduler (from its scheduler config). */
+sd_scheduler_kind sd_engine_default_scheduler(const sd_engine *engine);
+
+typedef struct sd_txt2img_item {
+  const char *prompt;
+  const char *negative_prompt; /* "" for none */
+  uint64_t seed;
+  float guidance_scale; /* <= 1: conditional branch only, as diffusers */
+} sd_txt2img_item;
+
+typedef struct sd_txt2img_batch {
+  int width, height; /* multiples of 8 */
+  int steps;
+  sd_scheduler_kind scheduler;
+  bool karras;
+  sd_rng_kind rng;
+} sd_txt2img_batch;
+
+/* Called after every model call with (done, total). */
+typedef void (*sd_progress_fn)(void *ctx, int done, int total);
+
+typedef struct sd_txt2img_result {
+  uint8_t *rgb;    /* (H, W, 3), malloc'ed, rounded as diffusers' image processor rounds */
+  float *latents;  /* (4, H/8, W/8) final latents before decoding, malloc'ed */
+  bool finite;     /* false when the latents or image had NaN/Inf */
+} sd_txt2img_result;
+
+/* Checks a batch's settings against the model (multiples of 8, sizes, steps >= 1, karras
+ * allowed); -1 with a user-facing error otherwise. */
+int sd_txt2img_check(const sd_engine *engine, const sd_txt2img_batch *batch);
+
+/* Renders n items (n >= 1) into results[0..n-1] (freed with sd_txt2img_result_free). */
+int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2img_item *items,
+               int n, sd_progress_fn progress, void *progress_ctx, sd_txt2img_result *results);
+void sd_txt2img_result_free(sd_txt2img_result *result);
+
+/* Latent size of an image side: side / vae_scale_factor. */
+int sd_engine_vae_scale_factor(const sd_engine *engine);
+
+#endif

@@ -1,0 +1,251 @@
+/* Text-to-image, as diffusers' StableDiffusionPipeline: encode prompts (with negative prompts for
+ * classifier-free guidance), draw each item's initial latent from its own generator, run the
+ * scheduler loop with the UNet on [uncond, cond] batches, decode with the VAE, round to uint8. */
+#include "engine_internal.h"
+
+#include "../../kernels/error.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int sd_txt2img_check(const sd_engine *engine, const sd_txt2img_batch *batch) {
+  int factor = sd_engine_vae_scale_factor(engine);
+  /* the UNet halves the latent once per level but the last; sizes must stay whole */
+  int unet_factor = 1 << (engine->files->unet.num_levels - 1);
+  int multiple = factor * unet_factor;
+  if (batch->width <= 0 || batch->height <= 0 || batch->width % factor || batch->height % factor)
+    return SD_ERROR("width and height must be positive multiples of %d (got %dx%d)", factor,
+                    batch->width, batch->height);
+  if (batch->width % multiple || batch->height % multiple)
+    return SD_ERROR("width and height must be multiples of %d for this model (got %dx%d): the "
+                    "UNet halves the %dx%d latent %d times",
+                    multiple, batch->width, batch->height, batch->width / factor,
+                    batch->height / factor, engine->files->unet.num_levels - 1);
+  if (batch->width > 8192 || batch->height > 8192)
+    return SD_ERROR("width and height must be at most 8192 (got %dx%d)", batch->width,
+                    batch->height);
+  if (batch->steps < 1 || batch->steps > engine->files->scheduler.num_train_timesteps)
+    return SD_ERROR("steps must be between 1 and %d (got %d)",
+                    engine->files->scheduler.num_train_timesteps, batch->steps);
+  if (engine->files->unet.in_channels != engine->files->vae.latent_channels)
+    return SD_ERROR("this model's UNet takes %d input channels (an inpainting or depth model); "
+                    "txt2img needs %d",
+                    engine->files->unet.in_channels, engine->files->vae.latent_channels);
+  if (batch->karras && !sd_scheduler_supports_karras(batch->scheduler))
+    return SD_ERROR("scheduler %s has no Karras sigma schedule",
+                    sd_scheduler_kind_name(batch->scheduler));
+  return 0;
+}
+
+typedef struct noise_source {
+  sd_rng *rngs; /* one generator per item */
+  int items;
+  size_t per_item; /* elements per item */
+  float *host;     /* (items, per_item) */
+} noise_source;
+
+/* Fills noise (n, C, h, w) with each item's next torch.randn draw. */
+static int fill_noise(void *ctx, sd_backend *be, sd_tensor *noise) {
+  noise_source *src = ctx;
+  for (int i = 0; i < src->items; i++)
+    SD_TRY(sd_rng_randn(&src->rngs[i], src->host + (size_t)i * src->per_item, src->per_item));
+  return sd_tensor_upload_f32(be, noise, src->host);
+}
+
+/* ids (rows, L): [negatives..., prompts...] with CFG, [prompts...] without. */
+static int tokenize_batch(const sd_engine *engine, const sd_txt2img_item *items, int n, bool cfg,
+                          int32_t *ids) {
+  int length = sd_tokenizer_max_length(engine->tokenizer);
+  for (int i = 0; i < n; i++) {
+    int32_t *cond = ids + (size_t)((cfg ? n : 0) + i) * length;
+    if (sd_tokenizer_encode(engine->tokenizer, items[i].prompt, cond) < 0)
+      return sd_error_context("prompt of item %d", i);
+    if (cfg && sd_tokenizer_encode(engine->tokenizer,
+                                   items[i].negative_prompt ? items[i].negative_prompt : "",
+                                   ids + (size_t)i * length) < 0)
+      return sd_error_context("negative prompt of item %d", i);
+  }
+  return 0;
+}
+
+/* guided (n, C, h, w) from noise_pred (2n, C, h, w) = [uncond; cond], per item:
+ * uncond + g * (cond - uncond), evaluated as diffusers does; cond alone when g <= 1. */
+static int apply_guidance(sd_backend *be, const sd_txt2img_item *items, int n,
+                          const sd_tensor *noise_pred, sd_tensor *guided) {
+  for (int i = 0; i < n; i++) {
+    sd_tensor uncond = sd_tensor_slice0(noise_pred, i, 1);
+    sd_tensor cond = sd_tensor_slice0(noise_pred, n + i, 1);
+    sd_tensor out = sd_tensor_slice0(guided, i, 1);
+    if (items[i].guidance_scale <= 1.0f) {
+      SD_TRY(sd_op_copy(be, &cond, &out));
+      continue;
+    }
+    const float diff_coeffs[2] = {1.0f, -1.0f};
+    const sd_tensor *diff_inputs[2] = {&cond, &uncond};
+    SD_TRY(sd_op_lincomb(be, 2, diff_coeffs, diff_inputs, &out));
+    const float guide_coeffs[2] = {1.0f, items[i].guidance_scale};
+    const sd_tensor *guide_inputs[2] = {&uncond, &out};
+    SD_TRY(sd_op_lincomb(be, 2, guide_coeffs, guide_inputs, &out));
+  }
+  return 0;
+}
+
+/* diffusers' postprocess: (x / 2 + 0.5).clamp(0, 1), * 255, round half to even, as uint8;
+ * image (C, H, W) planar float -> (H, W, C) interleaved. */
+static bool image_to_rgb(const float *image, int channels, int height, int width, uint8_t *rgb) {
+  bool finite = true;
+  size_t plane = (size_t)height * width;
+  for (int c = 0; c < 3; c++) {
+    const float *src = image + (size_t)(c < channels ? c : channels - 1) * plane;
+    for (size_t p = 0; p < plane; p++) {
+      float v = src[p];
+      if (!isfinite(v))
+        finite = false;
+      float x = v / 2.0f + 0.5f;
+      x = x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x);
+      float scaled = x * 255.0f;
+      rgb[p * 3 + c] = (uint8_t)nearbyintf(scaled);
+    }
+  }
+  return finite;
+}
+
+int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2img_item *items,
+               int n, sd_progress_fn progress, void *progress_ctx, sd_txt2img_result *results) {
+  sd_backend *be = engine->be;
+  const sd_model_files *model = engine->files;
+  int rc = -1;
+  memset(results, 0, (size_t)n * sizeof *results);
+  SD_TRY(sd_txt2img_check(engine, batch));
+  if (n < 1)
+    return SD_ERROR("txt2img: empty batch");
+
+  bool cfg = false;
+  for (int i = 0; i < n; i++)
+    if (items[i].guidance_scale > 1.0f)
+      cfg = true;
+  int rows = cfg ? 2 * n : n;
+  int length = sd_tokenizer_max_length(engine->tokenizer);
+  int factor = sd_engine_vae_scale_factor(engine);
+  int latent_c = model->unet.in_channels, lh = batch->height / factor, lw = batch->width / factor;
+  size_t per_item = (size_t)latent_c * lh * lw;
+  size_t image_plane = (size_t)batch->height * batch->width;
+  int image_c = model->vae.out_channels;
+
+  sd_tensor context = sd_tensor_3d(be->ops->act_dtype, rows, length, model->clip.hidden_size);
+  sd_tensor latents = sd_tensor_4d(be->ops->act_dtype, n, latent_c, lh, lw);
+  sd_tensor model_in = sd_tensor_4d(be->ops->act_dtype, rows, latent_c, lh, lw);
+  sd_tensor noise_pred = sd_tensor_4d(be->ops->act_dtype, rows, model->unet.out_channels, lh, lw);
+  sd_tensor guided = sd_tensor_4d(be->ops->act_dtype, n, model->unet.out_channels, lh, lw);
+  sd_tensor image = sd_tensor_4d(be->ops->act_dtype, n, image_c, batch->height, batch->width);
+  sd_scheduler *scheduler = NULL;
+  int32_t *ids = calloc((size_t)rows * length, sizeof *ids);
+  sd_rng *rngs = calloc((size_t)n, sizeof *rngs);
+  float *host = malloc((size_t)n * per_item * sizeof *host);
+  float *host_image = malloc((size_t)n * image_c * image_plane * sizeof *host_image);
+  if (!ids || !rngs || !host || !host_image) {
+    SD_ERROR("out of host memory for a batch of %d %dx%d images", n, batch->width, batch->height);
+    goto out;
+  }
+  if (sd_tensor_alloc_persistent(be, &context) < 0 || sd_tensor_alloc_persistent(be, &latents) < 0 ||
+      sd_tensor_alloc_persistent(be, &model_in) < 0 ||
+      sd_tensor_alloc_persistent(be, &noise_pred) < 0 ||
+      sd_tensor_alloc_persistent(be, &guided) < 0 || sd_tensor_alloc_persistent(be, &image) < 0)
+    goto out;
+
+  if (tokenize_batch(engine, items, n, cfg, ids) < 0 ||
+      sd_clip_text_forward(engine->clip, ids, rows, &context) < 0)
+    goto out;
+
+  if (sd_scheduler_create(batch->scheduler, &model->scheduler, batch->karras, batch->steps,
+                          &scheduler) < 0)
+    goto out;
+
+  /* initial latents: each item's randn (1, C, h, w) from its own generator, * init_noise_sigma */
+  for (int i = 0; i < n; i++) {
+    sd_rng_init(&rngs[i], batch->rng, items[i].seed);
+    if (sd_rng_randn(&rngs[i], host + (size_t)i * per_item, per_item) < 0)
+      goto out;
+  }
+  if (sd_tensor_upload_f32(be, &latents, host) < 0 ||
+      sd_op_scale(be, &latents, sd_scheduler_init_noise_sigma(scheduler), &latents) < 0)
+    goto out;
+
+  noise_source noise = {rngs, n, per_item, host};
+  int count = sd_scheduler_count(scheduler);
+  for (int step = 0; step < count; step++) {
+    sd_tensor x = sd_tensor_slice0(&model_in, cfg ? n : 0, n);
+    if (sd_scheduler_scale_model_input(scheduler, be, step, &latents, &x) < 0)
+      goto out;
+    if (cfg) {
+      sd_tensor first = sd_tensor_slice0(&model_in, 0, n);
+      if (sd_op_copy(be, &x, &first) < 0)
+        goto out;
+    }
+    if (sd_unet_forward(engine->unet, &model_in, sd_scheduler_timestep(scheduler, step), &context,
+                        &noise_pred) < 0) {
+      sd_error_context("step %d of %d", step + 1, count);
+      goto out;
+    }
+    if (cfg ? apply_guidance(be, items, n, &noise_pred, &guided) < 0
+            : sd_op_copy(be, &noise_pred, &guided) < 0)
+      goto out;
+    if (sd_scheduler_step(scheduler, be, step, &guided, &latents, fill_noise, &noise) < 0) {
+      sd_error_context("scheduler step %d of %d", step + 1, count);
+      goto out;
+    }
+    if (progress)
+      progress(progress_ctx, step + 1, count);
+  }
+
+  /* decode latents / scaling_factor */
+  sd_tensor scaled = sd_tensor_slice0(&model_in, 0, n);
+  if (sd_tensor_download_f32(be, &latents, host) < 0)
+    goto out;
+  const float inv_scale = 1.0f / model->vae.scaling_factor;
+  if (sd_op_scale(be, &latents, inv_scale, &scaled) < 0 ||
+      sd_vae_decode(engine->vae, &scaled, &image) < 0 ||
+      sd_tensor_download_f32(be, &image, host_image) < 0)
+    goto out;
+
+  for (int i = 0; i < n; i++) {
+    results[i].rgb = malloc(image_plane * 3);
+    results[i].latents = malloc(per_item * sizeof(float));
+    if (!results[i].rgb || !results[i].latents) {
+      SD_ERROR("out of host memory for results");
+      goto out;
+    }
+    memcpy(results[i].latents, host + (size_t)i * per_item, per_item * sizeof(float));
+    bool finite = image_to_rgb(host_image + (size_t)i * image_c * image_plane, image_c,
+                               batch->height, batch->width, results[i].rgb);
+    for (size_t k = 0; k < per_item && finite; k++)
+      finite = isfinite(results[i].latents[k]);
+    results[i].finite = finite;
+  }
+  rc = 0;
+
+out:
+  if (rc < 0)
+    for (int i = 0; i < n; i++)
+      sd_txt2img_result_free(&results[i]);
+  sd_scheduler_free(scheduler);
+  sd_tensor_free(be, &image);
+  sd_tensor_free(be, &guided);
+  sd_tensor_free(be, &noise_pred);
+  sd_tensor_free(be, &model_in);
+  sd_tensor_free(be, &latents);
+  sd_tensor_free(be, &context);
+  free(host_image);
+  free(host);
+  free(rngs);
+  free(ids);
+  return rc;
+}
+
+void sd_txt2img_result_free(sd_txt2img_result *result) {
+  free(result->rgb);
+  free(result->latents);
+  result->rgb = NULL;
+  result->latents = NULL;
+}
