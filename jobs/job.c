@@ -2,7 +2,7 @@
  * content hash and the path checks. */
 #include "job_internal.h"
 #include "sha256.h"
-#include "scheduler_names.h"
+#include "../worker/sched/scheduler_names.h"
 
 #include "error.h"
 #include "worker/sched/scheduler.h"
@@ -204,7 +204,7 @@ static void hash_string(sd_sha256 *sha, const char *key, const char *value) {
 }
 
 static const char *scheduler_name(int kind) {
-#define SD_SCHEDULER_NAME_ENTRY(kind, name, class_name, karras) [SD_SCHED_##kind] = name,
+#define SD_SCHEDULER_NAME_ENTRY(kind, name, class_name, karras, setup) [SD_SCHED_##kind] = name,
   static const char *const names[] = {SD_SCHEDULER_LIST(SD_SCHEDULER_NAME_ENTRY)};
 #undef SD_SCHEDULER_NAME_ENTRY
   if (kind < 0 || kind >= (int)(sizeof names / sizeof names[0]))

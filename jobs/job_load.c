@@ -2,7 +2,7 @@
  * document API; every value is checked against the schema and the first problem is reported
  * with the file, line and column of the offending node. */
 #include "job_internal.h"
-#include "scheduler_names.h"
+#include "../worker/sched/scheduler_names.h"
 
 #include "error.h"
 #include "worker/sched/scheduler.h"
@@ -353,7 +353,7 @@ static bool parse_guidance_value(const yaml_node_t *node, void *out) {
 }
 
 static bool parse_scheduler_value(const yaml_node_t *node, void *out) {
-#define SD_SCHEDULER_NAME_ENTRY(kind, name, class_name, karras) {SD_SCHED_##kind, name},
+#define SD_SCHEDULER_NAME_ENTRY(kind, name, class_name, karras, setup) {SD_SCHED_##kind, name},
   static const struct {
     int kind;
     const char *name;
@@ -369,26 +369,33 @@ static bool parse_scheduler_value(const yaml_node_t *node, void *out) {
   return false;
 }
 
-#define SD_SCHEDULER_NAME_TEXT(kind, name, class_name, karras) name ", "
+#define SD_SCHEDULER_NAME_TEXT(kind, name, class_name, karras, setup) name ", "
 
 static int handle_steps(loader *ld, const char *key, yaml_node_t *value) {
   static const sweep_spec spec = {"a positive integer (at most 1000)", sizeof(int),
                                   parse_steps_value};
-  return parse_sweep(ld, key, value, &spec, (void **)&ld->job->steps, &ld->job->info.n_steps);
+  void *values;
+  SD_TRY(parse_sweep(ld, key, value, &spec, &values, &ld->job->info.n_steps));
+  ld->job->steps = values;
+  return 0;
 }
 
 static int handle_guidance_scale(loader *ld, const char *key, yaml_node_t *value) {
   static const sweep_spec spec = {"a non-negative number", sizeof(double), parse_guidance_value};
-  return parse_sweep(ld, key, value, &spec, (void **)&ld->job->guidance_scales,
-                     &ld->job->info.n_guidance);
+  void *values;
+  SD_TRY(parse_sweep(ld, key, value, &spec, &values, &ld->job->info.n_guidance));
+  ld->job->guidance_scales = values;
+  return 0;
 }
 
 static int handle_scheduler(loader *ld, const char *key, yaml_node_t *value) {
   static const sweep_spec spec = {
       "a scheduler (" SD_SCHEDULER_LIST(SD_SCHEDULER_NAME_TEXT) "or default)", sizeof(int),
       parse_scheduler_value};
-  return parse_sweep(ld, key, value, &spec, (void **)&ld->job->schedulers,
-                     &ld->job->info.n_schedulers);
+  void *values;
+  SD_TRY(parse_sweep(ld, key, value, &spec, &values, &ld->job->info.n_schedulers));
+  ld->job->schedulers = values;
+  return 0;
 }
 
 static int get_size(loader *ld, const char *key, yaml_node_t *value, int *out) {
@@ -634,7 +641,7 @@ static int unknown_key(loader *ld, yaml_node_t *key_node) {
 }
 
 static int check_karras(loader *ld) {
-#define SD_SCHEDULER_KARRAS_ENTRY(kind, name, class_name, karras)                                  \
+#define SD_SCHEDULER_KARRAS_ENTRY(kind, name, class_name, karras, setup)                           \
   [SD_SCHED_##kind] = {name, karras},
   static const struct {
     const char *name;

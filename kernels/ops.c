@@ -21,8 +21,8 @@ static int check_weight(sd_backend *be, const char *op, const char *what, const 
   if (!t || !t->data)
     return SD_ERROR("%s: %s has no memory", op, what);
   if (t->dtype != be->ops->weight_dtype && t->dtype != be->ops->act_dtype)
-    return SD_ERROR("%s: %s has dtype %s, backend %s expects %s", op, what,
-                    sd_dtype_name(t->dtype), be->ops->name, sd_dtype_name(be->ops->weight_dtype));
+    return SD_ERROR("%s: %s has dtype %s, backend %s expects %s", op, what, sd_dtype_name(t->dtype),
+                    be->ops->name, sd_dtype_name(be->ops->weight_dtype));
   return 0;
 }
 
@@ -53,6 +53,7 @@ int sd_op_linear(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const s
     if (sd_tensor_numel(b) != w->shape[0])
       return mismatch("linear", "bias (N) and weight (N, K)", b, w);
   }
+  be->flops += 2ull * (uint64_t)rows(x) * (uint64_t)w->shape[0] * (uint64_t)w->shape[1];
   return be->ops->linear(be, x, w, b, act, y);
 }
 
@@ -75,6 +76,8 @@ int sd_op_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const s
     if (sd_tensor_numel(b) != w->shape[0])
       return mismatch("conv2d", "bias (K) and weight (K, C, kh, kw)", b, w);
   }
+  be->flops +=
+      2ull * (uint64_t)sd_tensor_numel(y) * (uint64_t)(w->shape[1] * w->shape[2] * w->shape[3]);
   return be->ops->conv2d(be, x, w, b, stride, pad, y);
 }
 
@@ -119,10 +122,13 @@ int sd_op_attention(sd_backend *be, const sd_tensor *q, const sd_tensor *k, cons
   if (!sd_tensor_same_shape(k, v) || k->shape[0] != q->shape[0] || k->shape[2] != q->shape[2])
     return mismatch("attention", "k/v (B, Lk, H*D) and q (B, Lq, H*D)", k, q);
   if (heads < 1 || q->shape[2] % heads)
-    return SD_ERROR("attention: %lld channels do not split into %d heads",
-                    (long long)q->shape[2], heads);
+    return SD_ERROR("attention: %lld channels do not split into %d heads", (long long)q->shape[2],
+                    heads);
   if (causal && q->shape[1] != k->shape[1])
     return mismatch("attention", "causal attention needs Lq == Lk", q, k);
+  /* q k^T and p v: 2 x (2 B Lq Lk H D) */
+  be->flops += 4ull * (uint64_t)q->shape[0] * (uint64_t)q->shape[1] * (uint64_t)k->shape[1] *
+               (uint64_t)q->shape[2];
   return be->ops->attention(be, q, k, v, heads, scale, causal, o);
 }
 

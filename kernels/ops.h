@@ -114,6 +114,9 @@ struct sd_backend {
   void *impl; /* backend private state */
   sd_arena arena;
   int threads; /* CPU worker threads (0 = default) */
+  /* Floating-point operations of the GEMM-like ops dispatched so far (2 per multiply-add of
+   * linear, conv2d and attention, as torch's FlopCounterMode counts them); for benchmarks. */
+  uint64_t flops;
 };
 
 /* Backends. Return NULL with an error when unavailable (e.g. no GPU, built without CUDA). */

@@ -482,7 +482,8 @@ static void test_bad_jobs(void) {
              bad_jobs[i].message_file ? bad_jobs[i].message_file : bad_jobs[i].job,
              bad_jobs[i].message);
     sd_error_clear();
-    sd_job *job = (sd_job *)&job; /* must be reset to NULL on failure */
+    static char sentinel;
+    sd_job *job = (sd_job *)&sentinel; /* sd_job_load must set it to NULL on failure */
     int rc = sd_job_load(path, &job);
     CHECK(rc == -1 && job == NULL, "%s: load should fail with -1 and NULL (rc %d)", bad_jobs[i].job,
           rc);

@@ -61,8 +61,10 @@ int cmd_make_demo_model(int argc, char **argv) {
   if (sd_demo_model_write(dir, &params) < 0)
     return cli_report_error(cmd);
   clock_gettime(CLOCK_MONOTONIC, &end);
-  fprintf(stderr, "sdbatch make-demo-model: wrote %s%s in %.1f s (random weights: its pictures are noise)\n",
-          dir, params.full_size ? " (SD 1.5 shapes)" : "",
-          (double)(end.tv_sec - start.tv_sec) + 1e-9 * (double)(end.tv_nsec - start.tv_nsec));
+  fprintf(
+      stderr,
+      "sdbatch make-demo-model: wrote %s%s in %.1f s (random weights: its pictures are noise)\n",
+      dir, params.full_size ? " (SD 1.5 shapes)" : "",
+      (double)(end.tv_sec - start.tv_sec) + 1e-9 * (double)(end.tv_nsec - start.tv_nsec));
   return 0;
 }

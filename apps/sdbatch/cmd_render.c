@@ -72,9 +72,25 @@ int cmd_render(int argc, char **argv) {
   const char *out_path = NULL, *scheduler_name = NULL;
   bool quiet = false;
 
-  enum { OPT_MODEL = 256, OPT_MODEL_CONFIG, OPT_PROMPT, OPT_NEGATIVE, OPT_SEED, OPT_STEPS,
-         OPT_GUIDANCE, OPT_SCHEDULER, OPT_KARRAS, OPT_WIDTH, OPT_HEIGHT, OPT_RNG, OPT_DEVICE,
-         OPT_THREADS, OPT_OUT, OPT_QUIET, OPT_HELP };
+  enum {
+    OPT_MODEL = 256,
+    OPT_MODEL_CONFIG,
+    OPT_PROMPT,
+    OPT_NEGATIVE,
+    OPT_SEED,
+    OPT_STEPS,
+    OPT_GUIDANCE,
+    OPT_SCHEDULER,
+    OPT_KARRAS,
+    OPT_WIDTH,
+    OPT_HEIGHT,
+    OPT_RNG,
+    OPT_DEVICE,
+    OPT_THREADS,
+    OPT_OUT,
+    OPT_QUIET,
+    OPT_HELP
+  };
   static const struct option options[] = {
       {"model", required_argument, NULL, OPT_MODEL},
       {"model-config", required_argument, NULL, OPT_MODEL_CONFIG},
@@ -207,17 +223,17 @@ int cmd_render(int argc, char **argv) {
            "%s\nNegative prompt: %s\nSteps: %d, Sampler: %s, Karras: %s, CFG scale: %g, Seed: "
            "%llu, Size: %dx%d, RNG: %s, Model: %s, Generator: sdbatch %s",
            item.prompt, item.negative_prompt, batch.steps, sd_scheduler_kind_name(batch.scheduler),
-           batch.karras ? "yes" : "no", (double)item.guidance_scale,
-           (unsigned long long)item.seed, batch.width, batch.height,
-           batch.rng == SD_RNG_CUDA ? "cuda" : "cpu", params.model_path, SDBATCH_VERSION);
+           batch.karras ? "yes" : "no", (double)item.guidance_scale, (unsigned long long)item.seed,
+           batch.width, batch.height, batch.rng == SD_RNG_CUDA ? "cuda" : "cpu", params.model_path,
+           SDBATCH_VERSION);
   sd_png_text text = {"parameters", parameters};
   if (sd_png_write_rgb(out_path, result.rgb, batch.width, batch.height, &text, 1) < 0) {
     status = cli_report_error(cmd);
     goto out;
   }
   if (!quiet)
-    fprintf(stderr, "sdbatch render: wrote %s (%dx%d, %d steps, %.2f s)\n", out_path,
-            batch.width, batch.height, batch.steps, seconds_since(&progress.start));
+    fprintf(stderr, "sdbatch render: wrote %s (%dx%d, %d steps, %.2f s)\n", out_path, batch.width,
+            batch.height, batch.steps, seconds_since(&progress.start));
 out:
   sd_txt2img_result_free(&result);
   sd_engine_close(engine);

@@ -14,6 +14,7 @@ static void print_usage(FILE *out) {
           "  render           render one image to a PNG file\n"
           "  tokenize         print a prompt's 77 CLIP token ids\n"
           "  make-demo-model  write a random-weight model in diffusers layout\n"
+          "  bench            time the pipeline's stages and report FLOP rates\n"
           "\n"
           "'sdbatch <command> --help' describes a command's options.\n",
           SDBATCH_VERSION);
@@ -40,6 +41,8 @@ int main(int argc, char **argv) {
     return cmd_tokenize(argc - 1, argv + 1);
   if (strcmp(command, "make-demo-model") == 0)
     return cmd_make_demo_model(argc - 1, argv + 1);
+  if (strcmp(command, "bench") == 0)
+    return cmd_bench(argc - 1, argv + 1);
   fprintf(stderr, "sdbatch: unknown command '%s'\n\n", command);
   print_usage(stderr);
   return 2;

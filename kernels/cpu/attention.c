@@ -6,6 +6,7 @@
 #include "cpu_internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 
 /* Queries per block: the score block (SD_ATTN_BLOCK, Lk) stays in this core's L2 at Lk = 4096. */
 #define SD_ATTN_BLOCK 64
@@ -38,7 +39,7 @@ int sd_cpu_attention(sd_backend *be, const sd_tensor *q, const sd_tensor *k, con
                      int heads, float scale, bool causal, sd_tensor *o) {
   int64_t batch = q->shape[0], lq = q->shape[1], lk = k->shape[1], width = q->shape[2];
   int64_t d = width / heads;
-  int64_t block = lq < SD_ATTN_BLOCK ? lq : SD_ATTN_BLOCK;
+  int64_t blk_env = getenv("ATTN_BLOCK") ? atoi(getenv("ATTN_BLOCK")) : SD_ATTN_BLOCK; int64_t block = lq < blk_env ? lq : blk_env;
   int64_t blocks = (lq + block - 1) / block;
   int64_t tasks = batch * heads * blocks;
   int threads = SD_CPU_THREADS();

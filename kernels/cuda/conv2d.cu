@@ -179,7 +179,7 @@ int sd_cuda_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const
   key.stride = stride;
   key.pad = pad;
   key.dtype = y->dtype;
-  conv_plan *plan;
+  conv_plan *plan = NULL;
   SD_TRY(plan_for(cu, &key, (int)y->shape[2], (int)y->shape[3], &plan));
 
   void *workspace = NULL;

@@ -9,7 +9,7 @@
 #include "../error.h"
 
 #include <cublasLt.h>
-#include <cublas_api.h>
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
 

@@ -190,7 +190,7 @@ int sd_cuda_linear(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const
   key.align_w = alignment_of(w->data);
   key.align_y = alignment_of(y->data);
   key.align_bias = bias ? alignment_of(bias) : 0;
-  linear_plan *plan;
+  linear_plan *plan = NULL;
   SD_TRY(plan_for(cu, &key, bias, &plan));
 
   const float alpha = 1.0f, beta = 0.0f;

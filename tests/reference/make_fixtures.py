@@ -434,6 +434,10 @@ model:
 
     cond_stage_config:
       target: ldm.modules.encoders.modules.FrozenCLIPEmbedder
+      params:
+        # not an LDM key: sdbatch reads it where the text encoder's width does not reveal its
+        # heads (real CLIP/OpenCLIP encoders have 64-wide heads; this tiny one does not)
+        num_attention_heads: 4
 """
 
 

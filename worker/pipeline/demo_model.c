@@ -102,9 +102,9 @@ static cJSON *unet_json(const demo_configs *c) {
   cJSON_AddItemToObject(j, "block_out_channels", int_array(u->block_out_channels, u->num_levels));
   cJSON_AddBoolToObject(j, "center_input_sample", 0);
   cJSON_AddNumberToObject(j, "cross_attention_dim", u->cross_attention_dim);
-  cJSON_AddItemToObject(j, "down_block_types",
-                        repeated_strings("CrossAttnDownBlock2D", "DownBlock2D", u->num_levels,
-                                         u->num_levels - 1));
+  cJSON_AddItemToObject(
+      j, "down_block_types",
+      repeated_strings("CrossAttnDownBlock2D", "DownBlock2D", u->num_levels, u->num_levels - 1));
   cJSON_AddNumberToObject(j, "downsample_padding", 1);
   cJSON_AddBoolToObject(j, "flip_sin_to_cos", 1);
   cJSON_AddNumberToObject(j, "freq_shift", 0);
@@ -128,8 +128,8 @@ static cJSON *vae_json(const sd_vae_config *v) {
   cJSON_AddStringToObject(j, "_diffusers_version", "0.30.0");
   cJSON_AddStringToObject(j, "act_fn", "silu");
   cJSON_AddItemToObject(j, "block_out_channels", int_array(v->block_out_channels, v->num_levels));
-  cJSON_AddItemToObject(j, "down_block_types", repeated_strings("DownEncoderBlock2D", "",
-                                                                v->num_levels, v->num_levels));
+  cJSON_AddItemToObject(j, "down_block_types",
+                        repeated_strings("DownEncoderBlock2D", "", v->num_levels, v->num_levels));
   cJSON_AddNumberToObject(j, "in_channels", v->in_channels);
   cJSON_AddNumberToObject(j, "latent_channels", v->latent_channels);
   cJSON_AddNumberToObject(j, "layers_per_block", v->layers_per_block);
@@ -137,8 +137,8 @@ static cJSON *vae_json(const sd_vae_config *v) {
   cJSON_AddNumberToObject(j, "out_channels", v->out_channels);
   cJSON_AddNumberToObject(j, "sample_size", v->sample_size);
   cJSON_AddNumberToObject(j, "scaling_factor", 0.18215);
-  cJSON_AddItemToObject(j, "up_block_types", repeated_strings("UpDecoderBlock2D", "",
-                                                              v->num_levels, v->num_levels));
+  cJSON_AddItemToObject(j, "up_block_types",
+                        repeated_strings("UpDecoderBlock2D", "", v->num_levels, v->num_levels));
   return j;
 }
 
@@ -248,8 +248,8 @@ static int ends_with(const char *s, const char *suffix) {
 
 /* PyTorch-like initialisation: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and their biases,
  * ones/zeros for normalisation layers, small values for embeddings. */
-static void fill_weight(const char *name, const sd_tensor *t, const sd_weights *all,
-                        demo_rng *rng, uint16_t *out) {
+static void fill_weight(const char *name, const sd_tensor *t, const sd_weights *all, demo_rng *rng,
+                        uint16_t *out) {
   size_t n = (size_t)sd_tensor_numel(t);
   bool is_norm = t->ndim == 1 && (strstr(name, "norm") || strstr(name, "ln_"));
   if (is_norm) {
@@ -312,8 +312,7 @@ out:
 typedef enum demo_part { DEMO_CLIP, DEMO_UNET, DEMO_VAE } demo_part;
 
 /* Lists the tensors of one network by creating it on a recorder. */
-static int record_part(sd_backend *be, const demo_configs *c, demo_part part,
-                       sd_weights **out) {
+static int record_part(sd_backend *be, const demo_configs *c, demo_part part, sd_weights **out) {
   SD_TRY(sd_weights_recorder_create(out));
   int rc = -1;
   if (part == DEMO_CLIP) {

@@ -23,8 +23,7 @@ int sd_tokenizer_open_for_model(const sd_tokenizer_files *files, sd_tokenizer **
     return sd_tokenizer_load_tokenizer_json(files->tokenizer_json, files->pad_token,
                                             files->model_max_length, out);
   if (files->bpe_gz[0])
-    return sd_tokenizer_load_bpe_gz(files->bpe_gz, files->pad_token, files->model_max_length,
-                                    out);
+    return sd_tokenizer_load_bpe_gz(files->bpe_gz, files->pad_token, files->model_max_length, out);
   return SD_ERROR("no tokenizer files (vocab.json + merges.txt, tokenizer.json or the CLIP BPE)");
 }
 
@@ -52,8 +51,8 @@ int sd_engine_open(const sd_engine_params *params, sd_engine **out) {
           0 ||
       sd_weights_upload(engine->be, engine->files->vae_tensors, "vae", &engine->vae_weights) < 0)
     goto fail_model;
-  if (sd_clip_text_create(engine->be, &engine->files->clip, engine->clip_weights,
-                          &engine->clip) < 0 ||
+  if (sd_clip_text_create(engine->be, &engine->files->clip, engine->clip_weights, &engine->clip) <
+          0 ||
       sd_unet_create(engine->be, &engine->files->unet, engine->unet_weights, &engine->unet) < 0 ||
       sd_vae_create(engine->be, &engine->files->vae, engine->vae_weights, &engine->vae) < 0)
     goto fail_model;

@@ -148,7 +148,8 @@ int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2im
     SD_ERROR("out of host memory for a batch of %d %dx%d images", n, batch->width, batch->height);
     goto out;
   }
-  if (sd_tensor_alloc_persistent(be, &context) < 0 || sd_tensor_alloc_persistent(be, &latents) < 0 ||
+  if (sd_tensor_alloc_persistent(be, &context) < 0 ||
+      sd_tensor_alloc_persistent(be, &latents) < 0 ||
       sd_tensor_alloc_persistent(be, &model_in) < 0 ||
       sd_tensor_alloc_persistent(be, &noise_pred) < 0 ||
       sd_tensor_alloc_persistent(be, &guided) < 0 || sd_tensor_alloc_persistent(be, &image) < 0)

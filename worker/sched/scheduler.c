@@ -1,6 +1,7 @@
 /* The scheduler API (scheduler.h): names, creation from a model's config, dispatch of
  * scale_model_input and step to the class files, and the history tensors they keep. */
 #include "sched_internal.h"
+#include "scheduler_names.h"
 
 #include "../../kernels/error.h"
 
@@ -15,14 +16,10 @@ static const struct {
   bool karras;            /* the class has use_karras_sigmas */
   int (*setup)(sd_scheduler *s);
 } kinds[] = {
-    {SD_SCHED_DDIM, "ddim", "DDIMScheduler", false, sd_sched_ddim_setup},
-    {SD_SCHED_PNDM, "pndm", "PNDMScheduler", false, sd_sched_pndm_setup},
-    {SD_SCHED_LMS, "lms", "LMSDiscreteScheduler", true, sd_sched_lms_setup},
-    {SD_SCHED_EULER, "euler", "EulerDiscreteScheduler", true, sd_sched_euler_setup},
-    {SD_SCHED_EULER_A, "euler_a", "EulerAncestralDiscreteScheduler", false,
-     sd_sched_euler_ancestral_setup},
-    {SD_SCHED_HEUN, "heun", "HeunDiscreteScheduler", true, sd_sched_heun_setup},
-    {SD_SCHED_DPMPP_2M, "dpmpp_2m", "DPMSolverMultistepScheduler", true, sd_sched_dpmpp_2m_setup},
+#define SD_SCHEDULER_KIND_ENTRY(kind, name, class_name, karras, setup)                             \
+  {SD_SCHED_##kind, name, class_name, karras, sd_sched_##setup##_setup},
+    SD_SCHEDULER_LIST(SD_SCHEDULER_KIND_ENTRY)
+#undef SD_SCHEDULER_KIND_ENTRY
 };
 #define KIND_COUNT ((int)(sizeof kinds / sizeof kinds[0]))
 
@@ -40,9 +37,11 @@ int sd_scheduler_kind_parse(const char *name, sd_scheduler_kind *out) {
       return 0;
     }
   }
-  return SD_ERROR("unknown scheduler '%s' (expected ddim, pndm, lms, euler, euler_a, heun or "
-                  "dpmpp_2m)",
-                  name ? name : "(null)");
+#define SD_SCHEDULER_NAME_TEXT(kind, name, class_name, karras, setup) " " name
+  return SD_ERROR(
+      "unknown scheduler '%s' (expected one of" SD_SCHEDULER_LIST(SD_SCHEDULER_NAME_TEXT) ")",
+      name ? name : "(null)");
+#undef SD_SCHEDULER_NAME_TEXT
 }
 
 const char *sd_scheduler_kind_name(sd_scheduler_kind kind) {

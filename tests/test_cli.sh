@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# The sdbatch program's behaviour on good and bad input: every bad flag, prompt or model gets
+# one clear error and a non-zero exit, never a crash; --help works everywhere.
+# Usage: test_cli.sh SDBATCH FIXTURES_DIR
+set -u
+sdbatch=$1
+fixtures=$2
+model=$fixtures/tiny-sd1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+passed=0
+failed=0
+
+# expect STATUS PATTERN -- command...: the exit status and a pattern that stderr+stdout must match
+expect() {
+  local want_status=$1 pattern=$2
+  shift 3
+  local output status
+  "$@" >"$work/output" 2>&1
+  status=$?
+  output=$(tr -d '\000' <"$work/output")
+  if [ "$status" -eq "$want_status" ] &&
+    { [ -z "$pattern" ] || printf '%s\n' "$output" | grep -qE -- "$pattern"; }; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    local command_line="$*"
+    printf 'FAIL: %s\n  exit %s (want %s); output:\n%s\n  (wanted /%s/)\n' "${command_line:0:300}" "$status" \
+      "$want_status" "$output" "$pattern"
+  fi
+}
+
+render=("$sdbatch" render --model "$model" --steps 2 --width 64 --height 64 --quiet)
+
+# help and usage
+for command in render tokenize make-demo-model bench; do
+  expect 0 "Usage: sdbatch $command" -- "$sdbatch" "$command" --help
+done
+expect 0 "Commands:" -- "$sdbatch" --help
+expect 2 "unknown command 'frobnicate'" -- "$sdbatch" frobnicate
+expect 2 "Usage: sdbatch" -- "$sdbatch"
+
+# tokenize: the ids of transformers' CLIPTokenizer
+expect 0 "^49406 320 1125 539 550 18376 6765 320 4558 49407 49407" -- \
+  "$sdbatch" tokenize --model "$model" --prompt "a photo of an astronaut riding a horse"
+expect 2 "--prompt is required" -- "$sdbatch" tokenize --model "$model"
+
+# bad flags
+expect 2 "--prompt is required" -- "${render[@]}" --out "$work/x.png"
+expect 2 "--out is required" -- "${render[@]}" --prompt "a cat"
+expect 2 "--steps: expected an integer from 1 to 1000, got 'ten'" -- \
+  "${render[@]}" --prompt "a cat" --steps ten --out "$work/x.png"
+expect 2 "--guidance-scale: expected a number, got 'nan'" -- \
+  "${render[@]}" --prompt "a cat" --guidance-scale nan --out "$work/x.png"
+expect 2 "--seed: expected a non-negative integer, got '-1'" -- \
+  "${render[@]}" --prompt "a cat" --seed -1 --out "$work/x.png"
+expect 2 "unknown scheduler 'foo'.*ddim" -- \
+  "${render[@]}" --prompt "a cat" --scheduler foo --out "$work/x.png"
+expect 2 "--rng" -- "${render[@]}" --prompt "a cat" --rng gpu --out "$work/x.png"
+expect 2 "--device: expected cpu, cuda or auto, got 'tpu'" -- \
+  "${render[@]}" --prompt "a cat" --device tpu --out "$work/x.png"
+expect 2 "unknown or incomplete option '--colour'" -- \
+  "${render[@]}" --prompt "a cat" --colour red --out "$work/x.png"
+expect 1 "width and height must be positive multiples of 8 \(got 100x64\)" -- \
+  "${render[@]}" --prompt "a cat" --width 100 --out "$work/x.png"
+expect 1 "multiples of 32 for this model" -- \
+  "${render[@]}" --prompt "a cat" --width 72 --out "$work/x.png"
+expect 1 "scheduler euler_a has no Karras sigma schedule" -- \
+  "${render[@]}" --prompt "a cat" --scheduler euler_a --karras --out "$work/x.png"
+expect 1 "invalid UTF-8" -- "${render[@]}" --prompt $'a \xff cat' --out "$work/x.png"
+[ ! -e "$work/x.png" ] && passed=$((passed + 1)) || {
+  failed=$((failed + 1))
+  echo "FAIL: a failed render left $work/x.png"
+}
+
+# bad models
+expect 1 "$work/nowhere" -- "${render[@]}" --model "$work/nowhere" --prompt "a cat" \
+  --out "$work/x.png"
+head -c 1000 "$fixtures/tiny-sd1.safetensors" >"$work/truncated.safetensors"
+expect 1 "truncated.safetensors" -- "${render[@]}" --model "$work/truncated.safetensors" \
+  --prompt "a cat" --out "$work/x.png"
+mkdir -p "$work/broken"
+cp -r "$model"/. "$work/broken/"
+sed -i 's/"cross_attention_dim"/"cross_attention_dimension"/' "$work/broken/unet/config.json"
+expect 1 "cross_attention_dim" -- "${render[@]}" --model "$work/broken" --prompt "a cat" \
+  --out "$work/x.png"
+
+# good renders: empty and 1000-word prompts, PNG with parameters
+expect 0 "" -- "${render[@]}" --prompt "" --out "$work/empty.png"
+long_prompt=$(for i in $(seq 1000); do printf 'word%d ' "$i"; done)
+expect 0 "" -- "${render[@]}" --prompt "$long_prompt" --out "$work/long.png"
+expect 0 "" -- "${render[@]}" --prompt "a red cube" --negative-prompt "blurry" --seed 7 \
+  --out "$work/cube.png"
+expect 0 "Negative prompt: blurry" -- grep -a "Negative prompt" "$work/cube.png"
+expect 0 "Seed: 7, Size: 64x64" -- grep -a "Seed: 7" "$work/cube.png"
+# PNG signature, then IHDR: width 64, height 64, bit depth 8, colour type 2 (RGB)
+expect 0 "89 50 4e 47 0d 0a 1a 0a 00 00 00 0d 49 48 44 52 00 00 00 40 00 00 00 40 08 02" -- \
+  od -An -tx1 -w26 -N26 "$work/cube.png"
+
+# demo model: refuses a non-empty folder, writes a model that renders
+expect 1 "exists and is not an empty folder" -- "$sdbatch" make-demo-model "$work"
+expect 0 "its pictures are noise" -- "$sdbatch" make-demo-model "$work/demo"
+expect 0 "" -- "$sdbatch" render --model "$work/demo" --prompt "a cat" --steps 2 --quiet \
+  --out "$work/demo.png"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,503 @@
+/* The CUDA backend's ops against the CPU backend (the oracle; test_ops_cpu checks it against naive
+ * loops) on identical inputs: random values rounded to the CUDA activation dtype, uploaded to
+ * both. Runs with F16, BF16 and F32 activations, on odd shapes, SD-sized shapes, unaligned views
+ * and both attention paths (fused for head dims <= 160, cuBLAS + softmax beyond, chunked).
+ *
+ * Tolerance of computed ops: |gpu - cpu| <= tol * max|cpu| + tol * |cpu| with tol 1e-4 (F32),
+ * 1e-2 (F16), 3e-2 (BF16). Data movement, lincomb, clamp, add_channel_bias and dtype conversions
+ * must match exactly: the CPU's float32 result rounded once to the dtype, as the GPU rounds.
+ * Exits 77 (skipped) when no CUDA device is available. */
+#include "kernels/error.h"
+#include "kernels/ops.h"
+#include "test_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static sd_backend *cpu, *gpu;
+static sd_dtype dtype; /* the CUDA backend's activation dtype in this round */
+static float tol;      /* relative tolerance of computed ops in this round */
+static uint32_t seed = 1;
+
+/* One tensor on each backend, meant to hold the same values. */
+typedef struct twin {
+  sd_tensor c; /* CPU, float32 */
+  sd_tensor g; /* CUDA, dtype */
+} twin;
+
+typedef struct twin_mark {
+  sd_arena_mark c, g;
+} twin_mark;
+
+static void die(const char *what) {
+  fprintf(stderr, "setup failed (%s): %s\n", what, sd_error_message());
+  exit(2);
+}
+
+static void check_rc(int rc, const char *what) {
+  CHECK(rc == 0, "%s failed: %s", what, sd_error_message());
+}
+
+static twin_mark mark(void) {
+  twin_mark m = {sd_arena_get_mark(cpu), sd_arena_get_mark(gpu)};
+  return m;
+}
+
+static void release(twin_mark m) {
+  sd_arena_release(cpu, m.c);
+  sd_arena_release(gpu, m.g);
+}
+
+/* v rounded to this round's dtype (to nearest even, as uploads do). */
+static float round_to_dtype(float v) {
+  if (dtype == SD_DTYPE_F16)
+    return sd_f16_to_f32(sd_f32_to_f16(v));
+  if (dtype == SD_DTYPE_BF16)
+    return sd_bf16_to_f32(sd_f32_to_bf16(v));
+  return v;
+}
+
+static twin twin_empty(int ndim, const int64_t *shape) {
+  twin t = {sd_tensor_make(SD_DTYPE_F32, ndim, shape), sd_tensor_make(dtype, ndim, shape)};
+  if (sd_tensor_alloc(cpu, &t.c) < 0 || sd_tensor_alloc(gpu, &t.g) < 0)
+    die("tensor alloc");
+  return t;
+}
+
+/* Uploads host values (already representable in dtype) to both tensors. */
+static void twin_set(twin *t, const float *host) {
+  if (sd_tensor_upload_f32(cpu, &t->c, host) < 0 || sd_tensor_upload_f32(gpu, &t->g, host) < 0)
+    die("upload");
+}
+
+/* Random values in [offset - scale, offset + scale], rounded to dtype, on both backends. */
+static twin twin_random(int ndim, const int64_t *shape, float scale, float offset) {
+  twin t = twin_empty(ndim, shape);
+  size_t n = (size_t)sd_tensor_numel(&t.c);
+  float *host = malloc(n * sizeof(float));
+  sd_test_fill_random(host, n, seed++, scale);
+  for (size_t i = 0; i < n; i++)
+    host[i] = round_to_dtype(host[i] + offset);
+  twin_set(&t, host);
+  free(host);
+  return t;
+}
+
+/* A view of rows [first, first + count) of both tensors (outermost dim). */
+static twin twin_slice(const twin *t, int64_t first, int64_t count) {
+  twin s = {sd_tensor_slice0(&t->c, first, count), sd_tensor_slice0(&t->g, first, count)};
+  return s;
+}
+
+static float *download(sd_backend *be, const sd_tensor *t) {
+  size_t n = (size_t)sd_tensor_numel(t);
+  float *host = malloc((n ? n : 1) * sizeof(float));
+  if (sd_tensor_download_f32(be, t, host) < 0)
+    die("download");
+  return host;
+}
+
+/* Compares the CUDA tensor with the CPU one: exactly (after rounding the CPU's values to dtype)
+ * or within tol. */
+static void compare(const char *what, const twin *t, bool exact) {
+  size_t n = (size_t)sd_tensor_numel(&t->c);
+  float *want = download(cpu, &t->c);
+  float *got = download(gpu, &t->g);
+  char label[192];
+  snprintf(label, sizeof label, "[%s] %s", sd_dtype_name(dtype), what);
+  if (exact) {
+    for (size_t i = 0; i < n; i++)
+      want[i] = round_to_dtype(want[i]);
+    sd_test_compare_f32(label, got, want, n, 0.0f, 0.0f);
+  } else {
+    float amax = 0.0f;
+    for (size_t i = 0; i < n; i++)
+      amax = fabsf(want[i]) > amax ? fabsf(want[i]) : amax;
+    sd_test_compare_f32(label, got, want, n, tol * amax, tol);
+  }
+  free(want);
+  free(got);
+}
+
+/* ---- host <-> device ---------------------------------------------------------------------- */
+
+/* Uploads from F32, F16 and BF16 host data into a dtype tensor and downloads as float32: exact,
+ * over magnitudes from subnormal to large, and over more values than one conversion chunk. */
+static void test_conversions(void) {
+  twin_mark m = mark();
+  const int64_t n = ((int64_t)1 << 24) + 1001;
+  float *values = malloc((size_t)n * sizeof(float));
+  uint16_t *half = malloc((size_t)n * sizeof(uint16_t));
+  float *want = malloc((size_t)n * sizeof(float));
+  sd_test_fill_random(values, (size_t)n, seed++, 1.0f);
+  for (int64_t i = 0; i < n; i++)
+    values[i] = ldexpf(values[i], (int)(i % 44) - 28); /* |v| < 2^15: finite in F16 */
+  sd_tensor t = sd_tensor_make(dtype, 1, &n);
+  if (sd_tensor_alloc(gpu, &t) < 0)
+    die("alloc");
+
+  check_rc(sd_tensor_upload(gpu, &t, SD_DTYPE_F32, values), "upload F32");
+  for (int64_t i = 0; i < n; i++)
+    want[i] = round_to_dtype(values[i]);
+  float *got = download(gpu, &t);
+  char what[96];
+  snprintf(what, sizeof what, "[%s] upload from F32, download (exact)", sd_dtype_name(dtype));
+  sd_test_compare_f32(what, got, want, (size_t)n, 0.0f, 0.0f);
+  free(got);
+
+  for (int from_bf16 = 0; from_bf16 < 2; from_bf16++) {
+    sd_dtype src = from_bf16 ? SD_DTYPE_BF16 : SD_DTYPE_F16;
+    for (int64_t i = 0; i < n; i++) {
+      half[i] = from_bf16 ? sd_f32_to_bf16(values[i]) : sd_f32_to_f16(values[i]);
+      float exact = from_bf16 ? sd_bf16_to_f32(half[i]) : sd_f16_to_f32(half[i]);
+      want[i] = round_to_dtype(exact);
+    }
+    check_rc(sd_tensor_upload(gpu, &t, src, half), "upload 16-bit");
+    got = download(gpu, &t);
+    snprintf(what, sizeof what, "[%s] upload from %s, download (exact)", sd_dtype_name(dtype),
+             sd_dtype_name(src));
+    sd_test_compare_f32(what, got, want, (size_t)n, 0.0f, 0.0f);
+    free(got);
+  }
+
+  int32_t ints[3] = {1, 2, 3};
+  sd_tensor small = sd_tensor_slice0(&t, 0, 3);
+  sd_error_clear();
+  CHECK(sd_tensor_upload(gpu, &small, SD_DTYPE_I32, ints) == -1 && *sd_error_message(),
+        "upload accepted I32 host data into a %s tensor", sd_dtype_name(dtype));
+  free(values);
+  free(half);
+  free(want);
+  release(m);
+}
+
+/* ---- compute ops -------------------------------------------------------------------------- */
+
+/* unaligned: x is a view one row (K values) into a larger tensor, so with K odd its address is
+ * only 2- or 4-byte aligned. */
+static void linear_case(int64_t m0, int64_t m1, int64_t k, int64_t n, sd_activation act,
+                        bool with_bias, bool unaligned) {
+  twin_mark m = mark();
+  int64_t rows = m0 * m1, skip = unaligned ? 1 : 0;
+  twin x_rows = twin_random(2, (int64_t[]){rows + skip, k}, 1.0f, 0.0f);
+  twin x_view = twin_slice(&x_rows, skip, rows); /* (M, K) */
+  twin x;                                        /* (m0, m1, K) */
+  if (sd_tensor_reshape(&x_view.c, 3, (int64_t[]){m0, m1, k}, &x.c) < 0 ||
+      sd_tensor_reshape(&x_view.g, 3, (int64_t[]){m0, m1, k}, &x.g) < 0)
+    die("reshape");
+  twin w = twin_random(2, (int64_t[]){n, k}, 0.3f, 0.0f);
+  twin b = twin_random(1, (int64_t[]){n}, 1.0f, 0.0f);
+  twin y = twin_empty(3, (int64_t[]){m0, m1, n});
+  check_rc(sd_op_linear(cpu, &x.c, &w.c, with_bias ? &b.c : NULL, act, &y.c), "cpu linear");
+  check_rc(sd_op_linear(gpu, &x.g, &w.g, with_bias ? &b.g : NULL, act, &y.g), "cuda linear");
+  char what[128];
+  snprintf(what, sizeof what, "linear M %lld K %lld N %lld act %d bias %d%s", (long long)rows,
+           (long long)k, (long long)n, (int)act, with_bias, unaligned ? " unaligned x" : "");
+  compare(what, &y, false);
+  release(m);
+}
+
+static void test_linear(void) {
+  static const sd_activation acts[] = {SD_ACT_NONE, SD_ACT_SILU, SD_ACT_GELU, SD_ACT_GELU_TANH,
+                                       SD_ACT_QUICK_GELU};
+  for (int a = 0; a < 5; a++)
+    for (int with_bias = 0; with_bias < 2; with_bias++)
+      linear_case(3, 7, 45 + 30 * a, 29 + a, acts[a], with_bias, false);
+  /* SD-sized (transformer ff, CLIP mlp, time embedding), fused epilogues on real kernels */
+  linear_case(2, 150, 320, 640, SD_ACT_NONE, true, false);
+  linear_case(2, 150, 320, 640, SD_ACT_GELU_TANH, true, false);
+  linear_case(2, 150, 320, 640, SD_ACT_GELU_TANH, false, false);
+  linear_case(2, 77, 768, 3072, SD_ACT_QUICK_GELU, true, false);
+  linear_case(1, 2, 320, 1280, SD_ACT_SILU, true, false);
+  /* views at odd offsets */
+  linear_case(2, 5, 33, 40, SD_ACT_NONE, true, true);
+  linear_case(2, 64, 321, 256, SD_ACT_GELU, true, true);
+}
+
+static void conv2d_case(int64_t batch, int64_t c, int64_t h, int64_t w, int64_t k, int64_t kh,
+                        int64_t kw, int stride, int pad, bool with_bias, bool unaligned) {
+  twin_mark m = mark();
+  int64_t ho = (h + 2 * pad - kh) / stride + 1, wo = (w + 2 * pad - kw) / stride + 1;
+  twin x_full = twin_random(4, (int64_t[]){batch + (unaligned ? 1 : 0), c, h, w}, 1.0f, 0.0f);
+  twin x = unaligned ? twin_slice(&x_full, 1, batch) : x_full;
+  twin wt = twin_random(4, (int64_t[]){k, c, kh, kw}, 0.3f, 0.0f);
+  twin b = twin_random(1, (int64_t[]){k}, 1.0f, 0.0f);
+  twin y = twin_empty(4, (int64_t[]){batch, k, ho, wo});
+  check_rc(sd_op_conv2d(cpu, &x.c, &wt.c, with_bias ? &b.c : NULL, stride, pad, &y.c),
+           "cpu conv2d");
+  check_rc(sd_op_conv2d(gpu, &x.g, &wt.g, with_bias ? &b.g : NULL, stride, pad, &y.g),
+           "cuda conv2d");
+  char what[160];
+  snprintf(what, sizeof what, "conv2d (%lld, %lld, %lld, %lld) -> %lld, %lldx%lld s%d p%d%s%s",
+           (long long)batch, (long long)c, (long long)h, (long long)w, (long long)k, (long long)kh,
+           (long long)kw, stride, pad, with_bias ? " bias" : "", unaligned ? " unaligned x" : "");
+  compare(what, &y, false);
+  release(m);
+}
+
+static void test_conv2d(void) {
+  conv2d_case(2, 5, 9, 7, 6, 3, 3, 1, 1, true, false);
+  conv2d_case(2, 5, 9, 7, 6, 3, 3, 2, 1, true, false);
+  conv2d_case(1, 3, 8, 8, 4, 3, 3, 2, 0, false, false);
+  conv2d_case(2, 11, 6, 10, 7, 1, 1, 1, 0, true, false);
+  conv2d_case(2, 11, 6, 10, 7, 1, 1, 2, 0, false, false);
+  conv2d_case(1, 4, 5, 5, 3, 1, 1, 1, 1, true, false);
+  conv2d_case(1, 6, 7, 9, 5, 2, 3, 1, 2, true, false);
+  conv2d_case(1, 64, 130, 128, 3, 3, 3, 1, 1, true, false);
+  /* SD-sized: conv_in, a resnet conv, a downsampler, a shortcut */
+  conv2d_case(2, 4, 32, 32, 320, 3, 3, 1, 1, true, false);
+  conv2d_case(2, 320, 16, 16, 320, 3, 3, 1, 1, true, false);
+  conv2d_case(2, 320, 16, 16, 320, 3, 3, 2, 1, true, false);
+  conv2d_case(2, 320, 16, 16, 640, 1, 1, 1, 0, true, false);
+  /* a view at an odd byte offset */
+  conv2d_case(2, 5, 9, 7, 6, 3, 3, 1, 1, true, true);
+}
+
+static void group_norm_case(int64_t batch, int64_t c, int64_t h, int64_t w, int groups, bool silu,
+                            bool alias) {
+  twin_mark m = mark();
+  twin x = twin_random(4, (int64_t[]){batch, c, h, w}, 2.0f, 3.0f); /* mean far from zero */
+  twin g = twin_random(1, (int64_t[]){c}, 1.5f, 0.0f);
+  twin bt = twin_random(1, (int64_t[]){c}, 1.0f, 0.0f);
+  twin y = alias ? x : twin_empty(4, (int64_t[]){batch, c, h, w});
+  check_rc(sd_op_group_norm(cpu, &x.c, &g.c, &bt.c, groups, 1e-5f, silu, &y.c), "cpu group_norm");
+  check_rc(sd_op_group_norm(gpu, &x.g, &g.g, &bt.g, groups, 1e-5f, silu, &y.g),
+           "cuda group_norm");
+  char what[128];
+  snprintf(what, sizeof what, "group_norm (%lld, %lld, %lld, %lld) groups %d silu %d alias %d",
+           (long long)batch, (long long)c, (long long)h, (long long)w, groups, silu, alias);
+  compare(what, &y, false);
+  release(m);
+}
+
+static void test_group_norm(void) {
+  for (int silu = 0; silu < 2; silu++)
+    for (int alias = 0; alias < 2; alias++)
+      group_norm_case(2, 12, 5, 7, 4, silu, alias);
+  group_norm_case(2, 320, 8, 8, 32, true, false);
+  /* groups of 18432 values: several statistics blocks per group */
+  group_norm_case(1, 64, 96, 96, 32, true, false);
+  group_norm_case(1, 128, 256, 256, 32, false, true);
+}
+
+static void layer_norm_case(int64_t b, int64_t l, int64_t c, bool alias) {
+  twin_mark m = mark();
+  twin x = twin_random(3, (int64_t[]){b, l, c}, 2.0f, 1.0f);
+  twin g = twin_random(1, (int64_t[]){c}, 1.5f, 0.0f);
+  twin bt = twin_random(1, (int64_t[]){c}, 1.0f, 0.0f);
+  twin y = alias ? x : twin_empty(3, (int64_t[]){b, l, c});
+  check_rc(sd_op_layer_norm(cpu, &x.c, &g.c, &bt.c, 1e-5f, &y.c), "cpu layer_norm");
+  check_rc(sd_op_layer_norm(gpu, &x.g, &g.g, &bt.g, 1e-5f, &y.g), "cuda layer_norm");
+  char what[96];
+  snprintf(what, sizeof what, "layer_norm (%lld, %lld, %lld) alias %d", (long long)b,
+           (long long)l, (long long)c, alias);
+  compare(what, &y, false);
+  release(m);
+}
+
+static void test_layer_norm(void) {
+  layer_norm_case(3, 5, 37, false);
+  layer_norm_case(3, 5, 37, true);
+  layer_norm_case(2, 77, 768, false);
+  layer_norm_case(2, 64, 1280, true);
+}
+
+static void attention_case(int64_t batch, int64_t lq, int64_t lk, int heads, int64_t d,
+                           bool causal) {
+  twin_mark m = mark();
+  int64_t width = heads * d;
+  float scale = 1.0f / sqrtf((float)d);
+  twin q = twin_random(3, (int64_t[]){batch, lq, width}, 2.0f, 0.0f);
+  twin k = twin_random(3, (int64_t[]){batch, lk, width}, 2.0f, 0.0f);
+  twin v = twin_random(3, (int64_t[]){batch, lk, width}, 1.0f, 0.0f);
+  twin o = twin_empty(3, (int64_t[]){batch, lq, width});
+  check_rc(sd_op_attention(cpu, &q.c, &k.c, &v.c, heads, scale, causal, &o.c), "cpu attention");
+  check_rc(sd_op_attention(gpu, &q.g, &k.g, &v.g, heads, scale, causal, &o.g), "cuda attention");
+  char what[128];
+  snprintf(what, sizeof what, "attention B %lld Lq %lld Lk %lld heads %d D %lld causal %d",
+           (long long)batch, (long long)lq, (long long)lk, heads, (long long)d, causal);
+  compare(what, &o, false);
+  release(m);
+}
+
+static void test_attention(void) {
+  /* fused kernel: the CPU test's cases, then SD's head dims over several key tiles */
+  attention_case(2, 13, 77, 3, 8, false);
+  attention_case(1, 77, 77, 2, 4, true);
+  attention_case(2, 300, 50, 2, 80, false);
+  attention_case(1, 261, 261, 2, 40, true);
+  attention_case(1, 5, 1, 1, 16, false);
+  attention_case(2, 64, 77, 5, 64, false);
+  attention_case(1, 100, 99, 2, 5, false);
+  attention_case(2, 77, 77, 12, 64, true);
+  attention_case(2, 1024, 1024, 8, 40, false);
+  attention_case(2, 256, 77, 8, 160, false);
+  attention_case(1, 200, 200, 2, 100, true);
+  /* cuBLAS + softmax path for head dims > 160; the last two span several query chunks */
+  attention_case(1, 300, 300, 1, 512, false);
+  attention_case(2, 70, 70, 2, 192, true);
+  attention_case(1, 3000, 4000, 1, 192, false);
+  attention_case(1, 4500, 4500, 1, 192, true);
+}
+
+static void test_activation(void) {
+  static const sd_activation acts[] = {SD_ACT_SILU, SD_ACT_GELU, SD_ACT_GELU_TANH,
+                                       SD_ACT_QUICK_GELU};
+  for (int a = 0; a < 4; a++)
+    for (int alias = 0; alias < 2; alias++) {
+      twin_mark m = mark();
+      twin x = twin_random(2, (int64_t[]){3, 1000}, 8.0f, 0.0f);
+      twin y = alias ? x : twin_empty(2, (int64_t[]){3, 1000});
+      check_rc(sd_op_activation(cpu, &x.c, acts[a], &y.c), "cpu activation");
+      check_rc(sd_op_activation(gpu, &x.g, acts[a], &y.g), "cuda activation");
+      char what[64];
+      snprintf(what, sizeof what, "activation %d alias %d", (int)acts[a], alias);
+      compare(what, &y, false);
+      release(m);
+    }
+}
+
+static void test_geglu(void) {
+  twin_mark m = mark();
+  twin x = twin_random(3, (int64_t[]){2, 9, 42}, 4.0f, 0.0f);
+  twin y = twin_empty(3, (int64_t[]){2, 9, 21});
+  check_rc(sd_op_geglu(cpu, &x.c, &y.c), "cpu geglu");
+  check_rc(sd_op_geglu(gpu, &x.g, &y.g), "cuda geglu");
+  compare("geglu (2, 9, 42)", &y, false);
+  release(m);
+}
+
+static void test_lincomb(void) {
+  const float coeffs[SD_LINCOMB_MAX] = {0.7071067f, -1.3333333f, 0.1f, 3.0000001f};
+  const int64_t count = 70001;
+  for (int n = 1; n <= SD_LINCOMB_MAX; n++)
+    for (int alias = -1; alias < n; alias++) {
+      twin_mark m = mark();
+      twin xs[SD_LINCOMB_MAX];
+      const sd_tensor *pc[SD_LINCOMB_MAX], *pg[SD_LINCOMB_MAX];
+      for (int i = 0; i < n; i++) {
+        xs[i] = twin_random(1, &count, 3.0f, 0.0f);
+        pc[i] = &xs[i].c;
+        pg[i] = &xs[i].g;
+      }
+      twin y = alias >= 0 ? xs[alias] : twin_empty(1, &count);
+      check_rc(sd_op_lincomb(cpu, n, coeffs, pc, &y.c), "cpu lincomb");
+      check_rc(sd_op_lincomb(gpu, n, coeffs, pg, &y.g), "cuda lincomb");
+      char what[64];
+      snprintf(what, sizeof what, "lincomb n %d into input %d (exact)", n, alias);
+      compare(what, &y, true);
+      release(m);
+    }
+}
+
+static void test_data_movement(void) {
+  twin_mark m = mark();
+  const int64_t batch = 2, c = 5, h = 3, w = 7, cb = 3;
+  twin x = twin_random(4, (int64_t[]){batch, c, h, w}, 1.0f, 0.0f);
+  twin v = twin_random(2, (int64_t[]){batch, c}, 1.0f, 0.0f);
+  twin b = twin_random(4, (int64_t[]){batch, cb, h, w}, 1.0f, 0.0f);
+
+  twin y = twin_empty(4, (int64_t[]){batch, c, h, w});
+  check_rc(sd_op_add_channel_bias(cpu, &x.c, &v.c, &y.c), "cpu add_channel_bias");
+  check_rc(sd_op_add_channel_bias(gpu, &x.g, &v.g, &y.g), "cuda add_channel_bias");
+  compare("add_channel_bias (exact)", &y, true);
+
+  twin up = twin_empty(4, (int64_t[]){batch, c, 2 * h, 2 * w});
+  check_rc(sd_op_upsample_nearest2x(cpu, &x.c, &up.c), "cpu upsample");
+  check_rc(sd_op_upsample_nearest2x(gpu, &x.g, &up.g), "cuda upsample");
+  compare("upsample_nearest2x (exact)", &up, true);
+
+  twin cat = twin_empty(4, (int64_t[]){batch, c + cb, h, w});
+  check_rc(sd_op_concat_channels(cpu, &x.c, &b.c, &cat.c), "cpu concat");
+  check_rc(sd_op_concat_channels(gpu, &x.g, &b.g, &cat.g), "cuda concat");
+  compare("concat_channels (exact)", &cat, true);
+
+  static const int64_t shapes[][3] = {{2, 5, 21}, {2, 67, 45}, {1, 320, 1024}, {3, 1, 33}};
+  for (int s = 0; s < 4; s++) {
+    const int64_t *sh = shapes[s];
+    twin tx = twin_random(3, sh, 1.0f, 0.0f);
+    twin ty = twin_empty(3, (int64_t[]){sh[0], sh[2], sh[1]});
+    check_rc(sd_op_transpose(cpu, &tx.c, &ty.c), "cpu transpose");
+    check_rc(sd_op_transpose(gpu, &tx.g, &ty.g), "cuda transpose");
+    char what[64];
+    snprintf(what, sizeof what, "transpose (%lld, %lld, %lld) (exact)", (long long)sh[0],
+             (long long)sh[1], (long long)sh[2]);
+    compare(what, &ty, true);
+  }
+
+  twin table = twin_random(2, (int64_t[]){11, 6}, 1.0f, 0.0f);
+  const int32_t ids[5] = {10, 0, 3, 3, 7};
+  for (int round = 0; round <= 16; round++) { /* more calls than staging slots */
+    int64_t count = round % 2 ? 4 : 5;
+    const int32_t *first = ids + round % 2;
+    twin emb = twin_empty(2, (int64_t[]){count, 6});
+    check_rc(sd_op_embedding(cpu, &table.c, first, count, &emb.c), "cpu embedding");
+    check_rc(sd_op_embedding(gpu, &table.g, first, count, &emb.g), "cuda embedding");
+    if (round == 0 || round == 15 || round == 16)
+      compare("embedding (exact)", &emb, true);
+  }
+
+  check_rc(sd_op_clamp(cpu, &x.c, -0.5f, 0.25f, &y.c), "cpu clamp");
+  check_rc(sd_op_clamp(gpu, &x.g, -0.5f, 0.25f, &y.g), "cuda clamp");
+  compare("clamp (exact)", &y, true);
+  float nan_in[2] = {NAN, 5.0f};
+  twin pair = twin_empty(1, (int64_t[]){2});
+  twin_set(&pair, nan_in);
+  check_rc(sd_op_clamp(gpu, &pair.g, -1.0f, 1.0f, &pair.g), "cuda clamp in place");
+  float *out = download(gpu, &pair.g);
+  CHECK(isnan(out[0]) && out[1] == 1.0f, "[%s] clamp: NaN passes, 5 -> 1 (got %g, %g)",
+        sd_dtype_name(dtype), out[0], out[1]);
+  free(out);
+  release(m);
+}
+
+static void run_round(sd_dtype round_dtype, float round_tol) {
+  dtype = round_dtype;
+  tol = round_tol;
+  gpu = sd_backend_cuda_create(0, dtype);
+  CHECK(gpu != NULL, "creating the CUDA backend with %s activations: %s", sd_dtype_name(dtype),
+        sd_error_message());
+  if (!gpu)
+    return;
+  CHECK(gpu->ops->act_dtype == dtype && gpu->ops->weight_dtype == dtype,
+        "backend reports act %s, weight %s", sd_dtype_name(gpu->ops->act_dtype),
+        sd_dtype_name(gpu->ops->weight_dtype));
+  test_conversions();
+  test_linear();
+  test_conv2d();
+  test_group_norm();
+  test_layer_norm();
+  test_attention();
+  test_activation();
+  test_geglu();
+  test_lincomb();
+  test_data_movement();
+  check_rc(gpu->ops->synchronize(gpu), "synchronize");
+  sd_backend_destroy(gpu);
+  gpu = NULL;
+}
+
+int main(void) {
+  sd_backend *probe = sd_backend_cuda_create(0, SD_DTYPE_F16);
+  if (!probe) {
+    printf("skipped: %s\n", sd_error_message());
+    return 77;
+  }
+  sd_backend_destroy(probe);
+  cpu = sd_backend_cpu_create(0);
+  if (!cpu)
+    die("cpu backend");
+
+  sd_error_clear();
+  CHECK(sd_backend_cuda_create(1 << 20, SD_DTYPE_F16) == NULL && *sd_error_message(),
+        "created a backend on device 1048576");
+  CHECK(sd_backend_cuda_create(0, SD_DTYPE_I32) == NULL, "created a backend computing in I32");
+
+  run_round(SD_DTYPE_F32, 1e-4f);
+  run_round(SD_DTYPE_F16, 1e-2f);
+  run_round(SD_DTYPE_BF16, 3e-2f);
+  sd_backend_destroy(cpu);
+  return sd_test_finish();
+}
