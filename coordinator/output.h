@@ -4,17 +4,25 @@
  *
  * Root datasets for a single-resolution job (N items, P prompts):
  *   images          uint8   (N, H, W, 3)      one image per chunk
- *   latents         float32 (N, 4, H/8, W/8)  when save_latents
+ *   latents         float32 (N, 4, H/8, W/8)  when save_latents (contiguous)
  *   prompts         strings (P)
  *   prompt_index    int32   (N)
  *   seed            int64   (N)
  *   guidance_scale  float32 (N)
  *   steps           int32   (N)
- *   scheduler       strings (N)  (the scheduler actually used)
+ *   scheduler       strings (N)  (the scheduler actually used; fixed length 32)
  *   status          uint8   (N)  0 pending, 1 done, 2 failed
- *   failure         strings (N)  reason of a failed item ("" otherwise)
- * Root attributes: schema_version, job_yaml (the job file's text), job_hash, model (path),
- * model_identity, width, height, created/updated times, sdbatch version. */
+ *   failure         strings (N)  reason of a failed item ("" otherwise; fixed length 256)
+ *   updated         string  ()   time of the last flush that changed a status
+ * Root attributes: format ("sdbatch output"), schema_version, job_yaml (the job file's text),
+ * job_path, job_hash, model (path), model_identity, width, height, latent_channels,
+ * latent_height, latent_width, save_latents, metadata_complete, created, sdbatch_version.
+ *
+ * Crash safety: the whole file (every dataset's storage, every attribute) is laid out when it is
+ * created, in a temporary file renamed into place. After that only raw data is ever written, at
+ * addresses fixed at creation, and HDF5's metadata is never touched again, so a kill at any
+ * moment leaves a valid file. A status byte reaches the file only in sd_output_flush, after the
+ * item's data has been flushed and fsync'ed: a done status on disk implies the data is there. */
 #ifndef SD_OUTPUT_H
 #define SD_OUTPUT_H
 
@@ -22,25 +30,14 @@
 #include <stdint.h>
 
 #define SD_OUTPUT_SCHEMA_VERSION 1
+/* Bytes of the fixed-length string datasets, NUL included: longer scheduler names are refused,
+ * longer failure reasons cut (at a UTF-8 character boundary). */
+#define SD_OUTPUT_SCHEDULER_LEN 32
+#define SD_OUTPUT_FAILURE_LEN   256
 
 enum { SD_ITEM_PENDING = 0, SD_ITEM_DONE = 1, SD_ITEM_FAILED = 2 };
 
 typedef struct sd_output sd_output;
-
-/* What a job's output file is made of. */
-typedef struct sd_output_spec {
-  const char *path;
-  int64_t n_items;
-  int width, height;                    /* pixels */
-  int latent_channels, latent_h, latent_w;
-  bool save_latents;
-  const char *job_yaml;                 /* the job file's text */
-  const char *job_hash;                 /* identity of the job (resume refuses another) */
-  const char *model_path;
-  const char *model_identity;           /* e.g. a hash of the model's configs and tensor names */
-  int64_t n_prompts;
-  const char *const *prompts;           /* (n_prompts) */
-} sd_output_spec;
 
 /* Per-item metadata known before rendering. */
 typedef struct sd_output_item_meta {
@@ -51,9 +48,32 @@ typedef struct sd_output_item_meta {
   const char *scheduler;
 } sd_output_item_meta;
 
+/* What a job's output file is made of. */
+typedef struct sd_output_spec {
+  const char *path;
+  int64_t n_items;
+  int width, height; /* pixels */
+  int latent_channels, latent_h, latent_w;
+  bool save_latents;
+  const char *job_yaml; /* the job file's text */
+  const char *job_hash; /* identity of the job (resume refuses another) */
+  const char *model_path;
+  const char *model_identity; /* e.g. a hash of the model's configs and tensor names */
+  int64_t n_prompts;
+  const char *const *prompts; /* (n_prompts) */
+  const char *job_path;       /* the job file as given (shown by inspect); may be NULL */
+  /* Optional: the metadata of every item, asked for once per item when the file is created so
+   * that pending items carry theirs too (inspect and export then see the whole sweep). NULL:
+   * each item's metadata is written with its result. Returns 0, or -1 with an error. */
+  int (*item_meta)(void *ctx, int64_t index, sd_output_item_meta *meta);
+  void *item_meta_ctx;
+} sd_output_spec;
+
 /* Creates the file, or opens an existing one for resume: an existing file must have been
- * started by the same job (job_hash) with the same shapes, else -1 with a clear error naming the
- * file. A file left by a killed run is accepted. */
+ * started by the same job (job_hash) with the same shapes and model identity, else -1 with a
+ * clear error naming the file (and both hashes). A file left by a killed run is accepted; a file
+ * that is not HDF5, is damaged or is not an sdbatch output is refused and left untouched. An
+ * interrupted creation leaves only "<path>.creating", which the next open replaces. */
 int sd_output_open(const sd_output_spec *spec, sd_output **out);
 /* Closes (flushing); returns -1 when the final flush fails. */
 int sd_output_close(sd_output *output);
@@ -64,14 +84,63 @@ int64_t sd_output_count(const sd_output *output, int status);
 
 /* Writes item index: metadata, image (H, W, 3), latents (C, h, w) or NULL, then status done.
  * Durable after the next sd_output_flush: a crash before it loses the item's "done" (it is
- * rendered again on resume), never the file's consistency. */
+ * rendered again on resume), never the file's consistency. meta may be NULL when the file was
+ * created with item_meta. latents are required when save_latents, ignored otherwise. An item
+ * that is already done is refused (its pixels on disk are never rewritten). */
 int sd_output_write_done(sd_output *output, int64_t index, const sd_output_item_meta *meta,
                          const uint8_t *rgb, const float *latents);
-/* Marks item index failed with a reason (durable after the next flush). */
+/* Marks item index failed with a reason (durable after the next flush); refused for an item
+ * that is done. A failed item may later be written done (a retry). */
 int sd_output_write_failed(sd_output *output, int64_t index, const sd_output_item_meta *meta,
                            const char *reason);
 /* Makes everything written so far durable (HDF5 flush + fsync). The runner calls it every
  * second or so and at the end. */
 int sd_output_flush(sd_output *output);
+
+/* Reading (inspect, export, tests). The reader opens the file read-only without locking: as the
+ * writer never changes metadata after creation, a file being written can be read at any time
+ * (statuses are as of the writer's last flush). */
+typedef struct sd_output_reader sd_output_reader;
+
+/* What the root attributes say. Strings belong to the reader. */
+typedef struct sd_output_info {
+  int schema_version;
+  int64_t n_items, n_prompts;
+  int width, height;
+  int latent_channels, latent_h, latent_w;
+  bool save_latents;
+  bool metadata_complete; /* every item's metadata was written at creation */
+  const char *job_yaml, *job_path, *job_hash;
+  const char *model_path, *model_identity;
+  const char *created, *updated; /* ISO 8601 UTC; updated is "" before the first flush */
+  const char *sdbatch_version;
+} sd_output_info;
+
+/* One item's row of the per-item datasets. The metadata is meaningful when status is not
+ * pending, or for every item when metadata_complete. */
+typedef struct sd_output_record {
+  int32_t prompt_index;
+  int64_t seed;
+  float guidance_scale;
+  int32_t steps;
+  char scheduler[SD_OUTPUT_SCHEDULER_LEN];
+  uint8_t status;
+} sd_output_record;
+
+/* Opens path read-only; refuses (-1, error naming the file) a file that is not HDF5, is damaged,
+ * is not an sdbatch output or has another schema version. */
+int sd_output_reader_open(const char *path, sd_output_reader **out);
+void sd_output_reader_close(sd_output_reader *reader);
+const sd_output_info *sd_output_reader_info(const sd_output_reader *reader);
+/* Records of items [start, start + count) into out (count). */
+int sd_output_read_records(sd_output_reader *reader, int64_t start, int64_t count,
+                           sd_output_record *out);
+/* Item index's image into rgb (H, W, 3), latents into latents (C, h, w), failure reason into
+ * reason (SD_OUTPUT_FAILURE_LEN bytes, NUL-terminated). */
+int sd_output_read_image(sd_output_reader *reader, int64_t index, uint8_t *rgb);
+int sd_output_read_latents(sd_output_reader *reader, int64_t index, float *latents);
+int sd_output_read_failure(sd_output_reader *reader, int64_t index, char *reason);
+/* Prompt i as a malloc'ed UTF-8 string (*out, the caller frees). */
+int sd_output_read_prompt(sd_output_reader *reader, int64_t i, char **out);
 
 #endif

@@ -4,7 +4,7 @@
 # PATH the CUDA backend is built too, otherwise it is left out.
 set -euo pipefail
 packages=(build-essential cmake pkg-config libopenblas-dev libpng-dev zlib1g-dev libcjson-dev
-          libyaml-dev libutf8proc-dev libopenmpi-dev openmpi-bin libhdf5-dev)
+          libyaml-dev libutf8proc-dev libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -97,17 +97,19 @@ static int do_transpose(void *ctx) {
   return sd_op_transpose(be, &a->x, &a->y);
 }
 
-static void bench_linear(int64_t m, int64_t k, int64_t n, sd_activation act) {
+/* x (B, L, K) . w (N, K)^T: the model passes sequences as (B, L, C), one sgemm per item */
+static void bench_linear(int64_t batch, int64_t len, int64_t k, int64_t n, sd_activation act) {
   sd_arena_mark mark = sd_arena_get_mark(be);
-  op_args a = {.x = make(2, (int64_t[]){m, k}, 1),
+  op_args a = {.x = make(3, (int64_t[]){batch, len, k}, 1),
                .w = make(2, (int64_t[]){n, k}, 2),
                .b = make(1, (int64_t[]){n}, 3),
-               .y = make(2, (int64_t[]){m, n}, 4),
+               .y = make(3, (int64_t[]){batch, len, n}, 4),
                .act = act};
   char name[96];
-  snprintf(name, sizeof name, "linear M %lld K %lld N %lld%s", (long long)m, (long long)k,
-           (long long)n, act == SD_ACT_NONE ? "" : " +act");
-  run(name, do_linear, &a, 2.0 * (double)(m * n * k), "GFLOP/s");
+  snprintf(name, sizeof name, "linear M %lld (%lldx%lld) K %lld N %lld%s", (long long)(batch * len),
+           (long long)batch, (long long)len, (long long)k, (long long)n,
+           act == SD_ACT_NONE ? "" : " +gelu");
+  run(name, do_linear, &a, 2.0 * (double)(batch * len * n * k), "GFLOP/s");
   sd_arena_release(be, mark);
 }
 
@@ -175,12 +177,13 @@ int main(int argc, char **argv) {
     return 1;
   }
   printf("cpu backend, %d threads, best of %d\n", be->threads, repeats);
-  bench_linear(8192, 320, 320, SD_ACT_NONE);
-  bench_linear(4096, 1280, 1280, SD_ACT_NONE);
-  bench_linear(8192, 320, 2560, SD_ACT_NONE);
-  bench_linear(8192, 1280, 320, SD_ACT_NONE);
-  bench_linear(8192, 320, 320, SD_ACT_GELU);
-  bench_linear(154, 768, 320, SD_ACT_NONE);
+  bench_linear(2, 4096, 320, 320, SD_ACT_NONE);
+  bench_linear(2, 2048, 1280, 1280, SD_ACT_NONE);
+  bench_linear(2, 4096, 320, 2560, SD_ACT_NONE);
+  bench_linear(2, 4096, 1280, 320, SD_ACT_NONE);
+  bench_linear(2, 4096, 320, 320, SD_ACT_GELU);
+  bench_linear(2, 77, 768, 320, SD_ACT_NONE);
+  bench_linear(2, 1, 1280, 1280, SD_ACT_NONE);
   bench_conv(2, 320, 320, 64, 3, 1);
   bench_conv(2, 640, 640, 32, 3, 1);
   bench_conv(2, 1280, 1280, 8, 3, 1);

@@ -435,9 +435,21 @@ static const char *const sd21_v_yaml =
 
 static void test_single_file_inference(void) {
   sd_model_files *m = NULL;
-  /* the fixture YAML states no text encoder heads, and 32 channels are not 64-channel heads */
-  int rc = sd_model_files_open(FIXTURE("tiny-sd1.safetensors"), FIXTURE("tiny-sd1.yaml"), NULL, &m);
+  /* a YAML stating no text encoder heads: 32 channels are not 64-channel heads */
+  const char *no_heads = scratch_path("no-heads.yaml");
+  write_text(no_heads, "model:\n  params:\n    scale_factor: 0.18215\n");
+  int rc = sd_model_files_open(FIXTURE("tiny-sd1.safetensors"), no_heads, NULL, &m);
   CHECK_ERROR(rc, "tiny-sd1.safetensors", "num_attention_heads");
+  /* the fixture YAML states them (and the UNet's 4 heads) */
+  rc = sd_model_files_open(FIXTURE("tiny-sd1.safetensors"), FIXTURE("tiny-sd1.yaml"), NULL, &m);
+  CHECK(rc == 0, "tiny-sd1 with its YAML: %s", sd_error_message());
+  if (m) {
+    CHECK(m->clip.num_attention_heads == 4 && m->unet.num_attention_heads[0] == 4,
+          "tiny-sd1 YAML heads: text %d, unet %d", m->clip.num_attention_heads,
+          m->unet.num_attention_heads[0]);
+    sd_model_files_close(m);
+    m = NULL;
+  }
   /* without a YAML, SD 1.x UNets get 8 heads and SD 2.x epsilon prediction with 64 latents */
   const char *heads_only = scratch_path("heads-only.yaml");
   write_text(heads_only, "model:\n  params:\n    cond_stage_config:\n      params:\n"

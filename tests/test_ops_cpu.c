@@ -70,13 +70,19 @@ static double ref_activate(double x, sd_activation act) {
   return x;
 }
 
+/* Shapes (m0, m1, K, N) per activation: small ones run on one thread; (2, 150, 200, 70) splits
+ * rows over threads, (1, 40, 300, 200) splits columns. */
+static const int64_t linear_shapes[][4] = {
+    {3, 7, 45, 29}, {3, 7, 75, 30}, {2, 150, 200, 70}, {1, 40, 300, 200}, {3, 7, 165, 33}};
+
 static void test_linear(void) {
   static const sd_activation acts[] = {SD_ACT_NONE, SD_ACT_SILU, SD_ACT_GELU, SD_ACT_GELU_TANH,
                                        SD_ACT_QUICK_GELU};
   for (int a = 0; a < 5; a++) {
     for (int with_bias = 0; with_bias < 2; with_bias++) {
       sd_arena_mark mark = sd_arena_get_mark(be);
-      int64_t m0 = 3, m1 = 7, k = 45 + 30 * a, n = 29 + a;
+      const int64_t *shape = linear_shapes[(a + 2 * with_bias) % 5];
+      int64_t m0 = shape[0], m1 = shape[1], k = shape[2], n = shape[3];
       float *hx, *hw, *hb = NULL;
       sd_tensor x = random_tensor(3, (int64_t[]){m0, m1, k}, 1.0f, &hx);
       sd_tensor w = random_tensor(2, (int64_t[]){n, k}, 0.3f, &hw);
@@ -93,8 +99,10 @@ static void test_linear(void) {
             s += (double)hx[r * k + i] * hw[j * k + i];
           want[r * n + j] = (float)ref_activate(s, acts[a]);
         }
-      char what[64];
-      snprintf(what, sizeof what, "linear act %d bias %d", a, with_bias);
+      char what[128];
+      snprintf(what, sizeof what, "linear (%lld, %lld, %lld) x (%lld, %lld)^T act %d bias %d",
+               (long long)m0, (long long)m1, (long long)k, (long long)n, (long long)k, a,
+               with_bias);
       expect(what, &y, want, ATOL, RTOL);
       free(want), free(hx), free(hw), free(hb);
       sd_arena_release(be, mark);
@@ -148,15 +156,22 @@ static void test_conv2d(void) {
   test_conv2d_case(2, 11, 6, 10, 7, 1, 1, 2, 0, false);
   test_conv2d_case(1, 4, 5, 5, 3, 1, 1, 1, 1, true);
   test_conv2d_case(1, 6, 7, 9, 5, 2, 3, 1, 2, true);
+  test_conv2d_case(2, 32, 33, 31, 24, 3, 3, 2, 1, true);
+  test_conv2d_case(2, 40, 24, 20, 36, 1, 1, 1, 0, true);
   /* im2col larger than the scratch bound: processed in column chunks */
   test_conv2d_case(1, 64, 130, 128, 3, 3, 3, 1, 1, true);
 }
+
+/* (B, C, H, W, groups): one small, one large enough to run over threads */
+static const int64_t group_norm_shapes[][5] = {{2, 12, 5, 7, 4}, {2, 64, 23, 30, 32}};
 
 static void test_group_norm(void) {
   for (int silu = 0; silu < 2; silu++)
     for (int alias = 0; alias < 2; alias++) {
       sd_arena_mark mark = sd_arena_get_mark(be);
-      int64_t batch = 2, c = 12, h = 5, w = 7, groups = 4;
+      const int64_t *shape = group_norm_shapes[(silu + alias) % 2];
+      int64_t batch = shape[0], c = shape[1], h = shape[2], w = shape[3], groups = shape[4];
+      float eps = silu ? 1e-5f : 0.25f; /* a large eps shows whether it sits inside the sqrt */
       float *hx, *hg, *hb;
       sd_tensor x = random_tensor(4, (int64_t[]){batch, c, h, w}, 2.0f, &hx);
       for (size_t i = 0; i < (size_t)(batch * c * h * w); i++)
@@ -165,7 +180,7 @@ static void test_group_norm(void) {
       sd_tensor g = random_tensor(1, (int64_t[]){c}, 1.5f, &hg);
       sd_tensor bt = random_tensor(1, (int64_t[]){c}, 1.0f, &hb);
       sd_tensor y = alias ? x : empty_tensor(4, (int64_t[]){batch, c, h, w});
-      check_rc(sd_op_group_norm(be, &x, &g, &bt, (int)groups, 1e-5f, silu, &y), "group_norm");
+      check_rc(sd_op_group_norm(be, &x, &g, &bt, (int)groups, eps, silu, &y), "group_norm");
       int64_t cg = c / groups, hw = h * w;
       float *want = malloc((size_t)(batch * c * hw) * sizeof(float));
       for (int64_t n = 0; n < batch; n++)
@@ -181,12 +196,14 @@ static void test_group_norm(void) {
           for (int64_t ci = 0; ci < cg; ci++)
             for (int64_t p = 0; p < hw; p++) {
               int64_t ch = gi * cg + ci;
-              double v = (blk[ci * hw + p] - mean) / sqrt(var + 1e-5) * hg[ch] + hb[ch];
+              double v = (blk[ci * hw + p] - mean) / sqrt(var + eps) * hg[ch] + hb[ch];
               want[(n * c + ch) * hw + p] = (float)(silu ? ref_activate(v, SD_ACT_SILU) : v);
             }
         }
-      char what[64];
-      snprintf(what, sizeof what, "group_norm silu %d alias %d", silu, alias);
+      char what[128];
+      snprintf(what, sizeof what, "group_norm (%lld, %lld, %lld, %lld) / %lld silu %d alias %d",
+               (long long)batch, (long long)c, (long long)h, (long long)w, (long long)groups, silu,
+               alias);
       expect(what, &y, want, ATOL, RTOL);
       free(want), free(hx), free(hg), free(hb);
       sd_arena_release(be, mark);
@@ -196,13 +213,15 @@ static void test_group_norm(void) {
 static void test_layer_norm(void) {
   for (int alias = 0; alias < 2; alias++) {
     sd_arena_mark mark = sd_arena_get_mark(be);
-    int64_t rows = 15, c = 37;
+    /* the in-place case is large enough to run over threads */
+    int64_t r0 = alias ? 2 : 3, r1 = alias ? 77 : 5, c = alias ? 320 : 37, rows = r0 * r1;
     float *hx, *hg, *hb;
-    sd_tensor x = random_tensor(3, (int64_t[]){3, 5, c}, 2.0f, &hx);
+    sd_tensor x = random_tensor(3, (int64_t[]){r0, r1, c}, 2.0f, &hx);
     sd_tensor g = random_tensor(1, (int64_t[]){c}, 1.5f, &hg);
     sd_tensor bt = random_tensor(1, (int64_t[]){c}, 1.0f, &hb);
-    sd_tensor y = alias ? x : empty_tensor(3, (int64_t[]){3, 5, c});
-    check_rc(sd_op_layer_norm(be, &x, &g, &bt, 1e-5f, &y), "layer_norm");
+    sd_tensor y = alias ? x : empty_tensor(3, (int64_t[]){r0, r1, c});
+    float eps = alias ? 1e-5f : 0.25f; /* a large eps shows whether it sits inside the sqrt */
+    check_rc(sd_op_layer_norm(be, &x, &g, &bt, eps, &y), "layer_norm");
     float *want = malloc((size_t)(rows * c) * sizeof(float));
     for (int64_t r = 0; r < rows; r++) {
       double mean = 0.0, var = 0.0;
@@ -213,7 +232,7 @@ static void test_layer_norm(void) {
         var += (hx[r * c + i] - mean) * (hx[r * c + i] - mean);
       var /= (double)c;
       for (int64_t i = 0; i < c; i++)
-        want[r * c + i] = (float)((hx[r * c + i] - mean) / sqrt(var + 1e-5) * hg[i] + hb[i]);
+        want[r * c + i] = (float)((hx[r * c + i] - mean) / sqrt(var + eps) * hg[i] + hb[i]);
     }
     expect(alias ? "layer_norm in place" : "layer_norm", &y, want, ATOL, RTOL);
     free(want), free(hx), free(hg), free(hb);
@@ -281,7 +300,7 @@ static void test_activation(void) {
   for (int a = 0; a < 4; a++)
     for (int alias = 0; alias < 2; alias++) {
       sd_arena_mark mark = sd_arena_get_mark(be);
-      int64_t n = 3001;
+      int64_t n = alias ? 3 * 33335 : 3 * 1001; /* the larger runs over threads */
       float *hx;
       sd_tensor x = random_tensor(2, (int64_t[]){3, n / 3}, 8.0f, &hx);
       sd_tensor y = alias ? x : empty_tensor(2, (int64_t[]){3, n / 3});
@@ -297,21 +316,28 @@ static void test_activation(void) {
     }
 }
 
-static void test_geglu(void) {
+static void test_geglu_case(int64_t l, int64_t n) {
   sd_arena_mark mark = sd_arena_get_mark(be);
-  int64_t rows = 2 * 9, n = 21;
+  int64_t rows = 2 * l;
   float *hx;
-  sd_tensor x = random_tensor(3, (int64_t[]){2, 9, 2 * n}, 4.0f, &hx);
-  sd_tensor y = empty_tensor(3, (int64_t[]){2, 9, n});
+  sd_tensor x = random_tensor(3, (int64_t[]){2, l, 2 * n}, 4.0f, &hx);
+  sd_tensor y = empty_tensor(3, (int64_t[]){2, l, n});
   check_rc(sd_op_geglu(be, &x, &y), "geglu");
   float *want = malloc((size_t)(rows * n) * sizeof(float));
   for (int64_t r = 0; r < rows; r++)
     for (int64_t j = 0; j < n; j++)
       want[r * n + j] =
           (float)(hx[r * 2 * n + j] * ref_activate(hx[r * 2 * n + n + j], SD_ACT_GELU));
-  expect("geglu", &y, want, ATOL, RTOL);
+  char what[64];
+  snprintf(what, sizeof what, "geglu (2, %lld, %lld)", (long long)l, (long long)(2 * n));
+  expect(what, &y, want, ATOL, RTOL);
   free(want), free(hx);
   sd_arena_release(be, mark);
+}
+
+static void test_geglu(void) {
+  test_geglu_case(9, 21);
+  test_geglu_case(77, 330);
 }
 
 /* The float32 expression the contract states, one rounding per product and per sum. */
@@ -352,9 +378,10 @@ static void test_lincomb(void) {
     }
 }
 
-static void test_data_movement(void) {
+static void test_data_movement(int64_t batch, int64_t c, int64_t h, int64_t w, int64_t cb) {
   sd_arena_mark mark = sd_arena_get_mark(be);
-  int64_t batch = 2, c = 5, h = 3, w = 7, cb = 3;
+  fprintf(stderr, "data movement ops, x (%lld, %lld, %lld, %lld):\n", (long long)batch,
+          (long long)c, (long long)h, (long long)w);
   float *hx, *hv, *hb;
   sd_tensor x = random_tensor(4, (int64_t[]){batch, c, h, w}, 1.0f, &hx);
   sd_tensor v = random_tensor(2, (int64_t[]){batch, c}, 1.0f, &hv);
@@ -430,6 +457,186 @@ static void test_data_movement(void) {
   sd_arena_release(be, mark);
 }
 
+/* Batch invariance: an item's output must be bit for bit the same whether the op runs on it
+ * alone or inside a batch (the engine renders an item identically in any batch). Each case
+ * runs on a batch of inputs, then on each item copied into tensors of its own, and compares
+ * the bytes. */
+typedef int (*batched_op)(const void *ctx, const sd_tensor *const *ins, sd_tensor *out);
+
+static void check_invariance(const char *what, batched_op op, const void *ctx, int n_ins,
+                             const sd_tensor *in_shapes, const sd_tensor *out_shape) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  sd_tensor ins[3], out = *out_shape;
+  const sd_tensor *in_ptrs[3];
+  float *host_in[3];
+  for (int i = 0; i < n_ins; i++) {
+    ins[i] = random_tensor(in_shapes[i].ndim, in_shapes[i].shape, 2.0f, &host_in[i]);
+    in_ptrs[i] = &ins[i];
+  }
+  out = empty_tensor(out_shape->ndim, out_shape->shape);
+  check_rc(op(ctx, in_ptrs, &out), what);
+  int64_t batch = out.shape[0];
+  size_t out_item = (size_t)(sd_tensor_numel(&out) / batch);
+  float *batched = malloc((size_t)sd_tensor_numel(&out) * sizeof(float));
+  float *alone = malloc(out_item * sizeof(float));
+  check_rc(sd_tensor_download_f32(be, &out, batched), "download");
+  int differing = 0;
+  for (int64_t item = 0; item < batch; item++) {
+    sd_arena_mark item_mark = sd_arena_get_mark(be);
+    sd_tensor item_ins[3];
+    const sd_tensor *item_ptrs[3];
+    for (int i = 0; i < n_ins; i++) {
+      item_ins[i] = ins[i];
+      item_ins[i].shape[0] = 1;
+      size_t in_item = (size_t)sd_tensor_numel(&item_ins[i]);
+      check_rc(sd_tensor_alloc(be, &item_ins[i]), "alloc");
+      check_rc(sd_tensor_upload_f32(be, &item_ins[i], host_in[i] + (size_t)item * in_item),
+               "upload");
+      item_ptrs[i] = &item_ins[i];
+    }
+    sd_tensor item_out = out;
+    item_out.shape[0] = 1;
+    check_rc(sd_tensor_alloc(be, &item_out), "alloc");
+    check_rc(op(ctx, item_ptrs, &item_out), what);
+    check_rc(sd_tensor_download_f32(be, &item_out, alone), "download");
+    if (memcmp(alone, batched + (size_t)item * out_item, out_item * sizeof(float)) != 0)
+      differing++;
+    sd_arena_release(be, item_mark);
+  }
+  CHECK(differing == 0, "%s: %d of %lld items differ alone and in a batch", what, differing,
+        (long long)batch);
+  fprintf(stderr, "%s %s: batch of %lld, each item alone bit for bit\n",
+          differing ? "FAIL" : "ok  ", what, (long long)batch);
+  free(batched), free(alone);
+  for (int i = 0; i < n_ins; i++)
+    free(host_in[i]);
+  sd_arena_release(be, mark);
+}
+
+typedef struct {
+  sd_tensor w, b, gamma, beta;
+  sd_activation act;
+  int stride, pad, heads;
+} op_ctx;
+
+static int run_linear(const void *ctx, const sd_tensor *const *ins, sd_tensor *out) {
+  const op_ctx *c = ctx;
+  return sd_op_linear(be, ins[0], &c->w, &c->b, c->act, out);
+}
+
+static int run_conv2d(const void *ctx, const sd_tensor *const *ins, sd_tensor *out) {
+  const op_ctx *c = ctx;
+  return sd_op_conv2d(be, ins[0], &c->w, &c->b, c->stride, c->pad, out);
+}
+
+static int run_attention(const void *ctx, const sd_tensor *const *ins, sd_tensor *out) {
+  const op_ctx *c = ctx;
+  return sd_op_attention(be, ins[0], ins[1], ins[2], c->heads, 0.3f, false, out);
+}
+
+static int run_group_norm(const void *ctx, const sd_tensor *const *ins, sd_tensor *out) {
+  const op_ctx *c = ctx;
+  return sd_op_group_norm(be, ins[0], &c->gamma, &c->beta, 4, 1e-5f, true, out);
+}
+
+static int run_layer_norm(const void *ctx, const sd_tensor *const *ins, sd_tensor *out) {
+  const op_ctx *c = ctx;
+  return sd_op_layer_norm(be, ins[0], &c->gamma, &c->beta, 1e-5f, out);
+}
+
+static int run_activation(const void *ctx, const sd_tensor *const *ins, sd_tensor *out) {
+  const op_ctx *c = ctx;
+  return sd_op_activation(be, ins[0], c->act, out);
+}
+
+static int run_geglu(const void *ctx, const sd_tensor *const *ins, sd_tensor *out) {
+  (void)ctx;
+  return sd_op_geglu(be, ins[0], out);
+}
+
+static int run_lincomb(const void *ctx, const sd_tensor *const *ins, sd_tensor *out) {
+  (void)ctx;
+  const float coeffs[3] = {0.3f, -1.7f, 0.9f};
+  return sd_op_lincomb(be, 3, coeffs, ins, out);
+}
+
+static void test_batch_invariance(void) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  float *h[4];
+  char what[128];
+  /* linear: (B, K) rows, short and long sequences, tiny and SD-sized weights */
+  static const int64_t linear_cases[][4] = {
+      /* B, L (0: 2-D x), K, N */
+      {5, 0, 32, 128}, {4, 0, 1280, 320}, {3, 12, 48, 64}, {3, 0, 320, 1280}, {4, 7, 32, 32},
+      {3, 77, 64, 64}, {2, 77, 768, 768}, {3, 48, 32, 96}, {2, 300, 96, 40},  {5, 3, 40, 24}};
+  for (size_t i = 0; i < sizeof linear_cases / sizeof linear_cases[0]; i++) {
+    const int64_t *lc = linear_cases[i];
+    op_ctx c = {.w = random_tensor(2, (int64_t[]){lc[3], lc[2]}, 0.3f, &h[0]),
+                .b = random_tensor(1, (int64_t[]){lc[3]}, 1.0f, &h[1]),
+                .act = i % 2 ? SD_ACT_GELU : SD_ACT_SILU};
+    sd_tensor x = lc[1] ? sd_tensor_3d(SD_DTYPE_F32, lc[0], lc[1], lc[2])
+                        : sd_tensor_2d(SD_DTYPE_F32, lc[0], lc[2]);
+    sd_tensor y = lc[1] ? sd_tensor_3d(SD_DTYPE_F32, lc[0], lc[1], lc[3])
+                        : sd_tensor_2d(SD_DTYPE_F32, lc[0], lc[3]);
+    char x_shape[64];
+    snprintf(what, sizeof what, "linear x %s N %lld", sd_tensor_shape_str(&x, x_shape, 64),
+             (long long)lc[3]);
+    check_invariance(what, run_linear, &c, 1, &x, &y);
+    free(h[0]), free(h[1]);
+  }
+  /* conv2d: B, C, H, W, K, kernel, stride, pad */
+  static const int64_t conv_cases[][8] = {
+      {3, 32, 16, 12, 32, 3, 1, 1}, {3, 4, 16, 12, 32, 3, 1, 1},  {2, 64, 8, 6, 64, 3, 2, 1},
+      {3, 32, 16, 12, 64, 1, 1, 0}, {2, 40, 40, 40, 24, 3, 1, 1}, {5, 8, 9, 7, 4, 3, 1, 1}};
+  for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++) {
+    const int64_t *cc = conv_cases[i];
+    op_ctx c = {.w = random_tensor(4, (int64_t[]){cc[4], cc[1], cc[5], cc[5]}, 0.3f, &h[0]),
+                .b = random_tensor(1, (int64_t[]){cc[4]}, 1.0f, &h[1]),
+                .stride = (int)cc[6],
+                .pad = (int)cc[7]};
+    int64_t ho = (cc[2] + 2 * cc[7] - cc[5]) / cc[6] + 1,
+            wo = (cc[3] + 2 * cc[7] - cc[5]) / cc[6] + 1;
+    sd_tensor x = sd_tensor_4d(SD_DTYPE_F32, cc[0], cc[1], cc[2], cc[3]);
+    sd_tensor y = sd_tensor_4d(SD_DTYPE_F32, cc[0], cc[4], ho, wo);
+    snprintf(what, sizeof what, "conv2d x (%lld, %lld, %lld, %lld) -> %lld, %lldx%lld s%lld",
+             (long long)cc[0], (long long)cc[1], (long long)cc[2], (long long)cc[3],
+             (long long)cc[4], (long long)cc[5], (long long)cc[5], (long long)cc[6]);
+    check_invariance(what, run_conv2d, &c, 1, &x, &y);
+    free(h[0]), free(h[1]);
+  }
+  /* attention: self (Lq = Lk) and cross (Lk = 77) */
+  {
+    op_ctx c = {.heads = 2};
+    sd_tensor qkv[3] = {sd_tensor_3d(SD_DTYPE_F32, 3, 300, 64),
+                        sd_tensor_3d(SD_DTYPE_F32, 3, 77, 64),
+                        sd_tensor_3d(SD_DTYPE_F32, 3, 77, 64)};
+    check_invariance("attention q (3, 300, 64), k v (3, 77, 64)", run_attention, &c, 3, qkv,
+                     &qkv[0]);
+    sd_tensor self[3] = {sd_tensor_3d(SD_DTYPE_F32, 2, 192, 32),
+                         sd_tensor_3d(SD_DTYPE_F32, 2, 192, 32),
+                         sd_tensor_3d(SD_DTYPE_F32, 2, 192, 32)};
+    check_invariance("attention (2, 192, 32)", run_attention, &c, 3, self, &self[0]);
+  }
+  /* normalizations and elementwise ops; items of sizes that are not multiples of a vector */
+  {
+    op_ctx c = {.gamma = random_tensor(1, (int64_t[]){36}, 1.0f, &h[0]),
+                .beta = random_tensor(1, (int64_t[]){36}, 1.0f, &h[1]),
+                .act = SD_ACT_GELU};
+    sd_tensor img = sd_tensor_4d(SD_DTYPE_F32, 3, 36, 13, 11);
+    check_invariance("group_norm (3, 36, 13, 11)", run_group_norm, &c, 1, &img, &img);
+    sd_tensor seq = sd_tensor_3d(SD_DTYPE_F32, 3, 77, 36);
+    check_invariance("layer_norm (3, 77, 36)", run_layer_norm, &c, 1, &seq, &seq);
+    sd_tensor odd = sd_tensor_3d(SD_DTYPE_F32, 3, 77, 163);
+    check_invariance("activation gelu (3, 77, 163)", run_activation, &c, 1, &odd, &odd);
+    sd_tensor wide = sd_tensor_3d(SD_DTYPE_F32, 3, 77, 326);
+    check_invariance("geglu (3, 77, 326)", run_geglu, &c, 1, &wide, &odd);
+    sd_tensor three[3] = {odd, odd, odd};
+    check_invariance("lincomb of 3 (3, 77, 163)", run_lincomb, &c, 3, three, &odd);
+    free(h[0]), free(h[1]);
+  }
+  sd_arena_release(be, mark);
+}
+
 /* sd_op_* return -1 with a message on mismatched shapes, before reaching the backend. */
 static void test_rejects(void) {
   sd_arena_mark mark = sd_arena_get_mark(be);
@@ -468,21 +675,28 @@ static void test_rejects(void) {
 }
 
 int main(void) {
-  be = sd_backend_cpu_create(0);
-  if (!be) {
-    fprintf(stderr, "cpu backend: %s\n", sd_error_message());
-    return 1;
+  /* the default thread count, then an odd one that splits work unevenly */
+  const int thread_counts[2] = {0, 3};
+  for (int t = 0; t < 2; t++) {
+    be = sd_backend_cpu_create(thread_counts[t]);
+    if (!be) {
+      fprintf(stderr, "cpu backend: %s\n", sd_error_message());
+      return 1;
+    }
+    fprintf(stderr, "== cpu backend with %d threads\n", be->threads);
+    test_linear();
+    test_conv2d();
+    test_group_norm();
+    test_layer_norm();
+    test_attention();
+    test_activation();
+    test_geglu();
+    test_lincomb();
+    test_data_movement(2, 5, 3, 7, 3);
+    test_data_movement(2, 37, 21, 25, 19); /* large enough to run over threads */
+    test_batch_invariance();
+    test_rejects();
+    sd_backend_destroy(be);
   }
-  test_linear();
-  test_conv2d();
-  test_group_norm();
-  test_layer_norm();
-  test_attention();
-  test_activation();
-  test_geglu();
-  test_lincomb();
-  test_data_movement();
-  test_rejects();
-  sd_backend_destroy(be);
   return sd_test_finish();
 }

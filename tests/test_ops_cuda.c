@@ -162,11 +162,21 @@ static void test_conversions(void) {
     free(got);
   }
 
-  int32_t ints[3] = {1, 2, 3};
+  /* integers convert like the CPU backend's upload does; nothing converts into I32 */
+  const int32_t ints[3] = {-7, 0, 2049};
   sd_tensor small = sd_tensor_slice0(&t, 0, 3);
+  check_rc(sd_tensor_upload(gpu, &small, SD_DTYPE_I32, ints), "upload I32");
+  got = download(gpu, &small);
+  float want_ints[3] = {-7.0f, 0.0f, round_to_dtype(2049.0f)};
+  snprintf(what, sizeof what, "[%s] upload from I32 (exact)", sd_dtype_name(dtype));
+  sd_test_compare_f32(what, got, want_ints, 3, 0.0f, 0.0f);
+  free(got);
+  sd_tensor ints_tensor = sd_tensor_1d(SD_DTYPE_I32, 3);
+  if (sd_tensor_alloc(gpu, &ints_tensor) < 0)
+    die("alloc");
   sd_error_clear();
-  CHECK(sd_tensor_upload(gpu, &small, SD_DTYPE_I32, ints) == -1 && *sd_error_message(),
-        "upload accepted I32 host data into a %s tensor", sd_dtype_name(dtype));
+  CHECK(sd_tensor_upload(gpu, &ints_tensor, SD_DTYPE_F32, want_ints) == -1 && *sd_error_message(),
+        "upload converted F32 host data into an I32 tensor");
   free(values);
   free(half);
   free(want);
@@ -263,8 +273,7 @@ static void group_norm_case(int64_t batch, int64_t c, int64_t h, int64_t w, int 
   twin bt = twin_random(1, (int64_t[]){c}, 1.0f, 0.0f);
   twin y = alias ? x : twin_empty(4, (int64_t[]){batch, c, h, w});
   check_rc(sd_op_group_norm(cpu, &x.c, &g.c, &bt.c, groups, 1e-5f, silu, &y.c), "cpu group_norm");
-  check_rc(sd_op_group_norm(gpu, &x.g, &g.g, &bt.g, groups, 1e-5f, silu, &y.g),
-           "cuda group_norm");
+  check_rc(sd_op_group_norm(gpu, &x.g, &g.g, &bt.g, groups, 1e-5f, silu, &y.g), "cuda group_norm");
   char what[128];
   snprintf(what, sizeof what, "group_norm (%lld, %lld, %lld, %lld) groups %d silu %d alias %d",
            (long long)batch, (long long)c, (long long)h, (long long)w, groups, silu, alias);
@@ -291,8 +300,8 @@ static void layer_norm_case(int64_t b, int64_t l, int64_t c, bool alias) {
   check_rc(sd_op_layer_norm(cpu, &x.c, &g.c, &bt.c, 1e-5f, &y.c), "cpu layer_norm");
   check_rc(sd_op_layer_norm(gpu, &x.g, &g.g, &bt.g, 1e-5f, &y.g), "cuda layer_norm");
   char what[96];
-  snprintf(what, sizeof what, "layer_norm (%lld, %lld, %lld) alias %d", (long long)b,
-           (long long)l, (long long)c, alias);
+  snprintf(what, sizeof what, "layer_norm (%lld, %lld, %lld) alias %d", (long long)b, (long long)l,
+           (long long)c, alias);
   compare(what, &y, false);
   release(m);
 }

@@ -11,9 +11,12 @@ static void print_usage(FILE *out) {
           "Usage: sdbatch <command> [options]\n"
           "\n"
           "Commands:\n"
+          "  run              render a YAML job into its output file (one process or MPI ranks)\n"
           "  render           render one image to a PNG file\n"
           "  tokenize         print a prompt's 77 CLIP token ids\n"
           "  make-demo-model  write a random-weight model in diffusers layout\n"
+          "  inspect          summarise a job's output file (.h5)\n"
+          "  export           write an output file's images as PNGs or contact sheets\n"
           "  bench            time the pipeline's stages and report FLOP rates\n"
           "\n"
           "'sdbatch <command> --help' describes a command's options.\n",
@@ -35,12 +38,18 @@ int main(int argc, char **argv) {
     printf("sdbatch %s\n", SDBATCH_VERSION);
     return 0;
   }
+  if (strcmp(command, "run") == 0)
+    return cmd_run(argc - 1, argv + 1);
   if (strcmp(command, "render") == 0)
     return cmd_render(argc - 1, argv + 1);
   if (strcmp(command, "tokenize") == 0)
     return cmd_tokenize(argc - 1, argv + 1);
   if (strcmp(command, "make-demo-model") == 0)
     return cmd_make_demo_model(argc - 1, argv + 1);
+  if (strcmp(command, "inspect") == 0)
+    return cmd_inspect(argc - 1, argv + 1);
+  if (strcmp(command, "export") == 0)
+    return cmd_export(argc - 1, argv + 1);
   if (strcmp(command, "bench") == 0)
     return cmd_bench(argc - 1, argv + 1);
   fprintf(stderr, "sdbatch: unknown command '%s'\n\n", command);

@@ -54,13 +54,13 @@ SD_CPU_MULTIVERSION void sd_cpu_activate_array(const float *x, const float *bias
 }
 
 int sd_cpu_activation(sd_backend *be, const sd_tensor *x, sd_activation act, sd_tensor *y) {
-  (void)be;
   const float *src = x->data;
   float *dst = y->data;
   int64_t n = sd_tensor_numel(x);
   const int64_t block = 4096;
   int64_t blocks = (n + block - 1) / block;
-#pragma omp parallel for schedule(static) if (blocks > 4)
+  int threads = n > SD_CPU_PARALLEL_ELEMS ? sd_cpu_threads(be) : 1;
+#pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t b = 0; b < blocks; b++) {
     int64_t first = b * block;
     sd_cpu_activate_array(src + first, NULL, act, n - first < block ? n - first : block,

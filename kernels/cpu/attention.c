@@ -6,10 +6,10 @@
 #include "cpu_internal.h"
 
 #include <math.h>
-#include <stdlib.h>
 
-/* Queries per block: the score block (SD_ATTN_BLOCK, Lk) stays in this core's L2 at Lk = 4096. */
-#define SD_ATTN_BLOCK 64
+/* Queries per block: large enough that repacking k and v per block is cheap, small enough that
+ * the score blocks (SD_ATTN_BLOCK, Lk) of all threads stay in L3 at Lk = 4096. */
+#define SD_ATTN_BLOCK 256
 
 /* Replaces each row of s (rows, ld) over its first `keep(r)` keys by exp(s - max); returns the
  * row sums in sums. Keys beyond keep (causal) are zeroed up to `len`. */
@@ -39,12 +39,14 @@ int sd_cpu_attention(sd_backend *be, const sd_tensor *q, const sd_tensor *k, con
                      int heads, float scale, bool causal, sd_tensor *o) {
   int64_t batch = q->shape[0], lq = q->shape[1], lk = k->shape[1], width = q->shape[2];
   int64_t d = width / heads;
-  int64_t blk_env = getenv("ATTN_BLOCK") ? atoi(getenv("ATTN_BLOCK")) : SD_ATTN_BLOCK; int64_t block = lq < blk_env ? lq : blk_env;
+  int64_t block = lq < SD_ATTN_BLOCK ? lq : SD_ATTN_BLOCK;
   int64_t blocks = (lq + block - 1) / block;
   int64_t tasks = batch * heads * blocks;
-  int threads = SD_CPU_THREADS();
-  if (tasks < threads || 4.0 * (double)(batch * lq * lk * width) < 4e6)
-    threads = tasks < threads && 4.0 * (double)(batch * lq * lk * width) >= 4e6 ? (int)tasks : 1;
+  int threads = sd_cpu_threads(be);
+  if (4.0 * (double)batch * (double)lq * (double)lk * (double)width < SD_CPU_PARALLEL_FLOPS)
+    threads = 1; /* too small to be worth waking the other threads */
+  if (tasks < threads)
+    threads = (int)tasks;
   size_t per_thread = (size_t)block * (size_t)(lk + 1); /* scores, then row sums */
   sd_arena_mark mark = sd_arena_get_mark(be);
   float *scratch = sd_cpu_scratch(be, (size_t)threads * per_thread, "attention scores");

@@ -2,11 +2,13 @@
  * w (K, C*kh*kw) . col (C*kh*kw, Ho*Wo). The output positions are cut into column chunks, one
  * task per (image, chunk); a thread builds its chunk of col by im2col in its own bounded buffer
  * and runs one single-threaded sgemm into y[:, chunk]. 1x1 stride-1 unpadded convs use x itself
- * as col. */
+ * as col. Every sgemm call covers one image, so an image's result does not depend on the batch. */
 #include "cpu_internal.h"
 
 /* Bound of all threads' im2col buffers together. */
 #define SD_CONV_COL_BYTES ((size_t)32 << 20)
+/* An image's output positions are split over threads only into chunks of at least this many. */
+#define SD_CONV_MIN_COLS 256
 
 /* dst[q] = row[(oj + q) * stride - pad + kj] for q < run, zero outside the row [0, w). */
 static void gather_run(const float *row, int64_t w, int64_t oj, int64_t run, int stride, int pad,
@@ -61,21 +63,21 @@ int sd_cpu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const 
   const float *weight = w->data; /* (K, C*kh*kw) */
   const float *bias = b ? b->data : NULL;
   bool direct = kh == 1 && kw == 1 && stride == 1 && pad == 0;
-  int threads = SD_CPU_THREADS();
-  if (2.0 * (double)(batch * k * depth * hw_out) < 4e6)
-    threads = 1;
-
-  /* chunks per image: enough for every thread to have work, and each col chunk in budget */
-  int64_t chunks = (threads + batch - 1) / batch;
+  /* Chunks per image depend on the image's size and the backend only, never on the batch, so an
+   * image's result is the same whatever else is in the batch: as many as the scratch bound
+   * needs, and one per thread where each keeps SD_CONV_MIN_COLS columns. */
+  int team = sd_cpu_threads(be);
+  int64_t chunks = hw_out / SD_CONV_MIN_COLS;
+  chunks = chunks < 1 ? 1 : (chunks > team ? team : chunks);
   if (!direct) {
-    int64_t fit = (int64_t)(SD_CONV_COL_BYTES / threads / ((size_t)depth * sizeof(float)));
+    int64_t fit = (int64_t)(SD_CONV_COL_BYTES / (size_t)team / ((size_t)depth * sizeof(float)));
     fit = fit < 16 ? 16 : fit;
     if ((hw_out + chunks - 1) / chunks > fit)
       chunks = (hw_out + fit - 1) / fit;
   }
-  if (chunks > hw_out)
-    chunks = hw_out;
   int64_t chunk_cols = (hw_out + chunks - 1) / chunks;
+  double flops = 2.0 * (double)batch * (double)k * (double)depth * (double)hw_out;
+  int threads = flops < SD_CPU_PARALLEL_FLOPS ? 1 : team;
   sd_arena_mark mark = sd_arena_get_mark(be);
   float *cols = NULL;
   if (!direct) {

@@ -8,9 +8,15 @@
  * separate, baseline-only function).
  *
  * Threading: every op runs its own OpenMP parallel region and calls OpenBLAS from inside it,
- * one sgemm per thread on a disjoint part of the output. Debian's OpenBLAS is the pthreads
- * build, whose own worker threads would compete with OpenMP's for the same cores (and keep
- * spinning after each call), so OpenBLAS is kept at one thread (sd_cpu_blas_single_thread). */
+ * one sgemm per task on a disjoint part of the output. Debian's OpenBLAS is the pthreads build,
+ * whose own worker threads would compete with OpenMP's for the same cores (and keep spinning
+ * after each call), so OpenBLAS is kept at one thread (sd_cpu_blas_single_thread). On 2 cores
+ * this measured as fast as or faster than OpenBLAS's own threading on the SD-sized GEMMs tried.
+ *
+ * Batch invariance: an item's result must not depend on what else is in the batch (the engine
+ * renders an item identically alone or batched). Elementwise and per-row work is invariant by
+ * nature; GEMM-based ops make every sgemm call cover part of one item only, cut the same way
+ * whatever the batch, because OpenBLAS picks kernels that round differently by problem size. */
 #ifndef SD_CPU_INTERNAL_H
 #define SD_CPU_INTERNAL_H
 
@@ -24,15 +30,16 @@
 
 #ifdef _OPENMP
 #include <omp.h>
-/* Threads an op may use; inside a parallel region, the team's size and this thread's index. */
-#define SD_CPU_THREADS()   omp_get_max_threads()
-#define SD_CPU_TEAM_SIZE() omp_get_num_threads()
+/* Inside a parallel region: this thread's index in the team. */
 #define SD_CPU_THREAD_ID() omp_get_thread_num()
 #else
-#define SD_CPU_THREADS()   1
-#define SD_CPU_TEAM_SIZE() 1
 #define SD_CPU_THREAD_ID() 0
 #endif
+
+/* Threads an op may use: the backend's count (set when it was created). */
+static inline int sd_cpu_threads(const sd_backend *be) {
+  return be->threads > 0 ? be->threads : 1;
+}
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__gnu_linux__)
 #define SD_CPU_MULTIVERSION                                                                        \
@@ -40,6 +47,10 @@
 #else
 #define SD_CPU_MULTIVERSION
 #endif
+
+/* Below these sizes an op runs on the calling thread: waking the team costs more than it saves. */
+#define SD_CPU_PARALLEL_ELEMS 32768 /* elementwise and normalization ops: values touched */
+#define SD_CPU_PARALLEL_FLOPS 4e6   /* GEMM-based ops */
 
 /* Makes OpenBLAS run each call on the calling thread (see the threading note above). */
 static inline void sd_cpu_blas_single_thread(void) {
@@ -120,14 +131,6 @@ static inline float *sd_cpu_scratch(sd_backend *be, size_t count, const char *wh
     return NULL;
   }
   return t.data;
-}
-
-/* Rows [first, first + count) of `total` split evenly over `parts`. */
-static inline void sd_cpu_split(int64_t total, int parts, int part, int64_t *first,
-                                int64_t *count) {
-  int64_t base = total / parts, extra = total % parts;
-  *first = part * base + (part < extra ? part : extra);
-  *count = base + (part < extra ? 1 : 0);
 }
 
 #endif

@@ -10,12 +10,12 @@ SD_CPU_MULTIVERSION static void geglu_row(const float *hidden, const float *gate
 }
 
 int sd_cpu_geglu(sd_backend *be, const sd_tensor *x, sd_tensor *y) {
-  (void)be;
   int64_t n = y->shape[y->ndim - 1];
   int64_t rows = sd_tensor_numel(y) / n;
   const float *src = x->data;
   float *dst = y->data;
-#pragma omp parallel for schedule(static) if (rows * n > 16384)
+  int threads = rows * n > SD_CPU_PARALLEL_ELEMS ? sd_cpu_threads(be) : 1;
+#pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t r = 0; r < rows; r++)
     geglu_row(src + r * 2 * n, src + r * 2 * n + n, n, dst + r * n);
   return 0;

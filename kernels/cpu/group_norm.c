@@ -55,7 +55,6 @@ SD_CPU_MULTIVERSION static void normalize_group(const float *x, const float *gam
 
 int sd_cpu_group_norm(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
                       const sd_tensor *beta, int groups, float eps, bool silu, sd_tensor *y) {
-  (void)be;
   int64_t batch = x->shape[0], channels = x->shape[1];
   int64_t spatial = sd_tensor_numel(x) / (batch * channels);
   int64_t group_channels = channels / groups;
@@ -63,7 +62,8 @@ int sd_cpu_group_norm(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma
   const float *src = x->data;
   const float *g = gamma->data, *bt = beta->data;
   float *dst = y->data;
-#pragma omp parallel for schedule(dynamic, 1) if (batch * channels * spatial > 16384)
+  int threads = batch * channels * spatial > SD_CPU_PARALLEL_ELEMS ? sd_cpu_threads(be) : 1;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t task = 0; task < batch * groups; task++) {
     int64_t c0 = task % groups * group_channels;
     normalize_group(src + task * group_size, g + c0, bt + c0, group_channels, spatial, eps, silu,

@@ -30,14 +30,14 @@ SD_CPU_MULTIVERSION static void normalize_rows(const float *x, const float *gamm
 
 int sd_cpu_layer_norm(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
                       const sd_tensor *beta, float eps, sd_tensor *y) {
-  (void)be;
   int64_t c = x->shape[x->ndim - 1];
   int64_t rows = sd_tensor_numel(x) / c;
   const int64_t block = 16; /* rows per task */
   int64_t tasks = (rows + block - 1) / block;
   const float *src = x->data;
   float *dst = y->data;
-#pragma omp parallel for schedule(static) if (rows * c > 16384)
+  int threads = rows * c > SD_CPU_PARALLEL_ELEMS ? sd_cpu_threads(be) : 1;
+#pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t t = 0; t < tasks; t++) {
     int64_t r0 = t * block;
     normalize_rows(src + r0 * c, gamma->data, beta->data, rows - r0 < block ? rows - r0 : block, c,

@@ -42,7 +42,6 @@ SD_NO_FP_CONTRACT static void lincomb_range(int n, const float *c, const float *
 
 int sd_cpu_lincomb(sd_backend *be, int n, const float *coeffs, const sd_tensor *const *xs,
                    sd_tensor *y) {
-  (void)be;
   int64_t count = sd_tensor_numel(y);
   const float *src[SD_LINCOMB_MAX] = {0};
   float c[SD_LINCOMB_MAX] = {0};
@@ -52,7 +51,8 @@ int sd_cpu_lincomb(sd_backend *be, int n, const float *coeffs, const sd_tensor *
   }
   const int64_t block = 16384;
   int64_t blocks = (count + block - 1) / block;
-#pragma omp parallel for schedule(static) if (blocks > 4)
+  int threads = count > SD_CPU_PARALLEL_ELEMS ? sd_cpu_threads(be) : 1;
+#pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t b = 0; b < blocks; b++)
     lincomb_range(n, c, src, b * block, count - b * block < block ? count - b * block : block,
                   y->data);

@@ -1,39 +1,42 @@
-/* Linear layer: y (M, N) = act(x (M, K) . w (N, K)^T + b (N)). Each thread runs one OpenBLAS
- * sgemm on its share of the rows of y (or of the columns when M is small) and applies the bias
- * and activation to its share while it is still in cache. */
+/* Linear layer: y (M, N) = act(x (M, K) . w (N, K)^T + b (N)). The outermost dim of x is the
+ * batch: each item's rows go through their own OpenBLAS sgemm calls (split into up to one chunk
+ * per thread), so an item's result is bit for bit the same whatever else is in the batch
+ * (OpenBLAS picks differently rounding kernels by problem size). Each task applies the bias and
+ * activation to its rows while they are still in cache. */
 #include "cpu_internal.h"
 
-/* Below this many rows per thread the columns are split instead. */
+/* An item's rows are split over threads only into chunks of at least this many rows. */
 #define SD_LINEAR_MIN_ROWS 32
 
 int sd_cpu_linear(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
                   sd_activation act, sd_tensor *y) {
-  (void)be;
   int64_t n = w->shape[0], k = w->shape[1];
   int64_t m = sd_tensor_numel(x) / k;
+  int64_t items = x->ndim >= 2 ? x->shape[0] : 1;
+  int64_t item_rows = m / items;
   const float *in = x->data, *weight = w->data, *bias = b ? b->data : NULL;
   float *out = y->data;
-  int threads = SD_CPU_THREADS();
-  if (2.0 * (double)(m * n * k) < 4e6)
-    threads = 1;
+  /* the split of an item depends on its own size and the backend only, never on the batch */
+  int team = sd_cpu_threads(be);
+  int64_t chunks = item_rows / SD_LINEAR_MIN_ROWS;
+  chunks = chunks < 1 ? 1 : (chunks > team ? team : chunks);
+  int64_t chunk_rows = (item_rows + chunks - 1) / chunks;
+  double flops = 2.0 * (double)m * (double)n * (double)k;
+  int threads = flops < SD_CPU_PARALLEL_FLOPS ? 1 : team;
   sd_cpu_blas_single_thread();
-#pragma omp parallel num_threads(threads)
-  {
-    int team = SD_CPU_TEAM_SIZE();
-    int64_t r0 = 0, rows = m, c0 = 0, cols = n;
-    if (m >= SD_LINEAR_MIN_ROWS * team)
-      sd_cpu_split(m, team, SD_CPU_THREAD_ID(), &r0, &rows);
-    else
-      sd_cpu_split(n, team, SD_CPU_THREAD_ID(), &c0, &cols);
-    if (rows > 0 && cols > 0) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows, (blasint)cols, (blasint)k,
-                  1.0f, in + r0 * k, (blasint)k, weight + c0 * k, (blasint)k, 0.0f,
-                  out + r0 * n + c0, (blasint)n);
-      if (bias || act != SD_ACT_NONE)
-        for (int64_t r = r0; r < r0 + rows; r++)
-          sd_cpu_activate_array(out + r * n + c0, bias ? bias + c0 : NULL, act, cols,
-                                out + r * n + c0);
-    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int64_t task = 0; task < items * chunks; task++) {
+    int64_t first = task / chunks * item_rows + task % chunks * chunk_rows;
+    int64_t end = (task / chunks + 1) * item_rows;
+    int64_t rows = end - first < chunk_rows ? end - first : chunk_rows;
+    if (rows <= 0)
+      continue;
+    float *rows_out = out + first * n; /* (rows, N) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows, (blasint)n, (blasint)k,
+                1.0f, in + first * k, (blasint)k, weight, (blasint)k, 0.0f, rows_out, (blasint)n);
+    if (bias || act != SD_ACT_NONE)
+      for (int64_t r = 0; r < rows; r++)
+        sd_cpu_activate_array(rows_out + r * n, bias, act, n, rows_out + r * n);
   }
   return 0;
 }

@@ -1,22 +1,25 @@
-/* Per-batch transpose y (B, N, M) = x (B, M, N)^T, in cache-sized tiles. */
-#include "cpu_ops.h"
+/* Per-batch transpose y (B, N, M) = x (B, M, N)^T, in tiles of 8 rows of x by 128 columns: few
+ * enough rows that the power-of-two strides of SD's sizes do not exhaust a cache set, wide
+ * enough that each row of a tile is whole cache lines. */
+#include "cpu_internal.h"
 
-#define TILE 32
+#define TILE_ROWS 8
+#define TILE_COLS 128
 
 int sd_cpu_transpose(sd_backend *be, const sd_tensor *x, sd_tensor *y) {
-  (void)be;
   int64_t batch = x->shape[0], m = x->shape[1], n = x->shape[2];
-  int64_t m_tiles = (m + TILE - 1) / TILE, n_tiles = (n + TILE - 1) / TILE;
+  int64_t m_tiles = (m + TILE_ROWS - 1) / TILE_ROWS, n_tiles = (n + TILE_COLS - 1) / TILE_COLS;
   int64_t tasks = batch * m_tiles * n_tiles;
   const float *src = x->data;
   float *dst = y->data;
-#pragma omp parallel for schedule(static) if (batch * m * n > 65536)
+  int threads = batch * m * n > SD_CPU_PARALLEL_ELEMS ? sd_cpu_threads(be) : 1;
+#pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t t = 0; t < tasks; t++) {
     int64_t bi = t / (m_tiles * n_tiles);
-    int64_t i0 = (t / n_tiles) % m_tiles * TILE;
-    int64_t j0 = t % n_tiles * TILE;
-    int64_t i1 = i0 + TILE < m ? i0 + TILE : m;
-    int64_t j1 = j0 + TILE < n ? j0 + TILE : n;
+    int64_t i0 = (t / n_tiles) % m_tiles * TILE_ROWS;
+    int64_t j0 = t % n_tiles * TILE_COLS;
+    int64_t i1 = i0 + TILE_ROWS < m ? i0 + TILE_ROWS : m;
+    int64_t j1 = j0 + TILE_COLS < n ? j0 + TILE_COLS : n;
     const float *in = src + bi * m * n; /* (M, N) */
     float *out = dst + bi * m * n;      /* (N, M) */
     for (int64_t j = j0; j < j1; j++)

@@ -1,15 +1,15 @@
 /* Nearest-neighbour 2x upsampling: y[b, c, i, j] = x[b, c, i / 2, j / 2]. */
-#include "cpu_ops.h"
+#include "cpu_internal.h"
 
 #include <string.h>
 
 int sd_cpu_upsample_nearest2x(sd_backend *be, const sd_tensor *x, sd_tensor *y) {
-  (void)be;
   int64_t planes = x->shape[0] * x->shape[1];
   int64_t h = x->shape[2], w = x->shape[3];
   const float *src = x->data;
   float *dst = y->data;
-#pragma omp parallel for schedule(static) if (planes * h * w > 16384)
+  int threads = planes * h * w > SD_CPU_PARALLEL_ELEMS ? sd_cpu_threads(be) : 1;
+#pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t p = 0; p < planes; p++) {
     for (int64_t i = 0; i < h; i++) {
       const float *in = src + (p * h + i) * w;        /* row i of x */

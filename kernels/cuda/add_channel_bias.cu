@@ -28,12 +28,11 @@ int sd_cuda_add_plane_bias(sd_cuda *cu, sd_dtype dtype, const void *x, const voi
   int64_t n = batch * channels * hw;
   if (n == 0)
     return 0;
-  return SD_CUDA_TYPED_CALL(dtype, "add_channel_bias", launch_plane_bias, cu, x, v,
-                            v_batch_stride, channels, hw, n, y);
+  return SD_CUDA_TYPED_CALL(dtype, "add_channel_bias", launch_plane_bias, cu, x, v, v_batch_stride,
+                            channels, hw, n, y);
 }
 
-int sd_cuda_add_channel_bias(sd_backend *be, const sd_tensor *x, const sd_tensor *v,
-                             sd_tensor *y) {
+int sd_cuda_add_channel_bias(sd_backend *be, const sd_tensor *x, const sd_tensor *v, sd_tensor *y) {
   int64_t channels = x->shape[1];
   return sd_cuda_add_plane_bias(sd_cuda_of(be), x->dtype, x->data, v->data, channels, x->shape[0],
                                 channels, x->shape[2] * x->shape[3], y->data);

@@ -25,9 +25,9 @@
 #define SD_ATTN_SCORES_BYTES ((size_t)64 << 20)
 
 #define ATTN_WARPS 4
-#define ATTN_ROWS 4                        /* queries per warp */
-#define ATTN_BQ (ATTN_WARPS * ATTN_ROWS)   /* queries per block */
-#define ATTN_BK 32                         /* keys per tile: one per lane */
+#define ATTN_ROWS  4                        /* queries per warp */
+#define ATTN_BQ    (ATTN_WARPS * ATTN_ROWS) /* queries per block */
+#define ATTN_BK    32                       /* keys per tile: one per lane */
 
 /* Shared-memory row stride (floats) of the q and k tiles: D rounded up to a multiple of 4 for
  * float4 loads, and an odd number of float4s so that the 8 lanes of a quarter warp reading 8
@@ -38,15 +38,16 @@ static int attn_tile_stride(int d) {
 }
 
 /* Grid (ceil(Lq / ATTN_BQ), heads, B); ATTN_WARPS * 32 threads. Dynamic shared memory:
- * q tile (ATTN_BQ, ds), k tile (ATTN_BK, ds), v tile (ATTN_BK, 32 * DPL), float32, zero past D. */
+ * q tile (ATTN_BQ, ds), k tile (ATTN_BK, ds), v tile (ATTN_BK, 32 * DPL), float32, zero past D.
+ * Asking for 4 resident blocks per SM lets ptxas keep acc in registers (no spills at DPL 4). */
 template <typename T, int DPL>
-__global__ void __launch_bounds__(ATTN_WARPS * 32)
+__global__ void __launch_bounds__(ATTN_WARPS * 32, 4)
     flash_attention_kernel(const T *__restrict__ q, const T *__restrict__ k,
                            const T *__restrict__ v, T *__restrict__ o, int lq, int lk, int width,
                            int d, int ds, float scale, bool causal) {
   extern __shared__ float4 attn_smem4[];
   const int dv = 32 * DPL;
-  float *q_tile = (float *)attn_smem4; /* (ATTN_BQ, ds) */
+  float *q_tile = (float *)attn_smem4;   /* (ATTN_BQ, ds) */
   float *k_tile = q_tile + ATTN_BQ * ds; /* (ATTN_BK, ds) */
   float *v_tile = k_tile + ATTN_BK * ds; /* (ATTN_BK, dv) */
 
@@ -217,7 +218,7 @@ static int attention_gemm(sd_cuda *cu, const sd_tensor *q, const sd_tensor *k, c
   size_t scores_bytes = (size_t)(batch * chunk * lk) * sizeof(float);
   void *scratch;
   SD_TRY(sd_cuda_scratch(cu, scores_bytes + (size_t)(batch * chunk * lk) * sizeof(T), &scratch));
-  float *scores = (float *)scratch;                /* (B, chunk, Lk) */
+  float *scores = (float *)scratch;                 /* (B, chunk, Lk) */
   T *probs = (T *)((char *)scratch + scores_bytes); /* (B, chunk, Lk) */
   cudaDataType_t type = sd_cuda_data_type(q->dtype);
   const float zero = 0.0f, one = 1.0f;
@@ -250,9 +251,8 @@ static int attention_gemm(sd_cuda *cu, const sd_tensor *q, const sd_tensor *k, c
 }
 
 template <typename T>
-static int launch_attention(sd_cuda *cu, const sd_tensor *q, const sd_tensor *k,
-                            const sd_tensor *v, int heads, float scale, bool causal,
-                            sd_tensor *o) {
+static int launch_attention(sd_cuda *cu, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v,
+                            int heads, float scale, bool causal, sd_tensor *o) {
   if (sd_tensor_numel(q) == 0)
     return 0;
   if (q->shape[1] > INT_MAX || k->shape[1] > INT_MAX || q->shape[2] > INT_MAX ||
@@ -265,6 +265,6 @@ static int launch_attention(sd_cuda *cu, const sd_tensor *q, const sd_tensor *k,
 
 int sd_cuda_attention(sd_backend *be, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v,
                       int heads, float scale, bool causal, sd_tensor *o) {
-  return SD_CUDA_TYPED_CALL(q->dtype, "attention", launch_attention, sd_cuda_of(be), q, k, v,
-                            heads, scale, causal, o);
+  return SD_CUDA_TYPED_CALL(q->dtype, "attention", launch_attention, sd_cuda_of(be), q, k, v, heads,
+                            scale, causal, o);
 }

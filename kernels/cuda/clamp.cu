@@ -15,8 +15,8 @@ static int launch_clamp(sd_cuda *cu, const sd_tensor *x, float lo, float hi, sd_
   int64_t n = sd_tensor_numel(x);
   if (n == 0)
     return 0;
-  clamp_kernel<T><<<sd_cuda_blocks(n), SD_CUDA_THREADS, 0, cu->stream>>>((const T *)x->data, lo,
-                                                                         hi, n, (T *)y->data);
+  clamp_kernel<T><<<sd_cuda_blocks(n), SD_CUDA_THREADS, 0, cu->stream>>>((const T *)x->data, lo, hi,
+                                                                         n, (T *)y->data);
   CUDA_CHECK_LAUNCH("clamp_kernel");
   return 0;
 }

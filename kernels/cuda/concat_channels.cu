@@ -2,8 +2,7 @@
  * planes then b's, as two device-to-device copies per image (batches are small). */
 #include "cuda_internal.h"
 
-int sd_cuda_concat_channels(sd_backend *be, const sd_tensor *a, const sd_tensor *b,
-                            sd_tensor *y) {
+int sd_cuda_concat_channels(sd_backend *be, const sd_tensor *a, const sd_tensor *b, sd_tensor *y) {
   sd_cuda *cu = sd_cuda_of(be);
   int64_t batch = a->shape[0];
   if (batch == 0)

@@ -17,7 +17,7 @@
 #define SD_CONV_WORKSPACE_MAX ((size_t)1 << 30)
 
 typedef struct conv_key {
-  int batch, channels, height, width;  /* x (B, C, H, W) */
+  int batch, channels, height, width;   /* x (B, C, H, W) */
   int out_channels, kernel_h, kernel_w; /* w (K, C, kh, kw) */
   int stride, pad;
   sd_dtype dtype;
@@ -72,10 +72,9 @@ static cudnnDataType_t cudnn_type(sd_dtype dtype) {
 static int plan_choose_algorithm(sd_cuda *cu, conv_plan *plan) {
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   int returned = 0;
-  CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(cu->dnn, plan->x_desc, plan->w_desc,
-                                                     plan->conv_desc, plan->y_desc,
-                                                     CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned,
-                                                     perf));
+  CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
+      cu->dnn, plan->x_desc, plan->w_desc, plan->conv_desc, plan->y_desc,
+      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf));
   bool f32 = plan->key.dtype == SD_DTYPE_F32;
   for (int i = 0; i < returned; i++) {
     if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > SD_CONV_WORKSPACE_MAX)
@@ -111,8 +110,7 @@ static int plan_create(sd_cuda *cu, const conv_key *key, int out_h, int out_w, c
   int dims[4];
   CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(plan->conv_desc, plan->x_desc, plan->w_desc,
                                                     &dims[0], &dims[1], &dims[2], &dims[3]));
-  if (dims[0] != key->batch || dims[1] != key->out_channels || dims[2] != out_h ||
-      dims[3] != out_w)
+  if (dims[0] != key->batch || dims[1] != key->out_channels || dims[2] != out_h || dims[3] != out_w)
     return SD_ERROR("cuDNN computes output (%d, %d, %d, %d), expected (%d, %d, %d, %d)", dims[0],
                     dims[1], dims[2], dims[3], key->batch, key->out_channels, out_h, out_w);
   CUDNN_CHECK(cudnnCreateTensorDescriptor(&plan->y_desc));
@@ -148,9 +146,8 @@ static int plan_for(sd_cuda *cu, const conv_key *key, int out_h, int out_w, conv
     plan_release(slot);
     return sd_error_context("conv2d plan for x (%d, %d, %d, %d), weight (%d, %d, %d, %d), "
                             "stride %d, pad %d",
-                            key->batch, key->channels, key->height, key->width,
-                            key->out_channels, key->channels, key->kernel_h, key->kernel_w,
-                            key->stride, key->pad);
+                            key->batch, key->channels, key->height, key->width, key->out_channels,
+                            key->channels, key->kernel_h, key->kernel_w, key->stride, key->pad);
   }
   *out = slot;
   return 0;
@@ -187,8 +184,8 @@ int sd_cuda_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const
     SD_TRY(sd_cuda_scratch(cu, plan->workspace_bytes, &workspace));
   const float one = 1.0f, zero = 0.0f; /* float scaling for every non-double dtype */
   CUDNN_CHECK(cudnnConvolutionForward(cu->dnn, &one, plan->x_desc, x->data, plan->w_desc, w->data,
-                                      plan->conv_desc, plan->algo, workspace,
-                                      plan->workspace_bytes, &zero, plan->y_desc, y->data));
+                                      plan->conv_desc, plan->algo, workspace, plan->workspace_bytes,
+                                      &zero, plan->y_desc, y->data));
   if (b)
     return sd_cuda_add_plane_bias(cu, y->dtype, y->data, b->data, 0, y->shape[0], y->shape[1],
                                   y->shape[2] * y->shape[3], y->data);

@@ -105,8 +105,8 @@ static int convert_to(sd_cuda *cu, sd_dtype src_dtype, const void *src, void *ds
   return 0;
 }
 
-int sd_cuda_convert(sd_cuda *cu, sd_dtype src_dtype, const void *src, sd_dtype dst_dtype,
-                    void *dst, int64_t n) {
+int sd_cuda_convert(sd_cuda *cu, sd_dtype src_dtype, const void *src, sd_dtype dst_dtype, void *dst,
+                    int64_t n) {
   if (n <= 0)
     return 0;
   return SD_CUDA_TYPED_CALL(dst_dtype, "convert", convert_to, cu, src_dtype, src, dst, n);
@@ -118,7 +118,8 @@ static bool is_float_dtype(sd_dtype dtype) {
 
 /* ---- host <-> device --------------------------------------------------------------------- */
 
-/* Blocking. Same dtype: one copy. Otherwise the source goes up in chunks into the scratch and a
+/* Blocking. Same dtype: one copy. Otherwise (any source into F32, F16 or BF16, as the CPU
+ * backend converts any source into F32) the source goes up in chunks into the scratch and a
  * kernel converts each chunk into place. */
 static int cuda_upload(sd_backend *be, sd_tensor *dst, sd_dtype src_dtype, const void *src) {
   sd_cuda *cu = sd_cuda_of(be);
@@ -126,12 +127,12 @@ static int cuda_upload(sd_backend *be, sd_tensor *dst, sd_dtype src_dtype, const
   if (n == 0)
     return 0;
   if (src_dtype == dst->dtype) {
-    CUDA_CHECK(cudaMemcpyAsync(dst->data, src, sd_tensor_bytes(dst), cudaMemcpyHostToDevice,
-                               cu->stream));
+    CUDA_CHECK(
+        cudaMemcpyAsync(dst->data, src, sd_tensor_bytes(dst), cudaMemcpyHostToDevice, cu->stream));
     CUDA_CHECK(cudaStreamSynchronize(cu->stream));
     return 0;
   }
-  if (!is_float_dtype(src_dtype) || !is_float_dtype(dst->dtype))
+  if (!is_float_dtype(dst->dtype))
     return SD_ERROR("cuda upload: cannot convert %s to %s", sd_dtype_name(src_dtype),
                     sd_dtype_name(dst->dtype));
   size_t src_size = sd_dtype_size(src_dtype), dst_size = sd_dtype_size(dst->dtype);
@@ -277,7 +278,8 @@ static int init_state(sd_cuda *cu, int device, sd_dtype act_dtype) {
   CUBLAS_CHECK(cublasSetStream(cu->blas, cu->stream));
   /* fp32 accumulation also inside split-K reductions of 16-bit GEMMs */
   CUBLAS_CHECK(cublasSetMathMode(
-      cu->blas, (cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
+      cu->blas,
+      (cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
   CUBLAS_CHECK(cublasLtCreate(&cu->lt));
   CUDA_CHECK(cudaMalloc(&cu->lt_workspace, SD_CUDA_LT_WORKSPACE));
   cu->lt_workspace_bytes = SD_CUDA_LT_WORKSPACE;

@@ -26,27 +26,27 @@ static inline int sd_cuda_fail(const char *src_file, int src_line, const char *c
   do {                                                                                             \
     cudaError_t sd_cuda_err_ = (call);                                                             \
     if (sd_cuda_err_ != cudaSuccess)                                                               \
-      return sd_cuda_fail(__FILE__, __LINE__, #call, cudaGetErrorString(sd_cuda_err_));           \
+      return sd_cuda_fail(__FILE__, __LINE__, #call, cudaGetErrorString(sd_cuda_err_));            \
   } while (0)
 
 #define CUBLAS_CHECK(call)                                                                         \
   do {                                                                                             \
     cublasStatus_t sd_cublas_status_ = (call);                                                     \
     if (sd_cublas_status_ != CUBLAS_STATUS_SUCCESS)                                                \
-      return sd_cuda_fail(__FILE__, __LINE__, #call, cublasGetStatusString(sd_cublas_status_));   \
+      return sd_cuda_fail(__FILE__, __LINE__, #call, cublasGetStatusString(sd_cublas_status_));    \
   } while (0)
 
 #define CUDNN_CHECK(call)                                                                          \
   do {                                                                                             \
     cudnnStatus_t sd_cudnn_status_ = (call);                                                       \
     if (sd_cudnn_status_ != CUDNN_STATUS_SUCCESS)                                                  \
-      return sd_cuda_fail(__FILE__, __LINE__, #call, cudnnGetErrorString(sd_cudnn_status_));      \
+      return sd_cuda_fail(__FILE__, __LINE__, #call, cudnnGetErrorString(sd_cudnn_status_));       \
   } while (0)
 
 /* After `kernel<<<...>>>(...)`: reports a failed launch, naming the kernel. */
 #define CUDA_CHECK_LAUNCH(kernel_name)                                                             \
   do {                                                                                             \
-    cudaError_t sd_cuda_err_ = cudaGetLastError();                                                \
+    cudaError_t sd_cuda_err_ = cudaGetLastError();                                                 \
     if (sd_cuda_err_ != cudaSuccess)                                                               \
       return sd_cuda_fail(__FILE__, __LINE__, "launch of " kernel_name,                            \
                           cudaGetErrorString(sd_cuda_err_));                                       \

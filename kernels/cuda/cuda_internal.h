@@ -32,12 +32,12 @@ typedef struct sd_cuda {
   int device;
   int sm_count;
   cudaStream_t stream;
-  cublasHandle_t blas;  /* batched GEMMs of attention, GEMM fallback of linear */
-  cublasLtHandle_t lt;  /* linear */
-  void *lt_workspace;   /* cuBLASLt workspace (device) */
+  cublasHandle_t blas; /* batched GEMMs of attention, GEMM fallback of linear */
+  cublasLtHandle_t lt; /* linear */
+  void *lt_workspace;  /* cuBLASLt workspace (device) */
   size_t lt_workspace_bytes;
-  cudnnHandle_t dnn;    /* conv2d */
-  void *scratch;        /* op scratch (device), see sd_cuda_scratch */
+  cudnnHandle_t dnn; /* conv2d */
+  void *scratch;     /* op scratch (device), see sd_cuda_scratch */
   size_t scratch_bytes;
   sd_cuda_staging_slot staging[SD_CUDA_STAGING_SLOTS];
   int staging_next;
@@ -60,8 +60,8 @@ int sd_cuda_stage_to_device(sd_cuda *cu, const void *host, size_t bytes, void *d
 
 /* Elementwise dtype conversion dst (n, dst_dtype) = src (n, src_dtype) on the stream; sources
  * F32, F16, BF16, I32, destinations F32, F16, BF16; float32 -> 16-bit rounds to nearest even. */
-int sd_cuda_convert(sd_cuda *cu, sd_dtype src_dtype, const void *src, sd_dtype dst_dtype,
-                    void *dst, int64_t n);
+int sd_cuda_convert(sd_cuda *cu, sd_dtype src_dtype, const void *src, sd_dtype dst_dtype, void *dst,
+                    int64_t n);
 
 /* y (rows, cols) = act(x + bias (cols)) (bias may be NULL; y may alias x): the activation op,
  * and the epilogue of linear when cuBLASLt does not fuse it. */
@@ -93,11 +93,9 @@ int sd_cuda_activation(sd_backend *be, const sd_tensor *x, sd_activation act, sd
 int sd_cuda_geglu(sd_backend *be, const sd_tensor *x, sd_tensor *y);
 int sd_cuda_lincomb(sd_backend *be, int n, const float *coeffs, const sd_tensor *const *xs,
                     sd_tensor *y);
-int sd_cuda_add_channel_bias(sd_backend *be, const sd_tensor *x, const sd_tensor *v,
-                             sd_tensor *y);
+int sd_cuda_add_channel_bias(sd_backend *be, const sd_tensor *x, const sd_tensor *v, sd_tensor *y);
 int sd_cuda_upsample_nearest2x(sd_backend *be, const sd_tensor *x, sd_tensor *y);
-int sd_cuda_concat_channels(sd_backend *be, const sd_tensor *a, const sd_tensor *b,
-                            sd_tensor *y);
+int sd_cuda_concat_channels(sd_backend *be, const sd_tensor *a, const sd_tensor *b, sd_tensor *y);
 int sd_cuda_transpose(sd_backend *be, const sd_tensor *x, sd_tensor *y);
 int sd_cuda_embedding(sd_backend *be, const sd_tensor *table, const int32_t *ids, int64_t n,
                       sd_tensor *y);
@@ -110,9 +108,9 @@ int sd_cuda_clamp(sd_backend *be, const sd_tensor *x, float lo, float hi, sd_ten
 #define SD_CUDA_TYPED_CALL(dtype, what, fn, ...)                                                   \
   ((dtype) == SD_DTYPE_F16    ? fn<__half>(__VA_ARGS__)                                            \
    : (dtype) == SD_DTYPE_BF16 ? fn<__nv_bfloat16>(__VA_ARGS__)                                     \
-   : (dtype) == SD_DTYPE_F32  ? fn<float>(__VA_ARGS__)                                             \
-                              : SD_ERROR("%s: dtype %s is not supported on CUDA", what,             \
-                                         sd_dtype_name(dtype)))
+   : (dtype) == SD_DTYPE_F32                                                                       \
+       ? fn<float>(__VA_ARGS__)                                                                    \
+       : SD_ERROR("%s: dtype %s is not supported on CUDA", what, sd_dtype_name(dtype)))
 
 template <typename T> __device__ __forceinline__ float sd_load_f32(const T *p);
 template <> __device__ __forceinline__ float sd_load_f32<float>(const float *p) {
@@ -136,8 +134,7 @@ template <> __device__ __forceinline__ void sd_store_f32<float>(float *p, float 
 template <> __device__ __forceinline__ void sd_store_f32<__half>(__half *p, float v) {
   *p = __float2half_rn(v);
 }
-template <>
-__device__ __forceinline__ void sd_store_f32<__nv_bfloat16>(__nv_bfloat16 *p, float v) {
+template <> __device__ __forceinline__ void sd_store_f32<__nv_bfloat16>(__nv_bfloat16 *p, float v) {
   *p = __float2bfloat16_rn(v);
 }
 

@@ -4,8 +4,7 @@
 
 /* y (rows, N) = x[:, :N] * gelu(x[:, N:]) for x (rows, 2N). */
 template <typename T>
-__global__ void geglu_kernel(const T *__restrict__ x, int64_t n, int64_t count,
-                             T *__restrict__ y) {
+__global__ void geglu_kernel(const T *__restrict__ x, int64_t n, int64_t count, T *__restrict__ y) {
   for (int64_t i = sd_grid_first(); i < count; i += sd_grid_stride()) {
     int64_t row = i / n, j = i % n;
     const T *in = x + row * 2 * n;
@@ -18,8 +17,8 @@ template <typename T> static int launch_geglu(sd_cuda *cu, const sd_tensor *x, s
   int64_t count = sd_tensor_numel(y);
   if (count == 0)
     return 0;
-  geglu_kernel<T><<<sd_cuda_blocks(count), SD_CUDA_THREADS, 0, cu->stream>>>(
-      (const T *)x->data, n, count, (T *)y->data);
+  geglu_kernel<T><<<sd_cuda_blocks(count), SD_CUDA_THREADS, 0, cu->stream>>>((const T *)x->data, n,
+                                                                             count, (T *)y->data);
   CUDA_CHECK_LAUNCH("geglu_kernel");
   return 0;
 }

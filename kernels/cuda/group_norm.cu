@@ -25,7 +25,8 @@ __device__ __forceinline__ welford welford_merge(welford a, welford b) {
     return a;
   float delta = b.mean - a.mean;
   float b_share = b.count / count;
-  welford merged = {count, a.mean + delta * b_share, a.m2 + b.m2 + delta * delta * a.count * b_share};
+  welford merged = {count, a.mean + delta * b_share,
+                    a.m2 + b.m2 + delta * delta * a.count * b_share};
   return merged;
 }
 
@@ -137,11 +138,12 @@ static int launch_group_norm(sd_cuda *cu, const sd_tensor *x, const sd_tensor *g
   void *scratch;
   SD_TRY(sd_cuda_scratch(cu, partials_offset + (size_t)(groups_total * parts) * sizeof(float3),
                          &scratch));
-  float2 *stats = (float2 *)scratch;                              /* (BG) */
+  float2 *stats = (float2 *)scratch;                                /* (BG) */
   float3 *partials = (float3 *)((char *)scratch + partials_offset); /* (BG, parts) */
 
-  group_stats_kernel<T><<<dim3((unsigned)groups_total, (unsigned)parts), SD_CUDA_THREADS, 0,
-                          cu->stream>>>((const T *)x->data, group_size, part_len, partials);
+  group_stats_kernel<T>
+      <<<dim3((unsigned)groups_total, (unsigned)parts), SD_CUDA_THREADS, 0, cu->stream>>>(
+          (const T *)x->data, group_size, part_len, partials);
   CUDA_CHECK_LAUNCH("group_stats_kernel");
   group_finalize_kernel<<<sd_cuda_blocks(groups_total), SD_CUDA_THREADS, 0, cu->stream>>>(
       partials, parts, groups_total, eps, stats);

@@ -41,9 +41,9 @@ static int launch_layer_norm(sd_cuda *cu, const sd_tensor *x, const sd_tensor *g
   int threads = (int)((c + 31) / 32 * 32);
   threads = threads > 256 ? 256 : threads;
   unsigned blocks = (unsigned)(rows < INT32_MAX ? rows : INT32_MAX);
-  layer_norm_kernel<T><<<blocks, threads, 0, cu->stream>>>(
-      (const T *)x->data, (const T *)gamma->data, (const T *)beta->data, rows, c, eps,
-      (T *)y->data);
+  layer_norm_kernel<T>
+      <<<blocks, threads, 0, cu->stream>>>((const T *)x->data, (const T *)gamma->data,
+                                           (const T *)beta->data, rows, c, eps, (T *)y->data);
   CUDA_CHECK_LAUNCH("layer_norm_kernel");
   return 0;
 }

@@ -11,8 +11,7 @@ template <typename T> struct lincomb_args {
   int n;
 };
 
-template <typename T>
-__global__ void lincomb_kernel(lincomb_args<T> args, int64_t count, T *y) {
+template <typename T> __global__ void lincomb_kernel(lincomb_args<T> args, int64_t count, T *y) {
   for (int64_t e = sd_grid_first(); e < count; e += sd_grid_stride()) {
     float acc = __fmul_rn(args.c[0], sd_load_f32(args.x[0] + e));
     for (int i = 1; i < args.n; i++)
@@ -33,8 +32,8 @@ static int launch_lincomb(sd_cuda *cu, int n, const float *coeffs, const sd_tens
     args.c[i] = coeffs[i];
   }
   args.n = n;
-  lincomb_kernel<T><<<sd_cuda_blocks(count), SD_CUDA_THREADS, 0, cu->stream>>>(args, count,
-                                                                               (T *)y->data);
+  lincomb_kernel<T>
+      <<<sd_cuda_blocks(count), SD_CUDA_THREADS, 0, cu->stream>>>(args, count, (T *)y->data);
   CUDA_CHECK_LAUNCH("lincomb_kernel");
   return 0;
 }

@@ -6,8 +6,9 @@
  * y = w^T . x with m = N, n = M, k = K: A = w transposed, B = x. The bias runs along the rows of
  * that column-major y, which is the broadcast of cuBLASLt's BIAS epilogue.
  *
- * Epilogues: BIAS adds b. cuBLASLt's GELU epilogue is the tanh approximation, so it serves
- * SD_ACT_GELU_TANH only; exact GELU, SiLU and QuickGELU run as a separate kernel on y, which also
+ * Epilogues: BIAS adds b. cuBLASLt's GELU epilogue is the tanh approximation (PyTorch's
+ * _addmm_activation treats it so), so it serves SD_ACT_GELU_TANH with 16-bit activations only;
+ * exact GELU, SiLU and QuickGELU (and everything in F32) run as a separate kernel on y, which also
  * matches PyTorch's rounding (the GEMM output is rounded to the activation dtype first).
  *
  * A plan (descriptors + the heuristic's algorithm) is cached per shape, epilogue and pointer
@@ -123,12 +124,12 @@ static int plan_create(sd_cuda *cu, const linear_key *key, const void *bias, lin
   if (bias)
     CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                 &bias, sizeof bias));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->w_layout, type, (uint64_t)key->k,
-                                          (uint64_t)key->n, key->k));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->x_layout, type, (uint64_t)key->k,
-                                          (uint64_t)key->m, key->k));
-  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->y_layout, type, (uint64_t)key->n,
-                                          (uint64_t)key->m, key->n));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->w_layout, type, (uint64_t)key->k, (uint64_t)key->n,
+                                          key->k));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->x_layout, type, (uint64_t)key->k, (uint64_t)key->m,
+                                          key->k));
+  CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->y_layout, type, (uint64_t)key->n, (uint64_t)key->m,
+                                          key->n));
   cublasLtMatmulPreference_t pref;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   int rc = plan_search(cu, plan, pref);
@@ -176,7 +177,8 @@ int sd_cuda_linear(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const
   if (m == 0 || n == 0)
     return 0;
   const void *bias = b ? b->data : NULL;
-  bool fuse_act = act == SD_ACT_GELU_TANH;
+  /* F32, the debugging mode, keeps the activation in our float32 kernel */
+  bool fuse_act = act == SD_ACT_GELU_TANH && y->dtype != SD_DTYPE_F32;
 
   linear_key key;
   memset(&key, 0, sizeof key); /* padding too: keys compare with memcmp */

@@ -3,13 +3,12 @@
  * bank conflicts). Values are copied bit for bit. */
 #include "cuda_internal.h"
 
-#define TILE 32
+#define TILE      32
 #define TILE_ROWS 8 /* threads per tile column: each thread moves TILE / TILE_ROWS values */
 
 /* grid (ceil(N / TILE), ceil(M / TILE), B), block (TILE, TILE_ROWS). */
 template <typename T>
-__global__ void transpose_kernel(const T *__restrict__ x, int64_t m, int64_t n,
-                                 T *__restrict__ y) {
+__global__ void transpose_kernel(const T *__restrict__ x, int64_t m, int64_t n, T *__restrict__ y) {
   __shared__ T tile[TILE][TILE + 1];
   const T *in = x + (int64_t)blockIdx.z * m * n; /* (M, N) */
   T *out = y + (int64_t)blockIdx.z * m * n;      /* (N, M) */
@@ -27,8 +26,7 @@ __global__ void transpose_kernel(const T *__restrict__ x, int64_t m, int64_t n,
   }
 }
 
-template <typename T>
-static int launch_transpose(sd_cuda *cu, const sd_tensor *x, sd_tensor *y) {
+template <typename T> static int launch_transpose(sd_cuda *cu, const sd_tensor *x, sd_tensor *y) {
   int64_t batch = x->shape[0], m = x->shape[1], n = x->shape[2];
   if (batch * m * n == 0)
     return 0;
@@ -37,8 +35,8 @@ static int launch_transpose(sd_cuda *cu, const sd_tensor *x, sd_tensor *y) {
     return SD_ERROR("transpose: (%lld, %lld, %lld) beyond the grid limits", (long long)batch,
                     (long long)m, (long long)n);
   dim3 grid((unsigned)n_tiles, (unsigned)m_tiles, (unsigned)batch);
-  transpose_kernel<T><<<grid, dim3(TILE, TILE_ROWS), 0, cu->stream>>>((const T *)x->data, m, n,
-                                                                       (T *)y->data);
+  transpose_kernel<T>
+      <<<grid, dim3(TILE, TILE_ROWS), 0, cu->stream>>>((const T *)x->data, m, n, (T *)y->data);
   CUDA_CHECK_LAUNCH("transpose_kernel");
   return 0;
 }

@@ -13,8 +13,7 @@ __global__ void upsample_nearest2x_kernel(const T *__restrict__ x, int64_t h, in
   }
 }
 
-template <typename T>
-static int launch_upsample(sd_cuda *cu, const sd_tensor *x, sd_tensor *y) {
+template <typename T> static int launch_upsample(sd_cuda *cu, const sd_tensor *x, sd_tensor *y) {
   int64_t count = sd_tensor_numel(y);
   if (count == 0)
     return 0;
@@ -25,6 +24,5 @@ static int launch_upsample(sd_cuda *cu, const sd_tensor *x, sd_tensor *y) {
 }
 
 int sd_cuda_upsample_nearest2x(sd_backend *be, const sd_tensor *x, sd_tensor *y) {
-  return SD_CUDA_TYPED_CALL(x->dtype, "upsample_nearest2x", launch_upsample, sd_cuda_of(be), x,
-                            y);
+  return SD_CUDA_TYPED_CALL(x->dtype, "upsample_nearest2x", launch_upsample, sd_cuda_of(be), x, y);
 }

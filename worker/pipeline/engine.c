@@ -39,10 +39,18 @@ int sd_engine_open(const sd_engine_params *params, sd_engine **out) {
     sd_error_context("%s: tokenizer", params->model_path);
     goto fail;
   }
-  if (strcmp(params->device, "cpu") == 0)
+  bool is_auto = strcmp(params->device, "auto") == 0;
+  if (strcmp(params->device, "cpu") == 0) {
     engine->be = sd_backend_cpu_create(params->threads);
-  else
+  } else if (is_auto || strcmp(params->device, "cuda") == 0) {
+    engine->be = sd_backend_cuda_create(params->device_index, SD_DTYPE_F16);
+    if (!engine->be && is_auto) {
+      sd_error_clear();
+      engine->be = sd_backend_cpu_create(params->threads);
+    }
+  } else {
     engine->be = sd_backend_create(params->device);
+  }
   if (!engine->be)
     goto fail;
   if (sd_weights_upload(engine->be, engine->files->clip_tensors, "text_encoder",

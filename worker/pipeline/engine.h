@@ -20,7 +20,8 @@ typedef struct sd_engine_params {
   const char *model_yaml;  /* optional LDM YAML for single files (NULL) */
   const char *clip_bpe_gz; /* CLIP BPE file for single files (NULL: the built-in path) */
   const char *device;      /* "cpu", "cuda" or "auto" */
-  int threads;             /* CPU threads (0: all cores) */
+  int device_index;        /* CUDA device for "cuda" and "auto" (default 0) */
+  int threads;             /* CPU threads (0: all cores); also for "auto" falling back to cpu */
 } sd_engine_params;
 
 void sd_engine_params_init(sd_engine_params *params);
@@ -63,6 +64,8 @@ typedef struct sd_txt2img_result {
 /* Checks a batch's settings against the model (multiples of 8, sizes, steps >= 1, karras
  * allowed); -1 with a user-facing error otherwise. */
 int sd_txt2img_check(const sd_engine *engine, const sd_txt2img_batch *batch);
+/* The same check from a model's files alone (no weights loaded), e.g. before a job starts. */
+int sd_txt2img_check_model(const sd_model_files *model, const sd_txt2img_batch *batch);
 
 /* Renders n items (n >= 1) into results[0..n-1] (freed with sd_txt2img_result_free). */
 int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2img_item *items,

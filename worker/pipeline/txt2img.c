@@ -10,9 +10,13 @@
 #include <string.h>
 
 int sd_txt2img_check(const sd_engine *engine, const sd_txt2img_batch *batch) {
-  int factor = sd_engine_vae_scale_factor(engine);
+  return sd_txt2img_check_model(engine->files, batch);
+}
+
+int sd_txt2img_check_model(const sd_model_files *model, const sd_txt2img_batch *batch) {
+  int factor = 1 << (model->vae.num_levels - 1);
   /* the UNet halves the latent once per level but the last; sizes must stay whole */
-  int unet_factor = 1 << (engine->files->unet.num_levels - 1);
+  int unet_factor = 1 << (model->unet.num_levels - 1);
   int multiple = factor * unet_factor;
   if (batch->width <= 0 || batch->height <= 0 || batch->width % factor || batch->height % factor)
     return SD_ERROR("width and height must be positive multiples of %d (got %dx%d)", factor,
@@ -21,17 +25,17 @@ int sd_txt2img_check(const sd_engine *engine, const sd_txt2img_batch *batch) {
     return SD_ERROR("width and height must be multiples of %d for this model (got %dx%d): the "
                     "UNet halves the %dx%d latent %d times",
                     multiple, batch->width, batch->height, batch->width / factor,
-                    batch->height / factor, engine->files->unet.num_levels - 1);
+                    batch->height / factor, model->unet.num_levels - 1);
   if (batch->width > 8192 || batch->height > 8192)
     return SD_ERROR("width and height must be at most 8192 (got %dx%d)", batch->width,
                     batch->height);
-  if (batch->steps < 1 || batch->steps > engine->files->scheduler.num_train_timesteps)
+  if (batch->steps < 1 || batch->steps > model->scheduler.num_train_timesteps)
     return SD_ERROR("steps must be between 1 and %d (got %d)",
-                    engine->files->scheduler.num_train_timesteps, batch->steps);
-  if (engine->files->unet.in_channels != engine->files->vae.latent_channels)
+                    model->scheduler.num_train_timesteps, batch->steps);
+  if (model->unet.in_channels != model->vae.latent_channels)
     return SD_ERROR("this model's UNet takes %d input channels (an inpainting or depth model); "
                     "txt2img needs %d",
-                    engine->files->unet.in_channels, engine->files->vae.latent_channels);
+                    model->unet.in_channels, model->vae.latent_channels);
   if (batch->karras && !sd_scheduler_supports_karras(batch->scheduler))
     return SD_ERROR("scheduler %s has no Karras sigma schedule",
                     sd_scheduler_kind_name(batch->scheduler));

@@ -1,0 +1,218 @@
+/* sdbatch export: a job's output file as PNG files (one per done item, the parameters in a text
+ * chunk) and/or contact sheets (labelled grids over two sweep axes). Reads the file only. */
+#include "cli.h"
+
+#include "coordinator/contact_sheet.h"
+#include "coordinator/output.h"
+#include "kernels/error.h"
+#include "worker/io/png_image.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define EXPORT_BLOCK 4096
+
+static const char *const export_help =
+    "Usage: sdbatch export OUT.h5 --png DIR\n"
+    "       sdbatch export OUT.h5 --grid FILE.png [--rows AXIS] [--cols AXIS]\n"
+    "                             [--max-side PX] [--max-sheets N]\n"
+    "\n"
+    "Writes the images of a job's output file (only reads the file; works while a run writes\n"
+    "it). --png and --grid may be given together.\n"
+    "\n"
+    "  --png DIR         one PNG per done item, DIR/item-000123.png (by item index), with the\n"
+    "                    parameters in a 'parameters' text chunk (prompt, steps, sampler, CFG\n"
+    "                    scale, seed, size, model) and the item and job in an 'sdbatch' chunk\n"
+    "  --grid FILE.png   contact sheets: rows and columns are two sweep axes, labelled with\n"
+    "                    their values; one sheet per combination of the other axes (FILE.png\n"
+    "                    when there is one, else FILE-001.png, FILE-002.png, ...). Failed cells\n"
+    "                    are dark grey with a red cross, pending ones light grey\n"
+    "  --rows AXIS       seed (default), prompt, guidance_scale, steps or scheduler\n"
+    "  --cols AXIS       default: the swept axis with the most values among guidance_scale,\n"
+    "                    steps and scheduler (else prompt, else seed)\n"
+    "  --max-side PX     shrink the cells so that no sheet side exceeds PX (default 8192)\n"
+    "  --max-sheets N    write at most the first N sheets (default 100)\n"
+    "  --help            this text\n";
+
+/* The "parameters" text of an item, in the layout other Stable Diffusion tools read. */
+static void item_parameters(const sd_output_info *info, const sd_output_record *rec,
+                            const char *prompt, char *buf, size_t size) {
+  snprintf(buf, size,
+           "%s\nSteps: %d, Sampler: %s, CFG scale: %g, Seed: %lld, Size: %dx%d, Model: %s", prompt,
+           rec->steps, rec->scheduler[0] ? rec->scheduler : "default", rec->guidance_scale,
+           (long long)rec->seed, info->width, info->height, info->model_path);
+}
+
+static int export_item(sd_output_reader *reader, const char *path, const char *dir, int64_t index,
+                       const sd_output_record *rec, uint8_t *rgb) {
+  const sd_output_info *info = sd_output_reader_info(reader);
+  char *prompt = NULL;
+  SD_TRY(sd_output_read_image(reader, index, rgb));
+  SD_TRY(sd_output_read_prompt(reader, rec->prompt_index, &prompt));
+  size_t size = strlen(prompt) + 1024;
+  char *parameters = malloc(size);
+  char *file = malloc(strlen(dir) + 32);
+  char origin[512];
+  int rc = -1;
+  if (!parameters || !file) {
+    SD_ERROR("out of memory");
+    goto out;
+  }
+  item_parameters(info, rec, prompt, parameters, size);
+  snprintf(origin, sizeof origin, "item %lld of %s (job %s)", (long long)index, path,
+           info->job_hash);
+  sprintf(file, "%s/item-%06lld.png", dir, (long long)index);
+  const sd_png_text texts[] = {{"parameters", parameters}, {"sdbatch", origin}};
+  rc = sd_png_write_rgb(file, rgb, info->width, info->height, texts, 2);
+out:
+  free(prompt);
+  free(parameters);
+  free(file);
+  return rc;
+}
+
+static int export_pngs(sd_output_reader *reader, const char *path, const char *dir) {
+  if (mkdir(dir, 0777) < 0 && errno != EEXIST)
+    return SD_ERROR("%s: cannot make the folder: %s", dir, strerror(errno));
+  const sd_output_info *info = sd_output_reader_info(reader);
+  sd_output_record *records = malloc(EXPORT_BLOCK * sizeof *records);
+  uint8_t *rgb = malloc((size_t)info->width * info->height * 3);
+  int64_t written = 0;
+  int rc = 0;
+  if (!records || !rgb)
+    rc = SD_ERROR("out of memory");
+  for (int64_t start = 0; rc == 0 && start < info->n_items; start += EXPORT_BLOCK) {
+    int64_t count = info->n_items - start < EXPORT_BLOCK ? info->n_items - start : EXPORT_BLOCK;
+    rc = sd_output_read_records(reader, start, count, records);
+    for (int64_t i = 0; rc == 0 && i < count; i++) {
+      if (records[i].status != SD_ITEM_DONE)
+        continue;
+      rc = export_item(reader, path, dir, start + i, &records[i], rgb);
+      if (rc < 0)
+        sd_error_context("item %lld", (long long)(start + i));
+      else
+        written++;
+    }
+  }
+  free(records);
+  free(rgb);
+  if (rc == 0)
+    printf("wrote %lld PNG files to %s\n", (long long)written, dir);
+  return rc;
+}
+
+/* FILE.png for a single sheet, FILE-001.png ... for several. */
+static char *sheet_path(const char *grid, int64_t index, int64_t count) {
+  size_t len = strlen(grid);
+  char *path = malloc(len + 32);
+  if (!path)
+    return NULL;
+  if (count == 1) {
+    memcpy(path, grid, len + 1);
+    return path;
+  }
+  size_t stem = len > 4 && strcmp(grid + len - 4, ".png") == 0 ? len - 4 : len;
+  int digits = count > 999 ? snprintf(NULL, 0, "%lld", (long long)count) : 3;
+  sprintf(path, "%.*s-%0*lld.png", (int)stem, grid, digits, (long long)index + 1);
+  return path;
+}
+
+static int export_grid(sd_output_reader *reader, const char *grid,
+                       const sd_sheet_options *options) {
+  const sd_output_info *info = sd_output_reader_info(reader);
+  sd_sweep *sweep = NULL;
+  SD_TRY(sd_sweep_scan(reader, &sweep));
+  sd_sheet_plan plan;
+  int rc = sd_sheet_plan_make(sweep, info, options, &plan);
+  char title[2048];
+  for (int64_t s = 0; rc == 0 && s < plan.n_written; s++) {
+    uint8_t *rgb = NULL;
+    char *file = sheet_path(grid, s, plan.n_written);
+    if (!file) {
+      rc = SD_ERROR("out of memory");
+      break;
+    }
+    rc = sd_sheet_render(reader, sweep, &plan, s, &rgb, title, sizeof title);
+    if (rc == 0) {
+      const sd_png_text texts[] = {{"parameters", title}};
+      rc = sd_png_write_rgb(file, rgb, plan.sheet_w, plan.sheet_h, texts, 1);
+    }
+    if (rc == 0)
+      printf("wrote %s (%dx%d): %s\n", file, plan.sheet_w, plan.sheet_h, title);
+    free(rgb);
+    free(file);
+  }
+  if (rc == 0 && plan.n_written < plan.n_sheets)
+    printf("note: wrote the first %lld of %lld sheets (one per combination of %s, %s and %s); "
+           "--max-sheets raises the limit\n",
+           (long long)plan.n_written, (long long)plan.n_sheets, sd_axis_name(plan.fixed[0]),
+           sd_axis_name(plan.fixed[1]), sd_axis_name(plan.fixed[2]));
+  sd_sweep_free(sweep);
+  return rc;
+}
+
+int cmd_export(int argc, char **argv) {
+  const char *cmd = "export";
+  const char *png_dir = NULL, *grid = NULL;
+  sd_sheet_options sheet = sd_sheet_options_default();
+  static const struct option options[] = {
+      {"png", required_argument, NULL, 'p'},      {"grid", required_argument, NULL, 'g'},
+      {"rows", required_argument, NULL, 'r'},     {"cols", required_argument, NULL, 'c'},
+      {"max-side", required_argument, NULL, 's'}, {"max-sheets", required_argument, NULL, 'n'},
+      {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+  };
+  optind = 1;
+  opterr = 0;
+  int opt, value;
+  while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+    switch (opt) {
+    case 'p':
+      png_dir = optarg;
+      break;
+    case 'g':
+      grid = optarg;
+      break;
+    case 'r':
+    case 'c':
+      if (sd_axis_parse(optarg, opt == 'r' ? &sheet.rows : &sheet.cols) < 0)
+        return cli_usage_error(cmd, "%s: %s", opt == 'r' ? "--rows" : "--cols", sd_error_message());
+      break;
+    case 's':
+      if (cli_parse_int(cmd, "--max-side", optarg, 64, 65535, &sheet.max_side) < 0)
+        return 2;
+      break;
+    case 'n':
+      if (cli_parse_int(cmd, "--max-sheets", optarg, 1, 1000000, &value) < 0)
+        return 2;
+      sheet.max_sheets = value;
+      break;
+    case 'h':
+      fputs(export_help, stdout);
+      return 0;
+    default:
+      return cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
+    }
+  }
+  if (optind >= argc)
+    return cli_usage_error(cmd, "the output file (OUT.h5) is required");
+  if (optind + 1 < argc)
+    return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind + 1]);
+  if (!png_dir && !grid)
+    return cli_usage_error(cmd, "nothing to do: give --png DIR and/or --grid FILE.png");
+  const char *path = argv[optind];
+
+  sd_output_reader *reader = NULL;
+  if (sd_output_reader_open(path, &reader) < 0)
+    return cli_report_error(cmd);
+  int status = 0;
+  if (png_dir && export_pngs(reader, path, png_dir) < 0)
+    status = (sd_error_context("%s", path), cli_report_error(cmd));
+  if (status == 0 && grid && export_grid(reader, grid, &sheet) < 0)
+    status = (sd_error_context("%s", path), cli_report_error(cmd));
+  sd_output_reader_close(reader);
+  return status;
+}

@@ -1,0 +1,128 @@
+/* sdbatch inspect: a summary of a job's output file (schema, job, model, size, progress, the
+ * sweep's axes, the first failures). Reads the file only; works while a run is writing it. */
+#include "cli.h"
+
+#include "coordinator/contact_sheet.h"
+#include "coordinator/output.h"
+#include "kernels/error.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Axis values listed before "..." */
+#define LISTED_VALUES 12
+/* Failure reasons shown */
+#define SHOWN_FAILURES 5
+
+static const char *const inspect_help =
+    "Usage: sdbatch inspect OUT.h5\n"
+    "\n"
+    "Prints a summary of a job's output file: schema version, the job file and its hash, the\n"
+    "model, the image size, how many items are done, failed and pending, the values each sweep\n"
+    "axis takes (prompt, seed, guidance_scale, steps, scheduler) and the first failure reasons.\n"
+    "The file is only read; it may be inspected while `sdbatch run` writes it (the counts are as\n"
+    "of the run's last flush). Exit status 0, or 1 with an error naming the file.\n"
+    "\n"
+    "  --help  this text\n";
+
+static void print_axis(const sd_sweep *sweep, sd_axis axis) {
+  int n = sd_sweep_axis_count(sweep, axis);
+  bool truncated = sd_sweep_axis_truncated(sweep, axis);
+  printf("  %-15s %s%d value%s:", sd_axis_name(axis), truncated ? "more than " : "", n,
+         n == 1 && !truncated ? "" : "s");
+  for (int i = 0; i < n && i < LISTED_VALUES; i++) {
+    char value[64];
+    sd_sweep_axis_value_text(sweep, axis, i, value, sizeof value);
+    printf("%s %s", i ? "," : "", value);
+  }
+  if (n > LISTED_VALUES || truncated)
+    printf(", ...");
+  printf("\n");
+}
+
+static int print_summary(const char *path, sd_output_reader *reader, const sd_sweep *sweep) {
+  const sd_output_info *info = sd_output_reader_info(reader);
+  int64_t done = sd_sweep_status_count(sweep, SD_ITEM_DONE);
+  int64_t failed = sd_sweep_status_count(sweep, SD_ITEM_FAILED);
+  int64_t pending = sd_sweep_status_count(sweep, SD_ITEM_PENDING);
+  printf("file            %s\n", path);
+  printf("schema          version %d (written by sdbatch %s)\n", info->schema_version,
+         info->sdbatch_version);
+  printf("job             %s\n", info->job_path[0] ? info->job_path : "(path not recorded)");
+  printf("job hash        %s\n", info->job_hash);
+  printf("model           %s\n", info->model_path);
+  printf("model identity  %s\n", info->model_identity);
+  printf("created         %s\n", info->created);
+  printf("updated         %s\n", info->updated[0] ? info->updated : "(no item flushed yet)");
+  if (info->save_latents)
+    printf("size            %dx%d pixels, latents %dx%dx%d\n", info->width, info->height,
+           info->latent_channels, info->latent_h, info->latent_w);
+  else
+    printf("size            %dx%d pixels, latents not saved\n", info->width, info->height);
+  printf("items           %lld total: %lld done, %lld failed, %lld pending (%.1f%% done)\n",
+         (long long)info->n_items, (long long)done, (long long)failed, (long long)pending,
+         100.0 * (double)done / (double)info->n_items);
+  printf("prompts         %lld\n", (long long)info->n_prompts);
+  if (info->metadata_complete)
+    printf("sweep           (all %lld items' metadata, written at creation)\n",
+           (long long)info->n_items);
+  else
+    printf("sweep           (the %lld done or failed items; pending items' metadata is written "
+           "with their results)\n",
+           (long long)sd_sweep_known_items(sweep));
+  if (sd_sweep_known_items(sweep) > 0) {
+    const sd_axis order[] = {SD_AXIS_PROMPT, SD_AXIS_SEED, SD_AXIS_GUIDANCE, SD_AXIS_STEPS,
+                             SD_AXIS_SCHEDULER};
+    for (int k = 0; k < SD_AXIS_COUNT; k++)
+      print_axis(sweep, order[k]);
+  }
+  if (failed > 0) {
+    const int64_t *indices = NULL;
+    int kept = sd_sweep_first_failures(sweep, &indices);
+    int shown = kept < SHOWN_FAILURES ? kept : SHOWN_FAILURES;
+    printf("failures        first %d of %lld:\n", shown, (long long)failed);
+    for (int k = 0; k < shown; k++) {
+      char reason[SD_OUTPUT_FAILURE_LEN];
+      SD_TRY(sd_output_read_failure(reader, indices[k], reason));
+      printf("  item %lld: %s\n", (long long)indices[k], reason);
+    }
+  }
+  return 0;
+}
+
+int cmd_inspect(int argc, char **argv) {
+  const char *cmd = "inspect";
+  static const struct option options[] = {
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  optind = 1;
+  opterr = 0;
+  int opt;
+  while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+    switch (opt) {
+    case 'h':
+      fputs(inspect_help, stdout);
+      return 0;
+    default:
+      return cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
+    }
+  }
+  if (optind >= argc)
+    return cli_usage_error(cmd, "the output file (OUT.h5) is required");
+  if (optind + 1 < argc)
+    return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind + 1]);
+  const char *path = argv[optind];
+
+  sd_output_reader *reader = NULL;
+  sd_sweep *sweep = NULL;
+  int status = 0;
+  if (sd_output_reader_open(path, &reader) < 0)
+    status = cli_report_error(cmd);
+  else if (sd_sweep_scan(reader, &sweep) < 0 || print_summary(path, reader, sweep) < 0)
+    status = (sd_error_context("%s", path), cli_report_error(cmd));
+  sd_sweep_free(sweep);
+  sd_output_reader_close(reader);
+  return status;
+}

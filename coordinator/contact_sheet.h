@@ -1,0 +1,96 @@
+/* Sweeps and contact sheets of an output file: the distinct values each axis (prompt, seed,
+ * guidance scale, steps, scheduler) takes among the file's items, and labelled grids of the
+ * images (rows = one axis, columns = another, one sheet per combination of the others) that
+ * `sdbatch export --grid` writes and `sdbatch inspect` summarises. */
+#ifndef SD_CONTACT_SHEET_H
+#define SD_CONTACT_SHEET_H
+
+#include "output.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Axes in the job's item order (slowest first), see jobs/job.h. */
+typedef enum sd_axis {
+  SD_AXIS_SCHEDULER = 0,
+  SD_AXIS_STEPS,
+  SD_AXIS_PROMPT,
+  SD_AXIS_SEED,
+  SD_AXIS_GUIDANCE,
+  SD_AXIS_COUNT,
+  SD_AXIS_NONE = -1,
+} sd_axis;
+
+/* Distinct values kept per axis; beyond, the smallest are kept and the axis is truncated. */
+#define SD_SWEEP_MAX_VALUES 4096
+/* Failed items whose index a sweep keeps (the first ones). */
+#define SD_SWEEP_FIRST_FAILURES 8
+
+/* "scheduler", "steps", "prompt", "seed", "guidance_scale" */
+const char *sd_axis_name(sd_axis axis);
+/* Parses an axis name (also "guidance" and "cfg"); -1 with an error listing the names. */
+int sd_axis_parse(const char *name, sd_axis *out);
+
+typedef struct sd_sweep sd_sweep;
+
+/* Reads the status and metadata of every item (in blocks) and collects each axis's values among
+ * the items whose metadata is known (all items when metadata_complete, else those done or
+ * failed), sorted (schedulers by name). */
+int sd_sweep_scan(sd_output_reader *reader, sd_sweep **out);
+void sd_sweep_free(sd_sweep *sweep);
+
+int64_t sd_sweep_status_count(const sd_sweep *sweep, int status);
+/* Items whose metadata was known (and so counted in the axes). */
+int64_t sd_sweep_known_items(const sd_sweep *sweep);
+int sd_sweep_axis_count(const sd_sweep *sweep, sd_axis axis);
+bool sd_sweep_axis_truncated(const sd_sweep *sweep, sd_axis axis);
+/* Value i of the axis as text: "7.5", "42", "euler", and for prompts the index ("3"). */
+void sd_sweep_axis_value_text(const sd_sweep *sweep, sd_axis axis, int i, char *buf, size_t size);
+/* Indices of the first failed items (up to SD_SWEEP_FIRST_FAILURES); returns how many. */
+int sd_sweep_first_failures(const sd_sweep *sweep, const int64_t **indices);
+
+/* How to lay out contact sheets. */
+typedef struct sd_sheet_options {
+  sd_axis rows, cols; /* SD_AXIS_NONE: the default (below) */
+  int max_side;       /* pixels, cells are shrunk to keep each side within it */
+  int64_t max_sheets; /* sheets written at most (the first ones) */
+} sd_sheet_options;
+
+/* Defaults: rows seed, columns the default axis, max_side 8192, max_sheets 100. */
+sd_sheet_options sd_sheet_options_default(void);
+
+/* The layout of the sheets of a sweep. */
+typedef struct sd_sheet_plan {
+  sd_axis rows, cols;
+  sd_axis fixed[SD_AXIS_COUNT - 2]; /* the other axes, one combination of them per sheet */
+  int64_t n_sheets;                 /* combinations of the fixed axes */
+  int64_t n_written;                /* min(n_sheets, max_sheets) */
+  int n_rows, n_cols;
+  int cell_w, cell_h;   /* pixels of one cell (the images, shrunk when needed) */
+  int scale;            /* label font scale */
+  int left, top, gap;   /* margins and gap, pixels */
+  int sheet_w, sheet_h; /* pixels */
+} sd_sheet_plan;
+
+/* Chooses the axes (defaults: columns the swept axis with the most values among guidance scale,
+ * steps and scheduler, else prompt, else seed; rows seed, or prompt when the columns are seeds)
+ * and the sizes. Fails when rows equal columns, an axis used for rows or columns is truncated,
+ * or the cells would fall under 8 pixels. */
+int sd_sheet_plan_make(const sd_sweep *sweep, const sd_output_info *info,
+                       const sd_sheet_options *options, sd_sheet_plan *plan);
+
+/* Renders sheet index (< n_written) into a malloc'ed rgb (sheet_h, sheet_w, 3); title gets the
+ * fixed axes' values (for the PNG's text and the caller's listing). Done cells show the image,
+ * failed ones a dark grey cell with a red cross, pending (or never seen) ones a light grey cell
+ * with "pending". */
+int sd_sheet_render(sd_output_reader *reader, const sd_sweep *sweep, const sd_sheet_plan *plan,
+                    int64_t index, uint8_t **rgb, char *title, size_t title_size);
+
+/* Shrinks src (h, w, 3) into dst (dh, dw, 3) by averaging, for each destination pixel, the
+ * source pixels [x * w / dw, (x + 1) * w / dw) x [y * h / dh, (y + 1) * h / dh) (integer
+ * division; at least one), rounded to nearest. dw <= w, dh <= h. dst_stride: bytes per dst row. */
+void sd_sheet_shrink(const uint8_t *src, int w, int h, uint8_t *dst, int dw, int dh,
+                     size_t dst_stride);
+
+#endif

@@ -1,0 +1,53 @@
+/* What rank 0 and the workers say to each other (over cluster.h's byte messages).
+ *
+ *   all ranks  <- rank 0   the plan (broadcast): stop, run or nothing to do, the job's hash and
+ *                          the items' sizes
+ *   worker -> rank 0       HELLO "<description>" (engine open; asks for a batch)
+ *                          FATAL "<error>" (cannot go on; rank 0 reports it and stops the run)
+ *                          RESULT per item of a batch, then REQUEST (the next batch), or
+ *                          INTERRUPTED (the worker got SIGTERM/SIGINT: the run stops)
+ *   rank 0 -> worker       WORK int64 indices[n], or STOP (the last message a worker gets)
+ *
+ * A worker has at most one unanswered request, and rank 0 answers each, so no rank waits on
+ * another that waits on it. Messages are raw host-order bytes: ranks run the same build on the
+ * same architecture. */
+#ifndef SD_RUN_MESSAGES_H
+#define SD_RUN_MESSAGES_H
+
+#include "render.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+  SD_TAG_HELLO = 1,
+  SD_TAG_FATAL,
+  SD_TAG_REQUEST,
+  SD_TAG_RESULT,
+  SD_TAG_INTERRUPTED,
+  SD_TAG_WORK,
+  SD_TAG_STOP,
+};
+
+enum {
+  SD_PLAN_STOP = 0,    /* rank 0 refused the job (it reports why); everyone exits 1 */
+  SD_PLAN_RUN = 1,     /* render */
+  SD_PLAN_NOTHING = 2, /* every item is done already */
+};
+
+/* Broadcast by rank 0 once it has checked the job, the model and the output file. */
+typedef struct sd_run_plan {
+  int32_t action; /* SD_PLAN_* */
+  sd_render_shape shape;
+  char job_hash[65]; /* the hash the output file holds (workers check they read the same job) */
+} sd_run_plan;
+
+/* A RESULT message: a header (index, done, reason length), then the latents (C, h, w) float32
+ * and the image (H, W, 3) when done, or the reason (NUL-terminated) when failed. */
+size_t sd_result_msg_bytes(const sd_render_shape *shape, const sd_item_result *result);
+void sd_result_msg_encode(const sd_render_shape *shape, const sd_item_result *result, uint8_t *buf);
+/* Points out's fields into buf (aligned as malloc aligns); -1 when the sizes do not add up. */
+int sd_result_msg_decode(const sd_render_shape *shape, const uint8_t *buf, size_t bytes,
+                         sd_item_result *out);
+
+#endif

@@ -1,0 +1,364 @@
+/* The output file's writer: creation (atomic: a temporary file renamed into place), resume
+ * checks, item writes and the flush that orders data before status (see output.h for the crash
+ * safety argument and docs/output.md for the schema). */
+#include "output_internal.h"
+
+#include "kernels/error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct sd_output {
+  char *path;
+  hid_t file;
+  int fd;                        /* the file's descriptor (HDF5's sec2 driver), for fdatasync */
+  sd_h5_dataset ds[SD_DS_COUNT]; /* latents: id -1 when not saved */
+  hid_t updated;                 /* scalar time string dataset */
+  hid_t scheduler_type, failure_type, time_type;
+  int64_t n_items, n_prompts;
+  bool save_latents;
+  bool metadata_complete;
+  uint8_t *status;            /* (n_items) as written; on disk as of the last flush */
+  int64_t dirty_lo, dirty_hi; /* status rows changed since the last flush: [lo, hi) */
+  int64_t counts[3];
+};
+
+/* Makes the rename of a new file durable. */
+static int fsync_parent_dir(const char *path) {
+  char *copy = strdup(path);
+  if (!copy)
+    return SD_ERROR("out of memory");
+  int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
+  int rc = 0;
+  if (fd < 0 || fsync(fd) < 0)
+    rc = SD_ERROR("cannot sync its folder: %s", strerror(errno));
+  if (fd >= 0)
+    close(fd);
+  free(copy);
+  return rc;
+}
+
+/* Creates the file under a temporary name and renames it into place, so that a kill during
+ * creation leaves no half-made file at path. */
+static int create_new(const sd_output_spec *spec) {
+  size_t len = strlen(spec->path) + sizeof ".creating";
+  char *tmp = malloc(len);
+  if (!tmp)
+    return SD_ERROR("out of memory");
+  snprintf(tmp, len, "%s.creating", spec->path);
+  int rc = sd_output_create_file(spec, tmp);
+  if (rc < 0) {
+    sd_error_context("%s", tmp);
+    unlink(tmp);
+  } else if (rename(tmp, spec->path) < 0) {
+    rc = SD_ERROR("cannot rename %s to %s: %s", tmp, spec->path, strerror(errno));
+    unlink(tmp);
+  } else if (fsync_parent_dir(spec->path) < 0) {
+    rc = sd_error_context("%s", spec->path);
+  }
+  free(tmp);
+  return rc;
+}
+
+/* Checks that the existing file at spec->path was started by this job with these shapes. */
+static int check_existing(const sd_output_spec *spec) {
+  sd_output_reader *reader = NULL;
+  if (sd_output_reader_open(spec->path, &reader) < 0) {
+    char message[1024];
+    snprintf(message, sizeof message, "%s", sd_error_message());
+    return SD_ERROR("%s; refusing to use it as the output (left untouched)", message);
+  }
+  const sd_output_info *info = sd_output_reader_info(reader);
+  int rc = 0;
+  if (strcmp(info->job_hash, spec->job_hash) != 0)
+    rc = SD_ERROR("%s: belongs to another job (the file's job_hash %s, this job's %s); refusing to "
+                  "touch it: move it away or change the job's output",
+                  spec->path, info->job_hash, spec->job_hash);
+  else if (strcmp(info->model_identity, spec->model_identity) != 0)
+    rc = SD_ERROR("%s: was started with another model (the file's model_identity %s, this run's "
+                  "%s); refusing to resume",
+                  spec->path, info->model_identity, spec->model_identity);
+  else if (info->n_items != spec->n_items || info->width != spec->width ||
+           info->height != spec->height || info->save_latents != spec->save_latents ||
+           info->n_prompts != spec->n_prompts ||
+           (spec->save_latents &&
+            (info->latent_channels != spec->latent_channels || info->latent_h != spec->latent_h ||
+             info->latent_w != spec->latent_w)))
+    rc = SD_ERROR(
+        "%s: same job but other shapes (the file: %lld items of %dx%d, %lld prompts, "
+        "latents %s (%d, %d, %d); this run: %lld items of %dx%d, %lld prompts, latents "
+        "%s (%d, %d, %d)); refusing to resume",
+        spec->path, (long long)info->n_items, info->width, info->height, (long long)info->n_prompts,
+        info->save_latents ? "on" : "off", info->latent_channels, info->latent_h, info->latent_w,
+        (long long)spec->n_items, spec->width, spec->height, (long long)spec->n_prompts,
+        spec->save_latents ? "on" : "off", spec->latent_channels, spec->latent_h, spec->latent_w);
+  sd_output_reader_close(reader);
+  return rc;
+}
+
+/* Loads the status column into memory and counts it. */
+static int load_status(sd_output *o) {
+  SD_TRY(sd_h5_dataset_read_rows(&o->ds[SD_DS_STATUS], H5T_NATIVE_UINT8, 0, o->n_items, o->status));
+  for (int64_t i = 0; i < o->n_items; i++) {
+    if (o->status[i] > SD_ITEM_FAILED)
+      return SD_ERROR("dataset 'status': item %lld has value %u (expected 0, 1 or 2)", (long long)i,
+                      o->status[i]);
+    o->counts[o->status[i]]++;
+  }
+  return 0;
+}
+
+static int open_for_writing(sd_output *o) {
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  if (fapl < 0 || H5Pset_libver_bounds(fapl, H5F_LIBVER_EARLIEST, H5F_LIBVER_V18) < 0 ||
+      H5Pset_file_locking(fapl, 1, 1) < 0) {
+    SD_H5_ERROR("cannot set up file access");
+    goto fail_fapl;
+  }
+  o->file = H5Fopen(o->path, H5F_ACC_RDWR, fapl);
+  if (o->file < 0) {
+    SD_H5_ERROR("cannot open for writing (is another sdbatch run writing it?)");
+    goto fail_fapl;
+  }
+  int *fd = NULL;
+  if (H5Fget_vfd_handle(o->file, fapl, (void **)&fd) < 0 || !fd) {
+    SD_H5_ERROR("cannot get the file descriptor");
+    goto fail_fapl;
+  }
+  o->fd = *fd;
+  H5Pclose(fapl);
+
+  /* Images and latents bypass the chunk cache: each write goes straight to its chunk's place. */
+  hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+  if (dapl < 0 || H5Pset_chunk_cache(dapl, 0, 0, 1.0) < 0) {
+    SD_H5_ERROR("cannot set up dataset access");
+    if (dapl >= 0)
+      H5Pclose(dapl);
+    return -1;
+  }
+  int status = 0;
+  for (int d = 0; d < SD_DS_COUNT && status == 0; d++) {
+    if (d == SD_DS_LATENTS && !o->save_latents)
+      continue;
+    status = sd_h5_dataset_open(o->file, sd_output_dataset_names[d],
+                                d == SD_DS_IMAGES ? dapl : H5P_DEFAULT, &o->ds[d]);
+  }
+  H5Pclose(dapl);
+  SD_TRY(status);
+  o->updated = H5Dopen2(o->file, "updated", H5P_DEFAULT);
+  if (o->updated < 0)
+    return SD_H5_ERROR("dataset 'updated' is missing");
+  o->scheduler_type = sd_h5_fixed_string_type(SD_OUTPUT_SCHEDULER_LEN);
+  o->failure_type = sd_h5_fixed_string_type(SD_OUTPUT_FAILURE_LEN);
+  o->time_type = sd_h5_fixed_string_type(SD_OUTPUT_TIME_LEN);
+  if (o->scheduler_type < 0 || o->failure_type < 0 || o->time_type < 0)
+    return -1;
+  return load_status(o);
+fail_fapl:
+  if (fapl >= 0)
+    H5Pclose(fapl);
+  return -1;
+}
+
+/* Releases everything; returns -1 when HDF5 could not close the file cleanly. */
+static int release(sd_output *o) {
+  int rc = 0;
+  for (int d = 0; d < SD_DS_COUNT; d++)
+    sd_h5_dataset_close(&o->ds[d]);
+  if (o->updated >= 0)
+    H5Dclose(o->updated);
+  if (o->scheduler_type >= 0)
+    H5Tclose(o->scheduler_type);
+  if (o->failure_type >= 0)
+    H5Tclose(o->failure_type);
+  if (o->time_type >= 0)
+    H5Tclose(o->time_type);
+  if (o->file >= 0 && H5Fclose(o->file) < 0)
+    rc = SD_H5_ERROR("%s: cannot close", o->path);
+  free(o->status);
+  free(o->path);
+  free(o);
+  return rc;
+}
+
+int sd_output_open(const sd_output_spec *spec, sd_output **out) {
+  *out = NULL;
+  sd_h5_silence();
+  struct stat st;
+  if (stat(spec->path, &st) == 0) {
+    SD_TRY(check_existing(spec));
+  } else if (errno == ENOENT) {
+    SD_TRY(create_new(spec));
+  } else {
+    return SD_ERROR("%s: %s", spec->path, strerror(errno));
+  }
+
+  sd_output *o = calloc(1, sizeof *o);
+  if (!o)
+    return SD_ERROR("%s: out of memory", spec->path);
+  o->file = o->updated = o->scheduler_type = o->failure_type = o->time_type = -1;
+  o->fd = -1;
+  for (int d = 0; d < SD_DS_COUNT; d++)
+    o->ds[d] = (sd_h5_dataset){.id = -1, .space = -1};
+  o->path = strdup(spec->path);
+  o->n_items = spec->n_items;
+  o->n_prompts = spec->n_prompts;
+  o->save_latents = spec->save_latents;
+  o->metadata_complete = spec->item_meta != NULL;
+  o->status = calloc((size_t)spec->n_items, 1);
+  o->dirty_lo = o->n_items;
+  o->dirty_hi = 0;
+  if (!o->path || !o->status) {
+    release(o);
+    return SD_ERROR("%s: out of memory for %lld statuses", spec->path, (long long)spec->n_items);
+  }
+  if (open_for_writing(o) < 0) {
+    sd_error_context("%s", spec->path);
+    release(o);
+    return -1;
+  }
+  /* The file's own record of how it was created wins over this run's spec. */
+  int64_t complete = 0;
+  if (sd_h5_attr_read_int(o->file, "metadata_complete", &complete) < 0) {
+    sd_error_context("%s", spec->path);
+    release(o);
+    return -1;
+  }
+  o->metadata_complete = complete != 0;
+  *out = o;
+  return 0;
+}
+
+int sd_output_close(sd_output *output) {
+  if (!output)
+    return 0;
+  int rc = sd_output_flush(output);
+  if (release(output) < 0)
+    rc = -1;
+  return rc;
+}
+
+int sd_output_status(const sd_output *o, int64_t index) {
+  if (index < 0 || index >= o->n_items)
+    return SD_ERROR("%s: item %lld outside [0, %lld)", o->path, (long long)index,
+                    (long long)o->n_items);
+  return o->status[index];
+}
+
+int64_t sd_output_count(const sd_output *o, int status) {
+  if (status < SD_ITEM_PENDING || status > SD_ITEM_FAILED)
+    return SD_ERROR("unknown item status %d", status);
+  return o->counts[status];
+}
+
+static int check_item(const sd_output *o, int64_t index, const sd_output_item_meta *meta) {
+  if (index < 0 || index >= o->n_items)
+    return SD_ERROR("item %lld outside [0, %lld)", (long long)index, (long long)o->n_items);
+  if (o->status[index] == SD_ITEM_DONE)
+    return SD_ERROR("item %lld is already done", (long long)index);
+  if (!meta) {
+    if (!o->metadata_complete)
+      return SD_ERROR("item %lld: no metadata given, and the file was created without it",
+                      (long long)index);
+    return 0;
+  }
+  if (meta->prompt_index < 0 || meta->prompt_index >= o->n_prompts)
+    return SD_ERROR("item %lld: prompt_index %d outside [0, %lld)", (long long)index,
+                    meta->prompt_index, (long long)o->n_prompts);
+  if (meta->scheduler && strlen(meta->scheduler) >= SD_OUTPUT_SCHEDULER_LEN)
+    return SD_ERROR("item %lld: scheduler name '%s' longer than %d bytes", (long long)index,
+                    meta->scheduler, SD_OUTPUT_SCHEDULER_LEN - 1);
+  return 0;
+}
+
+static int write_meta(sd_output *o, int64_t index, const sd_output_item_meta *meta) {
+  if (!meta)
+    return 0;
+  char scheduler[SD_OUTPUT_SCHEDULER_LEN];
+  sd_output_copy_fixed(scheduler, sizeof scheduler, meta->scheduler);
+  SD_TRY(sd_h5_dataset_write_rows(&o->ds[SD_DS_PROMPT_INDEX], H5T_NATIVE_INT32, index, 1,
+                                  &meta->prompt_index));
+  SD_TRY(sd_h5_dataset_write_rows(&o->ds[SD_DS_SEED], H5T_NATIVE_INT64, index, 1, &meta->seed));
+  SD_TRY(sd_h5_dataset_write_rows(&o->ds[SD_DS_GUIDANCE], H5T_NATIVE_FLOAT, index, 1,
+                                  &meta->guidance_scale));
+  SD_TRY(sd_h5_dataset_write_rows(&o->ds[SD_DS_STEPS], H5T_NATIVE_INT32, index, 1, &meta->steps));
+  SD_TRY(sd_h5_dataset_write_rows(&o->ds[SD_DS_SCHEDULER], o->scheduler_type, index, 1, scheduler));
+  return 0;
+}
+
+static void set_status(sd_output *o, int64_t index, uint8_t status) {
+  o->counts[o->status[index]]--;
+  o->counts[status]++;
+  o->status[index] = status;
+  if (index < o->dirty_lo)
+    o->dirty_lo = index;
+  if (index + 1 > o->dirty_hi)
+    o->dirty_hi = index + 1;
+}
+
+int sd_output_write_done(sd_output *o, int64_t index, const sd_output_item_meta *meta,
+                         const uint8_t *rgb, const float *latents) {
+  if (check_item(o, index, meta) < 0)
+    return sd_error_context("%s", o->path);
+  if (!rgb || (o->save_latents && !latents))
+    return SD_ERROR("%s: item %lld: no %s given", o->path, (long long)index,
+                    rgb ? "latents (save_latents is on)" : "image");
+  static const char no_failure[SD_OUTPUT_FAILURE_LEN];
+  if (write_meta(o, index, meta) < 0 ||
+      sd_h5_dataset_write_rows(&o->ds[SD_DS_IMAGES], H5T_NATIVE_UINT8, index, 1, rgb) < 0 ||
+      (o->save_latents &&
+       sd_h5_dataset_write_rows(&o->ds[SD_DS_LATENTS], H5T_NATIVE_FLOAT, index, 1, latents) < 0) ||
+      sd_h5_dataset_write_rows(&o->ds[SD_DS_FAILURE], o->failure_type, index, 1, no_failure) < 0)
+    return sd_error_context("%s: item %lld", o->path, (long long)index);
+  set_status(o, index, SD_ITEM_DONE);
+  return 0;
+}
+
+int sd_output_write_failed(sd_output *o, int64_t index, const sd_output_item_meta *meta,
+                           const char *reason) {
+  if (check_item(o, index, meta) < 0)
+    return sd_error_context("%s", o->path);
+  char text[SD_OUTPUT_FAILURE_LEN];
+  sd_output_copy_fixed(text, sizeof text, reason && reason[0] ? reason : "(no reason given)");
+  if (write_meta(o, index, meta) < 0 ||
+      sd_h5_dataset_write_rows(&o->ds[SD_DS_FAILURE], o->failure_type, index, 1, text) < 0)
+    return sd_error_context("%s: item %lld", o->path, (long long)index);
+  set_status(o, index, SD_ITEM_FAILED);
+  return 0;
+}
+
+/* Pushes HDF5's buffered raw data to the file and the file to the disk. */
+static int flush_and_sync(sd_output *o) {
+  if (H5Fflush(o->file, H5F_SCOPE_LOCAL) < 0)
+    return SD_H5_ERROR("HDF5 flush failed");
+  if (fdatasync(o->fd) < 0)
+    return SD_ERROR("fdatasync failed: %s", strerror(errno));
+  return 0;
+}
+
+int sd_output_flush(sd_output *o) {
+  /* 1. the items' data, 2. their statuses: a done status never reaches the disk before its
+   * image. */
+  if (flush_and_sync(o) < 0)
+    return sd_error_context("%s", o->path);
+  if (o->dirty_hi <= o->dirty_lo)
+    return 0;
+  char updated[SD_OUTPUT_TIME_LEN];
+  sd_output_time_now(updated);
+  if (sd_h5_dataset_write_rows(&o->ds[SD_DS_STATUS], H5T_NATIVE_UINT8, o->dirty_lo,
+                               o->dirty_hi - o->dirty_lo, o->status + o->dirty_lo) < 0)
+    return sd_error_context("%s", o->path);
+  if (H5Dwrite(o->updated, o->time_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, updated) < 0)
+    return SD_H5_ERROR("%s: dataset 'updated': cannot write", o->path);
+  if (flush_and_sync(o) < 0)
+    return sd_error_context("%s", o->path);
+  o->dirty_lo = o->n_items;
+  o->dirty_hi = 0;
+  return 0;
+}

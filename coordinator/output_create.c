@@ -1,0 +1,280 @@
+/* Creation of an output file: every dataset's storage is allocated (H5D_ALLOC_TIME_EARLY, fixed
+ * dims) and every attribute written before the file is first closed, so that later writes touch
+ * raw data only (see output.h). Only status is filled (zeros: pending); the other per-item
+ * datasets are written whole when an item's result is (or at creation for the metadata given by
+ * item_meta) and are otherwise left as holes, so an empty file takes little disk space whatever
+ * its size. Images are chunked, one image per chunk; latents are contiguous (an item's latents
+ * are one contiguous row either way, and a chunk index would only add metadata). */
+#include "output_internal.h"
+
+#include "kernels/error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef SDBATCH_VERSION
+#define SDBATCH_VERSION "unknown"
+#endif
+
+/* Items whose metadata is gathered per write when item_meta is given. */
+#define META_BLOCK 65536
+
+static int check_spec(const sd_output_spec *spec) {
+  if (spec->n_items < 1)
+    return SD_ERROR("n_items is %lld, expected at least 1", (long long)spec->n_items);
+  if (spec->width < 1 || spec->height < 1)
+    return SD_ERROR("image size %dx%d is not positive", spec->width, spec->height);
+  if (spec->save_latents && (spec->latent_channels < 1 || spec->latent_h < 1 || spec->latent_w < 1))
+    return SD_ERROR("latent shape (%d, %d, %d) is not positive", spec->latent_channels,
+                    spec->latent_h, spec->latent_w);
+  if (spec->n_prompts < 1 || !spec->prompts)
+    return SD_ERROR("no prompts (n_prompts %lld)", (long long)spec->n_prompts);
+  for (int64_t i = 0; i < spec->n_prompts; i++)
+    if (!spec->prompts[i])
+      return SD_ERROR("prompt %lld is NULL", (long long)i);
+  if (!spec->job_yaml || !spec->job_hash || !spec->model_path || !spec->model_identity)
+    return SD_ERROR("job_yaml, job_hash, model_path and model_identity are required");
+  return 0;
+}
+
+/* Creates dataset name with fixed dims (rank 0: a scalar), storage allocated now; fill_now
+ * writes the fill value (zeros) over it, otherwise the storage is left as it is (holes in a new
+ * file). chunk NULL: contiguous. */
+static int create_dataset(hid_t file, const char *name, hid_t type, int rank, const hsize_t *dims,
+                          const hsize_t *chunk, bool fill_now) {
+  int rc = -1;
+  hid_t space = rank ? H5Screate_simple(rank, dims, NULL) : H5Screate(H5S_SCALAR);
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  if (space < 0 || dcpl < 0) {
+    SD_H5_ERROR("dataset '%s': cannot make its dataspace", name);
+    goto out;
+  }
+  if ((chunk ? H5Pset_chunk(dcpl, rank, chunk) : H5Pset_layout(dcpl, H5D_CONTIGUOUS)) < 0 ||
+      H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) < 0 ||
+      H5Pset_fill_time(dcpl, fill_now ? H5D_FILL_TIME_ALLOC : H5D_FILL_TIME_NEVER) < 0 ||
+      H5Pset_obj_track_times(dcpl, 0) < 0) {
+    SD_H5_ERROR("dataset '%s': cannot set its layout", name);
+    goto out;
+  }
+  hid_t dset = H5Dcreate2(file, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  if (dset < 0) {
+    SD_H5_ERROR("dataset '%s': cannot create it", name);
+    goto out;
+  }
+  H5Dclose(dset);
+  rc = 0;
+out:
+  if (dcpl >= 0)
+    H5Pclose(dcpl);
+  if (space >= 0)
+    H5Sclose(space);
+  return rc;
+}
+
+static int write_prompts(hid_t file, const sd_output_spec *spec) {
+  hid_t type = sd_h5_vlen_string_type();
+  if (type < 0)
+    return -1;
+  int rc = -1;
+  hsize_t dims[1] = {(hsize_t)spec->n_prompts};
+  hid_t space = H5Screate_simple(1, dims, NULL);
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  if (space < 0 || dcpl < 0 || H5Pset_obj_track_times(dcpl, 0) < 0) {
+    SD_H5_ERROR("dataset 'prompts': cannot make its dataspace");
+    goto out;
+  }
+  hid_t dset = H5Dcreate2(file, "prompts", type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  if (dset < 0) {
+    SD_H5_ERROR("dataset 'prompts': cannot create it");
+    goto out;
+  }
+  if (H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, spec->prompts) < 0)
+    SD_H5_ERROR("dataset 'prompts': cannot write %lld prompts", (long long)spec->n_prompts);
+  else
+    rc = 0;
+  H5Dclose(dset);
+out:
+  if (dcpl >= 0)
+    H5Pclose(dcpl);
+  if (space >= 0)
+    H5Sclose(space);
+  H5Tclose(type);
+  return rc;
+}
+
+/* Writes every item's metadata, asked of spec->item_meta, in blocks of META_BLOCK items. */
+static int write_all_meta(hid_t file, const sd_output_spec *spec, hid_t scheduler_type) {
+  sd_h5_dataset ds[SD_DS_COUNT];
+  for (int d = 0; d < SD_DS_COUNT; d++)
+    ds[d] = (sd_h5_dataset){.id = -1, .space = -1};
+  int64_t block = spec->n_items < META_BLOCK ? spec->n_items : META_BLOCK;
+  int32_t *prompt_index = malloc((size_t)block * sizeof *prompt_index);
+  int64_t *seed = malloc((size_t)block * sizeof *seed);
+  float *guidance = malloc((size_t)block * sizeof *guidance);
+  int32_t *steps = malloc((size_t)block * sizeof *steps);
+  char *scheduler = malloc((size_t)block * SD_OUTPUT_SCHEDULER_LEN);
+  int rc = -1;
+  if (!prompt_index || !seed || !guidance || !steps || !scheduler) {
+    SD_ERROR("out of memory for a block of %lld items' metadata", (long long)block);
+    goto out;
+  }
+  const sd_output_dataset meta_sets[] = {SD_DS_PROMPT_INDEX, SD_DS_SEED, SD_DS_GUIDANCE,
+                                         SD_DS_STEPS, SD_DS_SCHEDULER};
+  for (size_t k = 0; k < sizeof meta_sets / sizeof meta_sets[0]; k++) {
+    sd_output_dataset d = meta_sets[k];
+    if (sd_h5_dataset_open(file, sd_output_dataset_names[d], H5P_DEFAULT, &ds[d]) < 0)
+      goto out;
+  }
+  for (int64_t start = 0; start < spec->n_items; start += block) {
+    int64_t count = spec->n_items - start < block ? spec->n_items - start : block;
+    for (int64_t i = 0; i < count; i++) {
+      sd_output_item_meta meta = {0};
+      if (spec->item_meta(spec->item_meta_ctx, start + i, &meta) < 0) {
+        sd_error_context("metadata of item %lld", (long long)(start + i));
+        goto out;
+      }
+      if (meta.prompt_index < 0 || meta.prompt_index >= spec->n_prompts) {
+        SD_ERROR("item %lld: prompt_index %d outside [0, %lld)", (long long)(start + i),
+                 meta.prompt_index, (long long)spec->n_prompts);
+        goto out;
+      }
+      if (meta.scheduler && strlen(meta.scheduler) >= SD_OUTPUT_SCHEDULER_LEN) {
+        SD_ERROR("item %lld: scheduler name '%s' longer than %d bytes", (long long)(start + i),
+                 meta.scheduler, SD_OUTPUT_SCHEDULER_LEN - 1);
+        goto out;
+      }
+      prompt_index[i] = meta.prompt_index;
+      seed[i] = meta.seed;
+      guidance[i] = meta.guidance_scale;
+      steps[i] = meta.steps;
+      sd_output_copy_fixed(scheduler + i * SD_OUTPUT_SCHEDULER_LEN, SD_OUTPUT_SCHEDULER_LEN,
+                           meta.scheduler);
+    }
+    if (sd_h5_dataset_write_rows(&ds[SD_DS_PROMPT_INDEX], H5T_NATIVE_INT32, start, count,
+                                 prompt_index) < 0 ||
+        sd_h5_dataset_write_rows(&ds[SD_DS_SEED], H5T_NATIVE_INT64, start, count, seed) < 0 ||
+        sd_h5_dataset_write_rows(&ds[SD_DS_GUIDANCE], H5T_NATIVE_FLOAT, start, count, guidance) <
+            0 ||
+        sd_h5_dataset_write_rows(&ds[SD_DS_STEPS], H5T_NATIVE_INT32, start, count, steps) < 0 ||
+        sd_h5_dataset_write_rows(&ds[SD_DS_SCHEDULER], scheduler_type, start, count, scheduler) < 0)
+      goto out;
+  }
+  rc = 0;
+out:
+  for (int d = 0; d < SD_DS_COUNT; d++)
+    sd_h5_dataset_close(&ds[d]);
+  free(prompt_index);
+  free(seed);
+  free(guidance);
+  free(steps);
+  free(scheduler);
+  return rc;
+}
+
+static int write_attributes(hid_t file, const sd_output_spec *spec) {
+  char created[SD_OUTPUT_TIME_LEN];
+  sd_output_time_now(created);
+  SD_TRY(sd_h5_attr_write_string(file, "format", SD_OUTPUT_FORMAT_NAME));
+  SD_TRY(sd_h5_attr_write_int(file, "schema_version", SD_OUTPUT_SCHEMA_VERSION));
+  SD_TRY(sd_h5_attr_write_string(file, "job_yaml", spec->job_yaml));
+  SD_TRY(sd_h5_attr_write_string(file, "job_path", spec->job_path ? spec->job_path : ""));
+  SD_TRY(sd_h5_attr_write_string(file, "job_hash", spec->job_hash));
+  SD_TRY(sd_h5_attr_write_string(file, "model", spec->model_path));
+  SD_TRY(sd_h5_attr_write_string(file, "model_identity", spec->model_identity));
+  SD_TRY(sd_h5_attr_write_int(file, "width", spec->width));
+  SD_TRY(sd_h5_attr_write_int(file, "height", spec->height));
+  SD_TRY(sd_h5_attr_write_int(file, "latent_channels", spec->latent_channels));
+  SD_TRY(sd_h5_attr_write_int(file, "latent_height", spec->latent_h));
+  SD_TRY(sd_h5_attr_write_int(file, "latent_width", spec->latent_w));
+  SD_TRY(sd_h5_attr_write_int(file, "save_latents", spec->save_latents));
+  SD_TRY(sd_h5_attr_write_int(file, "metadata_complete", spec->item_meta != NULL));
+  SD_TRY(sd_h5_attr_write_string(file, "created", created));
+  SD_TRY(sd_h5_attr_write_string(file, "sdbatch_version", SDBATCH_VERSION));
+  return 0;
+}
+
+static int fsync_path(const char *path) {
+  int fd = open(path, O_RDONLY);
+  if (fd < 0)
+    return SD_ERROR("cannot open it to sync: %s", strerror(errno));
+  int rc = fsync(fd);
+  int err = errno;
+  close(fd);
+  if (rc < 0)
+    return SD_ERROR("fsync failed: %s", strerror(err));
+  return 0;
+}
+
+static int create_layout(hid_t file, const sd_output_spec *spec) {
+  const bool meta_known = spec->item_meta != NULL;
+  const hsize_t n = (hsize_t)spec->n_items;
+  int rc = -1;
+  hid_t scheduler_type = sd_h5_fixed_string_type(SD_OUTPUT_SCHEDULER_LEN);
+  hid_t failure_type = sd_h5_fixed_string_type(SD_OUTPUT_FAILURE_LEN);
+  hid_t time_type = sd_h5_fixed_string_type(SD_OUTPUT_TIME_LEN);
+  if (scheduler_type < 0 || failure_type < 0 || time_type < 0)
+    goto out;
+
+  const hsize_t image_dims[4] = {n, (hsize_t)spec->height, (hsize_t)spec->width, 3};
+  const hsize_t image_chunk[4] = {1, (hsize_t)spec->height, (hsize_t)spec->width, 3};
+  if (create_dataset(file, "images", H5T_STD_U8LE, 4, image_dims, image_chunk, false) < 0)
+    goto out;
+  if (spec->save_latents) {
+    const hsize_t latent_dims[4] = {n, (hsize_t)spec->latent_channels, (hsize_t)spec->latent_h,
+                                    (hsize_t)spec->latent_w};
+    if (create_dataset(file, "latents", H5T_IEEE_F32LE, 4, latent_dims, NULL, false) < 0)
+      goto out;
+  }
+  if (write_prompts(file, spec) < 0)
+    goto out;
+  const hsize_t dims[1] = {n};
+  if (create_dataset(file, "prompt_index", H5T_STD_I32LE, 1, dims, NULL, !meta_known) < 0 ||
+      create_dataset(file, "seed", H5T_STD_I64LE, 1, dims, NULL, !meta_known) < 0 ||
+      create_dataset(file, "guidance_scale", H5T_IEEE_F32LE, 1, dims, NULL, !meta_known) < 0 ||
+      create_dataset(file, "steps", H5T_STD_I32LE, 1, dims, NULL, !meta_known) < 0 ||
+      create_dataset(file, "scheduler", scheduler_type, 1, dims, NULL, !meta_known) < 0 ||
+      create_dataset(file, "status", H5T_STD_U8LE, 1, dims, NULL, true) < 0 ||
+      create_dataset(file, "failure", failure_type, 1, dims, NULL, false) < 0 ||
+      create_dataset(file, "updated", time_type, 0, NULL, NULL, true) < 0)
+    goto out;
+  if (meta_known && write_all_meta(file, spec, scheduler_type) < 0)
+    goto out;
+  if (write_attributes(file, spec) < 0)
+    goto out;
+  rc = 0;
+out:
+  if (scheduler_type >= 0)
+    H5Tclose(scheduler_type);
+  if (failure_type >= 0)
+    H5Tclose(failure_type);
+  if (time_type >= 0)
+    H5Tclose(time_type);
+  return rc;
+}
+
+int sd_output_create_file(const sd_output_spec *spec, const char *path) {
+  sd_h5_silence();
+  SD_TRY(check_spec(spec));
+  /* The oldest file format that has what we need: superblock version 0, which (unlike version
+   * 3) records no "open for writing" flag that a killed writer would leave set. */
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  hid_t file = -1;
+  if (fapl < 0 || H5Pset_libver_bounds(fapl, H5F_LIBVER_EARLIEST, H5F_LIBVER_V18) < 0 ||
+      H5Pset_file_locking(fapl, 1, 1) < 0)
+    SD_H5_ERROR("cannot set up file access");
+  else if ((file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl)) < 0)
+    SD_H5_ERROR("cannot create the file");
+  if (fapl >= 0)
+    H5Pclose(fapl);
+  if (file < 0)
+    return -1;
+  int rc = create_layout(file, spec);
+  if (H5Fclose(file) < 0 && rc == 0)
+    rc = SD_H5_ERROR("cannot close the new file");
+  if (rc == 0)
+    rc = fsync_path(path);
+  return rc;
+}

@@ -1,0 +1,171 @@
+/* Batches of items on one rank (render.h). */
+#include "render.h"
+
+#include "../kernels/error.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct sd_renderer {
+  const sd_job *job;
+  sd_engine *engine; /* NULL: the null model */
+  sd_render_shape shape;
+  int capacity;               /* batch_size */
+  sd_job_item *job_items;     /* (capacity) */
+  sd_txt2img_item *items;     /* (capacity) */
+  sd_txt2img_result *results; /* (capacity) */
+  uint8_t *null_rgb;          /* (H, W, 3) */
+  float *null_latents;        /* (C, h, w) */
+  char description[128];
+  char reason[2048];
+};
+
+static size_t rgb_bytes(const sd_render_shape *s) {
+  return (size_t)s->width * (size_t)s->height * 3;
+}
+
+static size_t latent_count(const sd_render_shape *s) {
+  return (size_t)s->latent_channels * (size_t)s->latent_h * (size_t)s->latent_w;
+}
+
+void sd_null_model_item(int64_t index, const sd_render_shape *shape, uint8_t *rgb, float *latents) {
+  uint64_t k = (uint64_t)index * 2654435761u;
+  for (int y = 0; y < shape->height; y++)
+    for (int x = 0; x < shape->width; x++)
+      for (int c = 0; c < 3; c++)
+        rgb[((size_t)y * (size_t)shape->width + (size_t)x) * 3 + (size_t)c] =
+            (uint8_t)(k + (uint64_t)(x * 3 + y * 5 + c * 85));
+  size_t n = latent_count(shape);
+  for (size_t i = 0; i < n; i++)
+    latents[i] = (float)((k + i) % 1001) / 1000.0f - 0.5f;
+}
+
+int sd_renderer_open(const sd_job *job, const sd_render_shape *shape,
+                     const sd_engine_params *engine_params, int batch_size, sd_renderer **out) {
+  *out = NULL;
+  sd_renderer *r = calloc(1, sizeof *r);
+  if (!r)
+    return SD_ERROR("out of memory");
+  r->job = job;
+  r->shape = *shape;
+  r->capacity = batch_size;
+  r->job_items = calloc((size_t)batch_size, sizeof *r->job_items);
+  r->items = calloc((size_t)batch_size, sizeof *r->items);
+  r->results = calloc((size_t)batch_size, sizeof *r->results);
+  if (!r->job_items || !r->items || !r->results)
+    goto out_of_memory;
+  if (!engine_params) {
+    r->null_rgb = malloc(rgb_bytes(shape));
+    r->null_latents = malloc(latent_count(shape) * sizeof(float));
+    if (!r->null_rgb || !r->null_latents)
+      goto out_of_memory;
+    snprintf(r->description, sizeof r->description, "null model");
+    *out = r;
+    return 0;
+  }
+  if (sd_engine_open(engine_params, &r->engine) < 0) {
+    sd_renderer_close(r);
+    return -1;
+  }
+  const sd_backend *be = sd_engine_backend(r->engine);
+  if (strcmp(be->ops->name, "cpu") == 0)
+    snprintf(r->description, sizeof r->description, "cpu, %d thread%s", be->threads,
+             be->threads == 1 ? "" : "s");
+  else
+    snprintf(r->description, sizeof r->description, "%s device %d", be->ops->name,
+             engine_params->device_index);
+  *out = r;
+  return 0;
+
+out_of_memory:
+  sd_renderer_close(r);
+  return SD_ERROR("out of memory for a batch of %d items of %dx%d", batch_size, shape->width,
+                  shape->height);
+}
+
+void sd_renderer_close(sd_renderer *r) {
+  if (!r)
+    return;
+  sd_engine_close(r->engine);
+  free(r->job_items);
+  free(r->items);
+  free(r->results);
+  free(r->null_rgb);
+  free(r->null_latents);
+  free(r);
+}
+
+const char *sd_renderer_describe(const sd_renderer *r) {
+  return r->description;
+}
+
+static int render_null(sd_renderer *r, int n, sd_result_sink sink, void *sink_ctx) {
+  for (int i = 0; i < n; i++) {
+    sd_null_model_item(r->job_items[i].index, &r->shape, r->null_rgb, r->null_latents);
+    sd_item_result res = {r->job_items[i].index, true, r->null_rgb, r->null_latents, ""};
+    SD_TRY(sink(sink_ctx, &res));
+  }
+  return 0;
+}
+
+/* Every item of the batch failed with the current error message. */
+static int fail_all(sd_renderer *r, int n, sd_result_sink sink, void *sink_ctx) {
+  snprintf(r->reason, sizeof r->reason, "%s", sd_error_message());
+  for (int i = 0; i < n; i++) {
+    sd_item_result res = {r->job_items[i].index, false, NULL, NULL, r->reason};
+    SD_TRY(sink(sink_ctx, &res));
+  }
+  return 0;
+}
+
+static int render_engine(sd_renderer *r, int n, sd_result_sink sink, void *sink_ctx) {
+  const sd_job_item *first = &r->job_items[0];
+  sd_txt2img_batch batch = {
+      .width = r->shape.width,
+      .height = r->shape.height,
+      .steps = first->steps,
+      .scheduler = first->scheduler == SD_JOB_SCHEDULER_DEFAULT
+                       ? sd_engine_default_scheduler(r->engine)
+                       : (sd_scheduler_kind)first->scheduler,
+      .karras = first->karras,
+      .rng = first->rng,
+  };
+  for (int i = 0; i < n; i++) {
+    r->items[i].prompt = r->job_items[i].prompt;
+    r->items[i].negative_prompt = r->job_items[i].negative_prompt;
+    r->items[i].seed = r->job_items[i].seed;
+    r->items[i].guidance_scale = (float)r->job_items[i].guidance_scale;
+  }
+  memset(r->results, 0, (size_t)n * sizeof *r->results);
+  if (sd_txt2img(r->engine, &batch, r->items, n, NULL, NULL, r->results) < 0) {
+    sd_error_context("rendering");
+    return fail_all(r, n, sink, sink_ctx);
+  }
+  int rc = 0;
+  for (int i = 0; i < n && rc == 0; i++) {
+    sd_item_result res = {
+        r->job_items[i].index, r->results[i].finite, r->results[i].rgb, r->results[i].latents,
+        r->results[i].finite ? "" : "non-finite values (NaN or Inf) in the latents or image"};
+    rc = sink(sink_ctx, &res);
+  }
+  for (int i = 0; i < n; i++)
+    sd_txt2img_result_free(&r->results[i]);
+  return rc;
+}
+
+int sd_renderer_render(sd_renderer *r, const int64_t *indices, int n, sd_result_sink sink,
+                       void *sink_ctx) {
+  if (n < 1 || n > r->capacity)
+    return SD_ERROR("a batch of %d items (1 to %d)", n, r->capacity);
+  for (int i = 0; i < n; i++) {
+    SD_TRY(sd_job_item_get(r->job, indices[i], &r->job_items[i]));
+    if (!sd_job_items_batchable(&r->job_items[0], &r->job_items[i]))
+      return SD_ERROR("items %" PRId64 " and %" PRId64 " cannot share a batch", indices[0],
+                      indices[i]);
+  }
+  if (!r->engine)
+    return render_null(r, n, sink, sink_ctx);
+  return render_engine(r, n, sink, sink_ctx);
+}

@@ -1,0 +1,53 @@
+/* Rendering a batch of a job's items on one rank: the engine (opened once per rank) or, for
+ * the coordinator benchmark, the null model (a pattern computed from the item index, no model
+ * loaded). Each item's result goes to a sink: the output file when rank 0 renders itself, a
+ * message to rank 0 on a worker. An item the engine fails on, or whose output has NaN/Inf, is
+ * returned as failed with the reason; the run goes on. */
+#ifndef SD_RUN_RENDER_H
+#define SD_RUN_RENDER_H
+
+#include "../jobs/job.h"
+#include "../worker/pipeline/engine.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Sizes every item of a job has, settled by rank 0 from the job and the model's configs. */
+typedef struct sd_render_shape {
+  int width, height;   /* pixels */
+  int latent_channels; /* latents (latent_channels, latent_h, latent_w) */
+  int latent_h, latent_w;
+} sd_render_shape;
+
+/* One item's result. rgb and latents are valid only during the sink call. */
+typedef struct sd_item_result {
+  int64_t index;
+  bool done;            /* false: failed */
+  const uint8_t *rgb;   /* (H, W, 3) when done */
+  const float *latents; /* (C, h, w) when done */
+  const char *reason;   /* why it failed; "" when done */
+} sd_item_result;
+
+/* Returns 0, or -1 (with error) to stop the batch. */
+typedef int (*sd_result_sink)(void *ctx, const sd_item_result *result);
+
+typedef struct sd_renderer sd_renderer;
+
+/* engine_params NULL: the null model. batch_size: the most items one call renders. */
+int sd_renderer_open(const sd_job *job, const sd_render_shape *shape,
+                     const sd_engine_params *engine_params, int batch_size, sd_renderer **out);
+void sd_renderer_close(sd_renderer *r);
+/* "cpu, 4 threads", "cuda device 1", "null model" */
+const char *sd_renderer_describe(const sd_renderer *r);
+
+/* Renders items indices[0 .. n) (n <= batch_size, all batchable with the first) and hands each
+ * result to sink, in order. Item failures are results; -1 only when the sink fails or the
+ * indices are wrong. */
+int sd_renderer_render(sd_renderer *r, const int64_t *indices, int n, sd_result_sink sink,
+                       void *sink_ctx);
+
+/* The null model's image (H, W, 3) and latents (C, h, w) of item index: a pattern that differs
+ * for every index. */
+void sd_null_model_item(int64_t index, const sd_render_shape *shape, uint8_t *rgb, float *latents);
+
+#endif

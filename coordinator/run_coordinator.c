@@ -1,0 +1,231 @@
+/* Rank 0 of a multi-rank run: answers the workers' requests with batches, writes the results
+ * they return, flushes about every second, reports progress, and stops the run (every worker
+ * told STOP, each after returning its batch in flight) when the items run out, on a signal, or
+ * when something fails. */
+#include "run_internal.h"
+#include "stop_signal.h"
+
+#include "../kernels/error.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* While messages flow, rank 0 looks for the next one without pause (a worker's send waits on
+ * it) for up to SPIN_S after the last; then it sleeps between looks: 20 us, doubling up to
+ * 1 ms, leaving the cores to the ranks that render. */
+#define SPIN_S            0.002
+#define IDLE_SLEEP_MIN_NS 20000L
+#define IDLE_SLEEP_MAX_NS 1000000L
+
+typedef struct worker_state {
+  int64_t *batch; /* (batch_size) the indices handed out last */
+  int n;          /* items in batch */
+  int returned;   /* of them, returned so far (in order) */
+  bool stopped;   /* told STOP: it sends nothing more */
+} worker_state;
+
+typedef struct coordinator {
+  sd_run_ctx *ctx;
+  sd_run_report *report;
+  worker_state *workers; /* (size), index = rank; [0] unused */
+  int n_workers;
+  int n_stopped;
+  bool stopping;      /* no more batches go out */
+  bool writes_broken; /* a write failed: later results are not written */
+  char error[2048];   /* the first failure, reported when the run ends */
+  uint8_t *buf;       /* the message being received */
+  size_t buf_cap;
+} coordinator;
+
+static void fail(coordinator *co, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Records the first failure and stops handing out work; the run drains and ends with it. */
+static void fail(coordinator *co, const char *fmt, ...) {
+  if (!co->error[0]) {
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(co->error, sizeof co->error, fmt, args);
+    va_end(args);
+  }
+  co->stopping = true;
+}
+
+static int send_stop(coordinator *co, int rank) {
+  static const char nothing = 0;
+  co->workers[rank].stopped = true;
+  co->n_stopped++;
+  return sd_msg_send(rank, SD_TAG_STOP, &nothing, 0);
+}
+
+/* A worker asks for a batch (HELLO or REQUEST): the next one, or STOP. */
+static int answer(coordinator *co, int rank) {
+  worker_state *w = &co->workers[rank];
+  if (w->returned < w->n)
+    fail(co, "rank %d asked for work with %d items of its batch not returned (protocol error)",
+         rank, w->n - w->returned);
+  if (co->stopping)
+    return send_stop(co, rank);
+  w->returned = w->n = 0;
+  if (sd_dispatch_next(&co->ctx->dispatch, w->batch, &w->n) < 0) {
+    fail(co, "%s", sd_error_message());
+    return send_stop(co, rank);
+  }
+  if (w->n == 0)
+    return send_stop(co, rank);
+  return sd_msg_send(rank, SD_TAG_WORK, w->batch, (size_t)w->n * sizeof *w->batch);
+}
+
+static void handle_result(coordinator *co, int rank, size_t bytes) {
+  sd_item_result result;
+  if (sd_result_msg_decode(&co->ctx->plan.shape, co->buf, bytes, &result) < 0) {
+    fail(co, "rank %d: %s", rank, sd_error_message());
+    return;
+  }
+  worker_state *w = &co->workers[rank];
+  if (w->returned >= w->n || w->batch[w->returned] != result.index) {
+    fail(co, "rank %d returned item %" PRId64 ", which it was not rendering (protocol error)", rank,
+         result.index);
+    return;
+  }
+  w->returned++;
+  if (co->writes_broken)
+    return;
+  if (sd_run_write_result(co->ctx, rank, &result) < 0) {
+    co->writes_broken = true;
+    fail(co, "%s", sd_error_message());
+  }
+}
+
+static const char *signal_name(int sig) {
+  return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal";
+}
+
+static void begin_interrupt(coordinator *co, int sig, int rank) {
+  if (co->report->signal)
+    return;
+  co->report->signal = sig;
+  co->stopping = true;
+  sd_progress_note(&co->ctx->progress,
+                   "%s on rank %d: stopping; the batches in flight are written as they come back "
+                   "(signal rank 0 again to stop at once)",
+                   signal_name(sig), rank);
+  if (sd_run_flush(co->ctx, true) < 0 && !co->writes_broken) {
+    co->writes_broken = true;
+    fail(co, "%s", sd_error_message());
+  }
+}
+
+static int grow_buffer(coordinator *co, size_t bytes) {
+  if (bytes <= co->buf_cap)
+    return 0;
+  uint8_t *grown = realloc(co->buf, bytes);
+  if (!grown)
+    return SD_ERROR("out of memory for a message of %zu bytes", bytes);
+  co->buf = grown;
+  co->buf_cap = bytes;
+  return 0;
+}
+
+/* Receives and handles one message. -1 only when communication itself fails. */
+static int handle_message(coordinator *co, const sd_msg *msg) {
+  SD_TRY(grow_buffer(co, msg->bytes + 1));
+  SD_TRY(sd_msg_recv(msg, co->buf));
+  int rank = msg->source;
+  if (rank < 1 || rank > co->n_workers || co->workers[rank].stopped)
+    return SD_ERROR("message (tag %d) from rank %d, which was told to stop", msg->tag, rank);
+  switch (msg->tag) {
+  case SD_TAG_HELLO:
+    co->buf[msg->bytes] = '\0';
+    sd_progress_note(&co->ctx->progress, "rank %d on %s", rank, (const char *)co->buf);
+    return answer(co, rank);
+  case SD_TAG_REQUEST:
+    return answer(co, rank);
+  case SD_TAG_RESULT:
+    handle_result(co, rank, msg->bytes);
+    return 0;
+  case SD_TAG_FATAL:
+    co->buf[msg->bytes] = '\0';
+    fail(co, "rank %d: %s", rank, (const char *)co->buf);
+    return send_stop(co, rank);
+  case SD_TAG_INTERRUPTED: {
+    int32_t sig = SIGTERM;
+    if (msg->bytes == sizeof sig)
+      memcpy(&sig, co->buf, sizeof sig);
+    begin_interrupt(co, sig, rank);
+    return send_stop(co, rank);
+  }
+  default:
+    fail(co, "rank %d sent an unknown message (tag %d)", rank, msg->tag);
+    return send_stop(co, rank);
+  }
+}
+
+static int coordinate(coordinator *co) {
+  long sleep_ns = IDLE_SLEEP_MIN_NS;
+  double last_message = sd_progress_now();
+  while (co->n_stopped < co->n_workers) {
+    if (sd_stop_signal())
+      begin_interrupt(co, sd_stop_signal(), 0);
+    if (sd_stop_signal_count() >= 2) {
+      /* workers busy with a batch cannot be stopped cleanly any more */
+      sd_progress_note(&co->ctx->progress, "second signal: stopping at once");
+      co->report->abort_world = true;
+      return 0;
+    }
+    sd_msg msg;
+    bool found = false;
+    SD_TRY(sd_msg_probe(SD_MSG_ANY_SOURCE, false, &msg, &found));
+    if (found) {
+      SD_TRY(handle_message(co, &msg));
+      sleep_ns = IDLE_SLEEP_MIN_NS;
+      last_message = sd_progress_now();
+      continue;
+    }
+    if (!co->writes_broken && sd_run_flush(co->ctx, false) < 0) {
+      co->writes_broken = true;
+      fail(co, "%s", sd_error_message());
+    }
+    sd_progress_tick(&co->ctx->progress);
+    if (sd_progress_now() - last_message < SPIN_S)
+      continue;
+    struct timespec pause = {0, sleep_ns};
+    nanosleep(&pause, NULL);
+    sleep_ns = sleep_ns * 2 < IDLE_SLEEP_MAX_NS ? sleep_ns * 2 : IDLE_SLEEP_MAX_NS;
+  }
+  return 0;
+}
+
+int sd_run_coordinate(sd_run_ctx *ctx, sd_run_report *report) {
+  coordinator co;
+  memset(&co, 0, sizeof co);
+  co.ctx = ctx;
+  co.report = report;
+  co.n_workers = ctx->cluster->size - 1;
+  co.workers = calloc((size_t)ctx->cluster->size, sizeof *co.workers);
+  int rc = co.workers ? 0 : SD_ERROR("out of memory");
+  for (int r = 1; rc == 0 && r <= co.n_workers; r++) {
+    co.workers[r].batch = malloc((size_t)ctx->info->batch_size * sizeof(int64_t));
+    if (!co.workers[r].batch)
+      rc = SD_ERROR("out of memory");
+  }
+  sd_progress_note(&ctx->progress, "%" PRId64 " items to render on %d worker ranks",
+                   ctx->progress.to_render, co.n_workers);
+  if (rc == 0)
+    rc = coordinate(&co);
+  if (rc < 0) {
+    /* messages cannot be exchanged any more: the workers cannot be told to stop */
+    sd_error_context("rank 0 coordinating");
+    report->abort_world = true;
+  } else if (co.error[0]) {
+    rc = sd_error_set(__FILE__, __LINE__, "%s", co.error);
+  }
+  for (int r = 1; co.workers && r <= co.n_workers; r++)
+    free(co.workers[r].batch);
+  free(co.workers);
+  free(co.buf);
+  return rc;
+}

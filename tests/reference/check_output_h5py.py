@@ -1,0 +1,64 @@
+"""Reads an sdbatch output file with h5py (pip install h5py) and checks its schema v1 layout:
+the root attributes, the datasets' shapes and types, one image per chunk, and that every done
+item has an image and no failure reason. Prints a short summary; exits 1 on a problem.
+
+    python tests/reference/check_output_h5py.py OUT.h5
+
+The reading code is the snippet of docs/output.md."""
+import sys
+
+import h5py
+import numpy as np
+
+
+def main(path):
+    problems = []
+    with h5py.File(path, "r") as f:
+        a = f.attrs
+        if a["format"] != "sdbatch output" or a["schema_version"] != 1:
+            problems.append(f"format {a['format']!r} version {a['schema_version']}")
+        n, h, w = len(f["status"]), int(a["height"]), int(a["width"])
+        print(f"{path}: job {a['job_path']} ({a['job_hash'][:12]}...), model {a['model']}")
+        print(f"  created {a['created']}, updated {f['updated'][()].decode() or '-'}, "
+              f"sdbatch {a['sdbatch_version']}")
+        expect = {"images": ((n, h, w, 3), np.uint8), "prompt_index": ((n,), np.int32),
+                  "seed": ((n,), np.int64), "guidance_scale": ((n,), np.float32),
+                  "steps": ((n,), np.int32), "status": ((n,), np.uint8)}
+        if a["save_latents"]:
+            c, lh, lw = int(a["latent_channels"]), int(a["latent_height"]), int(a["latent_width"])
+            expect["latents"] = ((n, c, lh, lw), np.float32)
+        for name, (shape, dtype) in expect.items():
+            d = f[name]
+            if d.shape != shape or d.dtype != dtype:
+                problems.append(f"{name}: {d.shape} {d.dtype}, expected {shape} {dtype}")
+        if f["images"].chunks != (1, h, w, 3):
+            problems.append(f"images chunks {f['images'].chunks}")
+
+        status = f["status"][:]
+        prompts = f["prompts"].asstr()[:]
+        scheduler = f["scheduler"].asstr()[:]
+        failure = f["failure"].asstr()[:]
+        done = np.flatnonzero(status == 1)
+        failed = np.flatnonzero(status == 2)
+        print(f"  {n} items: {len(done)} done, {len(failed)} failed, "
+              f"{int((status == 0).sum())} pending; {len(prompts)} prompts")
+        for i in done[:3]:
+            image = f["images"][i]  # (H, W, 3) uint8, one chunk read
+            print(f"  item {i}: seed {f['seed'][i]}, cfg {f['guidance_scale'][i]:g}, "
+                  f"{f['steps'][i]} steps, {scheduler[i]}, "
+                  f"prompt {prompts[f['prompt_index'][i]]!r}, mean pixel {image.mean():.1f}")
+        for i in failed[:3]:
+            print(f"  item {i} failed: {failure[i]}")
+        if any(failure[i] for i in done):
+            problems.append("a done item has a failure reason")
+        if any(not failure[i] for i in failed):
+            problems.append("a failed item has no reason")
+    for p in problems:
+        print(f"problem: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    sys.exit(main(sys.argv[1]))
