@@ -28,8 +28,7 @@ int sd_mpi_error(const char *call, int code, const char *src_file, int src_line)
 static int init_worker_layout(sd_cluster *out) {
   int renders = out->size == 1 || out->rank != 0;
   MPI_Comm renderers = MPI_COMM_NULL;
-  SD_MPI_CHECK(
-      MPI_Comm_split(MPI_COMM_WORLD, renders ? 0 : MPI_UNDEFINED, out->rank, &renderers));
+  SD_MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, renders ? 0 : MPI_UNDEFINED, out->rank, &renderers));
   if (!renders) {
     out->worker_local_rank = -1;
     out->worker_local_size = 0;

@@ -42,7 +42,7 @@ static int send_interrupted(void) {
 
 /* Waits for rank 0's next message into indices; *n is -1 for STOP. */
 static int receive_work(int64_t *indices, int capacity, int *n) {
-  sd_msg msg;
+  sd_msg msg = {0, 0, 0};
   bool found = false;
   SD_TRY(sd_msg_probe(0, true, &msg, &found));
   if (msg.tag == SD_TAG_STOP) {
@@ -110,6 +110,7 @@ static int serve(worker *w, sd_renderer *renderer, int batch_size) {
 int sd_run_worker(const sd_run_options *opts, const sd_cluster *cluster, sd_run_report *report,
                   bool *in_run) {
   sd_run_plan plan;
+  memset(&plan, 0, sizeof plan);
   if (sd_cluster_bcast(&plan, sizeof plan) < 0) {
     report->abort_world = true;
     return -1;

@@ -114,6 +114,7 @@ struct sd_backend {
   void *impl; /* backend private state */
   sd_arena arena;
   int threads; /* CPU worker threads (0 = default) */
+  char device_name[128]; /* e.g. "NVIDIA H100 80GB HBM3" or the CPU's model name */
   /* Floating-point operations of the GEMM-like ops dispatched so far (2 per multiply-add of
    * linear, conv2d and attention, as torch's FlopCounterMode counts them); for benchmarks. */
   uint64_t flops;

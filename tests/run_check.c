@@ -132,8 +132,8 @@ static int check_png(const char *path, const char *index_text, const char *png) 
       sd_output_read_records(r, index, 1, &rec) < 0 || sd_output_read_image(r, index, got) < 0) {
     fprintf(stderr, "run_check: %s\n", sd_error_message());
   } else if (w != info->width || h != info->height || rec.status != SD_ITEM_DONE) {
-    fprintf(stderr, "run_check: %s is %dx%d, item %" PRId64 " is %dx%d with status %d\n", png, w,
-            h, index, info->width, info->height, rec.status);
+    fprintf(stderr, "run_check: %s is %dx%d, item %" PRId64 " is %dx%d with status %d\n", png, w, h,
+            index, info->width, info->height, rec.status);
   } else {
     int max_diff = 0;
     for (size_t k = 0; k < image_bytes(info); k++) {

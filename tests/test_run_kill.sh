@@ -11,9 +11,19 @@ source "$SOURCE_DIR/tests/run_test_lib.sh"
 
 n=1
 have_mpi && n=3
-total=240
-sweep=('prompts: ["a lighthouse", "a red barn", "a tall ship", "an old mill", "a bridge", "a kite"]'
-       'seeds: {start: 100, count: 40}' 'steps: 8' 'save_latents: true')
+prompts='prompts: ["a lighthouse", "a red barn", "a tall ship", "an old mill", "a bridge", "a kite"]'
+
+# The kills wait for progress the file shows, which it does at its flushes (about every second):
+# the job is sized to this machine's speed so that a run lasts about 12 s and every round
+# ends mid-run (at least 240 items).
+write_job calibrate.yaml calibrate.h5 "$prompts" 'seeds: {start: 0, count: 8}' 'steps: 8' \
+  'batch_size: 2'
+expect_status 0 "calibration run" launch "$n" run calibrate.yaml 2>calibrate.log
+rate=$(sed -n 's/.* s wall, \([0-9.]*\) images\/s.*/\1/p' calibrate.log)
+seeds=$(awk -v r="${rate:-0}" 'BEGIN { s = int(r * 12 / 6) + 1; print (s < 40 ? 40 : s) }')
+total=$((6 * seeds))
+note "calibration: ${rate:-?} images/s: $total items"
+sweep=("$prompts" "seeds: {start: 100, count: $seeds}" 'steps: 8' 'save_latents: true')
 write_job kill.yaml out.h5 "${sweep[@]}" 'batch_size: 2'
 write_job ref.yaml ref.h5 "${sweep[@]}" 'batch_size: 3'
 expect_status 0 "uninterrupted reference run" launch "$n" run --quiet ref.yaml

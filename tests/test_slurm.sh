@@ -117,7 +117,7 @@ job_field() {
 
 # wait_job ID: waits for COMPLETED (0) or another end state or JOB_TIMEOUT (1).
 wait_job() {
-  local id=$1 state= deadline=$((SECONDS + JOB_TIMEOUT))
+  local id=$1 state='' deadline=$((SECONDS + JOB_TIMEOUT))
   while [ "$SECONDS" -lt "$deadline" ]; do
     state=$(job_field "$id" JobState)
     case "$state" in
@@ -212,7 +212,7 @@ if id=$(submit requeue --launcher srun); then
       check_all_done "$work/requeue.h5" "$total"
       restarts=$(job_field "$id" Restarts)
       [ "$restarts" = 1 ] || fail "job $id: Restarts=$restarts, expected 1"
-      log=$(ls "$work"/logs/*-"$id".out 2>/dev/null | head -n 1)
+      log="$work/logs/sdbatch-requeue-$id.out"
       summary=$(grep 'summary:' "$log" | tail -n 1)
       grep -q "(restart 1)" "$log" || fail "job $id: its log shows no restart"
       rendered=$(sed -n 's/.*summary: \([0-9]*\) rendered.*/\1/p' <<<"$summary")

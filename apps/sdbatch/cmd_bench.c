@@ -23,6 +23,9 @@ static const char *const bench_help =
     "  --model PATH            diffusers folder or single-file checkpoint (e.g. a model from\n"
     "                          'sdbatch make-demo-model DIR --full-size')\n"
     "  --device cpu|cuda|auto  (default auto)\n"
+    "  --precision fp16|bf16|fp32\n"
+    "                          CUDA activation and weight dtype (default fp16); the CPU always\n"
+    "                          computes in fp32\n"
     "  --threads N             CPU threads (default: all cores)\n"
     "  --batch B               images per call (default 1)\n"
     "  --steps N               pipeline steps (default 50)\n"
@@ -31,6 +34,8 @@ static const char *const bench_help =
     "  --width W, --height H   (default: the model's native size)\n"
     "  --repeat R              timed calls per stage after one warm-up (default 3)\n"
     "  --no-pipeline           time the stages only\n"
+    "  --only text|unet|vae|pipeline\n"
+    "                          time this one stage (e.g. a 2048x2048 VAE decode alone)\n"
     "  --help                  this text\n";
 
 static double now_s(void) {
@@ -52,11 +57,13 @@ int cmd_bench(int argc, char **argv) {
   params.device = "auto";
   int batch_size = 1, steps = 50, width = 0, height = 0, repeat = 3;
   float guidance = 7.5f;
-  bool pipeline = true;
+  bool pipeline = true, precision_given = false;
+  const char *only = NULL;
   const char *scheduler_name = "ddim";
   static const struct option options[] = {
       {"model", required_argument, NULL, 'm'},
       {"device", required_argument, NULL, 'd'},
+      {"precision", required_argument, NULL, 'p'},
       {"threads", required_argument, NULL, 't'},
       {"batch", required_argument, NULL, 'b'},
       {"steps", required_argument, NULL, 's'},
@@ -66,6 +73,7 @@ int cmd_bench(int argc, char **argv) {
       {"height", required_argument, NULL, 'H'},
       {"repeat", required_argument, NULL, 'r'},
       {"no-pipeline", no_argument, NULL, 'n'},
+      {"only", required_argument, NULL, 'o'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
@@ -81,6 +89,11 @@ int cmd_bench(int argc, char **argv) {
       if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
         return cli_usage_error(cmd, "--device: expected cpu, cuda or auto, got '%s'", optarg);
       params.device = optarg;
+      break;
+    case 'p':
+      if (sd_precision_parse(optarg, &params.precision) < 0)
+        return cli_usage_error(cmd, "--precision: %s", sd_error_message());
+      precision_given = true;
       break;
     case 't':
       if (cli_parse_int(cmd, "--threads", optarg, 1, 1024, &params.threads) < 0)
@@ -116,6 +129,13 @@ int cmd_bench(int argc, char **argv) {
     case 'n':
       pipeline = false;
       break;
+    case 'o':
+      if (strcmp(optarg, "text") && strcmp(optarg, "unet") && strcmp(optarg, "vae") &&
+          strcmp(optarg, "pipeline"))
+        return cli_usage_error(cmd, "--only: expected text, unet, vae or pipeline, got '%s'",
+                               optarg);
+      only = optarg;
+      break;
     case 'h':
       fputs(bench_help, stdout);
       return 0;
@@ -147,31 +167,42 @@ int cmd_bench(int argc, char **argv) {
     goto out;
   }
   int rows = guidance > 1.0f ? 2 * batch_size : batch_size;
+  if (precision_given && be->ops->act_dtype != params.precision)
+    fprintf(stderr,
+            "sdbatch bench: note: --precision %s applies to CUDA; the %s backend computes in %s\n",
+            sd_precision_name(params.precision), be->ops->name,
+            sd_precision_name(be->ops->act_dtype));
   printf("sdbatch bench: model %s (loaded in %.1f s)\n", params.model_path, load_s);
-  printf("  device %s (%d threads), %dx%d, batch %d, guidance %g, %d steps (%s)\n", be->ops->name,
-         be->threads, batch.width, batch.height, batch_size, (double)guidance, steps,
-         scheduler_name);
+  printf("  device %s: %s (%d threads), %s, %dx%d, batch %d, guidance %g, %d steps (%s)\n",
+         be->ops->name, be->device_name, be->threads, sd_precision_name(be->ops->act_dtype),
+         batch.width, batch.height, batch_size, (double)guidance, steps, scheduler_name);
   fflush(stdout);
   sd_stage_timing timing;
-  if (sd_bench_text_encoder(engine, rows, repeat, &timing) < 0) {
-    status = cli_report_error(cmd);
-    goto out;
+  if (!only || strcmp(only, "text") == 0) {
+    if (sd_bench_text_encoder(engine, rows, repeat, &timing) < 0) {
+      status = cli_report_error(cmd);
+      goto out;
+    }
+    print_stage("text encoder", rows, &timing);
+    fflush(stdout);
   }
-  print_stage("text encoder", rows, &timing);
-  fflush(stdout);
-  if (sd_bench_unet(engine, rows, batch.width, batch.height, repeat, &timing) < 0) {
-    status = cli_report_error(cmd);
-    goto out;
+  if (!only || strcmp(only, "unet") == 0) {
+    if (sd_bench_unet(engine, rows, batch.width, batch.height, repeat, &timing) < 0) {
+      status = cli_report_error(cmd);
+      goto out;
+    }
+    print_stage("unet", rows, &timing);
+    fflush(stdout);
   }
-  print_stage("unet", rows, &timing);
-  fflush(stdout);
-  if (sd_bench_vae(engine, batch_size, batch.width, batch.height, repeat, &timing) < 0) {
-    status = cli_report_error(cmd);
-    goto out;
+  if (!only || strcmp(only, "vae") == 0) {
+    if (sd_bench_vae(engine, batch_size, batch.width, batch.height, repeat, &timing) < 0) {
+      status = cli_report_error(cmd);
+      goto out;
+    }
+    print_stage("vae decode", batch_size, &timing);
+    fflush(stdout);
   }
-  print_stage("vae decode", batch_size, &timing);
-  fflush(stdout);
-  if (pipeline) {
+  if (only ? strcmp(only, "pipeline") == 0 : pipeline) {
     sd_txt2img_item *items = calloc((size_t)batch_size, sizeof *items);
     sd_txt2img_result *results = calloc((size_t)batch_size, sizeof *results);
     if (!items || !results) {

@@ -33,6 +33,9 @@ static const char *const render_help =
     "  --width W, --height H   image size, multiples of 8 (default: the model's native size)\n"
     "  --rng cuda|cpu          reproduce torch.Generator('cuda') or ('cpu') noise (default cuda)\n"
     "  --device cpu|cuda|auto  where to compute (default auto: cuda when available)\n"
+    "  --precision fp16|bf16|fp32\n"
+    "                          CUDA activation and weight dtype (default fp16); the CPU always\n"
+    "                          computes in fp32\n"
     "  --threads N             CPU threads (default: all cores)\n"
     "  --out FILE.png          the image to write\n"
     "  --quiet                 no progress on stderr\n"
@@ -70,7 +73,7 @@ int cmd_render(int argc, char **argv) {
   sd_txt2img_item item = {NULL, "", 0, 7.5f};
   sd_txt2img_batch batch = {0, 0, 50, SD_SCHED_DDIM, false, SD_RNG_CUDA};
   const char *out_path = NULL, *scheduler_name = NULL;
-  bool quiet = false;
+  bool quiet = false, precision_given = false;
 
   enum {
     OPT_MODEL = 256,
@@ -86,6 +89,7 @@ int cmd_render(int argc, char **argv) {
     OPT_HEIGHT,
     OPT_RNG,
     OPT_DEVICE,
+    OPT_PRECISION,
     OPT_THREADS,
     OPT_OUT,
     OPT_QUIET,
@@ -105,6 +109,7 @@ int cmd_render(int argc, char **argv) {
       {"height", required_argument, NULL, OPT_HEIGHT},
       {"rng", required_argument, NULL, OPT_RNG},
       {"device", required_argument, NULL, OPT_DEVICE},
+      {"precision", required_argument, NULL, OPT_PRECISION},
       {"threads", required_argument, NULL, OPT_THREADS},
       {"out", required_argument, NULL, OPT_OUT},
       {"quiet", no_argument, NULL, OPT_QUIET},
@@ -163,6 +168,11 @@ int cmd_render(int argc, char **argv) {
         return cli_usage_error(cmd, "--device: expected cpu, cuda or auto, got '%s'", optarg);
       params.device = optarg;
       break;
+    case OPT_PRECISION:
+      if (sd_precision_parse(optarg, &params.precision) < 0)
+        return cli_usage_error(cmd, "--precision: %s", sd_error_message());
+      precision_given = true;
+      break;
     case OPT_THREADS:
       if (cli_parse_int(cmd, "--threads", optarg, 1, 1024, &params.threads) < 0)
         return 2;
@@ -204,9 +214,16 @@ int cmd_render(int argc, char **argv) {
   if (!batch.height)
     batch.height = model->unet.sample_size * factor;
   batch.scheduler = scheduler_name ? scheduler_kind : sd_engine_default_scheduler(engine);
+  const sd_backend *be = sd_engine_backend(engine);
+  if (precision_given && be->ops->act_dtype != params.precision)
+    fprintf(stderr,
+            "sdbatch render: note: --precision %s applies to CUDA; the %s backend computes "
+            "in %s\n",
+            sd_precision_name(params.precision), be->ops->name,
+            sd_precision_name(be->ops->act_dtype));
   if (!quiet)
-    fprintf(stderr, "sdbatch render: model %s loaded on %s in %.1f s\n", params.model_path,
-            sd_engine_backend(engine)->ops->name, seconds_since(&progress.start));
+    fprintf(stderr, "sdbatch render: model %s loaded on %s (%s) in %.1f s\n", params.model_path,
+            be->ops->name, sd_precision_name(be->ops->act_dtype), seconds_since(&progress.start));
 
   int status = 0;
   sd_txt2img_result result = {0};
@@ -219,13 +236,14 @@ int cmd_render(int argc, char **argv) {
     fprintf(stderr, "sdbatch render: warning: the latents or image had NaN or Inf values\n");
 
   char parameters[8192];
-  snprintf(parameters, sizeof parameters,
-           "%s\nNegative prompt: %s\nSteps: %d, Sampler: %s, Karras: %s, CFG scale: %g, Seed: "
-           "%llu, Size: %dx%d, RNG: %s, Model: %s, Generator: sdbatch %s",
-           item.prompt, item.negative_prompt, batch.steps, sd_scheduler_kind_name(batch.scheduler),
-           batch.karras ? "yes" : "no", (double)item.guidance_scale, (unsigned long long)item.seed,
-           batch.width, batch.height, batch.rng == SD_RNG_CUDA ? "cuda" : "cpu", params.model_path,
-           SDBATCH_VERSION);
+  snprintf(
+      parameters, sizeof parameters,
+      "%s\nNegative prompt: %s\nSteps: %d, Sampler: %s, Karras: %s, CFG scale: %g, Seed: "
+      "%llu, Size: %dx%d, RNG: %s, Device: %s, Precision: %s, Model: %s, Generator: sdbatch %s",
+      item.prompt, item.negative_prompt, batch.steps, sd_scheduler_kind_name(batch.scheduler),
+      batch.karras ? "yes" : "no", (double)item.guidance_scale, (unsigned long long)item.seed,
+      batch.width, batch.height, batch.rng == SD_RNG_CUDA ? "cuda" : "cpu", be->ops->name,
+      sd_precision_name(be->ops->act_dtype), params.model_path, SDBATCH_VERSION);
   sd_png_text text = {"parameters", parameters};
   if (sd_png_write_rgb(out_path, result.rgb, batch.width, batch.height, &text, 1) < 0) {
     status = cli_report_error(cmd);

@@ -61,9 +61,9 @@ static int parse_args(int argc, char **argv, bool speak, run_args *args) {
     switch (opt) {
     case OPT_DEVICE:
       if (strcmp(optarg, "auto") && strcmp(optarg, "cpu") && strcmp(optarg, "cuda"))
-        return speak ? cli_usage_error(cmd, "--device: expected auto, cpu or cuda, got '%s'",
-                                       optarg)
-                     : 2;
+        return speak
+                   ? cli_usage_error(cmd, "--device: expected auto, cpu or cuda, got '%s'", optarg)
+                   : 2;
       args->opts.device = optarg;
       break;
     case OPT_THREADS: {
@@ -71,8 +71,9 @@ static int parse_args(int argc, char **argv, bool speak, run_args *args) {
       errno = 0;
       long threads = strtol(optarg, &end, 10);
       if (errno || end == optarg || *end || threads < 1 || threads > 1024)
-        return speak ? cli_usage_error(cmd, "--threads: expected an integer from 1 to 1024, got "
-                                            "'%s'",
+        return speak ? cli_usage_error(cmd,
+                                       "--threads: expected an integer from 1 to 1024, got "
+                                       "'%s'",
                                        optarg)
                      : 2;
       args->opts.threads = (int)threads;

@@ -3,6 +3,7 @@
 
 #include "../error.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,6 +82,25 @@ static const sd_backend_ops cpu_ops = {
     .clamp = sd_cpu_clamp,
 };
 
+/* The "model name" line of /proc/cpuinfo, or "cpu". */
+static void read_cpu_name(char *name, size_t size) {
+  snprintf(name, size, "cpu");
+  FILE *info = fopen("/proc/cpuinfo", "r");
+  if (!info)
+    return;
+  char line[512];
+  while (fgets(line, sizeof line, info)) {
+    char *colon = strchr(line, ':');
+    if (strncmp(line, "model name", 10) == 0 && colon) {
+      colon += 2;
+      colon[strcspn(colon, "\n")] = '\0';
+      snprintf(name, size, "%s", colon);
+      break;
+    }
+  }
+  fclose(info);
+}
+
 sd_backend *sd_backend_cpu_create(int threads) {
   sd_backend *be = calloc(1, sizeof *be);
   if (!be) {
@@ -88,6 +108,7 @@ sd_backend *sd_backend_cpu_create(int threads) {
     return NULL;
   }
   be->ops = &cpu_ops;
+  read_cpu_name(be->device_name, sizeof be->device_name);
 #ifdef _OPENMP
   if (threads > 0)
     omp_set_num_threads(threads);

@@ -5,6 +5,7 @@
  * the ops live one per file. Ops only enqueue work on the stream; synchronize() waits for it. */
 #include "cuda_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -324,5 +325,9 @@ extern "C" sd_backend *sd_backend_cuda_create(int device_index, sd_dtype act_dty
   }
   be->ops = &cu->ops;
   be->impl = cu;
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, device_index) == cudaSuccess)
+    snprintf(be->device_name, sizeof be->device_name, "%s (cuda:%d, %s)", prop.name, device_index,
+             sd_dtype_name(act_dtype));
   return be;
 }

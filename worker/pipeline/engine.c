@@ -13,6 +13,30 @@
 void sd_engine_params_init(sd_engine_params *params) {
   memset(params, 0, sizeof *params);
   params->device = "cpu";
+  params->precision = SD_DTYPE_F16;
+}
+
+int sd_precision_parse(const char *name, sd_dtype *out) {
+  static const sd_dtype dtypes[3] = {SD_DTYPE_F16, SD_DTYPE_BF16, SD_DTYPE_F32};
+  for (int i = 0; i < 3; i++)
+    if (strcmp(name, sd_precision_name(dtypes[i])) == 0) {
+      *out = dtypes[i];
+      return 0;
+    }
+  return SD_ERROR("expected fp16, bf16 or fp32, got '%s'", name);
+}
+
+const char *sd_precision_name(sd_dtype precision) {
+  switch (precision) {
+  case SD_DTYPE_F16:
+    return "fp16";
+  case SD_DTYPE_BF16:
+    return "bf16";
+  case SD_DTYPE_F32:
+    return "fp32";
+  default:
+    return "?";
+  }
 }
 
 int sd_tokenizer_open_for_model(const sd_tokenizer_files *files, sd_tokenizer **out) {
@@ -29,6 +53,10 @@ int sd_tokenizer_open_for_model(const sd_tokenizer_files *files, sd_tokenizer **
 
 int sd_engine_open(const sd_engine_params *params, sd_engine **out) {
   *out = NULL;
+  if (params->precision != SD_DTYPE_F16 && params->precision != SD_DTYPE_BF16 &&
+      params->precision != SD_DTYPE_F32)
+    return SD_ERROR("precision must be F16, BF16 or F32 (got %s)",
+                    sd_dtype_name(params->precision));
   sd_engine *engine = calloc(1, sizeof *engine);
   if (!engine)
     return SD_ERROR("out of memory");
@@ -43,7 +71,7 @@ int sd_engine_open(const sd_engine_params *params, sd_engine **out) {
   if (strcmp(params->device, "cpu") == 0) {
     engine->be = sd_backend_cpu_create(params->threads);
   } else if (is_auto || strcmp(params->device, "cuda") == 0) {
-    engine->be = sd_backend_cuda_create(params->device_index, SD_DTYPE_F16);
+    engine->be = sd_backend_cuda_create(params->device_index, params->precision);
     if (!engine->be && is_auto) {
       sd_error_clear();
       engine->be = sd_backend_cpu_create(params->threads);

@@ -22,9 +22,16 @@ typedef struct sd_engine_params {
   const char *device;      /* "cpu", "cuda" or "auto" */
   int device_index;        /* CUDA device for "cuda" and "auto" (default 0) */
   int threads;             /* CPU threads (0: all cores); also for "auto" falling back to cpu */
+  sd_dtype precision;      /* CUDA activation (and weight) dtype: SD_DTYPE_F16 (default), BF16 or
+                              F32; the CPU backend ignores it and computes in F32 */
 } sd_engine_params;
 
 void sd_engine_params_init(sd_engine_params *params);
+
+/* "fp16", "bf16", "fp32" <-> SD_DTYPE_F16, BF16, F32; parse returns -1 with an error naming the
+ * choices for anything else. */
+int sd_precision_parse(const char *name, sd_dtype *out);
+const char *sd_precision_name(sd_dtype precision);
 
 /* The tokenizer a model's files name (vocab.json + merges.txt, tokenizer.json or the CLIP BPE). */
 struct sd_tokenizer;
@@ -56,9 +63,9 @@ typedef struct sd_txt2img_batch {
 typedef void (*sd_progress_fn)(void *ctx, int done, int total);
 
 typedef struct sd_txt2img_result {
-  uint8_t *rgb;    /* (H, W, 3), malloc'ed, rounded as diffusers' image processor rounds */
-  float *latents;  /* (4, H/8, W/8) final latents before decoding, malloc'ed */
-  bool finite;     /* false when the latents or image had NaN/Inf */
+  uint8_t *rgb;   /* (H, W, 3), malloc'ed, rounded as diffusers' image processor rounds */
+  float *latents; /* (4, H/8, W/8) final latents before decoding, malloc'ed */
+  bool finite;    /* false when the latents or image had NaN/Inf */
 } sd_txt2img_result;
 
 /* Checks a batch's settings against the model (multiples of 8, sizes, steps >= 1, karras
