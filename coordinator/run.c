@@ -172,6 +172,13 @@ static int open_output(sd_run_ctx *ctx, const char *model_identity) {
 /* Everything rank 0 checks before any rank starts work. */
 static int prepare(sd_run_ctx *ctx) {
   const sd_run_options *opts = ctx->opts;
+  /* rank 0 of a larger world polls and acts on every signal itself; alone, it learns of one only
+   * between batches, so a second one ends it at once */
+  bool alone = ctx->cluster->size == 1;
+  SD_TRY(sd_stop_signals_install(
+      alone, alone && opts->log
+                 ? "sdbatch run: stopping after the current batch (signal again to stop at once)\n"
+                 : NULL));
   SD_TRY(sd_job_load(opts->job_path, &ctx->job));
   ctx->info = sd_job_get_info(ctx->job);
   const sd_job_info *info = ctx->info;
@@ -267,9 +274,8 @@ static int run_rank0(const sd_run_options *opts, const sd_cluster *cluster, sd_r
       sd_progress_summary(&ctx.progress, report->signal);
     if (rc == 0 && report->signal)
       report->outcome = SD_RUN_INTERRUPTED;
-    else if (rc == 0 && failed > 0) {
+    else if (rc == 0 && failed > 0)
       report->outcome = SD_RUN_ITEMS_FAILED;
-    }
   }
   sd_progress_free(&ctx.progress);
   free(ctx.scheduler_names);
@@ -295,14 +301,6 @@ static int exit_status(int rc, const sd_run_report *report) {
 
 int sd_run(const sd_run_options *opts, const sd_cluster *cluster, sd_run_report *report) {
   memset(report, 0, sizeof *report);
-  bool alone = cluster->size == 1;
-  /* rank 0 of a larger world polls and acts on every signal itself; a rendering rank learns of
-   * one only between batches, so a second one ends it at once */
-  SD_TRY(sd_stop_signals_install(
-      cluster->rank != 0 || alone,
-      alone && opts->log
-          ? "sdbatch run: stopping after the current batch (signal again to stop at once)\n"
-          : NULL));
   bool in_run = false;
   int rc = cluster->rank == 0 ? run_rank0(opts, cluster, report, &in_run)
                               : sd_run_worker(opts, cluster, report, &in_run);

@@ -71,6 +71,8 @@ static int wait_for_stop(void) {
 
 static int setup(const sd_run_options *opts, const sd_cluster *cluster, const sd_run_plan *plan,
                  sd_job **job, sd_renderer **renderer) {
+  /* a worker learns of a signal only between batches: a second one ends it at once */
+  SD_TRY(sd_stop_signals_install(true, NULL));
   SD_TRY(sd_job_load(opts->job_path, job));
   const sd_job_info *info = sd_job_get_info(*job);
   char hash[65];

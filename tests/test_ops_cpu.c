@@ -1,6 +1,8 @@
 /* The CPU backend's ops against naive references written here (plain loops, double sums) on
- * random inputs with odd shapes, plus the shape checks of sd_op_*. Tolerance for computed ops:
- * |got - want| <= 1e-5 + 1e-4 |want|; data movement ops and lincomb must match exactly. */
+ * random inputs with odd shapes, plus the shape checks of sd_op_* and batch invariance (an
+ * item's output bit for bit the same alone and in a batch). Everything runs with the default
+ * thread count and with 3 threads. Tolerance for computed ops: |got - want| <= 1e-5 + 1e-4 |want|;
+ * data movement ops and lincomb must match exactly. */
 #include "kernels/error.h"
 #include "kernels/ops.h"
 #include "test_util.h"
