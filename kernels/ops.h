@@ -9,7 +9,10 @@
  *  - Activations have the backend's activation dtype (be->ops->act_dtype: F32 on the CPU).
  *    Weights are uploaded once with sd_backend_upload_weight and have be->ops->weight_dtype.
  *  - Unless an op says otherwise, the output must not alias an input.
- *  - Every op returns 0 on success or -1 with a message (error.h). */
+ *  - Every op returns 0 on success or -1 with a message (error.h).
+ *  - Batch invariance: the outermost dim of an activation is the batch, and an item's result is
+ *    bit for bit the same whatever else is in the batch (an image never depends on its
+ *    neighbours; tests/test_ops_cpu.c and tests/test_txt2img.c check it). */
 #ifndef SD_OPS_H
 #define SD_OPS_H
 
@@ -51,7 +54,8 @@ typedef struct sd_backend_ops {
   void (*destroy)(sd_backend *be);
 
   /* y (M, N) = act(x (M, K) . w (N, K)^T + b (N)); b may be NULL. x and y may have leading dims
-   * that flatten to M. */
+   * that flatten to M; the outermost dim is the batch (pass (B, L, K), never (B*L, K)): a
+   * backend computes each batch item on its own so results never depend on the batch. */
   int (*linear)(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
                 sd_activation act, sd_tensor *y);
   /* y (B, K, Ho, Wo) = conv(x (B, C, H, W), w (K, C, kh, kw)) + b (K); zero padding `pad` on each

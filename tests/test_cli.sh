@@ -59,6 +59,7 @@ expect 2 "unknown scheduler 'foo'.*ddim" -- \
 expect 2 "--rng" -- "${render[@]}" --prompt "a cat" --rng gpu --out "$work/x.png"
 expect 2 "--device: expected cpu, cuda or auto, got 'tpu'" -- \
   "${render[@]}" --prompt "a cat" --device tpu --out "$work/x.png"
+expect 2 "--precision" -- "${render[@]}" --prompt "a cat" --precision fp8 --out "$work/x.png"
 expect 2 "unknown or incomplete option '--colour'" -- \
   "${render[@]}" --prompt "a cat" --colour red --out "$work/x.png"
 expect 1 "width and height must be positive multiples of 8 \(got 100x64\)" -- \

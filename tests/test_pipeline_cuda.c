@@ -3,7 +3,9 @@
  *    diffusers' / transformers' float32 outputs (tests/fixtures/stages-*.safetensors);
  *  - txt2img: three renders (a batch of two with CFG and a negative prompt on DDIM; euler_a
  *    without guidance, non-square; DPM++ 2M Karras) on the CUDA engine against the same renders
- *    on the CPU engine, the oracle (test_txt2img holds the CPU to diffusers).
+ *    on the CPU engine, the oracle (test_txt2img holds the CPU to diffusers); and the batch's
+ *    items rendered alone, which must be bit for bit what the batch gave (ops.h's batch
+ *    invariance).
  * Exits 77 (ctest: skipped) when sd_backend_cuda_create fails, i.e. no GPU or no CUDA build.
  * `test_pipeline_cuda cpu` runs the CPU backend in place of CUDA: a check of the test itself on a
  * machine without a GPU (every comparison then passes at zero difference).
@@ -14,8 +16,8 @@
  * with at least 99.9% exact (test_txt2img's tolerances against diffusers); fp16 max latent
  * difference <= 2e-2 * max |latents| and mean absolute pixel difference < 1 level; bf16 1e-1 and
  * 4 levels. For scale, diffusers itself in fp16 / bf16 (on the CPU) against its float32 results
- * on these models and cases reaches 6e-3 / 4e-2 (stages), 4e-3 / 3.3e-2 (latents) and 0.16 / 1.5
- * levels (tests/reference/reduced_precision_error.py). */
+ * on these models and cases reaches 6e-3 / 4e-2 (stages), 3.4e-3 / 3.6e-2 (latents) and 0.15 / 1.4
+ * levels mean (tests/reference/reduced_precision_error.py). */
 #include "test_util.h"
 
 #include "kernels/error.h"
@@ -313,6 +315,24 @@ static void compare_render(const char *what, const precision_case *p, const sd_t
   }
 }
 
+/* The batch invariance of ops.h: an item rendered alone is bit for bit the item rendered in a
+ * batch. */
+static void check_alone(sd_engine *engine, const char *what, const sd_txt2img_batch *b,
+                        const sd_txt2img_item *item, const sd_txt2img_result *in_batch,
+                        size_t latents) {
+  sd_txt2img_result alone;
+  int rc = sd_txt2img(engine, b, item, 1, NULL, NULL, &alone);
+  CHECK(rc == 0, "%s alone: %s", what, sd_error_message());
+  if (rc < 0)
+    return;
+  size_t pixels = (size_t)b->width * b->height * 3;
+  bool same = memcmp(alone.rgb, in_batch->rgb, pixels) == 0 &&
+              memcmp(alone.latents, in_batch->latents, latents * sizeof(float)) == 0;
+  fprintf(stderr, "%s %s: alone and in its batch bit for bit\n", same ? "ok  " : "FAIL", what);
+  CHECK(same, "%s: the image depends on the rest of its batch", what);
+  sd_txt2img_result_free(&alone);
+}
+
 static sd_engine *open_engine(const char *family, const char *device, sd_dtype precision) {
   char model_path[512];
   snprintf(model_path, sizeof model_path, "%s/tiny-%s", SD_TEST_FIXTURES, family);
@@ -356,6 +376,8 @@ static void test_renders(const char *family) {
         snprintf(what, sizeof what, "%s %s %s item %d", family, sd_precision_name(p->dtype),
                  rc->name, i);
         compare_render(what, p, &rc->batch, &got[i], &want[c][i], latents);
+        if (rc->n > 1)
+          check_alone(engine, what, &rc->batch, &rc->items[i], &got[i], latents);
         sd_txt2img_result_free(&got[i]);
       }
     }
