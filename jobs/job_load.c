@@ -5,6 +5,7 @@
 #include "../worker/sched/scheduler_names.h"
 
 #include "error.h"
+#include "file.h"
 #include "worker/sched/scheduler.h"
 
 #include <errno.h>
@@ -816,34 +817,16 @@ static int parser_error(loader *ld, const yaml_parser_t *parser) {
                          tab ? "; indent with spaces, YAML does not allow tabs" : "");
 }
 
-/* Reads the file into job->yaml_text. */
+/* Reads the file into job->yaml_text, with the job file's own wording on failure. */
 static int read_job_file(sd_job *job) {
-  FILE *f = fopen(job->path, "rb");
-  if (!f)
-    return SD_ERROR("%s: cannot read the job file: %s", job->path, strerror(errno));
-  char *text = malloc(JOB_FILE_MAX_BYTES + 1);
-  if (!text) {
-    fclose(f);
-    return SD_ERROR("%s: out of memory reading the job file", job->path);
-  }
-  size_t len = fread(text, 1, JOB_FILE_MAX_BYTES + 1, f);
-  int failed = ferror(f);
-  int saved_errno = errno;
-  fclose(f);
-  if (failed) {
-    free(text);
-    return SD_ERROR("%s: cannot read the job file: %s", job->path, strerror(saved_errno));
-  }
-  if (len > JOB_FILE_MAX_BYTES) {
-    free(text);
+  if (sd_file_read(job->path, JOB_FILE_MAX_BYTES, &job->yaml_text, &job->yaml_len) == 0)
+    return 0;
+  if (errno == EFBIG)
     return SD_ERROR("%s: the job file is larger than %u bytes; is it a job file?", job->path,
                     JOB_FILE_MAX_BYTES);
-  }
-  text[len] = '\0';
-  char *fitted = realloc(text, len + 1);
-  job->yaml_text = fitted ? fitted : text;
-  job->yaml_len = len;
-  return 0;
+  if (errno == ENOMEM)
+    return SD_ERROR("%s: out of memory reading the job file", job->path);
+  return SD_ERROR("%s: cannot read the job file: %s", job->path, strerror(errno));
 }
 
 static int load_document(loader *ld) {

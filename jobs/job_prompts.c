@@ -3,54 +3,11 @@
 #include "job_internal.h"
 
 #include "error.h"
+#include "file.h"
 
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Reads the whole file into *out (NUL-terminated); -1 with errno set on failure. */
-static int read_all(const char *path, char **out, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return -1;
-  size_t cap = 1 << 16, used = 0;
-  char *buf = malloc(cap);
-  if (!buf) {
-    fclose(f);
-    errno = ENOMEM;
-    return -1;
-  }
-  for (;;) {
-    if (cap - used < 2) {
-      char *grown = realloc(buf, cap * 2);
-      if (!grown) {
-        free(buf);
-        fclose(f);
-        errno = ENOMEM;
-        return -1;
-      }
-      buf = grown;
-      cap *= 2;
-    }
-    size_t got = fread(buf + used, 1, cap - used - 1, f);
-    used += got;
-    if (got == 0)
-      break;
-  }
-  int failed = ferror(f);
-  int saved_errno = errno;
-  fclose(f);
-  if (failed) {
-    free(buf);
-    errno = saved_errno ? saved_errno : EIO;
-    return -1;
-  }
-  buf[used] = '\0';
-  *out = buf;
-  *len = used;
-  return 0;
-}
 
 static int is_blank(const char *line, size_t len) {
   for (size_t i = 0; i < len; i++)
@@ -70,7 +27,7 @@ static int char_column(const char *line, size_t at) {
 int sd_job_read_prompts_file(sd_job *job) {
   char *text;
   size_t len;
-  if (read_all(job->prompts_file, &text, &len) != 0)
+  if (sd_file_read(job->prompts_file, SIZE_MAX, &text, &len) != 0)
     return sd_job_error_at(job->path, job->prompts_file_pos, "prompts_file: cannot read '%s': %s",
                            job->prompts_file, strerror(errno));
   size_t start = 0;

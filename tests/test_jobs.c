@@ -33,16 +33,6 @@ static sd_job *load_ok(const char *path) {
   return rc == 0 ? job : NULL;
 }
 
-static char *read_file(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return NULL;
-  char *buf = malloc(1 << 20);
-  *len = buf ? fread(buf, 1, 1 << 20, f) : 0;
-  fclose(f);
-  return buf;
-}
-
 static void test_sha256(void) {
   static const struct {
     const char *text;
@@ -126,7 +116,7 @@ static void test_full_job(void) {
   CHECK(strlen(info->hash) == 64, "hash is 64 hex digits: %s", info->hash);
 
   size_t file_len = 0, text_len = 0;
-  char *file = read_file(JOBS "good_full.yaml", &file_len);
+  char *file = sd_test_read_file(JOBS "good_full.yaml", &file_len);
   const char *text = sd_job_yaml_text(job, &text_len);
   CHECK(file && text_len == file_len && !memcmp(text, file, file_len) && text[text_len] == '\0',
         "the raw YAML text is the file's bytes (%zu vs %zu)", text_len, file_len);
@@ -504,7 +494,7 @@ static void test_bad_jobs(void) {
  * names the file; the sanitizer-free build still catches crashes. */
 static void test_mutations(void) {
   size_t len = 0;
-  char *base = read_file(JOBS "good_full.yaml", &len);
+  char *base = sd_test_read_file(JOBS "good_full.yaml", &len);
   CHECK(base != NULL, "read good_full.yaml");
   if (!base)
     return;

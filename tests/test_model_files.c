@@ -541,14 +541,7 @@ static const char *folder_with_config(const char *name, const char *replaced,
 
 /* Diffusers before 0.14 saved the VAE attention as query/key/value/proj_attn. */
 static void test_old_vae_names(void) {
-  char *config = NULL;
-  FILE *f = fopen(FIXTURE("tiny-sd1/vae/config.json"), "rb");
-  if (f) {
-    config = calloc(1, 65536);
-    if (config && fread(config, 1, 65535, f) == 0)
-      config[0] = '\0';
-    fclose(f);
-  }
+  char *config = sd_test_read_file(FIXTURE("tiny-sd1/vae/config.json"), NULL);
   CHECK(config && config[0], "read the fixture VAE config");
   if (!config || !config[0]) {
     free(config);

@@ -79,26 +79,9 @@ static sd_output_spec base_spec(const char *path) {
                           .job_path = "jobs/sweep.yaml"};
 }
 
-static unsigned char *read_all(const char *path, size_t *size) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  unsigned char *buf = malloc((size_t)n + 1);
-  if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-    free(buf);
-    buf = NULL;
-  }
-  fclose(f);
-  *size = (size_t)n;
-  return buf;
-}
-
-static bool same_file(const unsigned char *before, size_t before_size, const char *path) {
+static bool same_file(const char *before, size_t before_size, const char *path) {
   size_t size = 0;
-  unsigned char *now = read_all(path, &size);
+  char *now = sd_test_read_file(path, &size);
   bool same = now && size == before_size && memcmp(now, before, size) == 0;
   free(now);
   return same;
@@ -257,7 +240,7 @@ static void test_refusals(void) {
  * leave the file byte for byte as it was. */
 static void expect_refused(const sd_output_spec *spec, const char *want, const char *want2) {
   size_t size = 0;
-  unsigned char *before = read_all(spec->path, &size);
+  char *before = sd_test_read_file(spec->path, &size);
   sd_output *o = NULL;
   int rc = sd_output_open(spec, &o);
   CHECK(rc < 0 && !o, "%s: refused", spec->path);
@@ -290,7 +273,7 @@ static void test_foreign_files(void) {
   CHECK(sd_output_open(&spec, &o) == 0 && sd_output_close(o) == 0, "create: %s",
         sd_error_message());
   size_t size = 0;
-  unsigned char *bytes = read_all(good, &size);
+  char *bytes = sd_test_read_file(good, &size);
   spec.path = tmp_path("truncated.h5");
   f = fopen(spec.path, "wb");
   fwrite(bytes, 1, size / 2, f);
@@ -357,7 +340,7 @@ static void test_only_raw_data_changes(bool with_meta) {
   CHECK(sd_output_open(&spec, &o) == 0 && sd_output_close(o) == 0, "create: %s",
         sd_error_message());
   size_t size = 0;
-  unsigned char *created = read_all(path, &size);
+  char *created = sd_test_read_file(path, &size);
   byte_range ranges[64];
   int n_ranges = raw_ranges(path, ranges, 64);
   CHECK(n_ranges == 12 + 9, "raw ranges: %d (12 image chunks + 9 contiguous)", n_ranges);
@@ -382,7 +365,7 @@ static void test_only_raw_data_changes(bool with_meta) {
   CHECK(sd_output_flush(o) == 0 && sd_output_close(o) == 0, "flush, close: %s", sd_error_message());
 
   size_t after_size = 0;
-  unsigned char *after = read_all(path, &after_size);
+  char *after = sd_test_read_file(path, &after_size);
   CHECK(after && after_size == size, "file size unchanged: %zu -> %zu", size, after_size);
   size_t changed = 0, outside = 0, first_outside = 0;
   for (size_t b = 0; after && b < size && b < after_size; b++) {

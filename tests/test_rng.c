@@ -19,26 +19,6 @@
 #define CUDA_ATOL 2.5e-6f
 #define CUDA_RTOL 1e-6f
 
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return NULL;
-  char *text = NULL;
-  if (fseek(f, 0, SEEK_END) == 0) {
-    long size = ftell(f);
-    if (size >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)size + 1))) {
-      if (fread(text, 1, (size_t)size, f) != (size_t)size) {
-        free(text);
-        text = NULL;
-      } else {
-        text[size] = '\0';
-      }
-    }
-  }
-  fclose(f);
-  return text;
-}
-
 static uint64_t seed_of(const cJSON *c) {
   const cJSON *seed = cJSON_GetObjectItem(c, "seed");
   return cJSON_IsString(seed) ? strtoull(seed->valuestring, NULL, 10) : 0;
@@ -160,7 +140,7 @@ int main(void) {
   test_stream_properties();
 
   const char *path = SD_TEST_FIXTURES "/rng/torch_randn.json";
-  char *text = read_text(path);
+  char *text = sd_test_read_file(path, NULL);
   cJSON *root = text ? cJSON_Parse(text) : NULL;
   CHECK(root != NULL, "read %s", path);
   if (root) {

@@ -29,26 +29,6 @@
 #define TIMESTEP_ATOL 1e-4
 #define SIGMA_RTOL    1e-6
 
-static char *read_text(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return NULL;
-  char *text = NULL;
-  if (fseek(f, 0, SEEK_END) == 0) {
-    long size = ftell(f);
-    if (size >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)size + 1))) {
-      if (fread(text, 1, (size_t)size, f) != (size_t)size) {
-        free(text);
-        text = NULL;
-      } else {
-        text[size] = '\0';
-      }
-    }
-  }
-  fclose(f);
-  return text;
-}
-
 /* base64 of little-endian float32 -> n floats; returns the count decoded. */
 static size_t decode_f32(const char *text, float *out, size_t capacity) {
   static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -316,7 +296,7 @@ static void test_alphas_cumprod(const cJSON *root) {
 
 static void test_fixture_cases(sd_backend *be) {
   const char *path = SD_TEST_FIXTURES "/schedulers/cases.json";
-  char *text = read_text(path);
+  char *text = sd_test_read_file(path, NULL);
   cJSON *root = text ? cJSON_Parse(text) : NULL;
   CHECK(root != NULL, "read %s", path);
   if (!root) {

@@ -29,31 +29,8 @@ static int require(int ok, const char *what) {
   return ok;
 }
 
-static char *read_all(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return NULL;
-  size_t capacity = 1 << 16, n = 0, got;
-  char *data = malloc(capacity);
-  while (data && (got = fread(data + n, 1, capacity - n - 1, f)) > 0) {
-    n += got;
-    if (n + 1 == capacity) {
-      char *grown = realloc(data, capacity *= 2);
-      if (!grown)
-        free(data);
-      data = grown;
-    }
-  }
-  fclose(f);
-  if (data)
-    data[n] = '\0';
-  if (len)
-    *len = n;
-  return data;
-}
-
 static cJSON *load_json(const char *path) {
-  char *text = read_all(path, NULL);
+  char *text = sd_test_read_file(path, NULL);
   cJSON *root = text ? cJSON_Parse(text) : NULL;
   free(text);
   CHECK(root != NULL, "cannot read %s", path);
@@ -98,7 +75,7 @@ static void check_prompts(const char *what, sd_tokenizer *eos_pad, sd_tokenizer 
 }
 
 static uint32_t file_crc(const char *path, size_t *len) {
-  char *data = read_all(path, len);
+  char *data = sd_test_read_file(path, len);
   uint32_t crc = data ? (uint32_t)crc32(0, (const Bytef *)data, (uInt)*len) : 0;
   free(data);
   return crc;

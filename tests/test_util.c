@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static int checks_passed;
 static int checks_failed;
@@ -41,8 +42,8 @@ int sd_test_compare_f32(const char *what, const float *got, const float *want, s
       bad++;
   }
   int ok = bad == 0;
-  fprintf(stderr, "%s %s: %zu values, max abs err %.3g (atol %.3g, rtol %.3g)", ok ? "ok  " : "FAIL",
-          what, n, max_abs, atol, rtol);
+  fprintf(stderr, "%s %s: %zu values, max abs err %.3g (atol %.3g, rtol %.3g)",
+          ok ? "ok  " : "FAIL", what, n, max_abs, atol, rtol);
   if (!ok)
     fprintf(stderr, "; %zu out of tolerance, worst [%zu] got %.8g want %.8g", bad, worst,
             got[worst], want[worst]);
@@ -74,6 +75,36 @@ void sd_test_fill_random(float *x, size_t n, uint32_t seed, float scale) {
     state ^= state << 5;
     x[i] = scale * ((float)(state >> 8) / 8388608.0f - 1.0f);
   }
+}
+
+char *sd_test_read_file(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return NULL;
+  size_t used = 0, capacity = 1 << 16;
+  char *data = malloc(capacity);
+  while (data) {
+    size_t got = fread(data + used, 1, capacity - 1 - used, f);
+    used += got;
+    if (got == 0)
+      break;
+    if (capacity - used < 2) {
+      char *grown = realloc(data, capacity *= 2);
+      if (!grown)
+        free(data);
+      data = grown;
+    }
+  }
+  int failed = ferror(f);
+  fclose(f);
+  if (!data || failed) {
+    free(data);
+    return NULL;
+  }
+  data[used] = '\0';
+  if (len)
+    *len = used;
+  return data;
 }
 
 int sd_test_finish(void) {

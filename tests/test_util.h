@@ -19,6 +19,10 @@ int sd_test_compare_i32(const char *what, const int32_t *got, const int32_t *wan
 /* Fills x with deterministic pseudo-random values in [-scale, scale]. */
 void sd_test_fill_random(float *x, size_t n, uint32_t seed, float scale);
 
+/* The whole file at path in a new NUL-terminated buffer (free() it), its size in *len when len is
+ * not NULL; NULL when it cannot be read. */
+char *sd_test_read_file(const char *path, size_t *len);
+
 /* Prints "N passed, M failed" and returns 0 when nothing failed, 1 otherwise. */
 int sd_test_finish(void);
 

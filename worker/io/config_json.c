@@ -2,8 +2,8 @@
 #include "config_json.h"
 
 #include "../../kernels/error.h"
+#include "../../kernels/file.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,34 +12,9 @@
 
 int sd_json_read_file(const char *path, cJSON **out) {
   *out = NULL;
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return SD_ERROR("%s: cannot open: %s", path, strerror(errno));
-  char *text = NULL;
-  size_t used = 0, capacity = 0;
-  for (;;) {
-    if (used + 4096 + 1 > capacity) {
-      capacity = capacity ? capacity * 2 : 16384;
-      char *bigger = realloc(text, capacity);
-      if (!bigger) {
-        free(text);
-        fclose(f);
-        return SD_ERROR("%s: out of memory", path);
-      }
-      text = bigger;
-    }
-    size_t n = fread(text + used, 1, capacity - used - 1, f);
-    used += n;
-    if (n == 0)
-      break;
-  }
-  int read_error = ferror(f);
-  fclose(f);
-  if (read_error) {
-    free(text);
-    return SD_ERROR("%s: read error", path);
-  }
-  text[used] = '\0';
+  char *text;
+  size_t used;
+  SD_TRY(sd_file_read(path, SIZE_MAX, &text, &used));
   const char *end = NULL;
   cJSON *root = cJSON_ParseWithLengthOpts(text, used, &end, 0);
   long at = end ? (long)(end - text) : -1;

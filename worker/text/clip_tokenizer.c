@@ -4,6 +4,7 @@
 #include "clip_tokenizer.h"
 
 #include "../../kernels/error.h"
+#include "../../kernels/file.h"
 #include "bpe.h"
 #include "clip_pretokenize.h"
 
@@ -64,48 +65,6 @@ int32_t sd_tokenizer_token_id(const sd_tokenizer *tok, const char *token) {
   if (id < 0)
     return SD_ERROR("token '%s' is not in the vocabulary", token);
   return id;
-}
-
-/* Reads a whole file (NUL-terminated for convenience). */
-static int read_file(const char *path, char **data_out, size_t *len_out) {
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return SD_ERROR("%s: cannot open: %s", path, strerror(errno));
-  size_t len = 0, capacity = 1 << 16;
-  char *data = malloc(capacity);
-  int rc = -1;
-  if (!data) {
-    SD_ERROR("%s: out of memory", path);
-    goto out_close;
-  }
-  for (;;) {
-    if (len + 1 >= capacity) {
-      char *grown = realloc(data, capacity * 2);
-      if (!grown) {
-        SD_ERROR("%s: out of memory reading %zu bytes", path, capacity * 2);
-        goto out_close;
-      }
-      data = grown;
-      capacity *= 2;
-    }
-    size_t got = fread(data + len, 1, capacity - 1 - len, f);
-    len += got;
-    if (got == 0)
-      break;
-  }
-  if (ferror(f)) {
-    SD_ERROR("%s: read error: %s", path, strerror(errno));
-    goto out_close;
-  }
-  data[len] = '\0';
-  *data_out = data;
-  *len_out = len;
-  data = NULL;
-  rc = 0;
-out_close:
-  free(data);
-  fclose(f);
-  return rc;
 }
 
 /* Reads a gzip file whole (NUL-terminated). */
@@ -274,7 +233,7 @@ int sd_tokenizer_load_vocab_merges(const char *vocab_json, const char *merges_tx
   char *text = NULL;
   size_t len = 0;
   cJSON *root = NULL;
-  if (read_file(vocab_json, &text, &len) < 0 || check_utf8(text, len, vocab_json) < 0)
+  if (sd_file_read(vocab_json, SIZE_MAX, &text, &len) < 0 || check_utf8(text, len, vocab_json) < 0)
     goto fail;
   root = cJSON_ParseWithLength(text, len);
   if (!root) {
@@ -288,7 +247,8 @@ int sd_tokenizer_load_vocab_merges(const char *vocab_json, const char *merges_tx
   root = NULL;
   free(text);
   text = NULL;
-  if (read_file(merges_txt, &text, &len) < 0 || check_utf8(text, len, merges_txt) < 0 ||
+  if (sd_file_read(merges_txt, SIZE_MAX, &text, &len) < 0 ||
+      check_utf8(text, len, merges_txt) < 0 ||
       parse_merge_lines(tok, text, len, merges_txt, NULL, NULL) < 0 ||
       finish(tok, pad_token, max_length, vocab_json) < 0)
     goto fail;
@@ -352,7 +312,8 @@ int sd_tokenizer_load_tokenizer_json(const char *tokenizer_json, const char *pad
   char *text = NULL;
   size_t len = 0;
   cJSON *root = NULL;
-  if (read_file(tokenizer_json, &text, &len) < 0 || check_utf8(text, len, tokenizer_json) < 0)
+  if (sd_file_read(tokenizer_json, SIZE_MAX, &text, &len) < 0 ||
+      check_utf8(text, len, tokenizer_json) < 0)
     goto fail;
   root = cJSON_ParseWithLength(text, len);
   if (!root) {
