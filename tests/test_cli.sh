@@ -33,7 +33,7 @@ expect() {
 render=("$sdbatch" render --model "$model" --steps 2 --width 64 --height 64 --quiet)
 
 # help and usage
-for command in render tokenize make-demo-model bench; do
+for command in render tokenize make-demo-model bench run inspect export; do
   expect 0 "Usage: sdbatch $command" -- "$sdbatch" "$command" --help
 done
 expect 0 "Commands:" -- "$sdbatch" --help
