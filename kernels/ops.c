@@ -241,6 +241,31 @@ int sd_op_clamp(sd_backend *be, const sd_tensor *x, float lo, float hi, sd_tenso
   return be->ops->clamp(be, x, lo, hi, y);
 }
 
+int sd_op_blend_window(sd_backend *be, const sd_tensor *x, int64_t x_row, int64_t x_col,
+                       sd_tensor *y, int64_t y_row, int64_t y_col, int64_t rows, int64_t cols,
+                       sd_blend_mode mode) {
+  SD_TRY(check_act(be, "blend_window", "x", x));
+  SD_TRY(check_act(be, "blend_window", "y", y));
+  if (x->ndim != 4 || y->ndim != 4 || x->shape[0] != y->shape[0] || x->shape[1] != y->shape[1])
+    return mismatch("blend_window", "x (B, C, Hx, Wx) and y (B, C, Hy, Wy)", x, y);
+  if (mode != SD_BLEND_COPY && mode != SD_BLEND_ROWS && mode != SD_BLEND_COLS)
+    return SD_ERROR("blend_window: unknown mode %d", (int)mode);
+  if (x->data == y->data)
+    return SD_ERROR("blend_window: y aliases x");
+  if (rows < 0 || cols < 0 || x_row < 0 || x_col < 0 || y_row < 0 || y_col < 0 ||
+      x_row + rows > x->shape[2] || x_col + cols > x->shape[3] || y_row + rows > y->shape[2] ||
+      y_col + cols > y->shape[3]) {
+    char sx[96], sy[96];
+    return SD_ERROR("blend_window: window of %lldx%lld at (%lld, %lld) in x %s and (%lld, %lld) "
+                    "in y %s leaves a tensor",
+                    (long long)rows, (long long)cols, (long long)x_row, (long long)x_col,
+                    SHAPE(x, sx), (long long)y_row, (long long)y_col, SHAPE(y, sy));
+  }
+  if (rows == 0 || cols == 0 || x->shape[0] * x->shape[1] == 0)
+    return 0;
+  return be->ops->blend_window(be, x, x_row, x_col, y, y_row, y_col, rows, cols, mode);
+}
+
 int sd_tensor_alloc_persistent(sd_backend *be, sd_tensor *t) {
   t->data = be->ops->alloc(be, sd_tensor_bytes(t) ? sd_tensor_bytes(t) : 1);
   return t->data ? 0 : -1;

@@ -35,6 +35,13 @@ typedef enum sd_activation {
   SD_ACT_QUICK_GELU, /* x * sigmoid(1.702 x) (CLIP ViT-L) */
 } sd_activation;
 
+/* What sd_op_blend_window does with each element of its window (tiled VAE decoding). */
+typedef enum sd_blend_mode {
+  SD_BLEND_COPY = 0, /* d = s */
+  SD_BLEND_ROWS,     /* d = s * (1 - r / rows) + d * (r / rows): diffusers' blend_v */
+  SD_BLEND_COLS,     /* d = s * (1 - c / cols) + d * (c / cols): diffusers' blend_h */
+} sd_blend_mode;
+
 /* Up to this many inputs to sd_op_lincomb. */
 #define SD_LINCOMB_MAX 4
 
@@ -94,6 +101,15 @@ typedef struct sd_backend_ops {
                    sd_tensor *y);
   /* y = min(max(x, lo), hi). y may alias x. */
   int (*clamp)(sd_backend *be, const sd_tensor *x, float lo, float hi, sd_tensor *y);
+  /* A window of rows x cols pixels of x (B, C, Hx, Wx) at (x_row, x_col) onto y (B, C, Hy, Wy) at
+   * (y_row, y_col): for window row r and column c, s = x[:, :, x_row + r, x_col + c] and
+   * d = y[:, :, y_row + r, y_col + c] become what `mode` says. The blend weights are
+   * float32(1 - r / rows) and float32(r / rows) (quotients in double), and each product and the
+   * sum are rounded to float32, as torch evaluates diffusers' blend_v / blend_h. y must not
+   * alias x. */
+  int (*blend_window)(sd_backend *be, const sd_tensor *x, int64_t x_row, int64_t x_col,
+                      sd_tensor *y, int64_t y_row, int64_t y_col, int64_t rows, int64_t cols,
+                      sd_blend_mode mode);
 } sd_backend_ops;
 
 /* Scratch memory: a chain of chunks with stack discipline. Allocations after a mark are all
@@ -175,6 +191,10 @@ int sd_op_transpose(sd_backend *be, const sd_tensor *x, sd_tensor *y);
 int sd_op_embedding(sd_backend *be, const sd_tensor *table, const int32_t *ids, int64_t n,
                     sd_tensor *y);
 int sd_op_clamp(sd_backend *be, const sd_tensor *x, float lo, float hi, sd_tensor *y);
+/* The window must lie inside both tensors; rows or cols 0 does nothing. */
+int sd_op_blend_window(sd_backend *be, const sd_tensor *x, int64_t x_row, int64_t x_col,
+                       sd_tensor *y, int64_t y_row, int64_t y_col, int64_t rows, int64_t cols,
+                       sd_blend_mode mode);
 
 #ifdef __cplusplus
 }

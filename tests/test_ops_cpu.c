@@ -380,6 +380,74 @@ static void test_lincomb(void) {
     }
 }
 
+/* The blend_window contract as naive loops: weights float32(1 - t), float32(t) with t in double,
+ * one rounding per product and for the sum. */
+static void ref_blend_window(const float *x, const int64_t xs[4], const int64_t xo[2], float *y,
+                             const int64_t ys[4], const int64_t yo[2], int64_t rows, int64_t cols,
+                             sd_blend_mode mode) {
+  for (int64_t p = 0; p < xs[0] * xs[1]; p++)
+    for (int64_t r = 0; r < rows; r++)
+      for (int64_t c = 0; c < cols; c++) {
+        float s = x[(p * xs[2] + xo[0] + r) * xs[3] + xo[1] + c];
+        float *d = &y[(p * ys[2] + yo[0] + r) * ys[3] + yo[1] + c];
+        if (mode == SD_BLEND_COPY) {
+          *d = s;
+          continue;
+        }
+        double t = mode == SD_BLEND_ROWS ? (double)r / (double)rows : (double)c / (double)cols;
+        volatile float a = s * (float)(1.0 - t);
+        volatile float b = *d * (float)t;
+        *d = a + b;
+      }
+}
+
+/* Windows inside both tensors at odd offsets, in each mode, over a batch of 2; everything outside
+ * the window stays; then windows that leave a tensor and aliasing are refused. */
+static void test_blend_window(void) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  const int64_t xs[4] = {2, 3, 137, 141}, ys[4] = {2, 3, 129, 153}; /* > 1 thread's work */
+  static const struct {
+    int64_t xo[2], yo[2], rows, cols;
+    sd_blend_mode mode;
+    const char *what;
+  } cases[] = {
+      {{5, 7}, {3, 11}, 120, 130, SD_BLEND_COPY, "blend_window copy (exact)"},
+      {{21, 1}, {0, 13}, 100, 140, SD_BLEND_ROWS, "blend_window rows (exact)"},
+      {{2, 25}, {0, 0}, 129, 116, SD_BLEND_COLS, "blend_window cols (exact)"},
+      {{136, 140}, {128, 152}, 1, 1, SD_BLEND_ROWS, "blend_window 1x1 corner (exact)"},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    float *hx, *hy;
+    sd_tensor x = random_tensor(4, xs, 1.0f, &hx);
+    sd_tensor y = random_tensor(4, ys, 1.0f, &hy);
+    check_rc(sd_op_blend_window(be, &x, cases[k].xo[0], cases[k].xo[1], &y, cases[k].yo[0],
+                                cases[k].yo[1], cases[k].rows, cases[k].cols, cases[k].mode),
+             cases[k].what);
+    ref_blend_window(hx, xs, cases[k].xo, hy, ys, cases[k].yo, cases[k].rows, cases[k].cols,
+                     cases[k].mode);
+    expect(cases[k].what, &y, hy, 0.0f, 0.0f);
+    free(hx);
+    free(hy);
+  }
+  float *hx, *hy;
+  sd_tensor x = random_tensor(4, xs, 1.0f, &hx);
+  sd_tensor y = random_tensor(4, ys, 1.0f, &hy);
+  sd_error_clear();
+  CHECK(sd_op_blend_window(be, &x, 130, 0, &y, 0, 0, 8, 4, SD_BLEND_COPY) == -1 &&
+            *sd_error_message(),
+        "blend_window accepted rows 130..138 of x with 137 rows");
+  CHECK(sd_op_blend_window(be, &x, 0, 0, &y, 0, 150, 4, 4, SD_BLEND_COPY) == -1,
+        "blend_window accepted columns 150..154 of y with 153 columns");
+  CHECK(sd_op_blend_window(be, &x, 0, 0, &x, 8, 8, 4, 4, SD_BLEND_COPY) == -1,
+        "blend_window accepted y aliasing x");
+  sd_tensor other = empty_tensor(4, (int64_t[]){2, 4, 129, 153});
+  CHECK(sd_op_blend_window(be, &x, 0, 0, &other, 0, 0, 4, 4, SD_BLEND_COPY) == -1,
+        "blend_window accepted 3 channels onto 4");
+  free(hx);
+  free(hy);
+  sd_arena_release(be, mark);
+}
+
 static void test_data_movement(int64_t batch, int64_t c, int64_t h, int64_t w, int64_t cb) {
   sd_arena_mark mark = sd_arena_get_mark(be);
   fprintf(stderr, "data movement ops, x (%lld, %lld, %lld, %lld):\n", (long long)batch,
@@ -696,6 +764,7 @@ int main(void) {
     test_lincomb();
     test_data_movement(2, 5, 3, 7, 3);
     test_data_movement(2, 37, 21, 25, 19); /* large enough to run over threads */
+    test_blend_window();
     test_batch_invariance();
     test_rejects();
     sd_backend_destroy(be);

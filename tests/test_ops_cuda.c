@@ -4,9 +4,9 @@
  * and both attention paths (fused for head dims <= 160, cuBLAS + softmax beyond, chunked).
  *
  * Tolerance of computed ops: |gpu - cpu| <= tol * max|cpu| + tol * |cpu| with tol 1e-4 (F32),
- * 1e-2 (F16), 3e-2 (BF16). Data movement, lincomb, clamp, add_channel_bias and dtype conversions
- * must match exactly: the CPU's float32 result rounded once to the dtype, as the GPU rounds.
- * Exits 77 (skipped) when no CUDA device is available. */
+ * 1e-2 (F16), 3e-2 (BF16). Data movement, lincomb, clamp, blend_window, add_channel_bias and dtype
+ * conversions must match exactly: the CPU's float32 result rounded once to the dtype, as the GPU
+ * rounds. Exits 77 (skipped) when no CUDA device is available. */
 #include "kernels/error.h"
 #include "kernels/ops.h"
 #include "test_util.h"
@@ -462,6 +462,33 @@ static void test_data_movement(void) {
   release(m);
 }
 
+/* Windows at odd offsets in each mode over a batch of 2, onto equal random destinations. */
+static void test_blend_window(void) {
+  static const struct {
+    int64_t x_row, x_col, y_row, y_col, rows, cols;
+    sd_blend_mode mode;
+    const char *what;
+  } cases[] = {
+      {5, 7, 3, 11, 20, 30, SD_BLEND_COPY, "blend_window copy (exact)"},
+      {21, 1, 0, 13, 16, 40, SD_BLEND_ROWS, "blend_window rows (exact)"},
+      {2, 25, 0, 0, 29, 16, SD_BLEND_COLS, "blend_window cols (exact)"},
+      {0, 0, 0, 0, 37, 41, SD_BLEND_COLS, "blend_window cols, whole x (exact)"},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    twin_mark m = mark();
+    twin x = twin_random(4, (int64_t[]){2, 3, 37, 41}, 1.0f, 0.0f);
+    twin y = twin_random(4, (int64_t[]){2, 3, 38, 53}, 1.0f, 0.0f);
+    check_rc(sd_op_blend_window(cpu, &x.c, cases[k].x_row, cases[k].x_col, &y.c, cases[k].y_row,
+                                cases[k].y_col, cases[k].rows, cases[k].cols, cases[k].mode),
+             "cpu blend_window");
+    check_rc(sd_op_blend_window(gpu, &x.g, cases[k].x_row, cases[k].x_col, &y.g, cases[k].y_row,
+                                cases[k].y_col, cases[k].rows, cases[k].cols, cases[k].mode),
+             "cuda blend_window");
+    compare(cases[k].what, &y, true);
+    release(m);
+  }
+}
+
 static void run_round(sd_dtype round_dtype, float round_tol) {
   dtype = round_dtype;
   tol = round_tol;
@@ -483,6 +510,7 @@ static void run_round(sd_dtype round_dtype, float round_tol) {
   test_geglu();
   test_lincomb();
   test_data_movement();
+  test_blend_window();
   check_rc(gpu->ops->synchronize(gpu), "synchronize");
   sd_backend_destroy(gpu);
   gpu = NULL;

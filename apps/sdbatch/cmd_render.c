@@ -33,6 +33,10 @@ static const char *const render_help =
     "  --width W, --height H   image size, multiples of 8 (default: the model's native size)\n"
     "  --rng cuda|cpu          reproduce torch.Generator('cuda') or ('cpu') noise (default cuda)\n"
     "  --device cpu|cuda|auto  where to compute (default auto: cuda when available)\n"
+    "  --vae-tiling auto|on|off\n"
+    "                          decode the image in overlapping tiles, as diffusers after\n"
+    "                          vae.enable_tiling(), in bounded memory (default auto: above 2x the\n"
+    "                          VAE's sample_size, e.g. 1024 px for SD 1.x)\n"
     "  --precision fp16|bf16|fp32\n"
     "                          CUDA activation and weight dtype (default fp16); the CPU always\n"
     "                          computes in fp32\n"
@@ -89,6 +93,7 @@ int cmd_render(int argc, char **argv) {
     OPT_HEIGHT,
     OPT_RNG,
     OPT_DEVICE,
+    OPT_VAE_TILING,
     OPT_PRECISION,
     OPT_THREADS,
     OPT_OUT,
@@ -109,6 +114,7 @@ int cmd_render(int argc, char **argv) {
       {"height", required_argument, NULL, OPT_HEIGHT},
       {"rng", required_argument, NULL, OPT_RNG},
       {"device", required_argument, NULL, OPT_DEVICE},
+      {"vae-tiling", required_argument, NULL, OPT_VAE_TILING},
       {"precision", required_argument, NULL, OPT_PRECISION},
       {"threads", required_argument, NULL, OPT_THREADS},
       {"out", required_argument, NULL, OPT_OUT},
@@ -167,6 +173,10 @@ int cmd_render(int argc, char **argv) {
       if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
         return cli_usage_error(cmd, "--device: expected cpu, cuda or auto, got '%s'", optarg);
       params.device = optarg;
+      break;
+    case OPT_VAE_TILING:
+      if (sd_vae_tiling_parse(optarg, &params.vae_tiling) < 0)
+        return cli_usage_error(cmd, "--vae-tiling: %s", sd_error_message());
       break;
     case OPT_PRECISION:
       if (sd_precision_parse(optarg, &params.precision) < 0)

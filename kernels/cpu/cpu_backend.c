@@ -80,6 +80,7 @@ static const sd_backend_ops cpu_ops = {
     .transpose = sd_cpu_transpose,
     .embedding = sd_cpu_embedding,
     .clamp = sd_cpu_clamp,
+    .blend_window = sd_cpu_blend_window,
 };
 
 /* The "model name" line of /proc/cpuinfo, or "cpu". */

@@ -77,7 +77,7 @@ static inline float sd_cpu_expf(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  int32_t scale_bits = (n_int + 127) << 23;
+  uint32_t scale_bits = (uint32_t)(n_int + 127) << 23; /* unsigned: NaN input stays defined */
   float scale;
   memcpy(&scale, &scale_bits, sizeof scale);
   return p * scale;

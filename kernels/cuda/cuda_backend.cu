@@ -254,6 +254,7 @@ static void fill_ops(sd_backend_ops *ops, sd_dtype act_dtype) {
   ops->transpose = sd_cuda_transpose;
   ops->embedding = sd_cuda_embedding;
   ops->clamp = sd_cuda_clamp;
+  ops->blend_window = sd_cuda_blend_window;
 }
 
 static int init_state(sd_cuda *cu, int device, sd_dtype act_dtype) {

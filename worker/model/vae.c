@@ -208,6 +208,14 @@ void sd_vae_free(sd_vae *model) {
   free(model);
 }
 
+const sd_vae_config *sd_vae_get_config(const sd_vae *model) {
+  return &model->cfg;
+}
+
+sd_backend *sd_vae_get_backend(const sd_vae *model) {
+  return model->be;
+}
+
 /* ---- forward ---- */
 
 /* A (B, C, H, W) header on memory of `like`. */

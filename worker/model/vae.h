@@ -15,10 +15,26 @@ int sd_vae_create(sd_backend *be, const sd_vae_config *cfg, const sd_weights *we
                   sd_vae **out);
 void sd_vae_free(sd_vae *model);
 
+/* The config and backend the model was created with. */
+const sd_vae_config *sd_vae_get_config(const sd_vae *model);
+sd_backend *sd_vae_get_backend(const sd_vae *model);
+
 /* z (B, latent_channels, h, w), already divided by scaling_factor ->
  * image (B, out_channels, 8h, 8w) in about [-1, 1] (not clamped); the factor is
  * 2^(num_levels - 1), 8 for SD. Scratch memory (two buffers of the largest activation plus one
  * resnet's temporaries) comes from the backend arena and is released before return. */
 int sd_vae_decode(sd_vae *model, const sd_tensor *z, sd_tensor *image);
+
+/* sd_vae_decode in overlapping tiles, as diffusers' AutoencoderKL.decode after enable_tiling()
+ * (tiled_decode): latent tiles of L = tile_sample_size / factor start every int(0.75 L) latent
+ * pixels; each is decoded alone, its top and left int(0.25 tile_sample_size) pixels are
+ * cross-faded with the tile above and the tile to the left (blend_v, blend_h), and its first
+ * tile_sample_size - int(0.25 tile_sample_size) rows and columns go to the image. A latent no
+ * larger than L either way is decoded whole, as diffusers does. tile_sample_size is diffusers'
+ * tile_sample_min_size (the config's sample_size by default) and must make the kept part of a
+ * tile exactly `factor` times the tile stride (true for multiples of 4 * factor, e.g. 512).
+ * Scratch memory is one tile's decode plus the seams, whatever the image size; the result differs
+ * from sd_vae_decode's (each tile sees only its own latents) as diffusers' tiled decode does. */
+int sd_vae_decode_tiled(sd_vae *model, const sd_tensor *z, int tile_sample_size, sd_tensor *image);
 
 #endif

@@ -60,6 +60,7 @@ int sd_engine_open(const sd_engine_params *params, sd_engine **out) {
   sd_engine *engine = calloc(1, sizeof *engine);
   if (!engine)
     return SD_ERROR("out of memory");
+  engine->vae_tiling = params->vae_tiling;
   const char *bpe = params->clip_bpe_gz ? params->clip_bpe_gz : SDBATCH_CLIP_BPE;
   if (sd_model_files_open(params->model_path, params->model_yaml, bpe, &engine->files) < 0)
     goto fail;

@@ -15,6 +15,20 @@
 
 typedef struct sd_engine sd_engine;
 
+/* Tiled VAE decoding (sd_vae_decode_tiled, diffusers' vae.enable_tiling()) in tiles of the VAE
+ * config's sample_size. AUTO tiles images wider or taller than 2 x sample_size (1024 px for SD
+ * 1.x), where a whole decode needs many GiB; diffusers' pipeline decodes whole unless tiling is
+ * enabled, so AUTO matches it up to that size and its enable_tiling() output beyond. */
+typedef enum sd_vae_tiling {
+  SD_VAE_TILING_AUTO = 0,
+  SD_VAE_TILING_ON,
+  SD_VAE_TILING_OFF,
+} sd_vae_tiling;
+
+/* "auto", "on", "off"; parse returns -1 with an error naming the choices for anything else. */
+int sd_vae_tiling_parse(const char *name, sd_vae_tiling *out);
+const char *sd_vae_tiling_name(sd_vae_tiling tiling);
+
 typedef struct sd_engine_params {
   const char *model_path;  /* diffusers folder or single-file .safetensors */
   const char *model_yaml;  /* optional LDM YAML for single files (NULL) */
@@ -24,6 +38,8 @@ typedef struct sd_engine_params {
   int threads;             /* CPU threads (0: all cores); also for "auto" falling back to cpu */
   sd_dtype precision;      /* CUDA activation (and weight) dtype: SD_DTYPE_F16 (default), BF16 or
                               F32; the CPU backend ignores it and computes in F32 */
+  /* how sd_txt2img decodes (default AUTO) */
+  sd_vae_tiling vae_tiling;
 } sd_engine_params;
 
 void sd_engine_params_init(sd_engine_params *params);

@@ -17,6 +17,7 @@ struct sd_engine {
   sd_unet *unet;
   sd_vae *vae;
   sd_scheduler_kind default_scheduler;
+  sd_vae_tiling vae_tiling;
 };
 
 #endif

@@ -30,8 +30,8 @@ int sd_txt2img_check_model(const sd_model_files *model, const sd_txt2img_batch *
     return SD_ERROR("width and height must be at most 8192 (got %dx%d)", batch->width,
                     batch->height);
   if (batch->steps < 1 || batch->steps > model->scheduler.num_train_timesteps)
-    return SD_ERROR("steps must be between 1 and %d (got %d)",
-                    model->scheduler.num_train_timesteps, batch->steps);
+    return SD_ERROR("steps must be between 1 and %d (got %d)", model->scheduler.num_train_timesteps,
+                    batch->steps);
   if (model->unet.in_channels != model->vae.latent_channels)
     return SD_ERROR("this model's UNet takes %d input channels (an inpainting or depth model); "
                     "txt2img needs %d",
@@ -40,6 +40,35 @@ int sd_txt2img_check_model(const sd_model_files *model, const sd_txt2img_batch *
     return SD_ERROR("scheduler %s has no Karras sigma schedule",
                     sd_scheduler_kind_name(batch->scheduler));
   return 0;
+}
+
+int sd_vae_tiling_parse(const char *name, sd_vae_tiling *out) {
+  static const sd_vae_tiling kinds[3] = {SD_VAE_TILING_AUTO, SD_VAE_TILING_ON, SD_VAE_TILING_OFF};
+  for (int i = 0; i < 3; i++)
+    if (!strcmp(name, sd_vae_tiling_name(kinds[i]))) {
+      *out = kinds[i];
+      return 0;
+    }
+  return SD_ERROR("unknown VAE tiling '%s' (expected auto, on or off)", name);
+}
+
+const char *sd_vae_tiling_name(sd_vae_tiling tiling) {
+  switch (tiling) {
+  case SD_VAE_TILING_ON:
+    return "on";
+  case SD_VAE_TILING_OFF:
+    return "off";
+  default:
+    return "auto";
+  }
+}
+
+/* Whether a batch decodes in tiles (of the VAE's sample_size), see sd_vae_tiling. */
+static bool decode_tiled(const sd_engine *engine, const sd_txt2img_batch *batch) {
+  const sd_model_files *model = engine->files;
+  if (engine->vae_tiling != SD_VAE_TILING_AUTO)
+    return engine->vae_tiling == SD_VAE_TILING_ON;
+  return batch->width > 2 * model->vae.sample_size || batch->height > 2 * model->vae.sample_size;
 }
 
 typedef struct noise_source {
@@ -104,8 +133,12 @@ static bool image_to_rgb(const float *image, int channels, int height, int width
     const float *src = image + (size_t)(c < channels ? c : channels - 1) * plane;
     for (size_t p = 0; p < plane; p++) {
       float v = src[p];
-      if (!isfinite(v))
+      if (isnan(v)) { /* NaN would survive the clamp; the item is reported failed anyway */
         finite = false;
+        v = -1.0f;
+      } else if (isinf(v)) {
+        finite = false;
+      }
       float x = v / 2.0f + 0.5f;
       x = x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x);
       float scaled = x * 255.0f;
@@ -210,7 +243,9 @@ int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2im
     goto out;
   const float inv_scale = 1.0f / model->vae.scaling_factor;
   if (sd_op_scale(be, &latents, inv_scale, &scaled) < 0 ||
-      sd_vae_decode(engine->vae, &scaled, &image) < 0 ||
+      (decode_tiled(engine, batch)
+           ? sd_vae_decode_tiled(engine->vae, &scaled, model->vae.sample_size, &image)
+           : sd_vae_decode(engine->vae, &scaled, &image)) < 0 ||
       sd_tensor_download_f32(be, &image, host_image) < 0)
     goto out;
 
