@@ -4,7 +4,7 @@
 
 #include <stdlib.h>
 
-#define SD_ARENA_ALIGN 256
+#define SD_ARENA_ALIGN         256
 #define SD_ARENA_DEFAULT_CHUNK ((size_t)256 << 20)
 
 struct sd_arena_chunk {

@@ -116,11 +116,11 @@ typedef struct sd_backend_ops {
  * released by sd_arena_release(mark). */
 typedef struct sd_arena_chunk sd_arena_chunk;
 typedef struct sd_arena {
-  sd_arena_chunk *chunks;  /* in use, singly linked, newest first */
-  sd_arena_chunk *spare;   /* released chunks kept for reuse */
-  size_t chunk_bytes;      /* default size of a new chunk */
-  size_t used_bytes;       /* bytes handed out now */
-  size_t peak_bytes;       /* high-water mark of used_bytes */
+  sd_arena_chunk *chunks; /* in use, singly linked, newest first */
+  sd_arena_chunk *spare;  /* released chunks kept for reuse */
+  size_t chunk_bytes;     /* default size of a new chunk */
+  size_t used_bytes;      /* bytes handed out now */
+  size_t peak_bytes;      /* high-water mark of used_bytes */
 } sd_arena;
 
 typedef struct sd_arena_mark {
@@ -133,7 +133,7 @@ struct sd_backend {
   const sd_backend_ops *ops;
   void *impl; /* backend private state */
   sd_arena arena;
-  int threads; /* CPU worker threads (0 = default) */
+  int threads;           /* CPU worker threads (0 = default) */
   char device_name[128]; /* e.g. "NVIDIA H100 80GB HBM3" or the CPU's model name */
   /* Floating-point operations of the GEMM-like ops dispatched so far (2 per multiply-add of
    * linear, conv2d and attention, as torch's FlopCounterMode counts them); for benchmarks. */

@@ -105,7 +105,8 @@ const char *sd_tensor_shape_str(const sd_tensor *t, char *buf, size_t size) {
   size_t used = 0;
   used += (size_t)snprintf(buf + used, size - used, "(");
   for (int i = 0; i < t->ndim && used < size; i++)
-    used += (size_t)snprintf(buf + used, size - used, i ? ", %lld" : "%lld", (long long)t->shape[i]);
+    used +=
+        (size_t)snprintf(buf + used, size - used, i ? ", %lld" : "%lld", (long long)t->shape[i]);
   if (used < size)
     snprintf(buf + used, size - used, ")");
   return buf;

@@ -24,8 +24,7 @@ int main(void) {
           cluster.rank, sd_cluster_gpu_for_rank(&cluster, 2), local % 2);
     CHECK(sd_cluster_gpu_for_rank(&cluster, 3) == local, "rank %d: GPU %d of 3, want %d",
           cluster.rank, sd_cluster_gpu_for_rank(&cluster, 3), local);
-    CHECK(sd_cluster_gpu_for_rank(&cluster, 0) == -1, "rank %d: a GPU without GPUs",
-          cluster.rank);
+    CHECK(sd_cluster_gpu_for_rank(&cluster, 0) == -1, "rank %d: a GPU without GPUs", cluster.rank);
   }
   int status = sd_test_finish();
   sd_cluster_finalize();

@@ -46,12 +46,10 @@ static void run_case(sd_engine *engine, const sd_safetensors *stages, const char
       (uint64_t)cJSON_GetObjectItem(c, "seed")->valuedouble,
       (float)cJSON_GetObjectItem(c, "guidance_scale")->valuedouble,
   };
-  sd_txt2img_batch batch = {cJSON_GetObjectItem(c, "width")->valueint,
-                            cJSON_GetObjectItem(c, "height")->valueint,
-                            cJSON_GetObjectItem(c, "steps")->valueint,
-                            SD_SCHED_DDIM,
-                            cJSON_IsTrue(cJSON_GetObjectItem(c, "karras")),
-                            SD_RNG_CPU};
+  sd_txt2img_batch batch = {
+      cJSON_GetObjectItem(c, "width")->valueint,      cJSON_GetObjectItem(c, "height")->valueint,
+      cJSON_GetObjectItem(c, "steps")->valueint,      SD_SCHED_DDIM,
+      cJSON_IsTrue(cJSON_GetObjectItem(c, "karras")), SD_RNG_CPU};
   CHECK(sd_scheduler_kind_parse(cJSON_GetObjectItem(c, "scheduler")->valuestring,
                                 &batch.scheduler) == 0,
         "scheduler name");
@@ -122,8 +120,8 @@ static void test_batch_invariance(void) {
   int rc = sd_txt2img(engine, &batch, items, 3, NULL, NULL, together);
   CHECK(rc == 0, "batch of 3: %s", sd_error_message());
   for (int i = 0; i < 3 && rc == 0; i++) {
-    CHECK(sd_txt2img(engine, &batch, &items[i], 1, NULL, NULL, &alone) == 0, "item %d alone: %s",
-          i, sd_error_message());
+    CHECK(sd_txt2img(engine, &batch, &items[i], 1, NULL, NULL, &alone) == 0, "item %d alone: %s", i,
+          sd_error_message());
     size_t pixels = (size_t)batch.width * batch.height * 3;
     size_t latents = (size_t)4 * (batch.width / 8) * (batch.height / 8);
     CHECK(memcmp(alone.rgb, together[i].rgb, pixels) == 0, "item %d: image differs in a batch", i);

@@ -16,7 +16,8 @@ int cli_parse_float(const char *command, const char *flag, const char *text, flo
  * SDBATCH_DEBUG is set). Returns the exit status 1. */
 int cli_report_error(const char *command);
 /* Prints "sdbatch <command>: <message>" plus a hint to --help; returns the exit status 2. */
-int cli_usage_error(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_usage_error(const char *command, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* The subcommands. */
 int cmd_render(int argc, char **argv);

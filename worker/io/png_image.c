@@ -29,9 +29,8 @@ int sd_png_write_rgb(const char *path, const uint8_t *rgb, int width, int height
   if (!file)
     return SD_ERROR("%s: cannot create: %s", path, strerror(errno));
   char png_message[256] = "";
-  png_structp png =
-      png_create_write_struct(PNG_LIBPNG_VER_STRING, png_message, png_error_handler,
-                              png_warning_handler);
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, png_message, png_error_handler,
+                                            png_warning_handler);
   png_infop info = png ? png_create_info_struct(png) : NULL;
   png_bytep *row_pointers = calloc((size_t)height, sizeof *row_pointers);
   png_textp png_texts = calloc(n_texts ? n_texts : 1, sizeof *png_texts);
@@ -80,8 +79,8 @@ int sd_png_write_rgb(const char *path, const uint8_t *rgb, int width, int height
   return 0;
 }
 
-int sd_png_read_rgb(const char *path, uint8_t **rgb, int *width, int *height,
-                    const char *text_key, char **text_value) {
+int sd_png_read_rgb(const char *path, uint8_t **rgb, int *width, int *height, const char *text_key,
+                    char **text_value) {
   *rgb = NULL;
   if (text_value)
     *text_value = NULL;

@@ -17,7 +17,7 @@ int sd_png_write_rgb(const char *path, const uint8_t *rgb, int width, int height
 /* Reads an 8-bit RGB or RGBA PNG (alpha dropped; grey expanded) into a malloc'ed (H, W, 3)
  * buffer. Text chunks with key `text_key` (NULL: none) are returned malloc'ed in *text_value
  * (NULL when absent). */
-int sd_png_read_rgb(const char *path, uint8_t **rgb, int *width, int *height,
-                    const char *text_key, char **text_value);
+int sd_png_read_rgb(const char *path, uint8_t **rgb, int *width, int *height, const char *text_key,
+                    char **text_value);
 
 #endif

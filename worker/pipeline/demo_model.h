@@ -8,9 +8,9 @@
 #include <stdint.h>
 
 typedef struct sd_demo_model_params {
-  bool full_size;      /* SD 1.5 shapes (860M-parameter UNet) instead of the tiny model */
-  uint64_t seed;       /* of the random weights */
-  const char *bpe_gz;  /* CLIP BPE file the tokenizer folder is made from */
+  bool full_size;     /* SD 1.5 shapes (860M-parameter UNet) instead of the tiny model */
+  uint64_t seed;      /* of the random weights */
+  const char *bpe_gz; /* CLIP BPE file the tokenizer folder is made from */
 } sd_demo_model_params;
 
 /* Writes the model folder dir (must not exist, or be empty). The folder is assembled under a

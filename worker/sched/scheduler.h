@@ -58,8 +58,8 @@ double sd_scheduler_timestep(const sd_scheduler *s, int i);
 float sd_scheduler_init_noise_sigma(const sd_scheduler *s);
 
 /* x = latents / sqrt(sigma^2 + 1) for sigma schedulers, a copy otherwise. x may alias latents. */
-int sd_scheduler_scale_model_input(sd_scheduler *s, sd_backend *be, int i,
-                                   const sd_tensor *latents, sd_tensor *x);
+int sd_scheduler_scale_model_input(sd_scheduler *s, sd_backend *be, int i, const sd_tensor *latents,
+                                   sd_tensor *x);
 /* One step: latents (B, C, h, w) updated in place from model_out (same shape). noise_fill is
  * called for ancestral samplers (may be NULL otherwise). Keeps the history multistep
  * schedulers need (persistent backend tensors owned by the scheduler). Steps run once each, in

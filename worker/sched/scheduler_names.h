@@ -15,12 +15,12 @@
  * diffusers class (a model's scheduler/config.json "_class_name"), Karras sigmas available (0/1),
  * and the class file's setup function sd_sched_<setup>_setup */
 #define SD_SCHEDULER_LIST(X)                                                                       \
-  X(DDIM, "ddim", "DDIMScheduler", 0, ddim)                                                              \
-  X(PNDM, "pndm", "PNDMScheduler", 0, pndm)                                                              \
-  X(LMS, "lms", "LMSDiscreteScheduler", 1, lms)                                                         \
-  X(EULER, "euler", "EulerDiscreteScheduler", 1, euler)                                                   \
-  X(EULER_A, "euler_a", "EulerAncestralDiscreteScheduler", 0, euler_ancestral)                                      \
-  X(HEUN, "heun", "HeunDiscreteScheduler", 1, heun)                                                      \
+  X(DDIM, "ddim", "DDIMScheduler", 0, ddim)                                                        \
+  X(PNDM, "pndm", "PNDMScheduler", 0, pndm)                                                        \
+  X(LMS, "lms", "LMSDiscreteScheduler", 1, lms)                                                    \
+  X(EULER, "euler", "EulerDiscreteScheduler", 1, euler)                                            \
+  X(EULER_A, "euler_a", "EulerAncestralDiscreteScheduler", 0, euler_ancestral)                     \
+  X(HEUN, "heun", "HeunDiscreteScheduler", 1, heun)                                                \
   X(DPMPP_2M, "dpmpp_2m", "DPMSolverMultistepScheduler", 1, dpmpp_2m)
 
 #endif
