@@ -266,6 +266,24 @@ int sd_op_blend_window(sd_backend *be, const sd_tensor *x, int64_t x_row, int64_
   return be->ops->blend_window(be, x, x_row, x_col, y, y_row, y_col, rows, cols, mode);
 }
 
+int sd_op_randn_philox(sd_backend *be, const uint64_t *seeds, const uint64_t *offsets,
+                       sd_tensor *out) {
+  SD_TRY(check_act(be, "randn_philox", "out", out));
+  if (out->ndim < 1 || out->shape[0] < 1) {
+    char so[96];
+    return SD_ERROR("randn_philox: out %s has no batch dim", SHAPE(out, so));
+  }
+  if (!seeds || !offsets)
+    return SD_ERROR("randn_philox: no seeds or offsets");
+  for (int64_t b = 0; b < out->shape[0]; b++)
+    if (offsets[b] % 4 != 0)
+      return SD_ERROR("randn_philox: offset %llu of item %lld is not a multiple of 4",
+                      (unsigned long long)offsets[b], (long long)b);
+  if (sd_tensor_numel(out) == 0)
+    return 0;
+  return be->ops->randn_philox(be, seeds, offsets, out);
+}
+
 int sd_tensor_alloc_persistent(sd_backend *be, sd_tensor *t) {
   t->data = be->ops->alloc(be, sd_tensor_bytes(t) ? sd_tensor_bytes(t) : 1);
   return t->data ? 0 : -1;

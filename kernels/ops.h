@@ -110,6 +110,12 @@ typedef struct sd_backend_ops {
   int (*blend_window)(sd_backend *be, const sd_tensor *x, int64_t x_row, int64_t x_col,
                       sd_tensor *y, int64_t y_row, int64_t y_col, int64_t rows, int64_t cols,
                       sd_blend_mode mode);
+  /* out (B, ...): item b is torch.randn of one item's shape drawn from torch.Generator('cuda')
+   * seeded with seeds[b] whose philox offset is offsets[b] (a multiple of 4); seeds and offsets
+   * are host arrays of B entries (kernels/philox.h, /work/shared/docs/RNG.md). Computed in
+   * float32, rounded once to out's dtype. */
+  int (*randn_philox)(sd_backend *be, const uint64_t *seeds, const uint64_t *offsets,
+                      sd_tensor *out);
 } sd_backend_ops;
 
 /* Scratch memory: a chain of chunks with stack discipline. Allocations after a mark are all
@@ -195,6 +201,10 @@ int sd_op_clamp(sd_backend *be, const sd_tensor *x, float lo, float hi, sd_tenso
 int sd_op_blend_window(sd_backend *be, const sd_tensor *x, int64_t x_row, int64_t x_col,
                        sd_tensor *y, int64_t y_row, int64_t y_col, int64_t rows, int64_t cols,
                        sd_blend_mode mode);
+/* torch.randn of each item's generator (see sd_backend_ops.randn_philox); the offsets must be
+ * multiples of 4. An item's numbers depend only on its seed and offset, never on the batch. */
+int sd_op_randn_philox(sd_backend *be, const uint64_t *seeds, const uint64_t *offsets,
+                       sd_tensor *out);
 
 #ifdef __cplusplus
 }

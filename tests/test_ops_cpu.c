@@ -2,9 +2,11 @@
  * random inputs with odd shapes, plus the shape checks of sd_op_* and batch invariance (an
  * item's output bit for bit the same alone and in a batch). Everything runs with the default
  * thread count and with 3 threads. Tolerance for computed ops: |got - want| <= 1e-5 + 1e-4 |want|;
- * data movement ops and lincomb must match exactly. */
+ * data movement ops and lincomb must match exactly, and so must randn_philox against worker/rng's
+ * host stream (sd_rng_randn, itself checked against torch in test_rng). */
 #include "kernels/error.h"
 #include "kernels/ops.h"
+#include "rng/rng.h"
 #include "test_util.h"
 
 #include <math.h>
@@ -707,6 +709,68 @@ static void test_batch_invariance(void) {
   sd_arena_release(be, mark);
 }
 
+/* item's expected numbers: sd_rng_randn of a cuda-kind generator seeded with `seed` after
+ * offset / 4 earlier draws of n values. */
+static void rng_reference(uint64_t seed, uint64_t offset, size_t n, float *out) {
+  sd_rng rng;
+  sd_rng_init(&rng, SD_RNG_CUDA, seed);
+  if (offset <= 64) {
+    for (uint64_t k = 0; k < offset / 4; k++)
+      CHECK(sd_rng_randn(&rng, out, n) == 0, "rng draw");
+  } else {
+    rng.philox_offset = offset;
+  }
+  CHECK(sd_rng_randn(&rng, out, n) == 0, "rng draw");
+}
+
+/* out (B, ...) from sd_op_randn_philox equals each item's sd_rng_randn draw bit for bit. */
+static void check_randn_philox(int ndim, const int64_t *shape, const uint64_t *seeds,
+                               const uint64_t *offsets) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  sd_tensor out = empty_tensor(ndim, shape);
+  int64_t batch = shape[0];
+  size_t per_item = (size_t)(sd_tensor_numel(&out) / batch);
+  float *want = malloc((size_t)batch * per_item * sizeof(float));
+  for (int64_t b = 0; b < batch; b++)
+    rng_reference(seeds[b], offsets[b], per_item, want + (size_t)b * per_item);
+  check_rc(sd_op_randn_philox(be, seeds, offsets, &out), "randn_philox");
+  char shape_buf[96], what[256];
+  snprintf(what, sizeof what, "randn_philox %s, seed %llu offset %llu (exact)",
+           sd_tensor_shape_str(&out, shape_buf, sizeof shape_buf), (unsigned long long)seeds[0],
+           (unsigned long long)offsets[0]);
+  expect(what, &out, want, 0.0f, 0.0f);
+  free(want);
+  sd_arena_release(be, mark);
+}
+
+static void test_randn_philox(void) {
+  static const uint64_t seeds[] = {0, 42, 2024, 0x123456789abcdef0ull};
+  static const uint64_t offsets[] = {0, 4, 40, (uint64_t)3 << 34};
+  static const int64_t shapes[][4] = {{1, 4, 16, 16}, {1, 3, 5, 7}, {1, 4, 96, 96}};
+  for (int s = 0; s < 4; s++)
+    for (int k = 0; k < 3; k++)
+      check_randn_philox(4, shapes[k], &seeds[s], &offsets[s]);
+  /* a batch: every item its own generator, as if drawn alone */
+  const uint64_t batch_seeds[3] = {42, 7, ((uint64_t)1 << 40) + 3};
+  const uint64_t batch_offsets[3] = {0, 8, 4};
+  check_randn_philox(4, (int64_t[]){3, 4, 9, 11}, batch_seeds, batch_offsets);
+  check_randn_philox(2, (int64_t[]){3, 20000}, batch_seeds, batch_offsets);
+
+  /* torch's own numbers for seed 42 (RNG.md; libm's sine against the GPU's, see test_rng) */
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  sd_tensor out = empty_tensor(4, (int64_t[]){1, 4, 16, 16});
+  const uint64_t seed42 = 42, offset0 = 0, offset2 = 2;
+  check_rc(sd_op_randn_philox(be, &seed42, &offset0, &out), "randn_philox seed 42");
+  float got[1024];
+  static const float torch_want[4] = {0.19401880f, 2.16137362f, -0.17205022f, 0.84906012f};
+  CHECK(sd_tensor_download_f32(be, &out, got) == 0, "download");
+  sd_test_compare_f32("randn_philox seed 42 (torch on a GPU)", got, torch_want, 4, 2.5e-6f, 1e-6f);
+  sd_error_clear();
+  CHECK(sd_op_randn_philox(be, &seed42, &offset2, &out) == -1 && *sd_error_message(),
+        "randn_philox accepted offset 2");
+  sd_arena_release(be, mark);
+}
+
 /* sd_op_* return -1 with a message on mismatched shapes, before reaching the backend. */
 static void test_rejects(void) {
   sd_arena_mark mark = sd_arena_get_mark(be);
@@ -765,6 +829,7 @@ int main(void) {
     test_data_movement(2, 5, 3, 7, 3);
     test_data_movement(2, 37, 21, 25, 19); /* large enough to run over threads */
     test_blend_window();
+    test_randn_philox();
     test_batch_invariance();
     test_rejects();
     sd_backend_destroy(be);

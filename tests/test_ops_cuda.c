@@ -6,7 +6,11 @@
  * Tolerance of computed ops: |gpu - cpu| <= tol * max|cpu| + tol * |cpu| with tol 1e-4 (F32),
  * 1e-2 (F16), 3e-2 (BF16). Data movement, lincomb, clamp, blend_window, add_channel_bias and dtype
  * conversions must match exactly: the CPU's float32 result rounded once to the dtype, as the GPU
- * rounds. Exits 77 (skipped) when no CUDA device is available. */
+ * rounds. Batch invariance (ops.h) of linear, conv2d, group_norm and attention: each item of a
+ * batch of 3 computed alone must equal the batch's bit for bit. randn_philox: within
+ * 2.5e-6 + 1e-6 |cpu| in F32 (the GPU's sine against libm's, as RNG.md measured against torch),
+ * plus one ulp of the dtype in F16 / BF16; an item drawn alone equals it in a batch bit for bit.
+ * Exits 77 (skipped) when no CUDA device is available. */
 #include "kernels/error.h"
 #include "kernels/ops.h"
 #include "test_util.h"
@@ -489,6 +493,210 @@ static void test_blend_window(void) {
   }
 }
 
+/* ---- batch invariance ---------------------------------------------------------------------- */
+
+/* An op with one activation input on the CUDA backend, its other arguments in ctx. */
+typedef int (*gpu_op)(const sd_tensor *x, sd_tensor *y, const void *ctx);
+
+/* ops.h: item i of a batch must come out bit for bit as when it runs alone. Runs op on a batch
+ * (x_shape[0] items, random values) and then on each item alone in freshly allocated tensors with
+ * the same values, and compares exactly. Only the CUDA backend is involved. */
+static void check_batch_invariance(const char *what, int ndim, const int64_t *x_shape,
+                                   const int64_t *y_shape, gpu_op op, const void *ctx) {
+  sd_arena_mark m = sd_arena_get_mark(gpu);
+  int64_t items = x_shape[0];
+  sd_tensor x = sd_tensor_make(dtype, ndim, x_shape), y = sd_tensor_make(dtype, ndim, y_shape);
+  if (sd_tensor_alloc(gpu, &x) < 0 || sd_tensor_alloc(gpu, &y) < 0)
+    die("tensor alloc");
+  size_t x_item = (size_t)(sd_tensor_numel(&x) / items);
+  size_t y_item = (size_t)(sd_tensor_numel(&y) / items);
+  float *host = malloc(x_item * (size_t)items * sizeof(float));
+  sd_test_fill_random(host, x_item * (size_t)items, seed++, 1.0f);
+  for (size_t i = 0; i < x_item * (size_t)items; i++)
+    host[i] = round_to_dtype(host[i]);
+  if (sd_tensor_upload_f32(gpu, &x, host) < 0)
+    die("upload");
+  check_rc(op(&x, &y, ctx), what);
+  float *batch = download(gpu, &y);
+
+  int64_t one_x[SD_MAX_DIMS], one_y[SD_MAX_DIMS];
+  memcpy(one_x, x_shape, (size_t)ndim * sizeof(int64_t));
+  memcpy(one_y, y_shape, (size_t)ndim * sizeof(int64_t));
+  one_x[0] = one_y[0] = 1;
+  for (int64_t i = 0; i < items; i++) {
+    sd_arena_mark item_mark = sd_arena_get_mark(gpu);
+    sd_tensor xi = sd_tensor_make(dtype, ndim, one_x), yi = sd_tensor_make(dtype, ndim, one_y);
+    if (sd_tensor_alloc(gpu, &xi) < 0 || sd_tensor_alloc(gpu, &yi) < 0)
+      die("tensor alloc");
+    if (sd_tensor_upload_f32(gpu, &xi, host + (size_t)i * x_item) < 0)
+      die("upload");
+    check_rc(op(&xi, &yi, ctx), what);
+    float *alone = download(gpu, &yi);
+    char label[192];
+    snprintf(label, sizeof label, "[%s] %s: item %lld of %lld alone = in the batch (exact)",
+             sd_dtype_name(dtype), what, (long long)i, (long long)items);
+    sd_test_compare_f32(label, alone, batch + (size_t)i * y_item, y_item, 0.0f, 0.0f);
+    free(alone);
+    sd_arena_release(gpu, item_mark);
+  }
+  free(batch);
+  free(host);
+  sd_arena_release(gpu, m);
+}
+
+typedef struct linear_args {
+  const sd_tensor *w, *b;
+  sd_activation act;
+} linear_args;
+
+static int run_linear(const sd_tensor *x, sd_tensor *y, const void *ctx) {
+  const linear_args *a = ctx;
+  return sd_op_linear(gpu, x, a->w, a->b, a->act, y);
+}
+
+/* x (3, L, K) (or (3, K) when rows is 0: three items of one row, like time embeddings). */
+static void linear_invariance_case(int64_t rows, int64_t k, int64_t n, sd_activation act,
+                                   bool with_bias) {
+  twin_mark m = mark();
+  twin w = twin_random(2, (int64_t[]){n, k}, 0.3f, 0.0f);
+  twin b = twin_random(1, (int64_t[]){n}, 1.0f, 0.0f);
+  linear_args args = {&w.g, with_bias ? &b.g : NULL, act};
+  char what[128];
+  snprintf(what, sizeof what, "linear batch invariance L %lld K %lld N %lld act %d bias %d",
+           (long long)rows, (long long)k, (long long)n, (int)act, with_bias);
+  if (rows)
+    check_batch_invariance(what, 3, (int64_t[]){3, rows, k}, (int64_t[]){3, rows, n}, run_linear,
+                           &args);
+  else
+    check_batch_invariance(what, 2, (int64_t[]){3, k}, (int64_t[]){3, n}, run_linear, &args);
+  release(m);
+}
+
+typedef struct conv_args {
+  const sd_tensor *w, *b;
+  int stride, pad;
+} conv_args;
+
+static int run_conv2d(const sd_tensor *x, sd_tensor *y, const void *ctx) {
+  const conv_args *a = ctx;
+  return sd_op_conv2d(gpu, x, a->w, a->b, a->stride, a->pad, y);
+}
+
+/* Images of C * H * W values in multiples of 16 bytes, so that every image of the batch starts as
+ * aligned as a fresh tensor (what conv2d.cu asks for invariance). */
+static void conv2d_invariance_case(int64_t c, int64_t h, int64_t w, int64_t k, int64_t kernel,
+                                   int stride, int pad) {
+  twin_mark m = mark();
+  int64_t ho = (h + 2 * pad - kernel) / stride + 1, wo = (w + 2 * pad - kernel) / stride + 1;
+  twin wt = twin_random(4, (int64_t[]){k, c, kernel, kernel}, 0.3f, 0.0f);
+  twin b = twin_random(1, (int64_t[]){k}, 1.0f, 0.0f);
+  conv_args args = {&wt.g, &b.g, stride, pad};
+  char what[128];
+  snprintf(what, sizeof what,
+           "conv2d batch invariance (3, %lld, %lld, %lld) -> %lld, %lldx%lld s%d", (long long)c,
+           (long long)h, (long long)w, (long long)k, (long long)kernel, (long long)kernel, stride);
+  check_batch_invariance(what, 4, (int64_t[]){3, c, h, w}, (int64_t[]){3, k, ho, wo}, run_conv2d,
+                         &args);
+  release(m);
+}
+
+typedef struct group_norm_args {
+  const sd_tensor *gamma, *beta;
+  int groups;
+} group_norm_args;
+
+static int run_group_norm(const sd_tensor *x, sd_tensor *y, const void *ctx) {
+  const group_norm_args *a = ctx;
+  return sd_op_group_norm(gpu, x, a->gamma, a->beta, a->groups, 1e-5f, true, y);
+}
+
+typedef struct attention_args {
+  int heads;
+} attention_args;
+
+/* self-attention: q = k = v = x */
+static int run_attention(const sd_tensor *x, sd_tensor *y, const void *ctx) {
+  const attention_args *a = ctx;
+  float scale = 1.0f / sqrtf((float)(x->shape[2] / a->heads));
+  return sd_op_attention(gpu, x, x, x, a->heads, scale, false, y);
+}
+
+static void test_batch_invariance(void) {
+  /* linear: odd sizes, CLIP's mlp, a transformer ff_out with a long K at the UNet's smallest
+   * level (split-K territory), a projection of many rows, time embeddings (2-D) */
+  linear_invariance_case(7, 45, 29, SD_ACT_GELU_TANH, true);
+  linear_invariance_case(77, 768, 3072, SD_ACT_QUICK_GELU, true);
+  linear_invariance_case(64, 5120, 1280, SD_ACT_NONE, true);
+  linear_invariance_case(4096, 320, 320, SD_ACT_NONE, false);
+  linear_invariance_case(0, 320, 1280, SD_ACT_SILU, true);
+  linear_invariance_case(0, 1280, 1280, SD_ACT_NONE, true);
+  /* conv2d: odd sizes, conv_in, a resnet conv, a downsampler, a deep level */
+  conv2d_invariance_case(8, 9, 7, 6, 3, 1, 1);
+  conv2d_invariance_case(4, 32, 32, 320, 3, 1, 1);
+  conv2d_invariance_case(320, 16, 16, 320, 3, 1, 1);
+  conv2d_invariance_case(320, 16, 16, 320, 3, 2, 1);
+  conv2d_invariance_case(640, 8, 8, 640, 3, 1, 1);
+  /* group_norm: groups split into several statistics blocks */
+  twin_mark m = mark();
+  twin g = twin_random(1, (int64_t[]){128}, 1.5f, 0.0f);
+  twin bt = twin_random(1, (int64_t[]){128}, 1.0f, 0.0f);
+  group_norm_args gn = {&g.g, &bt.g, 32};
+  check_batch_invariance("group_norm batch invariance (3, 128, 128, 128) groups 32", 4,
+                         (int64_t[]){3, 128, 128, 128}, (int64_t[]){3, 128, 128, 128},
+                         run_group_norm, &gn);
+  release(m);
+  /* attention: the fused kernel and the GEMM path (several query chunks for a batch of 3) */
+  attention_args heads8 = {8}, heads1 = {1};
+  check_batch_invariance("attention batch invariance (3, 256, 8 x 40)", 3, (int64_t[]){3, 256, 320},
+                         (int64_t[]){3, 256, 320}, run_attention, &heads8);
+  check_batch_invariance("attention batch invariance (3, 2500, 1 x 512)", 3,
+                         (int64_t[]){3, 2500, 512}, (int64_t[]){3, 2500, 512}, run_attention,
+                         &heads1);
+}
+
+/* torch.randn of per-item generators (seeds, 64-bit seeds, later offsets) on both backends, and
+ * the torch values of seed 42 (RNG.md) on the GPU. */
+static void test_randn_philox(void) {
+  twin_mark m = mark();
+  const int64_t shape[4] = {3, 4, 37, 29};
+  const uint64_t seeds[3] = {42, 2024, 0x123456789abcdef0ull};
+  const uint64_t offsets[3] = {0, 12, (uint64_t)5 << 33};
+  twin t = twin_empty(4, shape);
+  check_rc(sd_op_randn_philox(cpu, seeds, offsets, &t.c), "cpu randn_philox");
+  check_rc(sd_op_randn_philox(gpu, seeds, offsets, &t.g), "cuda randn_philox");
+  size_t n = (size_t)sd_tensor_numel(&t.c);
+  float *want = download(cpu, &t.c);
+  float *got = download(gpu, &t.g);
+  float ulp = dtype == SD_DTYPE_F16 ? 0x1p-10f : (dtype == SD_DTYPE_BF16 ? 0x1p-7f : 0.0f);
+  for (size_t i = 0; i < n; i++)
+    want[i] = round_to_dtype(want[i]);
+  char label[96];
+  snprintf(label, sizeof label, "[%s] randn_philox (3, 4, 37, 29)", sd_dtype_name(dtype));
+  sd_test_compare_f32(label, got, want, n, 2.5e-6f, 1e-6f + ulp);
+
+  twin one = twin_empty(4, (int64_t[]){1, 4, 37, 29});
+  check_rc(sd_op_randn_philox(gpu, &seeds[1], &offsets[1], &one.g), "cuda randn_philox item 1");
+  float *alone = download(gpu, &one.g);
+  size_t per_item = n / 3;
+  CHECK(memcmp(alone, got + per_item, per_item * sizeof(float)) == 0,
+        "[%s] randn_philox: item 1 alone differs from item 1 in the batch", sd_dtype_name(dtype));
+
+  if (dtype == SD_DTYPE_F32) {
+    static const float torch_want[4] = {0.19401880f, 2.16137362f, -0.17205022f, 0.84906012f};
+    twin facts = twin_empty(4, (int64_t[]){1, 4, 16, 16});
+    const uint64_t zero = 0;
+    check_rc(sd_op_randn_philox(gpu, &seeds[0], &zero, &facts.g), "cuda randn_philox seed 42");
+    float *first = download(gpu, &facts.g);
+    sd_test_compare_f32("[F32] randn_philox seed 42 (torch on a GPU)", first, torch_want, 4,
+                        2.5e-6f, 1e-6f);
+    free(first);
+  }
+  free(alone);
+  free(want);
+  free(got);
+  release(m);
+}
+
 static void run_round(sd_dtype round_dtype, float round_tol) {
   dtype = round_dtype;
   tol = round_tol;
@@ -511,6 +719,8 @@ static void run_round(sd_dtype round_dtype, float round_tol) {
   test_lincomb();
   test_data_movement();
   test_blend_window();
+  test_batch_invariance();
+  test_randn_philox();
   check_rc(gpu->ops->synchronize(gpu), "synchronize");
   sd_backend_destroy(gpu);
   gpu = NULL;

@@ -114,7 +114,8 @@ static void test_cuda_fixture(const cJSON *cases) {
 }
 
 /* Streams are per generator: a second generator with the same seed repeats the first draw, a
- * different seed does not, and the cpu kind refuses draws smaller than torch's 16-block. */
+ * different seed does not, and the cpu kind refuses draws smaller than torch's 16-block;
+ * sd_rng_philox_next names the next call's seed and offset and advances past it. */
 static void test_stream_properties(void) {
   float a[256], b[256];
   sd_rng r1, r2;
@@ -132,6 +133,17 @@ static void test_stream_properties(void) {
   sd_rng_init(&r1, SD_RNG_CPU, 1);
   CHECK(sd_rng_randn(&r1, a, 15) < 0 && strstr(sd_error_message(), "15"),
         "cpu kind refuses 15 values: %s", sd_error_message());
+  /* the seed and offset handed to a device draw are those of the call it stands for */
+  uint64_t seed = 0, offset = 1;
+  sd_rng_init(&r1, SD_RNG_CUDA, 7);
+  CHECK(sd_rng_philox_next(&r1, &seed, &offset) == 0 && seed == 7 && offset == 0,
+        "philox_next of a fresh generator: seed %llu offset %llu", (unsigned long long)seed,
+        (unsigned long long)offset);
+  CHECK(sd_rng_randn(&r1, a, 256) == 0 && sd_rng_philox_next(&r1, &seed, &offset) == 0 &&
+            offset == 8,
+        "philox_next after two calls: offset %llu", (unsigned long long)offset);
+  sd_rng_init(&r1, SD_RNG_CPU, 7);
+  CHECK(sd_rng_philox_next(&r1, &seed, &offset) < 0, "philox_next accepted the cpu kind");
 }
 
 int main(void) {

@@ -81,6 +81,7 @@ static const sd_backend_ops cpu_ops = {
     .embedding = sd_cpu_embedding,
     .clamp = sd_cpu_clamp,
     .blend_window = sd_cpu_blend_window,
+    .randn_philox = sd_cpu_randn_philox,
 };
 
 /* The "model name" line of /proc/cpuinfo, or "cpu". */

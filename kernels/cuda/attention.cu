@@ -15,7 +15,7 @@
  *
  * Larger head dims (the VAE's single head of 512): S = q k^T * scale with cuBLAS into float32
  * scratch, a row softmax kernel writing P in the activation dtype, then o = P v with cuBLAS;
- * chunked over queries so that S and P stay within SD_ATTN_SCORES_BYTES. */
+ * one image at a time, chunked over queries so that S and P stay within SD_ATTN_SCORES_BYTES. */
 #include "cuda_internal.h"
 
 #include <limits.h>
@@ -178,18 +178,15 @@ static int attention_fused(sd_cuda *cu, const sd_tensor *q, const sd_tensor *k, 
 
 /* ---- GEMM path for large head dims -------------------------------------------------------- */
 
-/* probs (B, rows, Lk) = softmax over each row of scores (B, rows, Lk) (row stride Lk, image
- * stride chunk * Lk), keys after the query masked when causal; query index = q0 + row. One block
- * per row. */
+/* probs (rows, Lk) = softmax over each row of scores (rows, Lk), keys after the query masked when
+ * causal; query index = q0 + row. One block per row. */
 template <typename T>
 __global__ void softmax_rows_kernel(const float *__restrict__ scores, T *__restrict__ probs,
-                                    int64_t rows, int64_t chunk, int64_t lk, int64_t q0,
-                                    bool causal, int64_t total_rows) {
+                                    int64_t rows, int64_t lk, int64_t q0, bool causal) {
   __shared__ float reduce_buffer[32];
-  for (int64_t row = blockIdx.x; row < total_rows; row += gridDim.x) {
-    int64_t image = row / rows, i = row % rows;
-    const float *s = scores + (image * chunk + i) * lk;
-    T *p = probs + (image * chunk + i) * lk;
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    const float *s = scores + i * lk;
+    T *p = probs + i * lk;
     int64_t keep = causal ? (q0 + i + 1 < lk ? q0 + i + 1 : lk) : lk;
     float max = -INFINITY;
     for (int64_t j = threadIdx.x; j < keep; j += blockDim.x)
@@ -204,49 +201,52 @@ __global__ void softmax_rows_kernel(const float *__restrict__ scores, T *__restr
   }
 }
 
+/* One image at a time (batch invariance, ops.h): the chunk size and every GEMM's problem are
+ * those of one image, so cuBLAS's algorithm choice (per problem size and batch count) cannot see
+ * the batch. */
 template <typename T>
 static int attention_gemm(sd_cuda *cu, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v,
                           int heads, float scale, bool causal, sd_tensor *o) {
   int64_t batch = q->shape[0], lq = q->shape[1], lk = k->shape[1], width = q->shape[2];
   int64_t d = width / heads;
-  if (lq > INT_MAX || lk > INT_MAX || width > INT_MAX || batch > INT_MAX)
+  if (lq > INT_MAX || lk > INT_MAX || width > INT_MAX)
     return SD_ERROR("attention: sizes beyond cuBLAS's int range");
-  /* queries per chunk: S (B, chunk, Lk) float32 and P in T within the bound */
-  size_t per_query = (size_t)batch * (size_t)lk * (sizeof(float) + sizeof(T));
+  /* queries per chunk: S (chunk, Lk) float32 and P in T within the bound */
+  size_t per_query = (size_t)lk * (sizeof(float) + sizeof(T));
   int64_t chunk = (int64_t)(SD_ATTN_SCORES_BYTES / per_query);
   chunk = chunk < 1 ? 1 : (chunk > lq ? lq : chunk);
-  size_t scores_bytes = (size_t)(batch * chunk * lk) * sizeof(float);
+  size_t scores_bytes = (size_t)(chunk * lk) * sizeof(float);
   void *scratch;
-  SD_TRY(sd_cuda_scratch(cu, scores_bytes + (size_t)(batch * chunk * lk) * sizeof(T), &scratch));
-  float *scores = (float *)scratch;                 /* (B, chunk, Lk) */
-  T *probs = (T *)((char *)scratch + scores_bytes); /* (B, chunk, Lk) */
+  SD_TRY(sd_cuda_scratch(cu, scores_bytes + (size_t)(chunk * lk) * sizeof(T), &scratch));
+  float *scores = (float *)scratch;                 /* (chunk, Lk) */
+  T *probs = (T *)((char *)scratch + scores_bytes); /* (chunk, Lk) */
   cudaDataType_t type = sd_cuda_data_type(q->dtype);
   const float zero = 0.0f, one = 1.0f;
 
-  for (int64_t h = 0; h < heads; h++) {
-    const T *qh = (const T *)q->data + h * d; /* (B, Lq, D), ld width */
-    const T *kh = (const T *)k->data + h * d; /* (B, Lk, D), ld width */
-    const T *vh = (const T *)v->data + h * d;
-    T *oh = (T *)o->data + h * d;
-    for (int64_t q0 = 0; q0 < lq; q0 += chunk) {
-      int64_t rows = lq - q0 < chunk ? lq - q0 : chunk;
-      /* column-major: S^T (Lk, rows) = K^T (Lk, D) . Q^T (D, rows), per image */
-      CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-          cu->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)lk, (int)rows, (int)d, &scale, kh, type,
-          (int)width, lk * width, qh + q0 * width, type, (int)width, lq * width, &zero, scores,
-          CUDA_R_32F, (int)lk, chunk * lk, (int)batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-      int64_t total_rows = batch * rows;
-      unsigned blocks = (unsigned)(total_rows < INT32_MAX ? total_rows : INT32_MAX);
-      softmax_rows_kernel<T><<<blocks, SD_CUDA_THREADS, 0, cu->stream>>>(
-          scores, probs, rows, chunk, lk, q0, causal, total_rows);
-      CUDA_CHECK_LAUNCH("softmax_rows_kernel");
-      /* column-major: O^T (D, rows) = V^T (D, Lk) . P^T (Lk, rows), per image */
-      CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-          cu->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)d, (int)rows, (int)lk, &one, vh, type,
-          (int)width, lk * width, probs, type, (int)lk, chunk * lk, &zero, oh + q0 * width, type,
-          (int)width, lq * width, (int)batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  for (int64_t image = 0; image < batch; image++)
+    for (int64_t h = 0; h < heads; h++) {
+      const T *qh = (const T *)q->data + image * lq * width + h * d; /* (Lq, D), ld width */
+      const T *kh = (const T *)k->data + image * lk * width + h * d; /* (Lk, D), ld width */
+      const T *vh = (const T *)v->data + image * lk * width + h * d;
+      T *oh = (T *)o->data + image * lq * width + h * d;
+      for (int64_t q0 = 0; q0 < lq; q0 += chunk) {
+        int64_t rows = lq - q0 < chunk ? lq - q0 : chunk;
+        /* column-major: S^T (Lk, rows) = K^T (Lk, D) . Q^T (D, rows) */
+        CUBLAS_CHECK(cublasGemmEx(cu->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)lk, (int)rows, (int)d,
+                                  &scale, kh, type, (int)width, qh + q0 * width, type, (int)width,
+                                  &zero, scores, CUDA_R_32F, (int)lk, CUBLAS_COMPUTE_32F,
+                                  CUBLAS_GEMM_DEFAULT));
+        unsigned blocks = (unsigned)(rows < INT32_MAX ? rows : INT32_MAX);
+        softmax_rows_kernel<T>
+            <<<blocks, SD_CUDA_THREADS, 0, cu->stream>>>(scores, probs, rows, lk, q0, causal);
+        CUDA_CHECK_LAUNCH("softmax_rows_kernel");
+        /* column-major: O^T (D, rows) = V^T (D, Lk) . P^T (Lk, rows) */
+        CUBLAS_CHECK(cublasGemmEx(cu->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)d, (int)rows, (int)lk,
+                                  &one, vh, type, (int)width, probs, type, (int)lk, &zero,
+                                  oh + q0 * width, type, (int)width, CUBLAS_COMPUTE_32F,
+                                  CUBLAS_GEMM_DEFAULT));
+      }
     }
-  }
   return 0;
 }
 

@@ -3,9 +3,24 @@
  * NCHW tensors in the activation dtype, float32 compute. 16-bit convolutions may use tensor cores;
  * F32 ones are held to FMA math (no TF32) so that they match the CPU backend closely.
  *
- * Descriptors and the algorithm (cudnnGetConvolutionForwardAlgorithm_v7, the first supported one
- * within the workspace limit) are cached per shape; the workspace comes from the op scratch. The
- * bias is a separate pass over y, as PyTorch adds it after cuDNN's convolution. */
+ * Batch invariance (ops.h): an image's result must not depend on the other images of the batch.
+ * cuDNN decides per problem, N included: cudnnGetConvolutionForwardAlgorithm_v7 ranks algorithms
+ * for the whole (N, C, H, W), and even a fixed algorithm enum is only a family - cuDNN picks the
+ * kernel inside it (tile shape, split-K over C * kh * kw, implicit-GEMM tiles over N * Ho * Wo)
+ * from the problem size. Pinning the algorithm chosen for N = 1 and running N = B with it would
+ * therefore not pin the kernel. So every plan is for ONE image (N = 1): descriptors and algorithm
+ * (the first one the heuristic ranks as supported within the workspace limit) are cached per
+ * per-image shape, and a batch runs as B calls of that plan, image b at x + b * C * H * W and
+ * y + b * K * Ho * Wo. Each image is then exactly the problem it is alone, with the same
+ * algorithm, so cuDNN's choices cannot see the batch. What that leaves: cuDNN may also look at
+ * pointer alignment, so an image should start 16-byte aligned in the batch as alone (true for
+ * fresh allocations when C * H * W * sizeof(dtype) is a multiple of 16, as in every SD model).
+ * The cost is B launches instead of one: small next to an SD convolution per image (GFLOPs), and
+ * a later version may pin a cuDNN backend engine configuration for the batch once a GPU shows it
+ * batch invariant.
+ *
+ * The workspace comes from the op scratch. The bias is a separate pass over y, as PyTorch adds it
+ * after cuDNN's convolution (elementwise: nothing in it depends on the batch). */
 #include "cuda_internal.h"
 
 #include <limits.h>
@@ -17,7 +32,7 @@
 #define SD_CONV_WORKSPACE_MAX ((size_t)1 << 30)
 
 typedef struct conv_key {
-  int batch, channels, height, width;   /* x (B, C, H, W) */
+  int channels, height, width;          /* one image of x: (1, C, H, W) */
   int out_channels, kernel_h, kernel_w; /* w (K, C, kh, kw) */
   int stride, pad;
   sd_dtype dtype;
@@ -96,8 +111,8 @@ static int plan_create(sd_cuda *cu, const conv_key *key, int out_h, int out_w, c
   plan->key = *key;
   plan->used = true;
   CUDNN_CHECK(cudnnCreateTensorDescriptor(&plan->x_desc));
-  CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->x_desc, CUDNN_TENSOR_NCHW, type, key->batch,
-                                         key->channels, key->height, key->width));
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->x_desc, CUDNN_TENSOR_NCHW, type, 1, key->channels,
+                                         key->height, key->width));
   CUDNN_CHECK(cudnnCreateFilterDescriptor(&plan->w_desc));
   CUDNN_CHECK(cudnnSetFilter4dDescriptor(plan->w_desc, type, CUDNN_TENSOR_NCHW, key->out_channels,
                                          key->channels, key->kernel_h, key->kernel_w));
@@ -110,11 +125,11 @@ static int plan_create(sd_cuda *cu, const conv_key *key, int out_h, int out_w, c
   int dims[4];
   CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(plan->conv_desc, plan->x_desc, plan->w_desc,
                                                     &dims[0], &dims[1], &dims[2], &dims[3]));
-  if (dims[0] != key->batch || dims[1] != key->out_channels || dims[2] != out_h || dims[3] != out_w)
-    return SD_ERROR("cuDNN computes output (%d, %d, %d, %d), expected (%d, %d, %d, %d)", dims[0],
-                    dims[1], dims[2], dims[3], key->batch, key->out_channels, out_h, out_w);
+  if (dims[0] != 1 || dims[1] != key->out_channels || dims[2] != out_h || dims[3] != out_w)
+    return SD_ERROR("cuDNN computes output (%d, %d, %d, %d), expected (1, %d, %d, %d)", dims[0],
+                    dims[1], dims[2], dims[3], key->out_channels, out_h, out_w);
   CUDNN_CHECK(cudnnCreateTensorDescriptor(&plan->y_desc));
-  CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->y_desc, CUDNN_TENSOR_NCHW, type, key->batch,
+  CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->y_desc, CUDNN_TENSOR_NCHW, type, 1,
                                          key->out_channels, out_h, out_w));
   return plan_choose_algorithm(cu, plan);
 }
@@ -144,9 +159,9 @@ static int plan_for(sd_cuda *cu, const conv_key *key, int out_h, int out_w, conv
   }
   if (plan_create(cu, key, out_h, out_w, slot) < 0) {
     plan_release(slot);
-    return sd_error_context("conv2d plan for x (%d, %d, %d, %d), weight (%d, %d, %d, %d), "
+    return sd_error_context("conv2d plan for an image (1, %d, %d, %d), weight (%d, %d, %d, %d), "
                             "stride %d, pad %d",
-                            key->batch, key->channels, key->height, key->width, key->out_channels,
+                            key->channels, key->height, key->width, key->out_channels,
                             key->channels, key->kernel_h, key->kernel_w, key->stride, key->pad);
   }
   *out = slot;
@@ -156,7 +171,7 @@ static int plan_for(sd_cuda *cu, const conv_key *key, int out_h, int out_w, conv
 int sd_cuda_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
                    int stride, int pad, sd_tensor *y) {
   sd_cuda *cu = sd_cuda_of(be);
-  const int64_t dims[] = {x->shape[0], x->shape[1], x->shape[2], x->shape[3], w->shape[0],
+  const int64_t dims[] = {x->shape[1], x->shape[2], x->shape[3], w->shape[0],
                           w->shape[2], w->shape[3], y->shape[2], y->shape[3]};
   for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
     if (dims[i] > INT_MAX)
@@ -166,7 +181,6 @@ int sd_cuda_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const
 
   conv_key key;
   memset(&key, 0, sizeof key); /* keys compare with memcmp */
-  key.batch = (int)x->shape[0];
   key.channels = (int)x->shape[1];
   key.height = (int)x->shape[2];
   key.width = (int)x->shape[3];
@@ -183,9 +197,14 @@ int sd_cuda_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const
   if (plan->workspace_bytes)
     SD_TRY(sd_cuda_scratch(cu, plan->workspace_bytes, &workspace));
   const float one = 1.0f, zero = 0.0f; /* float scaling for every non-double dtype */
-  CUDNN_CHECK(cudnnConvolutionForward(cu->dnn, &one, plan->x_desc, x->data, plan->w_desc, w->data,
-                                      plan->conv_desc, plan->algo, workspace, plan->workspace_bytes,
-                                      &zero, plan->y_desc, y->data));
+  size_t size = sd_dtype_size(y->dtype);
+  size_t x_image = (size_t)(x->shape[1] * x->shape[2] * x->shape[3]) * size;
+  size_t y_image = (size_t)(y->shape[1] * y->shape[2] * y->shape[3]) * size;
+  for (int64_t i = 0; i < x->shape[0]; i++) /* one call per image: see the top of the file */
+    CUDNN_CHECK(cudnnConvolutionForward(
+        cu->dnn, &one, plan->x_desc, (const char *)x->data + (size_t)i * x_image, plan->w_desc,
+        w->data, plan->conv_desc, plan->algo, workspace, plan->workspace_bytes, &zero, plan->y_desc,
+        (char *)y->data + (size_t)i * y_image));
   if (b)
     return sd_cuda_add_plane_bias(cu, y->dtype, y->data, b->data, 0, y->shape[0], y->shape[1],
                                   y->shape[2] * y->shape[3], y->data);

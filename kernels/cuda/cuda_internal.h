@@ -103,6 +103,8 @@ int sd_cuda_clamp(sd_backend *be, const sd_tensor *x, float lo, float hi, sd_ten
 int sd_cuda_blend_window(sd_backend *be, const sd_tensor *x, int64_t x_row, int64_t x_col,
                          sd_tensor *y, int64_t y_row, int64_t y_col, int64_t rows, int64_t cols,
                          sd_blend_mode mode);
+int sd_cuda_randn_philox(sd_backend *be, const uint64_t *seeds, const uint64_t *offsets,
+                         sd_tensor *out);
 
 /* ---- dtype helpers ---------------------------------------------------------------------- */
 

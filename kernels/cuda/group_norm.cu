@@ -124,8 +124,9 @@ static int launch_group_norm(sd_cuda *cu, const sd_tensor *x, const sd_tensor *g
   if (groups_total > INT32_MAX)
     return SD_ERROR("group_norm: %lld groups in all", (long long)groups_total);
 
-  /* about four blocks per SM in all, each on at least SD_GN_MIN_PART values */
-  int64_t parts = (4 * (int64_t)cu->sm_count + groups_total - 1) / groups_total;
+  /* about four blocks per SM for ONE image's groups, each on at least SD_GN_MIN_PART values: the
+   * split of a group (hence its statistics' rounding) must not depend on the batch (ops.h) */
+  int64_t parts = (4 * (int64_t)cu->sm_count + groups - 1) / groups;
   int64_t most = (group_size + SD_GN_MIN_PART - 1) / SD_GN_MIN_PART;
   if (parts > most)
     parts = most;

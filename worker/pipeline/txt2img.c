@@ -72,18 +72,31 @@ static bool decode_tiled(const sd_engine *engine, const sd_txt2img_batch *batch)
 }
 
 typedef struct noise_source {
-  sd_rng *rngs; /* one generator per item */
+  sd_rng *rngs; /* one generator per item, all of one kind */
   int items;
-  size_t per_item; /* elements per item */
-  float *host;     /* (items, per_item) */
+  size_t per_item;   /* elements per item */
+  float *host;       /* (items, per_item): the cpu kind's draws */
+  uint64_t *seeds;   /* (items): the cuda kind's generators for sd_op_randn_philox */
+  uint64_t *offsets; /* (items) */
 } noise_source;
 
-/* Fills noise (n, C, h, w) with each item's next torch.randn draw. */
-static int fill_noise(void *ctx, sd_backend *be, sd_tensor *noise) {
-  noise_source *src = ctx;
+/* out (n, C, h, w) = each item's next torch.randn draw. The cuda kind draws on the backend
+ * (sd_op_randn_philox, nothing crosses from the host but seeds and offsets); the cpu kind
+ * (MT19937) draws on the host and uploads. */
+static int draw_noise(noise_source *src, sd_backend *be, sd_tensor *out) {
+  if (src->rngs[0].kind == SD_RNG_CUDA) {
+    for (int i = 0; i < src->items; i++)
+      SD_TRY(sd_rng_philox_next(&src->rngs[i], &src->seeds[i], &src->offsets[i]));
+    return sd_op_randn_philox(be, src->seeds, src->offsets, out);
+  }
   for (int i = 0; i < src->items; i++)
     SD_TRY(sd_rng_randn(&src->rngs[i], src->host + (size_t)i * src->per_item, src->per_item));
-  return sd_tensor_upload_f32(be, noise, src->host);
+  return sd_tensor_upload_f32(be, out, src->host);
+}
+
+/* Fills noise (n, C, h, w) with each item's next torch.randn draw (ancestral samplers). */
+static int fill_noise(void *ctx, sd_backend *be, sd_tensor *noise) {
+  return draw_noise(ctx, be, noise);
 }
 
 /* ids (rows, L): [negatives..., prompts...] with CFG, [prompts...] without. */
@@ -179,9 +192,11 @@ int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2im
   sd_scheduler *scheduler = NULL;
   int32_t *ids = calloc((size_t)rows * length, sizeof *ids);
   sd_rng *rngs = calloc((size_t)n, sizeof *rngs);
+  uint64_t *seeds = calloc((size_t)n, sizeof *seeds);
+  uint64_t *offsets = calloc((size_t)n, sizeof *offsets);
   float *host = malloc((size_t)n * per_item * sizeof *host);
   float *host_image = malloc((size_t)n * image_c * image_plane * sizeof *host_image);
-  if (!ids || !rngs || !host || !host_image) {
+  if (!ids || !rngs || !seeds || !offsets || !host || !host_image) {
     SD_ERROR("out of host memory for a batch of %d %dx%d images", n, batch->width, batch->height);
     goto out;
   }
@@ -201,16 +216,16 @@ int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2im
     goto out;
 
   /* initial latents: each item's randn (1, C, h, w) from its own generator, * init_noise_sigma */
-  for (int i = 0; i < n; i++) {
+  for (int i = 0; i < n; i++)
     sd_rng_init(&rngs[i], batch->rng, items[i].seed);
-    if (sd_rng_randn(&rngs[i], host + (size_t)i * per_item, per_item) < 0)
-      goto out;
+  noise_source noise = {rngs, n, per_item, host, seeds, offsets};
+  if (draw_noise(&noise, be, &latents) < 0) {
+    sd_error_context("initial latents");
+    goto out;
   }
-  if (sd_tensor_upload_f32(be, &latents, host) < 0 ||
-      sd_op_scale(be, &latents, sd_scheduler_init_noise_sigma(scheduler), &latents) < 0)
+  if (sd_op_scale(be, &latents, sd_scheduler_init_noise_sigma(scheduler), &latents) < 0)
     goto out;
 
-  noise_source noise = {rngs, n, per_item, host};
   int count = sd_scheduler_count(scheduler);
   for (int step = 0; step < count; step++) {
     sd_tensor x = sd_tensor_slice0(&model_in, cfg ? n : 0, n);
@@ -278,6 +293,8 @@ out:
   sd_tensor_free(be, &context);
   free(host_image);
   free(host);
+  free(offsets);
+  free(seeds);
   free(rngs);
   free(ids);
   return rc;

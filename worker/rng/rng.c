@@ -4,20 +4,10 @@
 #include "rng.h"
 
 #include "../../kernels/error.h"
+#include "../../kernels/philox.h"
 
 #include <math.h>
 #include <string.h>
-
-/* Philox4x32-10 constants (curand's). */
-#define PHILOX_M0     0xD2511F53u
-#define PHILOX_M1     0xCD9E8D57u
-#define PHILOX_W0     0x9E3779B9u
-#define PHILOX_W1     0xBB67AE85u
-#define PHILOX_ROUNDS 10
-
-/* 2^-32 and 2pi * 2^-32 as curand's float Box-Muller uses them. */
-#define CURAND_2POW32_INV     2.3283064e-10f
-#define CURAND_2POW32_INV_2PI (2.3283064e-10f * 6.2831855f)
 
 #define MT_N          624
 #define MT_M          397
@@ -81,46 +71,11 @@ void sd_rng_init(sd_rng *rng, sd_rng_kind kind, uint64_t seed) {
   mt_seed(rng, (uint32_t)(seed & 0xffffffffu));
 }
 
-/* Philox4x32-10 of the counter under the key; out receives the four words. */
-static void philox4x32_10(const uint32_t counter[4], uint32_t key0, uint32_t key1,
-                          uint32_t out[4]) {
-  uint32_t c0 = counter[0], c1 = counter[1], c2 = counter[2], c3 = counter[3];
-  for (int round = 0; round < PHILOX_ROUNDS; round++) {
-    uint64_t p0 = (uint64_t)PHILOX_M0 * c0;
-    uint64_t p1 = (uint64_t)PHILOX_M1 * c2;
-    uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ key0;
-    uint32_t n1 = (uint32_t)p1;
-    uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ key1;
-    uint32_t n3 = (uint32_t)p0;
-    c0 = n0, c1 = n1, c2 = n2, c3 = n3;
-    key0 += PHILOX_W0;
-    key1 += PHILOX_W1;
-  }
-  out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
-}
-
-/* curand's float Box-Muller of two words, first output (the GPU contracts x * a + b to an FMA,
- * so fmaf reproduces its rounding). */
-static float curand_box_muller_first(uint32_t x0, uint32_t x1) {
-  float u = fmaf((float)x0, CURAND_2POW32_INV, CURAND_2POW32_INV / 2.0f);
-  float v = fmaf((float)x1, CURAND_2POW32_INV_2PI, CURAND_2POW32_INV_2PI / 2.0f);
-  float s = sqrtf(-2.0f * logf(u));
-  return sinf(v) * s;
-}
-
 static void randn_cuda(sd_rng *rng, float *out, size_t n) {
-  uint32_t key0 = (uint32_t)(rng->seed & 0xffffffffu);
-  uint32_t key1 = (uint32_t)(rng->seed >> 32);
-  uint64_t block = rng->philox_offset / 4;
-  for (size_t i = 0; i < n; i++) {
-    uint64_t sub = (uint64_t)i;
-    uint32_t counter[4] = {(uint32_t)block, (uint32_t)(block >> 32), (uint32_t)sub,
-                           (uint32_t)(sub >> 32)};
-    uint32_t words[4];
-    philox4x32_10(counter, key0, key1, words);
-    out[i] = curand_box_muller_first(words[0], words[1]);
-  }
-  rng->philox_offset += 4;
+  uint64_t seed, offset;
+  sd_rng_philox_next(rng, &seed, &offset);
+  for (size_t i = 0; i < n; i++)
+    out[i] = sd_philox_randn(seed, offset, (uint64_t)i);
 }
 
 /* torch's normal_fill_16: uniforms u[0..16) -> 16 normals in place. */
@@ -162,4 +117,14 @@ int sd_rng_randn(sd_rng *rng, float *out, size_t n) {
     return randn_cpu(rng, out, n);
   }
   return SD_ERROR("rng: unknown generator kind %d", (int)rng->kind);
+}
+
+int sd_rng_philox_next(sd_rng *rng, uint64_t *seed, uint64_t *offset) {
+  if (rng->kind != SD_RNG_CUDA)
+    return SD_ERROR("rng: generator kind %d has no philox offset (only the cuda kind)",
+                    (int)rng->kind);
+  *seed = rng->seed;
+  *offset = rng->philox_offset;
+  rng->philox_offset += 4;
+  return 0;
 }

@@ -26,5 +26,9 @@ void sd_rng_init(sd_rng *rng, sd_rng_kind kind, uint64_t seed);
 /* One torch.randn call of n elements (n >= 16 for the cpu kind, as for every latent; smaller n
  * is an error there). */
 int sd_rng_randn(sd_rng *rng, float *out, size_t n);
+/* cuda kind: the seed and philox offset of the next torch.randn call, then advances the stream
+ * past it, for a caller that draws it elsewhere (sd_op_randn_philox on a backend); -1 with an
+ * error for the cpu kind. */
+int sd_rng_philox_next(sd_rng *rng, uint64_t *seed, uint64_t *offset);
 
 #endif
