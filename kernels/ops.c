@@ -284,6 +284,22 @@ int sd_op_randn_philox(sd_backend *be, const uint64_t *seeds, const uint64_t *of
   return be->ops->randn_philox(be, seeds, offsets, out);
 }
 
+int sd_op_timestep_embedding(sd_backend *be, double timestep, bool flip_sin_to_cos,
+                             float freq_shift, double max_period, sd_tensor *out) {
+  SD_TRY(check_act(be, "timestep_embedding", "out", out));
+  char so[96];
+  if (out->ndim != 2 || out->shape[0] < 1 || out->shape[1] < 2)
+    return SD_ERROR("timestep_embedding: out %s is not (B, dim) with B >= 1, dim >= 2",
+                    SHAPE(out, so));
+  int64_t half = out->shape[1] / 2;
+  if ((float)half - freq_shift == 0.0f)
+    return SD_ERROR("timestep_embedding: out %s: dim / 2 = %lld equals freq_shift %g",
+                    SHAPE(out, so), (long long)half, freq_shift);
+  if (!(max_period > 0.0))
+    return SD_ERROR("timestep_embedding: max_period %g is not positive", max_period);
+  return be->ops->timestep_embedding(be, timestep, flip_sin_to_cos, freq_shift, max_period, out);
+}
+
 int sd_tensor_alloc_persistent(sd_backend *be, sd_tensor *t) {
   t->data = be->ops->alloc(be, sd_tensor_bytes(t) ? sd_tensor_bytes(t) : 1);
   return t->data ? 0 : -1;

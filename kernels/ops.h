@@ -116,6 +116,13 @@ typedef struct sd_backend_ops {
    * float32, rounded once to out's dtype. */
   int (*randn_philox)(sd_backend *be, const uint64_t *seeds, const uint64_t *offsets,
                       sd_tensor *out);
+  /* out (B, dim): every row is diffusers' get_timestep_embedding of the one float timestep
+   * (sin half then cos half, swapped when flip_sin_to_cos; frequencies
+   * exp(-ln(max_period) i / (dim / 2 - freq_shift)); a trailing 0 when dim is odd), computed in
+   * float32 as kernels/timestep_embedding.h states it and rounded once to out's dtype. The
+   * timestep is an argument: nothing is copied from the host. */
+  int (*timestep_embedding)(sd_backend *be, double timestep, bool flip_sin_to_cos, float freq_shift,
+                            double max_period, sd_tensor *out);
 } sd_backend_ops;
 
 /* Scratch memory: a chain of chunks with stack discipline. Allocations after a mark are all
@@ -205,6 +212,10 @@ int sd_op_blend_window(sd_backend *be, const sd_tensor *x, int64_t x_row, int64_
  * multiples of 4. An item's numbers depend only on its seed and offset, never on the batch. */
 int sd_op_randn_philox(sd_backend *be, const uint64_t *seeds, const uint64_t *offsets,
                        sd_tensor *out);
+/* See sd_backend_ops.timestep_embedding; dim = out->shape[1] needs dim / 2 >= 1 and
+ * dim / 2 != freq_shift, and max_period must be positive. */
+int sd_op_timestep_embedding(sd_backend *be, double timestep, bool flip_sin_to_cos,
+                             float freq_shift, double max_period, sd_tensor *out);
 
 #ifdef __cplusplus
 }

@@ -3,7 +3,9 @@
  * item's output bit for bit the same alone and in a batch). Everything runs with the default
  * thread count and with 3 threads. Tolerance for computed ops: |got - want| <= 1e-5 + 1e-4 |want|;
  * data movement ops and lincomb must match exactly, and so must randn_philox against worker/rng's
- * host stream (sd_rng_randn, itself checked against torch in test_rng). */
+ * host stream (sd_rng_randn, itself checked against torch in test_rng). timestep_embedding:
+ * within 1.5e-4 of diffusers' formula in double, and bit for bit the UNet's former host
+ * projection. */
 #include "kernels/error.h"
 #include "kernels/ops.h"
 #include "rng/rng.h"
@@ -771,6 +773,93 @@ static void test_randn_philox(void) {
   sd_arena_release(be, mark);
 }
 
+/* worker/model/unet.c's host time projection as it was before the timestep_embedding op
+ * (sd_unet_time_proj at commit 9bbfa1d, max_period 10000), kept here verbatim: the op must
+ * reproduce it bit for bit so that the UNet's results do not move. */
+static void former_unet_time_proj(int dim, bool flip_sin_to_cos, float freq_shift, double timestep,
+                                  float *out) {
+  int half = dim / 2;
+  float t = (float)timestep;
+  float neg_log_period = (float)-log(10000.0);
+  float denom = (float)half - freq_shift;
+  for (int i = 0; i < half; i++) {
+    float exponent = neg_log_period * (float)i / denom;
+    float arg = t * (float)exp((double)exponent);
+    float s = (float)sin((double)arg), c = (float)cos((double)arg);
+    out[i] = flip_sin_to_cos ? c : s;
+    out[half + i] = flip_sin_to_cos ? s : c;
+  }
+  if (dim % 2)
+    out[dim - 1] = 0.0f;
+}
+
+/* out (B, dim) from sd_op_timestep_embedding: every row against diffusers'
+ * get_timestep_embedding in double (float32 rounding of t * f moves the argument by up to
+ * ~1e-4 at t = 999, hence atol 1.5e-4) and, for max_period 10000, bit for bit against the former
+ * host projection. */
+static void check_timestep_embedding(int64_t batch, int64_t dim, bool flip, float shift,
+                                     double max_period, double t) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  sd_tensor out = empty_tensor(2, (int64_t[]){batch, dim});
+  check_rc(sd_op_timestep_embedding(be, t, flip, shift, max_period, &out), "timestep_embedding");
+  size_t n = (size_t)(batch * dim);
+  float *got = malloc(n * sizeof(float)), *naive = malloc(n * sizeof(float));
+  float *former = malloc(n * sizeof(float));
+  CHECK(sd_tensor_download_f32(be, &out, got) == 0, "download");
+  int64_t half = dim / 2;
+  for (int64_t b = 0; b < batch; b++) {
+    float *row = naive + b * dim;
+    for (int64_t i = 0; i < half; i++) {
+      double arg = t * exp(-log(max_period) * (double)i / ((double)half - shift));
+      row[flip ? half + i : i] = (float)sin(arg);
+      row[flip ? i : half + i] = (float)cos(arg);
+    }
+    if (dim % 2)
+      row[dim - 1] = 0.0f;
+    former_unet_time_proj((int)dim, flip, shift, t, former + b * dim);
+  }
+  char what[160];
+  snprintf(what, sizeof what, "timestep_embedding (%lld, %lld) t %g flip %d shift %g period %g",
+           (long long)batch, (long long)dim, t, flip, shift, max_period);
+  sd_test_compare_f32(what, got, naive, n, 1.5e-4f, 0.0f);
+  if (max_period == 10000.0) {
+    snprintf(what, sizeof what,
+             "timestep_embedding (%lld, %lld) t %g flip %d shift %g: former "
+             "host projection (exact)",
+             (long long)batch, (long long)dim, t, flip, shift);
+    sd_test_compare_f32(what, got, former, n, 0.0f, 0.0f);
+  }
+  free(got);
+  free(naive);
+  free(former);
+  sd_arena_release(be, mark);
+}
+
+static void test_timestep_embedding(void) {
+  static const double timesteps[] = {0.0, 1.0, 37.25, 500.5, 981.0, 999.0};
+  static const int64_t dims[] = {320, 7, 2, 192};
+  for (int d = 0; d < 4; d++)
+    for (int k = 0; k < 6; k++)
+      for (int flip = 0; flip < 2; flip++)
+        for (int shift = 0; shift < 2; shift++)
+          if (dims[d] / 2 != shift)
+            check_timestep_embedding(3, dims[d], flip, (float)shift, 10000.0, timesteps[k]);
+  check_timestep_embedding(1, 320, true, 0.0f, 10000.0, 999.0);
+  check_timestep_embedding(2, 64, false, 1.0f, 100.0, 250.0);
+
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  sd_tensor two = empty_tensor(2, (int64_t[]){1, 2});
+  sd_tensor flat = empty_tensor(1, (int64_t[]){320});
+  sd_error_clear();
+  CHECK(sd_op_timestep_embedding(be, 1.0, true, 1.0f, 10000.0, &two) == -1 && *sd_error_message(),
+        "timestep_embedding accepted dim / 2 == freq_shift");
+  CHECK(sd_op_timestep_embedding(be, 1.0, true, 0.0f, 10000.0, &flat) == -1,
+        "timestep_embedding accepted a 1-D out");
+  CHECK(sd_op_timestep_embedding(be, 1.0, true, 0.0f, 0.0, &two) == -1,
+        "timestep_embedding accepted max_period 0");
+  sd_arena_release(be, mark);
+}
+
 /* sd_op_* return -1 with a message on mismatched shapes, before reaching the backend. */
 static void test_rejects(void) {
   sd_arena_mark mark = sd_arena_get_mark(be);
@@ -830,6 +919,7 @@ int main(void) {
     test_data_movement(2, 37, 21, 25, 19); /* large enough to run over threads */
     test_blend_window();
     test_randn_philox();
+    test_timestep_embedding();
     test_batch_invariance();
     test_rejects();
     sd_backend_destroy(be);

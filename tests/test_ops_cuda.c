@@ -10,6 +10,7 @@
  * batch of 3 computed alone must equal the batch's bit for bit. randn_philox: within
  * 2.5e-6 + 1e-6 |cpu| in F32 (the GPU's sine against libm's, as RNG.md measured against torch),
  * plus one ulp of the dtype in F16 / BF16; an item drawn alone equals it in a batch bit for bit.
+ * timestep_embedding: within one float32 ulp of the CPU (+ one ulp of the dtype), rows identical.
  * Exits 77 (skipped) when no CUDA device is available. */
 #include "kernels/error.h"
 #include "kernels/ops.h"
@@ -697,6 +698,51 @@ static void test_randn_philox(void) {
   release(m);
 }
 
+/* diffusers' timestep projection of one timestep for a batch of 3 on both backends (the CPU's is
+ * the UNet's former host computation bit for bit, test_ops_cpu): every row of the GPU's equals
+ * the CPU's within one float32 ulp (the device's double exp, sin and cos against libm's, each
+ * rounded to float32) plus one ulp of the dtype, the rows are identical, and a batch of 1 equals
+ * row 0 bit for bit. */
+static void test_timestep_embedding(void) {
+  static const int64_t dims[2] = {320, 7};
+  static const double timesteps[3] = {0.0, 500.5, 999.0};
+  float ulp = dtype == SD_DTYPE_F16 ? 0x1p-10f : (dtype == SD_DTYPE_BF16 ? 0x1p-7f : 0.0f);
+  for (int d = 0; d < 2; d++)
+    for (int k = 0; k < 3; k++) {
+      twin_mark m = mark();
+      int64_t dim = dims[d];
+      bool flip = k != 1;
+      float shift = (float)(k % 2);
+      twin t = twin_empty(2, (int64_t[]){3, dim});
+      twin one = twin_empty(2, (int64_t[]){1, dim});
+      check_rc(sd_op_timestep_embedding(cpu, timesteps[k], flip, shift, 10000.0, &t.c),
+               "cpu timestep_embedding");
+      check_rc(sd_op_timestep_embedding(gpu, timesteps[k], flip, shift, 10000.0, &t.g),
+               "cuda timestep_embedding");
+      check_rc(sd_op_timestep_embedding(gpu, timesteps[k], flip, shift, 10000.0, &one.g),
+               "cuda timestep_embedding batch 1");
+      size_t n = (size_t)(3 * dim);
+      float *want = download(cpu, &t.c);
+      float *got = download(gpu, &t.g);
+      float *alone = download(gpu, &one.g);
+      for (size_t i = 0; i < n; i++)
+        want[i] = round_to_dtype(want[i]);
+      char label[128];
+      snprintf(label, sizeof label, "[%s] timestep_embedding (3, %lld) t %g flip %d shift %g",
+               sd_dtype_name(dtype), (long long)dim, timesteps[k], flip, shift);
+      sd_test_compare_f32(label, got, want, n, 1e-7f, 0x1p-23f + ulp);
+      for (int b = 1; b < 3; b++)
+        CHECK(memcmp(got, got + b * dim, (size_t)dim * sizeof(float)) == 0,
+              "%s: row %d differs from row 0", label, b);
+      CHECK(memcmp(alone, got, (size_t)dim * sizeof(float)) == 0,
+            "%s: a batch of 1 differs from row 0", label);
+      free(want);
+      free(got);
+      free(alone);
+      release(m);
+    }
+}
+
 static void run_round(sd_dtype round_dtype, float round_tol) {
   dtype = round_dtype;
   tol = round_tol;
@@ -721,6 +767,7 @@ static void run_round(sd_dtype round_dtype, float round_tol) {
   test_blend_window();
   test_batch_invariance();
   test_randn_philox();
+  test_timestep_embedding();
   check_rc(gpu->ops->synchronize(gpu), "synchronize");
   sd_backend_destroy(gpu);
   gpu = NULL;

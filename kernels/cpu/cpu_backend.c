@@ -82,6 +82,7 @@ static const sd_backend_ops cpu_ops = {
     .clamp = sd_cpu_clamp,
     .blend_window = sd_cpu_blend_window,
     .randn_philox = sd_cpu_randn_philox,
+    .timestep_embedding = sd_cpu_timestep_embedding,
 };
 
 /* The "model name" line of /proc/cpuinfo, or "cpu". */

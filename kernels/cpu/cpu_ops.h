@@ -32,6 +32,8 @@ int sd_cpu_blend_window(sd_backend *be, const sd_tensor *x, int64_t x_row, int64
                         sd_blend_mode mode);
 int sd_cpu_randn_philox(sd_backend *be, const uint64_t *seeds, const uint64_t *offsets,
                         sd_tensor *out);
+int sd_cpu_timestep_embedding(sd_backend *be, double timestep, bool flip_sin_to_cos,
+                              float freq_shift, double max_period, sd_tensor *out);
 
 /* Scalar activation shared by linear (fused epilogue) and activation. */
 float sd_cpu_activate(float x, sd_activation act);

@@ -256,6 +256,7 @@ static void fill_ops(sd_backend_ops *ops, sd_dtype act_dtype) {
   ops->clamp = sd_cuda_clamp;
   ops->blend_window = sd_cuda_blend_window;
   ops->randn_philox = sd_cuda_randn_philox;
+  ops->timestep_embedding = sd_cuda_timestep_embedding;
 }
 
 static int init_state(sd_cuda *cu, int device, sd_dtype act_dtype) {

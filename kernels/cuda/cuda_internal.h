@@ -105,6 +105,8 @@ int sd_cuda_blend_window(sd_backend *be, const sd_tensor *x, int64_t x_row, int6
                          sd_blend_mode mode);
 int sd_cuda_randn_philox(sd_backend *be, const uint64_t *seeds, const uint64_t *offsets,
                          sd_tensor *out);
+int sd_cuda_timestep_embedding(sd_backend *be, double timestep, bool flip_sin_to_cos,
+                               float freq_shift, double max_period, sd_tensor *out);
 
 /* ---- dtype helpers ---------------------------------------------------------------------- */
 

@@ -1,7 +1,8 @@
-/* diffusers UNet2DConditionModel (SD 1.x / 2.x layout): sinusoidal time projection on the host,
- * time embedding MLP, conv_in, down levels (resnets, optional transformers, downsampler) that push
- * skips, the cross-attention mid block, up levels that pop the skips in reverse order (concat,
- * resnets, optional transformers, upsampler), GroupNorm + SiLU and conv_out.
+/* diffusers UNet2DConditionModel (SD 1.x / 2.x layout): sinusoidal time projection on the backend
+ * (the timestep_embedding op: nothing is uploaded per call), time embedding MLP, conv_in, down
+ * levels (resnets, optional transformers, downsampler) that push skips, the cross-attention mid
+ * block, up levels that pop the skips in reverse order (concat, resnets, optional transformers,
+ * upsampler), GroupNorm + SiLU and conv_out.
  *
  * Memory during a forward: the skips live on the arena in push order, so the up levels free each
  * one as they pop it (stack discipline); the running activation alternates between two
@@ -11,10 +12,13 @@
 #include "unet_blocks.h"
 
 #include "../../kernels/error.h"
+#include "../../kernels/timestep_embedding.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <stdio.h>
+
+/* max_period of diffusers' Timesteps projection (get_timestep_embedding's default). */
+#define SD_UNET_MAX_PERIOD 10000.0
 
 typedef struct unet_down_level {
   int channels;                    /* C of this level */
@@ -56,19 +60,10 @@ int sd_unet_time_proj(const sd_unet_config *cfg, double timestep, float *out) {
   int dim = cfg->block_out_channels[0], half = dim / 2;
   if (half < 1 || (float)half == cfg->freq_shift)
     return SD_ERROR("unet: time projection width %d with freq_shift %g", dim, cfg->freq_shift);
-  /* float32 throughout, in diffusers' order of operations (get_timestep_embedding) */
-  float t = (float)timestep;
-  float neg_log_period = (float)-log(10000.0);
-  float denom = (float)half - cfg->freq_shift;
-  for (int i = 0; i < half; i++) {
-    float exponent = neg_log_period * (float)i / denom;
-    float arg = t * (float)exp((double)exponent);
-    float s = (float)sin((double)arg), c = (float)cos((double)arg);
-    out[i] = cfg->flip_sin_to_cos ? c : s;
-    out[half + i] = cfg->flip_sin_to_cos ? s : c;
-  }
-  if (dim % 2)
-    out[dim - 1] = 0.0f;
+  sd_timestep_embedding_args args = sd_timestep_embedding_setup(
+      timestep, dim, cfg->flip_sin_to_cos, cfg->freq_shift, SD_UNET_MAX_PERIOD);
+  for (int k = 0; k < dim; k++)
+    out[k] = sd_timestep_embedding_element(args, k);
   return 0;
 }
 
@@ -376,18 +371,10 @@ static int time_embedding(unet_run *r, double timestep) {
   r->temb_act = sd_tensor_2d(dt, b, m->temb_channels);
   SD_TRY(sd_tensor_alloc(r->be, &r->temb_act));
   sd_arena_mark mark = sd_arena_get_mark(r->be);
-  float *host = malloc((size_t)b * (size_t)m->time_channels * sizeof *host);
-  if (!host)
-    return SD_ERROR("out of memory for the time projection");
-  int rc = sd_unet_time_proj(&m->cfg, timestep, host);
-  for (int64_t n = 1; n < b && rc == 0; n++)
-    for (int k = 0; k < m->time_channels; k++)
-      host[n * m->time_channels + k] = host[k];
+  int rc = sd_tensor_alloc(r->be, &proj);
   if (rc == 0)
-    rc = sd_tensor_alloc(r->be, &proj);
-  if (rc == 0)
-    rc = sd_tensor_upload_f32(r->be, &proj, host);
-  free(host);
+    rc = sd_op_timestep_embedding(r->be, timestep, m->cfg.flip_sin_to_cos, m->cfg.freq_shift,
+                                  SD_UNET_MAX_PERIOD, &proj);
   if (rc == 0)
     rc = sd_tensor_alloc(r->be, &hidden);
   if (rc == 0)

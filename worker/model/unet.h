@@ -16,7 +16,8 @@ void sd_unet_free(sd_unet *model);
 
 /* diffusers' Timesteps projection of one timestep on the host: out (block_out_channels[0]) =
  * sinusoids (cos first when flip_sin_to_cos) with frequencies exp(-ln(10000) i / (half -
- * freq_shift)), computed in float32 as diffusers does. */
+ * freq_shift)), computed in float32 as diffusers does. The same math
+ * (kernels/timestep_embedding.h) as sd_op_timestep_embedding, which sd_unet_forward uses. */
 int sd_unet_time_proj(const sd_unet_config *cfg, double timestep, float *out);
 
 /* sample (B, in_channels, h, w), timestep (a float, as diffusers passes it; the same for the whole
