@@ -189,13 +189,13 @@ int sd_op_add_channel_bias(sd_backend *be, const sd_tensor *x, const sd_tensor *
   return be->ops->add_channel_bias(be, x, v, y);
 }
 
-int sd_op_upsample_nearest2x(sd_backend *be, const sd_tensor *x, sd_tensor *y) {
-  SD_TRY(check_act(be, "upsample_nearest2x", "x", x));
-  SD_TRY(check_act(be, "upsample_nearest2x", "y", y));
+int sd_op_upsample_nearest(sd_backend *be, const sd_tensor *x, sd_tensor *y) {
+  SD_TRY(check_act(be, "upsample_nearest", "x", x));
+  SD_TRY(check_act(be, "upsample_nearest", "y", y));
   if (x->ndim != 4 || y->ndim != 4 || y->shape[0] != x->shape[0] || y->shape[1] != x->shape[1] ||
-      y->shape[2] != 2 * x->shape[2] || y->shape[3] != 2 * x->shape[3])
-    return mismatch("upsample_nearest2x", "x (B, C, H, W) and y (B, C, 2H, 2W)", x, y);
-  return be->ops->upsample_nearest2x(be, x, y);
+      x->shape[2] < 1 || x->shape[3] < 1 || y->shape[2] < 1 || y->shape[3] < 1)
+    return mismatch("upsample_nearest", "x (B, C, H, W) and y (B, C, Ho, Wo), sides >= 1", x, y);
+  return be->ops->upsample_nearest(be, x, y);
 }
 
 int sd_op_concat_channels(sd_backend *be, const sd_tensor *a, const sd_tensor *b, sd_tensor *y) {

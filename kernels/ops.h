@@ -90,8 +90,10 @@ typedef struct sd_backend_ops {
                  sd_tensor *y);
   /* y (B, C, H, W) = x (B, C, H, W) + v (B, C) broadcast over H, W. y may alias x. */
   int (*add_channel_bias)(sd_backend *be, const sd_tensor *x, const sd_tensor *v, sd_tensor *y);
-  /* y (B, C, 2H, 2W): nearest-neighbour 2x upsampling of x (B, C, H, W). */
-  int (*upsample_nearest2x)(sd_backend *be, const sd_tensor *x, sd_tensor *y);
+  /* y (B, C, Ho, Wo): nearest-neighbour resize of x (B, C, H, W) as torch's
+   * F.interpolate(x, size=(Ho, Wo), mode="nearest"): source row min(floor(i * s), H - 1) with the
+   * float32 scale s = H / Ho (i / 2 exactly when Ho = 2H), columns alike. */
+  int (*upsample_nearest)(sd_backend *be, const sd_tensor *x, sd_tensor *y);
   /* y (B, Ca + Cb, H, W) = cat(a (B, Ca, H, W), b (B, Cb, H, W)) along channels. */
   int (*concat_channels)(sd_backend *be, const sd_tensor *a, const sd_tensor *b, sd_tensor *y);
   /* y (B, N, M) = x (B, M, N) transposed per batch (NCHW <-> NLC with M = C, N = H*W). */
@@ -198,7 +200,7 @@ int sd_op_scale(sd_backend *be, const sd_tensor *x, float s, sd_tensor *y);
 /* y = x (same shape, copy). */
 int sd_op_copy(sd_backend *be, const sd_tensor *x, sd_tensor *y);
 int sd_op_add_channel_bias(sd_backend *be, const sd_tensor *x, const sd_tensor *v, sd_tensor *y);
-int sd_op_upsample_nearest2x(sd_backend *be, const sd_tensor *x, sd_tensor *y);
+int sd_op_upsample_nearest(sd_backend *be, const sd_tensor *x, sd_tensor *y);
 int sd_op_concat_channels(sd_backend *be, const sd_tensor *a, const sd_tensor *b, sd_tensor *y);
 int sd_op_transpose(sd_backend *be, const sd_tensor *x, sd_tensor *y);
 int sd_op_embedding(sd_backend *be, const sd_tensor *table, const int32_t *ids, int64_t n,

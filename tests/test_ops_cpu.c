@@ -452,6 +452,57 @@ static void test_blend_window(void) {
   sd_arena_release(be, mark);
 }
 
+/* torch's "nearest" source index (ATen nearest_idx): out = 2 * in is i / 2 exactly, otherwise
+ * min(floor(i * s), in - 1) with the float32 scale s = in / out. */
+static int64_t nearest_source(int64_t i, int64_t in, int64_t out) {
+  if (out == 2 * in)
+    return i / 2;
+  int64_t src = (int64_t)floorf((float)i * ((float)in / (float)out));
+  return src < in - 1 ? src : in - 1;
+}
+
+/* upsample_nearest of x (B, C, H, W) to (Ho, Wo) against a naive gather; rows_want / cols_want,
+ * when given, are torch's source indices (F.interpolate(size=..., mode="nearest")). */
+static void test_upsample_case(int64_t batch, int64_t c, int64_t h, int64_t w, int64_t ho,
+                               int64_t wo, const int64_t *rows_want, const int64_t *cols_want) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  float *hx;
+  sd_tensor x = random_tensor(4, (int64_t[]){batch, c, h, w}, 1.0f, &hx);
+  sd_tensor y = empty_tensor(4, (int64_t[]){batch, c, ho, wo});
+  char what[96];
+  snprintf(what, sizeof what, "upsample_nearest (%lld, %lld) -> (%lld, %lld)", (long long)h,
+           (long long)w, (long long)ho, (long long)wo);
+  check_rc(sd_op_upsample_nearest(be, &x, &y), what);
+  for (int64_t i = 0; rows_want && i < ho; i++)
+    CHECK(nearest_source(i, h, ho) == rows_want[i], "%s: row %lld from %lld, torch %lld", what,
+          (long long)i, (long long)nearest_source(i, h, ho), (long long)rows_want[i]);
+  for (int64_t j = 0; cols_want && j < wo; j++)
+    CHECK(nearest_source(j, w, wo) == cols_want[j], "%s: column %lld from %lld, torch %lld", what,
+          (long long)j, (long long)nearest_source(j, w, wo), (long long)cols_want[j]);
+  float *want = malloc((size_t)(batch * c * ho * wo) * sizeof *want);
+  for (int64_t p = 0; p < batch * c; p++)
+    for (int64_t i = 0; i < ho; i++)
+      for (int64_t j = 0; j < wo; j++)
+        want[(p * ho + i) * wo + j] =
+            hx[(p * h + nearest_source(i, h, ho)) * w + nearest_source(j, w, wo)];
+  expect(what, &y, want, 0.0f, 0.0f);
+  free(want);
+  free(hx);
+  sd_arena_release(be, mark);
+}
+
+static void test_upsample_nearest(void) {
+  /* torch: 5 -> 9 and 7 -> 15, the UNet's odd-latent case (the skip is 2H - 1 or 2H + 1) */
+  static const int64_t rows_5_9[9] = {0, 0, 1, 1, 2, 2, 3, 3, 4};
+  static const int64_t cols_7_15[15] = {0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6};
+  test_upsample_case(1, 2, 5, 7, 9, 15, rows_5_9, cols_7_15);
+  test_upsample_case(2, 5, 3, 7, 6, 14, NULL, NULL);     /* exact 2x */
+  test_upsample_case(2, 5, 4, 7, 7, 7, NULL, NULL);      /* 4 -> 7, identity columns */
+  test_upsample_case(1, 3, 3, 5, 2, 11, NULL, NULL);     /* shrinking rows */
+  test_upsample_case(2, 37, 21, 25, 42, 50, NULL, NULL); /* 2x over threads */
+  test_upsample_case(2, 37, 21, 25, 41, 49, NULL, NULL); /* odd over threads */
+}
+
 static void test_data_movement(int64_t batch, int64_t c, int64_t h, int64_t w, int64_t cb) {
   sd_arena_mark mark = sd_arena_get_mark(be);
   fprintf(stderr, "data movement ops, x (%lld, %lld, %lld, %lld):\n", (long long)batch,
@@ -468,14 +519,6 @@ static void test_data_movement(int64_t batch, int64_t c, int64_t h, int64_t w, i
   for (size_t i = 0; i < numel; i++)
     want[i] = hx[i] + hv[i / (size_t)(h * w)];
   expect("add_channel_bias", &y, want, 0.0f, 0.0f);
-
-  sd_tensor up = empty_tensor(4, (int64_t[]){batch, c, 2 * h, 2 * w});
-  check_rc(sd_op_upsample_nearest2x(be, &x, &up), "upsample_nearest2x");
-  for (int64_t p = 0; p < batch * c; p++)
-    for (int64_t i = 0; i < 2 * h; i++)
-      for (int64_t j = 0; j < 2 * w; j++)
-        want[(p * 2 * h + i) * 2 * w + j] = hx[(p * h + i / 2) * w + j / 2];
-  expect("upsample_nearest2x", &up, want, 0.0f, 0.0f);
 
   sd_tensor cat = empty_tensor(4, (int64_t[]){batch, c + cb, h, w});
   check_rc(sd_op_concat_channels(be, &x, &b, &cat), "concat_channels");
@@ -890,8 +933,10 @@ static void test_rejects(void) {
   const int32_t bad_ids[2] = {1, 3};
   sd_tensor emb = empty_tensor(2, (int64_t[]){2, 12});
   CHECK(sd_op_embedding(be, &table, bad_ids, 2, &emb) == -1, "embedding accepted id 3 of 3");
-  sd_tensor up = empty_tensor(4, (int64_t[]){1, 4, 16, 15});
-  CHECK(sd_op_upsample_nearest2x(be, &img, &up) == -1, "upsample accepted (1, 4, 16, 15)");
+  sd_tensor up = empty_tensor(4, (int64_t[]){1, 3, 16, 16});
+  CHECK(sd_op_upsample_nearest(be, &img, &up) == -1, "upsample accepted 3 channels for 4");
+  sd_tensor flat = empty_tensor(4, (int64_t[]){1, 4, 0, 16});
+  CHECK(sd_op_upsample_nearest(be, &img, &flat) == -1, "upsample accepted an output of 0 rows");
   for (int i = 0; i < 8; i++)
     free(h[i]);
   sd_arena_release(be, mark);
@@ -916,6 +961,7 @@ int main(void) {
     test_geglu();
     test_lincomb();
     test_data_movement(2, 5, 3, 7, 3);
+    test_upsample_nearest();
     test_data_movement(2, 37, 21, 25, 19); /* large enough to run over threads */
     test_blend_window();
     test_randn_philox();

@@ -419,9 +419,13 @@ static void test_data_movement(void) {
   compare("add_channel_bias (exact)", &y, true);
 
   twin up = twin_empty(4, (int64_t[]){batch, c, 2 * h, 2 * w});
-  check_rc(sd_op_upsample_nearest2x(cpu, &x.c, &up.c), "cpu upsample");
-  check_rc(sd_op_upsample_nearest2x(gpu, &x.g, &up.g), "cuda upsample");
-  compare("upsample_nearest2x (exact)", &up, true);
+  check_rc(sd_op_upsample_nearest(cpu, &x.c, &up.c), "cpu upsample");
+  check_rc(sd_op_upsample_nearest(gpu, &x.g, &up.g), "cuda upsample");
+  compare("upsample_nearest 2x (exact)", &up, true);
+  twin odd_up = twin_empty(4, (int64_t[]){batch, c, 2 * h - 1, 2 * w + 1});
+  check_rc(sd_op_upsample_nearest(cpu, &x.c, &odd_up.c), "cpu upsample to an odd size");
+  check_rc(sd_op_upsample_nearest(gpu, &x.g, &odd_up.g), "cuda upsample to an odd size");
+  compare("upsample_nearest (2H - 1, 2W + 1) (exact)", &odd_up, true);
 
   twin cat = twin_empty(4, (int64_t[]){batch, c + cb, h, w});
   check_rc(sd_op_concat_channels(cpu, &x.c, &b.c, &cat.c), "cpu concat");

@@ -21,7 +21,7 @@ int sd_cpu_geglu(sd_backend *be, const sd_tensor *x, sd_tensor *y);
 int sd_cpu_lincomb(sd_backend *be, int n, const float *coeffs, const sd_tensor *const *xs,
                    sd_tensor *y);
 int sd_cpu_add_channel_bias(sd_backend *be, const sd_tensor *x, const sd_tensor *v, sd_tensor *y);
-int sd_cpu_upsample_nearest2x(sd_backend *be, const sd_tensor *x, sd_tensor *y);
+int sd_cpu_upsample_nearest(sd_backend *be, const sd_tensor *x, sd_tensor *y);
 int sd_cpu_concat_channels(sd_backend *be, const sd_tensor *a, const sd_tensor *b, sd_tensor *y);
 int sd_cpu_transpose(sd_backend *be, const sd_tensor *x, sd_tensor *y);
 int sd_cpu_embedding(sd_backend *be, const sd_tensor *table, const int32_t *ids, int64_t n,

@@ -249,7 +249,7 @@ static void fill_ops(sd_backend_ops *ops, sd_dtype act_dtype) {
   ops->geglu = sd_cuda_geglu;
   ops->lincomb = sd_cuda_lincomb;
   ops->add_channel_bias = sd_cuda_add_channel_bias;
-  ops->upsample_nearest2x = sd_cuda_upsample_nearest2x;
+  ops->upsample_nearest = sd_cuda_upsample_nearest;
   ops->concat_channels = sd_cuda_concat_channels;
   ops->transpose = sd_cuda_transpose;
   ops->embedding = sd_cuda_embedding;

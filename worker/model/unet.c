@@ -355,7 +355,12 @@ static int up_level_forward(unet_run *r, int i) {
     set_h(r, y);
   }
   if (u->has_upsample) {
-    sd_tensor y = next_buffer(r, u->channels, 2 * r->h.shape[2], 2 * r->h.shape[3]);
+    /* Resize to the next skip's size, as diffusers does (upsample_size) when a latent side is not
+     * a multiple of 2^(levels - 1); otherwise that size is exactly 2x, its scale_factor=2 case. */
+    if (r->num_skips < 1)
+      return SD_ERROR("no skip left to size the upsampler");
+    const sd_tensor *next_skip = &r->skips[r->num_skips - 1];
+    sd_tensor y = next_buffer(r, u->channels, next_skip->shape[2], next_skip->shape[3]);
     SD_TRY(sd_unet_upsample_forward(r->be, &u->upsample, &r->h, &y));
     set_h(r, y);
   }
@@ -435,10 +440,6 @@ static int check_shapes(const sd_unet *m, const sd_tensor *sample, const sd_tens
   if (sample->ndim != 4 || sample->shape[1] != cfg->in_channels)
     return SD_ERROR("unet: sample %s is not (B, %d, h, w)",
                     sd_tensor_shape_str(sample, a, sizeof a), cfg->in_channels);
-  int64_t factor = (int64_t)1 << (cfg->num_levels - 1);
-  if (sample->shape[2] % factor || sample->shape[3] % factor)
-    return SD_ERROR("unet: latent size %lldx%lld is not a multiple of %lld",
-                    (long long)sample->shape[2], (long long)sample->shape[3], (long long)factor);
   if (context->ndim != 3 || context->shape[0] != sample->shape[0] ||
       context->shape[2] != cfg->cross_attention_dim)
     return SD_ERROR("unet: context %s is not (B, L, %d) for sample %s",

@@ -21,9 +21,9 @@ void sd_unet_free(sd_unet *model);
 int sd_unet_time_proj(const sd_unet_config *cfg, double timestep, float *out);
 
 /* sample (B, in_channels, h, w), timestep (a float, as diffusers passes it; the same for the whole
- * batch), context (B, L, cross_attention_dim) -> out (B, out_channels, h, w); h and w must be
- * multiples of 2^(num_levels - 1). Scratch memory comes from the backend arena and is released
- * before return. */
+ * batch), context (B, L, cross_attention_dim) -> out (B, out_channels, h, w); any h, w >= 1
+ * (sides that are not multiples of 2^(num_levels - 1) are handled as diffusers does). Scratch
+ * memory comes from the backend arena and is released before return. */
 int sd_unet_forward(sd_unet *model, const sd_tensor *sample, double timestep,
                     const sd_tensor *context, sd_tensor *out);
 

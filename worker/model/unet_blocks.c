@@ -85,10 +85,10 @@ int sd_unet_downsample_forward(sd_backend *be, const sd_unet_sampler *s, const s
 int sd_unet_upsample_forward(sd_backend *be, const sd_unet_sampler *s, const sd_tensor *x,
                              sd_tensor *y) {
   sd_arena_mark mark = sd_arena_get_mark(be);
-  sd_tensor up = *y; /* (B, C, 2H, 2W) */
+  sd_tensor up = *y; /* (B, C, Ho, Wo) */
   int rc = sd_tensor_alloc(be, &up);
   if (rc == 0)
-    rc = sd_op_upsample_nearest2x(be, x, &up);
+    rc = sd_op_upsample_nearest(be, x, &up);
   if (rc == 0)
     rc = sd_op_conv2d(be, &up, s->conv_w, s->conv_b, 1, 1, y);
   sd_arena_release(be, mark);

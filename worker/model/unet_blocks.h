@@ -86,7 +86,8 @@ int sd_unet_sampler_init(sd_unet_sampler *s, const sd_weights *w, const char *pr
 /* x (B, C, H, W) -> y (B, C, (H + 1) / 2, (W + 1) / 2) */
 int sd_unet_downsample_forward(sd_backend *be, const sd_unet_sampler *s, const sd_tensor *x,
                                sd_tensor *y);
-/* x (B, C, H, W) -> y (B, C, 2H, 2W) */
+/* x (B, C, H, W) -> y (B, C, Ho, Wo): nearest resize to y's size (2H, 2W, or the skip's size
+ * for odd latent sides), then the 3x3 conv. */
 int sd_unet_upsample_forward(sd_backend *be, const sd_unet_sampler *s, const sd_tensor *x,
                              sd_tensor *y);
 

@@ -352,7 +352,7 @@ static int up_block_step(sd_backend *be, const vae_up_block *up, int groups, pin
     return 0;
   const int64_t c = pp->cur.shape[1], h = 2 * pp->cur.shape[2], w = 2 * pp->cur.shape[3];
   sd_tensor upsampled = pp_next(pp, c, h, w); /* (B, C, 2H, 2W) */
-  if (sd_op_upsample_nearest2x(be, &pp->cur, &upsampled) < 0)
+  if (sd_op_upsample_nearest(be, &pp->cur, &upsampled) < 0)
     return sd_error_context("upsamplers.0");
   pp_advance(pp, &upsampled);
   sd_tensor next = pp_next(pp, c, h, w);

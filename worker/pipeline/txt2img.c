@@ -15,17 +15,10 @@ int sd_txt2img_check(const sd_engine *engine, const sd_txt2img_batch *batch) {
 
 int sd_txt2img_check_model(const sd_model_files *model, const sd_txt2img_batch *batch) {
   int factor = 1 << (model->vae.num_levels - 1);
-  /* the UNet halves the latent once per level but the last; sizes must stay whole */
-  int unet_factor = 1 << (model->unet.num_levels - 1);
-  int multiple = factor * unet_factor;
+  /* the UNet resizes its up-sampled maps to the skips' sizes, so odd latent sides are fine */
   if (batch->width <= 0 || batch->height <= 0 || batch->width % factor || batch->height % factor)
     return SD_ERROR("width and height must be positive multiples of %d (got %dx%d)", factor,
                     batch->width, batch->height);
-  if (batch->width % multiple || batch->height % multiple)
-    return SD_ERROR("width and height must be multiples of %d for this model (got %dx%d): the "
-                    "UNet halves the %dx%d latent %d times",
-                    multiple, batch->width, batch->height, batch->width / factor,
-                    batch->height / factor, model->unet.num_levels - 1);
   if (batch->width > 8192 || batch->height > 8192)
     return SD_ERROR("width and height must be at most 8192 (got %dx%d)", batch->width,
                     batch->height);
