@@ -17,21 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void compare_pixels(const char *what, const uint8_t *got, const float *want, size_t n) {
-  size_t exact = 0, worst = 0;
-  for (size_t i = 0; i < n; i++) {
-    int diff = abs((int)got[i] - (int)lrintf(want[i]));
-    if (diff == 0)
-      exact++;
-    if ((size_t)diff > worst)
-      worst = (size_t)diff;
-  }
-  double exact_share = (double)exact / (double)n;
-  fprintf(stderr, "%s %s: %zu pixel values, %.4f exact, max diff %zu\n",
-          worst <= 1 && exact_share >= 0.999 ? "ok  " : "FAIL", what, n, exact_share, worst);
-  CHECK(worst <= 1 && exact_share >= 0.999, "%s: pixels differ from diffusers", what);
-}
-
 static void run(sd_engine *engine, const sd_safetensors *fixture) {
   cJSON *c = cJSON_Parse(sd_safetensors_metadata(fixture, "case"));
   const sd_st_tensor *image = sd_safetensors_find(fixture, "image");
@@ -69,7 +54,7 @@ static void run(sd_engine *engine, const sd_safetensors *fixture) {
   }
   if (rc == 0) {
     sd_test_compare_f32("odd-size latents", result.latents, latents->data, n_latents, 1e-3f, 1e-3f);
-    compare_pixels("odd-size image", result.rgb, want, n_pixels);
+    sd_test_compare_pixels("odd-size image", result.rgb, want, n_pixels, 1, 0.999);
     sd_txt2img_result_free(&result);
   }
   free(want);

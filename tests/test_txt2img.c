@@ -22,21 +22,6 @@ static const sd_st_tensor *require(const sd_safetensors *file, const char *name)
   return t;
 }
 
-static void compare_pixels(const char *what, const uint8_t *got, const float *want, size_t n) {
-  size_t exact = 0, worst = 0;
-  for (size_t i = 0; i < n; i++) {
-    int diff = abs((int)got[i] - (int)lrintf(want[i]));
-    if (diff == 0)
-      exact++;
-    if ((size_t)diff > worst)
-      worst = (size_t)diff;
-  }
-  double exact_share = (double)exact / (double)n;
-  fprintf(stderr, "%s %s: %zu pixel values, %.4f exact, max diff %zu\n",
-          worst <= 1 && exact_share >= 0.999 ? "ok  " : "FAIL", what, n, exact_share, worst);
-  CHECK(worst <= 1 && exact_share >= 0.999, "%s: pixels differ from diffusers", what);
-}
-
 static void run_case(sd_engine *engine, const sd_safetensors *stages, const char *model_name,
                      const cJSON *c) {
   const char *name = c->string;
@@ -69,7 +54,7 @@ static void run_case(sd_engine *engine, const sd_safetensors *stages, const char
   sd_test_compare_f32(what, result.latents, want_latents->data, want_latents->bytes / 4, 1e-3f,
                       1e-3f);
   snprintf(what, sizeof what, "%s %s image", model_name, name);
-  compare_pixels(what, result.rgb, want_image->data, want_image->bytes / 4);
+  sd_test_compare_pixels(what, result.rgb, want_image->data, want_image->bytes / 4, 1, 0.999);
   sd_txt2img_result_free(&result);
 }
 

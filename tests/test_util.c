@@ -67,6 +67,25 @@ int sd_test_compare_i32(const char *what, const int32_t *got, const int32_t *wan
   return 1;
 }
 
+int sd_test_compare_pixels(const char *what, const uint8_t *got, const float *want, size_t n,
+                           int max_diff, double min_exact_share) {
+  size_t exact = 0;
+  int worst = 0;
+  for (size_t i = 0; i < n; i++) {
+    int diff = abs((int)got[i] - (int)lrintf(want[i]));
+    if (diff == 0)
+      exact++;
+    if (diff > worst)
+      worst = diff;
+  }
+  double exact_share = n ? (double)exact / (double)n : 1.0;
+  int ok = worst <= max_diff && exact_share >= min_exact_share;
+  fprintf(stderr, "%s %s: %zu pixel values, %.4f exact, max diff %d\n", ok ? "ok  " : "FAIL", what,
+          n, exact_share, worst);
+  sd_test_check(ok, __FILE__, __LINE__, "%s: pixels differ from the reference", what);
+  return ok;
+}
+
 void sd_test_fill_random(float *x, size_t n, uint32_t seed, float scale) {
   uint32_t state = seed * 2654435761u + 12345u;
   for (size_t i = 0; i < n; i++) {

@@ -16,6 +16,11 @@ int sd_test_compare_f32(const char *what, const float *got, const float *want, s
                         float rtol);
 int sd_test_compare_i32(const char *what, const int32_t *got, const int32_t *want, size_t n);
 
+/* Pixels against reference uint8 values stored as floats: passes when no value differs by more
+ * than max_diff levels and at least min_exact_share of them are exact; prints both figures. */
+int sd_test_compare_pixels(const char *what, const uint8_t *got, const float *want, size_t n,
+                           int max_diff, double min_exact_share);
+
 /* Fills x with deterministic pseudo-random values in [-scale, scale]. */
 void sd_test_fill_random(float *x, size_t n, uint32_t seed, float scale);
 
