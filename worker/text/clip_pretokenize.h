@@ -1,10 +1,10 @@
-/* Text clean-up and pre-tokenisation of the CLIP tokenizer (internal to worker/text): the steps
- * of transformers' slow CLIPTokenizer without ftfy, i.e. BasicTokenizer(strip_accents=False,
- * do_split_on_punc=False).tokenize joined with spaces, then CLIP's pattern
- *   <\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
- * (regex module, IGNORECASE). Character data come from utf8proc; the classes below follow the
- * Python definitions named with each (tests/test_tokenizer.c checks them over all code points
- * against Python's). */
+/* Normalisation and pre-tokenisation of the CLIP tokenizer (internal to worker/text): the
+ * pipeline that transformers >= 5's CLIPTokenizer gives the `tokenizers` library:
+ *   normalizer     NFC, then Replace(\s+ -> " "), then Lowercase (per character, full mapping)
+ *   pre-tokenizer  Split(<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|
+ *                  [\p{N}]|[^\s\p{L}\p{N}]+, invert, removed), then ByteLevel's GPT-2 split,
+ *                  which only splits the two special-token spellings into "<|", word, "|>"
+ * with Oniguruma's classes (case-sensitive). Character data: clip_chars.h. */
 #ifndef SD_TEXT_CLIP_PRETOKENIZE_H
 #define SD_TEXT_CLIP_PRETOKENIZE_H
 
@@ -23,33 +23,17 @@ void sd_codepoints_free(sd_codepoints *cps);
  * offset) on invalid UTF-8: bad sequences, overlong forms, surrogates, values over U+10FFFF. */
 int sd_utf8_decode(const char *text, size_t len, sd_codepoints *out);
 
-/* " ".join(BasicTokenizer(strip_accents=False, do_split_on_punc=False).tokenize(text)) of
- * cps[0, n) into out (replacing its contents): NUL, U+FFFD and control characters dropped,
- * whitespace made a space, spaces around CJK ideographs, NFC, split on whitespace, each word
- * lower-cased with str.lower, words joined by single spaces. -1 (error set) on failure. */
-int sd_clip_basic_tokenize(const int32_t *cps, size_t n, sd_codepoints *out);
+/* NFC of cps[0, n) into out (replacing its contents), with the normalisation data of the
+ * tokenizers library (clip_chars.h). */
+int sd_clip_nfc(const int32_t *cps, size_t n, sd_codepoints *out);
 
-/* Python's str.lower of cps[0, n) appended to out: utf8proc's simple mappings plus the two
- * differences Python makes, U+0130 -> "i\u0307" and final sigma by context. */
-int sd_py_lower(const int32_t *cps, size_t n, sd_codepoints *out);
+/* The normalizer: NFC, each run of \s made one space, each character lower-cased; cps[0, n)
+ * into out (replacing its contents). -1 (error set) when out of memory. */
+int sd_clip_normalize(const int32_t *cps, size_t n, sd_codepoints *out);
 
-/* The next match of CLIP's pattern in t[*pos, n): returns 1 with the match at [*start, *end) and
- * *pos moved past it, or 0 when none is left. Unmatched characters (whitespace, U+0345) are
- * skipped, as re.findall skips them. */
+/* The next match of the Split pattern in normalised text t[*pos, n): returns 1 with the piece
+ * at [*start, *end) and *pos moved past it, or 0 when none is left. Spaces between pieces are
+ * skipped. A piece spelling a special token is left whole: ByteLevel's split is the caller's. */
 int sd_clip_next_piece(const int32_t *t, size_t n, size_t *pos, size_t *start, size_t *end);
-
-/* Character classes. */
-int sd_clip_is_control(int32_t cp);    /* transformers' _is_control: category C*, not \t \n \r */
-int sd_clip_is_whitespace(int32_t cp); /* transformers' _is_whitespace: \t \n \r space, Zs */
-int sd_clip_is_cjk(int32_t cp);        /* BasicTokenizer._is_chinese_char */
-int sd_py_isspace(int32_t cp);         /* str.isspace */
-int sd_py_is_cased(int32_t cp);        /* cased and not case-ignorable, for final sigma */
-int sd_py_is_case_ignorable(int32_t cp);
-int sd_regex_is_letter(int32_t cp); /* \p{L} */
-int sd_regex_is_number(int32_t cp); /* \p{N} */
-int sd_regex_is_space(int32_t cp);  /* \s of the regex module */
-/* [^\s\p{L}\p{N}] under IGNORECASE, which also refuses a character whose other case is a letter
- * or number: U+0345 (upper-case Iota) matches no class and is dropped like whitespace. */
-int sd_regex_is_other(int32_t cp);
 
 #endif

@@ -123,12 +123,13 @@ static int is_ascii_space(char c) {
   return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
 }
 
-/* Merge lines as CLIP reads them: the first line is a header, then at most CLIP_MAX_MERGES lines
- * of "first second"; the line index is the rank. Surrounding whitespace of the text is ignored.
- * When vocab is given, each joined pair is also added to it with id (*next_id)++, as CLIP builds
- * its vocabulary list (a repeated entry keeps its first place and takes the later id). */
-static int parse_merge_lines(sd_tokenizer *tok, const char *text, size_t len, const char *path,
-                             sd_strmap *vocab, int32_t *next_id) {
+/* Merge lines of CLIP's .gz as CLIP reads them: the first line is a header, then at most
+ * CLIP_MAX_MERGES lines of "first second"; the line index is the rank. Surrounding whitespace of
+ * the text is ignored. Each joined pair is also added to the vocabulary with id (*next_id)++, as
+ * CLIP builds its vocabulary list (a repeated entry keeps its first place and takes the later
+ * id). */
+static int parse_gz_merge_lines(sd_tokenizer *tok, const char *text, size_t len, const char *path,
+                                int32_t *next_id) {
   size_t at = 0;
   while (at < len && is_ascii_space(text[at]))
     at++;
@@ -173,12 +174,69 @@ static int parse_merge_lines(sd_tokenizer *tok, const char *text, size_t len, co
     key[field_len[0]] = ' ';
     memcpy(key + field_len[0] + 1, field[1], field_len[1]);
     SD_TRY(sd_strmap_set(&tok->merges, key, field_len[0] + 1 + field_len[1], rank));
-    if (vocab) {
-      memmove(key + field_len[0], key + field_len[0] + 1, field_len[1]);
-      SD_TRY(sd_strmap_set(vocab, key, field_len[0] + field_len[1], (*next_id)++));
-    }
+    memmove(key + field_len[0], key + field_len[0] + 1, field_len[1]);
+    SD_TRY(sd_strmap_set(&tok->vocab, key, field_len[0] + field_len[1], (*next_id)++));
   }
   return 0;
+}
+
+/* merges.txt as the tokenizers library reads it: lines starting with "#version" are skipped,
+ * every other line is two tokens separated by one space; the rank counts the merges. */
+static int parse_merges_txt(sd_tokenizer *tok, const char *text, size_t len, const char *path) {
+  int32_t rank = 0;
+  size_t at = 0;
+  for (int line_no = 1; at < len; line_no++) {
+    const char *line = text + at;
+    const char *nl = memchr(line, '\n', len - at);
+    size_t line_len = nl ? (size_t)(nl - line) : len - at;
+    at += line_len + 1;
+    if (line_len && line[line_len - 1] == '\r')
+      line_len--;
+    if (line_len >= 8 && memcmp(line, "#version", 8) == 0)
+      continue;
+    const char *space = memchr(line, ' ', line_len);
+    if (!space || memchr(space + 1, ' ', line_len - (size_t)(space + 1 - line)))
+      return SD_ERROR("%s: line %d is not two tokens separated by one space: '%.*s'", path, line_no,
+                      (int)(line_len > 80 ? 80 : line_len), line);
+    SD_TRY(sd_strmap_set(&tok->merges, line, line_len, rank++));
+  }
+  if (rank == 0)
+    return SD_ERROR("%s: no merges", path);
+  return 0;
+}
+
+/* As the tokenizers library's BPE requires: both tokens of every merge and their join are in
+ * the vocabulary. */
+static int check_merges_in_vocab(const sd_tokenizer *tok, const char *path) {
+  char *joined = NULL;
+  size_t joined_capacity = 0;
+  int rc = 0;
+  for (size_t i = 0; i < tok->merges.count && rc == 0; i++) {
+    size_t len;
+    const char *key = sd_strmap_key(&tok->merges, i, &len);
+    const char *space = memchr(key, ' ', len);
+    size_t first = (size_t)(space - key), second = len - first - 1;
+    if (len > joined_capacity) {
+      char *grown = realloc(joined, len);
+      if (!grown) {
+        rc = SD_ERROR("%s: out of memory", path);
+        break;
+      }
+      joined = grown;
+      joined_capacity = len;
+    }
+    memcpy(joined, key, first);
+    memcpy(joined + first, space + 1, second);
+    const char *missing = sd_strmap_get(&tok->vocab, key, first) < 0          ? "first token"
+                          : sd_strmap_get(&tok->vocab, space + 1, second) < 0 ? "second token"
+                          : sd_strmap_get(&tok->vocab, joined, len - 1) < 0   ? "joined token"
+                                                                              : NULL;
+    if (missing)
+      rc = SD_ERROR("%s: merge '%.*s': the %s is not in the vocabulary", path,
+                    (int)(len > 80 ? 80 : len), key, missing);
+  }
+  free(joined);
+  return rc;
 }
 
 /* Fills tok->vocab from a JSON object of token -> id. */
@@ -248,8 +306,8 @@ int sd_tokenizer_load_vocab_merges(const char *vocab_json, const char *merges_tx
   free(text);
   text = NULL;
   if (sd_file_read(merges_txt, SIZE_MAX, &text, &len) < 0 ||
-      check_utf8(text, len, merges_txt) < 0 ||
-      parse_merge_lines(tok, text, len, merges_txt, NULL, NULL) < 0 ||
+      check_utf8(text, len, merges_txt) < 0 || parse_merges_txt(tok, text, len, merges_txt) < 0 ||
+      check_merges_in_vocab(tok, merges_txt) < 0 ||
       finish(tok, pad_token, max_length, vocab_json) < 0)
     goto fail;
   free(text);
@@ -341,6 +399,7 @@ int sd_tokenizer_load_tokenizer_json(const char *tokenizer_json, const char *pad
           0 ||
       parse_merges_array(tok, cJSON_GetObjectItemCaseSensitive(model, "merges"), tokenizer_json) <
           0 ||
+      check_merges_in_vocab(tok, tokenizer_json) < 0 ||
       finish(tok, pad_token, max_length, tokenizer_json) < 0)
     goto fail;
   cJSON_Delete(root);
@@ -381,7 +440,7 @@ int sd_tokenizer_load_bpe_gz(const char *bpe_gz, const char *pad_token, int max_
         goto fail;
     }
   }
-  if (parse_merge_lines(tok, text, len, bpe_gz, &tok->vocab, &next_id) < 0 ||
+  if (parse_gz_merge_lines(tok, text, len, bpe_gz, &next_id) < 0 ||
       sd_strmap_set(&tok->vocab, BOS_TOKEN, strlen(BOS_TOKEN), next_id++) < 0 ||
       sd_strmap_set(&tok->vocab, EOS_TOKEN, strlen(EOS_TOKEN), next_id++) < 0 ||
       finish(tok, pad_token, max_length, bpe_gz) < 0)
@@ -508,7 +567,8 @@ static void emit(encoder *e, int32_t id) {
     e->ids[1 + e->count++] = id;
 }
 
-/* One piece of the pattern: UTF-8 bytes -> byte characters -> BPE -> ids. */
+/* One piece: UTF-8 bytes -> byte characters -> BPE -> ids (a character left outside the
+ * vocabulary gives the unknown token, <|endoftext|>). */
 static int encode_piece(encoder *e, const int32_t *cps, size_t n) {
   const sd_tokenizer *tok = e->tok;
   size_t needed = 8 * n + sizeof WORD_SUFFIX;
@@ -531,12 +591,6 @@ static int encode_piece(encoder *e, const int32_t *cps, size_t n) {
       word_len += tok->bytes.len[utf8[k]];
     }
   }
-  /* The special tokens matched by the pattern bypass BPE (CLIPTokenizer's cache). */
-  if ((word_len == strlen(BOS_TOKEN) && memcmp(e->word, BOS_TOKEN, word_len) == 0) ||
-      (word_len == strlen(EOS_TOKEN) && memcmp(e->word, EOS_TOKEN, word_len) == 0)) {
-    emit(e, sd_strmap_get(&tok->vocab, e->word, word_len));
-    return 0;
-  }
   memcpy(e->word + word_len, WORD_SUFFIX, strlen(WORD_SUFFIX));
   e->bpe.len[symbols - 1] += (int32_t)strlen(WORD_SUFFIX);
   e->bpe.count = symbols;
@@ -548,14 +602,39 @@ static int encode_piece(encoder *e, const int32_t *cps, size_t n) {
   return 0;
 }
 
-/* Text between special tokens: clean-up, pattern pieces, BPE. Stops once the budget is full. */
+/* Whether piece t[0, n) spells a special token (its text, lower-cased, not split out as an added
+ * token): ByteLevel's GPT-2 split then cuts it into "<|", the word, "|>". */
+static int spells_special(const int32_t *t, size_t n) {
+  static const char *const spellings[] = {BOS_TOKEN, EOS_TOKEN};
+  for (size_t s = 0; s < 2; s++) {
+    size_t len = strlen(spellings[s]), k = 0;
+    while (k < len && k < n && t[k] == (unsigned char)spellings[s][k])
+      k++;
+    if (k == len && n == len)
+      return 1;
+  }
+  return 0;
+}
+
+/* Text between added tokens: normalizer, pre-tokenizer pieces, BPE. Stops once the budget is
+ * full. */
 static int encode_chunk(encoder *e, const int32_t *cps, size_t n) {
   if (n == 0)
     return 0;
-  SD_TRY(sd_clip_basic_tokenize(cps, n, &e->text));
+  SD_TRY(sd_clip_normalize(cps, n, &e->text));
   size_t pos = 0, start, end;
-  while (e->count < e->budget && sd_clip_next_piece(e->text.data, e->text.len, &pos, &start, &end))
-    SD_TRY(encode_piece(e, e->text.data + start, end - start));
+  while (e->count < e->budget &&
+         sd_clip_next_piece(e->text.data, e->text.len, &pos, &start, &end)) {
+    const int32_t *piece = e->text.data + start;
+    size_t len = end - start;
+    if (spells_special(piece, len)) {
+      SD_TRY(encode_piece(e, piece, 2));
+      SD_TRY(encode_piece(e, piece + 2, len - 4));
+      SD_TRY(encode_piece(e, piece + len - 2, 2));
+    } else {
+      SD_TRY(encode_piece(e, piece, len));
+    }
+  }
   return 0;
 }
 

@@ -1,14 +1,10 @@
-/* CLIP BPE tokenizer with the ids of transformers' CLIPTokenizer (without ftfy): BasicTokenizer
- * clean-up (control characters dropped, whitespace normalised, spaces around CJK ideographs,
- * NFC, lower-casing, accents kept), CLIP's pre-tokenisation regex, byte-level BPE with </w>
- * word ends, <|startoftext|> ... <|endoftext|>, truncation and padding to the model length.
- *
- * The reference is the slow (Python) CLIPTokenizer of transformers 4.x, which diffusers uses for
- * SD 1.x / 2.x. transformers 5 replaced it with a tokenizers-backed one that differs on CJK,
- * control characters, final sigma and special-token spellings (see
- * tests/reference/make_tokenizer_fixtures.py). Character data are utf8proc's (Unicode 15.0 in
- * utf8proc 2.8), which equal Python 3.12's; Python 3.11 (Unicode 14) drops the characters
- * Unicode 15 added as unassigned, where this keeps them. */
+/* CLIP BPE tokenizer with the ids of transformers >= 5's CLIPTokenizer (the `tokenizers`
+ * backend that every current diffusers install uses): added tokens (<|startoftext|>,
+ * <|endoftext|>, the pad token) split out of the raw text; NFC, whitespace runs made one space,
+ * lower-casing; CLIP's pre-tokenisation pattern; byte-level BPE with </w> word ends;
+ * <|startoftext|> ... <|endoftext|>, truncation and padding to the model length. Where OpenAI
+ * CLIP's own tokenizer (ftfy, HTML unescaping) gives other ids, this follows transformers: see
+ * docs/tokenizer.md. Character data: clip_chars.h. */
 #ifndef SD_CLIP_TOKENIZER_H
 #define SD_CLIP_TOKENIZER_H
 
@@ -20,16 +16,19 @@ typedef struct sd_tokenizer sd_tokenizer;
  * *out NULL. pad_token is a vocabulary entry ("<|endoftext|>" for SD 1.x, "!" for SD 2.x);
  * <|startoftext|> and <|endoftext|> must be in the vocabulary too; max_length >= 2 (77).
  *
- * transformers layout: vocab.json + merges.txt. As CLIPTokenizer, the first line of merges.txt
- * is skipped and at most 48894 merges are read. */
+ * transformers layout: vocab.json + merges.txt. As the tokenizers library reads them: lines of
+ * merges.txt starting with "#version" are skipped, every other line is "first second" (one
+ * space), all are used; both tokens of each merge and their join must be in the vocabulary. */
 int sd_tokenizer_load_vocab_merges(const char *vocab_json, const char *merges_txt,
                                    const char *pad_token, int max_length, sd_tokenizer **out);
 /* tokenizers' tokenizer.json: model.vocab and all of model.merges ("a b" strings or ["a", "b"]
- * pairs); the rest of the file (normalizer, pre-tokenizer, added tokens) is not read: the text
- * is processed as CLIPTokenizer does. */
+ * pairs, checked against the vocabulary as above); the rest of the file (normalizer,
+ * pre-tokenizer, added tokens) is not read: transformers' CLIPTokenizer also takes only the
+ * vocabulary and merges from it and builds its own pipeline. */
 int sd_tokenizer_load_tokenizer_json(const char *tokenizer_json, const char *pad_token,
                                      int max_length, sd_tokenizer **out);
-/* OpenAI's bpe_simple_vocab_16e6.txt.gz (the vocabulary is derived as CLIP derives it). */
+/* OpenAI's bpe_simple_vocab_16e6.txt.gz (the vocabulary is derived as CLIP derives it: the
+ * first line is a header, the next 48894 lines are the merges). */
 int sd_tokenizer_load_bpe_gz(const char *bpe_gz, const char *pad_token, int max_length,
                              sd_tokenizer **out);
 void sd_tokenizer_free(sd_tokenizer *tok);
@@ -47,8 +46,9 @@ int32_t sd_tokenizer_token_id(const sd_tokenizer *tok, const char *token);
 /* Writes exactly max_length ids: BOS, tokens (truncated so EOS fits), EOS, pad ids, as
  * tokenizer(text, padding="max_length", max_length=max_length, truncation=True) does. The special
  * tokens (<|startoftext|>, <|endoftext|>, the pad token) are split out of the text verbatim
- * first, as transformers' added tokens are. text must be valid UTF-8 (error otherwise). Safe to
- * call from several threads at once on one tokenizer. */
+ * first (leftmost, longest), as transformers' added tokens are. text must be valid UTF-8 (error
+ * otherwise); "" gives BOS, EOS and padding. Safe to call from several threads at once on one
+ * tokenizer. */
 int sd_tokenizer_encode(const sd_tokenizer *tok, const char *text, int32_t *ids);
 
 #endif
