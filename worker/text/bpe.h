@@ -1,6 +1,6 @@
 /* Byte-level BPE building blocks of the CLIP tokenizer (internal to worker/text): a byte-string
  * -> int hash map that owns its keys (vocabulary, merge ranks), CLIP's reversible byte -> unicode
- * table (bytes_to_unicode), and the merge loop for one word (CLIPTokenizer.bpe). */
+ * table (bytes_to_unicode), and the merge loop for one word (CLIP's bpe). */
 #ifndef SD_TEXT_BPE_H
 #define SD_TEXT_BPE_H
 
@@ -69,10 +69,12 @@ void sd_bpe_work_free(sd_bpe_work *work);
 /* Makes room for n symbols and sets count = n; fill start[i] and len[i] for i < n (consecutive
  * byte ranges of the word). -1 (error set) when out of memory. */
 int sd_bpe_work_reset(sd_bpe_work *work, size_t n);
-/* Merges the symbols of `word` with the ranks in `merges` ("first second" -> rank) exactly as
- * CLIPTokenizer.bpe does: while some adjacent pair has a rank, take the pair of lowest rank and
- * merge all its occurrences left to right. On return start/len hold the final symbols in order
- * and count their number. O(n log n) in the word length. -1 (error set) when out of memory. */
+/* Merges the symbols of `word` with the ranks in `merges` ("first second" -> rank) as CLIP's
+ * bpe does: while some adjacent pair has a rank, take the pair of lowest rank and merge all its
+ * occurrences left to right. This is the order of the tokenizers library's BPE too (lowest rank
+ * first, leftmost first among equals), since a merge never re-creates its own pair. On return
+ * start/len hold the final symbols in order and count their number. O(n log n) in the word length.
+ * -1 (error set) when out of memory. */
 int sd_bpe_merge(sd_bpe_work *work, const char *word, const sd_strmap *merges);
 
 #endif
