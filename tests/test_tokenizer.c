@@ -1,6 +1,7 @@
 /* CLIP tokenizer (worker/text) against transformers >= 5's CLIPTokenizer (tokenizers backend):
  * exact ids of every fixture prompt (hand-written tricky cases and seeded random mixes) for pad
- * "<|endoftext|>" (SD 1.x) and "!" (SD 2.x) from all three loaders, which also equal OpenAI
+ * "<|endoftext|>" (SD 1.x) and "!" (SD 2.x) from all three loaders and the tiny-sd1 / tiny-sd2
+ * tokenizer folders, which also equal OpenAI
  * CLIP's SimpleTokenizer except on the prompts the fixture lists (docs/tokenizer.md says why);
  * vocab.json / merges.txt written by C byte-identical to CLIP's construction in Python; the
  * character classes, lower-casing and NFC behind the normalizer checked over every code point
@@ -150,6 +151,25 @@ static void check_gz_and_vocab_merges(const cJSON *fixture) {
   remove(merges);
   rmdir(dir);
 out_free:
+  sd_tokenizer_free(eos_pad);
+  sd_tokenizer_free(bang_pad);
+}
+
+/* The committed SD tokenizer folders (tiny-sd1: pad <|endoftext|>, tiny-sd2: pad "!"), as the
+ * pipeline loads them. */
+static void check_sd_folders(const cJSON *fixture) {
+  const char *dir = SD_TEST_FIXTURES;
+  char vocab[2][512], merges[2][512];
+  for (int i = 0; i < 2; i++) {
+    snprintf(vocab[i], sizeof vocab[i], "%s/tiny-sd%d/tokenizer/vocab.json", dir, i + 1);
+    snprintf(merges[i], sizeof merges[i], "%s/tiny-sd%d/tokenizer/merges.txt", dir, i + 1);
+  }
+  sd_tokenizer *eos_pad = NULL, *bang_pad = NULL;
+  int rc = sd_tokenizer_load_vocab_merges(vocab[0], merges[0], "<|endoftext|>", 77, &eos_pad);
+  rc |= sd_tokenizer_load_vocab_merges(vocab[1], merges[1], "!", 77, &bang_pad);
+  if (require(rc == 0, "load tiny-sd1/tokenizer and tiny-sd2/tokenizer"))
+    check_prompts("tiny-sd1 / tiny-sd2 tokenizer folders", eos_pad, bang_pad,
+                  cJSON_GetObjectItem(fixture, "prompts"), 1);
   sd_tokenizer_free(eos_pad);
   sd_tokenizer_free(bang_pad);
 }
@@ -387,6 +407,7 @@ int main(void) {
   if (!fixture || !unicode)
     return sd_test_finish();
   check_gz_and_vocab_merges(fixture);
+  check_sd_folders(fixture);
   check_tiny_tokenizer_json(fixture);
   check_unicode(unicode);
   check_errors();

@@ -279,9 +279,11 @@ def compact_json(obj):
 
 
 def load(folder, pad, max_length):
+    """CLIPTokenizer.from_pretrained(folder), with pad as its pad token unless None."""
     from transformers import CLIPTokenizer
 
-    return CLIPTokenizer.from_pretrained(folder, pad_token=pad, model_max_length=max_length)
+    kwargs = {"pad_token": pad} if pad else {}
+    return CLIPTokenizer.from_pretrained(folder, model_max_length=max_length, **kwargs)
 
 
 def encode(tok, text, max_length, pad):
@@ -318,6 +320,13 @@ def main():
                 openai_differs.append(name)
             records.append(record)
         vocab_digest, merges_digest = file_digest(vocab_path), file_digest(merges_path)
+        # The committed SD tokenizer folders (their own tokenizer_config.json and pad) agree.
+        for folder, key in (("tiny-sd1", "ids_eos_pad"), ("tiny-sd2", "ids_bang_pad")):
+            path = os.path.join(ROOT, "tests", "fixtures", folder, "tokenizer")
+            from_folder = load(path, None, MAX_LENGTH)
+            assert from_folder.pad_token == PADS[key], folder
+            assert all(encode(from_folder, r["text"], MAX_LENGTH, PADS[key]) == r[key]
+                       for r in records), folder
 
         vocab, merges, texts = tiny_model()
         tiny_dir, tiny_json_dir = os.path.join(tmp, "tiny"), os.path.join(tmp, "tiny_json")
