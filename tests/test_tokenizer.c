@@ -1,12 +1,11 @@
 /* CLIP tokenizer (worker/text) against transformers >= 5's CLIPTokenizer (tokenizers backend):
  * exact ids of every fixture prompt (hand-written tricky cases and seeded random mixes) for pad
  * "<|endoftext|>" (SD 1.x) and "!" (SD 2.x) from all three loaders and the tiny-sd1 / tiny-sd2
- * tokenizer folders, which also equal OpenAI
- * CLIP's SimpleTokenizer except on the prompts the fixture lists (docs/tokenizer.md says why);
- * vocab.json / merges.txt written by C byte-identical to CLIP's construction in Python; the
- * character classes, lower-casing and NFC behind the normalizer checked over every code point
- * against the tokenizers library's own; invalid input rejected; encoding speed. Fixtures:
- * tests/reference/make_tokenizer_fixtures.py. */
+ * tokenizer folders, which also equal OpenAI CLIP's SimpleTokenizer except on the prompts the
+ * fixture lists (docs/tokenizer.md says why); vocab.json / merges.txt written by C
+ * byte-identical to CLIP's construction in Python; the character classes, lower-casing and NFC
+ * behind the normalizer checked over every code point against the tokenizers library's own;
+ * invalid input rejected; encoding speed. Fixtures: tests/reference/make_tokenizer_fixtures.py. */
 #include "test_util.h"
 
 #include "kernels/error.h"
