@@ -60,8 +60,46 @@ expect 2 "--rng" -- "${render[@]}" --prompt "a cat" --rng gpu --out "$work/x.png
 expect 2 "--device: expected cpu, cuda or auto, got 'tpu'" -- \
   "${render[@]}" --prompt "a cat" --device tpu --out "$work/x.png"
 expect 2 "--precision" -- "${render[@]}" --prompt "a cat" --precision fp8 --out "$work/x.png"
-expect 2 "unknown or incomplete option '--colour'" -- \
+expect 2 "unknown or ambiguous option '--colour'" -- \
   "${render[@]}" --prompt "a cat" --colour red --out "$work/x.png"
+
+# the option parser (apps/sdbatch/cli_options.c), the same for every command
+expect 2 "--steps: a value \(N\) is required" -- "${render[@]}" --prompt "a cat" --out x.png --steps
+expect 2 "--karras takes no value, got '--karras=yes'" -- \
+  "${render[@]}" --prompt "a cat" --karras=yes --out "$work/x.png"
+expect 2 "unknown or ambiguous option '--s'" -- "${render[@]}" --prompt "a cat" --s 3 --out x.png
+expect 2 "--steps: expected an integer from 1 to 1000, got '0'" -- \
+  "${render[@]}" --prompt "a cat" --steps=0 --out "$work/x.png"
+expect 2 "--steps: expected an integer from 1 to 1000, got '99999999999999999999'" -- \
+  "${render[@]}" --prompt "a cat" --steps 99999999999999999999 --out "$work/x.png"
+expect 2 "--width: expected an integer from 8 to 8192, got '64px'" -- \
+  "${render[@]}" --prompt "a cat" --width 64px --out "$work/x.png"
+expect 2 "--threads: expected an integer from 1 to 1024, got ''" -- \
+  "${render[@]}" --prompt "a cat" --threads "" --out "$work/x.png"
+expect 2 "--vae-tiling: .*maybe" -- "${render[@]}" --prompt "a cat" --vae-tiling maybe --out x.png
+expect 2 "--model is required" -- "$sdbatch" render --prompt "a cat" --out "$work/x.png"
+expect 2 "unexpected argument 'stray'" -- "${render[@]}" --prompt "a cat" stray --out x.png
+expect 2 "--only: expected text, unet, vae or pipeline, got 'all'" -- \
+  "$sdbatch" bench --model "$model" --only all
+expect 2 "--batch: expected an integer from 1 to 1024, got '0'" -- \
+  "$sdbatch" bench --model "$model" --batch 0
+expect 2 "--seed: expected a non-negative integer, got '1e3'" -- \
+  "$sdbatch" make-demo-model "$work/never" --seed 1e3
+expect 2 "the folder \(DIR\) is required" -- "$sdbatch" make-demo-model --seed 1
+expect 2 "unexpected argument 'b'" -- "$sdbatch" make-demo-model a b
+expect 2 "the output file \(OUT.h5\) is required" -- "$sdbatch" inspect
+expect 2 "unexpected argument 'b.h5'" -- "$sdbatch" inspect a.h5 b.h5
+expect 2 "--rows: .*'colour'" -- "$sdbatch" export a.h5 --grid g.png --rows colour
+expect 2 "--max-side: expected an integer from 64 to 65535, got '10'" -- \
+  "$sdbatch" export a.h5 --grid g.png --max-side 10
+expect 2 "nothing to do" -- "$sdbatch" export a.h5
+expect 2 "--device: expected auto, cpu or cuda, got 'gpu'" -- "$sdbatch" run job.yaml --device gpu
+expect 2 "a job file is required" -- "$sdbatch" run --quiet
+expect 2 "--help takes no value" -- "$sdbatch" tokenize --help=yes
+expect 0 "--model-config FILE  LDM-style YAML" -- "$sdbatch" tokenize --help
+# --name=value, unambiguous prefixes and operands anywhere, as GNU getopt reads them
+expect 0 "^49406 320 1125 539" -- "$sdbatch" tokenize --prom="a photo of" --model "$model"
+expect 2 "unknown or ambiguous option .--mod." -- "$sdbatch" tokenize --mod "$model" --prompt a
 expect 1 "width and height must be positive multiples of 8 \(got 100x64\)" -- \
   "${render[@]}" --prompt "a cat" --width 100 --out "$work/x.png"
 expect 0 "" -- "${render[@]}" --prompt "a cat" --width 72 --out "$work/w72.png"

@@ -6,37 +6,18 @@
 #include "worker/pipeline/bench.h"
 #include "worker/pipeline/engine.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-static const char *const bench_help =
+static const char *const bench_usage =
     "Usage: sdbatch bench --model PATH [options]\n"
     "\n"
     "Times one text-encoder call, one UNet call and one VAE decode on the real shapes, then the\n"
     "whole text-to-image pipeline, and prints milliseconds per call, GFLOP per call (linear,\n"
     "convolution and attention, as torch's FlopCounterMode counts them), achieved TFLOP/s and\n"
-    "images/s. With guidance > 1 a UNet call runs 2 x batch rows (classifier-free guidance).\n"
-    "\n"
-    "  --model PATH            diffusers folder or single-file checkpoint (e.g. a model from\n"
-    "                          'sdbatch make-demo-model DIR --full-size')\n"
-    "  --device cpu|cuda|auto  (default auto)\n"
-    "  --precision fp16|bf16|fp32\n"
-    "                          CUDA activation and weight dtype (default fp16); the CPU always\n"
-    "                          computes in fp32\n"
-    "  --threads N             CPU threads (default: all cores)\n"
-    "  --batch B               images per call (default 1)\n"
-    "  --steps N               pipeline steps (default 50)\n"
-    "  --guidance-scale F      (default 7.5)\n"
-    "  --scheduler NAME        pipeline scheduler (default ddim)\n"
-    "  --width W, --height H   (default: the model's native size)\n"
-    "  --repeat R              timed calls per stage after one warm-up (default 3)\n"
-    "  --no-pipeline           time the stages only\n"
-    "  --only text|unet|vae|pipeline\n"
-    "                          time this one stage (e.g. a 2048x2048 VAE decode alone)\n"
-    "  --help                  this text\n";
+    "images/s. With guidance > 1 a UNet call runs 2 x batch rows (classifier-free guidance).\n";
 
 static double now_s(void) {
   struct timespec t;
@@ -57,99 +38,37 @@ int cmd_bench(int argc, char **argv) {
   params.device = "auto";
   int batch_size = 1, steps = 50, width = 0, height = 0, repeat = 3;
   float guidance = 7.5f;
-  bool pipeline = true, precision_given = false;
+  bool no_pipeline = false, precision_given = false;
   const char *only = NULL;
-  const char *scheduler_name = "ddim";
-  static const struct option options[] = {
-      {"model", required_argument, NULL, 'm'},
-      {"device", required_argument, NULL, 'd'},
-      {"precision", required_argument, NULL, 'p'},
-      {"threads", required_argument, NULL, 't'},
-      {"batch", required_argument, NULL, 'b'},
-      {"steps", required_argument, NULL, 's'},
-      {"guidance-scale", required_argument, NULL, 'g'},
-      {"scheduler", required_argument, NULL, 'S'},
-      {"width", required_argument, NULL, 'W'},
-      {"height", required_argument, NULL, 'H'},
-      {"repeat", required_argument, NULL, 'r'},
-      {"no-pipeline", no_argument, NULL, 'n'},
-      {"only", required_argument, NULL, 'o'},
-      {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0},
+  sd_scheduler_kind scheduler = SD_SCHED_DDIM;
+  const cli_option options[] = {
+      {"model", "PATH", CLI_STRING, &params.model_path,
+       "diffusers folder or single-file checkpoint (e.g. a model from\n"
+       "'sdbatch make-demo-model DIR --full-size')",
+       .required = true},
+      CLI_OPTION_DEVICE(&params.device),
+      CLI_OPTION_PRECISION(&params.precision, &precision_given),
+      CLI_OPTION_THREADS(&params.threads),
+      {"batch", "B", CLI_INT, &batch_size, "images per call (default 1)", .min = 1, .max = 1024},
+      {"steps", "N", CLI_INT, &steps, "pipeline steps (default 50)", .min = 1, .max = 1000},
+      {"guidance-scale", "F", CLI_FLOAT, &guidance, "(default 7.5)"},
+      {"scheduler", "NAME", CLI_CUSTOM, &scheduler, "pipeline scheduler (default ddim)",
+       .parse = cli_parse_scheduler},
+      {"width", "W", CLI_INT, &width, "(default: the model's native size)", .min = 8, .max = 8192,
+       .synopsis = "--width W, --height H"},
+      {"height", "H", CLI_INT, &height, NULL, .min = 8, .max = 8192},
+      {"repeat", "R", CLI_INT, &repeat, "timed calls per stage after one warm-up (default 3)",
+       .min = 1, .max = 1000},
+      {"no-pipeline", NULL, CLI_FLAG, &no_pipeline, "time the stages only"},
+      {"only", NULL, CLI_CHOICE, &only, "time this one stage (e.g. a 2048x2048 VAE decode alone)",
+       .choices = "text|unet|vae|pipeline"},
+      {NULL},
   };
-  optind = 1;
-  opterr = 0;
-  int opt;
-  while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
-    switch (opt) {
-    case 'm':
-      params.model_path = optarg;
-      break;
-    case 'd':
-      if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
-        return cli_usage_error(cmd, "--device: expected cpu, cuda or auto, got '%s'", optarg);
-      params.device = optarg;
-      break;
-    case 'p':
-      if (sd_precision_parse(optarg, &params.precision) < 0)
-        return cli_usage_error(cmd, "--precision: %s", sd_error_message());
-      precision_given = true;
-      break;
-    case 't':
-      if (cli_parse_int(cmd, "--threads", optarg, 1, 1024, &params.threads) < 0)
-        return 2;
-      break;
-    case 'b':
-      if (cli_parse_int(cmd, "--batch", optarg, 1, 1024, &batch_size) < 0)
-        return 2;
-      break;
-    case 's':
-      if (cli_parse_int(cmd, "--steps", optarg, 1, 1000, &steps) < 0)
-        return 2;
-      break;
-    case 'g':
-      if (cli_parse_float(cmd, "--guidance-scale", optarg, &guidance) < 0)
-        return 2;
-      break;
-    case 'S':
-      scheduler_name = optarg;
-      break;
-    case 'W':
-      if (cli_parse_int(cmd, "--width", optarg, 8, 8192, &width) < 0)
-        return 2;
-      break;
-    case 'H':
-      if (cli_parse_int(cmd, "--height", optarg, 8, 8192, &height) < 0)
-        return 2;
-      break;
-    case 'r':
-      if (cli_parse_int(cmd, "--repeat", optarg, 1, 1000, &repeat) < 0)
-        return 2;
-      break;
-    case 'n':
-      pipeline = false;
-      break;
-    case 'o':
-      if (strcmp(optarg, "text") && strcmp(optarg, "unet") && strcmp(optarg, "vae") &&
-          strcmp(optarg, "pipeline"))
-        return cli_usage_error(cmd, "--only: expected text, unet, vae or pipeline, got '%s'",
-                               optarg);
-      only = optarg;
-      break;
-    case 'h':
-      fputs(bench_help, stdout);
-      return 0;
-    default:
-      return cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
-    }
-  }
-  if (optind < argc)
-    return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-  if (!params.model_path)
-    return cli_usage_error(cmd, "--model is required");
-  sd_txt2img_batch batch = {0, 0, steps, SD_SCHED_DDIM, false, SD_RNG_CUDA};
-  if (sd_scheduler_kind_parse(scheduler_name, &batch.scheduler) < 0)
-    return cli_usage_error(cmd, "--scheduler: %s", sd_error_message());
+  const cli_command command = {cmd, bench_usage, options};
+  int parsed = cli_parse(&command, argc, argv, true);
+  if (parsed != CLI_PARSED)
+    return cli_parse_exit_status(parsed);
+  sd_txt2img_batch batch = {0, 0, steps, scheduler, false, SD_RNG_CUDA};
 
   double load_start = now_s();
   sd_engine *engine = NULL;
@@ -175,7 +94,8 @@ int cmd_bench(int argc, char **argv) {
   printf("sdbatch bench: model %s (loaded in %.1f s)\n", params.model_path, load_s);
   printf("  device %s: %s (%d threads), %s, %dx%d, batch %d, guidance %g, %d steps (%s)\n",
          be->ops->name, be->device_name, be->threads, sd_precision_name(be->ops->act_dtype),
-         batch.width, batch.height, batch_size, (double)guidance, steps, scheduler_name);
+         batch.width, batch.height, batch_size, (double)guidance, steps,
+         sd_scheduler_kind_name(batch.scheduler));
   fflush(stdout);
   sd_stage_timing timing;
   if (!only || strcmp(only, "text") == 0) {
@@ -202,7 +122,7 @@ int cmd_bench(int argc, char **argv) {
     print_stage("vae decode", batch_size, &timing);
     fflush(stdout);
   }
-  if (only ? strcmp(only, "pipeline") == 0 : pipeline) {
+  if (only ? strcmp(only, "pipeline") == 0 : !no_pipeline) {
     sd_txt2img_item *items = calloc((size_t)batch_size, sizeof *items);
     sd_txt2img_result *results = calloc((size_t)batch_size, sizeof *results);
     if (!items || !results) {

@@ -16,27 +16,17 @@
 
 #define EXPORT_BLOCK 4096
 
-static const char *const export_help =
+static const char *const export_usage =
     "Usage: sdbatch export OUT.h5 --png DIR\n"
     "       sdbatch export OUT.h5 --grid FILE.png [--rows AXIS] [--cols AXIS]\n"
     "                             [--max-side PX] [--max-sheets N]\n"
     "\n"
     "Writes the images of a job's output file (only reads the file; works while a run writes\n"
-    "it). --png and --grid may be given together.\n"
-    "\n"
-    "  --png DIR         one PNG per done item, DIR/item-000123.png (by item index), with the\n"
-    "                    parameters in a 'parameters' text chunk (prompt, steps, sampler, CFG\n"
-    "                    scale, seed, size, model) and the item and job in an 'sdbatch' chunk\n"
-    "  --grid FILE.png   contact sheets: rows and columns are two sweep axes, labelled with\n"
-    "                    their values; one sheet per combination of the other axes (FILE.png\n"
-    "                    when there is one, else FILE-001.png, FILE-002.png, ...). Failed cells\n"
-    "                    are dark grey with a red cross, pending ones light grey\n"
-    "  --rows AXIS       seed (default), prompt, guidance_scale, steps or scheduler\n"
-    "  --cols AXIS       default: the swept axis with the most values among guidance_scale,\n"
-    "                    steps and scheduler (else prompt, else seed)\n"
-    "  --max-side PX     shrink the cells so that no sheet side exceeds PX (default 8192)\n"
-    "  --max-sheets N    write at most the first N sheets (default 100)\n"
-    "  --help            this text\n";
+    "it). --png and --grid may be given together.\n";
+
+static int parse_axis(const char *text, void *target) {
+  return sd_axis_parse(text, target);
+}
 
 /* The "parameters" text of an item, in the layout other Stable Diffusion tools read. */
 static void item_parameters(const sd_output_info *info, const sd_output_record *rec,
@@ -159,51 +149,38 @@ int cmd_export(int argc, char **argv) {
   const char *cmd = "export";
   const char *png_dir = NULL, *grid = NULL;
   sd_sheet_options sheet = sd_sheet_options_default();
-  static const struct option options[] = {
-      {"png", required_argument, NULL, 'p'},      {"grid", required_argument, NULL, 'g'},
-      {"rows", required_argument, NULL, 'r'},     {"cols", required_argument, NULL, 'c'},
-      {"max-side", required_argument, NULL, 's'}, {"max-sheets", required_argument, NULL, 'n'},
-      {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+  int max_sheets = (int)sheet.max_sheets;
+  const char *path = NULL;
+  const cli_option options[] = {
+      {"png", "DIR", CLI_STRING, &png_dir,
+       "one PNG per done item, DIR/item-000123.png (by item index), with the\n"
+       "parameters in a 'parameters' text chunk (prompt, steps, sampler, CFG\n"
+       "scale, seed, size, model) and the item and job in an 'sdbatch' chunk"},
+      {"grid", "FILE.png", CLI_STRING, &grid,
+       "contact sheets: rows and columns are two sweep axes, labelled with\n"
+       "their values; one sheet per combination of the other axes (FILE.png\n"
+       "when there is one, else FILE-001.png, FILE-002.png, ...). Failed cells\n"
+       "are dark grey with a red cross, pending ones light grey"},
+      {"rows", "AXIS", CLI_CUSTOM, &sheet.rows,
+       "seed (default), prompt, guidance_scale, steps or scheduler", .parse = parse_axis},
+      {"cols", "AXIS", CLI_CUSTOM, &sheet.cols,
+       "default: the swept axis with the most values among guidance_scale,\n"
+       "steps and scheduler (else prompt, else seed)",
+       .parse = parse_axis},
+      {"max-side", "PX", CLI_INT, &sheet.max_side,
+       "shrink the cells so that no sheet side exceeds PX (default 8192)", .min = 64, .max = 65535},
+      {"max-sheets", "N", CLI_INT, &max_sheets, "write at most the first N sheets (default 100)",
+       .min = 1, .max = 1000000},
+      {NULL},
   };
-  optind = 1;
-  opterr = 0;
-  int opt, value;
-  while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
-    switch (opt) {
-    case 'p':
-      png_dir = optarg;
-      break;
-    case 'g':
-      grid = optarg;
-      break;
-    case 'r':
-    case 'c':
-      if (sd_axis_parse(optarg, opt == 'r' ? &sheet.rows : &sheet.cols) < 0)
-        return cli_usage_error(cmd, "%s: %s", opt == 'r' ? "--rows" : "--cols", sd_error_message());
-      break;
-    case 's':
-      if (cli_parse_int(cmd, "--max-side", optarg, 64, 65535, &sheet.max_side) < 0)
-        return 2;
-      break;
-    case 'n':
-      if (cli_parse_int(cmd, "--max-sheets", optarg, 1, 1000000, &value) < 0)
-        return 2;
-      sheet.max_sheets = value;
-      break;
-    case 'h':
-      fputs(export_help, stdout);
-      return 0;
-    default:
-      return cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
-    }
-  }
-  if (optind >= argc)
-    return cli_usage_error(cmd, "the output file (OUT.h5) is required");
-  if (optind + 1 < argc)
-    return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind + 1]);
+  const cli_command command = {cmd,  export_usage, options, NULL, 1, 1, "the output file (OUT.h5)",
+                               &path};
+  int parsed = cli_parse(&command, argc, argv, true);
+  if (parsed != CLI_PARSED)
+    return cli_parse_exit_status(parsed);
+  sheet.max_sheets = max_sheets;
   if (!png_dir && !grid)
     return cli_usage_error(cmd, "nothing to do: give --png DIR and/or --grid FILE.png");
-  const char *path = argv[optind];
 
   sd_output_reader *reader = NULL;
   if (sd_output_reader_open(path, &reader) < 0)

@@ -6,7 +6,6 @@
 #include "coordinator/output.h"
 #include "kernels/error.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,16 +14,14 @@
 /* Failure reasons shown */
 #define SHOWN_FAILURES 5
 
-static const char *const inspect_help =
+static const char *const inspect_usage =
     "Usage: sdbatch inspect OUT.h5\n"
     "\n"
     "Prints a summary of a job's output file: schema version, the job file and its hash, the\n"
     "model, the image size, how many items are done, failed and pending, the values each sweep\n"
     "axis takes (prompt, seed, guidance_scale, steps, scheduler) and the first failure reasons.\n"
     "The file is only read; it may be inspected while `sdbatch run` writes it (the counts are as\n"
-    "of the run's last flush). Exit status 0, or 1 with an error naming the file.\n"
-    "\n"
-    "  --help  this text\n";
+    "of the run's last flush). Exit status 0, or 1 with an error naming the file.\n";
 
 static void print_axis(const sd_sweep *sweep, sd_axis axis) {
   int n = sd_sweep_axis_count(sweep, axis);
@@ -93,27 +90,13 @@ static int print_summary(const char *path, sd_output_reader *reader, const sd_sw
 
 int cmd_inspect(int argc, char **argv) {
   const char *cmd = "inspect";
-  static const struct option options[] = {
-      {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0},
-  };
-  optind = 1;
-  opterr = 0;
-  int opt;
-  while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
-    switch (opt) {
-    case 'h':
-      fputs(inspect_help, stdout);
-      return 0;
-    default:
-      return cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
-    }
-  }
-  if (optind >= argc)
-    return cli_usage_error(cmd, "the output file (OUT.h5) is required");
-  if (optind + 1 < argc)
-    return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind + 1]);
-  const char *path = argv[optind];
+  const char *path = NULL;
+  const cli_option options[] = {{NULL}};
+  const cli_command command = {cmd,  inspect_usage, options, NULL, 1, 1, "the output file (OUT.h5)",
+                               &path};
+  int parsed = cli_parse(&command, argc, argv, true);
+  if (parsed != CLI_PARSED)
+    return cli_parse_exit_status(parsed);
 
   sd_output_reader *reader = NULL;
   sd_sweep *sweep = NULL;

@@ -6,44 +6,17 @@
 #include "worker/io/png_image.h"
 #include "worker/pipeline/engine.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-static const char *const render_help =
+static const char *const render_usage =
     "Usage: sdbatch render --model PATH --prompt TEXT --out FILE.png [options]\n"
     "\n"
     "Renders one image with text-to-image, giving the pixels diffusers' StableDiffusionPipeline\n"
-    "gives for the same model, prompt, parameters and seed.\n"
-    "\n"
-    "  --model PATH            diffusers folder or single-file .safetensors checkpoint\n"
-    "  --model-config FILE     LDM-style YAML for a single-file checkpoint (optional)\n"
-    "  --prompt TEXT           the prompt\n"
-    "  --negative-prompt TEXT  what to steer away from (default: empty)\n"
-    "  --seed N                seed of the image's generator (default 0)\n"
-    "  --steps N               denoising steps (default 50)\n"
-    "  --guidance-scale F      classifier-free guidance scale; <= 1 runs only the prompt\n"
-    "                          branch (default 7.5)\n"
-    "  --scheduler NAME        ddim, pndm, lms, euler, euler_a, heun, dpmpp_2m\n"
-    "                          (default: the model's scheduler config)\n"
-    "  --karras                Karras sigma schedule (lms, euler, heun, dpmpp_2m)\n"
-    "  --width W, --height H   image size, multiples of 8 (default: the model's native size)\n"
-    "  --rng cuda|cpu          reproduce torch.Generator('cuda') or ('cpu') noise (default cuda)\n"
-    "  --device cpu|cuda|auto  where to compute (default auto: cuda when available)\n"
-    "  --vae-tiling auto|on|off\n"
-    "                          decode the image in overlapping tiles, as diffusers after\n"
-    "                          vae.enable_tiling(), in bounded memory (default auto: above 2x the\n"
-    "                          VAE's sample_size, e.g. 1024 px for SD 1.x)\n"
-    "  --precision fp16|bf16|fp32\n"
-    "                          CUDA activation and weight dtype (default fp16); the CPU always\n"
-    "                          computes in fp32\n"
-    "  --threads N             CPU threads (default: all cores)\n"
-    "  --out FILE.png          the image to write\n"
-    "  --quiet                 no progress on stderr\n"
-    "  --help                  this text\n";
+    "gives for the same model, prompt, parameters and seed.\n";
 
 typedef struct render_progress {
   bool quiet;
@@ -76,141 +49,49 @@ int cmd_render(int argc, char **argv) {
   params.device = "auto";
   sd_txt2img_item item = {NULL, "", 0, 7.5f};
   sd_txt2img_batch batch = {0, 0, 50, SD_SCHED_DDIM, false, SD_RNG_CUDA};
-  const char *out_path = NULL, *scheduler_name = NULL;
-  bool quiet = false, precision_given = false;
-
-  enum {
-    OPT_MODEL = 256,
-    OPT_MODEL_CONFIG,
-    OPT_PROMPT,
-    OPT_NEGATIVE,
-    OPT_SEED,
-    OPT_STEPS,
-    OPT_GUIDANCE,
-    OPT_SCHEDULER,
-    OPT_KARRAS,
-    OPT_WIDTH,
-    OPT_HEIGHT,
-    OPT_RNG,
-    OPT_DEVICE,
-    OPT_VAE_TILING,
-    OPT_PRECISION,
-    OPT_THREADS,
-    OPT_OUT,
-    OPT_QUIET,
-    OPT_HELP
-  };
-  static const struct option options[] = {
-      {"model", required_argument, NULL, OPT_MODEL},
-      {"model-config", required_argument, NULL, OPT_MODEL_CONFIG},
-      {"prompt", required_argument, NULL, OPT_PROMPT},
-      {"negative-prompt", required_argument, NULL, OPT_NEGATIVE},
-      {"seed", required_argument, NULL, OPT_SEED},
-      {"steps", required_argument, NULL, OPT_STEPS},
-      {"guidance-scale", required_argument, NULL, OPT_GUIDANCE},
-      {"scheduler", required_argument, NULL, OPT_SCHEDULER},
-      {"karras", no_argument, NULL, OPT_KARRAS},
-      {"width", required_argument, NULL, OPT_WIDTH},
-      {"height", required_argument, NULL, OPT_HEIGHT},
-      {"rng", required_argument, NULL, OPT_RNG},
-      {"device", required_argument, NULL, OPT_DEVICE},
-      {"vae-tiling", required_argument, NULL, OPT_VAE_TILING},
-      {"precision", required_argument, NULL, OPT_PRECISION},
-      {"threads", required_argument, NULL, OPT_THREADS},
-      {"out", required_argument, NULL, OPT_OUT},
-      {"quiet", no_argument, NULL, OPT_QUIET},
-      {"help", no_argument, NULL, OPT_HELP},
-      {NULL, 0, NULL, 0},
-  };
-  optind = 1;
-  opterr = 0;
-  int opt;
-  while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
-    switch (opt) {
-    case OPT_MODEL:
-      params.model_path = optarg;
-      break;
-    case OPT_MODEL_CONFIG:
-      params.model_yaml = optarg;
-      break;
-    case OPT_PROMPT:
-      item.prompt = optarg;
-      break;
-    case OPT_NEGATIVE:
-      item.negative_prompt = optarg;
-      break;
-    case OPT_SEED:
-      if (cli_parse_u64(cmd, "--seed", optarg, &item.seed) < 0)
-        return 2;
-      break;
-    case OPT_STEPS:
-      if (cli_parse_int(cmd, "--steps", optarg, 1, 1000, &batch.steps) < 0)
-        return 2;
-      break;
-    case OPT_GUIDANCE:
-      if (cli_parse_float(cmd, "--guidance-scale", optarg, &item.guidance_scale) < 0)
-        return 2;
-      break;
-    case OPT_SCHEDULER:
-      scheduler_name = optarg;
-      break;
-    case OPT_KARRAS:
-      batch.karras = true;
-      break;
-    case OPT_WIDTH:
-      if (cli_parse_int(cmd, "--width", optarg, 8, 8192, &batch.width) < 0)
-        return 2;
-      break;
-    case OPT_HEIGHT:
-      if (cli_parse_int(cmd, "--height", optarg, 8, 8192, &batch.height) < 0)
-        return 2;
-      break;
-    case OPT_RNG:
-      if (sd_rng_kind_parse(optarg, &batch.rng) < 0)
-        return cli_usage_error(cmd, "--rng: %s", sd_error_message());
-      break;
-    case OPT_DEVICE:
-      if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda") && strcmp(optarg, "auto"))
-        return cli_usage_error(cmd, "--device: expected cpu, cuda or auto, got '%s'", optarg);
-      params.device = optarg;
-      break;
-    case OPT_VAE_TILING:
-      if (sd_vae_tiling_parse(optarg, &params.vae_tiling) < 0)
-        return cli_usage_error(cmd, "--vae-tiling: %s", sd_error_message());
-      break;
-    case OPT_PRECISION:
-      if (sd_precision_parse(optarg, &params.precision) < 0)
-        return cli_usage_error(cmd, "--precision: %s", sd_error_message());
-      precision_given = true;
-      break;
-    case OPT_THREADS:
-      if (cli_parse_int(cmd, "--threads", optarg, 1, 1024, &params.threads) < 0)
-        return 2;
-      break;
-    case OPT_OUT:
-      out_path = optarg;
-      break;
-    case OPT_QUIET:
-      quiet = true;
-      break;
-    case OPT_HELP:
-      fputs(render_help, stdout);
-      return 0;
-    default:
-      return cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
-    }
-  }
-  if (optind < argc)
-    return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-  if (!params.model_path)
-    return cli_usage_error(cmd, "--model is required");
-  if (!item.prompt)
-    return cli_usage_error(cmd, "--prompt is required");
-  if (!out_path)
-    return cli_usage_error(cmd, "--out is required");
+  const char *out_path = NULL;
   sd_scheduler_kind scheduler_kind = SD_SCHED_DDIM;
-  if (scheduler_name && sd_scheduler_kind_parse(scheduler_name, &scheduler_kind) < 0)
-    return cli_usage_error(cmd, "--scheduler: %s", sd_error_message());
+  bool quiet = false, precision_given = false, scheduler_given = false;
+
+  const cli_option options[] = {
+      {"model", "PATH", CLI_STRING, &params.model_path,
+       "diffusers folder or single-file .safetensors checkpoint", .required = true},
+      {"model-config", "FILE", CLI_STRING, &params.model_yaml,
+       "LDM-style YAML for a single-file checkpoint (optional)"},
+      {"prompt", "TEXT", CLI_STRING, &item.prompt, "the prompt", .required = true},
+      {"negative-prompt", "TEXT", CLI_STRING, &item.negative_prompt,
+       "what to steer away from (default: empty)"},
+      {"seed", "N", CLI_U64, &item.seed, "seed of the image's generator (default 0)"},
+      {"steps", "N", CLI_INT, &batch.steps, "denoising steps (default 50)", .min = 1, .max = 1000},
+      {"guidance-scale", "F", CLI_FLOAT, &item.guidance_scale,
+       "classifier-free guidance scale; <= 1 runs only the prompt\nbranch (default 7.5)"},
+      {"scheduler", "NAME", CLI_CUSTOM, &scheduler_kind,
+       "ddim, pndm, lms, euler, euler_a, heun, dpmpp_2m\n(default: the model's scheduler config)",
+       .parse = cli_parse_scheduler, .given = &scheduler_given},
+      {"karras", NULL, CLI_FLAG, &batch.karras,
+       "Karras sigma schedule (lms, euler, heun, dpmpp_2m)"},
+      {"width", "W", CLI_INT, &batch.width,
+       "image size, multiples of 8 (default: the model's native size)", .min = 8, .max = 8192,
+       .synopsis = "--width W, --height H"},
+      {"height", "H", CLI_INT, &batch.height, NULL, .min = 8, .max = 8192},
+      {"rng", "cuda|cpu", CLI_CUSTOM, &batch.rng,
+       "reproduce torch.Generator('cuda') or ('cpu') noise (default cuda)", .parse = cli_parse_rng},
+      CLI_OPTION_DEVICE(&params.device),
+      {"vae-tiling", "auto|on|off", CLI_CUSTOM, &params.vae_tiling,
+       "decode the image in overlapping tiles, as diffusers after\n"
+       "vae.enable_tiling(), in bounded memory (default auto: above 2x the\n"
+       "VAE's sample_size, e.g. 1024 px for SD 1.x)",
+       .parse = cli_parse_vae_tiling},
+      CLI_OPTION_PRECISION(&params.precision, &precision_given),
+      CLI_OPTION_THREADS(&params.threads),
+      {"out", "FILE.png", CLI_STRING, &out_path, "the image to write", .required = true},
+      {"quiet", NULL, CLI_FLAG, &quiet, "no progress on stderr"},
+      {NULL},
+  };
+  const cli_command command = {cmd, render_usage, options};
+  int parsed = cli_parse(&command, argc, argv, true);
+  if (parsed != CLI_PARSED)
+    return cli_parse_exit_status(parsed);
 
   render_progress progress = {quiet, isatty(STDERR_FILENO) != 0, {0, 0}};
   clock_gettime(CLOCK_MONOTONIC, &progress.start);
@@ -223,7 +104,7 @@ int cmd_render(int argc, char **argv) {
     batch.width = model->unet.sample_size * factor;
   if (!batch.height)
     batch.height = model->unet.sample_size * factor;
-  batch.scheduler = scheduler_name ? scheduler_kind : sd_engine_default_scheduler(engine);
+  batch.scheduler = scheduler_given ? scheduler_kind : sd_engine_default_scheduler(engine);
   const sd_backend *be = sd_engine_backend(engine);
   if (precision_given && be->ops->act_dtype != params.precision)
     fprintf(stderr,

@@ -6,7 +6,6 @@
 #include "worker/pipeline/engine.h"
 #include "worker/text/clip_tokenizer.h"
 
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -14,55 +13,28 @@
 #define SDBATCH_CLIP_BPE ""
 #endif
 
-static const char *const tokenize_help =
+static const char *const tokenize_usage =
     "Usage: sdbatch tokenize --model PATH --prompt TEXT [--model-config FILE]\n"
     "\n"
     "Prints the prompt's token ids (77 for SD models) on one line, separated by spaces: the ids\n"
     "transformers (>= 5) CLIPTokenizer gives with the model's vocabulary and pad token\n"
-    "(docs/tokenizer.md).\n"
-    "\n"
-    "  --model PATH         diffusers folder or single-file .safetensors checkpoint\n"
-    "  --model-config FILE  LDM-style YAML for a single-file checkpoint (optional)\n"
-    "  --prompt TEXT        the text (UTF-8)\n"
-    "  --help               this text\n";
+    "(docs/tokenizer.md).\n";
 
 int cmd_tokenize(int argc, char **argv) {
   const char *cmd = "tokenize";
   const char *model_path = NULL, *model_yaml = NULL, *prompt = NULL;
-  static const struct option options[] = {
-      {"model", required_argument, NULL, 'm'},
-      {"model-config", required_argument, NULL, 'c'},
-      {"prompt", required_argument, NULL, 'p'},
-      {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0},
+  const cli_option options[] = {
+      {"model", "PATH", CLI_STRING, &model_path,
+       "diffusers folder or single-file .safetensors checkpoint", .required = true},
+      {"model-config", "FILE", CLI_STRING, &model_yaml,
+       "LDM-style YAML for a single-file checkpoint (optional)"},
+      {"prompt", "TEXT", CLI_STRING, &prompt, "the text (UTF-8)", .required = true},
+      {NULL},
   };
-  optind = 1;
-  opterr = 0;
-  int opt;
-  while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
-    switch (opt) {
-    case 'm':
-      model_path = optarg;
-      break;
-    case 'c':
-      model_yaml = optarg;
-      break;
-    case 'p':
-      prompt = optarg;
-      break;
-    case 'h':
-      fputs(tokenize_help, stdout);
-      return 0;
-    default:
-      return cli_usage_error(cmd, "unknown or incomplete option '%s'", argv[optind - 1]);
-    }
-  }
-  if (optind < argc)
-    return cli_usage_error(cmd, "unexpected argument '%s'", argv[optind]);
-  if (!model_path)
-    return cli_usage_error(cmd, "--model is required");
-  if (!prompt)
-    return cli_usage_error(cmd, "--prompt is required");
+  const cli_command command = {cmd, tokenize_usage, options};
+  int parsed = cli_parse(&command, argc, argv, true);
+  if (parsed != CLI_PARSED)
+    return cli_parse_exit_status(parsed);
 
   sd_model_files *model = NULL;
   sd_tokenizer *tokenizer = NULL;
