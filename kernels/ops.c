@@ -300,6 +300,86 @@ int sd_op_timestep_embedding(sd_backend *be, double timestep, bool flip_sin_to_c
   return be->ops->timestep_embedding(be, timestep, flip_sin_to_cos, freq_shift, max_period, out);
 }
 
+static bool sides_positive(const sd_tensor *t) {
+  return t->ndim == 4 && t->shape[2] >= 1 && t->shape[3] >= 1;
+}
+
+int sd_op_interpolate(sd_backend *be, const sd_tensor *x, sd_interp_mode mode, bool align_corners,
+                      sd_tensor *y) {
+  SD_TRY(check_act(be, "interpolate", "x", x));
+  SD_TRY(check_act(be, "interpolate", "y", y));
+  if (!sides_positive(x) || !sides_positive(y) || y->shape[0] != x->shape[0] ||
+      y->shape[1] != x->shape[1])
+    return mismatch("interpolate", "x (B, C, H, W) and y (B, C, Ho, Wo), sides >= 1", x, y);
+  if (mode != SD_INTERP_BILINEAR && mode != SD_INTERP_BICUBIC)
+    return SD_ERROR("interpolate: unknown mode %d", (int)mode);
+  if (sd_tensor_numel(y) == 0)
+    return 0;
+  return be->ops->interpolate(be, x, mode, align_corners, y);
+}
+
+int sd_op_max_pool2d(sd_backend *be, const sd_tensor *x, int kernel, int stride, int pad,
+                     sd_tensor *y) {
+  SD_TRY(check_act(be, "max_pool2d", "x", x));
+  SD_TRY(check_act(be, "max_pool2d", "y", y));
+  if (kernel < 1 || stride < 1 || pad < 0 || pad > kernel / 2)
+    return SD_ERROR("max_pool2d: kernel %d, stride %d, pad %d (pad at most half the kernel)",
+                    kernel, stride, pad);
+  if (x->ndim != 4 || y->ndim != 4 || x->shape[2] + 2 * pad < kernel ||
+      x->shape[3] + 2 * pad < kernel)
+    return mismatch("max_pool2d", "x (B, C, H, W) at least one window, y (B, C, Ho, Wo)", x, y);
+  int64_t ho = (x->shape[2] + 2 * pad - kernel) / stride + 1;
+  int64_t wo = (x->shape[3] + 2 * pad - kernel) / stride + 1;
+  if (y->shape[0] != x->shape[0] || y->shape[1] != x->shape[1] || y->shape[2] != ho ||
+      y->shape[3] != wo)
+    return mismatch("max_pool2d", "y (B, C, Ho, Wo) and x", y, x);
+  if (sd_tensor_numel(y) == 0)
+    return 0;
+  return be->ops->max_pool2d(be, x, kernel, stride, pad, y);
+}
+
+int sd_op_pad2d(sd_backend *be, const sd_tensor *x, int64_t top, int64_t left, float value,
+                sd_tensor *y) {
+  SD_TRY(check_act(be, "pad2d", "x", x));
+  SD_TRY(check_act(be, "pad2d", "y", y));
+  if (x->ndim != 4 || y->ndim != 4 || y->shape[0] != x->shape[0] || y->shape[1] != x->shape[1] ||
+      top < 0 || left < 0 || y->shape[2] < top + x->shape[2] || y->shape[3] < left + x->shape[3]) {
+    char sx[96], sy[96];
+    return SD_ERROR("pad2d: x %s with %lld rows above and %lld columns left does not fit y %s",
+                    SHAPE(x, sx), (long long)top, (long long)left, SHAPE(y, sy));
+  }
+  if (sd_tensor_numel(y) == 0)
+    return 0;
+  return be->ops->pad2d(be, x, top, left, value, y);
+}
+
+int sd_op_conv_transpose2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
+                           const sd_tensor *b, int stride, int pad, sd_tensor *y) {
+  SD_TRY(check_act(be, "conv_transpose2d", "x", x));
+  SD_TRY(check_weight(be, "conv_transpose2d", "weight", w));
+  SD_TRY(check_act(be, "conv_transpose2d", "y", y));
+  if (x->ndim != 4 || w->ndim != 4 || y->ndim != 4 || x->shape[1] != w->shape[0] ||
+      !sides_positive(x))
+    return mismatch("conv_transpose2d", "x (B, C, H, W) and weight (C, K, kh, kw)", x, w);
+  if (stride < 1 || pad < 0)
+    return SD_ERROR("conv_transpose2d: stride %d, pad %d", stride, pad);
+  int64_t ho = (x->shape[2] - 1) * stride - 2 * pad + w->shape[2];
+  int64_t wo = (x->shape[3] - 1) * stride - 2 * pad + w->shape[3];
+  if (ho < 1 || wo < 1 || y->shape[0] != x->shape[0] || y->shape[1] != w->shape[1] ||
+      y->shape[2] != ho || y->shape[3] != wo)
+    return mismatch("conv_transpose2d", "y (B, K, (H - 1) stride - 2 pad + kh, ..) and x", y, x);
+  if (b) {
+    SD_TRY(check_weight(be, "conv_transpose2d", "bias", b));
+    if (sd_tensor_numel(b) != w->shape[1])
+      return mismatch("conv_transpose2d", "bias (K) and weight (C, K, kh, kw)", b, w);
+  }
+  if (sd_tensor_numel(y) == 0)
+    return 0;
+  be->flops +=
+      2ull * (uint64_t)sd_tensor_numel(x) * (uint64_t)(w->shape[1] * w->shape[2] * w->shape[3]);
+  return be->ops->conv_transpose2d(be, x, w, b, stride, pad, y);
+}
+
 int sd_tensor_alloc_persistent(sd_backend *be, sd_tensor *t) {
   t->data = be->ops->alloc(be, sd_tensor_bytes(t) ? sd_tensor_bytes(t) : 1);
   return t->data ? 0 : -1;

@@ -33,7 +33,14 @@ typedef enum sd_activation {
   SD_ACT_GELU,       /* exact: 0.5 x (1 + erf(x / sqrt 2)) */
   SD_ACT_GELU_TANH,  /* tanh approximation */
   SD_ACT_QUICK_GELU, /* x * sigmoid(1.702 x) (CLIP ViT-L) */
+  SD_ACT_RELU,       /* max(x, 0), NaN passes through (DPT, BiT) */
 } sd_activation;
+
+/* How sd_op_interpolate resamples (torch's F.interpolate modes). */
+typedef enum sd_interp_mode {
+  SD_INTERP_BILINEAR = 0, /* mode="bilinear": 2 taps per axis */
+  SD_INTERP_BICUBIC,      /* mode="bicubic": 4 taps per axis, Keys' kernel with A = -0.75 */
+} sd_interp_mode;
 
 /* What sd_op_blend_window does with each element of its window (tiled VAE decoding). */
 typedef enum sd_blend_mode {
@@ -125,6 +132,30 @@ typedef struct sd_backend_ops {
    * timestep is an argument: nothing is copied from the host. */
   int (*timestep_embedding)(sd_backend *be, double timestep, bool flip_sin_to_cos, float freq_shift,
                             double max_period, sd_tensor *out);
+  /* y (B, C, Ho, Wo) = F.interpolate(x (B, C, H, W), size=(Ho, Wo), mode, align_corners) as
+   * torch's CPU kernel computes it in float32. Per axis: scale = (in - 1) / (out - 1) with
+   * align_corners (0 when out = 1), else in / out; source coordinate s = scale * o with
+   * align_corners, else scale * (o + 0.5) - 0.5, clamped at 0 for bilinear; index i = floor(s)
+   * capped at in - 1, fraction t = s - i clamped to [0, 1]; taps i, i + 1 (bilinear, the second
+   * only while i < in - 1) or i - 1 .. i + 2 (bicubic) with indices clamped into [0, in). Each
+   * row's taps are weighted and summed along the width first, then the rows along the height,
+   * each sum left to right. */
+  int (*interpolate)(sd_backend *be, const sd_tensor *x, sd_interp_mode mode, bool align_corners,
+                     sd_tensor *y);
+  /* y (B, C, Ho, Wo) = max of x (B, C, H, W) over kernel x kernel windows at `stride`, with
+   * `pad` rows and columns of -inf on each side (torch's max_pool2d, floor mode, dilation 1):
+   * Ho = (H + 2 pad - kernel) / stride + 1. NaN propagates as in torch. */
+  int (*max_pool2d)(sd_backend *be, const sd_tensor *x, int kernel, int stride, int pad,
+                    sd_tensor *y);
+  /* y (B, C, top + H + bottom, left + W + right) = x surrounded by `value` (F.pad, "constant");
+   * bottom and right follow from y's shape. */
+  int (*pad2d)(sd_backend *be, const sd_tensor *x, int64_t top, int64_t left, float value,
+               sd_tensor *y);
+  /* y (B, K, Ho, Wo) = conv_transpose2d(x (B, C, H, W), w (C, K, kh, kw)) + b (K) (torch's
+   * ConvTranspose2d, groups 1, dilation 1, output_padding 0): Ho = (H - 1) stride - 2 pad + kh.
+   * b may be NULL. */
+  int (*conv_transpose2d)(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
+                          const sd_tensor *b, int stride, int pad, sd_tensor *y);
 } sd_backend_ops;
 
 /* Scratch memory: a chain of chunks with stack discipline. Allocations after a mark are all
@@ -218,6 +249,18 @@ int sd_op_randn_philox(sd_backend *be, const uint64_t *seeds, const uint64_t *of
  * dim / 2 != freq_shift, and max_period must be positive. */
 int sd_op_timestep_embedding(sd_backend *be, double timestep, bool flip_sin_to_cos,
                              float freq_shift, double max_period, sd_tensor *out);
+/* Sides of x and y must be >= 1. */
+int sd_op_interpolate(sd_backend *be, const sd_tensor *x, sd_interp_mode mode, bool align_corners,
+                      sd_tensor *y);
+/* kernel >= 1, stride >= 1, 0 <= pad <= kernel / 2 (as torch requires), y of the shape stated. */
+int sd_op_max_pool2d(sd_backend *be, const sd_tensor *x, int kernel, int stride, int pad,
+                     sd_tensor *y);
+/* top, left >= 0 and y at least as large as x plus them. */
+int sd_op_pad2d(sd_backend *be, const sd_tensor *x, int64_t top, int64_t left, float value,
+                sd_tensor *y);
+/* stride >= 1, 0 <= pad, Ho and Wo >= 1. */
+int sd_op_conv_transpose2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
+                           const sd_tensor *b, int stride, int pad, sd_tensor *y);
 
 #ifdef __cplusplus
 }

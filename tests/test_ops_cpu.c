@@ -70,6 +70,8 @@ static double ref_activate(double x, sd_activation act) {
     return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
   case SD_ACT_QUICK_GELU:
     return x / (1.0 + exp(-1.702 * x));
+  case SD_ACT_RELU:
+    return x > 0.0 ? x : 0.0;
   case SD_ACT_NONE:
     break;
   }
@@ -302,8 +304,8 @@ static void test_attention(void) {
 
 static void test_activation(void) {
   static const sd_activation acts[] = {SD_ACT_SILU, SD_ACT_GELU, SD_ACT_GELU_TANH,
-                                       SD_ACT_QUICK_GELU};
-  for (int a = 0; a < 4; a++)
+                                       SD_ACT_QUICK_GELU, SD_ACT_RELU};
+  for (int a = 0; a < 5; a++)
     for (int alias = 0; alias < 2; alias++) {
       sd_arena_mark mark = sd_arena_get_mark(be);
       int64_t n = alias ? 3 * 33335 : 3 * 1001; /* the larger runs over threads */
@@ -501,6 +503,247 @@ static void test_upsample_nearest(void) {
   test_upsample_case(1, 3, 3, 5, 2, 11, NULL, NULL);     /* shrinking rows */
   test_upsample_case(2, 37, 21, 25, 42, 50, NULL, NULL); /* 2x over threads */
   test_upsample_case(2, 37, 21, 25, 41, 49, NULL, NULL); /* odd over threads */
+}
+
+/* torch's source coordinate of output position o (float32 arithmetic, as ATen's
+ * area_pixel_compute_source_index), then its floor capped at in - 1 and the fraction clamped to
+ * [0, 1]: what decides the taps. */
+static void ref_interp_source(bool cubic, bool align_corners, int64_t in, int64_t out, int64_t o,
+                              int64_t *index, double *frac) {
+  volatile float scale, src; /* volatile: one rounding per operation, no FMA */
+  if (align_corners) {
+    scale = out > 1 ? (float)(in - 1) / (float)(out - 1) : 0.0f;
+    src = scale * (float)o;
+  } else {
+    scale = (float)in / (float)out;
+    volatile float shifted = (float)o + 0.5f;
+    volatile float product = scale * shifted;
+    src = product - 0.5f;
+    if (!cubic && src < 0.0f)
+      src = 0.0f;
+  }
+  int64_t i = (int64_t)floorf(src);
+  *index = i < in - 1 ? i : in - 1;
+  double t = (double)src - (double)*index;
+  *frac = t < 0.0 ? 0.0 : (t > 1.0 ? 1.0 : t);
+}
+
+/* Keys' cubic kernel, A = -0.75, at distance d. */
+static double ref_cubic(double d) {
+  const double a = -0.75;
+  d = fabs(d);
+  if (d <= 1.0)
+    return ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0;
+  if (d < 2.0)
+    return ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a;
+  return 0.0;
+}
+
+/* Taps of one axis in double: 2 (bilinear) or 4 (bicubic) clamped indices and weights. */
+static int ref_interp_taps(bool cubic, bool align_corners, int64_t in, int64_t out, int64_t o,
+                           int64_t *idx, double *w) {
+  int64_t i;
+  double t;
+  ref_interp_source(cubic, align_corners, in, out, o, &i, &t);
+  if (!cubic) {
+    idx[0] = i;
+    idx[1] = i < in - 1 ? i + 1 : i;
+    w[0] = 1.0 - t;
+    w[1] = t;
+    return 2;
+  }
+  for (int j = 0; j < 4; j++) {
+    int64_t k = i - 1 + j;
+    idx[j] = k < 0 ? 0 : (k > in - 1 ? in - 1 : k);
+    w[j] = ref_cubic(t - (double)(j - 1));
+  }
+  return 4;
+}
+
+static void test_interpolate_case(int64_t batch, int64_t c, int64_t h, int64_t w, int64_t ho,
+                                  int64_t wo, sd_interp_mode mode, bool align_corners) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  bool cubic = mode == SD_INTERP_BICUBIC;
+  float *hx;
+  sd_tensor x = random_tensor(4, (int64_t[]){batch, c, h, w}, 1.0f, &hx);
+  sd_tensor y = empty_tensor(4, (int64_t[]){batch, c, ho, wo});
+  char what[128];
+  snprintf(what, sizeof what, "interpolate %s align_corners %d (%lld, %lld) -> (%lld, %lld)",
+           cubic ? "bicubic" : "bilinear", (int)align_corners, (long long)h, (long long)w,
+           (long long)ho, (long long)wo);
+  check_rc(sd_op_interpolate(be, &x, mode, align_corners, &y), what);
+  float *want = malloc((size_t)(batch * c * ho * wo) * sizeof *want);
+  for (int64_t p = 0; p < batch * c; p++)
+    for (int64_t i = 0; i < ho; i++) {
+      int64_t ri[4], ci[4];
+      double rw[4], cw[4];
+      int taps = ref_interp_taps(cubic, align_corners, h, ho, i, ri, rw);
+      for (int64_t j = 0; j < wo; j++) {
+        ref_interp_taps(cubic, align_corners, w, wo, j, ci, cw);
+        double s = 0.0;
+        for (int r = 0; r < taps; r++)
+          for (int q = 0; q < taps; q++)
+            s += rw[r] * cw[q] * hx[(p * h + ri[r]) * w + ci[q]];
+        want[(p * ho + i) * wo + j] = (float)s;
+      }
+    }
+  expect(what, &y, want, ATOL, RTOL);
+  free(want);
+  free(hx);
+  sd_arena_release(be, mark);
+}
+
+static void test_interpolate(void) {
+  for (int mode = 0; mode < 2; mode++)
+    for (int ac = 0; ac < 2; ac++) {
+      sd_interp_mode m = mode ? SD_INTERP_BICUBIC : SD_INTERP_BILINEAR;
+      test_interpolate_case(2, 3, 5, 7, 10, 14, m, ac);   /* 2x (DPT's fusion and head) */
+      test_interpolate_case(1, 2, 48, 40, 6, 5, m, ac);   /* shrinking (depth map -> latent) */
+      test_interpolate_case(1, 2, 7, 9, 13, 4, m, ac);    /* up one axis, down the other */
+      test_interpolate_case(2, 1, 1, 6, 3, 1, m, ac);     /* sides of 1 */
+      test_interpolate_case(1, 3, 6, 6, 6, 6, m, ac);     /* identity size */
+      test_interpolate_case(2, 9, 40, 44, 81, 87, m, ac); /* over threads */
+    }
+  /* bilinear with align_corners at exactly 2x reads the source corners */
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  float *hx;
+  sd_tensor x = random_tensor(4, (int64_t[]){1, 1, 3, 4}, 1.0f, &hx);
+  sd_tensor y = empty_tensor(4, (int64_t[]){1, 1, 6, 8});
+  check_rc(sd_op_interpolate(be, &x, SD_INTERP_BILINEAR, true, &y), "interpolate corners");
+  float got[48];
+  check_rc(sd_tensor_download_f32(be, &y, got), "download");
+  CHECK(got[0] == hx[0] && got[7] == hx[3] && got[40] == hx[8] && got[47] == hx[11],
+        "interpolate with align_corners does not keep the corners");
+  free(hx);
+  sd_arena_release(be, mark);
+}
+
+static void test_max_pool2d_case(int64_t batch, int64_t c, int64_t h, int64_t w, int kernel,
+                                 int stride, int pad) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  int64_t ho = (h + 2 * pad - kernel) / stride + 1, wo = (w + 2 * pad - kernel) / stride + 1;
+  float *hx;
+  sd_tensor x = random_tensor(4, (int64_t[]){batch, c, h, w}, 1.0f, &hx);
+  hx[1] = NAN; /* propagates into every window that holds it */
+  check_rc(sd_tensor_upload_f32(be, &x, hx), "upload");
+  sd_tensor y = empty_tensor(4, (int64_t[]){batch, c, ho, wo});
+  char what[128];
+  snprintf(what, sizeof what, "max_pool2d (%lld, %lld) kernel %d stride %d pad %d", (long long)h,
+           (long long)w, kernel, stride, pad);
+  check_rc(sd_op_max_pool2d(be, &x, kernel, stride, pad, &y), what);
+  size_t n = (size_t)(batch * c * ho * wo);
+  float *want = malloc(n * sizeof *want), *got = malloc(n * sizeof *got);
+  for (int64_t p = 0; p < batch * c; p++)
+    for (int64_t i = 0; i < ho; i++)
+      for (int64_t j = 0; j < wo; j++) {
+        float best = -INFINITY;
+        bool nan = false;
+        for (int u = 0; u < kernel; u++)
+          for (int v = 0; v < kernel; v++) {
+            int64_t ii = i * stride - pad + u, jj = j * stride - pad + v;
+            if (ii < 0 || ii >= h || jj < 0 || jj >= w)
+              continue;
+            float val = hx[(p * h + ii) * w + jj];
+            nan |= isnan(val);
+            best = val > best ? val : best;
+          }
+        want[(p * ho + i) * wo + j] = nan ? NAN : best;
+      }
+  check_rc(sd_tensor_download_f32(be, &y, got), "download");
+  size_t bad = 0;
+  for (size_t i = 0; i < n; i++)
+    bad += !(isnan(want[i]) ? isnan(got[i]) : got[i] == want[i]);
+  CHECK(bad == 0, "%s: %zu of %zu values differ from the naive maximum", what, bad, n);
+  free(want), free(got), free(hx);
+  sd_arena_release(be, mark);
+}
+
+static void test_max_pool2d(void) {
+  test_max_pool2d_case(2, 3, 9, 8, 3, 2, 1);
+  test_max_pool2d_case(1, 2, 10, 7, 3, 2, 0); /* BiT: after its own "same" padding */
+  test_max_pool2d_case(2, 3, 5, 6, 2, 2, 0);
+  test_max_pool2d_case(1, 4, 6, 5, 3, 1, 1);
+  test_max_pool2d_case(2, 64, 48, 48, 3, 2, 1); /* over threads */
+}
+
+static void test_pad2d_case(int64_t batch, int64_t c, int64_t h, int64_t w, int64_t top,
+                            int64_t bottom, int64_t left, int64_t right, float value) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  int64_t ho = top + h + bottom, wo = left + w + right;
+  float *hx;
+  sd_tensor x = random_tensor(4, (int64_t[]){batch, c, h, w}, 1.0f, &hx);
+  sd_tensor y = empty_tensor(4, (int64_t[]){batch, c, ho, wo});
+  char what[128];
+  snprintf(what, sizeof what, "pad2d (%lld, %lld) by %lld %lld %lld %lld", (long long)h,
+           (long long)w, (long long)top, (long long)bottom, (long long)left, (long long)right);
+  check_rc(sd_op_pad2d(be, &x, top, left, value, &y), what);
+  float *want = malloc((size_t)(batch * c * ho * wo) * sizeof *want);
+  for (int64_t p = 0; p < batch * c; p++)
+    for (int64_t i = 0; i < ho; i++)
+      for (int64_t j = 0; j < wo; j++) {
+        int64_t si = i - top, sj = j - left;
+        want[(p * ho + i) * wo + j] =
+            si >= 0 && si < h && sj >= 0 && sj < w ? hx[(p * h + si) * w + sj] : value;
+      }
+  expect(what, &y, want, 0.0f, 0.0f);
+  free(want), free(hx);
+  sd_arena_release(be, mark);
+}
+
+static void test_pad2d(void) {
+  test_pad2d_case(2, 3, 5, 6, 0, 1, 0, 1, 0.0f); /* the VAE encoder's / BiT's (0, 1, 0, 1) */
+  test_pad2d_case(1, 2, 4, 4, 2, 3, 2, 3, -1.5f);
+  test_pad2d_case(2, 2, 3, 5, 0, 0, 0, 0, 0.0f);
+  test_pad2d_case(2, 40, 30, 31, 1, 2, 3, 0, 0.25f); /* over threads */
+}
+
+static void test_conv_transpose2d_case(int64_t batch, int64_t c, int64_t h, int64_t w, int64_t k,
+                                       int64_t kh, int64_t kw, int stride, int pad,
+                                       bool with_bias) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  int64_t ho = (h - 1) * stride - 2 * pad + kh, wo = (w - 1) * stride - 2 * pad + kw;
+  float *hx, *hw, *hb = NULL;
+  sd_tensor x = random_tensor(4, (int64_t[]){batch, c, h, w}, 1.0f, &hx);
+  sd_tensor wt = random_tensor(4, (int64_t[]){c, k, kh, kw}, 0.3f, &hw);
+  sd_tensor b;
+  if (with_bias)
+    b = random_tensor(1, (int64_t[]){k}, 1.0f, &hb);
+  sd_tensor y = empty_tensor(4, (int64_t[]){batch, k, ho, wo});
+  char what[128];
+  snprintf(what, sizeof what,
+           "conv_transpose2d (%lld, %lld, %lld) -> %lld, kernel %lldx%lld stride %d pad %d",
+           (long long)c, (long long)h, (long long)w, (long long)k, (long long)kh, (long long)kw,
+           stride, pad);
+  check_rc(sd_op_conv_transpose2d(be, &x, &wt, with_bias ? &b : NULL, stride, pad, &y), what);
+  double *acc = calloc((size_t)(batch * k * ho * wo), sizeof *acc);
+  for (int64_t n = 0; n < batch; n++) /* scatter form: each input value into its window */
+    for (int64_t ci = 0; ci < c; ci++)
+      for (int64_t i = 0; i < h; i++)
+        for (int64_t j = 0; j < w; j++)
+          for (int64_t o = 0; o < k; o++)
+            for (int64_t u = 0; u < kh; u++)
+              for (int64_t v = 0; v < kw; v++) {
+                int64_t oi = i * stride - pad + u, oj = j * stride - pad + v;
+                if (oi >= 0 && oi < ho && oj >= 0 && oj < wo)
+                  acc[((n * k + o) * ho + oi) * wo + oj] +=
+                      (double)hx[((n * c + ci) * h + i) * w + j] *
+                      hw[((ci * k + o) * kh + u) * kw + v];
+              }
+  size_t total = (size_t)(batch * k * ho * wo);
+  float *want = malloc(total * sizeof *want);
+  for (size_t e = 0; e < total; e++)
+    want[e] = (float)(acc[e] + (hb ? hb[(e / (size_t)(ho * wo)) % (size_t)k] : 0.0));
+  expect(what, &y, want, ATOL, RTOL);
+  free(acc), free(want), free(hx), free(hw), free(hb);
+  sd_arena_release(be, mark);
+}
+
+static void test_conv_transpose2d(void) {
+  test_conv_transpose2d_case(2, 5, 3, 4, 6, 4, 4, 4, 0, true);     /* DPT's reassemble 4x */
+  test_conv_transpose2d_case(1, 7, 5, 3, 3, 2, 2, 2, 0, false);    /* and 2x */
+  test_conv_transpose2d_case(2, 3, 4, 5, 4, 3, 3, 2, 1, true);     /* overlapping taps, padding */
+  test_conv_transpose2d_case(1, 2, 3, 3, 5, 3, 2, 1, 0, true);     /* stride 1 */
+  test_conv_transpose2d_case(2, 64, 12, 12, 32, 4, 4, 4, 0, true); /* over threads */
 }
 
 static void test_data_movement(int64_t batch, int64_t c, int64_t h, int64_t w, int64_t cb) {
@@ -906,7 +1149,7 @@ static void test_timestep_embedding(void) {
 /* sd_op_* return -1 with a message on mismatched shapes, before reaching the backend. */
 static void test_rejects(void) {
   sd_arena_mark mark = sd_arena_get_mark(be);
-  float *h[8];
+  float *h[9];
   sd_tensor x = random_tensor(2, (int64_t[]){4, 6}, 1.0f, &h[0]);
   sd_tensor w = random_tensor(2, (int64_t[]){5, 7}, 1.0f, &h[1]);
   sd_tensor y = empty_tensor(2, (int64_t[]){4, 5});
@@ -937,7 +1180,22 @@ static void test_rejects(void) {
   CHECK(sd_op_upsample_nearest(be, &img, &up) == -1, "upsample accepted 3 channels for 4");
   sd_tensor flat = empty_tensor(4, (int64_t[]){1, 4, 0, 16});
   CHECK(sd_op_upsample_nearest(be, &img, &flat) == -1, "upsample accepted an output of 0 rows");
-  for (int i = 0; i < 8; i++)
+  CHECK(sd_op_interpolate(be, &img, SD_INTERP_BICUBIC, false, &flat) == -1,
+        "interpolate accepted an output of 0 rows");
+  CHECK(sd_op_interpolate(be, &img, SD_INTERP_BILINEAR, false, &up) == -1,
+        "interpolate accepted 3 channels for 4");
+  sd_tensor pooled = empty_tensor(4, (int64_t[]){1, 4, 4, 4});
+  CHECK(sd_op_max_pool2d(be, &img, 3, 2, 2, &pooled) == -1, "max_pool2d accepted pad 2 > 3 / 2");
+  CHECK(sd_op_max_pool2d(be, &img, 3, 2, 0, &pooled) == -1, "max_pool2d accepted a wrong Ho");
+  CHECK(sd_op_pad2d(be, &img, 1, 0, 0.0f, &img) == -1, "pad2d accepted an output too small");
+  CHECK(sd_op_pad2d(be, &img, -1, 0, 0.0f, &up) == -1, "pad2d accepted a negative pad");
+  sd_tensor tw = random_tensor(4, (int64_t[]){4, 3, 2, 2}, 1.0f, &h[8]);
+  sd_tensor ty = empty_tensor(4, (int64_t[]){1, 3, 17, 16});
+  CHECK(sd_op_conv_transpose2d(be, &img, &tw, NULL, 2, 0, &ty) == -1,
+        "conv_transpose2d accepted a wrong Ho");
+  CHECK(sd_op_conv_transpose2d(be, &img, &cw, NULL, 2, 0, &ty) == -1,
+        "conv_transpose2d accepted a weight (K, C, ..) for (C, K, ..)");
+  for (int i = 0; i < 9; i++)
     free(h[i]);
   sd_arena_release(be, mark);
 }
@@ -962,6 +1220,10 @@ int main(void) {
     test_lincomb();
     test_data_movement(2, 5, 3, 7, 3);
     test_upsample_nearest();
+    test_interpolate();
+    test_max_pool2d();
+    test_pad2d();
+    test_conv_transpose2d();
     test_data_movement(2, 37, 21, 25, 19); /* large enough to run over threads */
     test_blend_window();
     test_randn_philox();

@@ -358,8 +358,8 @@ static void test_attention(void) {
 
 static void test_activation(void) {
   static const sd_activation acts[] = {SD_ACT_SILU, SD_ACT_GELU, SD_ACT_GELU_TANH,
-                                       SD_ACT_QUICK_GELU};
-  for (int a = 0; a < 4; a++)
+                                       SD_ACT_QUICK_GELU, SD_ACT_RELU};
+  for (int a = 0; a < 5; a++)
     for (int alias = 0; alias < 2; alias++) {
       twin_mark m = mark();
       twin x = twin_random(2, (int64_t[]){3, 1000}, 8.0f, 0.0f);
@@ -468,6 +468,62 @@ static void test_data_movement(void) {
   CHECK(isnan(out[0]) && out[1] == 1.0f, "[%s] clamp: NaN passes, 5 -> 1 (got %g, %g)",
         sd_dtype_name(dtype), out[0], out[1]);
   free(out);
+  release(m);
+}
+
+/* interpolate, max_pool2d, pad2d and conv_transpose2d (DPT and its BiT backbone). Pooling and
+ * padding move values and must match exactly; interpolate and conv_transpose2d are computed. */
+static void test_resampling(void) {
+  static const int64_t sizes[][4] = {
+      {5, 7, 10, 14}, {48, 40, 6, 5}, {7, 9, 13, 4}, {24, 24, 96, 96}};
+  for (int mode = 0; mode < 2; mode++)
+    for (int ac = 0; ac < 2; ac++)
+      for (int s = 0; s < 4; s++) {
+        twin_mark m = mark();
+        const int64_t *sz = sizes[s];
+        sd_interp_mode im = mode ? SD_INTERP_BICUBIC : SD_INTERP_BILINEAR;
+        twin x = twin_random(4, (int64_t[]){2, 3, sz[0], sz[1]}, 1.0f, 0.0f);
+        twin y = twin_empty(4, (int64_t[]){2, 3, sz[2], sz[3]});
+        check_rc(sd_op_interpolate(cpu, &x.c, im, ac, &y.c), "cpu interpolate");
+        check_rc(sd_op_interpolate(gpu, &x.g, im, ac, &y.g), "cuda interpolate");
+        char what[128];
+        snprintf(what, sizeof what, "interpolate %s align_corners %d (%lld, %lld) -> (%lld, %lld)",
+                 mode ? "bicubic" : "bilinear", ac, (long long)sz[0], (long long)sz[1],
+                 (long long)sz[2], (long long)sz[3]);
+        compare(what, &y, false);
+        release(m);
+      }
+  twin_mark m = mark();
+  twin x = twin_random(4, (int64_t[]){2, 5, 11, 10}, 1.0f, 0.0f);
+  twin pooled = twin_empty(4, (int64_t[]){2, 5, 6, 5});
+  check_rc(sd_op_max_pool2d(cpu, &x.c, 3, 2, 1, &pooled.c), "cpu max_pool2d");
+  check_rc(sd_op_max_pool2d(gpu, &x.g, 3, 2, 1, &pooled.g), "cuda max_pool2d");
+  compare("max_pool2d 3x3 stride 2 pad 1 (exact)", &pooled, true);
+  twin padded = twin_empty(4, (int64_t[]){2, 5, 14, 11});
+  check_rc(sd_op_pad2d(cpu, &x.c, 2, 0, -0.5f, &padded.c), "cpu pad2d");
+  check_rc(sd_op_pad2d(gpu, &x.g, 2, 0, -0.5f, &padded.g), "cuda pad2d");
+  compare("pad2d (2, 1, 0, 1) (exact)", &padded, true);
+  static const int cases[][6] = {/* C, K, kernel, stride, pad, H */
+                                 {7, 5, 4, 4, 0, 6},
+                                 {9, 4, 2, 2, 0, 5},
+                                 {3, 6, 3, 2, 1, 7},
+                                 {256, 96, 4, 4, 0, 12}};
+  for (int i = 0; i < 4; i++) {
+    const int *cs = cases[i];
+    int64_t ho = (int64_t)(cs[5] - 1) * cs[3] - 2 * cs[4] + cs[2];
+    twin cx = twin_random(4, (int64_t[]){2, cs[0], cs[5], cs[5] + 1}, 1.0f, 0.0f);
+    twin cw = twin_random(4, (int64_t[]){cs[0], cs[1], cs[2], cs[2]}, 0.3f, 0.0f);
+    twin cb = twin_random(1, (int64_t[]){cs[1]}, 1.0f, 0.0f);
+    twin cy = twin_empty(4, (int64_t[]){2, cs[1], ho, ho + cs[3]});
+    check_rc(sd_op_conv_transpose2d(cpu, &cx.c, &cw.c, &cb.c, cs[3], cs[4], &cy.c),
+             "cpu conv_transpose2d");
+    check_rc(sd_op_conv_transpose2d(gpu, &cx.g, &cw.g, &cb.g, cs[3], cs[4], &cy.g),
+             "cuda conv_transpose2d");
+    char what[128];
+    snprintf(what, sizeof what, "conv_transpose2d C %d K %d kernel %d stride %d pad %d", cs[0],
+             cs[1], cs[2], cs[3], cs[4]);
+    compare(what, &cy, false);
+  }
   release(m);
 }
 
@@ -769,6 +825,7 @@ static void run_round(sd_dtype round_dtype, float round_tol) {
   test_lincomb();
   test_data_movement();
   test_blend_window();
+  test_resampling();
   test_batch_invariance();
   test_randn_philox();
   test_timestep_embedding();

@@ -1,4 +1,4 @@
-/* Elementwise activations (SiLU, exact and tanh GELU, QuickGELU) as PyTorch defines them, in
+/* Elementwise activations (SiLU, exact and tanh GELU, QuickGELU, ReLU) as PyTorch defines them, in
  * vectorizable float math (cpu_internal.h); also the fused bias + activation used by linear. */
 #include "cpu_internal.h"
 
@@ -12,6 +12,8 @@ float sd_cpu_activate(float x, sd_activation act) {
     return sd_cpu_gelu_tanh(x);
   case SD_ACT_QUICK_GELU:
     return sd_cpu_quick_gelu(x);
+  case SD_ACT_RELU:
+    return sd_cpu_relu(x);
   case SD_ACT_NONE:
     break;
   }
@@ -46,6 +48,9 @@ SD_CPU_MULTIVERSION void sd_cpu_activate_array(const float *x, const float *bias
     break;
   case SD_ACT_QUICK_GELU:
     SD_ACT_LOOP(sd_cpu_quick_gelu);
+    break;
+  case SD_ACT_RELU:
+    SD_ACT_LOOP(sd_cpu_relu);
     break;
   case SD_ACT_NONE:
     SD_ACT_LOOP(identity);

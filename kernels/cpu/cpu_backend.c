@@ -83,6 +83,10 @@ static const sd_backend_ops cpu_ops = {
     .blend_window = sd_cpu_blend_window,
     .randn_philox = sd_cpu_randn_philox,
     .timestep_embedding = sd_cpu_timestep_embedding,
+    .interpolate = sd_cpu_interpolate,
+    .max_pool2d = sd_cpu_max_pool2d,
+    .pad2d = sd_cpu_pad2d,
+    .conv_transpose2d = sd_cpu_conv_transpose2d,
 };
 
 /* The "model name" line of /proc/cpuinfo, or "cpu". */

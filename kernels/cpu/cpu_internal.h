@@ -116,6 +116,11 @@ static inline float sd_cpu_quick_gelu(float x) {
   return x / (1.0f + sd_cpu_expf(-1.702f * x));
 }
 
+/* NaN passes through, as in torch.relu. */
+static inline float sd_cpu_relu(float x) {
+  return x < 0.0f ? 0.0f : x;
+}
+
 /* y[i] = act(x[i] + (bias ? bias[i] : 0)) for i < n, vectorized; y may alias x. Runs on the
  * calling thread (callers parallelize over rows). */
 void sd_cpu_activate_array(const float *x, const float *bias, sd_activation act, int64_t n,

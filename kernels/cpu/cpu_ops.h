@@ -35,6 +35,15 @@ int sd_cpu_randn_philox(sd_backend *be, const uint64_t *seeds, const uint64_t *o
 int sd_cpu_timestep_embedding(sd_backend *be, double timestep, bool flip_sin_to_cos,
                               float freq_shift, double max_period, sd_tensor *out);
 
+int sd_cpu_interpolate(sd_backend *be, const sd_tensor *x, sd_interp_mode mode, bool align_corners,
+                       sd_tensor *y);
+int sd_cpu_max_pool2d(sd_backend *be, const sd_tensor *x, int kernel, int stride, int pad,
+                      sd_tensor *y);
+int sd_cpu_pad2d(sd_backend *be, const sd_tensor *x, int64_t top, int64_t left, float value,
+                 sd_tensor *y);
+int sd_cpu_conv_transpose2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
+                            const sd_tensor *b, int stride, int pad, sd_tensor *y);
+
 /* Scalar activation shared by linear (fused epilogue) and activation. */
 float sd_cpu_activate(float x, sd_activation act);
 

@@ -1,4 +1,4 @@
-/* Elementwise activations (SiLU, exact and tanh GELU, QuickGELU) in float32 with the accurate
+/* Elementwise activations (SiLU, exact and tanh GELU, QuickGELU, ReLU) in float32 with the accurate
  * libdevice expf / erff / tanhf, and the bias + activation pass that linear uses when cuBLASLt
  * does not fuse them: y (rows, cols) = act(x + bias (cols)). */
 #include "cuda_internal.h"

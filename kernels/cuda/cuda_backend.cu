@@ -257,6 +257,10 @@ static void fill_ops(sd_backend_ops *ops, sd_dtype act_dtype) {
   ops->blend_window = sd_cuda_blend_window;
   ops->randn_philox = sd_cuda_randn_philox;
   ops->timestep_embedding = sd_cuda_timestep_embedding;
+  ops->interpolate = sd_cuda_interpolate;
+  ops->max_pool2d = sd_cuda_max_pool2d;
+  ops->pad2d = sd_cuda_pad2d;
+  ops->conv_transpose2d = sd_cuda_conv_transpose2d;
 }
 
 static int init_state(sd_cuda *cu, int device, sd_dtype act_dtype) {

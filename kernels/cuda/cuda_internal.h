@@ -107,6 +107,14 @@ int sd_cuda_randn_philox(sd_backend *be, const uint64_t *seeds, const uint64_t *
                          sd_tensor *out);
 int sd_cuda_timestep_embedding(sd_backend *be, double timestep, bool flip_sin_to_cos,
                                float freq_shift, double max_period, sd_tensor *out);
+int sd_cuda_interpolate(sd_backend *be, const sd_tensor *x, sd_interp_mode mode, bool align_corners,
+                        sd_tensor *y);
+int sd_cuda_max_pool2d(sd_backend *be, const sd_tensor *x, int kernel, int stride, int pad,
+                       sd_tensor *y);
+int sd_cuda_pad2d(sd_backend *be, const sd_tensor *x, int64_t top, int64_t left, float value,
+                  sd_tensor *y);
+int sd_cuda_conv_transpose2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
+                             const sd_tensor *b, int stride, int pad, sd_tensor *y);
 
 /* ---- dtype helpers ---------------------------------------------------------------------- */
 
@@ -227,6 +235,8 @@ __device__ __forceinline__ float sd_activate_f32(float x, sd_activation act) {
     return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
   case SD_ACT_QUICK_GELU:
     return x / (1.0f + expf(-1.702f * x));
+  case SD_ACT_RELU:
+    return x < 0.0f ? 0.0f : x;
   case SD_ACT_NONE:
     break;
   }
