@@ -1,6 +1,10 @@
 /* SHA-256 (FIPS 180-4), streaming. */
 #include "sha256.h"
 
+#include "kernels/error.h"
+
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 static const uint32_t sha256_k[64] = {
@@ -97,4 +101,22 @@ void sd_sha256_final_hex(sd_sha256 *ctx, char hex[65]) {
       hex[8 * i + 2 * j + 1] = digits[byte & 15];
     }
   hex[64] = '\0';
+}
+
+int sd_sha256_file(const char *path, char hex[65]) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return SD_ERROR("%s: cannot open: %s", path, strerror(errno));
+  sd_sha256 ctx;
+  sd_sha256_init(&ctx);
+  unsigned char buffer[1 << 16];
+  size_t got;
+  while ((got = fread(buffer, 1, sizeof buffer, f)) > 0)
+    sd_sha256_update(&ctx, buffer, got);
+  int failed = ferror(f);
+  fclose(f);
+  if (failed)
+    return SD_ERROR("%s: read error", path);
+  sd_sha256_final_hex(&ctx, hex);
+  return 0;
 }

@@ -135,6 +135,27 @@ expect 0 "Seed: 7, Size: 64x64" -- grep -a "Seed: 7" "$work/cube.png"
 expect 0 "89 50 4e 47 0d 0a 1a 0a 00 00 00 0d 49 48 44 52 00 00 00 40 00 00 00 40 08 02" -- \
   od -An -tx1 -w26 -N26 "$work/cube.png"
 
+# adapters: LoRA and embedding files recorded with their SHA-256; bad ones named in the error
+adapters=$fixtures/adapters
+kohya_sha=$(sha256sum "$adapters/lora_kohya.safetensors" | cut -d' ' -f1)
+style_sha=$(sha256sum "$adapters/style.safetensors" | cut -d' ' -f1)
+expect 0 "" -- "${render[@]}" --prompt "a <style> house" --lora "$adapters/lora_kohya.safetensors:0.8" \
+  --lora "$adapters/lora_peft.safetensors" --embedding "$adapters/style.safetensors:<style>" \
+  --out "$work/adapters.png"
+expect 0 "LoRA 1: $adapters/lora_kohya.safetensors, LoRA 1 scale: 0.8, LoRA 1 SHA-256: $kohya_sha" -- \
+  grep -a "LoRA 1" "$work/adapters.png"
+expect 0 "LoRA 2 scale: 1, LoRA 2 SHA-256" -- grep -a "LoRA 2" "$work/adapters.png"
+expect 0 "Embedding 1 token: <style>, Embedding 1 SHA-256: $style_sha" -- \
+  grep -a "Embedding 1" "$work/adapters.png"
+expect 2 "--lora: the scale after .:. must be a finite number, got .strong." -- \
+  "${render[@]}" --prompt "a cat" --lora "$adapters/lora_kohya.safetensors:strong" --out "$work/x.png"
+expect 1 "$work/missing.safetensors" -- \
+  "${render[@]}" --prompt "a cat" --lora "$work/missing.safetensors" --out "$work/x.png"
+expect 1 "pickle" -- \
+  "${render[@]}" --prompt "a cat" --embedding "$work/learned_embeds.bin" --out "$work/x.png"
+expect 1 "tiny-sd1.safetensors: key .*not a LoRA key" -- \
+  "${render[@]}" --prompt "a cat" --lora "$fixtures/tiny-sd1.safetensors:0.5" --out "$work/x.png"
+
 # demo model: refuses a non-empty folder, writes a model that renders
 expect 1 "exists and is not an empty folder" -- "$sdbatch" make-demo-model "$work"
 expect 0 "its pictures are noise" -- "$sdbatch" make-demo-model "$work/demo"

@@ -3,7 +3,10 @@
 #ifndef SDBATCH_CLI_H
 #define SDBATCH_CLI_H
 
+#include "worker/pipeline/engine.h"
+
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cli_options.h"
@@ -29,6 +32,44 @@ int cli_parse_scheduler(const char *text, void *target);  /* sd_scheduler_kind *
   }
 #define CLI_OPTION_THREADS(target)                                                                 \
   { "threads", "N", CLI_INT, (target), "CPU threads (default: all cores)", .min = 1, .max = 1024 }
+
+/* Adapters given with --lora FILE[:SCALE] and --embedding FILE[:TOKEN] (repeatable): the text
+ * is split at its last ':' unless it names an existing file as a whole; the scale must be a
+ * finite number (default 1), the token non-empty (default: the file's). Paths are owned
+ * (cli_adapters_free). */
+#define CLI_MAX_ADAPTERS 32
+typedef struct cli_adapters {
+  sd_lora_spec loras[CLI_MAX_ADAPTERS];
+  int lora_count;
+  sd_embedding_spec embeddings[CLI_MAX_ADAPTERS];
+  int embedding_count;
+} cli_adapters;
+int cli_parse_lora(const char *text, void *target);      /* appends to a cli_adapters */
+int cli_parse_embedding(const char *text, void *target); /* appends to a cli_adapters */
+void cli_adapters_free(cli_adapters *adapters);
+/* Appends ", LoRA 1: FILE, LoRA 1 scale: S, LoRA 1 SHA-256: HEX, ..., Embedding 1: FILE,
+ * Embedding 1 token: T, Embedding 1 SHA-256: HEX" to buf (size bytes, NUL-terminated); -1 with
+ * an error naming an unreadable file. */
+int cli_format_adapters(const cli_adapters *adapters, char *buf, size_t size);
+
+#define CLI_OPTION_LORA(target)                                                                    \
+  {                                                                                                \
+    "lora", "FILE[:SCALE]", CLI_CUSTOM, (target),                                                  \
+        "merge a LoRA (.safetensors: diffusers/peft or kohya-ss, UNet and\n"                       \
+        "text encoder, LoCon conv layers) into the weights at strength\n"                          \
+        "SCALE (default 1, as diffusers' set_adapters weight); repeatable",                        \
+        .parse = cli_parse_lora                                                                    \
+  }
+#define CLI_OPTION_EMBEDDING(target)                                                               \
+  {                                                                                                \
+    "embedding", "FILE[:TOKEN]", CLI_CUSTOM, (target),                                             \
+        "add a textual-inversion embedding (.safetensors: diffusers'\n"                            \
+        "learned_embeds or A1111 emb_params) used by TOKEN in prompts\n"                           \
+        "(default: the file's token; A1111: the file name); a token of N\n"                        \
+        "vectors stands for N tokens, as in diffusers; repeatable\n"                               \
+        "(docs/adapters.md)",                                                                      \
+        .parse = cli_parse_embedding                                                               \
+  }
 
 /* Prints "sdbatch <command>: error: <message of error.h>" (and where it was raised when
  * SDBATCH_DEBUG is set). Returns the exit status 1. */

@@ -52,6 +52,7 @@ int cmd_render(int argc, char **argv) {
   const char *out_path = NULL;
   sd_scheduler_kind scheduler_kind = SD_SCHED_DDIM;
   bool quiet = false, precision_given = false, scheduler_given = false;
+  cli_adapters adapters = {0};
 
   const cli_option options[] = {
       {"model", "PATH", CLI_STRING, &params.model_path,
@@ -84,20 +85,32 @@ int cmd_render(int argc, char **argv) {
        .parse = cli_parse_vae_tiling},
       CLI_OPTION_PRECISION(&params.precision, &precision_given),
       CLI_OPTION_THREADS(&params.threads),
+      CLI_OPTION_LORA(&adapters),
+      CLI_OPTION_EMBEDDING(&adapters),
       {"out", "FILE.png", CLI_STRING, &out_path, "the image to write", .required = true},
       {"quiet", NULL, CLI_FLAG, &quiet, "no progress on stderr"},
       {NULL},
   };
   const cli_command command = {cmd, render_usage, options};
   int parsed = cli_parse(&command, argc, argv, true);
-  if (parsed != CLI_PARSED)
+  if (parsed != CLI_PARSED) {
+    cli_adapters_free(&adapters);
     return cli_parse_exit_status(parsed);
+  }
+  params.loras = adapters.loras;
+  params.lora_count = adapters.lora_count;
+  params.embeddings = adapters.embeddings;
+  params.embedding_count = adapters.embedding_count;
 
+  int status = 0;
+  sd_txt2img_result result = {0};
   render_progress progress = {quiet, isatty(STDERR_FILENO) != 0, {0, 0}};
   clock_gettime(CLOCK_MONOTONIC, &progress.start);
   sd_engine *engine = NULL;
-  if (sd_engine_open(&params, &engine) < 0)
-    return cli_report_error(cmd);
+  if (sd_engine_open(&params, &engine) < 0) {
+    status = cli_report_error(cmd);
+    goto out;
+  }
   const sd_model_files *model = sd_engine_model(engine);
   int factor = sd_engine_vae_scale_factor(engine);
   if (!batch.width)
@@ -116,8 +129,6 @@ int cmd_render(int argc, char **argv) {
     fprintf(stderr, "sdbatch render: model %s loaded on %s (%s) in %.1f s\n", params.model_path,
             be->ops->name, sd_precision_name(be->ops->act_dtype), seconds_since(&progress.start));
 
-  int status = 0;
-  sd_txt2img_result result = {0};
   clock_gettime(CLOCK_MONOTONIC, &progress.start);
   if (sd_txt2img(engine, &batch, &item, 1, on_progress, &progress, &result) < 0) {
     status = cli_report_error(cmd);
@@ -135,6 +146,10 @@ int cmd_render(int argc, char **argv) {
       batch.karras ? "yes" : "no", (double)item.guidance_scale, (unsigned long long)item.seed,
       batch.width, batch.height, batch.rng == SD_RNG_CUDA ? "cuda" : "cpu", be->ops->name,
       sd_precision_name(be->ops->act_dtype), params.model_path, SDBATCH_VERSION);
+  if (cli_format_adapters(&adapters, parameters, sizeof parameters) < 0) {
+    status = cli_report_error(cmd);
+    goto out;
+  }
   sd_png_text text = {"parameters", parameters};
   if (sd_png_write_rgb(out_path, result.rgb, batch.width, batch.height, &text, 1) < 0) {
     status = cli_report_error(cmd);
@@ -146,5 +161,6 @@ int cmd_render(int argc, char **argv) {
 out:
   sd_txt2img_result_free(&result);
   sd_engine_close(engine);
+  cli_adapters_free(&adapters);
   return status;
 }

@@ -68,6 +68,8 @@ int sd_engine_open(const sd_engine_params *params, sd_engine **out) {
     sd_error_context("%s: tokenizer", params->model_path);
     goto fail;
   }
+  if (sd_engine_apply_adapters(engine, params) < 0)
+    goto fail;
   bool is_auto = strcmp(params->device, "auto") == 0;
   if (strcmp(params->device, "cpu") == 0) {
     engine->be = sd_backend_cpu_create(params->threads);
@@ -117,6 +119,7 @@ void sd_engine_close(sd_engine *engine) {
   sd_tokenizer_free(engine->tokenizer);
   sd_backend_destroy(engine->be);
   sd_model_files_close(engine->files);
+  sd_engine_free_adapters(engine);
   free(engine);
 }
 

@@ -29,6 +29,18 @@ typedef enum sd_vae_tiling {
 int sd_vae_tiling_parse(const char *name, sd_vae_tiling *out);
 const char *sd_vae_tiling_name(sd_vae_tiling tiling);
 
+/* A LoRA file and its strength (diffusers' set_adapters weight; 1 = as trained). */
+typedef struct sd_lora_spec {
+  const char *path;
+  float scale;
+} sd_lora_spec;
+
+/* A textual-inversion embedding file and the token it is used by (NULL: the file's own). */
+typedef struct sd_embedding_spec {
+  const char *path;
+  const char *token;
+} sd_embedding_spec;
+
 typedef struct sd_engine_params {
   const char *model_path;  /* diffusers folder or single-file .safetensors */
   const char *model_yaml;  /* optional LDM YAML for single files (NULL) */
@@ -40,6 +52,12 @@ typedef struct sd_engine_params {
                               F32; the CPU backend ignores it and computes in F32 */
   /* how sd_txt2img decodes (default AUTO) */
   sd_vae_tiling vae_tiling;
+  /* Adapters applied at load, in order (docs/adapters.md): LoRAs merged into the UNet and
+   * text-encoder weights, embeddings added to the tokenizer and the token embedding table. */
+  const sd_lora_spec *loras;
+  int lora_count;
+  const sd_embedding_spec *embeddings;
+  int embedding_count;
 } sd_engine_params;
 
 void sd_engine_params_init(sd_engine_params *params);
@@ -94,6 +112,11 @@ int sd_txt2img_check_model(const sd_model_files *model, const sd_txt2img_batch *
 int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2img_item *items,
                int n, sd_progress_fn progress, void *progress_ctx, sd_txt2img_result *results);
 void sd_txt2img_result_free(sd_txt2img_result *result);
+
+/* The prompt diffusers' TextualInversionLoaderMixin.maybe_convert_prompt gives: each token of a
+ * multi-vector embedding found in the prompt's tokens replaced, at every occurrence of its text,
+ * by "token token_1 ... token_{N-1}". A new string in *out (free() it). */
+int sd_engine_expand_prompt(const sd_engine *engine, const char *prompt, char **out);
 
 /* Latent size of an image side: side / vae_scale_factor. */
 int sd_engine_vae_scale_factor(const sd_engine *engine);

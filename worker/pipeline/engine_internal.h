@@ -5,6 +5,7 @@
 #include "../model/clip_text.h"
 #include "../model/unet.h"
 #include "../model/vae.h"
+#include "../io/patched_tensors.h"
 #include "../text/clip_tokenizer.h"
 #include "engine.h"
 
@@ -18,6 +19,19 @@ struct sd_engine {
   sd_vae *vae;
   sd_scheduler_kind default_scheduler;
   sd_vae_tiling vae_tiling;
+  sd_patched *patched; /* weights changed by adapters (the model's maps point at them) */
+  /* multi-vector textual-inversion tokens, expanded in prompts (sd_engine_expand_prompt) */
+  struct sd_multi_vector {
+    char *token;
+    int vectors;
+    int32_t first_id;
+  } * multi_vectors;
+  int multi_vector_count;
 };
+
+/* Merges params' LoRAs and adds its embeddings to engine->files and engine->tokenizer (adapters.c),
+ * before the weights are uploaded. */
+int sd_engine_apply_adapters(sd_engine *engine, const sd_engine_params *params);
+void sd_engine_free_adapters(sd_engine *engine);
 
 #endif

@@ -92,17 +92,25 @@ static int fill_noise(void *ctx, sd_backend *be, sd_tensor *noise) {
   return draw_noise(ctx, be, noise);
 }
 
+/* ids (L) of a prompt, multi-vector embedding tokens expanded as diffusers does. */
+static int encode_prompt(const sd_engine *engine, const char *prompt, int32_t *ids) {
+  char *expanded;
+  SD_TRY(sd_engine_expand_prompt(engine, prompt, &expanded));
+  int rc = sd_tokenizer_encode(engine->tokenizer, expanded, ids);
+  free(expanded);
+  return rc;
+}
+
 /* ids (rows, L): [negatives..., prompts...] with CFG, [prompts...] without. */
 static int tokenize_batch(const sd_engine *engine, const sd_txt2img_item *items, int n, bool cfg,
                           int32_t *ids) {
   int length = sd_tokenizer_max_length(engine->tokenizer);
   for (int i = 0; i < n; i++) {
     int32_t *cond = ids + (size_t)((cfg ? n : 0) + i) * length;
-    if (sd_tokenizer_encode(engine->tokenizer, items[i].prompt, cond) < 0)
+    if (encode_prompt(engine, items[i].prompt, cond) < 0)
       return sd_error_context("prompt of item %d", i);
-    if (cfg && sd_tokenizer_encode(engine->tokenizer,
-                                   items[i].negative_prompt ? items[i].negative_prompt : "",
-                                   ids + (size_t)i * length) < 0)
+    if (cfg && encode_prompt(engine, items[i].negative_prompt ? items[i].negative_prompt : "",
+                             ids + (size_t)i * length) < 0)
       return sd_error_context("negative prompt of item %d", i);
   }
   return 0;

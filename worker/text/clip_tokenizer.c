@@ -34,6 +34,12 @@ struct sd_tokenizer {
   int special_count;
   int32_t bos_id, eos_id, pad_id; /* EOS doubles as the unknown token */
   int max_length;
+  /* Tokens added with sd_tokenizer_add_token (textual inversion): their normalized text, matched
+   * in the normalized text between the specials, ids after the vocabulary. */
+  sd_codepoints *added; /* (added_count) */
+  char **added_text;    /* (added_count) as given */
+  int32_t *added_ids;   /* (added_count) */
+  int added_count;
 };
 
 static sd_tokenizer *tokenizer_new(void) {
@@ -53,6 +59,13 @@ void sd_tokenizer_free(sd_tokenizer *tok) {
   sd_strmap_free(&tok->merges);
   for (int i = 0; i < MAX_SPECIALS; i++)
     sd_codepoints_free(&tok->specials[i]);
+  for (int i = 0; i < tok->added_count; i++) {
+    sd_codepoints_free(&tok->added[i]);
+    free(tok->added_text[i]);
+  }
+  free(tok->added);
+  free(tok->added_text);
+  free(tok->added_ids);
   free(tok);
 }
 
@@ -60,11 +73,60 @@ int sd_tokenizer_max_length(const sd_tokenizer *tok) {
   return tok->max_length;
 }
 
+int32_t sd_tokenizer_length(const sd_tokenizer *tok) {
+  return (int32_t)tok->vocab.count + tok->added_count;
+}
+
 int32_t sd_tokenizer_token_id(const sd_tokenizer *tok, const char *token) {
   int32_t id = sd_strmap_get(&tok->vocab, token, strlen(token));
+  for (int i = 0; id < 0 && i < tok->added_count; i++)
+    if (!strcmp(tok->added_text[i], token))
+      id = tok->added_ids[i];
   if (id < 0)
     return SD_ERROR("token '%s' is not in the vocabulary", token);
   return id;
+}
+
+int sd_tokenizer_add_token(sd_tokenizer *tok, const char *token, int32_t *id) {
+  if (!token[0])
+    return SD_ERROR("an added token cannot be empty");
+  int32_t existing = sd_strmap_get(&tok->vocab, token, strlen(token));
+  for (int i = 0; existing < 0 && i < tok->added_count; i++)
+    if (!strcmp(tok->added_text[i], token))
+      existing = tok->added_ids[i];
+  if (existing >= 0)
+    return SD_ERROR("token '%s' is already in the tokenizer's vocabulary (id %d); choose another "
+                    "token",
+                    token, existing);
+  int n = tok->added_count + 1;
+  sd_codepoints *added = realloc(tok->added, (size_t)n * sizeof *added);
+  if (added)
+    tok->added = added;
+  char **text = realloc(tok->added_text, (size_t)n * sizeof *text);
+  if (text)
+    tok->added_text = text;
+  int32_t *ids = realloc(tok->added_ids, (size_t)n * sizeof *ids);
+  if (ids)
+    tok->added_ids = ids;
+  if (!added || !text || !ids)
+    return SD_ERROR("out of memory adding token '%s'", token);
+  sd_codepoints raw = {0}, normalized = {0};
+  int rc = sd_utf8_decode(token, strlen(token), &raw);
+  if (rc == 0)
+    rc = sd_clip_normalize(raw.data, raw.len, &normalized);
+  sd_codepoints_free(&raw);
+  char *copy = rc == 0 ? strdup(token) : NULL;
+  if (rc < 0 || !copy || normalized.len == 0) {
+    free(copy);
+    sd_codepoints_free(&normalized);
+    return rc < 0 ? sd_error_context("token '%s'", token)
+                  : SD_ERROR("token '%s': out of memory or empty once normalized", token);
+  }
+  *id = sd_tokenizer_length(tok);
+  tok->added[tok->added_count] = normalized;
+  tok->added_text[tok->added_count] = copy;
+  tok->added_ids[tok->added_count++] = *id;
+  return 0;
 }
 
 /* Reads a gzip file whole (NUL-terminated). */
@@ -616,16 +678,26 @@ static int spells_special(const int32_t *t, size_t n) {
   return 0;
 }
 
-/* Text between added tokens: normalizer, pre-tokenizer pieces, BPE. Stops once the budget is
- * full. */
-static int encode_chunk(encoder *e, const int32_t *cps, size_t n) {
-  if (n == 0)
-    return 0;
-  SD_TRY(sd_clip_normalize(cps, n, &e->text));
+/* Length of the longest token added with sd_tokenizer_add_token at normalized t[i] (0 when
+ * none), its id in *id. */
+static size_t match_added(const sd_tokenizer *tok, const int32_t *t, size_t n, size_t i,
+                          int32_t *id) {
+  size_t best = 0;
+  for (int a = 0; a < tok->added_count; a++) {
+    const sd_codepoints *cp = &tok->added[a];
+    if (cp->len > best && n - i >= cp->len && memcmp(t + i, cp->data, cp->len * sizeof *t) == 0) {
+      best = cp->len;
+      *id = tok->added_ids[a];
+    }
+  }
+  return best;
+}
+
+/* Normalized text t[0, n) without added tokens: pre-tokenizer pieces, BPE. */
+static int encode_pieces(encoder *e, const int32_t *t, size_t n) {
   size_t pos = 0, start, end;
-  while (e->count < e->budget &&
-         sd_clip_next_piece(e->text.data, e->text.len, &pos, &start, &end)) {
-    const int32_t *piece = e->text.data + start;
+  while (e->count < e->budget && sd_clip_next_piece(t, n, &pos, &start, &end)) {
+    const int32_t *piece = t + start;
     size_t len = end - start;
     if (spells_special(piece, len)) {
       SD_TRY(encode_piece(e, piece, 2));
@@ -635,6 +707,32 @@ static int encode_chunk(encoder *e, const int32_t *cps, size_t n) {
       SD_TRY(encode_piece(e, piece, len));
     }
   }
+  return 0;
+}
+
+/* Text between the special tokens: normalizer, then the added tokens split out of the normalized
+ * text (leftmost, longest), as tokenizers does for non-special added tokens; the rest piece by
+ * piece. Stops once the budget is full. */
+static int encode_chunk(encoder *e, const int32_t *cps, size_t n) {
+  if (n == 0)
+    return 0;
+  SD_TRY(sd_clip_normalize(cps, n, &e->text));
+  const int32_t *t = e->text.data;
+  size_t len = e->text.len, segment = 0;
+  for (size_t i = 0; i < len && e->count < e->budget;) {
+    int32_t id;
+    size_t match = e->tok->added_count ? match_added(e->tok, t, len, i, &id) : 0;
+    if (!match) {
+      i++;
+      continue;
+    }
+    SD_TRY(encode_pieces(e, t + segment, i - segment));
+    emit(e, id);
+    i += match;
+    segment = i;
+  }
+  if (e->count < e->budget)
+    SD_TRY(encode_pieces(e, t + segment, len - segment));
   return 0;
 }
 

@@ -41,7 +41,15 @@ int sd_tokenizer_write_vocab_merges(const sd_tokenizer *tok, const char *vocab_j
                                     const char *merges_txt_path);
 
 int sd_tokenizer_max_length(const sd_tokenizer *tok);
-/* The id of a vocabulary entry, or -1 (error set) when the vocabulary lacks it. */
+/* len(tokenizer) in transformers: vocabulary entries plus tokens added. */
+int32_t sd_tokenizer_length(const sd_tokenizer *tok);
+/* Adds token as transformers' tokenizer.add_tokens(token) does (a non-special added token, the
+ * way diffusers' load_textual_inversion adds its tokens): id sd_tokenizer_length() before the
+ * call; matched, leftmost-longest, in the normalized (lower-cased) text between the special
+ * tokens, before pre-tokenisation. -1 (error set) when the token is already in the vocabulary or
+ * added, or empty. Not thread-safe against concurrent encodes. */
+int sd_tokenizer_add_token(sd_tokenizer *tok, const char *token, int32_t *id);
+/* The id of a vocabulary entry or added token, or -1 (error set) when the vocabulary lacks it. */
 int32_t sd_tokenizer_token_id(const sd_tokenizer *tok, const char *token);
 /* Writes exactly max_length ids: BOS, tokens (truncated so EOS fits), EOS, pad ids, as
  * tokenizer(text, padding="max_length", max_length=max_length, truncation=True) does. The special
