@@ -60,6 +60,14 @@ size_t sd_utf8_valid_prefix(const char *text, size_t len);
 
 /* Reads job->prompts_file (one prompt a line, blank lines skipped) into the job's prompts. */
 int sd_job_read_prompts_file(sd_job *job);
+/* The same for the prompts_file's contents text[0, len), already read. */
+int sd_job_parse_prompts(sd_job *job, const char *text, size_t len);
+
+/* sd_job_load for a job file's bytes in memory (named path in messages; relative paths resolved
+ * against path's folder). When prompts_text is not NULL it stands for the contents of the job's
+ * prompts_file, which is then not read. For the fuzz harnesses and tests. */
+int sd_job_load_text(const char *path, const char *text, size_t len, const char *prompts_text,
+                     size_t prompts_len, sd_job **out);
 
 /* Fills job->info.hash from the job's content (docs/jobs.md, "Job hash"). */
 int sd_job_compute_hash(sd_job *job);

@@ -15,9 +15,6 @@
 #include <string.h>
 #include <yaml.h>
 
-/* Job files are small; this bounds what a mistaken path (a checkpoint, say) can cost. */
-#define JOB_FILE_MAX_BYTES (16u << 20)
-
 /* Most values in one sweep list. */
 #define SWEEP_MAX_VALUES 1000
 
@@ -30,6 +27,8 @@ typedef struct loader {
   yaml_document_t *doc;
   sd_job *job;
   sd_job_pos karras_pos;
+  const char *prompts_text; /* a prompts_file's contents given in memory, or NULL: read it */
+  size_t prompts_len;
 } loader;
 
 typedef int (*key_handler)(loader *ld, const char *key, yaml_node_t *value);
@@ -756,7 +755,9 @@ static int load_mapping(loader *ld, yaml_node_t *root) {
     return sd_job_error_at(ld->file, node_pos(root), "missing required key 'seeds'");
   SD_TRY(apply_defaults(ld->job));
   SD_TRY(check_karras(ld));
-  if (ld->job->prompts_file)
+  if (ld->job->prompts_file && ld->prompts_text)
+    SD_TRY(sd_job_parse_prompts(ld->job, ld->prompts_text, ld->prompts_len));
+  else if (ld->job->prompts_file)
     SD_TRY(sd_job_read_prompts_file(ld->job));
   SD_TRY(check_item_count(ld, root));
   return sd_job_compute_hash(ld->job);
@@ -819,14 +820,18 @@ static int parser_error(loader *ld, const yaml_parser_t *parser) {
 
 /* Reads the file into job->yaml_text, with the job file's own wording on failure. */
 static int read_job_file(sd_job *job) {
-  if (sd_file_read(job->path, JOB_FILE_MAX_BYTES, &job->yaml_text, &job->yaml_len) == 0)
+  /* job files are small; the limit bounds what a mistaken path (a checkpoint, say) can cost */
+  if (sd_file_read(job->path, SD_FILE_MAX_JOB, &job->yaml_text, &job->yaml_len) == 0)
     return 0;
   if (errno == EFBIG)
-    return SD_ERROR("%s: the job file is larger than %u bytes; is it a job file?", job->path,
-                    JOB_FILE_MAX_BYTES);
+    return SD_ERROR("%s: the job file is larger than %zu bytes; is it a job file?", job->path,
+                    SD_FILE_MAX_JOB);
   if (errno == ENOMEM)
     return SD_ERROR("%s: out of memory reading the job file", job->path);
-  return SD_ERROR("%s: cannot read the job file: %s", job->path, strerror(errno));
+  char cause[256]; /* copied: the message is rewritten below */
+  snprintf(cause, sizeof cause, "%s",
+           errno == EINVAL ? sd_file_error_cause(job->path) : strerror(errno));
+  return SD_ERROR("%s: cannot read the job file: %s", job->path, cause);
 }
 
 static int load_document(loader *ld) {
@@ -876,7 +881,9 @@ static int load_document(loader *ld) {
   return rc;
 }
 
-int sd_job_load(const char *path, sd_job **out) {
+/* The job at path, its bytes read from the file (text NULL) or given. */
+static int load_job(const char *path, const char *text, size_t len, const char *prompts_text,
+                    size_t prompts_len, sd_job **out) {
   *out = NULL;
   sd_job *job = calloc(1, sizeof *job);
   if (!job)
@@ -894,9 +901,24 @@ int sd_job_load(const char *path, sd_job **out) {
   }
   memcpy(dir, path, dir_len);
   dir[dir_len] = '\0';
-  if (read_job_file(job) != 0)
-    goto out_free_job;
-  loader ld = {.file = path, .dir = dir, .job = job};
+  if (!text) {
+    if (read_job_file(job) != 0)
+      goto out_free_job;
+  } else {
+    job->yaml_text = malloc(len + 1);
+    if (!job->yaml_text) {
+      SD_ERROR("%s: out of memory", path);
+      goto out_free_job;
+    }
+    memcpy(job->yaml_text, text, len);
+    job->yaml_text[len] = '\0';
+    job->yaml_len = len;
+  }
+  loader ld = {.file = path,
+               .dir = dir,
+               .job = job,
+               .prompts_text = prompts_text,
+               .prompts_len = prompts_len};
   if (load_document(&ld) != 0)
     goto out_free_job;
   free(dir);
@@ -907,4 +929,13 @@ out_free_job:
   free(dir);
   sd_job_free(job);
   return -1;
+}
+
+int sd_job_load(const char *path, sd_job **out) {
+  return load_job(path, NULL, 0, NULL, 0, out);
+}
+
+int sd_job_load_text(const char *path, const char *text, size_t len, const char *prompts_text,
+                     size_t prompts_len, sd_job **out) {
+  return load_job(path, text, len, prompts_text, prompts_len, out);
 }

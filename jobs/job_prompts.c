@@ -6,6 +6,7 @@
 #include "file.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,9 +28,22 @@ static int char_column(const char *line, size_t at) {
 int sd_job_read_prompts_file(sd_job *job) {
   char *text;
   size_t len;
-  if (sd_file_read(job->prompts_file, SIZE_MAX, &text, &len) != 0)
+  if (sd_file_read(job->prompts_file, SD_FILE_MAX_PROMPTS, &text, &len) != 0) {
+    int code = errno;
+    const char *cause = code == ENOMEM || code == EFBIG || code == EINVAL
+                            ? sd_file_error_cause(job->prompts_file)
+                            : strerror(code);
+    char reason[256];
+    snprintf(reason, sizeof reason, "%s", cause);
     return sd_job_error_at(job->path, job->prompts_file_pos, "prompts_file: cannot read '%s': %s",
-                           job->prompts_file, strerror(errno));
+                           job->prompts_file, reason);
+  }
+  int rc = sd_job_parse_prompts(job, text, len);
+  free(text);
+  return rc;
+}
+
+int sd_job_parse_prompts(sd_job *job, const char *text, size_t len) {
   size_t start = 0;
   if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
     start = 3;
@@ -57,7 +71,6 @@ int sd_job_read_prompts_file(sd_job *job) {
       rc = sd_job_add_prompt(job, line, line_len);
     }
   }
-  free(text);
   if (rc != 0)
     return rc;
   if (job->info.n_prompts == 0)

@@ -157,6 +157,23 @@ static void test_bad_files(void) {
   path = write_header("trailing.safetensors", "{} x", 0);
   expect_open_error(path, "trailing bytes", NULL, NULL);
 
+  /* a second "__metadata__" (a heap overflow once), empty or not, and a repeated key in it */
+  path = write_header("dup_metadata.safetensors",
+                      "{\"__metadata__\":{\"a\":\"b\"},\"__metadata__\":{\"c\":\"d\"}}", 0);
+  expect_open_error(path, "\"__metadata__\" appears twice", NULL, NULL);
+  path = write_header("dup_metadata_empty.safetensors",
+                      "{\"__metadata__\":{\"a\":\"b\"},\"__metadata__\":{}}", 0);
+  expect_open_error(path, "\"__metadata__\" appears twice", NULL, NULL);
+  path = write_header("dup_metadata_key.safetensors",
+                      "{\"__metadata__\":{\"a\":\"b\",\"a\":\"c\"}}", 0);
+  expect_open_error(path, "\"__metadata__\" entry 'a' appears twice", NULL, NULL);
+  /* a repeated name is refused also for tensors of dtypes that are not loaded */
+  path = write_header("dup_i64.safetensors",
+                      "{\"p\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,8]},"
+                      "\"p\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[8,16]}}",
+                      16);
+  expect_open_error(path, "tensor 'p' appears twice", NULL, NULL);
+
   path = write_header("range.safetensors",
                       "{\"t\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[16,32]}}", 16);
   expect_open_error(path, "tensor 't'", "[16, 32]", "beyond the data section of 16 bytes");

@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include "kernels/error.h"
+#include "kernels/file.h"
 #include "worker/io/png_image.h"
 #include "worker/pipeline/engine.h"
 
@@ -96,6 +97,10 @@ int cmd_render(int argc, char **argv) {
   if (parsed != CLI_PARSED) {
     cli_adapters_free(&adapters);
     return cli_parse_exit_status(parsed);
+  }
+  if (sd_file_check_output(out_path) < 0) { /* before minutes of work, not after */
+    cli_adapters_free(&adapters);
+    return cli_usage_error(cmd, "--out: %s", sd_error_message());
   }
   params.loras = adapters.loras;
   params.lora_count = adapters.lora_count;

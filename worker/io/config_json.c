@@ -1,32 +1,41 @@
 /* Diffusers / transformers config.json readers (see config_json.h). */
 #include "config_json.h"
 
+#include "config_check.h"
+
 #include "../../kernels/error.h"
 #include "../../kernels/file.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+int sd_json_parse_object(const char *text, size_t len, const char *name, cJSON **out) {
+  *out = NULL;
+  const char *end = NULL;
+  cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+  if (!root)
+    return SD_ERROR("%s: not valid JSON (error near byte %ld)", name,
+                    end ? (long)(end - text) : -1L);
+  if (!cJSON_IsObject(root)) {
+    cJSON_Delete(root);
+    return SD_ERROR("%s: not a JSON object", name);
+  }
+  *out = root;
+  return 0;
+}
+
 int sd_json_read_file(const char *path, cJSON **out) {
   *out = NULL;
   char *text;
   size_t used;
-  SD_TRY(sd_file_read(path, SIZE_MAX, &text, &used));
-  const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(text, used, &end, 0);
-  long at = end ? (long)(end - text) : -1;
+  SD_TRY(sd_file_read(path, SD_FILE_MAX_CONFIG, &text, &used));
+  int rc = sd_json_parse_object(text, used, path, out);
   free(text);
-  if (!root)
-    return SD_ERROR("%s: not valid JSON (error near byte %ld)", path, at);
-  if (!cJSON_IsObject(root)) {
-    cJSON_Delete(root);
-    return SD_ERROR("%s: not a JSON object", path);
-  }
-  *out = root;
-  return 0;
+  return rc;
 }
 
 /* Field access. Getters return 1 when the field is stated, 0 when absent or null, -1 (error
@@ -58,8 +67,8 @@ static int get_float(const json_ctx *c, const char *name, float *out) {
   const cJSON *item = field(c, name);
   if (!item)
     return 0;
-  if (!cJSON_IsNumber(item))
-    return SD_ERROR("%s: field '%s' must be a number", c->path, name);
+  if (!cJSON_IsNumber(item) || !(fabs(item->valuedouble) <= FLT_MAX))
+    return SD_ERROR("%s: field '%s' must be a number within float range", c->path, name);
   *out = (float)item->valuedouble;
   return 1;
 }
@@ -518,21 +527,33 @@ static int parse_scheduler(const json_ctx *c, sd_scheduler_config *cfg) {
   return 0;
 }
 
-/* Reads path and runs parse on it. */
-#define SD_DEFINE_READER(fn, type, parse)                                                          \
-  int fn(const char *path, type *cfg) {                                                            \
+/* Reads path (or parses text) and runs parse on it. */
+#define SD_DEFINE_READER(read_fn, parse_fn, type, parse, check)                                    \
+  int parse_fn(const char *text, size_t len, const char *name, type *cfg) {                        \
     cJSON *root;                                                                                   \
-    SD_TRY(sd_json_read_file(path, &root));                                                        \
-    json_ctx c = {path, root};                                                                     \
+    SD_TRY(sd_json_parse_object(text, len, name, &root));                                          \
+    json_ctx c = {name, root};                                                                     \
     int rc = parse(&c, cfg);                                                                       \
     cJSON_Delete(root);                                                                            \
+    return rc < 0 ? rc : check(cfg, name);                                                         \
+  }                                                                                                \
+  int read_fn(const char *path, type *cfg) {                                                       \
+    char *text;                                                                                    \
+    size_t len;                                                                                    \
+    SD_TRY(sd_file_read(path, SD_FILE_MAX_CONFIG, &text, &len));                                   \
+    int rc = parse_fn(text, len, path, cfg);                                                       \
+    free(text);                                                                                    \
     return rc;                                                                                     \
   }
 
-SD_DEFINE_READER(sd_unet_config_read, sd_unet_config, parse_unet)
-SD_DEFINE_READER(sd_vae_config_read, sd_vae_config, parse_vae)
-SD_DEFINE_READER(sd_clip_config_read, sd_clip_config, parse_clip)
-SD_DEFINE_READER(sd_scheduler_config_read, sd_scheduler_config, parse_scheduler)
+SD_DEFINE_READER(sd_unet_config_read, sd_unet_config_parse, sd_unet_config, parse_unet,
+                 sd_unet_config_check)
+SD_DEFINE_READER(sd_vae_config_read, sd_vae_config_parse, sd_vae_config, parse_vae,
+                 sd_vae_config_check)
+SD_DEFINE_READER(sd_clip_config_read, sd_clip_config_parse, sd_clip_config, parse_clip,
+                 sd_clip_config_check)
+SD_DEFINE_READER(sd_scheduler_config_read, sd_scheduler_config_parse, sd_scheduler_config,
+                 parse_scheduler, sd_scheduler_config_check)
 
 static int path_join(char *out, size_t size, const char *dir, const char *name) {
   int n = snprintf(out, size, "%s/%s", dir, name);

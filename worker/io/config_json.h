@@ -16,15 +16,25 @@
 
 #include <cjson/cJSON.h>
 
-/* Reads and parses a JSON file; the result must be an object. Free with cJSON_Delete. */
+/* Reads and parses a JSON file (a regular file of at most SD_FILE_MAX_CONFIG bytes); the result
+ * must be an object. Free with cJSON_Delete. */
 int sd_json_read_file(const char *path, cJSON **out);
+/* The same for text[0, len) in memory, named name in errors. */
+int sd_json_parse_object(const char *text, size_t len, const char *name, cJSON **out);
 
+/* Each reader reads path and calls its parser; parsers take the file's text (for tests and the
+ * fuzz harnesses) and name it name in errors. Every size is bounded (config_check.h). */
 int sd_unet_config_read(const char *path, sd_unet_config *cfg);
+int sd_unet_config_parse(const char *text, size_t len, const char *name, sd_unet_config *cfg);
 int sd_vae_config_read(const char *path, sd_vae_config *cfg);
+int sd_vae_config_parse(const char *text, size_t len, const char *name, sd_vae_config *cfg);
 int sd_clip_config_read(const char *path, sd_clip_config *cfg);
+int sd_clip_config_parse(const char *text, size_t len, const char *name, sd_clip_config *cfg);
 /* Starts from sd_scheduler_config_defaults and sets, with its fields_set bit, each field the
  * file states. */
 int sd_scheduler_config_read(const char *path, sd_scheduler_config *cfg);
+int sd_scheduler_config_parse(const char *text, size_t len, const char *name,
+                              sd_scheduler_config *cfg);
 /* dir: a tokenizer folder (vocab.json + merges.txt, or tokenizer.json). The pad token comes from
  * special_tokens_map.json, else tokenizer_config.json, else CLIPTokenizer's "<|endoftext|>";
  * model_max_length from tokenizer_config.json, capped at max_position_embeddings (the text

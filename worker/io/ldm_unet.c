@@ -120,9 +120,10 @@ static int check_yaml(const sd_ldm_yaml *y, const sd_unet_config *cfg, int model
     if (y->unet.n_channel_mult != n)
       return yaml_mismatch(y, "channel_mult (levels)", y->unet.n_channel_mult, n);
     for (int i = 0; i < n; i++)
-      if (y->unet.channel_mult[i] * model_channels != cfg->block_out_channels[i])
+      if ((int64_t)y->unet.channel_mult[i] * model_channels != cfg->block_out_channels[i])
         return yaml_mismatch(y, "channel_mult x model_channels",
-                             y->unet.channel_mult[i] * model_channels, cfg->block_out_channels[i]);
+                             (int)((int64_t)y->unet.channel_mult[i] * model_channels),
+                             cfg->block_out_channels[i]);
   }
   if (y->unet.n_attention_resolutions >= 0) {
     for (int i = 0; i < n; i++) {

@@ -1,9 +1,13 @@
 /* LDM-style YAML configs through libyaml's document API (see ldm_yaml.h). */
 #include "ldm_yaml.h"
 
+#include "config_check.h"
+
 #include "../../kernels/error.h"
+#include "../../kernels/file.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,9 +66,33 @@ static int parse_int_node(const yaml_ctx *c, const char *key, const yaml_node_t 
   return 0;
 }
 
-static int get_int(const yaml_ctx *c, yaml_node_t *base, const char *key, int *out) {
+/* An int in [min, max] (or LDM's -1 for "unset" when allow_unset). */
+static int check_range(const yaml_ctx *c, const char *key, const yaml_node_t *node, int value,
+                       int min, int max, bool allow_unset) {
+  if ((value < min || value > max) && !(allow_unset && value == -1))
+    return SD_ERROR("%s: line %lu: %s = %d is outside what sdbatch supports (%d to %d%s)", c->path,
+                    (unsigned long)node->start_mark.line + 1, key, value, min, max,
+                    allow_unset ? ", or -1" : "");
+  return 0;
+}
+
+static int get_int(const yaml_ctx *c, yaml_node_t *base, const char *key, int min, int max,
+                   int *out) {
   yaml_node_t *node = lookup(c, base, key);
-  return node ? parse_int_node(c, key, node, out) : 0;
+  if (!node)
+    return 0;
+  SD_TRY(parse_int_node(c, key, node, out));
+  return check_range(c, key, node, *out, min, max, false);
+}
+
+/* num_heads / num_head_channels, where LDM's files write -1 for "not this one". */
+static int get_int_or_unset(const yaml_ctx *c, yaml_node_t *base, const char *key, int max,
+                            int *out) {
+  yaml_node_t *node = lookup(c, base, key);
+  if (!node)
+    return 0;
+  SD_TRY(parse_int_node(c, key, node, out));
+  return check_range(c, key, node, *out, 1, max, true);
 }
 
 static int get_float(const yaml_ctx *c, yaml_node_t *base, const char *key, float *out) {
@@ -76,7 +104,7 @@ static int get_float(const yaml_ctx *c, yaml_node_t *base, const char *key, floa
   const char *s = (const char *)node->data.scalar.value;
   char *end;
   double v = strtod(s, &end);
-  if (end == s || *end || !isfinite(v))
+  if (end == s || *end || !isfinite(v) || fabs(v) > FLT_MAX)
     return scalar_error(c, key, node, "a number");
   *out = (float)v;
   return 0;
@@ -103,15 +131,17 @@ static int get_bool(const yaml_ctx *c, yaml_node_t *base, const char *key, int *
   return scalar_error(c, key, node, "true or false");
 }
 
-/* A list of at most capacity ints; an int scalar fills every entry when scalar_fills. */
-static int get_int_list(const yaml_ctx *c, yaml_node_t *base, const char *key, int *out,
-                        int capacity, int *count, int scalar_fills) {
+/* A list of at most capacity ints in [min, max]; an int scalar fills every entry when
+ * scalar_fills. */
+static int get_int_list(const yaml_ctx *c, yaml_node_t *base, const char *key, int min, int max,
+                        int *out, int capacity, int *count, int scalar_fills) {
   yaml_node_t *node = lookup(c, base, key);
   if (!node)
     return 0;
   if (scalar_fills && node->type == YAML_SCALAR_NODE) {
     int v;
     SD_TRY(parse_int_node(c, key, node, &v));
+    SD_TRY(check_range(c, key, node, v, min, max, false));
     for (int i = 0; i < capacity; i++)
       out[i] = v;
     *count = capacity;
@@ -125,7 +155,9 @@ static int get_int_list(const yaml_ctx *c, yaml_node_t *base, const char *key, i
     if (n == capacity)
       return SD_ERROR("%s: line %lu: %s has more than %d entries", c->path,
                       (unsigned long)node->start_mark.line + 1, key, capacity);
-    SD_TRY(parse_int_node(c, key, yaml_document_get_node(c->doc, *item), &out[n]));
+    yaml_node_t *element = yaml_document_get_node(c->doc, *item);
+    SD_TRY(parse_int_node(c, key, element, &out[n]));
+    SD_TRY(check_range(c, key, element, out[n], min, max, false));
     n++;
   }
   *count = n;
@@ -184,77 +216,83 @@ static int read_fields(const yaml_ctx *c, yaml_node_t *root, sd_ldm_yaml *y) {
   yaml_node_t *params = lookup(c, root, "model.params");
   if (!params || params->type != YAML_MAPPING_NODE)
     return SD_ERROR("%s: no model.params mapping (not an LDM config?)", c->path);
+  const int io = SD_CFG_MAX_IO_CHANNELS, channels = SD_CFG_MAX_CHANNELS;
   SD_TRY(get_parameterization(c, params, &y->parameterization));
   SD_TRY(get_float(c, params, "scale_factor", &y->scale_factor));
-  SD_TRY(get_int(c, params, "image_size", &y->image_size));
+  SD_TRY(get_int(c, params, "image_size", 1, SD_CFG_MAX_SAMPLE_SIZE, &y->image_size));
   SD_TRY(get_float(c, params, "linear_start", &y->linear_start));
   SD_TRY(get_float(c, params, "linear_end", &y->linear_end));
-  SD_TRY(get_int(c, params, "timesteps", &y->timesteps));
+  SD_TRY(get_int(c, params, "timesteps", 1, SD_CFG_MAX_TRAIN_STEPS, &y->timesteps));
 
   yaml_node_t *unet = lookup(c, params, "unet_config.params");
   if (unet) {
-    SD_TRY(get_int(c, unet, "in_channels", &y->unet.in_channels));
-    SD_TRY(get_int(c, unet, "out_channels", &y->unet.out_channels));
-    SD_TRY(get_int(c, unet, "model_channels", &y->unet.model_channels));
-    SD_TRY(get_int(c, unet, "num_res_blocks", &y->unet.num_res_blocks));
-    SD_TRY(get_int(c, unet, "num_heads", &y->unet.num_heads));
-    SD_TRY(get_int(c, unet, "num_head_channels", &y->unet.num_head_channels));
-    SD_TRY(get_int(c, unet, "context_dim", &y->unet.context_dim));
+    SD_TRY(get_int(c, unet, "in_channels", 1, io, &y->unet.in_channels));
+    SD_TRY(get_int(c, unet, "out_channels", 1, io, &y->unet.out_channels));
+    SD_TRY(get_int(c, unet, "model_channels", 1, channels, &y->unet.model_channels));
+    SD_TRY(get_int(c, unet, "num_res_blocks", 1, SD_CFG_MAX_RESNETS, &y->unet.num_res_blocks));
+    SD_TRY(get_int_or_unset(c, unet, "num_heads", channels, &y->unet.num_heads));
+    SD_TRY(get_int_or_unset(c, unet, "num_head_channels", channels, &y->unet.num_head_channels));
+    SD_TRY(get_int(c, unet, "context_dim", 1, channels, &y->unet.context_dim));
     SD_TRY(get_bool(c, unet, "use_linear_in_transformer", &y->unet.use_linear_in_transformer));
-    SD_TRY(get_int_list(c, unet, "channel_mult", y->unet.channel_mult, SD_MAX_LEVELS,
-                        &y->unet.n_channel_mult, 0));
-    SD_TRY(get_int_list(c, unet, "attention_resolutions", y->unet.attention_resolutions, 8,
-                        &y->unet.n_attention_resolutions, 0));
-    SD_TRY(get_int_list(c, unet, "transformer_depth", y->unet.transformer_depth, SD_MAX_LEVELS,
-                        &y->unet.n_transformer_depth, 1));
+    SD_TRY(get_int_list(c, unet, "channel_mult", 1, SD_LDM_MAX_MULT, y->unet.channel_mult,
+                        SD_MAX_LEVELS, &y->unet.n_channel_mult, 0));
+    SD_TRY(get_int_list(c, unet, "attention_resolutions", 1, 1 << 16, y->unet.attention_resolutions,
+                        8, &y->unet.n_attention_resolutions, 0));
+    SD_TRY(get_int_list(c, unet, "transformer_depth", 0, SD_CFG_MAX_LAYERS,
+                        y->unet.transformer_depth, SD_MAX_LEVELS, &y->unet.n_transformer_depth, 1));
   }
   yaml_node_t *vae = lookup(c, params, "first_stage_config.params.ddconfig");
   if (vae) {
-    SD_TRY(get_int(c, vae, "ch", &y->vae.ch));
-    SD_TRY(get_int(c, vae, "num_res_blocks", &y->vae.num_res_blocks));
-    SD_TRY(get_int(c, vae, "z_channels", &y->vae.z_channels));
-    SD_TRY(get_int(c, vae, "in_channels", &y->vae.in_channels));
-    SD_TRY(get_int(c, vae, "out_ch", &y->vae.out_ch));
-    SD_TRY(get_int_list(c, vae, "ch_mult", y->vae.ch_mult, SD_MAX_LEVELS, &y->vae.n_ch_mult, 0));
+    SD_TRY(get_int(c, vae, "ch", 1, channels, &y->vae.ch));
+    SD_TRY(get_int(c, vae, "num_res_blocks", 1, SD_CFG_MAX_RESNETS, &y->vae.num_res_blocks));
+    SD_TRY(get_int(c, vae, "z_channels", 1, io, &y->vae.z_channels));
+    SD_TRY(get_int(c, vae, "in_channels", 1, io, &y->vae.in_channels));
+    SD_TRY(get_int(c, vae, "out_ch", 1, io, &y->vae.out_ch));
+    SD_TRY(get_int_list(c, vae, "ch_mult", 1, SD_LDM_MAX_MULT, y->vae.ch_mult, SD_MAX_LEVELS,
+                        &y->vae.n_ch_mult, 0));
   }
   yaml_node_t *text = lookup(c, params, "cond_stage_config.params");
   if (text) {
     SD_TRY(get_text_layer(c, text, &y->text.penultimate));
-    SD_TRY(get_int(c, text, "num_attention_heads", &y->text.num_attention_heads));
+    SD_TRY(get_int(c, text, "num_attention_heads", 1, channels, &y->text.num_attention_heads));
   }
   return 0;
 }
 
-int sd_ldm_yaml_read(const char *path, sd_ldm_yaml *out) {
+int sd_ldm_yaml_parse(const char *text, size_t len, const char *name, sd_ldm_yaml *out) {
   set_unset(out);
-  if (strlen(path) >= sizeof out->path)
-    return SD_ERROR("%s: path too long", path);
-  snprintf(out->path, sizeof out->path, "%s", path);
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return SD_ERROR("%s: cannot open: %s", path, strerror(errno));
+  if (strlen(name) >= sizeof out->path)
+    return SD_ERROR("%s: path too long", name);
+  snprintf(out->path, sizeof out->path, "%s", name);
   yaml_parser_t parser;
   yaml_document_t doc;
-  if (!yaml_parser_initialize(&parser)) {
-    fclose(f);
-    return SD_ERROR("%s: cannot initialise the YAML parser", path);
-  }
-  yaml_parser_set_input_file(&parser, f);
+  if (!yaml_parser_initialize(&parser))
+    return SD_ERROR("%s: cannot initialise the YAML parser", name);
+  yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
   int rc = -1;
   if (!yaml_parser_load(&parser, &doc)) {
-    SD_ERROR("%s: line %lu: YAML error: %s", path, (unsigned long)parser.problem_mark.line + 1,
+    SD_ERROR("%s: line %lu: YAML error: %s", name, (unsigned long)parser.problem_mark.line + 1,
              parser.problem ? parser.problem : "unknown");
     goto out_parser;
   }
   yaml_node_t *root = yaml_document_get_root_node(&doc);
-  yaml_ctx c = {path, &doc};
+  yaml_ctx c = {name, &doc};
   if (!root)
-    SD_ERROR("%s: empty YAML document", path);
+    SD_ERROR("%s: empty YAML document", name);
   else
     rc = read_fields(&c, root, out);
   yaml_document_delete(&doc);
 out_parser:
   yaml_parser_delete(&parser);
-  fclose(f);
+  return rc;
+}
+
+int sd_ldm_yaml_read(const char *path, sd_ldm_yaml *out) {
+  set_unset(out);
+  char *text;
+  size_t len;
+  SD_TRY(sd_file_read(path, SD_FILE_MAX_YAML, &text, &len));
+  int rc = sd_ldm_yaml_parse(text, len, path, out);
+  free(text);
   return rc;
 }

@@ -8,6 +8,7 @@
 #include "../model/config.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* Unset markers: -1 for ints (LDM itself uses -1 for an unset num_heads / num_head_channels),
  * NAN for floats, count -1 for lists. */
@@ -46,7 +47,13 @@ typedef struct sd_ldm_yaml {
   } text;
 } sd_ldm_yaml;
 
-/* Reads path; errors name the file, the line and the key. */
+/* Largest channel_mult / ch_mult entry accepted (SD uses 1, 2, 4, 4). */
+#define SD_LDM_MAX_MULT 64
+
+/* Reads path (a regular file of at most SD_FILE_MAX_YAML bytes); errors name the file, the line
+ * and the key. Sizes outside the limits of config_check.h are refused. */
 int sd_ldm_yaml_read(const char *path, sd_ldm_yaml *out);
+/* The same for the file's text in memory, named name in errors. */
+int sd_ldm_yaml_parse(const char *text, size_t len, const char *name, sd_ldm_yaml *out);
 
 #endif

@@ -22,6 +22,7 @@
  *    the text encoder's max_position_embeddings. */
 #include "model_files.h"
 
+#include "config_check.h"
 #include "config_json.h"
 #include "ldm_checkpoint.h"
 
@@ -63,9 +64,10 @@ static int join(char *out, size_t size, const char *a, const char *b) {
   return 0;
 }
 
+/* Present and not a folder (a FIFO or device is then refused, by name, when opened). */
 static int is_file(const char *path) {
   struct stat st;
-  return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+  return stat(path, &st) == 0 && !S_ISDIR(st.st_mode);
 }
 
 static int open_file(sd_model_files *m, const char *path, sd_safetensors **out) {
@@ -260,14 +262,18 @@ static int open_single(sd_model_files *m, const char *path, const char *config_y
   bool v_model = m->family == SD_FAMILY_SD2 && prediction == SD_PREDICT_V;
 
   SD_TRY(sd_ldm_clip(file, yaml, m->family, &m->clip, m->clip_tensors));
+  SD_TRY(sd_clip_config_check(&m->clip, path));
   SD_TRY(sd_ldm_unet(file, yaml, m->family, &m->unet, m->unet_tensors));
-  SD_TRY(sd_ldm_vae(file, yaml, &m->vae, m->vae_tensors));
   m->unet.upcast_attention = v_model;
   m->unet.sample_size = yaml && yaml->image_size > 0 ? yaml->image_size : v_model ? 96 : 64;
+  SD_TRY(sd_unet_config_check(&m->unet, path));
+  SD_TRY(sd_ldm_vae(file, yaml, &m->vae, m->vae_tensors));
   m->vae.sample_size = m->unet.sample_size << (m->vae.num_levels - 1);
   m->vae.scaling_factor =
       yaml && yaml->scale_factor == yaml->scale_factor ? yaml->scale_factor : 0.18215f;
+  SD_TRY(sd_vae_config_check(&m->vae, path));
   single_file_scheduler(m, yaml, prediction);
+  SD_TRY(sd_scheduler_config_check(&m->scheduler, path));
 
   sd_tokenizer_files *tok = &m->tokenizer;
   memset(tok, 0, sizeof *tok);

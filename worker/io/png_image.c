@@ -2,12 +2,14 @@
 #include "png_image.h"
 
 #include "../../kernels/error.h"
+#include "../../kernels/file.h"
 
 #include <errno.h>
 #include <png.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void png_error_handler(png_structp png, png_const_charp message) {
@@ -23,11 +25,21 @@ static void png_warning_handler(png_structp png, png_const_charp message) {
 
 int sd_png_write_rgb(const char *path, const uint8_t *rgb, int width, int height,
                      const sd_png_text *texts, size_t n_texts) {
+  SD_TRY(sd_file_check_output(path));
   char tmp_path[4096 + 16];
-  snprintf(tmp_path, sizeof tmp_path, "%s.tmp%d", path, (int)getpid());
-  FILE *file = fopen(tmp_path, "wb");
-  if (!file)
-    return SD_ERROR("%s: cannot create: %s", path, strerror(errno));
+  int n = snprintf(tmp_path, sizeof tmp_path, "%s.tmp.XXXXXX", path);
+  if (n < 0 || (size_t)n >= sizeof tmp_path)
+    return SD_ERROR("%s: path too long", path);
+  int fd = mkstemp(tmp_path); /* a new file: never one that someone put there */
+  FILE *file = fd >= 0 ? fdopen(fd, "wb") : NULL;
+  if (!file) {
+    int err = errno;
+    if (fd >= 0) {
+      close(fd);
+      remove(tmp_path);
+    }
+    return SD_ERROR("%s: cannot create: %s", path, strerror(err));
+  }
   char png_message[256] = "";
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, png_message, png_error_handler,
                                             png_warning_handler);
@@ -67,9 +79,15 @@ int sd_png_write_rgb(const char *path, const uint8_t *rgb, int width, int height
   png_destroy_write_struct(&png, &info);
   free(row_pointers);
   free(png_texts);
-  if (fclose(file) != 0) {
+  int failed = fchmod(fileno(file), 0644) != 0; /* mkstemp made it 0600 */
+  failed |= fclose(file) != 0;
+  if (failed) {
     remove(tmp_path);
     return SD_ERROR("%s: write failed: %s", path, strerror(errno));
+  }
+  if (sd_file_check_output(path) != 0) { /* replaced by something else while we rendered */
+    remove(tmp_path);
+    return -1;
   }
   if (rename(tmp_path, path) != 0) {
     int err = errno;

@@ -5,6 +5,7 @@
 #include "name_index.h"
 
 #include "../../kernels/error.h"
+#include "../../kernels/file.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -150,6 +151,8 @@ static int parse_entry(const cJSON *entry, uint64_t data_bytes, const st_dtype_i
 }
 
 static int parse_metadata(sd_safetensors *file, const cJSON *meta) {
+  if (file->metadata_keys)
+    return SD_ERROR("\"__metadata__\" appears twice in the header");
   if (!cJSON_IsObject(meta))
     return SD_ERROR("\"__metadata__\" is not a JSON object");
   size_t n = (size_t)cJSON_GetArraySize(meta);
@@ -161,6 +164,8 @@ static int parse_metadata(sd_safetensors *file, const cJSON *meta) {
   cJSON_ArrayForEach(item, meta) {
     if (!cJSON_IsString(item))
       return SD_ERROR("\"__metadata__\" entry '%s' is not a string", item->string);
+    if (sd_safetensors_metadata(file, item->string))
+      return SD_ERROR("\"__metadata__\" entry '%s' appears twice", item->string);
     file->metadata_keys[file->n_metadata] = strdup(item->string);
     file->metadata_values[file->n_metadata] = strdup(item->valuestring);
     if (!file->metadata_keys[file->n_metadata] || !file->metadata_values[file->n_metadata])
@@ -182,6 +187,7 @@ static int parse_header(sd_safetensors *file, const char *json, size_t json_byte
   }
   int rc = -1;
   st_range *ranges = NULL;
+  sd_name_index seen = {0}; /* every tensor name, loaded or not */
   for (const char *p = parse_end; p < json + json_bytes; p++) {
     if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != '\0') {
       SD_ERROR("header has trailing bytes after the JSON object (at byte %ld)", (long)(p - json));
@@ -213,10 +219,12 @@ static int parse_header(sd_safetensors *file, const char *json, size_t json_byte
       goto out_free_json;
     n_ranges++;
     size_t existing;
-    if (sd_name_index_get(&file->index, entry->string, &existing)) {
+    if (sd_name_index_get(&seen, entry->string, &existing)) {
       SD_ERROR("tensor '%s' appears twice in the header", entry->string);
       goto out_free_json;
     }
+    if (sd_name_index_put(&seen, entry->string, n_ranges - 1) != 0)
+      goto out_free_json;
     if (!info->supported)
       continue; /* validated, but not a dtype the engine loads (e.g. I64 position_ids) */
     char *name = strdup(entry->string);
@@ -243,6 +251,7 @@ static int parse_header(sd_safetensors *file, const char *json, size_t json_byte
   }
   rc = 0;
 out_free_json:
+  sd_name_index_free(&seen);
   free(ranges);
   cJSON_Delete(root);
   return rc;
@@ -259,21 +268,9 @@ int sd_safetensors_open(const char *path, sd_safetensors **out) {
     free(file);
     return SD_ERROR("%s: out of memory", path);
   }
-  file->fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (file->fd < 0) {
-    SD_ERROR("%s: cannot open: %s", path, strerror(errno));
+  file->fd = sd_file_open_regular(path, SD_FILE_MAX_MODEL, &file->file_bytes);
+  if (file->fd < 0)
     goto out_close;
-  }
-  struct stat st;
-  if (fstat(file->fd, &st) != 0) {
-    SD_ERROR("%s: cannot stat: %s", path, strerror(errno));
-    goto out_close;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    SD_ERROR("%s: not a regular file", path);
-    goto out_close;
-  }
-  file->file_bytes = (size_t)st.st_size;
   if (file->file_bytes < 8) {
     SD_ERROR("%s: file is %zu bytes, too short for the 8-byte header length (truncated?)", path,
              file->file_bytes);

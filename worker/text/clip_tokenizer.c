@@ -129,48 +129,72 @@ int sd_tokenizer_add_token(sd_tokenizer *tok, const char *token, int32_t *id) {
   return 0;
 }
 
-/* Reads a gzip file whole (NUL-terminated). */
-static int read_gz(const char *path, char **data_out, size_t *len_out) {
-  errno = 0;
-  gzFile f = gzopen(path, "rb");
-  if (!f)
-    return SD_ERROR("%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
+/* Decompresses gzip data (one or more members) into a new NUL-terminated buffer of at most
+ * SD_FILE_MAX_BPE_TXT bytes: a small file cannot expand without bound. */
+static int gunzip(const unsigned char *gz, size_t gz_len, const char *name, char **data_out,
+                  size_t *len_out) {
+  z_stream z = {0};
+  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
+    return SD_ERROR("%s: cannot initialise zlib", name);
   size_t len = 0, capacity = 1 << 20;
   char *data = malloc(capacity);
   int rc = -1;
   if (!data) {
-    SD_ERROR("%s: out of memory", path);
-    goto out_close;
+    SD_ERROR("%s: out of memory", name);
+    goto out_end;
   }
+  z.next_in = (unsigned char *)gz;
+  size_t in_left = gz_len;
   for (;;) {
-    if (len + 1 >= capacity) {
+    if (capacity - len < 2) {
+      if (capacity > SD_FILE_MAX_BPE_TXT) {
+        SD_ERROR("%s: decompresses to more than %zu bytes (not CLIP's BPE file?)", name,
+                 SD_FILE_MAX_BPE_TXT);
+        goto out_end;
+      }
       char *grown = realloc(data, capacity * 2);
       if (!grown) {
-        SD_ERROR("%s: out of memory reading %zu bytes", path, capacity * 2);
-        goto out_close;
+        SD_ERROR("%s: out of memory reading %zu bytes", name, capacity * 2);
+        goto out_end;
       }
       data = grown;
       capacity *= 2;
     }
-    size_t want = capacity - 1 - len;
-    int got = gzread(f, data + len, want > (1u << 30) ? (1u << 30) : (unsigned)want);
-    if (got < 0) {
-      int zerr;
-      SD_ERROR("%s: gzip read error: %s", path, gzerror(f, &zerr));
-      goto out_close;
+    if (z.avail_in == 0) {
+      z.avail_in = in_left > (1u << 30) ? (1u << 30) : (unsigned)in_left;
+      in_left -= z.avail_in;
     }
-    if (got == 0)
-      break;
-    len += (size_t)got;
+    z.next_out = (unsigned char *)data + len;
+    z.avail_out = (unsigned)(capacity - 1 - len > (1u << 30) ? (1u << 30) : capacity - 1 - len);
+    unsigned out_before = z.avail_out;
+    int zrc = inflate(&z, Z_NO_FLUSH);
+    len += out_before - z.avail_out;
+    if (zrc == Z_STREAM_END) {
+      if (z.avail_in == 0 && in_left == 0)
+        break;
+      if (inflateReset(&z) != Z_OK) { /* another gzip member follows, as gzread reads on */
+        SD_ERROR("%s: gzip error: cannot reset the stream", name);
+        goto out_end;
+      }
+      continue;
+    }
+    if (zrc == Z_BUF_ERROR && z.avail_in == 0 && in_left == 0) {
+      SD_ERROR("%s: gzip data truncated", name);
+      goto out_end;
+    }
+    if (zrc != Z_OK && zrc != Z_BUF_ERROR) {
+      SD_ERROR("%s: gzip error: %s", name, z.msg ? z.msg : "corrupt data");
+      goto out_end;
+    }
   }
   data[len] = '\0';
   *data_out = data;
   *len_out = len;
   data = NULL;
   rc = 0;
-out_close:
+out_end:
   free(data);
-  gzclose(f);
+  inflateEnd(&z);
   return rc;
 }
 
@@ -344,42 +368,51 @@ static int finish(sd_tokenizer *tok, const char *pad_token, int max_length, cons
   return 0;
 }
 
-int sd_tokenizer_load_vocab_merges(const char *vocab_json, const char *merges_txt,
-                                   const char *pad_token, int max_length, sd_tokenizer **out) {
+int sd_tokenizer_parse_vocab_merges(const char *vocab, size_t vocab_len, const char *vocab_name,
+                                    const char *merges, size_t merges_len, const char *merges_name,
+                                    const char *pad_token, int max_length, sd_tokenizer **out) {
   *out = NULL;
   sd_tokenizer *tok = tokenizer_new();
   if (!tok)
     return -1;
-  char *text = NULL;
-  size_t len = 0;
   cJSON *root = NULL;
-  if (sd_file_read(vocab_json, SIZE_MAX, &text, &len) < 0 || check_utf8(text, len, vocab_json) < 0)
+  if (check_utf8(vocab, vocab_len, vocab_name) < 0)
     goto fail;
-  root = cJSON_ParseWithLength(text, len);
+  const char *parse_end = NULL;
+  root = cJSON_ParseWithLengthOpts(vocab, vocab_len, &parse_end, 0);
   if (!root) {
-    SD_ERROR("%s: invalid JSON near byte %td", vocab_json,
-             cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - text : (ptrdiff_t)-1);
+    SD_ERROR("%s: invalid JSON near byte %td", vocab_name,
+             parse_end ? parse_end - vocab : (ptrdiff_t)-1);
     goto fail;
   }
-  if (parse_vocab_object(tok, root, vocab_json) < 0)
+  if (parse_vocab_object(tok, root, vocab_name) < 0 ||
+      check_utf8(merges, merges_len, merges_name) < 0 ||
+      parse_merges_txt(tok, merges, merges_len, merges_name) < 0 ||
+      check_merges_in_vocab(tok, merges_name) < 0 ||
+      finish(tok, pad_token, max_length, vocab_name) < 0)
     goto fail;
   cJSON_Delete(root);
-  root = NULL;
-  free(text);
-  text = NULL;
-  if (sd_file_read(merges_txt, SIZE_MAX, &text, &len) < 0 ||
-      check_utf8(text, len, merges_txt) < 0 || parse_merges_txt(tok, text, len, merges_txt) < 0 ||
-      check_merges_in_vocab(tok, merges_txt) < 0 ||
-      finish(tok, pad_token, max_length, vocab_json) < 0)
-    goto fail;
-  free(text);
   *out = tok;
   return 0;
 fail:
   cJSON_Delete(root);
-  free(text);
   sd_tokenizer_free(tok);
   return -1;
+}
+
+int sd_tokenizer_load_vocab_merges(const char *vocab_json, const char *merges_txt,
+                                   const char *pad_token, int max_length, sd_tokenizer **out) {
+  *out = NULL;
+  char *vocab = NULL, *merges = NULL;
+  size_t vocab_len = 0, merges_len = 0;
+  int rc = -1;
+  if (sd_file_read(vocab_json, SD_FILE_MAX_VOCAB, &vocab, &vocab_len) == 0 &&
+      sd_file_read(merges_txt, SD_FILE_MAX_VOCAB, &merges, &merges_len) == 0)
+    rc = sd_tokenizer_parse_vocab_merges(vocab, vocab_len, vocab_json, merges, merges_len,
+                                         merges_txt, pad_token, max_length, out);
+  free(vocab);
+  free(merges);
+  return rc;
 }
 
 /* tokenizers' model.merges: "first second" strings or [first, second] pairs; all are used. */
@@ -423,22 +456,20 @@ static int parse_merges_array(sd_tokenizer *tok, const cJSON *merges, const char
   return 0;
 }
 
-int sd_tokenizer_load_tokenizer_json(const char *tokenizer_json, const char *pad_token,
-                                     int max_length, sd_tokenizer **out) {
+int sd_tokenizer_parse_tokenizer_json(const char *text, size_t len, const char *tokenizer_json,
+                                      const char *pad_token, int max_length, sd_tokenizer **out) {
   *out = NULL;
   sd_tokenizer *tok = tokenizer_new();
   if (!tok)
     return -1;
-  char *text = NULL;
-  size_t len = 0;
   cJSON *root = NULL;
-  if (sd_file_read(tokenizer_json, SIZE_MAX, &text, &len) < 0 ||
-      check_utf8(text, len, tokenizer_json) < 0)
+  if (check_utf8(text, len, tokenizer_json) < 0)
     goto fail;
-  root = cJSON_ParseWithLength(text, len);
+  const char *parse_end = NULL;
+  root = cJSON_ParseWithLengthOpts(text, len, &parse_end, 0);
   if (!root) {
     SD_ERROR("%s: invalid JSON near byte %td", tokenizer_json,
-             cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - text : (ptrdiff_t)-1);
+             parse_end ? parse_end - text : (ptrdiff_t)-1);
     goto fail;
   }
   const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
@@ -465,18 +496,27 @@ int sd_tokenizer_load_tokenizer_json(const char *tokenizer_json, const char *pad
       finish(tok, pad_token, max_length, tokenizer_json) < 0)
     goto fail;
   cJSON_Delete(root);
-  free(text);
   *out = tok;
   return 0;
 fail:
   cJSON_Delete(root);
-  free(text);
   sd_tokenizer_free(tok);
   return -1;
 }
 
-int sd_tokenizer_load_bpe_gz(const char *bpe_gz, const char *pad_token, int max_length,
-                             sd_tokenizer **out) {
+int sd_tokenizer_load_tokenizer_json(const char *tokenizer_json, const char *pad_token,
+                                     int max_length, sd_tokenizer **out) {
+  *out = NULL;
+  char *text;
+  size_t len;
+  SD_TRY(sd_file_read(tokenizer_json, SD_FILE_MAX_VOCAB, &text, &len));
+  int rc = sd_tokenizer_parse_tokenizer_json(text, len, tokenizer_json, pad_token, max_length, out);
+  free(text);
+  return rc;
+}
+
+int sd_tokenizer_parse_bpe_gz(const void *gz, size_t gz_len, const char *bpe_gz,
+                              const char *pad_token, int max_length, sd_tokenizer **out) {
   *out = NULL;
   sd_tokenizer *tok = tokenizer_new();
   if (!tok)
@@ -484,7 +524,7 @@ int sd_tokenizer_load_bpe_gz(const char *bpe_gz, const char *pad_token, int max_
   char *text = NULL;
   size_t len = 0;
   int32_t next_id = 0;
-  if (read_gz(bpe_gz, &text, &len) < 0 || check_utf8(text, len, bpe_gz) < 0)
+  if (gunzip(gz, gz_len, bpe_gz, &text, &len) < 0 || check_utf8(text, len, bpe_gz) < 0)
     goto fail;
   /* CLIP's vocabulary: the 256 byte characters, the same with the word suffix, each merge
    * joined, then the two special tokens. */
@@ -514,6 +554,17 @@ fail:
   free(text);
   sd_tokenizer_free(tok);
   return -1;
+}
+
+int sd_tokenizer_load_bpe_gz(const char *bpe_gz, const char *pad_token, int max_length,
+                             sd_tokenizer **out) {
+  *out = NULL;
+  char *gz;
+  size_t gz_len;
+  SD_TRY(sd_file_read(bpe_gz, SD_FILE_MAX_BPE_GZ, &gz, &gz_len));
+  int rc = sd_tokenizer_parse_bpe_gz(gz, gz_len, bpe_gz, pad_token, max_length, out);
+  free(gz);
+  return rc;
 }
 
 typedef struct ranked_entry {

@@ -8,6 +8,7 @@
 #ifndef SD_CLIP_TOKENIZER_H
 #define SD_CLIP_TOKENIZER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct sd_tokenizer sd_tokenizer;
@@ -32,6 +33,17 @@ int sd_tokenizer_load_tokenizer_json(const char *tokenizer_json, const char *pad
 int sd_tokenizer_load_bpe_gz(const char *bpe_gz, const char *pad_token, int max_length,
                              sd_tokenizer **out);
 void sd_tokenizer_free(sd_tokenizer *tok);
+
+/* The same loaders for files already in memory (the names are for messages only); the loaders
+ * above read each file (a regular file within the limits of kernels/file.h) and call these. */
+int sd_tokenizer_parse_vocab_merges(const char *vocab, size_t vocab_len, const char *vocab_name,
+                                    const char *merges, size_t merges_len, const char *merges_name,
+                                    const char *pad_token, int max_length, sd_tokenizer **out);
+int sd_tokenizer_parse_tokenizer_json(const char *text, size_t len, const char *name,
+                                      const char *pad_token, int max_length, sd_tokenizer **out);
+/* gz: the compressed bytes; the text may expand to SD_FILE_MAX_BPE_TXT bytes at most. */
+int sd_tokenizer_parse_bpe_gz(const void *gz, size_t gz_len, const char *name,
+                              const char *pad_token, int max_length, sd_tokenizer **out);
 
 /* Writes the tokenizer's vocabulary and merges in transformers' layout: vocab.json as one JSON
  * object in id order (json.dumps style, UTF-8 unescaped), merges.txt as "#version: 0.2" then one
