@@ -3,8 +3,11 @@
 # The CUDA toolkit (nvcc, cuBLAS, cuDNN, NCCL) is not a Debian package here: when nvcc is on the
 # PATH the CUDA backend is built too, otherwise it is left out.
 set -euo pipefail
+# clang, libclang-rt-dev (libFuzzer, sanitizer runtimes) and libomp-dev (clang's OpenMP) build the
+# fuzz harnesses (scripts/fuzz.sh); gcc's own sanitizers serve scripts/test.sh --sanitize.
 packages=(build-essential cmake pkg-config libopenblas-dev libpng-dev zlib1g-dev libcjson-dev
-          libyaml-dev libutf8proc-dev libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools)
+          libyaml-dev libutf8proc-dev libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools
+          clang libclang-rt-dev libomp-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
