@@ -105,6 +105,10 @@ expect 1 "ldm_channel_mult_max.yaml: line 32: channel_mult = 2147483647 is outsi
   "${render[@]}" --model "$single" --model-config "$untrusted/ldm_channel_mult_max.yaml" \
   --out "$out"
 
+# a FIFO as LoRA file (hashed for the PNG before it is read)
+expect 1 "fifo.safetensors: not a regular file \(a FIFO\)" -- \
+  "${render[@]}" --model "$model" --lora "$work/fifo.safetensors" --out "$out"
+
 # render --out is checked before the model is even opened (the model here does not exist)
 expect 2 "--out: output path is empty" -- "${render[@]}" --model "$work/none" --out ""
 expect 2 "--out: $work/missing/x.png: folder '$work/missing': No such file" -- \
