@@ -84,6 +84,12 @@ static int check_existing(const sd_output_spec *spec) {
     rc = SD_ERROR("%s: was started with another model (the file's model_identity %s, this run's "
                   "%s); refusing to resume",
                   spec->path, info->model_identity, spec->model_identity);
+  else if (strcmp(info->adapters, spec->adapters ? spec->adapters : "") != 0)
+    rc = SD_ERROR("%s: was started with other adapter files or contents (the file's adapters "
+                  "%s; this run's %s); an adapter file changed since (see the sha256 values): "
+                  "refusing to resume",
+                  spec->path, info->adapters[0] ? info->adapters : "none",
+                  spec->adapters && spec->adapters[0] ? spec->adapters : "none");
   else if (info->n_items != spec->n_items || info->width != spec->width ||
            info->height != spec->height || info->save_latents != spec->save_latents ||
            info->n_prompts != spec->n_prompts ||

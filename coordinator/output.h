@@ -15,7 +15,7 @@
  *   failure         strings (N)  reason of a failed item ("" otherwise; fixed length 256)
  *   updated         string  ()   time of the last flush that changed a status
  * Root attributes: format ("sdbatch output"), schema_version, job_yaml (the job file's text),
- * job_path, job_hash, model (path), model_identity, width, height, latent_channels,
+ * job_path, job_hash, model (path), model_identity, adapters, width, height, latent_channels,
  * latent_height, latent_width, save_latents, metadata_complete, created, sdbatch_version.
  *
  * Crash safety: the whole file (every dataset's storage, every attribute) is laid out when it is
@@ -59,6 +59,9 @@ typedef struct sd_output_spec {
   const char *job_hash; /* identity of the job (resume refuses another) */
   const char *model_path;
   const char *model_identity; /* e.g. a hash of the model's configs and tensor names */
+  /* The adapters (LoRA / embedding files with their SHA-256 and scales) as JSON, "" or NULL for
+   * none; resume refuses a file started with other adapters. */
+  const char *adapters;
   int64_t n_prompts;
   const char *const *prompts; /* (n_prompts) */
   const char *job_path;       /* the job file as given (shown by inspect); may be NULL */
@@ -112,6 +115,7 @@ typedef struct sd_output_info {
   bool metadata_complete; /* every item's metadata was written at creation */
   const char *job_yaml, *job_path, *job_hash;
   const char *model_path, *model_identity;
+  const char *adapters;          /* JSON, "" when none (or written before adapters existed) */
   const char *created, *updated; /* ISO 8601 UTC; updated is "" before the first flush */
   const char *sdbatch_version;
 } sd_output_info;

@@ -184,6 +184,7 @@ static int write_attributes(hid_t file, const sd_output_spec *spec) {
   SD_TRY(sd_h5_attr_write_string(file, "job_hash", spec->job_hash));
   SD_TRY(sd_h5_attr_write_string(file, "model", spec->model_path));
   SD_TRY(sd_h5_attr_write_string(file, "model_identity", spec->model_identity));
+  SD_TRY(sd_h5_attr_write_string(file, "adapters", spec->adapters ? spec->adapters : ""));
   SD_TRY(sd_h5_attr_write_int(file, "width", spec->width));
   SD_TRY(sd_h5_attr_write_int(file, "height", spec->height));
   SD_TRY(sd_h5_attr_write_int(file, "latent_channels", spec->latent_channels));

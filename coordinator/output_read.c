@@ -21,6 +21,7 @@ enum {
   STR_MODEL_IDENTITY,
   STR_CREATED,
   STR_VERSION,
+  STR_ADAPTERS,
   STR_COUNT
 };
 
@@ -113,8 +114,15 @@ static int read_info(sd_output_reader *r) {
       [STR_CREATED] = "created",
       [STR_VERSION] = "sdbatch_version",
   };
-  for (int s = 0; s < STR_COUNT; s++)
+  for (int s = 0; s < STR_ADAPTERS; s++)
     SD_TRY(sd_h5_attr_read_string(f, string_names[s], &r->strings[s]));
+  /* optional: files written before adapters existed have none */
+  htri_t has_adapters = H5Aexists(f, "adapters");
+  if (has_adapters > 0)
+    SD_TRY(sd_h5_attr_read_string(f, "adapters", &r->strings[STR_ADAPTERS]));
+  else if (!(r->strings[STR_ADAPTERS] = strdup("")))
+    return SD_ERROR("out of memory");
+  info->adapters = r->strings[STR_ADAPTERS];
   info->job_yaml = r->strings[STR_JOB_YAML];
   info->job_path = r->strings[STR_JOB_PATH];
   info->job_hash = r->strings[STR_JOB_HASH];

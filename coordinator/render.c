@@ -10,7 +10,14 @@
 
 struct sd_renderer {
   const sd_job *job;
-  sd_engine *engine; /* NULL: the null model */
+  bool null_model;
+  sd_engine *engine; /* NULL for the null model */
+  /* the engine's parameters, with the job's adapters; the engine is reopened (LoRAs merged at
+   * other scales) when a batch belongs to another LoRA set than the loaded one */
+  sd_engine_params params;
+  sd_lora_spec loras[SD_RENDER_MAX_ADAPTERS];
+  sd_embedding_spec embeddings[SD_RENDER_MAX_ADAPTERS];
+  int64_t lora_set; /* loaded; -1 before the first open */
   sd_render_shape shape;
   int capacity;               /* batch_size */
   sd_job_item *job_items;     /* (capacity) */
@@ -42,6 +49,21 @@ void sd_null_model_item(int64_t index, const sd_render_shape *shape, uint8_t *rg
     latents[i] = (float)((k + i) % 1001) / 1000.0f - 0.5f;
 }
 
+/* Opens the engine with the LoRA scales of set `set`. */
+static int open_engine(sd_renderer *r, int64_t set) {
+  const sd_job_info *info = sd_job_get_info(r->job);
+  double scales[SD_RENDER_MAX_ADAPTERS];
+  SD_TRY(sd_job_lora_set(r->job, set, scales));
+  for (int i = 0; i < info->n_loras; i++)
+    r->loras[i] = (sd_lora_spec){info->loras[i].file, (float)scales[i]};
+  sd_engine_close(r->engine);
+  r->engine = NULL;
+  r->lora_set = -1;
+  SD_TRY(sd_engine_open(&r->params, &r->engine));
+  r->lora_set = set;
+  return 0;
+}
+
 int sd_renderer_open(const sd_job *job, const sd_render_shape *shape,
                      const sd_engine_params *engine_params, int batch_size, sd_renderer **out) {
   *out = NULL;
@@ -57,6 +79,7 @@ int sd_renderer_open(const sd_job *job, const sd_render_shape *shape,
   if (!r->job_items || !r->items || !r->results)
     goto out_of_memory;
   if (!engine_params) {
+    r->null_model = true;
     r->null_rgb = malloc(rgb_bytes(shape));
     r->null_latents = malloc(latent_count(shape) * sizeof(float));
     if (!r->null_rgb || !r->null_latents)
@@ -65,7 +88,20 @@ int sd_renderer_open(const sd_job *job, const sd_render_shape *shape,
     *out = r;
     return 0;
   }
-  if (sd_engine_open(engine_params, &r->engine) < 0) {
+  const sd_job_info *info = sd_job_get_info(job);
+  if (info->n_loras > SD_RENDER_MAX_ADAPTERS || info->n_embeddings > SD_RENDER_MAX_ADAPTERS) {
+    sd_renderer_close(r);
+    return SD_ERROR("at most %d LoRAs and %d embeddings", SD_RENDER_MAX_ADAPTERS,
+                    SD_RENDER_MAX_ADAPTERS);
+  }
+  r->params = *engine_params;
+  for (int i = 0; i < info->n_embeddings; i++)
+    r->embeddings[i] = (sd_embedding_spec){info->embeddings[i].file, info->embeddings[i].token};
+  r->params.loras = r->loras;
+  r->params.lora_count = info->n_loras;
+  r->params.embeddings = r->embeddings;
+  r->params.embedding_count = info->n_embeddings;
+  if (open_engine(r, 0) < 0) {
     sd_renderer_close(r);
     return -1;
   }
@@ -122,6 +158,8 @@ static int fail_all(sd_renderer *r, int n, sd_result_sink sink, void *sink_ctx) 
 
 static int render_engine(sd_renderer *r, int n, sd_result_sink sink, void *sink_ctx) {
   const sd_job_item *first = &r->job_items[0];
+  if (first->lora_set_index != r->lora_set && open_engine(r, first->lora_set_index) < 0)
+    return sd_error_context("reopening the model for LoRA set %" PRId64, first->lora_set_index);
   sd_txt2img_batch batch = {
       .width = r->shape.width,
       .height = r->shape.height,
@@ -165,7 +203,7 @@ int sd_renderer_render(sd_renderer *r, const int64_t *indices, int n, sd_result_
       return SD_ERROR("items %" PRId64 " and %" PRId64 " cannot share a batch", indices[0],
                       indices[i]);
   }
-  if (!r->engine)
+  if (r->null_model)
     return render_null(r, n, sink, sink_ctx);
   return render_engine(r, n, sink, sink_ctx);
 }

@@ -12,6 +12,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* Most LoRAs / embeddings of a job (the job schema's limit). */
+#define SD_RENDER_MAX_ADAPTERS 32
+
 /* Sizes every item of a job has, settled by rank 0 from the job and the model's configs. */
 typedef struct sd_render_shape {
   int width, height;   /* pixels */
@@ -33,7 +36,9 @@ typedef int (*sd_result_sink)(void *ctx, const sd_item_result *result);
 
 typedef struct sd_renderer sd_renderer;
 
-/* engine_params NULL: the null model. batch_size: the most items one call renders. */
+/* engine_params NULL: the null model. batch_size: the most items one call renders. The job's
+ * LoRAs and embeddings are added to engine_params; a batch of another LoRA set than the loaded
+ * one reopens the engine with that set's scales (LoRAs are merged into the weights). */
 int sd_renderer_open(const sd_job *job, const sd_render_shape *shape,
                      const sd_engine_params *engine_params, int batch_size, sd_renderer **out);
 void sd_renderer_close(sd_renderer *r);

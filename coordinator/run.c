@@ -8,6 +8,7 @@
 #include "../jobs/sha256.h"
 #include "../kernels/error.h"
 
+#include <cjson/cJSON.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +138,64 @@ static int check_against_model(sd_run_ctx *ctx, const sd_model_files *model) {
   return 0;
 }
 
+/* The job's adapters as the output file records them: JSON {"loras": [{"file", "sha256",
+ * "scales"}], "embeddings": [{"file", "sha256", "token"}]} with the files as written in the job;
+ * "" when there are none. The SHA-256 values make a resume refuse a changed file. */
+static int adapters_json(const sd_job_info *info, char **out) {
+  *out = NULL;
+  if (info->n_loras == 0 && info->n_embeddings == 0) {
+    *out = strdup("");
+    return *out ? 0 : SD_ERROR("out of memory");
+  }
+  cJSON *root = cJSON_CreateObject();
+  cJSON *loras = cJSON_AddArrayToObject(root, "loras");
+  cJSON *embeddings = cJSON_AddArrayToObject(root, "embeddings");
+  char hex[65];
+  int rc = root && loras && embeddings ? 0 : SD_ERROR("out of memory");
+  for (int i = 0; i < info->n_loras && rc == 0; i++) {
+    cJSON *l = cJSON_CreateObject();
+    cJSON_AddItemToArray(loras, l);
+    if ((rc = sd_sha256_file(info->loras[i].file, hex)) < 0)
+      break;
+    cJSON_AddStringToObject(l, "file", info->loras[i].file_written);
+    cJSON_AddStringToObject(l, "sha256", hex);
+    cJSON_AddItemToObject(l, "scales",
+                          cJSON_CreateDoubleArray(info->loras[i].scales, info->loras[i].n_scales));
+  }
+  for (int i = 0; i < info->n_embeddings && rc == 0; i++) {
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddItemToArray(embeddings, e);
+    if ((rc = sd_sha256_file(info->embeddings[i].file, hex)) < 0)
+      break;
+    cJSON_AddStringToObject(e, "file", info->embeddings[i].file_written);
+    cJSON_AddStringToObject(e, "sha256", hex);
+    if (info->embeddings[i].token)
+      cJSON_AddStringToObject(e, "token", info->embeddings[i].token);
+  }
+  if (rc == 0 && !(*out = cJSON_PrintUnformatted(root)))
+    rc = SD_ERROR("out of memory");
+  cJSON_Delete(root);
+  return rc;
+}
+
+/* The job's adapters checked against the model (keys, shapes, embedding widths) before the
+ * output exists, with every scale of each LoRA's sweep at its first value. Consumes model's
+ * tensor maps (sd_adapters_check). */
+static int check_adapters(const sd_job_info *info, sd_model_files *model) {
+  if (info->n_loras > SD_RENDER_MAX_ADAPTERS || info->n_embeddings > SD_RENDER_MAX_ADAPTERS)
+    return SD_ERROR("%s: at most %d LoRAs and %d embeddings", info->path, SD_RENDER_MAX_ADAPTERS,
+                    SD_RENDER_MAX_ADAPTERS);
+  sd_lora_spec loras[SD_RENDER_MAX_ADAPTERS];
+  sd_embedding_spec embeddings[SD_RENDER_MAX_ADAPTERS];
+  for (int i = 0; i < info->n_loras; i++)
+    loras[i] = (sd_lora_spec){info->loras[i].file, (float)info->loras[i].scales[0]};
+  for (int i = 0; i < info->n_embeddings; i++)
+    embeddings[i] = (sd_embedding_spec){info->embeddings[i].file, info->embeddings[i].token};
+  if (sd_adapters_check(model, loras, info->n_loras, embeddings, info->n_embeddings) < 0)
+    return sd_error_context("%s: adapters", info->path);
+  return 0;
+}
+
 static int open_output(sd_run_ctx *ctx, const char *model_identity) {
   const sd_job_info *info = ctx->info;
   const char **prompts = malloc((size_t)info->n_prompts * sizeof *prompts);
@@ -158,6 +217,7 @@ static int open_output(sd_run_ctx *ctx, const char *model_identity) {
       .job_hash = ctx->plan.job_hash,
       .model_path = info->model,
       .model_identity = model_identity,
+      .adapters = ctx->adapters,
       .n_prompts = info->n_prompts,
       .prompts = prompts,
       .job_path = info->path,
@@ -193,8 +253,11 @@ static int prepare(sd_run_ctx *ctx) {
   int rc = check_against_model(ctx, model);
   if (rc == 0)
     rc = sd_model_identity(model, identity);
+  if (rc == 0 && !opts->null_model)
+    rc = check_adapters(info, model);
   sd_model_files_close(model);
   SD_TRY(rc);
+  SD_TRY(adapters_json(info, &ctx->adapters));
   sd_run_job_hash(info, opts->null_model, ctx->plan.job_hash);
   SD_TRY(open_output(ctx, opts->null_model ? "null model (sdbatch run --null-model)" : identity));
   int64_t done = sd_output_count(ctx->output, SD_ITEM_DONE);
@@ -279,6 +342,7 @@ static int run_rank0(const sd_run_options *opts, const sd_cluster *cluster, sd_r
   }
   sd_progress_free(&ctx.progress);
   free(ctx.scheduler_names);
+  free(ctx.adapters);
   sd_job_free(ctx.job);
   if (rc < 0 && strcmp(sd_error_message(), error) != 0)
     sd_error_set(__FILE__, __LINE__, "%s", error);

@@ -22,6 +22,7 @@ typedef struct sd_run_ctx {
   sd_output *output;
   sd_run_plan plan;
   const char **scheduler_names; /* (n_schedulers) the scheduler each sweep entry renders with */
+  char *adapters;               /* the output's adapters attribute (JSON, "" when none) */
   sd_dispatch dispatch;
   sd_progress progress;
   double last_flush; /* monotonic seconds */

@@ -103,6 +103,20 @@ void sd_job_free(sd_job *job) {
   free(job->steps);
   free(job->guidance_scales);
   free(job->schedulers);
+  for (int i = 0; i < job->info.n_loras; i++) {
+    free((char *)job->loras[i].file);
+    free((char *)job->loras[i].file_written);
+    free((double *)job->loras[i].scales);
+  }
+  for (int i = 0; i < job->info.n_embeddings; i++) {
+    free((char *)job->embeddings[i].file);
+    free((char *)job->embeddings[i].file_written);
+    free((char *)job->embeddings[i].token);
+  }
+  free(job->loras);
+  free(job->embeddings);
+  free(job->lora_pos);
+  free(job->embedding_pos);
   free(job);
 }
 
@@ -150,10 +164,13 @@ int sd_job_item_get(const sd_job *job, int64_t index, sd_job_item *out) {
   int64_t prompt_i = rest % info->n_prompts;
   rest /= info->n_prompts;
   int steps_i = (int)(rest % info->n_steps);
-  int scheduler_i = (int)(rest / info->n_steps);
+  rest /= info->n_steps;
+  int scheduler_i = (int)(rest % info->n_schedulers);
+  int64_t lora_set_i = rest / info->n_schedulers;
 
   memset(out, 0, sizeof *out);
   out->index = index;
+  out->lora_set_index = lora_set_i;
   out->scheduler_index = scheduler_i;
   out->steps_index = steps_i;
   out->prompt_index = prompt_i;
@@ -172,9 +189,21 @@ int sd_job_item_get(const sd_job *job, int64_t index, sd_job_item *out) {
   return 0;
 }
 
+int sd_job_lora_set(const sd_job *job, int64_t set, double *scales) {
+  const sd_job_info *info = &job->info;
+  if (set < 0 || set >= info->n_lora_sets)
+    return SD_ERROR("%s: LoRA set %" PRId64 " out of range [0, %" PRId64 ")", job->path, set,
+                    info->n_lora_sets);
+  for (int k = info->n_loras - 1; k >= 0; k--) {
+    scales[k] = info->loras[k].scales[set % info->loras[k].n_scales];
+    set /= info->loras[k].n_scales;
+  }
+  return 0;
+}
+
 bool sd_job_items_batchable(const sd_job_item *a, const sd_job_item *b) {
-  return a->width == b->width && a->height == b->height && a->steps == b->steps &&
-         a->scheduler == b->scheduler && a->karras == b->karras;
+  return a->lora_set_index == b->lora_set_index && a->width == b->width && a->height == b->height &&
+         a->steps == b->steps && a->scheduler == b->scheduler && a->karras == b->karras;
 }
 
 /* Canonical text, streamed into the hash: see docs/jobs.md, "Job hash". */
@@ -258,6 +287,19 @@ int sd_job_compute_hash(sd_job *job) {
     hash_printf(&sha, " %s", scheduler_name(info->schedulers[i]));
   hash_printf(&sha, "\nkarras %s\nrng %s\nsave_latents %s\n", info->karras ? "true" : "false",
               info->rng == SD_RNG_CPU ? "cpu" : "cuda", info->save_latents ? "true" : "false");
+  /* adapters (only when given, so that the hash of a job without them is unchanged); the files'
+   * contents are checked apart, by their SHA-256 in the output file */
+  for (int i = 0; i < info->n_loras; i++) {
+    hash_string(&sha, "lora", info->loras[i].file_written);
+    hash_printf(&sha, "scales %d", info->loras[i].n_scales);
+    for (int k = 0; k < info->loras[i].n_scales; k++)
+      hash_printf(&sha, " %.17g", info->loras[i].scales[k]);
+    hash_text(&sha, "\n");
+  }
+  for (int i = 0; i < info->n_embeddings; i++) {
+    hash_string(&sha, "embedding", info->embeddings[i].file_written);
+    hash_string(&sha, "token", info->embeddings[i].token ? info->embeddings[i].token : "");
+  }
   sd_sha256_final_hex(&sha, job->info.hash);
   return 0;
 }
@@ -281,6 +323,15 @@ int sd_job_check_paths(const sd_job *job) {
   if (job->model_config && stat(job->model_config, &st) != 0)
     return sd_job_error_at(job->path, job->model_config_pos, "model_config: cannot access '%s': %s",
                            job->model_config, strerror(errno));
+  for (int i = 0; i < job->info.n_loras; i++)
+    if (stat(job->loras[i].file, &st) != 0)
+      return sd_job_error_at(job->path, job->lora_pos[i], "loras[%d]: cannot access '%s': %s", i,
+                             job->loras[i].file, strerror(errno));
+  for (int i = 0; i < job->info.n_embeddings; i++)
+    if (stat(job->embeddings[i].file, &st) != 0)
+      return sd_job_error_at(job->path, job->embedding_pos[i],
+                             "embeddings[%d]: cannot access '%s': %s", i, job->embeddings[i].file,
+                             strerror(errno));
   if (stat(job->output, &st) == 0 && S_ISDIR(st.st_mode))
     return sd_job_error_at(job->path, job->output_pos, "output: '%s' is a folder, not a file",
                            job->output);

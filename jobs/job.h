@@ -2,10 +2,11 @@
  * and expansion into items computed from their index, so a job of any size costs no per-item
  * memory.
  *
- * Items are the Cartesian product of the schedulers, steps, prompts, seeds and guidance scales of
- * the job, indexed in that order (the last varies fastest):
- *   index = (((scheduler_i * n_steps + steps_i) * n_prompts + prompt_i) * n_seeds + seed_i)
- *           * n_guidance + guidance_i
+ * Items are the Cartesian product of the LoRA scale sets, schedulers, steps, prompts, seeds and
+ * guidance scales of the job, indexed in that order (the last varies fastest):
+ *   index = ((((lora_set_i * n_schedulers + scheduler_i) * n_steps + steps_i) * n_prompts
+ *           + prompt_i) * n_seeds + seed_i) * n_guidance + guidance_i
+ * (a job without LoRAs has one set, so its indices are those of schema v1 before LoRAs)
  * so that consecutive items share steps and scheduler (and so batch together) and the items of
  * one prompt are contiguous. The order is part of schema v1 and does not change. */
 #ifndef SD_JOB_H
@@ -39,6 +40,21 @@ typedef enum sd_job_device {
 
 typedef struct sd_job sd_job;
 
+/* A LoRA of the job (key `loras`): its file and the scales swept (docs/adapters.md). */
+typedef struct sd_job_lora {
+  const char *file;         /* resolved */
+  const char *file_written; /* as in the job file */
+  int n_scales;
+  const double *scales; /* (n_scales) */
+} sd_job_lora;
+
+/* A textual-inversion embedding of the job (key `embeddings`). */
+typedef struct sd_job_embedding {
+  const char *file; /* resolved */
+  const char *file_written;
+  const char *token; /* NULL: the file's own */
+} sd_job_embedding;
+
 /* A job's settings. Strings and arrays belong to the job (valid until sd_job_free). Paths are
  * resolved: relative ones in the file are taken relative to the job file's folder. */
 typedef struct sd_job_info {
@@ -62,14 +78,20 @@ typedef struct sd_job_info {
   const int *steps;              /* (n_steps) */
   const double *guidance_scales; /* (n_guidance) */
   const int *schedulers;         /* (n_schedulers) sd_scheduler_kind or SD_JOB_SCHEDULER_DEFAULT */
-  int64_t n_items;               /* n_schedulers * n_steps * n_prompts * n_seeds * n_guidance */
-  char hash[65]; /* SHA-256 (hex) of the content that defines "the same job" (docs/jobs.md) */
+  int n_loras;
+  const sd_job_lora *loras; /* (n_loras) */
+  int n_embeddings;
+  const sd_job_embedding *embeddings; /* (n_embeddings) */
+  int64_t n_lora_sets;                /* product of the LoRAs' n_scales (1 without LoRAs) */
+  int64_t n_items; /* n_lora_sets * n_schedulers * n_steps * n_prompts * n_seeds * n_guidance */
+  char hash[65];   /* SHA-256 (hex) of the content that defines "the same job" (docs/jobs.md) */
 } sd_job_info;
 
 /* One item: a single image to render. Strings are borrowed from the job. */
 typedef struct sd_job_item {
   int64_t index;
-  int scheduler_index; /* position in each list of the job (see the order above) */
+  int64_t lora_set_index; /* which combination of the LoRAs' scales (sd_job_lora_set) */
+  int scheduler_index;    /* position in each list of the job (see the order above) */
   int steps_index;
   int64_t prompt_index;
   int64_t seed_index;
@@ -103,8 +125,11 @@ int sd_job_seed(const sd_job *job, int64_t i, uint64_t *seed);
 int64_t sd_job_item_count(const sd_job *job);
 /* The item at index in [0, sd_job_item_count) in O(1); -1 (with error) when out of range. */
 int sd_job_item_get(const sd_job *job, int64_t index, sd_job_item *out);
-/* Whether two items of one job can render in one batch: same width, height, steps, scheduler
- * and karras (prompts, seeds and guidance scales may differ within a batch). */
+/* The scales of LoRA set `set` in [0, n_lora_sets): scales[k] for loras[k], the last LoRA's
+ * scale varying fastest. */
+int sd_job_lora_set(const sd_job *job, int64_t set, double *scales);
+/* Whether two items of one job can render in one batch: same LoRA set, width, height, steps,
+ * scheduler and karras (prompts, seeds and guidance scales may differ within a batch). */
 bool sd_job_items_batchable(const sd_job_item *a, const sd_job_item *b);
 
 /* Checks that the model (and model_config) exist and that the output's folder exists, with

@@ -40,6 +40,11 @@ struct sd_job {
   double *guidance_scales; /* (n_guidance) */
   int *schedulers;         /* (n_schedulers) */
 
+  sd_job_lora *loras;           /* (info.n_loras); strings and scales owned */
+  sd_job_embedding *embeddings; /* (info.n_embeddings); strings owned */
+  sd_job_pos *lora_pos;         /* (info.n_loras) where each file was given */
+  sd_job_pos *embedding_pos;    /* (info.n_embeddings) */
+
   sd_job_pos model_pos; /* where values were given, for later errors */
   sd_job_pos model_config_pos;
   sd_job_pos output_pos;

@@ -123,13 +123,14 @@ static bool parse_uint(const yaml_node_t *node, uint64_t max, uint64_t *out) {
   return true;
 }
 
-/* A plain non-negative decimal number: [+](digits[.digits] | .digits)[(e|E)[+-]digits]. */
-static bool parse_number(const yaml_node_t *node, double *out) {
+/* A plain decimal number: [+](digits[.digits] | .digits)[(e|E)[+-]digits], with a leading '-'
+ * too when signed. */
+static bool parse_decimal(const yaml_node_t *node, bool signed_ok, double *out) {
   if (node->type != YAML_SCALAR_NODE || !is_plain(node))
     return false;
   const char *s = scalar_text(node);
   const char *p = s;
-  if (*p == '+')
+  if (*p == '+' || (signed_ok && *p == '-'))
     p++;
   size_t int_digits = strspn(p, "0123456789");
   p += int_digits;
@@ -158,6 +159,11 @@ static bool parse_number(const yaml_node_t *node, double *out) {
     return false;
   *out = value;
   return true;
+}
+
+/* A plain non-negative decimal number. */
+static bool parse_number(const yaml_node_t *node, double *out) {
+  return parse_decimal(node, false, out);
 }
 
 static bool parse_bool(const yaml_node_t *node, bool *out) {
@@ -564,6 +570,137 @@ static int handle_seeds(loader *ld, const char *key, yaml_node_t *value) {
   return check_distinct_seeds(ld, key, value);
 }
 
+static bool parse_lora_scale_value(const yaml_node_t *node, void *out) {
+  return parse_decimal(node, true, out);
+}
+
+/* The mapping value of `name` in map, NULL when absent; -1 for a key that is not one of
+ * allowed (a NULL-terminated list). */
+static int mapping_fields(loader *ld, yaml_node_t *map, const char *key, const char *const *allowed,
+                          yaml_node_t **values) {
+  for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+    yaml_node_t *k = yaml_document_get_node(ld->doc, p->key);
+    int found = -1;
+    for (int i = 0; allowed[i] && k->type == YAML_SCALAR_NODE; i++)
+      if (!strcmp(scalar_text(k), allowed[i]))
+        found = i;
+    if (found < 0) {
+      char got[QUOTE_MAX + 8];
+      return error_at(ld, k, key, "unknown key %s (expected %s%s%s)", describe(k, got, sizeof got),
+                      allowed[0], allowed[1] ? " or " : "", allowed[1] ? allowed[1] : "");
+    }
+    if (values[found])
+      return error_at(ld, k, key, "duplicate key '%s'", allowed[found]);
+    values[found] = yaml_document_get_node(ld->doc, p->value);
+  }
+  return 0;
+}
+
+/* A list of adapters: each a path, or a mapping with `file` and the field `extra`. */
+static int adapter_list(loader *ld, const char *key, yaml_node_t *value, const char *extra,
+                        int (*add)(loader *ld, const char *label, yaml_node_t *file,
+                                   yaml_node_t *extra)) {
+  if (value->type != YAML_SEQUENCE_NODE)
+    return error_expected(ld, value, key, "a list of files (or {file: ..., ...} mappings)");
+  yaml_node_item_t *first = value->data.sequence.items.start;
+  yaml_node_item_t *end = value->data.sequence.items.top;
+  if (first == end)
+    return error_at(ld, value, key, "the list is empty; leave the key out for none");
+  if (end - first > 32)
+    return error_at(ld, value, key, "more than 32 files");
+  for (yaml_node_item_t *it = first; it < end; it++) {
+    char label[64];
+    snprintf(label, sizeof label, "%s[%td]", key, it - first);
+    yaml_node_t *node = yaml_document_get_node(ld->doc, *it);
+    if (node->type == YAML_MAPPING_NODE) {
+      const char *const allowed[] = {"file", extra, NULL};
+      yaml_node_t *fields[2] = {NULL, NULL};
+      SD_TRY(mapping_fields(ld, node, label, allowed, fields));
+      if (!fields[0])
+        return error_at(ld, node, label, "missing key 'file'");
+      SD_TRY(add(ld, label, fields[0], fields[1]));
+    } else {
+      SD_TRY(add(ld, label, node, NULL));
+    }
+  }
+  return 0;
+}
+
+static int add_lora(loader *ld, const char *label, yaml_node_t *file, yaml_node_t *scale) {
+  sd_job *job = ld->job;
+  int n = job->info.n_loras;
+  sd_job_lora *loras = realloc(job->loras, (size_t)(n + 1) * sizeof *loras);
+  if (loras)
+    job->loras = loras;
+  sd_job_pos *pos = realloc(job->lora_pos, (size_t)(n + 1) * sizeof *pos);
+  if (pos)
+    job->lora_pos = pos;
+  if (!loras || !pos)
+    return SD_ERROR("out of memory");
+  sd_job_lora *lora = &job->loras[n];
+  memset(lora, 0, sizeof *lora);
+  job->info.n_loras = n + 1; /* owned from here: sd_job_free frees what is set */
+  char *resolved;
+  SD_TRY(get_path(ld, file, label, &resolved, &job->lora_pos[n]));
+  lora->file = resolved;
+  if (!(lora->file_written = dup_string(scalar_text(file))))
+    return -1;
+  char scale_key[80];
+  snprintf(scale_key, sizeof scale_key, "%s.scale", label);
+  if (!scale) {
+    double *one = malloc(sizeof *one);
+    if (!one)
+      return SD_ERROR("out of memory");
+    *one = 1.0;
+    lora->scales = one;
+    lora->n_scales = 1;
+    return 0;
+  }
+  static const sweep_spec spec = {"a number", sizeof(double), parse_lora_scale_value};
+  void *values;
+  SD_TRY(parse_sweep(ld, scale_key, scale, &spec, &values, &lora->n_scales));
+  lora->scales = values;
+  return 0;
+}
+
+static int add_embedding(loader *ld, const char *label, yaml_node_t *file, yaml_node_t *token) {
+  sd_job *job = ld->job;
+  int n = job->info.n_embeddings;
+  sd_job_embedding *embeddings = realloc(job->embeddings, (size_t)(n + 1) * sizeof *embeddings);
+  if (embeddings)
+    job->embeddings = embeddings;
+  sd_job_pos *pos = realloc(job->embedding_pos, (size_t)(n + 1) * sizeof *pos);
+  if (pos)
+    job->embedding_pos = pos;
+  if (!embeddings || !pos)
+    return SD_ERROR("out of memory");
+  sd_job_embedding *e = &job->embeddings[n];
+  memset(e, 0, sizeof *e);
+  job->info.n_embeddings = n + 1;
+  char *resolved;
+  SD_TRY(get_path(ld, file, label, &resolved, &job->embedding_pos[n]));
+  e->file = resolved;
+  if (!(e->file_written = dup_string(scalar_text(file))))
+    return -1;
+  if (token) {
+    char token_key[80];
+    const char *text;
+    snprintf(token_key, sizeof token_key, "%s.token", label);
+    SD_TRY(get_string(ld, token, token_key, "a non-empty string", false, &text));
+    if (!(e->token = dup_string(text)))
+      return -1;
+  }
+  return 0;
+}
+
+static int handle_loras(loader *ld, const char *key, yaml_node_t *value) {
+  return adapter_list(ld, key, value, "scale", add_lora);
+}
+
+static int handle_embeddings(loader *ld, const char *key, yaml_node_t *value) {
+  return adapter_list(ld, key, value, "token", add_embedding);
+}
+
 static const struct job_key {
   const char *name;
   key_handler handle;
@@ -585,6 +722,8 @@ static const struct job_key {
     {"batch_size", handle_batch_size},
     {"save_latents", handle_save_latents},
     {"device", handle_device},
+    {"loras", handle_loras},
+    {"embeddings", handle_embeddings},
 };
 
 enum { N_JOB_KEYS = sizeof job_keys / sizeof job_keys[0] };
@@ -703,14 +842,21 @@ static int apply_defaults(sd_job *job) {
   info->steps = job->steps;
   info->guidance_scales = job->guidance_scales;
   info->schedulers = job->schedulers;
+  info->loras = job->loras;
+  info->embeddings = job->embeddings;
   return 0;
 }
 
 static int check_item_count(loader *ld, yaml_node_t *root) {
   sd_job_info *info = &ld->job->info;
+  int64_t total_sets = 1;
   int64_t factors[] = {info->n_schedulers, info->n_steps, info->n_prompts, info->n_seeds,
                        info->n_guidance};
-  int64_t total = 1;
+  for (int i = 0; i < info->n_loras; i++)
+    if (__builtin_mul_overflow(total_sets, (int64_t)info->loras[i].n_scales, &total_sets))
+      return sd_job_error_at(ld->file, node_pos(root), "too many LoRA scale combinations");
+  info->n_lora_sets = total_sets;
+  int64_t total = total_sets;
   for (size_t i = 0; i < sizeof factors / sizeof factors[0]; i++)
     if (__builtin_mul_overflow(total, factors[i], &total))
       return sd_job_error_at(ld->file, node_pos(root),

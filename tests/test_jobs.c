@@ -203,6 +203,59 @@ static void test_sweep_order(void) {
   sd_job_free(job);
 }
 
+/* loras / embeddings: files resolved, scale sweeps, LoRA sets outermost in the item order. */
+static void test_adapters_job(void) {
+  sd_job *job = load_ok(JOBS "good_adapters.yaml");
+  if (!job)
+    return;
+  const sd_job_info *info = sd_job_get_info(job);
+  CHECK(info->n_loras == 3 && info->n_embeddings == 2 && info->n_lora_sets == 6 &&
+            info->n_items == 12,
+        "3 LoRAs, 2 embeddings, 6 LoRA sets, 12 items; got %d, %d, %" PRId64 ", %" PRId64,
+        info->n_loras, info->n_embeddings, info->n_lora_sets, info->n_items);
+  if (info->n_loras != 3 || info->n_embeddings != 2) {
+    sd_job_free(job);
+    return;
+  }
+  CHECK(!strcmp(info->loras[0].file, JOBS "a.safetensors") &&
+            !strcmp(info->loras[0].file_written, "a.safetensors") &&
+            !strcmp(info->loras[1].file, "/abs/b.safetensors"),
+        "LoRA paths: %s, %s", info->loras[0].file, info->loras[1].file);
+  CHECK(info->loras[0].n_scales == 2 && info->loras[0].scales[1] == -1.0 &&
+            info->loras[1].n_scales == 3 && info->loras[1].scales[2] == 0.1 &&
+            info->loras[2].n_scales == 1 && info->loras[2].scales[0] == 1.0,
+        "LoRA scales");
+  CHECK(info->embeddings[0].token == NULL && !strcmp(info->embeddings[1].token, "<cat>") &&
+            !strcmp(info->embeddings[1].file, JOBS "cat.safetensors"),
+        "embeddings");
+  /* sets: the last LoRA fastest; items: set outermost, then the two seeds */
+  static const double want_sets[6][3] = {{0.5, 0, 1}, {0.5, 0.25, 1}, {0.5, 0.1, 1},
+                                         {-1, 0, 1},  {-1, 0.25, 1},  {-1, 0.1, 1}};
+  int wrong = 0;
+  for (int set = 0; set < 6; set++) {
+    double scales[3];
+    if (sd_job_lora_set(job, set, scales) != 0 || scales[0] != want_sets[set][0] ||
+        scales[1] != want_sets[set][1] || scales[2] != want_sets[set][2])
+      wrong++;
+    for (int seed = 0; seed < 2; seed++) {
+      sd_job_item it;
+      if (sd_job_item_get(job, set * 2 + seed, &it) != 0 || it.lora_set_index != set ||
+          it.seed != (uint64_t)(seed + 1))
+        wrong++;
+    }
+  }
+  CHECK(wrong == 0, "%d LoRA sets or items differ from the documented order", wrong);
+  double scales[3];
+  CHECK(sd_job_lora_set(job, 6, scales) != 0, "LoRA set 6 is out of range");
+  sd_job_item a, b;
+  sd_job_item_get(job, 0, &a);
+  sd_job_item_get(job, 1, &b);
+  CHECK(sd_job_items_batchable(&a, &b), "items 0 and 1 share a LoRA set");
+  sd_job_item_get(job, 2, &b);
+  CHECK(!sd_job_items_batchable(&a, &b), "items 0 and 2 differ in LoRA set");
+  sd_job_free(job);
+}
+
 static long max_rss_kib(void) {
   struct rusage usage;
   getrusage(RUSAGE_SELF, &usage);
@@ -436,6 +489,13 @@ static const struct {
     {"bad_model_empty.yaml", NULL, "2:7: model: expected a path, got an empty value"},
     {"bad_model_list.yaml", NULL, "2:8: model: expected a path, got a list"},
     {"bad_missing_model.yaml", NULL, "3:1: missing required key 'model'"},
+    {"bad_lora_scale.yaml", NULL,
+     "10:34: loras[0].scale: expected a number or a list of them, got 'strong'"},
+    {"bad_lora_key.yaml", NULL, "10:27: loras[0]: unknown key 'weight' (expected file or scale)"},
+    {"bad_lora_no_file.yaml", NULL, "10:5: loras[0]: missing key 'file'"},
+    {"bad_loras_empty.yaml", NULL, "9:8: loras: the list is empty; leave the key out for none"},
+    {"bad_embedding_token.yaml", NULL,
+     "10:34: embeddings[0].token: expected a non-empty string, got ''"},
     {"bad_missing_seeds.yaml", NULL, "2:1: missing required key 'seeds'"},
     {"bad_missing_prompts.yaml", NULL, "2:1: missing required key 'prompts' (or 'prompts_file')"},
     {"bad_unknown_key.yaml", NULL, "7:1: unknown key 'stpes' (did you mean 'steps'?)"},
@@ -574,6 +634,7 @@ int main(void) {
   test_full_job();
   test_minimal_job_defaults();
   test_sweep_order();
+  test_adapters_job();
   test_million_items();
   test_prompts_file();
   test_hash();

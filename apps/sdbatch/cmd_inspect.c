@@ -50,6 +50,8 @@ static int print_summary(const char *path, sd_output_reader *reader, const sd_sw
   printf("job hash        %s\n", info->job_hash);
   printf("model           %s\n", info->model_path);
   printf("model identity  %s\n", info->model_identity);
+  if (info->adapters[0])
+    printf("adapters        %s\n", info->adapters);
   printf("created         %s\n", info->created);
   printf("updated         %s\n", info->updated[0] ? info->updated : "(no item flushed yet)");
   if (info->save_latents)

@@ -222,6 +222,26 @@ seeds: [3, 4, 5, 6]
     "bad_syntax.yaml": base({4: 'prompts: ["a red cube", "a blue sphere"'}),
     "bad_two_documents.yaml": base() + "---\nmodel: other\n",
     "bad_undefined_alias.yaml": base({7: "steps: *missing"}),
+    # Adapters: two LoRAs (2 x 3 scale sets) and two embeddings; 6 sets x 2 seeds = 12 items.
+    "good_adapters.yaml": """\
+model: m
+output: o.h5
+prompts: a <style> house
+seeds: [1, 2]
+loras:
+  - {file: a.safetensors, scale: [0.5, -1]}
+  - file: /abs/b.safetensors
+    scale: [0, 0.25, 1e-1]
+  - c.safetensors
+embeddings:
+  - style.safetensors
+  - {file: cat.safetensors, token: "<cat>"}
+""",
+    "bad_lora_scale.yaml": base(append=["loras:", "  - {file: a.safetensors, scale: strong}"]),
+    "bad_lora_key.yaml": base(append=["loras:", "  - {file: a.safetensors, weight: 1}"]),
+    "bad_lora_no_file.yaml": base(append=["loras:", "  - {scale: 1}"]),
+    "bad_loras_empty.yaml": base(append=["loras: []"]),
+    "bad_embedding_token.yaml": base(append=["embeddings:", "  - {file: e.safetensors, token: ''}"]),
 }
 
 BYTES = {

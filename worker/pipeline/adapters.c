@@ -197,3 +197,26 @@ int sd_engine_expand_prompt(const sd_engine *engine, const char *prompt, char **
   }
   return rc;
 }
+
+int sd_adapters_check(sd_model_files *files, const sd_lora_spec *loras, int lora_count,
+                      const sd_embedding_spec *embeddings, int embedding_count) {
+  sd_patched *patched;
+  SD_TRY(sd_patched_create(&patched));
+  int rc = 0;
+  for (int i = 0; i < lora_count && rc == 0; i++)
+    rc = sd_lora_merge(loras[i].path, loras[i].scale, files->unet_tensors, files->clip_tensors,
+                       patched);
+  for (int i = 0; i < embedding_count && rc == 0; i++) {
+    sd_embedding e;
+    rc = sd_embedding_load(embeddings[i].path, embeddings[i].token, &e);
+    if (rc < 0)
+      break;
+    if (e.dim != files->clip.hidden_size)
+      rc = SD_ERROR("%s: embedding '%s': vectors of %d values, this text encoder's are %d (an "
+                    "embedding for another model?)",
+                    embeddings[i].path, e.token, e.dim, files->clip.hidden_size);
+    sd_embedding_free(&e);
+  }
+  sd_patched_free(patched);
+  return rc;
+}

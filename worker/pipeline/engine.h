@@ -113,6 +113,13 @@ int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2im
                int n, sd_progress_fn progress, void *progress_ctx, sd_txt2img_result *results);
 void sd_txt2img_result_free(sd_txt2img_result *result);
 
+/* Checks adapters against a model's files without loading weights: every LoRA merged (every key
+ * found, every shape fitting) and every embedding read and its width checked; the errors
+ * sd_engine_open would give. The merge uses the files' tensor maps, which are left pointing at
+ * freed memory: close files right after. */
+int sd_adapters_check(sd_model_files *files, const sd_lora_spec *loras, int lora_count,
+                      const sd_embedding_spec *embeddings, int embedding_count);
+
 /* The prompt diffusers' TextualInversionLoaderMixin.maybe_convert_prompt gives: each token of a
  * multi-vector embedding found in the prompt's tokens replaced, at every occurrence of its text,
  * by "token token_1 ... token_{N-1}". A new string in *out (free() it). */
