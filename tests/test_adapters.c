@@ -1,12 +1,13 @@
 /* LoRA and textual-inversion parity: sdbatch with adapters against diffusers with the same files
  * (tests/reference/make_adapter_fixtures.py: diffusers/peft, old attention-processor and kohya-ss
  * LoRAs with LoCon convs and text-encoder layers, several scales, two LoRAs at once, a
- * one-vector diffusers embedding and a three-vector A1111 one), on the tiny SD 1.x model, CPU
- * backend. Per case: the tokenizer ids of the converted prompts (exact), the text encoder output
- * (1e-4 abs + 1e-4 rel: diffusers runs the LoRA as a separate low-rank branch, sdbatch merges it
- * into the weights, so the sums are ordered differently), the UNet output (same tolerance), and the
- * whole image with the txt2img tolerances (latents 1e-3 abs + 1e-3 rel; pixels within 1 level, at
- * least 99.9% exact). Then bad files: each error names the file and the key. */
+ * one-vector diffusers embedding and a three-vector A1111 one), on the tiny SD 1.x model and (a
+ * kohya LoRA with an embedding) the tiny SD 2.x model, CPU backend. Per case: the tokenizer ids of
+ * the converted prompts (exact), the text encoder output (1e-4 abs + 1e-4 rel: diffusers runs the
+ * LoRA as a separate low-rank branch, sdbatch merges it into the weights, so the sums are ordered
+ * differently), the UNet output (same tolerance), and the whole image with the txt2img tolerances
+ * (latents 1e-3 abs + 1e-3 rel; pixels within 1 level, at least 99.9% exact). Then bad files: each
+ * error names the file and the key. */
 #include "test_util.h"
 
 #include "kernels/error.h"
@@ -48,6 +49,11 @@ static int case_params(const cJSON *c, sd_engine_params *params, sd_lora_spec *l
   sd_engine_params_init(params);
   params->model_path = model_dir;
   int used = 0;
+  const cJSON *model = cJSON_GetObjectItem(c, "model");
+  if (cJSON_IsString(model)) {
+    snprintf(paths[used], 1024, "%s/%s", SD_TEST_FIXTURES, model->valuestring);
+    params->model_path = paths[used++];
+  }
   const cJSON *e;
   cJSON_ArrayForEach(e, cJSON_GetObjectItem(c, "loras")) {
     snprintf(paths[used], 1024, "%s/%s", adapters_dir, cJSON_GetArrayItem(e, 0)->valuestring);
@@ -187,10 +193,13 @@ static void run_case(const sd_safetensors *expected, const cJSON *c) {
 
 /* The fixtures' adapters really change the model (else parity would prove nothing). */
 static void check_fixture_moves(const sd_safetensors *expected, const cJSON *cases) {
-  const sd_st_tensor *base = require(expected, "unet.base");
   const cJSON *c;
   cJSON_ArrayForEach(c, cases) {
     char key[128];
+    const cJSON *model = cJSON_GetObjectItem(c, "model");
+    snprintf(key, sizeof key, "unet.base.%s",
+             cJSON_IsString(model) && strstr(model->valuestring, "sd2") ? "sd2" : "sd1");
+    const sd_st_tensor *base = require(expected, key);
     snprintf(key, sizeof key, "unet.%s", c->string);
     const sd_st_tensor *t = require(expected, key);
     if (!base || !t)
@@ -335,7 +344,7 @@ int main(void) {
         sd_error_message());
   if (expected) {
     cJSON *cases = cJSON_Parse(sd_safetensors_metadata(expected, "cases"));
-    CHECK(cases && cJSON_GetArraySize(cases) >= 7, "%s: cases missing", expected_path);
+    CHECK(cases && cJSON_GetArraySize(cases) >= 8, "%s: cases missing", expected_path);
     check_fixture_moves(expected, cases);
     const cJSON *c;
     cJSON_ArrayForEach(c, cases) run_case(expected, c);

@@ -1,5 +1,5 @@
-"""Writes tests/fixtures/adapters/: LoRA and textual-inversion files for the tiny SD 1.x model and
-what diffusers renders with them, for tests/test_adapters.c.
+"""Writes tests/fixtures/adapters/: LoRA and textual-inversion files for the tiny SD 1.x model (and
+one case on tiny SD 2.x) and what diffusers renders with them, for tests/test_adapters.c.
 
 Adapter files (random weights, seeded):
   lora_peft.safetensors   diffusers/peft: peft LoraConfig adapters on the UNet (r 4, lora_alpha 8,
@@ -10,6 +10,7 @@ Adapter files (random weights, seeded):
   lora_old.safetensors    the older attention-processor names: unet.<attention>.processor.
                           to_q_lora.down.weight ... to_out_lora.up.weight, text_encoder.<layer>.
                           self_attn.to_q_lora.down.weight ...; no alpha (scale 1).
+  lora_kohya_sd2.safetensors  the same for tiny-sd2 (linear proj_in/out, its text encoder).
   lora_kohya.safetensors  kohya-ss sd-scripts names: lora_unet_<module with _>.lora_down.weight /
                           .lora_up.weight / .alpha (rank 4, alpha 2), LoCon 3x3 convs in the
                           resnets (conv1, conv2), time_emb_proj, proj_in (1x1 conv), downsampler
@@ -27,7 +28,8 @@ expected.safetensors, per case (metadata "cases": JSON of every case's adapters 
   unet.<case> (1, 4, 8, 8)     UNet output for unet.sample at t = 981 with te.<case> as context
   image.<case> (1, 64, 64, 3)  uint8 values as float16, StableDiffusionPipeline output
   image.<case>.latents         final latents before the VAE
-  te.base, unet.base           the same without adapters (so a test sees that adapters change them)
+  te.base.sd1, unet.base.sd1   the same without adapters (so a test sees that adapters change them);
+  te.base.sd2, unet.base.sd2   likewise for tiny-sd2
   unet.sample (1, 4, 8, 8)     torch.randn, cpu seed 31
 
 Adapters are loaded the way users load them: pipe.load_lora_weights(file, adapter_name=...),
@@ -50,7 +52,7 @@ from safetensors.torch import save_file
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
-MODEL = os.path.join(FIXTURES, "tiny-sd1")
+MODELS = {"sd1": os.path.join(FIXTURES, "tiny-sd1"), "sd2": os.path.join(FIXTURES, "tiny-sd2")}
 OUT = os.path.join(FIXTURES, "adapters")
 
 UNET_SHAPE, UNET_SEED, TIMESTEP = (1, 4, 8, 8), 31, 981.0
@@ -75,6 +77,14 @@ CASES = {
         "prompt": "<STYLE> a <style>house",
         "seed": 6,
     },
+    # SD 2.x: linear proj_in/proj_out, OpenCLIP-shaped text encoder, v-prediction
+    "sd2_kohya": {
+        "model": "sd2",
+        "loras": [["lora_kohya_sd2.safetensors", 0.9]],
+        "embeddings": [["emb_cat.safetensors", None]],
+        "prompt": "a <cat-toy> on a table",
+        "seed": 7,
+    },
 }
 
 
@@ -82,9 +92,9 @@ def randn(shape, gen, std):
     return torch.randn(shape, generator=gen, dtype=torch.float32) * std
 
 
-def load_pipeline():
+def load_pipeline(model="sd1"):
     pipe = StableDiffusionPipeline.from_pretrained(
-        MODEL,
+        MODELS[model],
         torch_dtype=torch.float32,
         safety_checker=None,
         requires_safety_checker=False,
@@ -124,9 +134,15 @@ def write_peft_lora(path):
         unet_lora_layers=get_peft_model_state_dict(pipe.unet),
         text_encoder_lora_layers=get_peft_model_state_dict(pipe.text_encoder),
         weight_name=os.path.basename(path),
-        unet_lora_adapter_metadata=unet_config.to_dict(),
-        text_encoder_lora_adapter_metadata=te_config.to_dict(),
+        unet_lora_adapter_metadata=sorted_modules(unet_config.to_dict()),
+        text_encoder_lora_adapter_metadata=sorted_modules(te_config.to_dict()),
     )
+
+
+def sorted_modules(config):
+    """peft keeps target_modules as a set: sorted, the metadata does not depend on the hash seed."""
+    config["target_modules"] = sorted(config["target_modules"])
+    return config
 
 
 def module_shapes(model, kinds):
@@ -167,8 +183,8 @@ def write_old_lora(path):
     save_file(state, path)
 
 
-def write_kohya_lora(path):
-    pipe = load_pipeline()
+def write_kohya_lora(path, model="sd1"):
+    pipe = load_pipeline(model)
     gen = torch.Generator("cpu").manual_seed(300)
     rank, alpha = 4, 2.0
     state = {}
@@ -201,7 +217,7 @@ def write_embeddings():
 
 
 def pipeline_for(case):
-    pipe = load_pipeline()
+    pipe = load_pipeline(case.get("model", "sd1"))
     names, scales = [], []
     for i, (file, scale) in enumerate(case.get("loras", [])):
         name = f"lora{i}"
@@ -253,10 +269,13 @@ def main():
     write_peft_lora(os.path.join(OUT, "lora_peft.safetensors"))
     write_old_lora(os.path.join(OUT, "lora_old.safetensors"))
     write_kohya_lora(os.path.join(OUT, "lora_kohya.safetensors"))
+    write_kohya_lora(os.path.join(OUT, "lora_kohya_sd2.safetensors"), "sd2")
     write_embeddings()
     out, meta = {}, {}
-    base = load_pipeline()
-    _, out["te.base"], out["unet.base"], out["unet.sample"] = stages(base, PROMPT, "")
+    for model in MODELS:
+        base = load_pipeline(model)
+        _, out[f"te.base.{model}"], out[f"unet.base.{model}"], out["unet.sample"] = stages(
+            base, PROMPT, "")
     for name, case in CASES.items():
         prompt = case.get("prompt", PROMPT)
         negative = case.get("negative_prompt", "")
@@ -265,10 +284,11 @@ def main():
                                                                                negative)
         out[f"image.{name}"], out[f"image.{name}.latents"] = render(pipe, prompt, negative,
                                                                     case["seed"])
-        meta[name] = {"loras": case.get("loras", []), "embeddings": case.get("embeddings", []),
-                      "prompt": prompt, "negative_prompt": negative, "seed": case["seed"],
-                      **CALL}
-        changed = (out[f"unet.{name}"] - out["unet.base"]).abs().max().item()
+        model = case.get("model", "sd1")
+        meta[name] = {"model": f"tiny-{model}", "loras": case.get("loras", []),
+                      "embeddings": case.get("embeddings", []), "prompt": prompt,
+                      "negative_prompt": negative, "seed": case["seed"], **CALL}
+        changed = (out[f"unet.{name}"] - out[f"unet.base.{model}"]).abs().max().item()
         print(f"{name}: unet output moved by {changed:.3g} from the base model")
     save_file({k: v.contiguous() for k, v in out.items()}, os.path.join(OUT, "expected.safetensors"),
               metadata={"cases": json.dumps(meta), "unet_timestep": str(TIMESTEP)})
