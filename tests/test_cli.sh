@@ -151,6 +151,8 @@ expect 2 "--lora: the scale after .:. must be a finite number, got .strong." -- 
   "${render[@]}" --prompt "a cat" --lora "$adapters/lora_kohya.safetensors:strong" --out "$work/x.png"
 expect 1 "$work/missing.safetensors" -- \
   "${render[@]}" --prompt "a cat" --lora "$work/missing.safetensors" --out "$work/x.png"
+expect 0 "loaded in" -- "$sdbatch" bench --model "$model" --device cpu --steps 1 --repeat 1 \
+  --width 64 --height 64 --no-pipeline --lora "$adapters/lora_kohya.safetensors:0.5"
 expect 1 "pickle" -- \
   "${render[@]}" --prompt "a cat" --embedding "$work/learned_embeds.bin" --out "$work/x.png"
 expect 1 "tiny-sd1.safetensors: key .*not a LoRA key" -- \

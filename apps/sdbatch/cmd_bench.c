@@ -41,6 +41,7 @@ int cmd_bench(int argc, char **argv) {
   bool no_pipeline = false, precision_given = false;
   const char *only = NULL;
   sd_scheduler_kind scheduler = SD_SCHED_DDIM;
+  cli_adapters adapters = {0};
   const cli_option options[] = {
       {"model", "PATH", CLI_STRING, &params.model_path,
        "diffusers folder or single-file checkpoint (e.g. a model from\n"
@@ -62,18 +63,29 @@ int cmd_bench(int argc, char **argv) {
       {"no-pipeline", NULL, CLI_FLAG, &no_pipeline, "time the stages only"},
       {"only", NULL, CLI_CHOICE, &only, "time this one stage (e.g. a 2048x2048 VAE decode alone)",
        .choices = "text|unet|vae|pipeline"},
+      CLI_OPTION_LORA(&adapters),
+      CLI_OPTION_EMBEDDING(&adapters),
       {NULL},
   };
   const cli_command command = {cmd, bench_usage, options};
   int parsed = cli_parse(&command, argc, argv, true);
-  if (parsed != CLI_PARSED)
+  if (parsed != CLI_PARSED) {
+    cli_adapters_free(&adapters);
     return cli_parse_exit_status(parsed);
+  }
+  /* LoRAs are merged at load: they show in the load time, a step costs what it costs without */
+  params.loras = adapters.loras;
+  params.lora_count = adapters.lora_count;
+  params.embeddings = adapters.embeddings;
+  params.embedding_count = adapters.embedding_count;
   sd_txt2img_batch batch = {0, 0, steps, scheduler, false, SD_RNG_CUDA};
 
   double load_start = now_s();
   sd_engine *engine = NULL;
-  if (sd_engine_open(&params, &engine) < 0)
+  if (sd_engine_open(&params, &engine) < 0) {
+    cli_adapters_free(&adapters);
     return cli_report_error(cmd);
+  }
   double load_s = now_s() - load_start;
   const sd_model_files *model = sd_engine_model(engine);
   sd_backend *be = sd_engine_backend(engine);
@@ -151,5 +163,6 @@ int cmd_bench(int argc, char **argv) {
   }
 out:
   sd_engine_close(engine);
+  cli_adapters_free(&adapters);
   return status;
 }
