@@ -9,10 +9,10 @@
 static int checks_passed;
 static int checks_failed;
 
-void sd_test_check(int ok, const char *file, int line, const char *fmt, ...) {
+int sd_test_check(int ok, const char *file, int line, const char *fmt, ...) {
   if (ok) {
     checks_passed++;
-    return;
+    return 1;
   }
   checks_failed++;
   fprintf(stderr, "FAIL %s:%d: ", file, line);
@@ -21,6 +21,7 @@ void sd_test_check(int ok, const char *file, int line, const char *fmt, ...) {
   vfprintf(stderr, fmt, args);
   va_end(args);
   fputc('\n', stderr);
+  return 0;
 }
 
 int sd_test_compare_f32(const char *what, const float *got, const float *want, size_t n, float atol,

@@ -6,7 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-void sd_test_check(int ok, const char *file, int line, const char *fmt, ...)
+/* Counts a check; prints the message when it fails. Returns ok (1 or 0). */
+int sd_test_check(int ok, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 #define CHECK(cond, ...) sd_test_check(!!(cond), __FILE__, __LINE__, __VA_ARGS__)
 
