@@ -20,18 +20,15 @@ int cli_parse_scheduler(const char *text, void *target);  /* sd_scheduler_kind *
 
 /* Options several commands share, declared once. */
 #define CLI_OPTION_DEVICE(target)                                                                  \
-  {                                                                                                \
-    "device", NULL, CLI_CHOICE, (target), "where to compute (default auto: cuda when available)",  \
-        .choices = "cpu|cuda|auto"                                                                 \
-  }
+  CLI_OPTION("device", NULL, CLI_CHOICE, (target),                                                 \
+             "where to compute (default auto: cuda when available)", .choices = "cpu|cuda|auto")
 #define CLI_OPTION_PRECISION(target, given_flag)                                                   \
-  {                                                                                                \
-    "precision", "fp16|bf16|fp32", CLI_CUSTOM, (target),                                           \
-        "CUDA activation and weight dtype (default fp16); the CPU always\ncomputes in fp32",       \
-        .parse = cli_parse_precision, .given = (given_flag)                                        \
-  }
+  CLI_OPTION("precision", "fp16|bf16|fp32", CLI_CUSTOM, (target),                                  \
+             "CUDA activation and weight dtype (default fp16); the CPU always\ncomputes in fp32",  \
+             .parse = cli_parse_precision, .given = (given_flag))
 #define CLI_OPTION_THREADS(target)                                                                 \
-  { "threads", "N", CLI_INT, (target), "CPU threads (default: all cores)", .min = 1, .max = 1024 }
+  CLI_OPTION("threads", "N", CLI_INT, (target), "CPU threads (default: all cores)", .min = 1,      \
+             .max = 1024)
 
 /* Adapters given with --lora FILE[:SCALE] and --embedding FILE[:TOKEN] (repeatable): the text
  * is split at its last ':' unless it names an existing file as a whole; the scale must be a

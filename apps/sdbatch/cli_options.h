@@ -33,6 +33,14 @@ typedef struct cli_option {
   const char *synopsis; /* optional: the --help column text instead of "--NAME VALUE" */
 } cli_option;
 
+/* One table entry: CLI_OPTION(name, value, kind, target, help, optional designated fields such
+ * as .min = 1, .max = 1000, .required = true). A table ends with {0}. */
+#define CLI_OPTION(name_, value_, kind_, target_, help_, ...)                                      \
+  {                                                                                                \
+    .name = (name_), .value = (value_), .kind = (kind_), .target = (target_), .help = (help_),     \
+    __VA_ARGS__                                                                                    \
+  }
+
 typedef struct cli_command {
   const char *name;          /* "render", for messages: "sdbatch render: ..." */
   const char *usage;         /* --help text before the option list (usage lines, description) */

@@ -43,31 +43,34 @@ int cmd_bench(int argc, char **argv) {
   sd_scheduler_kind scheduler = SD_SCHED_DDIM;
   cli_adapters adapters = {0};
   const cli_option options[] = {
-      {"model", "PATH", CLI_STRING, &params.model_path,
-       "diffusers folder or single-file checkpoint (e.g. a model from\n"
-       "'sdbatch make-demo-model DIR --full-size')",
-       .required = true},
+      CLI_OPTION("model", "PATH", CLI_STRING, &params.model_path,
+                 "diffusers folder or single-file checkpoint (e.g. a model from\n"
+                 "'sdbatch make-demo-model DIR --full-size')",
+                 .required = true),
       CLI_OPTION_DEVICE(&params.device),
       CLI_OPTION_PRECISION(&params.precision, &precision_given),
       CLI_OPTION_THREADS(&params.threads),
-      {"batch", "B", CLI_INT, &batch_size, "images per call (default 1)", .min = 1, .max = 1024},
-      {"steps", "N", CLI_INT, &steps, "pipeline steps (default 50)", .min = 1, .max = 1000},
-      {"guidance-scale", "F", CLI_FLOAT, &guidance, "(default 7.5)"},
-      {"scheduler", "NAME", CLI_CUSTOM, &scheduler, "pipeline scheduler (default ddim)",
-       .parse = cli_parse_scheduler},
-      {"width", "W", CLI_INT, &width, "(default: the model's native size)", .min = 8, .max = 8192,
-       .synopsis = "--width W, --height H"},
-      {"height", "H", CLI_INT, &height, NULL, .min = 8, .max = 8192},
-      {"repeat", "R", CLI_INT, &repeat, "timed calls per stage after one warm-up (default 3)",
-       .min = 1, .max = 1000},
-      {"no-pipeline", NULL, CLI_FLAG, &no_pipeline, "time the stages only"},
-      {"only", NULL, CLI_CHOICE, &only, "time this one stage (e.g. a 2048x2048 VAE decode alone)",
-       .choices = "text|unet|vae|pipeline"},
+      CLI_OPTION("batch", "B", CLI_INT, &batch_size, "images per call (default 1)", .min = 1,
+                 .max = 1024),
+      CLI_OPTION("steps", "N", CLI_INT, &steps, "pipeline steps (default 50)", .min = 1,
+                 .max = 1000),
+      CLI_OPTION("guidance-scale", "F", CLI_FLOAT, &guidance, "(default 7.5)"),
+      CLI_OPTION("scheduler", "NAME", CLI_CUSTOM, &scheduler, "pipeline scheduler (default ddim)",
+                 .parse = cli_parse_scheduler),
+      CLI_OPTION("width", "W", CLI_INT, &width, "(default: the model's native size)", .min = 8,
+                 .max = 8192, .synopsis = "--width W, --height H"),
+      CLI_OPTION("height", "H", CLI_INT, &height, NULL, .min = 8, .max = 8192),
+      CLI_OPTION("repeat", "R", CLI_INT, &repeat,
+                 "timed calls per stage after one warm-up (default 3)", .min = 1, .max = 1000),
+      CLI_OPTION("no-pipeline", NULL, CLI_FLAG, &no_pipeline, "time the stages only"),
+      CLI_OPTION("only", NULL, CLI_CHOICE, &only,
+                 "time this one stage (e.g. a 2048x2048 VAE decode alone)",
+                 .choices = "text|unet|vae|pipeline"),
       CLI_OPTION_LORA(&adapters),
       CLI_OPTION_EMBEDDING(&adapters),
-      {NULL},
+      {0},
   };
-  const cli_command command = {cmd, bench_usage, options};
+  const cli_command command = {.name = cmd, .usage = bench_usage, .options = options};
   int parsed = cli_parse(&command, argc, argv, true);
   if (parsed != CLI_PARSED) {
     cli_adapters_free(&adapters);

@@ -152,29 +152,35 @@ int cmd_export(int argc, char **argv) {
   int max_sheets = (int)sheet.max_sheets;
   const char *path = NULL;
   const cli_option options[] = {
-      {"png", "DIR", CLI_STRING, &png_dir,
-       "one PNG per done item, DIR/item-000123.png (by item index), with the\n"
-       "parameters in a 'parameters' text chunk (prompt, steps, sampler, CFG\n"
-       "scale, seed, size, model) and the item and job in an 'sdbatch' chunk"},
-      {"grid", "FILE.png", CLI_STRING, &grid,
-       "contact sheets: rows and columns are two sweep axes, labelled with\n"
-       "their values; one sheet per combination of the other axes (FILE.png\n"
-       "when there is one, else FILE-001.png, FILE-002.png, ...). Failed cells\n"
-       "are dark grey with a red cross, pending ones light grey"},
-      {"rows", "AXIS", CLI_CUSTOM, &sheet.rows,
-       "seed (default), prompt, guidance_scale, steps or scheduler", .parse = parse_axis},
-      {"cols", "AXIS", CLI_CUSTOM, &sheet.cols,
-       "default: the swept axis with the most values among guidance_scale,\n"
-       "steps and scheduler (else prompt, else seed)",
-       .parse = parse_axis},
-      {"max-side", "PX", CLI_INT, &sheet.max_side,
-       "shrink the cells so that no sheet side exceeds PX (default 8192)", .min = 64, .max = 65535},
-      {"max-sheets", "N", CLI_INT, &max_sheets, "write at most the first N sheets (default 100)",
-       .min = 1, .max = 1000000},
-      {NULL},
+      CLI_OPTION("png", "DIR", CLI_STRING, &png_dir,
+                 "one PNG per done item, DIR/item-000123.png (by item index), with the\n"
+                 "parameters in a 'parameters' text chunk (prompt, steps, sampler, CFG\n"
+                 "scale, seed, size, model) and the item and job in an 'sdbatch' chunk"),
+      CLI_OPTION("grid", "FILE.png", CLI_STRING, &grid,
+                 "contact sheets: rows and columns are two sweep axes, labelled with\n"
+                 "their values; one sheet per combination of the other axes (FILE.png\n"
+                 "when there is one, else FILE-001.png, FILE-002.png, ...). Failed cells\n"
+                 "are dark grey with a red cross, pending ones light grey"),
+      CLI_OPTION("rows", "AXIS", CLI_CUSTOM, &sheet.rows,
+                 "seed (default), prompt, guidance_scale, steps or scheduler", .parse = parse_axis),
+      CLI_OPTION("cols", "AXIS", CLI_CUSTOM, &sheet.cols,
+                 "default: the swept axis with the most values among guidance_scale,\n"
+                 "steps and scheduler (else prompt, else seed)",
+                 .parse = parse_axis),
+      CLI_OPTION("max-side", "PX", CLI_INT, &sheet.max_side,
+                 "shrink the cells so that no sheet side exceeds PX (default 8192)", .min = 64,
+                 .max = 65535),
+      CLI_OPTION("max-sheets", "N", CLI_INT, &max_sheets,
+                 "write at most the first N sheets (default 100)", .min = 1, .max = 1000000),
+      {0},
   };
-  const cli_command command = {cmd,  export_usage, options, NULL, 1, 1, "the output file (OUT.h5)",
-                               &path};
+  const cli_command command = {.name = cmd,
+                               .usage = export_usage,
+                               .options = options,
+                               .min_operands = 1,
+                               .max_operands = 1,
+                               .operand_name = "the output file (OUT.h5)",
+                               .operands = &path};
   int parsed = cli_parse(&command, argc, argv, true);
   if (parsed != CLI_PARSED)
     return cli_parse_exit_status(parsed);

@@ -93,9 +93,14 @@ static int print_summary(const char *path, sd_output_reader *reader, const sd_sw
 int cmd_inspect(int argc, char **argv) {
   const char *cmd = "inspect";
   const char *path = NULL;
-  const cli_option options[] = {{NULL}};
-  const cli_command command = {cmd,  inspect_usage, options, NULL, 1, 1, "the output file (OUT.h5)",
-                               &path};
+  const cli_option options[] = {{0}};
+  const cli_command command = {.name = cmd,
+                               .usage = inspect_usage,
+                               .options = options,
+                               .min_operands = 1,
+                               .max_operands = 1,
+                               .operand_name = "the output file (OUT.h5)",
+                               .operands = &path};
   int parsed = cli_parse(&command, argc, argv, true);
   if (parsed != CLI_PARSED)
     return cli_parse_exit_status(parsed);

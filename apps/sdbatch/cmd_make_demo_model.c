@@ -24,13 +24,19 @@ int cmd_make_demo_model(int argc, char **argv) {
   sd_demo_model_params params = {false, 0, SDBATCH_CLIP_BPE};
   const char *dir = NULL;
   const cli_option options[] = {
-      {"full-size", NULL, CLI_FLAG, &params.full_size,
-       "SD 1.5 shapes (860M-parameter UNet, 1.7 GB of fp16 weights), for\n"
-       "benchmarks; default: a tiny model of the same block structure (128x128)"},
-      {"seed", "N", CLI_U64, &params.seed, "seed of the random weights (default 0)"},
-      {NULL},
+      CLI_OPTION("full-size", NULL, CLI_FLAG, &params.full_size,
+                 "SD 1.5 shapes (860M-parameter UNet, 1.7 GB of fp16 weights), for\n"
+                 "benchmarks; default: a tiny model of the same block structure (128x128)"),
+      CLI_OPTION("seed", "N", CLI_U64, &params.seed, "seed of the random weights (default 0)"),
+      {0},
   };
-  const cli_command command = {cmd, demo_usage, options, NULL, 1, 1, "the folder (DIR)", &dir};
+  const cli_command command = {.name = cmd,
+                               .usage = demo_usage,
+                               .options = options,
+                               .min_operands = 1,
+                               .max_operands = 1,
+                               .operand_name = "the folder (DIR)",
+                               .operands = &dir};
   int parsed = cli_parse(&command, argc, argv, true);
   if (parsed != CLI_PARSED)
     return cli_parse_exit_status(parsed);

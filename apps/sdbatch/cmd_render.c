@@ -56,43 +56,46 @@ int cmd_render(int argc, char **argv) {
   cli_adapters adapters = {0};
 
   const cli_option options[] = {
-      {"model", "PATH", CLI_STRING, &params.model_path,
-       "diffusers folder or single-file .safetensors checkpoint", .required = true},
-      {"model-config", "FILE", CLI_STRING, &params.model_yaml,
-       "LDM-style YAML for a single-file checkpoint (optional)"},
-      {"prompt", "TEXT", CLI_STRING, &item.prompt, "the prompt", .required = true},
-      {"negative-prompt", "TEXT", CLI_STRING, &item.negative_prompt,
-       "what to steer away from (default: empty)"},
-      {"seed", "N", CLI_U64, &item.seed, "seed of the image's generator (default 0)"},
-      {"steps", "N", CLI_INT, &batch.steps, "denoising steps (default 50)", .min = 1, .max = 1000},
-      {"guidance-scale", "F", CLI_FLOAT, &item.guidance_scale,
-       "classifier-free guidance scale; <= 1 runs only the prompt\nbranch (default 7.5)"},
-      {"scheduler", "NAME", CLI_CUSTOM, &scheduler_kind,
-       "ddim, pndm, lms, euler, euler_a, heun, dpmpp_2m\n(default: the model's scheduler config)",
-       .parse = cli_parse_scheduler, .given = &scheduler_given},
-      {"karras", NULL, CLI_FLAG, &batch.karras,
-       "Karras sigma schedule (lms, euler, heun, dpmpp_2m)"},
-      {"width", "W", CLI_INT, &batch.width,
-       "image size, multiples of 8 (default: the model's native size)", .min = 8, .max = 8192,
-       .synopsis = "--width W, --height H"},
-      {"height", "H", CLI_INT, &batch.height, NULL, .min = 8, .max = 8192},
-      {"rng", "cuda|cpu", CLI_CUSTOM, &batch.rng,
-       "reproduce torch.Generator('cuda') or ('cpu') noise (default cuda)", .parse = cli_parse_rng},
+      CLI_OPTION("model", "PATH", CLI_STRING, &params.model_path,
+                 "diffusers folder or single-file .safetensors checkpoint", .required = true),
+      CLI_OPTION("model-config", "FILE", CLI_STRING, &params.model_yaml,
+                 "LDM-style YAML for a single-file checkpoint (optional)"),
+      CLI_OPTION("prompt", "TEXT", CLI_STRING, &item.prompt, "the prompt", .required = true),
+      CLI_OPTION("negative-prompt", "TEXT", CLI_STRING, &item.negative_prompt,
+                 "what to steer away from (default: empty)"),
+      CLI_OPTION("seed", "N", CLI_U64, &item.seed, "seed of the image's generator (default 0)"),
+      CLI_OPTION("steps", "N", CLI_INT, &batch.steps, "denoising steps (default 50)", .min = 1,
+                 .max = 1000),
+      CLI_OPTION("guidance-scale", "F", CLI_FLOAT, &item.guidance_scale,
+                 "classifier-free guidance scale; <= 1 runs only the prompt\nbranch (default 7.5)"),
+      CLI_OPTION("scheduler", "NAME", CLI_CUSTOM, &scheduler_kind,
+                 "ddim, pndm, lms, euler, euler_a, heun, dpmpp_2m\n(default: the model's scheduler "
+                 "config)",
+                 .parse = cli_parse_scheduler, .given = &scheduler_given),
+      CLI_OPTION("karras", NULL, CLI_FLAG, &batch.karras,
+                 "Karras sigma schedule (lms, euler, heun, dpmpp_2m)"),
+      CLI_OPTION("width", "W", CLI_INT, &batch.width,
+                 "image size, multiples of 8 (default: the model's native size)", .min = 8,
+                 .max = 8192, .synopsis = "--width W, --height H"),
+      CLI_OPTION("height", "H", CLI_INT, &batch.height, NULL, .min = 8, .max = 8192),
+      CLI_OPTION("rng", "cuda|cpu", CLI_CUSTOM, &batch.rng,
+                 "reproduce torch.Generator('cuda') or ('cpu') noise (default cuda)",
+                 .parse = cli_parse_rng),
       CLI_OPTION_DEVICE(&params.device),
-      {"vae-tiling", "auto|on|off", CLI_CUSTOM, &params.vae_tiling,
-       "decode the image in overlapping tiles, as diffusers after\n"
-       "vae.enable_tiling(), in bounded memory (default auto: above 2x the\n"
-       "VAE's sample_size, e.g. 1024 px for SD 1.x)",
-       .parse = cli_parse_vae_tiling},
+      CLI_OPTION("vae-tiling", "auto|on|off", CLI_CUSTOM, &params.vae_tiling,
+                 "decode the image in overlapping tiles, as diffusers after\n"
+                 "vae.enable_tiling(), in bounded memory (default auto: above 2x the\n"
+                 "VAE's sample_size, e.g. 1024 px for SD 1.x)",
+                 .parse = cli_parse_vae_tiling),
       CLI_OPTION_PRECISION(&params.precision, &precision_given),
       CLI_OPTION_THREADS(&params.threads),
       CLI_OPTION_LORA(&adapters),
       CLI_OPTION_EMBEDDING(&adapters),
-      {"out", "FILE.png", CLI_STRING, &out_path, "the image to write", .required = true},
-      {"quiet", NULL, CLI_FLAG, &quiet, "no progress on stderr"},
-      {NULL},
+      CLI_OPTION("out", "FILE.png", CLI_STRING, &out_path, "the image to write", .required = true),
+      CLI_OPTION("quiet", NULL, CLI_FLAG, &quiet, "no progress on stderr"),
+      {0},
   };
-  const cli_command command = {cmd, render_usage, options};
+  const cli_command command = {.name = cmd, .usage = render_usage, .options = options};
   int parsed = cli_parse(&command, argc, argv, true);
   if (parsed != CLI_PARSED) {
     cli_adapters_free(&adapters);

@@ -35,23 +35,29 @@ typedef struct run_args {
 /* Parses argv (rank 0 prints usage errors and --help); returns a cli_parse result. */
 static int parse_args(int argc, char **argv, bool speak, run_args *args) {
   const cli_option options[] = {
-      {"device", NULL, CLI_CHOICE, &args->opts.device,
-       "where the workers render (default: the job's device key; auto:\n"
-       "the rank's node-local GPU when there is one, else the CPU)",
-       .choices = "auto|cpu|cuda"},
-      {"threads", "N", CLI_INT, &args->opts.threads,
-       "CPU threads per rendering rank (default: the cores the launcher\n"
-       "bound the rank to, or the node's cores shared among its ranks)",
-       .min = 1, .max = 1024},
-      {"quiet", NULL, CLI_FLAG, &args->quiet,
-       "no progress or summary on stderr (errors are still reported)"},
-      {"null-model", NULL, CLI_FLAG, &args->opts.null_model,
-       "load no model: workers return a pattern computed from the item\n"
-       "index (measures what dispatch and the writer sustain)"},
-      {NULL},
+      CLI_OPTION("device", NULL, CLI_CHOICE, &args->opts.device,
+                 "where the workers render (default: the job's device key; auto:\n"
+                 "the rank's node-local GPU when there is one, else the CPU)",
+                 .choices = "auto|cpu|cuda"),
+      CLI_OPTION("threads", "N", CLI_INT, &args->opts.threads,
+                 "CPU threads per rendering rank (default: the cores the launcher\n"
+                 "bound the rank to, or the node's cores shared among its ranks)",
+                 .min = 1, .max = 1024),
+      CLI_OPTION("quiet", NULL, CLI_FLAG, &args->quiet,
+                 "no progress or summary on stderr (errors are still reported)"),
+      CLI_OPTION("null-model", NULL, CLI_FLAG, &args->opts.null_model,
+                 "load no model: workers return a pattern computed from the item\n"
+                 "index (measures what dispatch and the writer sustain)"),
+      {0},
   };
-  const cli_command command = {"run", run_usage, options,      run_epilogue,
-                               1,     1,         "a job file", &args->opts.job_path};
+  const cli_command command = {.name = "run",
+                               .usage = run_usage,
+                               .options = options,
+                               .epilogue = run_epilogue,
+                               .min_operands = 1,
+                               .max_operands = 1,
+                               .operand_name = "a job file",
+                               .operands = &args->opts.job_path};
   return cli_parse(&command, argc, argv, speak);
 }
 

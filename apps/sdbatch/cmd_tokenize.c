@@ -24,14 +24,14 @@ int cmd_tokenize(int argc, char **argv) {
   const char *cmd = "tokenize";
   const char *model_path = NULL, *model_yaml = NULL, *prompt = NULL;
   const cli_option options[] = {
-      {"model", "PATH", CLI_STRING, &model_path,
-       "diffusers folder or single-file .safetensors checkpoint", .required = true},
-      {"model-config", "FILE", CLI_STRING, &model_yaml,
-       "LDM-style YAML for a single-file checkpoint (optional)"},
-      {"prompt", "TEXT", CLI_STRING, &prompt, "the text (UTF-8)", .required = true},
-      {NULL},
+      CLI_OPTION("model", "PATH", CLI_STRING, &model_path,
+                 "diffusers folder or single-file .safetensors checkpoint", .required = true),
+      CLI_OPTION("model-config", "FILE", CLI_STRING, &model_yaml,
+                 "LDM-style YAML for a single-file checkpoint (optional)"),
+      CLI_OPTION("prompt", "TEXT", CLI_STRING, &prompt, "the text (UTF-8)", .required = true),
+      {0},
   };
-  const cli_command command = {cmd, tokenize_usage, options};
+  const cli_command command = {.name = cmd, .usage = tokenize_usage, .options = options};
   int parsed = cli_parse(&command, argc, argv, true);
   if (parsed != CLI_PARSED)
     return cli_parse_exit_status(parsed);
