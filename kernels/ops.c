@@ -241,6 +241,20 @@ int sd_op_clamp(sd_backend *be, const sd_tensor *x, float lo, float hi, sd_tenso
   return be->ops->clamp(be, x, lo, hi, y);
 }
 
+int sd_op_mask_blend(sd_backend *be, const sd_tensor *a, const sd_tensor *b, const sd_tensor *m,
+                     sd_tensor *y) {
+  SD_TRY(check_act(be, "mask_blend", "a", a));
+  SD_TRY(check_act(be, "mask_blend", "b", b));
+  SD_TRY(check_act(be, "mask_blend", "m", m));
+  SD_TRY(check_act(be, "mask_blend", "y", y));
+  if (a->ndim != 4 || !sd_tensor_same_shape(a, b) || !sd_tensor_same_shape(a, y))
+    return mismatch("mask_blend", "a, b and y (B, C, H, W)", a, y);
+  if (m->ndim != 4 || m->shape[0] != a->shape[0] || m->shape[1] != 1 ||
+      m->shape[2] != a->shape[2] || m->shape[3] != a->shape[3])
+    return mismatch("mask_blend", "m (B, 1, H, W) and a (B, C, H, W)", m, a);
+  return be->ops->mask_blend(be, a, b, m, y);
+}
+
 int sd_op_blend_window(sd_backend *be, const sd_tensor *x, int64_t x_row, int64_t x_col,
                        sd_tensor *y, int64_t y_row, int64_t y_col, int64_t rows, int64_t cols,
                        sd_blend_mode mode) {

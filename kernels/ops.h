@@ -110,6 +110,11 @@ typedef struct sd_backend_ops {
                    sd_tensor *y);
   /* y = min(max(x, lo), hi). y may alias x. */
   int (*clamp)(sd_backend *be, const sd_tensor *x, float lo, float hi, sd_tensor *y);
+  /* y (B, C, H, W) = (1 - m) * a + m * b with the mask m (B, 1, H, W) broadcast over channels,
+   * each product and the sum rounded to float32 (diffusers' 4-channel inpainting blend). y may
+   * alias a or b. */
+  int (*mask_blend)(sd_backend *be, const sd_tensor *a, const sd_tensor *b, const sd_tensor *m,
+                    sd_tensor *y);
   /* A window of rows x cols pixels of x (B, C, Hx, Wx) at (x_row, x_col) onto y (B, C, Hy, Wy) at
    * (y_row, y_col): for window row r and column c, s = x[:, :, x_row + r, x_col + c] and
    * d = y[:, :, y_row + r, y_col + c] become what `mode` says. The blend weights are
@@ -237,6 +242,9 @@ int sd_op_transpose(sd_backend *be, const sd_tensor *x, sd_tensor *y);
 int sd_op_embedding(sd_backend *be, const sd_tensor *table, const int32_t *ids, int64_t n,
                     sd_tensor *y);
 int sd_op_clamp(sd_backend *be, const sd_tensor *x, float lo, float hi, sd_tensor *y);
+/* a, b and y of one (B, C, H, W) shape, m (B, 1, H, W). */
+int sd_op_mask_blend(sd_backend *be, const sd_tensor *a, const sd_tensor *b, const sd_tensor *m,
+                     sd_tensor *y);
 /* The window must lie inside both tensors; rows or cols 0 does nothing. */
 int sd_op_blend_window(sd_backend *be, const sd_tensor *x, int64_t x_row, int64_t x_col,
                        sd_tensor *y, int64_t y_row, int64_t y_col, int64_t rows, int64_t cols,

@@ -79,7 +79,7 @@ expect 2 "--threads: expected an integer from 1 to 1024, got ''" -- \
 expect 2 "--vae-tiling: .*maybe" -- "${render[@]}" --prompt "a cat" --vae-tiling maybe --out x.png
 expect 2 "--model is required" -- "$sdbatch" render --prompt "a cat" --out "$work/x.png"
 expect 2 "unexpected argument 'stray'" -- "${render[@]}" --prompt "a cat" stray --out x.png
-expect 2 "--only: expected text, unet, vae or pipeline, got 'all'" -- \
+expect 2 "--only: expected text, unet, vae, vae-encoder or pipeline, got 'all'" -- \
   "$sdbatch" bench --model "$model" --only all
 expect 2 "--batch: expected an integer from 1 to 1024, got '0'" -- \
   "$sdbatch" bench --model "$model" --batch 0
@@ -157,6 +157,42 @@ expect 1 "pickle" -- \
   "${render[@]}" --prompt "a cat" --embedding "$work/learned_embeds.bin" --out "$work/x.png"
 expect 1 "tiny-sd1.safetensors: key .*not a LoRA key" -- \
   "${render[@]}" --prompt "a cat" --lora "$fixtures/tiny-sd1.safetensors:0.5" --out "$work/x.png"
+
+# image-to-image and inpainting (docs/images.md)
+images=$fixtures/img2img
+expect 2 "--strength needs --init-image" -- "${render[@]}" --prompt "a cat" --strength 0.5 --out x.png
+expect 2 "--mask needs --init-image" -- "${render[@]}" --prompt "a cat" --mask "$images/mask-hard.png" \
+  --out x.png
+expect 2 "--width and --height do not apply" -- \
+  "${render[@]}" --prompt "a cat" --init-image "$images/init.png" --out x.png
+expect 2 "--strength: expected a number from 0 to 1, got '1.5'" -- \
+  "$sdbatch" render --model "$model" --prompt "a cat" --init-image "$images/init.png" \
+  --strength 1.5 --out x.png
+printf 'not an image\n' >"$work/text.png"
+expect 1 "$work/text.png: not a PNG or JPEG file" -- "$sdbatch" render --model "$model" \
+  --prompt "a cat" --init-image "$work/text.png" --out "$work/x.png"
+head -c 300 "$images/init.jpg" >"$work/cut.jpg"
+expect 1 "$work/cut.jpg: truncated JPEG" -- "$sdbatch" render --model "$model" \
+  --prompt "a cat" --init-image "$work/cut.jpg" --out "$work/x.png"
+expect 1 "needs an init image and a mask" -- "$sdbatch" render --model "$fixtures/tiny-sd1-inpaint" \
+  --prompt "a cat" --init-image "$images/init.png" --steps 2 --quiet --out "$work/x.png"
+expect 1 "runs no step" -- "$sdbatch" render --model "$model" --prompt "a cat" \
+  --init-image "$images/init.png" --strength 0.2 --steps 2 --quiet --out "$work/x.png"
+[ ! -e "$work/x.png" ] && passed=$((passed + 1)) || {
+  failed=$((failed + 1))
+  echo "FAIL: a refused img2img render left $work/x.png"
+}
+expect 0 "" -- "$sdbatch" render --model "$model" --prompt "a cat" --init-image "$images/init.png" \
+  --strength 0.5 --steps 4 --quiet --out "$work/img2img.png"
+expect 0 "Pipeline: img2img, Init image: .*init.png \(70x45\), Strength: 0.5" -- \
+  grep -a "Pipeline" "$work/img2img.png"
+# 70x45 renders at 64x40: IHDR width 64, height 40
+expect 0 "00 00 00 40 00 00 00 28 08 02" -- od -An -tx1 -j16 -N10 "$work/img2img.png"
+expect 0 "" -- "$sdbatch" render --model "$fixtures/tiny-sd1-inpaint" --prompt "a cat" \
+  --init-image "$images/init.jpg" --mask "$images/mask-soft.png" --width 64 --height 40 \
+  --steps 2 --quiet --out "$work/inpaint.png"
+expect 0 "Pipeline: inpaint.*Strength: 1, Mask: .*mask-soft.png" -- \
+  grep -a "Pipeline" "$work/inpaint.png"
 
 # demo model: refuses a non-empty folder, writes a model that renders
 expect 1 "exists and is not an empty folder" -- "$sdbatch" make-demo-model "$work"

@@ -813,6 +813,27 @@ static void test_data_movement(int64_t batch, int64_t c, int64_t h, int64_t w, i
   CHECK(isnan(nan_out[0]) && nan_out[1] == 1.0f, "clamp: NaN passes, 5 -> 1 (got %g, %g)",
         nan_out[0], nan_out[1]);
 
+  /* mask_blend: (1 - m) a + m b per pixel, the mask broadcast over channels; y aliasing b */
+  float *ha, *hb2, *hm;
+  sd_tensor ba = random_tensor(4, (int64_t[]){2, 3, 5, 7}, 2.0f, &ha);
+  sd_tensor bb = random_tensor(4, (int64_t[]){2, 3, 5, 7}, 2.0f, &hb2);
+  sd_tensor bm = random_tensor(4, (int64_t[]){2, 1, 5, 7}, 1.0f, &hm);
+  for (int i = 0; i < 2 * 35; i++)
+    hm[i] = i % 3 == 0 ? 0.0f : (i % 3 == 1 ? 1.0f : fabsf(hm[i]));
+  check_rc(sd_tensor_upload_f32(be, &bm, hm), "upload mask");
+  float *want_blend = malloc(2 * 3 * 35 * sizeof *want_blend);
+  for (int item = 0; item < 2; item++)
+    for (int c = 0; c < 3; c++)
+      for (int p = 0; p < 35; p++) {
+        int i = (item * 3 + c) * 35 + p;
+        float m = hm[item * 35 + p];
+        float keep = (1.0f - m) * ha[i], take = m * hb2[i];
+        want_blend[i] = keep + take;
+      }
+  check_rc(sd_op_mask_blend(be, &ba, &bb, &bm, &bb), "mask_blend (y aliases b)");
+  expect("mask_blend", &bb, want_blend, 0.0f, 0.0f);
+  free(ha), free(hb2), free(hm), free(want_blend);
+
   free(want), free(want_big), free(hx), free(hv), free(hb), free(hbig), free(htable);
   sd_arena_release(be, mark);
 }

@@ -457,6 +457,14 @@ static void test_data_movement(void) {
       compare("embedding (exact)", &emb, true);
   }
 
+  twin ba = twin_random(4, (int64_t[]){2, 3, 5, 7}, 2.0f, 0.0f);
+  twin bb = twin_random(4, (int64_t[]){2, 3, 5, 7}, 2.0f, 0.0f);
+  twin bm = twin_random(4, (int64_t[]){2, 1, 5, 7}, 0.5f, 0.5f);
+  twin blended = twin_empty(4, (int64_t[]){2, 3, 5, 7});
+  check_rc(sd_op_mask_blend(cpu, &ba.c, &bb.c, &bm.c, &blended.c), "cpu mask_blend");
+  check_rc(sd_op_mask_blend(gpu, &ba.g, &bb.g, &bm.g, &blended.g), "cuda mask_blend");
+  compare("mask_blend (exact)", &blended, true);
+
   check_rc(sd_op_clamp(cpu, &x.c, -0.5f, 0.25f, &y.c), "cpu clamp");
   check_rc(sd_op_clamp(gpu, &x.g, -0.5f, 0.25f, &y.g), "cuda clamp");
   compare("clamp (exact)", &y, true);

@@ -14,10 +14,11 @@
 static const char *const bench_usage =
     "Usage: sdbatch bench --model PATH [options]\n"
     "\n"
-    "Times one text-encoder call, one UNet call and one VAE decode on the real shapes, then the\n"
-    "whole text-to-image pipeline, and prints milliseconds per call, GFLOP per call (linear,\n"
-    "convolution and attention, as torch's FlopCounterMode counts them), achieved TFLOP/s and\n"
-    "images/s. With guidance > 1 a UNet call runs 2 x batch rows (classifier-free guidance).\n";
+    "Times one text-encoder call, one UNet call, one VAE decode and one VAE encode (img2img and\n"
+    "inpainting inputs) on the real shapes, then the whole text-to-image pipeline, and prints\n"
+    "milliseconds per call, GFLOP per call (linear, convolution and attention, as torch's\n"
+    "FlopCounterMode counts them), achieved TFLOP/s and images/s. With guidance > 1 a UNet\n"
+    "call runs 2 x batch rows (classifier-free guidance).\n";
 
 static double now_s(void) {
   struct timespec t;
@@ -65,7 +66,7 @@ int cmd_bench(int argc, char **argv) {
       CLI_OPTION("no-pipeline", NULL, CLI_FLAG, &no_pipeline, "time the stages only"),
       CLI_OPTION("only", NULL, CLI_CHOICE, &only,
                  "time this one stage (e.g. a 2048x2048 VAE decode alone)",
-                 .choices = "text|unet|vae|pipeline"),
+                 .choices = "text|unet|vae|vae-encoder|pipeline"),
       CLI_OPTION_LORA(&adapters),
       CLI_OPTION_EMBEDDING(&adapters),
       {0},
@@ -135,6 +136,14 @@ int cmd_bench(int argc, char **argv) {
       goto out;
     }
     print_stage("vae decode", batch_size, &timing);
+    fflush(stdout);
+  }
+  if (!only || strcmp(only, "vae-encoder") == 0) {
+    if (sd_bench_vae_encoder(engine, batch_size, batch.width, batch.height, repeat, &timing) < 0) {
+      status = cli_report_error(cmd);
+      goto out;
+    }
+    print_stage("vae encode", batch_size, &timing);
     fflush(stdout);
   }
   if (only ? strcmp(only, "pipeline") == 0 : !no_pipeline) {

@@ -4,6 +4,7 @@
 
 #include "kernels/error.h"
 #include "kernels/file.h"
+#include "worker/image/image.h"
 #include "worker/io/png_image.h"
 #include "worker/pipeline/engine.h"
 
@@ -16,8 +17,13 @@
 static const char *const render_usage =
     "Usage: sdbatch render --model PATH --prompt TEXT --out FILE.png [options]\n"
     "\n"
+    "       sdbatch render ... --init-image FILE [--strength F] [--mask FILE]\n"
+    "\n"
     "Renders one image with text-to-image, giving the pixels diffusers' StableDiffusionPipeline\n"
-    "gives for the same model, prompt, parameters and seed.\n";
+    "gives for the same model, prompt, parameters and seed; with --init-image, image-to-image\n"
+    "(StableDiffusionImg2ImgPipeline); with --init-image and --mask, inpainting\n"
+    "(StableDiffusionInpaintPipeline: a 9-channel inpainting model, or an ordinary one with\n"
+    "per-step blending). Input images: docs/images.md.\n";
 
 typedef struct render_progress {
   bool quiet;
@@ -52,7 +58,11 @@ int cmd_render(int argc, char **argv) {
   sd_txt2img_batch batch = {0, 0, 50, SD_SCHED_DDIM, false, SD_RNG_CUDA};
   const char *out_path = NULL;
   sd_scheduler_kind scheduler_kind = SD_SCHED_DDIM;
-  bool quiet = false, precision_given = false, scheduler_given = false;
+  bool quiet = false, precision_given = false, scheduler_given = false, strength_given = false;
+  bool width_given = false, height_given = false;
+  const char *init_path = NULL, *mask_path = NULL;
+  float strength = 0.0f;
+  sd_image init = {0}, mask = {0};
   cli_adapters adapters = {0};
 
   const cli_option options[] = {
@@ -76,8 +86,22 @@ int cmd_render(int argc, char **argv) {
                  "Karras sigma schedule (lms, euler, heun, dpmpp_2m)"),
       CLI_OPTION("width", "W", CLI_INT, &batch.width,
                  "image size, multiples of 8 (default: the model's native size)", .min = 8,
-                 .max = 8192, .synopsis = "--width W, --height H"),
-      CLI_OPTION("height", "H", CLI_INT, &batch.height, NULL, .min = 8, .max = 8192),
+                 .max = 8192, .synopsis = "--width W, --height H", .given = &width_given),
+      CLI_OPTION("height", "H", CLI_INT, &batch.height, NULL, .min = 8, .max = 8192,
+                 .given = &height_given),
+      CLI_OPTION("init-image", "FILE", CLI_STRING, &init_path,
+                 "PNG or JPEG to start from: image-to-image at its size rounded\n"
+                 "down to a multiple of 8 (no --width/--height, as diffusers); with\n"
+                 "--mask, inpainting at --width x --height (default: the model's\n"
+                 "native size), the image resized to it"),
+      CLI_OPTION("strength", "F", CLI_FLOAT, &strength,
+                 "how much of the schedule runs from the noised init image, 0 to 1\n"
+                 "(default 0.8 for img2img, 1 for inpainting: diffusers' defaults;\n"
+                 "steps x strength must be >= 1)",
+                 .min = 0, .max = 1, .given = &strength_given),
+      CLI_OPTION("mask", "FILE", CLI_STRING, &mask_path,
+                 "inpainting mask, PNG or JPEG (white: repaint; binarised at 128\n"
+                 "as diffusers does); needs --init-image"),
       CLI_OPTION("rng", "cuda|cpu", CLI_CUSTOM, &batch.rng,
                  "reproduce torch.Generator('cuda') or ('cpu') noise (default cuda)",
                  .parse = cli_parse_rng),
@@ -105,6 +129,16 @@ int cmd_render(int argc, char **argv) {
     cli_adapters_free(&adapters);
     return cli_usage_error(cmd, "--out: %s", sd_error_message());
   }
+  const char *misuse = strength_given && !init_path ? "--strength needs --init-image"
+                       : mask_path && !init_path    ? "--mask needs --init-image"
+                       : init_path && !mask_path && (width_given || height_given)
+                           ? "image-to-image renders at the init image's size (rounded down to "
+                             "a multiple of 8): --width and --height do not apply"
+                           : NULL;
+  if (misuse) {
+    cli_adapters_free(&adapters);
+    return cli_usage_error(cmd, "%s", misuse);
+  }
   params.loras = adapters.loras;
   params.lora_count = adapters.lora_count;
   params.embeddings = adapters.embeddings;
@@ -112,6 +146,11 @@ int cmd_render(int argc, char **argv) {
 
   int status = 0;
   sd_txt2img_result result = {0};
+  if ((init_path && sd_image_read_rgb(init_path, &init) < 0) ||
+      (mask_path && sd_image_read_rgb(mask_path, &mask) < 0)) {
+    status = cli_report_error(cmd);
+    goto out;
+  }
   render_progress progress = {quiet, isatty(STDERR_FILENO) != 0, {0, 0}};
   clock_gettime(CLOCK_MONOTONIC, &progress.start);
   sd_engine *engine = NULL;
@@ -121,6 +160,17 @@ int cmd_render(int argc, char **argv) {
   }
   const sd_model_files *model = sd_engine_model(engine);
   int factor = sd_engine_vae_scale_factor(engine);
+  sd_pipeline_kind kind;
+  if (sd_pipeline_choose(model, init_path != NULL, mask_path != NULL, &kind) < 0 ||
+      (kind == SD_PIPELINE_IMG2IMG && sd_image_vae_size(init_path, init.width, init.height, factor,
+                                                        &batch.width, &batch.height) < 0)) {
+    status = cli_report_error(cmd);
+    goto out;
+  }
+  if (!strength_given)
+    strength = kind == SD_PIPELINE_IMG2IMG ? 0.8f : 1.0f;
+  sd_image_cond cond = {&init, mask_path ? &mask : NULL};
+  sd_image_params image = {kind, strength, &cond};
   if (!batch.width)
     batch.width = model->unet.sample_size * factor;
   if (!batch.height)
@@ -138,7 +188,8 @@ int cmd_render(int argc, char **argv) {
             be->ops->name, sd_precision_name(be->ops->act_dtype), seconds_since(&progress.start));
 
   clock_gettime(CLOCK_MONOTONIC, &progress.start);
-  if (sd_txt2img(engine, &batch, &item, 1, on_progress, &progress, &result) < 0) {
+  if (sd_render(engine, &batch, kind == SD_PIPELINE_TXT2IMG ? NULL : &image, &item, 1, on_progress,
+                &progress, &result) < 0) {
     status = cli_report_error(cmd);
     goto out;
   }
@@ -154,6 +205,13 @@ int cmd_render(int argc, char **argv) {
       batch.karras ? "yes" : "no", (double)item.guidance_scale, (unsigned long long)item.seed,
       batch.width, batch.height, batch.rng == SD_RNG_CUDA ? "cuda" : "cpu", be->ops->name,
       sd_precision_name(be->ops->act_dtype), params.model_path, SDBATCH_VERSION);
+  if (kind != SD_PIPELINE_TXT2IMG) {
+    size_t used = strlen(parameters);
+    snprintf(parameters + used, sizeof parameters - used,
+             ", Pipeline: %s, Init image: %s (%dx%d), Strength: %g%s%s",
+             sd_pipeline_kind_name(kind), init_path, init.width, init.height, (double)strength,
+             mask_path ? ", Mask: " : "", mask_path ? mask_path : "");
+  }
   if (cli_format_adapters(&adapters, parameters, sizeof parameters) < 0) {
     status = cli_report_error(cmd);
     goto out;
@@ -167,6 +225,8 @@ int cmd_render(int argc, char **argv) {
     fprintf(stderr, "sdbatch render: wrote %s (%dx%d, %d steps, %.2f s)\n", out_path, batch.width,
             batch.height, batch.steps, seconds_since(&progress.start));
 out:
+  sd_image_free(&init);
+  sd_image_free(&mask);
   sd_txt2img_result_free(&result);
   sd_engine_close(engine);
   cli_adapters_free(&adapters);

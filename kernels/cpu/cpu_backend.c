@@ -80,6 +80,7 @@ static const sd_backend_ops cpu_ops = {
     .transpose = sd_cpu_transpose,
     .embedding = sd_cpu_embedding,
     .clamp = sd_cpu_clamp,
+    .mask_blend = sd_cpu_mask_blend,
     .blend_window = sd_cpu_blend_window,
     .randn_philox = sd_cpu_randn_philox,
     .timestep_embedding = sd_cpu_timestep_embedding,

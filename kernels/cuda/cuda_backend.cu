@@ -254,6 +254,7 @@ static void fill_ops(sd_backend_ops *ops, sd_dtype act_dtype) {
   ops->transpose = sd_cuda_transpose;
   ops->embedding = sd_cuda_embedding;
   ops->clamp = sd_cuda_clamp;
+  ops->mask_blend = sd_cuda_mask_blend;
   ops->blend_window = sd_cuda_blend_window;
   ops->randn_philox = sd_cuda_randn_philox;
   ops->timestep_embedding = sd_cuda_timestep_embedding;

@@ -100,6 +100,8 @@ int sd_cuda_transpose(sd_backend *be, const sd_tensor *x, sd_tensor *y);
 int sd_cuda_embedding(sd_backend *be, const sd_tensor *table, const int32_t *ids, int64_t n,
                       sd_tensor *y);
 int sd_cuda_clamp(sd_backend *be, const sd_tensor *x, float lo, float hi, sd_tensor *y);
+int sd_cuda_mask_blend(sd_backend *be, const sd_tensor *a, const sd_tensor *b, const sd_tensor *m,
+                       sd_tensor *y);
 int sd_cuda_blend_window(sd_backend *be, const sd_tensor *x, int64_t x_row, int64_t x_col,
                          sd_tensor *y, int64_t y_row, int64_t y_col, int64_t rows, int64_t cols,
                          sd_blend_mode mode);

@@ -48,6 +48,21 @@ typedef struct vae_up_block {
   const sd_tensor *upsample_w, *upsample_b; /* (Cout, Cout, 3, 3), (Cout); NULL in the last */
 } vae_up_block;
 
+/* DownEncoderBlock2D. */
+typedef struct vae_down_block {
+  int num_resnets;                              /* layers_per_block */
+  vae_resnet *resnets;                          /* (num_resnets) */
+  const sd_tensor *downsample_w, *downsample_b; /* (Cout, Cout, 3, 3), (Cout); NULL in the last */
+} vae_down_block;
+
+typedef struct vae_encoder {
+  const sd_tensor *conv_in_w, *conv_in_b;   /* (C0, in_channels, 3, 3), (C0) */
+  vae_down_block down[SD_MAX_LEVELS];       /* channels block_out_channels */
+  vae_mid_block mid;                        /* at Ctop */
+  const sd_tensor *norm_out_w, *norm_out_b; /* (Ctop) */
+  const sd_tensor *conv_out_w, *conv_out_b; /* (2 latent_channels, Ctop, 3, 3), (2 lc) */
+} vae_encoder;
+
 typedef struct vae_decoder {
   const sd_tensor *conv_in_w, *conv_in_b;   /* (Ctop, latent_channels, 3, 3), (Ctop) */
   vae_mid_block mid;                        /* at Ctop = block_out_channels[-1] */
@@ -62,6 +77,9 @@ struct sd_vae {
   const sd_tensor *post_quant_conv_w; /* (latent_channels, latent_channels, 1, 1) */
   const sd_tensor *post_quant_conv_b; /* (latent_channels) */
   vae_decoder decoder;
+  const sd_tensor *quant_conv_w; /* (2 latent_channels, 2 latent_channels, 1, 1) */
+  const sd_tensor *quant_conv_b; /* (2 latent_channels) */
+  vae_encoder encoder;
 };
 
 /* ---- weights ---- */
@@ -162,6 +180,36 @@ static int resolve_decoder(const sd_weights *w, const sd_vae_config *cfg, vae_de
                   "conv_out");
 }
 
+static int resolve_encoder(const sd_weights *w, const sd_vae_config *cfg, vae_encoder *enc) {
+  const int levels = cfg->num_levels, top = cfg->block_out_channels[levels - 1];
+  SD_TRY(get_conv(w, &enc->conv_in_w, &enc->conv_in_b, cfg->block_out_channels[0], cfg->in_channels,
+                  3, "encoder.", "conv_in"));
+  int in_c = cfg->block_out_channels[0];
+  char p[256];
+  for (int i = 0; i < levels; i++) {
+    vae_down_block *down = &enc->down[i];
+    const int out_c = cfg->block_out_channels[i];
+    down->num_resnets = cfg->layers_per_block;
+    down->resnets =
+        calloc((size_t)(down->num_resnets ? down->num_resnets : 1), sizeof *down->resnets);
+    if (!down->resnets)
+      return SD_ERROR("out of host memory");
+    for (int j = 0; j < down->num_resnets; j++) {
+      snprintf(p, sizeof p, "encoder.down_blocks.%d.resnets.%d.", i, j);
+      SD_TRY(resolve_resnet(w, p, j == 0 ? in_c : out_c, out_c, &down->resnets[j]));
+    }
+    if (i < levels - 1) {
+      snprintf(p, sizeof p, "encoder.down_blocks.%d.downsamplers.0.", i);
+      SD_TRY(get_conv(w, &down->downsample_w, &down->downsample_b, out_c, out_c, 3, p, "conv"));
+    }
+    in_c = out_c;
+  }
+  SD_TRY(resolve_mid_block(w, "encoder.mid_block.", top, cfg->mid_block_add_attention, &enc->mid));
+  SD_TRY(get_norm(w, &enc->norm_out_w, &enc->norm_out_b, top, "encoder.", "conv_norm_out"));
+  return get_conv(w, &enc->conv_out_w, &enc->conv_out_b, 2 * cfg->latent_channels, top, 3,
+                  "encoder.", "conv_out");
+}
+
 static int check_config(const sd_vae_config *cfg) {
   if (cfg->num_levels < 1 || cfg->num_levels > SD_MAX_LEVELS)
     return SD_ERROR("config: %d levels (block_out_channels) outside 1..%d", cfg->num_levels,
@@ -192,7 +240,10 @@ int sd_vae_create(sd_backend *be, const sd_vae_config *cfg, const sd_weights *we
   const int lc = cfg->latent_channels;
   if (get_conv(weights, &model->post_quant_conv_w, &model->post_quant_conv_b, lc, lc, 1, "",
                "post_quant_conv") < 0 ||
-      resolve_decoder(weights, cfg, &model->decoder) < 0) {
+      resolve_decoder(weights, cfg, &model->decoder) < 0 ||
+      get_conv(weights, &model->quant_conv_w, &model->quant_conv_b, 2 * lc, 2 * lc, 1, "",
+               "quant_conv") < 0 ||
+      resolve_encoder(weights, cfg, &model->encoder) < 0) {
     sd_vae_free(model);
     return sd_error_context("vae");
   }
@@ -203,8 +254,10 @@ int sd_vae_create(sd_backend *be, const sd_vae_config *cfg, const sd_weights *we
 void sd_vae_free(sd_vae *model) {
   if (!model)
     return;
-  for (int i = 0; i < SD_MAX_LEVELS; i++)
+  for (int i = 0; i < SD_MAX_LEVELS; i++) {
     free(model->decoder.up[i].resnets);
+    free(model->encoder.down[i].resnets);
+  }
   free(model);
 }
 
@@ -422,4 +475,115 @@ int sd_vae_decode(sd_vae *model, const sd_tensor *z, sd_tensor *image) {
     rc = decode_into(model, z, ping.data, pong.data, image);
   sd_arena_release(be, mark);
   return rc < 0 ? sd_error_context("vae decode %s", sd_tensor_shape_str(z, zs, sizeof zs)) : 0;
+}
+
+/* ---- encoder ---- */
+
+/* Largest activation (elements) of any encoder stage for images (B, *, H, W). */
+static int64_t encoder_max_numel(const sd_vae_config *cfg, int64_t b, int64_t h, int64_t w) {
+  int64_t best = b * cfg->in_channels * h * w;
+  for (int i = 0; i < cfg->num_levels; i++) {
+    const int64_t c = cfg->block_out_channels[i];
+    if (b * c * h * w > best)
+      best = b * c * h * w;
+    if (i < cfg->num_levels - 1) {
+      /* the zero-padded input of the downsampler: (B, C, H + 1, W + 1) */
+      if (b * c * (h + 1) * (w + 1) > best)
+        best = b * c * (h + 1) * (w + 1);
+      h = (h - 2) / 2 + 1;
+      w = (w - 2) / 2 + 1;
+    }
+  }
+  return best;
+}
+
+/* Downsample2D(use_conv, padding=0): F.pad(x, (0, 1, 0, 1)) then conv 3x3 stride 2. */
+static int down_block_step(sd_backend *be, const vae_down_block *down, int groups, ping_pong *pp) {
+  for (int j = 0; j < down->num_resnets; j++)
+    if (resnet_step(be, &down->resnets[j], groups, pp) < 0)
+      return sd_error_context("resnets.%d", j);
+  if (!down->downsample_w)
+    return 0;
+  const int64_t c = pp->cur.shape[1], h = pp->cur.shape[2], w = pp->cur.shape[3];
+  sd_tensor padded = pp_next(pp, c, h + 1, w + 1); /* (B, C, H + 1, W + 1) */
+  if (sd_op_pad2d(be, &pp->cur, 0, 0, 0.0f, &padded) < 0)
+    return sd_error_context("downsamplers.0 (padding)");
+  pp_advance(pp, &padded);
+  sd_tensor next = pp_next(pp, c, (h - 2) / 2 + 1, (w - 2) / 2 + 1);
+  if (sd_op_conv2d(be, &pp->cur, down->downsample_w, down->downsample_b, 2, 0, &next) < 0)
+    return sd_error_context("downsamplers.0.conv");
+  pp_advance(pp, &next);
+  return 0;
+}
+
+/* image (B, in_channels, H, W) -> moments (B, 2 latent_channels, h, w). */
+static int encode_into(sd_vae *model, const sd_tensor *image, void *ping, void *pong,
+                       sd_tensor *moments) {
+  sd_backend *be = model->be;
+  const sd_vae_config *cfg = &model->cfg;
+  const vae_encoder *enc = &model->encoder;
+  const int groups = cfg->norm_num_groups, levels = cfg->num_levels;
+  ping_pong pp = {*image, ping};
+  sd_tensor next = pp_next(&pp, cfg->block_out_channels[0], image->shape[2], image->shape[3]);
+  if (sd_op_conv2d(be, image, enc->conv_in_w, enc->conv_in_b, 1, 1, &next) < 0)
+    return sd_error_context("encoder.conv_in");
+  pp = (ping_pong){next, pong};
+  for (int i = 0; i < levels; i++)
+    if (down_block_step(be, &enc->down[i], groups, &pp) < 0)
+      return sd_error_context("encoder.down_blocks.%d", i);
+  if (mid_block_step(be, &enc->mid, groups, &pp) < 0)
+    return sd_error_context("encoder.mid_block");
+  if (sd_op_group_norm(be, &pp.cur, enc->norm_out_w, enc->norm_out_b, groups, VAE_NORM_EPS, true,
+                       &pp.cur) < 0)
+    return sd_error_context("encoder.conv_norm_out");
+  next = pp_next(&pp, 2 * cfg->latent_channels, pp.cur.shape[2], pp.cur.shape[3]);
+  if (sd_op_conv2d(be, &pp.cur, enc->conv_out_w, enc->conv_out_b, 1, 1, &next) < 0)
+    return sd_error_context("encoder.conv_out");
+  if (sd_op_conv2d(be, &next, model->quant_conv_w, model->quant_conv_b, 1, 0, moments) < 0)
+    return sd_error_context("quant_conv");
+  return 0;
+}
+
+int sd_vae_encode(sd_vae *model, const sd_tensor *image, sd_tensor *moments) {
+  sd_backend *be = model->be;
+  const sd_vae_config *cfg = &model->cfg;
+  const int64_t factor = (int64_t)1 << (cfg->num_levels - 1);
+  char is[96], ms[96];
+  if (image->ndim != 4 || image->shape[1] != cfg->in_channels || image->shape[2] < factor ||
+      image->shape[3] < factor || image->shape[2] % factor || image->shape[3] % factor)
+    return SD_ERROR("vae encode: image must be (B, %d, H, W) with H and W multiples of %lld, "
+                    "got %s",
+                    cfg->in_channels, (long long)factor, sd_tensor_shape_str(image, is, sizeof is));
+  if (moments->ndim != 4 || moments->shape[0] != image->shape[0] ||
+      moments->shape[1] != 2 * cfg->latent_channels ||
+      moments->shape[2] != image->shape[2] / factor ||
+      moments->shape[3] != image->shape[3] / factor)
+    return SD_ERROR("vae encode: moments must be (%lld, %d, %lld, %lld) for image %s, got %s",
+                    (long long)image->shape[0], 2 * cfg->latent_channels,
+                    (long long)(image->shape[2] / factor), (long long)(image->shape[3] / factor),
+                    sd_tensor_shape_str(image, is, sizeof is),
+                    sd_tensor_shape_str(moments, ms, sizeof ms));
+  const sd_arena_mark mark = sd_arena_get_mark(be);
+  const int64_t cap = encoder_max_numel(cfg, image->shape[0], image->shape[2], image->shape[3]);
+  sd_tensor ping = sd_tensor_1d(be->ops->act_dtype, cap);
+  sd_tensor pong = ping;
+  int rc = sd_tensor_alloc(be, &ping);
+  if (rc == 0)
+    rc = sd_tensor_alloc(be, &pong);
+  if (rc == 0)
+    rc = encode_into(model, image, ping.data, pong.data, moments);
+  sd_arena_release(be, mark);
+  return rc < 0 ? sd_error_context("vae encode %s", sd_tensor_shape_str(image, is, sizeof is)) : 0;
+}
+
+void sd_vae_latent_sample(const float *moments, const float *noise, int latent_channels, int64_t hw,
+                          float scaling_factor, float *latents) {
+  const size_t n = (size_t)latent_channels * (size_t)hw;
+  for (size_t i = 0; i < n; i++) {
+    float mean = moments[i], logvar = moments[n + i];
+    logvar = logvar < -30.0f ? -30.0f : logvar > 20.0f ? 20.0f : logvar;
+    float std = expf(0.5f * logvar);
+    float sample = mean + std * noise[i];
+    latents[i] = scaling_factor * sample;
+  }
 }

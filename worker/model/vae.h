@@ -1,5 +1,6 @@
-/* diffusers AutoencoderKL decoder: post_quant_conv, conv_in, mid block (resnets + attention),
- * up blocks, GroupNorm + SiLU, conv_out. The caller divides latents by scaling_factor. */
+/* diffusers AutoencoderKL: the decoder (post_quant_conv, conv_in, mid block (resnets +
+ * attention), up blocks, GroupNorm + SiLU, conv_out; the caller divides latents by
+ * scaling_factor) and the encoder with quant_conv and the latent distribution's sample. */
 #ifndef SD_VAE_H
 #define SD_VAE_H
 
@@ -36,5 +37,20 @@ int sd_vae_decode(sd_vae *model, const sd_tensor *z, sd_tensor *image);
  * Scratch memory is one tile's decode plus the seams, whatever the image size; the result differs
  * from sd_vae_decode's (each tile sees only its own latents) as diffusers' tiled decode does. */
 int sd_vae_decode_tiled(sd_vae *model, const sd_tensor *z, int tile_sample_size, sd_tensor *image);
+
+/* The encoder: image (B, in_channels, H, W) in [-1, 1], H and W multiples of the factor ->
+ * moments (B, 2 latent_channels, H / factor, W / factor): diffusers' AutoencoderKL encoder
+ * (conv_in, down blocks of layers_per_block resnets with a zero-pad (0, 1, 0, 1) + stride-2
+ * conv downsampler on all but the last, mid block, GroupNorm + SiLU, conv_out) and quant_conv,
+ * i.e. the parameters of latent_dist (mean, then logvar). Scratch from the arena, released. */
+int sd_vae_encode(sd_vae *model, const sd_tensor *image, sd_tensor *moments);
+
+/* One image's latent_dist.sample(generator) times the config's scaling factor, on the host in
+ * float32 as DiagonalGaussianDistribution computes it: logvar clamped to [-30, 20],
+ * std = exp(0.5 logvar), sample = mean + std * noise, latents = scaling_factor * sample.
+ * moments (2 latent_channels, hw), noise (latent_channels, hw): the generator's next randn of
+ * the latent shape -> latents (latent_channels, hw). */
+void sd_vae_latent_sample(const float *moments, const float *noise, int latent_channels, int64_t hw,
+                          float scaling_factor, float *latents);
 
 #endif

@@ -152,3 +152,28 @@ out:
   sd_tensor_free(be, &latent);
   return rc;
 }
+
+static int run_vae_encoder(sd_engine *engine, void *ctx) {
+  vae_ctx *c = ctx;
+  return sd_vae_encode(engine->vae, c->image, c->latent);
+}
+
+int sd_bench_vae_encoder(sd_engine *engine, int images, int width, int height, int repeats,
+                         sd_stage_timing *out) {
+  sd_backend *be = engine->be;
+  const sd_model_files *m = engine->files;
+  int f = sd_engine_vae_scale_factor(engine);
+  sd_dtype dt = be->ops->act_dtype;
+  sd_tensor image = sd_tensor_4d(dt, images, m->vae.in_channels, height, width);
+  sd_tensor moments = sd_tensor_4d(dt, images, 2 * m->vae.latent_channels, height / f, width / f);
+  int rc = -1;
+  if (sd_tensor_alloc_persistent(be, &image) < 0 || sd_tensor_alloc_persistent(be, &moments) < 0 ||
+      fill_pattern(be, &image) < 0)
+    goto out;
+  vae_ctx ctx = {&moments, &image};
+  rc = time_stage(engine, run_vae_encoder, &ctx, repeats, out);
+out:
+  sd_tensor_free(be, &moments);
+  sd_tensor_free(be, &image);
+  return rc;
+}

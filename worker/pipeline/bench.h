@@ -23,4 +23,8 @@ int sd_bench_unet(sd_engine *engine, int rows, int width, int height, int repeat
 int sd_bench_vae(sd_engine *engine, int images, int width, int height, int repeats,
                  sd_stage_timing *out);
 
+/* VAE encoder (img2img, inpainting) of images width x height. */
+int sd_bench_vae_encoder(sd_engine *engine, int images, int width, int height, int repeats,
+                         sd_stage_timing *out);
+
 #endif

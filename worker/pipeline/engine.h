@@ -125,6 +125,53 @@ int sd_adapters_check(sd_model_files *files, const sd_lora_spec *loras, int lora
  * by "token token_1 ... token_{N-1}". A new string in *out (free() it). */
 int sd_engine_expand_prompt(const sd_engine *engine, const char *prompt, char **out);
 
+/* ---- image-to-image and inpainting ---- */
+
+struct sd_image;
+
+/* Which diffusers pipeline renders. */
+typedef enum sd_pipeline_kind {
+  SD_PIPELINE_TXT2IMG = 0, /* StableDiffusionPipeline */
+  SD_PIPELINE_IMG2IMG,     /* StableDiffusionImg2ImgPipeline */
+  SD_PIPELINE_INPAINT,     /* StableDiffusionInpaintPipeline (9-channel UNet, or 4 with blending) */
+} sd_pipeline_kind;
+
+const char *sd_pipeline_kind_name(sd_pipeline_kind kind);
+
+/* The pipeline for a model and the inputs given, as diffusers would be used: a 9-channel UNet
+ * is an inpainting model and needs an init image and a mask; a 4-channel UNet runs txt2img
+ * without an init image, img2img with one, and inpainting (per-step blending) with one and a
+ * mask; a mask without an init image, or a UNet of another width, is refused. -1 with a
+ * user-facing error for a combination that makes no sense. */
+int sd_pipeline_choose(const sd_model_files *model, bool init_image, bool mask,
+                       sd_pipeline_kind *out);
+
+/* One item's inputs for img2img / inpainting (the images stay the caller's). */
+typedef struct sd_image_cond {
+  const struct sd_image *init_image; /* RGB, any size: resized to the batch size (PIL LANCZOS) */
+  const struct sd_image *mask;       /* RGB mask image (white = repaint); NULL for img2img */
+} sd_image_cond;
+
+typedef struct sd_image_params {
+  sd_pipeline_kind kind;      /* IMG2IMG or INPAINT */
+  float strength;             /* in [0, 1]: how much of the schedule runs, as diffusers' strength */
+  const sd_image_cond *conds; /* (n): one per item */
+} sd_image_params;
+
+/* Checks a batch for a pipeline (sd_txt2img_check's rules, the UNet width the pipeline needs,
+ * strength in [0, 1] keeping at least one step). */
+int sd_render_check(const sd_engine *engine, const sd_txt2img_batch *batch,
+                    const sd_image_params *image);
+
+/* sd_txt2img with image conditioning (image NULL: text-to-image). The batch's width and height
+ * are the output size (each init image and mask is resized to it; for img2img diffusers renders
+ * at the init image's size rounded down to a multiple of 8, sd_image_vae_size). Each item's
+ * generator draws in diffusers' order: the init image's latent_dist.sample, the noise, (inpaint)
+ * the masked image's latent_dist.sample, then the scheduler's noise. */
+int sd_render(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_params *image,
+              const sd_txt2img_item *items, int n, sd_progress_fn progress, void *progress_ctx,
+              sd_txt2img_result *results);
+
 /* Latent size of an image side: side / vae_scale_factor. */
 int sd_engine_vae_scale_factor(const sd_engine *engine);
 

@@ -34,4 +34,28 @@ struct sd_engine {
 int sd_engine_apply_adapters(sd_engine *engine, const sd_engine_params *params);
 void sd_engine_free_adapters(sd_engine *engine);
 
+/* ---- image_cond.c: img2img / inpainting state of one batch ---- */
+
+typedef struct sd_cond_state {
+  sd_pipeline_kind kind;
+  bool blend;              /* 4-channel inpainting: blend after every step */
+  int begin;               /* the first scheduler call */
+  sd_tensor image_latents; /* (n, C, h, w) the init image's latents x scaling factor (blend) */
+  sd_tensor noise;         /* (n, C, h, w) the noise of the initial add_noise (blend) */
+  sd_tensor mask;          /* (n, 1, h, w) the mask at latent size (blend) */
+  sd_tensor extra;         /* (rows, 1 + C, h, w) [mask, masked image latents] (9-channel UNet) */
+} sd_cond_state;
+
+/* Preprocesses each item's init image (and mask), encodes them, draws each item's numbers in
+ * diffusers' order from rngs, sets the scheduler's first call and writes the initial latents
+ * (n, C, h, w). rows: the UNet batch (2n with classifier-free guidance). */
+int sd_cond_prepare(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_params *image,
+                    int n, int rows, sd_rng *rngs, sd_scheduler *scheduler, sd_tensor *latents,
+                    sd_cond_state *state);
+/* After scheduler call `call`: 4-channel inpainting puts the re-noised init latents back
+ * outside the mask (diffusers' per-step blending); nothing otherwise. */
+int sd_cond_after_step(sd_engine *engine, sd_cond_state *state, sd_scheduler *scheduler, int call,
+                       sd_tensor *latents);
+void sd_cond_free(sd_backend *be, sd_cond_state *state);
+
 #endif

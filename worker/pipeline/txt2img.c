@@ -13,7 +13,8 @@ int sd_txt2img_check(const sd_engine *engine, const sd_txt2img_batch *batch) {
   return sd_txt2img_check_model(engine->files, batch);
 }
 
-int sd_txt2img_check_model(const sd_model_files *model, const sd_txt2img_batch *batch) {
+/* The size, steps and scheduler rules every pipeline shares. */
+static int check_batch(const sd_model_files *model, const sd_txt2img_batch *batch) {
   int factor = 1 << (model->vae.num_levels - 1);
   /* the UNet resizes its up-sampled maps to the skips' sizes, so odd latent sides are fine */
   if (batch->width <= 0 || batch->height <= 0 || batch->width % factor || batch->height % factor)
@@ -25,13 +26,36 @@ int sd_txt2img_check_model(const sd_model_files *model, const sd_txt2img_batch *
   if (batch->steps < 1 || batch->steps > model->scheduler.num_train_timesteps)
     return SD_ERROR("steps must be between 1 and %d (got %d)", model->scheduler.num_train_timesteps,
                     batch->steps);
+  if (batch->karras && !sd_scheduler_supports_karras(batch->scheduler))
+    return SD_ERROR("scheduler %s has no Karras sigma schedule",
+                    sd_scheduler_kind_name(batch->scheduler));
+  return 0;
+}
+
+int sd_txt2img_check_model(const sd_model_files *model, const sd_txt2img_batch *batch) {
+  SD_TRY(check_batch(model, batch));
   if (model->unet.in_channels != model->vae.latent_channels)
     return SD_ERROR("this model's UNet takes %d input channels (an inpainting or depth model); "
                     "txt2img needs %d",
                     model->unet.in_channels, model->vae.latent_channels);
-  if (batch->karras && !sd_scheduler_supports_karras(batch->scheduler))
-    return SD_ERROR("scheduler %s has no Karras sigma schedule",
-                    sd_scheduler_kind_name(batch->scheduler));
+  return 0;
+}
+
+int sd_render_check(const sd_engine *engine, const sd_txt2img_batch *batch,
+                    const sd_image_params *image) {
+  if (!image)
+    return sd_txt2img_check(engine, batch);
+  SD_TRY(check_batch(engine->files, batch));
+  sd_pipeline_kind kind;
+  SD_TRY(sd_pipeline_choose(engine->files, true, image->kind == SD_PIPELINE_INPAINT, &kind));
+  if (kind != image->kind)
+    return SD_ERROR("the %s pipeline cannot run this model", sd_pipeline_kind_name(image->kind));
+  if (!(image->strength >= 0.0f && image->strength <= 1.0f))
+    return SD_ERROR("strength must be in [0, 1] (got %g)", (double)image->strength);
+  if ((int)(batch->steps * (double)image->strength) < 1)
+    return SD_ERROR("strength %g with %d steps runs no step (diffusers needs steps x strength "
+                    ">= 1)",
+                    (double)image->strength, batch->steps);
   return 0;
 }
 
@@ -164,11 +188,17 @@ static bool image_to_rgb(const float *image, int channels, int height, int width
 
 int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2img_item *items,
                int n, sd_progress_fn progress, void *progress_ctx, sd_txt2img_result *results) {
+  return sd_render(engine, batch, NULL, items, n, progress, progress_ctx, results);
+}
+
+int sd_render(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_params *cond_params,
+              const sd_txt2img_item *items, int n, sd_progress_fn progress, void *progress_ctx,
+              sd_txt2img_result *results) {
   sd_backend *be = engine->be;
   const sd_model_files *model = engine->files;
   int rc = -1;
   memset(results, 0, (size_t)n * sizeof *results);
-  SD_TRY(sd_txt2img_check(engine, batch));
+  SD_TRY(sd_render_check(engine, batch, cond_params));
   if (n < 1)
     return SD_ERROR("txt2img: empty batch");
 
@@ -179,14 +209,20 @@ int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2im
   int rows = cfg ? 2 * n : n;
   int length = sd_tokenizer_max_length(engine->tokenizer);
   int factor = sd_engine_vae_scale_factor(engine);
-  int latent_c = model->unet.in_channels, lh = batch->height / factor, lw = batch->width / factor;
+  int latent_c = model->vae.latent_channels, lh = batch->height / factor,
+      lw = batch->width / factor;
+  int unet_in = model->unet.in_channels; /* latent_c, or 2 latent_c + 1 for inpainting models */
   size_t per_item = (size_t)latent_c * lh * lw;
   size_t image_plane = (size_t)batch->height * batch->width;
   int image_c = model->vae.out_channels;
 
   sd_tensor context = sd_tensor_3d(be->ops->act_dtype, rows, length, model->clip.hidden_size);
   sd_tensor latents = sd_tensor_4d(be->ops->act_dtype, n, latent_c, lh, lw);
-  sd_tensor model_in = sd_tensor_4d(be->ops->act_dtype, rows, latent_c, lh, lw);
+  sd_tensor model_in = sd_tensor_4d(be->ops->act_dtype, rows, unet_in, lh, lw);
+  /* the scaled latents when the UNet takes more channels (concatenated with cond.extra) */
+  sd_tensor scaled_in = sd_tensor_4d(be->ops->act_dtype, rows, latent_c, lh, lw);
+  sd_cond_state cond;
+  memset(&cond, 0, sizeof cond);
   sd_tensor noise_pred = sd_tensor_4d(be->ops->act_dtype, rows, model->unet.out_channels, lh, lw);
   sd_tensor guided = sd_tensor_4d(be->ops->act_dtype, n, model->unet.out_channels, lh, lw);
   sd_tensor image = sd_tensor_4d(be->ops->act_dtype, n, image_c, batch->height, batch->width);
@@ -204,6 +240,7 @@ int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2im
   if (sd_tensor_alloc_persistent(be, &context) < 0 ||
       sd_tensor_alloc_persistent(be, &latents) < 0 ||
       sd_tensor_alloc_persistent(be, &model_in) < 0 ||
+      (unet_in != latent_c && sd_tensor_alloc_persistent(be, &scaled_in) < 0) ||
       sd_tensor_alloc_persistent(be, &noise_pred) < 0 ||
       sd_tensor_alloc_persistent(be, &guided) < 0 || sd_tensor_alloc_persistent(be, &image) < 0)
     goto out;
@@ -216,27 +253,36 @@ int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2im
                           &scheduler) < 0)
     goto out;
 
-  /* initial latents: each item's randn (1, C, h, w) from its own generator, * init_noise_sigma */
+  /* initial latents: each item's randn (1, C, h, w) from its own generator, * init_noise_sigma;
+   * or the init images' noised latents (img2img, inpainting) */
   for (int i = 0; i < n; i++)
     sd_rng_init(&rngs[i], batch->rng, items[i].seed);
   noise_source noise = {rngs, n, per_item, host, seeds, offsets};
-  if (draw_noise(&noise, be, &latents) < 0) {
-    sd_error_context("initial latents");
-    goto out;
+  if (cond_params) {
+    if (sd_cond_prepare(engine, batch, cond_params, n, rows, rngs, scheduler, &latents, &cond) < 0)
+      goto out;
+  } else {
+    if (draw_noise(&noise, be, &latents) < 0) {
+      sd_error_context("initial latents");
+      goto out;
+    }
+    if (sd_op_scale(be, &latents, sd_scheduler_init_noise_sigma(scheduler), &latents) < 0)
+      goto out;
   }
-  if (sd_op_scale(be, &latents, sd_scheduler_init_noise_sigma(scheduler), &latents) < 0)
-    goto out;
 
   int count = sd_scheduler_count(scheduler);
-  for (int step = 0; step < count; step++) {
-    sd_tensor x = sd_tensor_slice0(&model_in, cfg ? n : 0, n);
+  sd_tensor *unet_latents = unet_in != latent_c ? &scaled_in : &model_in;
+  for (int step = cond.begin; step < count; step++) {
+    sd_tensor x = sd_tensor_slice0(unet_latents, cfg ? n : 0, n);
     if (sd_scheduler_scale_model_input(scheduler, be, step, &latents, &x) < 0)
       goto out;
     if (cfg) {
-      sd_tensor first = sd_tensor_slice0(&model_in, 0, n);
+      sd_tensor first = sd_tensor_slice0(unet_latents, 0, n);
       if (sd_op_copy(be, &x, &first) < 0)
         goto out;
     }
+    if (unet_in != latent_c && sd_op_concat_channels(be, &scaled_in, &cond.extra, &model_in) < 0)
+      goto out;
     if (sd_unet_forward(engine->unet, &model_in, sd_scheduler_timestep(scheduler, step), &context,
                         &noise_pred) < 0) {
       sd_error_context("step %d of %d", step + 1, count);
@@ -249,12 +295,15 @@ int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2im
       sd_error_context("scheduler step %d of %d", step + 1, count);
       goto out;
     }
+    if (sd_cond_after_step(engine, &cond, scheduler, step, &latents) < 0)
+      goto out;
     if (progress)
-      progress(progress_ctx, step + 1, count);
+      progress(progress_ctx, step + 1 - cond.begin, count - cond.begin);
   }
 
   /* decode latents / scaling_factor */
-  sd_tensor scaled = sd_tensor_slice0(&model_in, 0, n);
+  sd_tensor scaled = sd_tensor_4d(be->ops->act_dtype, n, latent_c, lh, lw);
+  scaled.data = model_in.data; /* model_in holds at least n x latent_c x lh x lw */
   if (sd_tensor_download_f32(be, &latents, host) < 0)
     goto out;
   const float inv_scale = 1.0f / model->vae.scaling_factor;
@@ -285,10 +334,12 @@ out:
   if (rc < 0)
     for (int i = 0; i < n; i++)
       sd_txt2img_result_free(&results[i]);
+  sd_cond_free(be, &cond);
   sd_scheduler_free(scheduler);
   sd_tensor_free(be, &image);
   sd_tensor_free(be, &guided);
   sd_tensor_free(be, &noise_pred);
+  sd_tensor_free(be, &scaled_in);
   sd_tensor_free(be, &model_in);
   sd_tensor_free(be, &latents);
   sd_tensor_free(be, &context);

@@ -55,10 +55,13 @@ static int lms_step(sd_scheduler *s, sd_backend *be, int i, const sd_tensor *mod
   SD_TRY(sd_sched_sigma_pred_original(s, be, sigma, latents, model_out, slot));
   SD_TRY(sd_sched_sigma_derivative(be, sigma, latents, slot, slot));
 
+  /* diffusers: order = min(step_index + 1, 4) sets the coefficients; zip() with the derivatives
+   * uses only as many as there are (fewer when the loop began mid-schedule, img2img). */
   int order = i + 1 < LMS_ORDER ? i + 1 : LMS_ORDER;
+  int terms = order < s->derivative_count ? order : s->derivative_count;
   float coeffs[LMS_ORDER];
   const sd_tensor *xs[LMS_ORDER];
-  for (int k = 0; k < order; k++) {
+  for (int k = 0; k < terms; k++) {
     coeffs[k] = (float)lms_coefficient(s->sigmas, order, i, k);
     xs[k] = &s->history[s->derivative_count - 1 - k]; /* reversed(derivatives) */
   }
@@ -67,7 +70,7 @@ static int lms_step(sd_scheduler *s, sd_backend *be, int i, const sd_tensor *mod
   sd_tensor sum;
   int rc = sd_sched_scratch(be, latents, &sum);
   if (rc == 0)
-    rc = sd_op_lincomb(be, order, coeffs, xs, &sum);
+    rc = sd_op_lincomb(be, terms, coeffs, xs, &sum);
   if (rc == 0)
     rc = sd_op_add(be, latents, &sum, latents);
   sd_arena_release(be, mark);

@@ -35,6 +35,7 @@ struct sd_scheduler {
   bool scales_input; /* scale_model_input divides by sqrt(sigma^2 + 1) */
   sd_sched_step_fn step;
   int next_step; /* steps must come in order: multistep state depends on it */
+  int begin;     /* the first call (img2img / inpainting start mid-schedule), else 0 */
 
   /* Persistent backend tensors of the latents' shape, allocated on the first step. */
   sd_backend *history_be;

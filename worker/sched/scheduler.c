@@ -149,6 +149,54 @@ int sd_scheduler_scale_model_input(sd_scheduler *s, sd_backend *be, int i, const
   return sd_op_scale(be, latents, (float)(1.0 / (double)divisor), x);
 }
 
+int sd_scheduler_set_begin(sd_scheduler *s, int begin) {
+  if (begin < 0 || begin >= s->count)
+    return SD_ERROR("%s: the first call %d is outside 0..%d", sd_scheduler_kind_name(s->kind),
+                    begin, s->count - 1);
+  if (s->next_step != s->begin)
+    return SD_ERROR("%s: the first call is set after a step ran", sd_scheduler_kind_name(s->kind));
+  s->begin = begin;
+  s->next_step = begin;
+  return 0;
+}
+
+int sd_scheduler_begin_for_strength(const sd_scheduler *s, double strength) {
+  int steps = s->steps;
+  int init_timestep = (int)(steps * strength);
+  if (init_timestep > steps)
+    init_timestep = steps;
+  int t_start = steps - init_timestep > 0 ? steps - init_timestep : 0;
+  /* order 2 for Heun (its calls interleave), 1 for the others */
+  int order = s->kind == SD_SCHED_HEUN ? 2 : 1;
+  int begin = t_start * order;
+  return begin < s->count ? begin : s->count;
+}
+
+int sd_scheduler_add_noise(const sd_scheduler *s, sd_backend *be, int i, const sd_tensor *original,
+                           const sd_tensor *noise, sd_tensor *out) {
+  if (i < 0 || i >= s->count)
+    return SD_ERROR("%s: add_noise at call %d of %d", sd_scheduler_kind_name(s->kind), i, s->count);
+  float a, b;
+  if (!s->sigmas) {
+    int t = (int)s->timesteps[i];
+    if (t < 0 || t >= s->cfg.num_train_timesteps)
+      return SD_ERROR("%s: add_noise at timestep %d", sd_scheduler_kind_name(s->kind), t);
+    float alpha_prod = s->alphas_cumprod[t];
+    a = sqrtf(alpha_prod);
+    b = sqrtf(1.0f - alpha_prod);
+  } else if (s->kind == SD_SCHED_DPMPP_2M) {
+    float sigma = s->sigmas[i];
+    a = 1.0f / sqrtf(sigma * sigma + 1.0f);
+    b = sigma * a;
+  } else {
+    a = 1.0f;
+    b = s->sigmas[i];
+  }
+  const float coeffs[2] = {a, b};
+  const sd_tensor *xs[2] = {original, noise};
+  return sd_op_lincomb(be, 2, coeffs, xs, out);
+}
+
 int sd_scheduler_step(sd_scheduler *s, sd_backend *be, int i, const sd_tensor *model_out,
                       sd_tensor *latents, sd_noise_fill_fn noise_fill, void *noise_ctx) {
   const char *name = sd_scheduler_kind_name(s->kind);

@@ -67,4 +67,23 @@ int sd_scheduler_scale_model_input(sd_scheduler *s, sd_backend *be, int i, const
 int sd_scheduler_step(sd_scheduler *s, sd_backend *be, int i, const sd_tensor *model_out,
                       sd_tensor *latents, sd_noise_fill_fn noise_fill, void *noise_ctx);
 
+/* Image-to-image and inpainting (diffusers' get_timesteps / set_begin_index): the loop runs
+ * calls begin .. count - 1 only. Call before the first step; -1 when begin is outside
+ * [0, count - 1] or a step has run. Multistep state starts empty at `begin`, as in a fresh
+ * diffusers scheduler whose begin_index is set. */
+int sd_scheduler_set_begin(sd_scheduler *s, int begin);
+
+/* The first call of a loop that keeps `strength` of the schedule (diffusers' get_timesteps:
+ * init_timestep = min(int(steps * strength), steps), t_start = steps - init_timestep, first
+ * call t_start * order); count when strength keeps no step. */
+int sd_scheduler_begin_for_strength(const sd_scheduler *s, double strength);
+
+/* out = the scheduler's add_noise(original, noise, timestep of call i), as diffusers computes
+ * it in float32: DDIM / PNDM sqrt(alphas_cumprod[t]) * original + sqrt(1 - alphas_cumprod[t]) *
+ * noise; LMS / Euler / Euler a / Heun original + noise * sigmas[i]; DPM++ 2M alpha_t * original
+ * + sigma_t * noise with alpha_t = 1 / sqrt(sigma^2 + 1), sigma_t = sigma * alpha_t. i is the
+ * call index (diffusers' step_index / begin_index); out may alias original or noise. */
+int sd_scheduler_add_noise(const sd_scheduler *s, sd_backend *be, int i, const sd_tensor *original,
+                           const sd_tensor *noise, sd_tensor *out);
+
 #endif

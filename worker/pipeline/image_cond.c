@@ -1,0 +1,277 @@
+/* Image-to-image and inpainting as diffusers' StableDiffusionImg2ImgPipeline and
+ * StableDiffusionInpaintPipeline prepare them: the init image (and mask) preprocessed as
+ * VaeImageProcessor does, encoded by the VAE, sampled from latent_dist with the item's generator
+ * and scaled; strength sets the first timestep (get_timesteps); the initial latents are the
+ * scheduler's add_noise of the init latents (or pure noise for inpainting at strength 1); a
+ * 9-channel UNet gets [mask, masked image latents] beside the latents, a 4-channel one the
+ * per-step blending with the re-noised init latents outside the mask. */
+#include "engine_internal.h"
+
+#include "../../kernels/error.h"
+#include "../image/image.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const char *sd_pipeline_kind_name(sd_pipeline_kind kind) {
+  switch (kind) {
+  case SD_PIPELINE_IMG2IMG:
+    return "img2img";
+  case SD_PIPELINE_INPAINT:
+    return "inpaint";
+  default:
+    return "txt2img";
+  }
+}
+
+int sd_pipeline_choose(const sd_model_files *model, bool init_image, bool mask,
+                       sd_pipeline_kind *out) {
+  int in = model->unet.in_channels, latent = model->vae.latent_channels;
+  if (in == 2 * latent + 1) {
+    if (!init_image || !mask)
+      return SD_ERROR("this is an inpainting model (its UNet takes %d channels): it needs an init "
+                      "image and a mask",
+                      in);
+    *out = SD_PIPELINE_INPAINT;
+    return 0;
+  }
+  if (in != latent)
+    return SD_ERROR("this model's UNet takes %d input channels (a depth or upscaler model?); "
+                    "sdbatch renders %d (text-to-image, img2img, inpainting) and %d (inpainting)",
+                    in, latent, 2 * latent + 1);
+  if (mask && !init_image)
+    return SD_ERROR("a mask needs an init image to inpaint");
+  *out = !init_image ? SD_PIPELINE_TXT2IMG : mask ? SD_PIPELINE_INPAINT : SD_PIPELINE_IMG2IMG;
+  return 0;
+}
+
+/* moments (n, 2C, h, w) on the host = the VAE encoder of images (n, 3, H, W) on the host. */
+static int encode(sd_engine *engine, const float *images, int n, int height, int width,
+                  float *moments) {
+  sd_backend *be = engine->be;
+  const sd_model_files *model = engine->files;
+  int factor = sd_engine_vae_scale_factor(engine);
+  sd_tensor x = sd_tensor_4d(be->ops->act_dtype, n, model->vae.in_channels, height, width);
+  sd_tensor m = sd_tensor_4d(be->ops->act_dtype, n, 2 * model->vae.latent_channels, height / factor,
+                             width / factor);
+  int rc = sd_tensor_alloc_persistent(be, &x);
+  if (rc == 0)
+    rc = sd_tensor_alloc_persistent(be, &m);
+  if (rc == 0)
+    rc = sd_tensor_upload_f32(be, &x, images);
+  if (rc == 0)
+    rc = sd_vae_encode(engine->vae, &x, &m);
+  if (rc == 0)
+    rc = sd_tensor_download_f32(be, &m, moments);
+  sd_tensor_free(be, &x);
+  sd_tensor_free(be, &m);
+  return rc;
+}
+
+/* Host buffers of one batch's preparation. */
+typedef struct cond_host {
+  float *init;           /* (n, 3, H, W) preprocessed init images */
+  float *mask;           /* (n, 1, H, W) binarised masks (inpaint) */
+  float *masked;         /* (n, 3, H, W) masked images (9-channel) */
+  float *moments;        /* (n, 2C, h, w) */
+  float *eps;            /* (C, h, w) one latent_dist.sample draw */
+  float *image_latents;  /* (n, C, h, w) */
+  float *noise;          /* (n, C, h, w) */
+  float *masked_latents; /* (n, C, h, w) */
+  float *mask_latent;    /* (n, 1, h, w) */
+  float *extra;          /* (rows, 1 + C, h, w) */
+} cond_host;
+
+static void cond_host_free(cond_host *h) {
+  free(h->init);
+  free(h->mask);
+  free(h->masked);
+  free(h->moments);
+  free(h->eps);
+  free(h->image_latents);
+  free(h->noise);
+  free(h->masked_latents);
+  free(h->mask_latent);
+  free(h->extra);
+}
+
+static int preprocess_inputs(const sd_image_params *image, int n, int width, int height, bool nine,
+                             cond_host *h) {
+  size_t plane = (size_t)width * height;
+  for (int i = 0; i < n; i++) {
+    const sd_image_cond *c = &image->conds[i];
+    if (!c->init_image)
+      return SD_ERROR("item %d has no init image", i);
+    if (sd_image_preprocess(c->init_image, width, height, h->init + (size_t)i * 3 * plane) < 0)
+      return sd_error_context("init image of item %d", i);
+    if (image->kind != SD_PIPELINE_INPAINT)
+      continue;
+    if (!c->mask)
+      return SD_ERROR("item %d has no mask", i);
+    if (sd_mask_preprocess(c->mask, width, height, h->mask + (size_t)i * plane) < 0)
+      return sd_error_context("mask of item %d", i);
+    if (nine)
+      sd_masked_image(h->init + (size_t)i * 3 * plane, h->mask + (size_t)i * plane, width, height,
+                      h->masked + (size_t)i * 3 * plane);
+  }
+  return 0;
+}
+
+static int upload_new(sd_backend *be, sd_tensor *t, const float *host) {
+  SD_TRY(sd_tensor_alloc_persistent(be, t));
+  return sd_tensor_upload_f32(be, t, host);
+}
+
+int sd_cond_prepare(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_params *image,
+                    int n, int rows, sd_rng *rngs, sd_scheduler *scheduler, sd_tensor *latents,
+                    sd_cond_state *state) {
+  sd_backend *be = engine->be;
+  const sd_model_files *model = engine->files;
+  const int factor = sd_engine_vae_scale_factor(engine);
+  const int H = batch->height, W = batch->width, h = H / factor, w = W / factor;
+  const int C = model->vae.latent_channels;
+  const size_t plane = (size_t)H * W, lplane = (size_t)h * w, per = (size_t)C * lplane;
+  const bool inpaint = image->kind == SD_PIPELINE_INPAINT;
+  const bool nine = inpaint && model->unet.in_channels == 2 * C + 1;
+  const bool strength_max = image->strength == 1.0f;
+  /* the init image is encoded for img2img, 4-channel inpainting, and below strength 1 */
+  const bool encode_init = !inpaint || !nine || !strength_max;
+  const sd_dtype dt = be->ops->act_dtype;
+
+  memset(state, 0, sizeof *state);
+  state->kind = image->kind;
+  state->blend = inpaint && !nine;
+  state->begin = sd_scheduler_begin_for_strength(scheduler, image->strength);
+  if (state->begin >= sd_scheduler_count(scheduler))
+    return SD_ERROR("strength %g with %d steps runs no step (diffusers: steps x strength must "
+                    "be at least 1)",
+                    (double)image->strength, batch->steps);
+  SD_TRY(sd_scheduler_set_begin(scheduler, state->begin));
+
+  cond_host hb = {0};
+  int rc = -1;
+  hb.init = malloc((size_t)n * 3 * plane * sizeof(float));
+  hb.mask = inpaint ? malloc((size_t)n * plane * sizeof(float)) : NULL;
+  hb.masked = nine ? malloc((size_t)n * 3 * plane * sizeof(float)) : NULL;
+  hb.moments = malloc((size_t)n * 2 * per * sizeof(float));
+  hb.eps = malloc(per * sizeof(float));
+  hb.image_latents = malloc((size_t)n * per * sizeof(float));
+  hb.noise = malloc((size_t)n * per * sizeof(float));
+  hb.masked_latents = nine ? malloc((size_t)n * per * sizeof(float)) : NULL;
+  hb.mask_latent = inpaint ? malloc((size_t)n * lplane * sizeof(float)) : NULL;
+  hb.extra = nine ? malloc((size_t)rows * (1 + C) * lplane * sizeof(float)) : NULL;
+  if (!hb.init || (inpaint && (!hb.mask || !hb.mask_latent)) ||
+      (nine && (!hb.masked || !hb.masked_latents || !hb.extra)) || !hb.moments || !hb.eps ||
+      !hb.image_latents || !hb.noise) {
+    SD_ERROR("out of host memory for the init images");
+    goto out;
+  }
+  if (preprocess_inputs(image, n, W, H, nine, &hb) < 0)
+    goto out;
+  for (int i = 0; inpaint && i < n; i++)
+    sd_mask_to_latent_size(hb.mask + (size_t)i * plane, W, H, factor,
+                           hb.mask_latent + (size_t)i * lplane);
+
+  /* the init image's latent_dist.sample (draw 1), then the noise (draw 2) */
+  if (encode_init && encode(engine, hb.init, n, H, W, hb.moments) < 0) {
+    sd_error_context("encoding the init images");
+    goto out;
+  }
+  for (int i = 0; i < n; i++) {
+    if (encode_init) {
+      if (sd_rng_randn(&rngs[i], hb.eps, per) < 0)
+        goto out;
+      sd_vae_latent_sample(hb.moments + (size_t)i * 2 * per, hb.eps, C, (int64_t)lplane,
+                           model->vae.scaling_factor, hb.image_latents + (size_t)i * per);
+    }
+    if (sd_rng_randn(&rngs[i], hb.noise + (size_t)i * per, per) < 0)
+      goto out;
+  }
+
+  /* the masked image's latent_dist.sample (draw 3; drawn for 4-channel models too, as
+   * diffusers' prepare_mask_latents encodes it for every model) */
+  if (inpaint) {
+    if (nine && encode(engine, hb.masked, n, H, W, hb.moments) < 0) {
+      sd_error_context("encoding the masked images");
+      goto out;
+    }
+    for (int i = 0; i < n; i++) {
+      if (sd_rng_randn(&rngs[i], hb.eps, per) < 0)
+        goto out;
+      if (nine)
+        sd_vae_latent_sample(hb.moments + (size_t)i * 2 * per, hb.eps, C, (int64_t)lplane,
+                             model->vae.scaling_factor, hb.masked_latents + (size_t)i * per);
+    }
+  }
+
+  /* initial latents */
+  state->noise = sd_tensor_4d(dt, n, C, h, w);
+  if (upload_new(be, &state->noise, hb.noise) < 0)
+    goto out;
+  if (inpaint && strength_max) {
+    if (sd_op_scale(be, &state->noise, sd_scheduler_init_noise_sigma(scheduler), latents) < 0)
+      goto out;
+  } else {
+    state->image_latents = sd_tensor_4d(dt, n, C, h, w);
+    if (upload_new(be, &state->image_latents, hb.image_latents) < 0 ||
+        sd_scheduler_add_noise(scheduler, be, state->begin, &state->image_latents, &state->noise,
+                               latents) < 0)
+      goto out;
+  }
+
+  if (state->blend) {
+    if (!state->image_latents.data) {
+      state->image_latents = sd_tensor_4d(dt, n, C, h, w);
+      if (upload_new(be, &state->image_latents, hb.image_latents) < 0)
+        goto out;
+    }
+    state->mask = sd_tensor_4d(dt, n, 1, h, w);
+    if (upload_new(be, &state->mask, hb.mask_latent) < 0)
+      goto out;
+  }
+  if (nine) {
+    /* rows (uncond items, then cond items with guidance): [mask (1), masked latents (C)] */
+    for (int r = 0; r < rows; r++) {
+      int i = r % n;
+      float *dst = hb.extra + (size_t)r * (1 + C) * lplane;
+      memcpy(dst, hb.mask_latent + (size_t)i * lplane, lplane * sizeof(float));
+      memcpy(dst + lplane, hb.masked_latents + (size_t)i * per, per * sizeof(float));
+    }
+    state->extra = sd_tensor_4d(dt, rows, 1 + C, h, w);
+    if (upload_new(be, &state->extra, hb.extra) < 0)
+      goto out;
+  }
+  rc = 0;
+out:
+  cond_host_free(&hb);
+  if (rc < 0)
+    sd_cond_free(be, state);
+  return rc;
+}
+
+int sd_cond_after_step(sd_engine *engine, sd_cond_state *state, sd_scheduler *scheduler, int call,
+                       sd_tensor *latents) {
+  if (!state->blend)
+    return 0;
+  sd_backend *be = engine->be;
+  if (call + 1 >= sd_scheduler_count(scheduler))
+    return sd_op_mask_blend(be, &state->image_latents, latents, &state->mask, latents);
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  sd_tensor proper = sd_tensor_4d(be->ops->act_dtype, latents->shape[0], latents->shape[1],
+                                  latents->shape[2], latents->shape[3]);
+  int rc = sd_tensor_alloc(be, &proper);
+  if (rc == 0)
+    rc = sd_scheduler_add_noise(scheduler, be, call + 1, &state->image_latents, &state->noise,
+                                &proper);
+  if (rc == 0)
+    rc = sd_op_mask_blend(be, &proper, latents, &state->mask, latents);
+  sd_arena_release(be, mark);
+  return rc;
+}
+
+void sd_cond_free(sd_backend *be, sd_cond_state *state) {
+  sd_tensor_free(be, &state->image_latents);
+  sd_tensor_free(be, &state->noise);
+  sd_tensor_free(be, &state->mask);
+  sd_tensor_free(be, &state->extra);
+}
