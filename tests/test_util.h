@@ -29,6 +29,14 @@ void sd_test_fill_random(float *x, size_t n, uint32_t seed, float scale);
  * not NULL; NULL when it cannot be read. */
 char *sd_test_read_file(const char *path, size_t *len);
 
+/* Factor for time limits in tests: the sanitizer build (scripts/test.sh --sanitize) runs the same
+ * code several times slower. */
+#if defined(__SANITIZE_ADDRESS__)
+#define SD_TEST_TIME_SCALE 5.0
+#else
+#define SD_TEST_TIME_SCALE 1.0
+#endif
+
 /* Prints "N passed, M failed" and returns 0 when nothing failed, 1 otherwise. */
 int sd_test_finish(void);
 

@@ -179,6 +179,48 @@ def seeds_jobs():
     write("prompts_file", "blank.txt", read("jobs", "blank_prompts.txt"))
 
 
+def lora_subset(path, modules):
+    """The first `modules` layers of a LoRA file at rank 1 (down (1, in...), up (out, 1...)):
+    still a valid LoRA of the model, a few KB instead of hundreds."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    kept, tensors = [], []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        module = name.split(".lora")[0].split("_lora")[0].rsplit(".alpha", 1)[0]
+        if module not in kept:
+            if len(kept) == modules:
+                continue
+            kept.append(module)
+        shape = list(entry["shape"])
+        if any(part in name for part in ("lora_A", "lora_down", "down.weight")) and shape:
+            shape[0] = 1
+        elif any(part in name for part in ("lora_B", "lora_up", "up.weight")) and len(shape) > 1:
+            shape[1] = 1
+        count = 1
+        for d in shape:
+            count *= d
+        tensors.append((name, entry["dtype"], shape, bytes(count * SIZES[entry["dtype"]])))
+    return safetensors(tensors, header.get("__metadata__"))
+
+
+def seeds_adapters():
+    """LoRA and embedding files of tests/fixtures/adapters (each a few KB)."""
+    out_dir("lora")
+    out_dir("embedding")
+    adapters = os.path.join(FIXTURES, "adapters")
+    for name in sorted(os.listdir(adapters)):
+        if name.startswith("lora_"):
+            write("lora", name, lora_subset(os.path.join(adapters, name), 6))
+        elif name in ("emb_cat.safetensors", "style.safetensors"):
+            write("embedding", name, read("adapters", name))
+    write("lora", "empty.safetensors", safetensors([]))
+    write("embedding", "a1111.safetensors",
+          safetensors([("emb_params", "F32", [2, 4], bytes(32))]))
+
+
 if __name__ == "__main__":
     seeds_safetensors()
     seeds_config_json()
@@ -187,3 +229,4 @@ if __name__ == "__main__":
     seeds_bpe_gz()
     seeds_prompt()
     seeds_jobs()
+    seeds_adapters()

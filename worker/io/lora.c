@@ -194,6 +194,8 @@ static int check_fit(const lora_layer *layer, const sd_st_tensor *w, int64_t *ra
 /* W (out, K) += scale * alpha / rank * up (out, r) @ down (r, K). */
 static int merge_layer(const lora_file *lf, const lora_layer *layer, float scale,
                        sd_tensor_map *map, sd_patched *patched) {
+  if (!layer->down && !layer->up)
+    return SD_ERROR("layer '%s': an alpha but no down / up weights", layer->module);
   if (!layer->down || !layer->up)
     return SD_ERROR("layer '%s': key '%s' has no %s", layer->module,
                     layer->down ? layer->down->name : layer->up->name,
