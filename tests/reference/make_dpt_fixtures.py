@@ -11,7 +11,11 @@
                         (names below), float32; for the ViT also pixel_values.48 (1, 3, 48, 48)
                         and its predicted_depth.48 (position embeddings resized to 3x3).
   resize.safetensors    torch's F.interpolate on odd sizes (bilinear / bicubic, both
-                        align_corners), the ops' reference.
+                        align_corners), the ops' reference; depth_map.in (1, 37, 45) and
+                        depth_map.out (1, 1, 4, 5): prepare_depth_map's resize and min-max.
+  npy/                  the depth map as .npy, (H, W) and (1, H, W), and files the reader must
+                        refuse (float64, Fortran order, (2, H, W), 1-D, big-endian, NaN,
+                        truncated, wrong magic).
 
 Both folders are written with save_pretrained and the stage outputs computed from the model that
 DPTForDepthEstimation.from_pretrained loads back, in float32 on the CPU. Every parameter and
@@ -23,6 +27,7 @@ Run from anywhere: python3 tests/reference/make_dpt_fixtures.py (deterministic, 
 
 import os
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
@@ -160,6 +165,40 @@ def resize_cases():
     return out
 
 
+def depth_map_cases():
+    """StableDiffusionDepth2ImgPipeline.prepare_depth_map's arithmetic on a user depth map of
+    37x45 for a 45x37 image (latents 4x5, vae_scale_factor 8), and .npy files for the reader."""
+    gen = torch.Generator().manual_seed(21)
+    depth = (torch.rand((1, 37, 45), generator=gen) * 10.0 + 2.0).contiguous()
+    height, width = 37, 45
+    out = torch.nn.functional.interpolate(
+        depth.unsqueeze(1), size=(height // 8, width // 8), mode="bicubic", align_corners=False
+    )
+    depth_min = torch.amin(out, dim=[1, 2, 3], keepdim=True)
+    depth_max = torch.amax(out, dim=[1, 2, 3], keepdim=True)
+    out = 2.0 * (out - depth_min) / (depth_max - depth_min) - 1.0
+    npy = os.path.join(OUT, "npy")
+    os.makedirs(npy, exist_ok=True)
+    arr = depth[0].numpy()
+    np.save(os.path.join(npy, "depth_hw.npy"), arr)
+    np.save(os.path.join(npy, "depth_1hw.npy"), arr[None])
+    np.save(os.path.join(npy, "bad_float64.npy"), arr.astype(np.float64))
+    np.save(os.path.join(npy, "bad_fortran.npy"), np.asfortranarray(arr))
+    np.save(os.path.join(npy, "bad_2hw.npy"), np.stack([arr, arr]))
+    np.save(os.path.join(npy, "bad_1d.npy"), arr[0])
+    np.save(os.path.join(npy, "bad_bigendian.npy"), arr.astype(">f4"))
+    nan = arr.copy()
+    nan[3, 4] = np.nan
+    np.save(os.path.join(npy, "bad_nan.npy"), nan)
+    with open(os.path.join(npy, "depth_hw.npy"), "rb") as f:
+        whole = f.read()
+    with open(os.path.join(npy, "bad_truncated.npy"), "wb") as f:
+        f.write(whole[:-6])
+    with open(os.path.join(npy, "bad_magic.npy"), "wb") as f:
+        f.write(b"PK" + whole[2:])
+    return {"depth_map.in": depth, "depth_map.out": out.contiguous()}
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for folder, config, seed in (("tiny-dpt-hybrid", hybrid_config(), 11),
@@ -177,7 +216,9 @@ def main():
         name = "stages-" + folder.split("-")[-1] + ".safetensors"
         save_file(tensors, os.path.join(OUT, name))
         print(name, {k: tuple(v.shape) for k, v in tensors.items()})
-    save_file(resize_cases(), os.path.join(OUT, "resize.safetensors"))
+    resize = resize_cases()
+    resize.update(depth_map_cases())
+    save_file(resize, os.path.join(OUT, "resize.safetensors"))
 
 
 if __name__ == "__main__":
