@@ -249,7 +249,6 @@ static const expectation unet_expectations[] = {
     {"attention_type", EXPECT_STRING, "default", 0},
     {"class_embed_type", EXPECT_NULL, NULL, 0},
     {"addition_embed_type", EXPECT_NULL, NULL, 0},
-    {"num_class_embeds", EXPECT_NULL, NULL, 0},
     {"encoder_hid_dim", EXPECT_NULL, NULL, 0},
     {"encoder_hid_dim_type", EXPECT_NULL, NULL, 0},
     {"time_cond_proj_dim", EXPECT_NULL, NULL, 0},
@@ -258,7 +257,6 @@ static const expectation unet_expectations[] = {
     {"timestep_post_act", EXPECT_NULL, NULL, 0},
     {"cross_attention_norm", EXPECT_NULL, NULL, 0},
     {"reverse_transformer_layers_per_block", EXPECT_NULL, NULL, 0},
-    {"only_cross_attention", EXPECT_FALSE, NULL, 0},
     {"mid_block_only_cross_attention", EXPECT_FALSE, NULL, 0},
     {"dual_cross_attention", EXPECT_FALSE, NULL, 0},
     {"center_input_sample", EXPECT_FALSE, NULL, 0},
@@ -332,6 +330,26 @@ static int parse_unet(const json_ctx *c, sd_unet_config *cfg) {
   SD_TRY(get_float(c, "freq_shift", &cfg->freq_shift));
   SD_TRY(required(c, "sample_size", get_int(c, "sample_size", &cfg->sample_size)));
   SD_TRY(positive(c, "sample_size", cfg->sample_size));
+  if (get_int(c, "num_class_embeds", &cfg->num_class_embeds) == 1 &&
+      (cfg->num_class_embeds < 1 || cfg->num_class_embeds > 1000000))
+    return SD_ERROR("%s: field 'num_class_embeds' must be in [1, 1000000] (got %d)", c->path,
+                    cfg->num_class_embeds);
+  const cJSON *only_cross = field(c, "only_cross_attention");
+  if (only_cross && cJSON_IsBool(only_cross)) {
+    for (int i = 0; i < n; i++)
+      cfg->only_cross_attention[i] = cJSON_IsTrue(only_cross);
+  } else if (only_cross) {
+    if (!cJSON_IsArray(only_cross) || cJSON_GetArraySize(only_cross) != n)
+      return SD_ERROR("%s: field 'only_cross_attention' must be true, false or a list of %d "
+                      "booleans (one per down block)",
+                      c->path, n);
+    for (int i = 0; i < n; i++) {
+      const cJSON *e = cJSON_GetArrayItem(only_cross, i);
+      if (!cJSON_IsBool(e))
+        return SD_ERROR("%s: only_cross_attention[%d] must be true or false", c->path, i);
+      cfg->only_cross_attention[i] = cJSON_IsTrue(e);
+    }
+  }
 
   for (int i = 0; i < n; i++) {
     int channels = cfg->block_out_channels[i];

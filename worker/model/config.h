@@ -45,6 +45,12 @@ typedef struct sd_unet_config {
   bool flip_sin_to_cos; /* true */
   float freq_shift;     /* 0 */
   int sample_size;      /* latent size the model was trained at (64, 96) */
+  /* class labels (the x4 upscaler's noise level) embedded by a table of this many rows and added
+   * to the time embedding; 0 when the model has none (class_embed_type null either way) */
+  int num_class_embeds;
+  /* per down level (the up blocks take it reversed, as diffusers does): the transformer blocks'
+   * attn1 attends to the text context instead of the image (the x4 upscaler) */
+  bool only_cross_attention[SD_MAX_LEVELS];
 } sd_unet_config;
 
 /* diffusers AutoencoderKL (decoder side is what txt2img needs) */

@@ -47,6 +47,7 @@ struct sd_unet {
   const sd_tensor *time_linear_1_b;         /* (T) */
   const sd_tensor *time_linear_2_w;         /* (T, T) */
   const sd_tensor *time_linear_2_b;         /* (T) */
+  const sd_tensor *class_embedding;         /* (num_class_embeds, T); NULL without */
   unet_down_level down[SD_MAX_LEVELS];      /* level 0 (full resolution) first */
   sd_unet_resnet mid_resnets[2];            /* (B, Cm, h, w) -> (B, Cm, h, w) */
   sd_unet_transformer mid_attention;        /* Cm = block_out_channels[last] */
@@ -92,13 +93,15 @@ static int check_config(const sd_unet_config *cfg) {
   return 0;
 }
 
+/* only_cross: the level's only_cross_attention for down and up blocks; false for the mid block
+ * (diffusers' UNetMidBlock2DCrossAttn does not take it). */
 static int transformer_init(const sd_unet *m, sd_unet_transformer *t, const sd_weights *w,
-                            const char *prefix, int level) {
+                            const char *prefix, int level, bool only_cross) {
   const sd_unet_config *cfg = &m->cfg;
   return sd_unet_transformer_init(
       t, w, prefix, cfg->block_out_channels[level], cfg->num_attention_heads[level],
       cfg->transformer_layers_per_block[level], cfg->cross_attention_dim, cfg->norm_num_groups,
-      cfg->use_linear_projection, cfg->upcast_attention);
+      cfg->use_linear_projection, cfg->upcast_attention, only_cross);
 }
 
 static int down_level_init(sd_unet *m, const sd_weights *w, int l) {
@@ -122,7 +125,7 @@ static int down_level_init(sd_unet *m, const sd_weights *w, int l) {
                                d->channels, m->temb_channels, cfg->norm_num_groups, cfg->norm_eps));
     if (d->attentions) {
       snprintf(prefix, sizeof prefix, "down_blocks.%d.attentions.%d.", l, j);
-      SD_TRY(transformer_init(m, &d->attentions[j], w, prefix, l));
+      SD_TRY(transformer_init(m, &d->attentions[j], w, prefix, l, cfg->only_cross_attention[l]));
     }
   }
   d->has_downsample = l < cfg->num_levels - 1;
@@ -160,7 +163,7 @@ static int up_level_init(sd_unet *m, const sd_weights *w, int i) {
                                m->temb_channels, cfg->norm_num_groups, cfg->norm_eps));
     if (u->attentions) {
       snprintf(prefix, sizeof prefix, "up_blocks.%d.attentions.%d.", i, j);
-      SD_TRY(transformer_init(m, &u->attentions[j], w, prefix, l));
+      SD_TRY(transformer_init(m, &u->attentions[j], w, prefix, l, cfg->only_cross_attention[l]));
     }
   }
   u->has_upsample = i < levels - 1;
@@ -184,6 +187,9 @@ static int unet_init(sd_unet *m, const sd_weights *w) {
   SD_TRY(
       sd_unet_weight(w, &m->time_linear_2_w, "time_embedding.", "linear_2.weight", 2, t, t, 0, 0));
   SD_TRY(sd_unet_weight(w, &m->time_linear_2_b, "time_embedding.", "linear_2.bias", 1, t, 0, 0, 0));
+  if (cfg->num_class_embeds > 0)
+    SD_TRY(sd_unet_weight(w, &m->class_embedding, "", "class_embedding.weight", 2,
+                          cfg->num_class_embeds, t, 0, 0));
   for (int l = 0; l < levels; l++)
     if (down_level_init(m, w, l) < 0)
       return sd_error_context("unet: down_blocks.%d", l);
@@ -194,7 +200,7 @@ static int unet_init(sd_unet *m, const sd_weights *w) {
                             cfg->norm_num_groups, cfg->norm_eps) < 0)
       return sd_error_context("unet: mid_block");
   }
-  if (transformer_init(m, &m->mid_attention, w, "mid_block.attentions.0.", levels - 1) < 0)
+  if (transformer_init(m, &m->mid_attention, w, "mid_block.attentions.0.", levels - 1, false) < 0)
     return sd_error_context("unet: mid_block");
   for (int i = 0; i < levels; i++)
     if (up_level_init(m, w, i) < 0)
@@ -252,11 +258,13 @@ void sd_unet_free(sd_unet *m) {
 typedef struct unet_run {
   sd_unet *m;
   sd_backend *be;
-  int64_t batch;            /* B */
-  const sd_tensor *context; /* (B, L, cross_attention_dim) */
-  sd_tensor temb_act;       /* (B, T): silu(time embedding), as every resnet takes it */
-  void *buffers[2];         /* each B * max(C) * H * W activations */
-  int current;              /* which buffer holds h */
+  int64_t batch;               /* B */
+  const sd_tensor *context;    /* (B, L, cross_attention_dim) */
+  const int32_t *class_labels; /* (B) host ids, or NULL */
+  sd_tensor temb_act;          /* (B, T): silu(time embedding (+ class embedding)), as every resnet
+                                  takes it */
+  void *buffers[2];            /* each B * max(C) * H * W activations */
+  int current;                 /* which buffer holds h */
   sd_tensor h;      /* from the mid block on: the activation (B, C, h, w) in buffers[current] */
   sd_tensor *skips; /* (B, C, h, w) each, in push order */
   sd_arena_mark *skip_marks;
@@ -387,6 +395,14 @@ static int time_embedding(unet_run *r, double timestep) {
   if (rc == 0)
     rc = sd_op_linear(r->be, &hidden, m->time_linear_2_w, m->time_linear_2_b, SD_ACT_NONE,
                       &r->temb_act);
+  if (rc == 0 && m->class_embedding) { /* emb = emb + class_embedding(class_labels) */
+    sd_tensor class_emb = sd_tensor_2d(dt, b, m->temb_channels);
+    rc = sd_tensor_alloc(r->be, &class_emb);
+    if (rc == 0)
+      rc = sd_op_embedding(r->be, m->class_embedding, r->class_labels, b, &class_emb);
+    if (rc == 0)
+      rc = sd_op_add(r->be, &r->temb_act, &class_emb, &r->temb_act);
+  }
   if (rc == 0)
     rc = sd_op_activation(r->be, &r->temb_act, SD_ACT_SILU, &r->temb_act);
   sd_arena_release(r->be, mark);
@@ -455,9 +471,23 @@ static int check_shapes(const sd_unet *m, const sd_tensor *sample, const sd_tens
 
 int sd_unet_forward(sd_unet *m, const sd_tensor *sample, double timestep, const sd_tensor *context,
                     sd_tensor *out) {
+  return sd_unet_forward_labels(m, sample, timestep, NULL, context, out);
+}
+
+int sd_unet_forward_labels(sd_unet *m, const sd_tensor *sample, double timestep,
+                           const int32_t *class_labels, const sd_tensor *context, sd_tensor *out) {
   SD_TRY(check_shapes(m, sample, context, out));
+  if (m->class_embedding && !class_labels)
+    return SD_ERROR("unet: this model embeds class labels (num_class_embeds %d); none given",
+                    m->cfg.num_class_embeds);
+  if (!m->class_embedding && class_labels)
+    return SD_ERROR("unet: class labels given to a model without a class embedding");
   int max_skips = 1 + m->cfg.num_levels * (m->cfg.layers_per_block + 1);
-  unet_run r = {.m = m, .be = m->be, .batch = sample->shape[0], .context = context};
+  unet_run r = {.m = m,
+                .be = m->be,
+                .batch = sample->shape[0],
+                .context = context,
+                .class_labels = class_labels};
   r.skips = calloc((size_t)max_skips, sizeof *r.skips);
   r.skip_marks = calloc((size_t)max_skips, sizeof *r.skip_marks);
   if (!r.skips || !r.skip_marks) {

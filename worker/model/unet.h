@@ -27,4 +27,10 @@ int sd_unet_time_proj(const sd_unet_config *cfg, double timestep, float *out);
 int sd_unet_forward(sd_unet *model, const sd_tensor *sample, double timestep,
                     const sd_tensor *context, sd_tensor *out);
 
+/* sd_unet_forward with class labels (B host ids < num_class_embeds, checked), embedded and added
+ * to the time embedding as diffusers' class_embedding (class_embed_type null): the x4 upscaler's
+ * noise level. Required exactly when the model has num_class_embeds. */
+int sd_unet_forward_labels(sd_unet *model, const sd_tensor *sample, double timestep,
+                           const int32_t *class_labels, const sd_tensor *context, sd_tensor *out);
+
 #endif

@@ -35,7 +35,7 @@ typedef struct sd_unet_attention {
 /* diffusers BasicTransformerBlock (layer_norm, self-attn, cross-attn, GEGLU feed-forward). */
 typedef struct sd_unet_transformer_block {
   const sd_tensor *norm1_w, *norm1_b; /* (C) */
-  sd_unet_attention attn1;            /* self */
+  sd_unet_attention attn1;            /* self, or on the context when only_cross_attention */
   const sd_tensor *norm2_w, *norm2_b; /* (C) */
   sd_unet_attention attn2;            /* cross, k/v from the context (B, L, Ckv) */
   const sd_tensor *norm3_w, *norm3_b; /* (C) */
@@ -51,6 +51,7 @@ typedef struct sd_unet_transformer {
   int channels, heads, groups, num_layers;
   bool use_linear_projection;       /* proj_in/out are linears on (B, HW, C), else 1x1 convs */
   bool upcast_attention;            /* softmax in fp32 on reduced-precision backends; CPU is fp32 */
+  bool only_cross_attention;        /* attn1's k/v come from the context (B, L, Ckv) too */
   const sd_tensor *norm_w, *norm_b; /* (C) */
   const sd_tensor *proj_in_w, *proj_in_b;   /* (C, C) or (C, C, 1, 1), (C) */
   sd_unet_transformer_block *blocks;        /* num_layers */
@@ -75,7 +76,8 @@ int sd_unet_resnet_forward(sd_backend *be, const sd_unet_resnet *r, const sd_ten
  * Allocates t->blocks; release with sd_unet_transformer_free. */
 int sd_unet_transformer_init(sd_unet_transformer *t, const sd_weights *w, const char *prefix,
                              int channels, int heads, int num_layers, int context_channels,
-                             int groups, bool use_linear_projection, bool upcast_attention);
+                             int groups, bool use_linear_projection, bool upcast_attention,
+                             bool only_cross_attention);
 void sd_unet_transformer_free(sd_unet_transformer *t);
 /* x (B, C, H, W), context (B, L, Ckv) -> y (B, C, H, W). y must not alias x. */
 int sd_unet_transformer_forward(sd_backend *be, const sd_unet_transformer *t, const sd_tensor *x,

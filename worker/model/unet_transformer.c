@@ -26,13 +26,14 @@ static int attention_init(sd_unet_attention *a, const sd_weights *w, const char 
 }
 
 static int block_init(sd_unet_transformer_block *blk, const sd_weights *w, const char *prefix,
-                      int channels, int context_channels, int heads) {
+                      int channels, int context_channels, int heads, bool only_cross_attention) {
   int64_t c = channels, f = 4 * (int64_t)channels;
   char sub[192];
   SD_TRY(sd_unet_weight(w, &blk->norm1_w, prefix, "norm1.weight", 1, c, 0, 0, 0));
   SD_TRY(sd_unet_weight(w, &blk->norm1_b, prefix, "norm1.bias", 1, c, 0, 0, 0));
   snprintf(sub, sizeof sub, "%sattn1.", prefix);
-  SD_TRY(attention_init(&blk->attn1, w, sub, channels, channels, heads));
+  SD_TRY(attention_init(&blk->attn1, w, sub, channels,
+                        only_cross_attention ? context_channels : channels, heads));
   SD_TRY(sd_unet_weight(w, &blk->norm2_w, prefix, "norm2.weight", 1, c, 0, 0, 0));
   SD_TRY(sd_unet_weight(w, &blk->norm2_b, prefix, "norm2.bias", 1, c, 0, 0, 0));
   snprintf(sub, sizeof sub, "%sattn2.", prefix);
@@ -47,14 +48,16 @@ static int block_init(sd_unet_transformer_block *blk, const sd_weights *w, const
 
 int sd_unet_transformer_init(sd_unet_transformer *t, const sd_weights *w, const char *prefix,
                              int channels, int heads, int num_layers, int context_channels,
-                             int groups, bool use_linear_projection, bool upcast_attention) {
+                             int groups, bool use_linear_projection, bool upcast_attention,
+                             bool only_cross_attention) {
   int64_t c = channels;
   *t = (sd_unet_transformer){.channels = channels,
                              .heads = heads,
                              .groups = groups,
                              .num_layers = num_layers,
                              .use_linear_projection = use_linear_projection,
-                             .upcast_attention = upcast_attention};
+                             .upcast_attention = upcast_attention,
+                             .only_cross_attention = only_cross_attention};
   if (heads < 1 || channels % heads)
     return SD_ERROR("%s: %d channels do not split into %d attention heads", prefix, channels,
                     heads);
@@ -73,7 +76,8 @@ int sd_unet_transformer_init(sd_unet_transformer *t, const sd_weights *w, const 
   for (int i = 0; i < num_layers; i++) {
     char sub[192];
     snprintf(sub, sizeof sub, "%stransformer_blocks.%d.", prefix, i);
-    SD_TRY(block_init(&t->blocks[i], w, sub, channels, context_channels, heads));
+    SD_TRY(
+        block_init(&t->blocks[i], w, sub, channels, context_channels, heads, only_cross_attention));
   }
   return 0;
 }
@@ -105,9 +109,10 @@ static int attention_forward(sd_backend *be, const sd_unet_attention *a, const s
   return sd_op_linear(be, &o, a->to_out_w, a->to_out_b, SD_ACT_NONE, out);
 }
 
-/* h (B, N, C) += attn1(norm1(h)); += attn2(norm2(h), context); += ff(norm3(h)). */
+/* h (B, N, C) += attn1(norm1(h)) (its k/v from the context when only_cross_attention);
+ * += attn2(norm2(h), context); += ff(norm3(h)). */
 static int block_compute(sd_backend *be, const sd_unet_transformer_block *blk, sd_tensor *h,
-                         const sd_tensor *context) {
+                         const sd_tensor *context, bool only_cross_attention) {
   sd_dtype dt = be->ops->act_dtype;
   int64_t b = h->shape[0], n = h->shape[1], c = h->shape[2];
   sd_tensor normed = sd_tensor_3d(dt, b, n, c);        /* (B, N, C) */
@@ -119,7 +124,8 @@ static int block_compute(sd_backend *be, const sd_unet_transformer_block *blk, s
 
   sd_arena_mark mark = sd_arena_get_mark(be);
   SD_TRY(sd_op_layer_norm(be, h, blk->norm1_w, blk->norm1_b, SD_TRANSFORMER_LN_EPS, &normed));
-  SD_TRY(attention_forward(be, &blk->attn1, &normed, &normed, &delta));
+  SD_TRY(attention_forward(be, &blk->attn1, &normed, only_cross_attention ? context : &normed,
+                           &delta));
   SD_TRY(sd_op_add(be, &delta, h, h));
   sd_arena_release(be, mark);
 
@@ -165,7 +171,7 @@ static int transformer_compute(sd_backend *be, const sd_unet_transformer *t, con
 
   for (int i = 0; i < t->num_layers; i++) {
     sd_arena_mark mark = sd_arena_get_mark(be);
-    int rc = block_compute(be, &t->blocks[i], &seq, context);
+    int rc = block_compute(be, &t->blocks[i], &seq, context, t->only_cross_attention);
     sd_arena_release(be, mark);
     if (rc < 0)
       return sd_error_context("transformer_blocks.%d", i);
