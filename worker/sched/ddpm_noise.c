@@ -1,0 +1,28 @@
+/* DDPMScheduler.add_noise at one timestep, see ddpm_noise.h: the two coefficients are torch's
+ * float32 alphas_cumprod[t] ** 0.5 and (1 - alphas_cumprod[t]) ** 0.5, and lincomb forms
+ * c0 x + c1 noise in float32. */
+#include "ddpm_noise.h"
+
+#include "sched_internal.h"
+
+#include "../../kernels/error.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+int sd_ddpm_add_noise(const sd_scheduler_config *cfg, int timestep, sd_backend *be,
+                      const sd_tensor *x, const sd_tensor *noise, sd_tensor *out) {
+  int n = cfg->num_train_timesteps;
+  if (timestep < 0 || timestep >= n)
+    return SD_ERROR("noise level %d outside the low-resolution scheduler's [0, %d)", timestep, n);
+  float *alphas = malloc((size_t)n * sizeof *alphas);
+  if (!alphas)
+    return SD_ERROR("out of memory for %d alphas", n);
+  int rc = sd_sched_alphas_cumprod(cfg, alphas);
+  float a = alphas[timestep];
+  free(alphas);
+  SD_TRY(rc);
+  const float coeffs[2] = {sqrtf(a), sqrtf(1.0f - a)};
+  const sd_tensor *inputs[2] = {x, noise};
+  return sd_op_lincomb(be, 2, coeffs, inputs, out);
+}
