@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char *const bench_usage =
     "Usage: sdbatch bench --model PATH [options]\n"
@@ -18,7 +19,9 @@ static const char *const bench_usage =
     "inpainting inputs) on the real shapes, then the whole text-to-image pipeline, and prints\n"
     "milliseconds per call, GFLOP per call (linear, convolution and attention, as torch's\n"
     "FlopCounterMode counts them), achieved TFLOP/s and images/s. With guidance > 1 a UNet\n"
-    "call runs 2 x batch rows (classifier-free guidance).\n";
+    "call runs 2 x batch rows (classifier-free guidance).\n"
+    "With --depth-estimator (or a model folder holding depth_estimator/) it also times the depth\n"
+    "estimator on one image at its size; --only depth times that alone.\n";
 
 static double now_s(void) {
   struct timespec t;
@@ -40,7 +43,7 @@ int cmd_bench(int argc, char **argv) {
   int batch_size = 1, steps = 50, width = 0, height = 0, repeat = 3;
   float guidance = 7.5f;
   bool no_pipeline = false, precision_given = false;
-  const char *only = NULL;
+  const char *only = NULL, *depth_dir = NULL;
   sd_scheduler_kind scheduler = SD_SCHED_DDIM;
   cli_adapters adapters = {0};
   const cli_option options[] = {
@@ -66,7 +69,10 @@ int cmd_bench(int argc, char **argv) {
       CLI_OPTION("no-pipeline", NULL, CLI_FLAG, &no_pipeline, "time the stages only"),
       CLI_OPTION("only", NULL, CLI_CHOICE, &only,
                  "time this one stage (e.g. a 2048x2048 VAE decode alone)",
-                 .choices = "text|unet|vae|vae-encoder|pipeline"),
+                 .choices = "text|unet|vae|vae-encoder|pipeline|depth"),
+      CLI_OPTION("depth-estimator", "DIR", CLI_STRING, &depth_dir,
+                 "a depth estimator folder (config.json + model.safetensors of\n"
+                 "DPTForDepthEstimation; default: the model's depth_estimator/ if any)"),
       CLI_OPTION_LORA(&adapters),
       CLI_OPTION_EMBEDDING(&adapters),
       {0},
@@ -97,7 +103,8 @@ int cmd_bench(int argc, char **argv) {
   batch.width = width ? width : model->unet.sample_size * factor;
   batch.height = height ? height : model->unet.sample_size * factor;
   int status = 0;
-  if (sd_txt2img_check(engine, &batch) < 0) {
+  bool depth_only = only && strcmp(only, "depth") == 0;
+  if (!depth_only && sd_txt2img_check(engine, &batch) < 0) {
     status = cli_report_error(cmd);
     goto out;
   }
@@ -114,6 +121,31 @@ int cmd_bench(int argc, char **argv) {
          sd_scheduler_kind_name(batch.scheduler));
   fflush(stdout);
   sd_stage_timing timing;
+  char model_depth_dir[4200], depth_config[4300];
+  if (!depth_dir) {
+    snprintf(model_depth_dir, sizeof model_depth_dir, "%s/depth_estimator", params.model_path);
+    snprintf(depth_config, sizeof depth_config, "%s/config.json", model_depth_dir);
+    if (access(depth_config, R_OK) == 0)
+      depth_dir = model_depth_dir;
+  }
+  if (depth_only && !depth_dir) {
+    SD_ERROR("--only depth: %s has no depth_estimator/ folder; give --depth-estimator DIR",
+             params.model_path);
+    status = cli_report_error(cmd);
+    goto out;
+  }
+  if (depth_dir && (!only || depth_only)) {
+    int side = 0;
+    if (sd_bench_depth_estimator(be, depth_dir, repeat, &side, &timing) < 0) {
+      status = cli_report_error(cmd);
+      goto out;
+    }
+    printf("  depth estimator %s at %dx%d:\n", depth_dir, side, side);
+    print_stage("depth", 1, &timing);
+    fflush(stdout);
+  }
+  if (depth_only)
+    goto out;
   if (!only || strcmp(only, "text") == 0) {
     if (sd_bench_text_encoder(engine, rows, repeat, &timing) < 0) {
       status = cli_report_error(cmd);

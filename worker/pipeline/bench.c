@@ -3,6 +3,9 @@
 
 #include "engine_internal.h"
 
+#include "../io/dpt_files.h"
+#include "../model/dpt.h"
+
 #include "../../kernels/error.h"
 
 #include <math.h>
@@ -31,10 +34,9 @@ static int fill_pattern(sd_backend *be, sd_tensor *t) {
 
 typedef int (*stage_fn)(sd_engine *engine, void *ctx);
 
-/* One warm-up call, then `repeats` timed calls. */
-static int time_stage(sd_engine *engine, stage_fn fn, void *ctx, int repeats,
-                      sd_stage_timing *out) {
-  sd_backend *be = engine->be;
+/* One warm-up call of fn(engine, ctx) on be, then `repeats` timed calls. */
+static int time_stage_on(sd_backend *be, sd_engine *engine, stage_fn fn, void *ctx, int repeats,
+                         sd_stage_timing *out) {
   memset(out, 0, sizeof *out);
   SD_TRY(fn(engine, ctx));
   SD_TRY(be->ops->synchronize(be));
@@ -54,6 +56,11 @@ static int time_stage(sd_engine *engine, stage_fn fn, void *ctx, int repeats,
   out->ms_per_call = total / repeats;
   out->ms_best = best;
   return 0;
+}
+
+static int time_stage(sd_engine *engine, stage_fn fn, void *ctx, int repeats,
+                      sd_stage_timing *out) {
+  return time_stage_on(engine->be, engine, fn, ctx, repeats, out);
 }
 
 typedef struct text_ctx {
@@ -175,5 +182,46 @@ int sd_bench_vae_encoder(sd_engine *engine, int images, int width, int height, i
 out:
   sd_tensor_free(be, &moments);
   sd_tensor_free(be, &image);
+  return rc;
+}
+
+typedef struct depth_ctx {
+  sd_dpt *model;
+  sd_tensor *pixels, *depth;
+} depth_ctx;
+
+static int run_depth(sd_engine *engine, void *ctx) {
+  (void)engine;
+  depth_ctx *c = ctx;
+  return sd_dpt_forward(c->model, c->pixels, c->depth);
+}
+
+int sd_bench_depth_estimator(sd_backend *be, const char *dir, int repeats, int *side,
+                             sd_stage_timing *out) {
+  sd_dpt_files *files = NULL;
+  sd_weights *weights = NULL;
+  sd_dpt *model = NULL;
+  sd_tensor pixels = {0}, depth = {0};
+  int rc = -1;
+  if (sd_dpt_files_open(dir, &files) < 0 ||
+      sd_weights_upload(be, files->tensors, "depth_estimator", &weights) < 0 ||
+      sd_dpt_create(be, &files->cfg, weights, &model) < 0)
+    goto out;
+  int64_t s = files->cfg.image_size, oh, ow;
+  sd_dpt_output_size(model, s, s, &oh, &ow);
+  pixels = sd_tensor_4d(be->ops->act_dtype, 1, files->cfg.num_channels, s, s);
+  depth = sd_tensor_3d(be->ops->act_dtype, 1, oh, ow);
+  if (sd_tensor_alloc_persistent(be, &pixels) < 0 || sd_tensor_alloc_persistent(be, &depth) < 0 ||
+      fill_pattern(be, &pixels) < 0)
+    goto out;
+  *side = (int)s;
+  depth_ctx ctx = {model, &pixels, &depth};
+  rc = time_stage_on(be, NULL, run_depth, &ctx, repeats, out);
+out:
+  sd_tensor_free(be, &depth);
+  sd_tensor_free(be, &pixels);
+  sd_dpt_free(model);
+  sd_weights_free(weights);
+  sd_dpt_files_close(files);
   return rc;
 }

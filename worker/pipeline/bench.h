@@ -22,6 +22,10 @@ int sd_bench_unet(sd_engine *engine, int rows, int width, int height, int repeat
 /* VAE decode of images latents to width x height. */
 int sd_bench_vae(sd_engine *engine, int images, int width, int height, int repeats,
                  sd_stage_timing *out);
+/* The depth estimator in dir (a depth model's depth_estimator/: DPTForDepthEstimation) on be,
+ * one image at the size the model takes (its image_size square); *side gets that size. */
+int sd_bench_depth_estimator(sd_backend *be, const char *dir, int repeats, int *side,
+                             sd_stage_timing *out);
 
 /* VAE encoder (img2img, inpainting) of images width x height. */
 int sd_bench_vae_encoder(sd_engine *engine, int images, int width, int height, int repeats,
