@@ -79,8 +79,13 @@ expect 2 "--threads: expected an integer from 1 to 1024, got ''" -- \
 expect 2 "--vae-tiling: .*maybe" -- "${render[@]}" --prompt "a cat" --vae-tiling maybe --out x.png
 expect 2 "--model is required" -- "$sdbatch" render --prompt "a cat" --out "$work/x.png"
 expect 2 "unexpected argument 'stray'" -- "${render[@]}" --prompt "a cat" stray --out x.png
-expect 2 "--only: expected text, unet, vae, vae-encoder or pipeline, got 'all'" -- \
+expect 2 "--only: expected text, unet, vae, vae-encoder, pipeline or depth, got 'all'" -- \
   "$sdbatch" bench --model "$model" --only all
+expect 1 "has no depth_estimator/ folder; give --depth-estimator DIR" -- \
+  "$sdbatch" bench --model "$model" --device cpu --only depth
+expect 0 "depth estimator .*tiny-dpt-hybrid at 64x64" -- \
+  "$sdbatch" bench --model "$model" --device cpu --only depth --repeat 1 \
+  --depth-estimator "$fixtures/depth/tiny-dpt-hybrid"
 expect 2 "--batch: expected an integer from 1 to 1024, got '0'" -- \
   "$sdbatch" bench --model "$model" --batch 0
 expect 2 "--seed: expected a non-negative integer, got '1e3'" -- \

@@ -205,6 +205,31 @@ static void check_config_error(const char *from, const char *to, const char *fie
   free(text);
 }
 
+/* A DPT-hybrid config without backbone_config (transformers then builds its default BitConfig)
+ * and without readout_type / neck_ignore_stages reads with those defaults. */
+static void check_config_defaults(void) {
+  char path[] = "/tmp/sd_dpt_defaults_XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0, "mkstemp");
+  if (fd < 0)
+    return;
+  FILE *f = fdopen(fd, "w");
+  fputs("{\"model_type\": \"dpt\", \"is_hybrid\": true, \"backbone_out_indices\": [2, 5, 8, 11],"
+        " \"neck_hidden_sizes\": [256, 512, 768, 768], \"reassemble_factors\": [1, 1, 1, 0.5]}",
+        f);
+  fclose(f);
+  sd_dpt_config cfg;
+  int rc = sd_dpt_config_read(path, &cfg);
+  CHECK(rc == 0, "default hybrid config: %s", sd_error_message());
+  CHECK(rc == 0 && cfg.is_hybrid && cfg.hidden_size == 768 && cfg.image_size == 384 &&
+            cfg.bit_embedding_size == 64 && cfg.bit_num_groups == 32 && cfg.bit_depths[0] == 3 &&
+            cfg.bit_depths[2] == 9 && cfg.bit_hidden_sizes[2] == 1024 &&
+            cfg.bit_embedding_dynamic_padding && cfg.reassemble_down[3] == 2,
+        "default hybrid config: BiT %d %d %d/%d, hidden %d", cfg.bit_embedding_size,
+        cfg.bit_num_groups, cfg.bit_depths[2], cfg.bit_hidden_sizes[2], cfg.hidden_size);
+  unlink(path);
+}
+
 int main(void) {
   sd_backend *be = sd_backend_cpu_create(0);
   if (!be) {
@@ -216,6 +241,7 @@ int main(void) {
   check_model(be, "tiny-dpt-hybrid", "stages-hybrid.safetensors", 20);
   /* ViT: embeddings + 4 layers + 4 reassemble + 4 convs + 4 fusion + depth, depth at 48x48 */
   check_model(be, "tiny-dpt-vit", "stages-vit.safetensors", 19);
+  check_config_defaults();
   check_config_error("\"readout_type\": \"project\"", "\"readout_type\": \"add\"", "readout_type");
   check_config_error("\"layer_type\": \"bottleneck\"", "\"layer_type\": \"preactivation\"",
                      "layer_type");

@@ -124,7 +124,7 @@ static int parse_bit(const char *path, const cJSON *obj, sd_dpt_config *cfg) {
   cfg_ctx c = {path, "backbone_config.", obj};
   static const char *const bit[] = {"bit"}, *const bottleneck[] = {"bottleneck"},
                            *const same[] = {"same"}, *const relu[] = {"relu"};
-  SD_TRY(expect_string(&c, "model_type", NULL, bit, 1));
+  SD_TRY(expect_string(&c, "model_type", "bit", bit, 1));
   SD_TRY(expect_string(&c, "layer_type", "preactivation", bottleneck, 1));
   SD_TRY(expect_string(&c, "global_padding", NULL, same, 1));
   SD_TRY(expect_string(&c, "hidden_act", "relu", relu, 1));
@@ -186,7 +186,7 @@ static int parse_dpt(const char *path, const cJSON *root, sd_dpt_config *cfg) {
   static const char *const dpt[] = {"dpt"}, *const project[] = {"project"},
                            *const gelu[] = {"gelu"};
   SD_TRY(expect_string(&c, "model_type", NULL, dpt, 1));
-  SD_TRY(expect_string(&c, "readout_type", "ignore", project, 1));
+  SD_TRY(expect_string(&c, "readout_type", "project", project, 1));
   SD_TRY(expect_string(&c, "hidden_act", "gelu", gelu, 1));
   SD_TRY(get_bool(&c, "is_hybrid", false, &cfg->is_hybrid));
   SD_TRY(get_int(&c, "num_channels", 3, 1, 16, &cfg->num_channels));
@@ -245,25 +245,37 @@ static int parse_dpt(const char *path, const cJSON *root, sd_dpt_config *cfg) {
                       path, i);
     }
   }
+  /* DPT-hybrid feeds its first two neck stages from BiT and must ignore them (transformers'
+   * default); plain DPT ignores none whatever the file says (DPTConfig forces []) */
   const cJSON *ignore = item_of(&c, "neck_ignore_stages");
-  int n_ignore = ignore && cJSON_IsArray(ignore) ? cJSON_GetArraySize(ignore) : 0;
-  int ignored[SD_DPT_STAGES] = {0};
-  if (n_ignore > SD_DPT_STAGES)
-    return SD_ERROR("%s: field 'neck_ignore_stages' has more than %d entries", path, SD_DPT_STAGES);
-  if (n_ignore)
-    SD_TRY(get_int_list(&c, "neck_ignore_stages", n_ignore, 0, SD_DPT_STAGES - 1, ignored));
-  /* DPT-hybrid feeds its first two neck stages from BiT and must ignore them; plain DPT none */
-  bool want_hybrid_ignore = n_ignore == 2 && ignored[0] == 0 && ignored[1] == 1;
-  if (cfg->is_hybrid ? !want_hybrid_ignore : n_ignore != 0)
-    return SD_ERROR("%s: field 'neck_ignore_stages' must be %s", path,
-                    cfg->is_hybrid ? "[0, 1] for DPT-hybrid" : "empty for plain DPT");
+  if (cfg->is_hybrid && ignore) {
+    int ignored[2] = {0};
+    if (!cJSON_IsArray(ignore) || cJSON_GetArraySize(ignore) != 2 ||
+        get_int_list(&c, "neck_ignore_stages", 2, 0, SD_DPT_STAGES - 1, ignored) < 0 ||
+        ignored[0] != 0 || ignored[1] != 1)
+      return SD_ERROR("%s: field 'neck_ignore_stages' must be [0, 1] for DPT-hybrid", path);
+  }
   const cJSON *backbone = item_of(&c, "backbone_config");
-  if (cfg->is_hybrid) {
+  if (cfg->is_hybrid && !backbone) {
+    /* DPTConfig's default backbone for DPT-hybrid: BitConfig(global_padding="same",
+     * layer_type="bottleneck", depths=[3, 4, 9], out_features=stage1..3,
+     * embedding_dynamic_padding=True) with BitConfig's other defaults */
+    static const int depths[SD_DPT_BIT_STAGES] = {3, 4, 9};
+    static const int sizes[SD_DPT_BIT_STAGES] = {256, 512, 1024};
+    cfg->bit_embedding_size = 64;
+    cfg->bit_num_groups = 32;
+    cfg->bit_embedding_dynamic_padding = true;
+    for (int s = 0; s < SD_DPT_BIT_STAGES; s++) {
+      cfg->bit_depths[s] = depths[s];
+      cfg->bit_hidden_sizes[s] = sizes[s];
+    }
+  } else if (cfg->is_hybrid) {
     SD_TRY(parse_bit(path, backbone, cfg));
-    if (cfg->patch_size != 16)
-      return SD_ERROR("%s: DPT-hybrid's patch_size must be 16 (the BiT stride), not %d", path,
-                      cfg->patch_size);
-  } else if (backbone) {
+  }
+  if (cfg->is_hybrid && cfg->patch_size != 16)
+    return SD_ERROR("%s: DPT-hybrid's patch_size must be 16 (the BiT stride), not %d", path,
+                    cfg->patch_size);
+  if (!cfg->is_hybrid && backbone) {
     return SD_ERROR("%s: a plain DPT with a 'backbone_config' (e.g. DINOv2, Swin) is not "
                     "implemented",
                     path);
