@@ -331,9 +331,9 @@ static int parse_unet(const json_ctx *c, sd_unet_config *cfg) {
   SD_TRY(required(c, "sample_size", get_int(c, "sample_size", &cfg->sample_size)));
   SD_TRY(positive(c, "sample_size", cfg->sample_size));
   if (get_int(c, "num_class_embeds", &cfg->num_class_embeds) == 1 &&
-      (cfg->num_class_embeds < 1 || cfg->num_class_embeds > 1000000))
-    return SD_ERROR("%s: field 'num_class_embeds' must be in [1, 1000000] (got %d)", c->path,
-                    cfg->num_class_embeds);
+      (cfg->num_class_embeds < 1 || cfg->num_class_embeds > SD_CFG_MAX_VOCAB))
+    return SD_ERROR("%s: field 'num_class_embeds' must be in [1, %d] (got %d)", c->path,
+                    SD_CFG_MAX_VOCAB, cfg->num_class_embeds);
   const cJSON *only_cross = field(c, "only_cross_attention");
   if (only_cross && cJSON_IsBool(only_cross)) {
     for (int i = 0; i < n; i++)
