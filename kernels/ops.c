@@ -98,6 +98,38 @@ int sd_op_group_norm(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
   return be->ops->group_norm(be, x, gamma, beta, groups, eps, silu, y);
 }
 
+int sd_op_group_norm_sums(sd_backend *be, const sd_tensor *x, int groups, const float *center,
+                          double *sums) {
+  SD_TRY(check_act(be, "group_norm_sums", "x", x));
+  if (x->ndim < 2 || groups < 1 || x->shape[1] % groups)
+    return SD_ERROR("group_norm_sums: x of %d dims with %lld channels does not split into %d "
+                    "groups",
+                    x->ndim, x->ndim >= 2 ? (long long)x->shape[1] : 0LL, groups);
+  if (!sums)
+    return SD_ERROR("group_norm_sums: no output array");
+  return be->ops->group_norm_sums(be, x, groups, center, sums);
+}
+
+int sd_op_group_norm_apply(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                           const sd_tensor *beta, int groups, const float *stats, bool silu,
+                           sd_tensor *y) {
+  SD_TRY(check_act(be, "group_norm_apply", "x", x));
+  SD_TRY(check_act(be, "group_norm_apply", "y", y));
+  SD_TRY(check_weight(be, "group_norm_apply", "gamma", gamma));
+  SD_TRY(check_weight(be, "group_norm_apply", "beta", beta));
+  if (x->ndim < 2 || !sd_tensor_same_shape(x, y))
+    return mismatch("group_norm_apply", "x and y", x, y);
+  int64_t channels = x->shape[1];
+  if (groups < 1 || channels % groups)
+    return SD_ERROR("group_norm_apply: %lld channels do not split into %d groups",
+                    (long long)channels, groups);
+  if (sd_tensor_numel(gamma) != channels || sd_tensor_numel(beta) != channels)
+    return mismatch("group_norm_apply", "gamma and x channels", gamma, x);
+  if (!stats)
+    return SD_ERROR("group_norm_apply: no statistics");
+  return be->ops->group_norm_apply(be, x, gamma, beta, groups, stats, silu, y);
+}
+
 int sd_op_layer_norm(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
                      const sd_tensor *beta, float eps, sd_tensor *y) {
   SD_TRY(check_act(be, "layer_norm", "x", x));

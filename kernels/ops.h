@@ -161,6 +161,20 @@ typedef struct sd_backend_ops {
    * b may be NULL. */
   int (*conv_transpose2d)(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
                           const sd_tensor *b, int stride, int pad, sd_tensor *y);
+  /* GroupNorm statistics gathered from several parts of an image (spatial parallelism,
+   * docs/spatial.md): sums (B, groups, 2), host doubles, = (sum of d, sum of d^2) with
+   * d = x - center[b, g] over the group's channels and positions of x (B, C, ...); center
+   * (B, groups) host floats, or NULL for 0. Values are summed in float within runs of at most
+   * 4096 of one channel, runs in double. */
+  int (*group_norm_sums)(sd_backend *be, const sd_tensor *x, int groups, const float *center,
+                         double *sums);
+  /* y = x * scale + shift, then SiLU when silu, with scale = gamma[c] * rstd and
+   * shift = beta[c] - mean * scale for stats (B, groups, 2) host floats = (mean, rstd): the
+   * affine step of group_norm with given statistics (the same arithmetic, so equal statistics
+   * give equal bits). y may alias x. */
+  int (*group_norm_apply)(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                          const sd_tensor *beta, int groups, const float *stats, bool silu,
+                          sd_tensor *y);
 } sd_backend_ops;
 
 /* Scratch memory: a chain of chunks with stack discipline. Allocations after a mark are all
@@ -253,6 +267,13 @@ int sd_op_blend_window(sd_backend *be, const sd_tensor *x, int64_t x_row, int64_
  * multiples of 4. An item's numbers depend only on its seed and offset, never on the batch. */
 int sd_op_randn_philox(sd_backend *be, const uint64_t *seeds, const uint64_t *offsets,
                        sd_tensor *out);
+/* See sd_backend_ops.group_norm_sums / group_norm_apply (x (B, C, ...) with C a multiple of
+ * groups; the host arrays have B * groups entries of 2 doubles, 1 float and 2 floats). */
+int sd_op_group_norm_sums(sd_backend *be, const sd_tensor *x, int groups, const float *center,
+                          double *sums);
+int sd_op_group_norm_apply(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                           const sd_tensor *beta, int groups, const float *stats, bool silu,
+                           sd_tensor *y);
 /* See sd_backend_ops.timestep_embedding; dim = out->shape[1] needs dim / 2 >= 1 and
  * dim / 2 != freq_shift, and max_period must be positive. */
 int sd_op_timestep_embedding(sd_backend *be, double timestep, bool flip_sin_to_cos,

@@ -218,6 +218,75 @@ static void test_group_norm(void) {
     }
 }
 
+/* group_norm_sums against double sums on the host (with and without a center), and
+ * group_norm_apply with the statistics of those sums against group_norm itself. */
+static void test_group_norm_parts(void) {
+  for (int silu = 0; silu < 2; silu++) {
+    sd_arena_mark mark = sd_arena_get_mark(be);
+    const int64_t *shape = group_norm_shapes[silu];
+    int64_t batch = shape[0], c = shape[1], h = shape[2], w = shape[3], groups = shape[4];
+    int64_t cg = c / groups, n = cg * h * w, bg = batch * groups;
+    float *hx, *hg, *hb;
+    sd_tensor x = random_tensor(4, (int64_t[]){batch, c, h, w}, 2.0f, &hx);
+    for (size_t i = 0; i < (size_t)(batch * c * h * w); i++)
+      hx[i] += 3.0f; /* mean far from zero */
+    check_rc(sd_tensor_upload_f32(be, &x, hx), "upload");
+    sd_tensor g = random_tensor(1, (int64_t[]){c}, 1.5f, &hg);
+    sd_tensor bt = random_tensor(1, (int64_t[]){c}, 1.0f, &hb);
+    double *sums = malloc((size_t)bg * 2 * sizeof *sums);
+    float *center = malloc((size_t)bg * sizeof *center);
+    float *stats = malloc((size_t)bg * 2 * sizeof *stats);
+    check_rc(sd_op_group_norm_sums(be, &x, (int)groups, NULL, sums), "group_norm_sums");
+    for (int64_t k = 0; k < bg; k++) {
+      double want = 0.0, want2 = 0.0;
+      for (int64_t i = 0; i < n; i++) {
+        want += hx[k * n + i];
+        want2 += (double)hx[k * n + i] * hx[k * n + i];
+      }
+      CHECK(fabs(sums[2 * k] - want) <= 1e-6 * fabs(want) &&
+                fabs(sums[2 * k + 1] - want2) <= 1e-6 * want2,
+            "group_norm_sums group %lld: %.9g %.9g, want %.9g %.9g", (long long)k, sums[2 * k],
+            sums[2 * k + 1], want, want2);
+      center[k] = (float)(sums[2 * k] / (double)n);
+    }
+    check_rc(sd_op_group_norm_sums(be, &x, (int)groups, center, sums), "group_norm_sums centred");
+    const float eps = 1e-5f;
+    for (int64_t k = 0; k < bg; k++) {
+      double want = 0.0, want2 = 0.0;
+      for (int64_t i = 0; i < n; i++) {
+        float d = hx[k * n + i] - center[k];
+        want += d;
+        want2 += (double)d * d;
+      }
+      CHECK(fabs(sums[2 * k] - want) <= 1e-6 * sqrt(want2) &&
+                fabs(sums[2 * k + 1] - want2) <= 1e-6 * want2,
+            "group_norm_sums centred group %lld: %.9g %.9g, want %.9g %.9g", (long long)k,
+            sums[2 * k], sums[2 * k + 1], want, want2);
+      stats[2 * k] = center[k];
+      stats[2 * k + 1] = (float)(1.0 / sqrt(sums[2 * k + 1] / (double)n + (double)eps));
+    }
+    sd_tensor y = empty_tensor(4, (int64_t[]){batch, c, h, w});
+    sd_tensor want = empty_tensor(4, (int64_t[]){batch, c, h, w});
+    check_rc(sd_op_group_norm_apply(be, &x, &g, &bt, (int)groups, stats, silu, &y),
+             "group_norm_apply");
+    check_rc(sd_op_group_norm(be, &x, &g, &bt, (int)groups, eps, silu, &want), "group_norm");
+    float *hwant = malloc((size_t)(batch * c * h * w) * sizeof *hwant);
+    check_rc(sd_tensor_download_f32(be, &want, hwant), "download");
+    char what[128];
+    snprintf(what, sizeof what, "group_norm_sums + apply (%lld, %lld, %lld, %lld) / %lld silu %d",
+             (long long)batch, (long long)c, (long long)h, (long long)w, (long long)groups, silu);
+    expect(what, &y, hwant, ATOL, RTOL);
+    /* in place */
+    check_rc(sd_op_group_norm_apply(be, &x, &g, &bt, (int)groups, stats, silu, &x),
+             "group_norm_apply in place");
+    float *hy = malloc((size_t)(batch * c * h * w) * sizeof *hy);
+    check_rc(sd_tensor_download_f32(be, &y, hy), "download");
+    expect("group_norm_apply in place", &x, hy, 0.0f, 0.0f);
+    free(hx), free(hg), free(hb), free(sums), free(center), free(stats), free(hwant), free(hy);
+    sd_arena_release(be, mark);
+  }
+}
+
 static void test_layer_norm(void) {
   for (int alias = 0; alias < 2; alias++) {
     sd_arena_mark mark = sd_arena_get_mark(be);
@@ -1234,6 +1303,7 @@ int main(void) {
     test_linear();
     test_conv2d();
     test_group_norm();
+    test_group_norm_parts();
     test_layer_norm();
     test_attention();
     test_activation();

@@ -296,6 +296,52 @@ static void test_group_norm(void) {
   group_norm_case(1, 128, 256, 256, 32, false, true);
 }
 
+/* group_norm_sums (host doubles) and group_norm_apply (host statistics) against the CPU ops on
+ * the same inputs: sums to the tolerance of the dtype, then the affine step with the same
+ * statistics. */
+static void group_norm_parts_case(int64_t batch, int64_t c, int64_t h, int64_t w, int groups,
+                                  bool silu) {
+  twin_mark m = mark();
+  twin x = twin_random(4, (int64_t[]){batch, c, h, w}, 2.0f, 3.0f);
+  twin g = twin_random(1, (int64_t[]){c}, 1.5f, 0.0f);
+  twin bt = twin_random(1, (int64_t[]){c}, 1.0f, 0.0f);
+  twin y = twin_empty(4, (int64_t[]){batch, c, h, w});
+  int64_t bg = batch * groups, n = c / groups * h * w;
+  double *cs = malloc((size_t)bg * 4 * sizeof *cs), *gs = cs + 2 * bg;
+  float *center = malloc((size_t)bg * 3 * sizeof *center), *stats = center + bg;
+  check_rc(sd_op_group_norm_sums(cpu, &x.c, groups, NULL, cs), "cpu group_norm_sums");
+  for (int64_t k = 0; k < bg; k++)
+    center[k] = (float)(cs[2 * k] / (double)n);
+  check_rc(sd_op_group_norm_sums(cpu, &x.c, groups, center, cs), "cpu group_norm_sums");
+  check_rc(sd_op_group_norm_sums(gpu, &x.g, groups, center, gs), "cuda group_norm_sums");
+  for (int64_t k = 0; k < bg; k++) {
+    /* the device holds x in the round's dtype: deviations to its rounding */
+    double scale = sqrt(cs[2 * k + 1] / (double)n);
+    CHECK(fabs(gs[2 * k] - cs[2 * k]) <= tol * (double)n * (scale + 3.0) &&
+              fabs(gs[2 * k + 1] - cs[2 * k + 1]) <= 4.0 * tol * (cs[2 * k + 1] + (double)n * 9.0),
+          "group_norm_sums (%s) group %lld: %.9g %.9g, cpu %.9g %.9g", sd_dtype_name(dtype),
+          (long long)k, gs[2 * k], gs[2 * k + 1], cs[2 * k], cs[2 * k + 1]);
+    stats[2 * k] = center[k];
+    stats[2 * k + 1] = (float)(1.0 / sqrt(cs[2 * k + 1] / (double)n + 1e-5));
+  }
+  check_rc(sd_op_group_norm_apply(cpu, &x.c, &g.c, &bt.c, groups, stats, silu, &y.c),
+           "cpu group_norm_apply");
+  check_rc(sd_op_group_norm_apply(gpu, &x.g, &g.g, &bt.g, groups, stats, silu, &y.g),
+           "cuda group_norm_apply");
+  char what[128];
+  snprintf(what, sizeof what, "group_norm_apply (%lld, %lld, %lld, %lld) groups %d silu %d",
+           (long long)batch, (long long)c, (long long)h, (long long)w, groups, silu);
+  compare(what, &y, false);
+  free(cs);
+  free(center);
+  release(m);
+}
+
+static void test_group_norm_parts(void) {
+  group_norm_parts_case(2, 12, 5, 7, 4, false);
+  group_norm_parts_case(1, 64, 96, 96, 32, true);
+}
+
 static void layer_norm_case(int64_t b, int64_t l, int64_t c, bool alias) {
   twin_mark m = mark();
   twin x = twin_random(3, (int64_t[]){b, l, c}, 2.0f, 1.0f);
@@ -826,6 +872,7 @@ static void run_round(sd_dtype round_dtype, float round_tol) {
   test_linear();
   test_conv2d();
   test_group_norm();
+  test_group_norm_parts();
   test_layer_norm();
   test_attention();
   test_activation();

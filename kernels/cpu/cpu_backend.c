@@ -88,6 +88,8 @@ static const sd_backend_ops cpu_ops = {
     .max_pool2d = sd_cpu_max_pool2d,
     .pad2d = sd_cpu_pad2d,
     .conv_transpose2d = sd_cpu_conv_transpose2d,
+    .group_norm_sums = sd_cpu_group_norm_sums,
+    .group_norm_apply = sd_cpu_group_norm_apply,
 };
 
 /* The "model name" line of /proc/cpuinfo, or "cpu". */

@@ -126,6 +126,13 @@ static inline float sd_cpu_relu(float x) {
 void sd_cpu_activate_array(const float *x, const float *bias, sd_activation act, int64_t n,
                            float *y);
 
+/* The affine step of GroupNorm for one group x (group_channels, spatial) into y (may alias x):
+ * y = x * scale + shift (then SiLU) with scale = gamma[c] * rstd, shift = beta[c] - mean * scale;
+ * shared by group_norm and group_norm_apply so that equal statistics give equal bits. */
+void sd_cpu_group_affine(const float *x, const float *gamma, const float *beta,
+                         int64_t group_channels, int64_t spatial, float mean, float rstd, bool silu,
+                         float *y);
+
 /* Scratch of `count` floats from the backend's arena (reused across calls, so no page faults
  * after the first); release with sd_arena_release(be, mark) taken before. NULL with an error
  * naming `what` on failure. */

@@ -12,6 +12,11 @@ int sd_cpu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const 
                   int stride, int pad, sd_tensor *y);
 int sd_cpu_group_norm(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
                       const sd_tensor *beta, int groups, float eps, bool silu, sd_tensor *y);
+int sd_cpu_group_norm_sums(sd_backend *be, const sd_tensor *x, int groups, const float *center,
+                           double *sums);
+int sd_cpu_group_norm_apply(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                            const sd_tensor *beta, int groups, const float *stats, bool silu,
+                            sd_tensor *y);
 int sd_cpu_layer_norm(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
                       const sd_tensor *beta, float eps, sd_tensor *y);
 int sd_cpu_attention(sd_backend *be, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v,

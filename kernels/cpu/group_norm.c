@@ -10,6 +10,26 @@
 /* Elements summed in float before adding into the double total. */
 #define SD_NORM_CHUNK 4096
 
+SD_CPU_MULTIVERSION void sd_cpu_group_affine(const float *x, const float *gamma, const float *beta,
+                                             int64_t group_channels, int64_t spatial, float mean,
+                                             float rstd, bool silu, float *y) {
+  for (int64_t c = 0; c < group_channels; c++) {
+    float scale = gamma[c] * rstd;
+    float shift = beta[c] - mean * scale;
+    const float *in = x + c * spatial;
+    float *out = y + c * spatial;
+    if (silu) {
+#pragma omp simd
+      for (int64_t i = 0; i < spatial; i++)
+        out[i] = sd_cpu_silu(in[i] * scale + shift);
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < spatial; i++)
+        out[i] = in[i] * scale + shift;
+    }
+  }
+}
+
 /* Normalizes one group x (group_channels, spatial) into y (may alias x), with gamma and beta
  * indexed by the group's channels. */
 SD_CPU_MULTIVERSION static void normalize_group(const float *x, const float *gamma,
@@ -36,21 +56,7 @@ SD_CPU_MULTIVERSION static void normalize_group(const float *x, const float *gam
     squares += part;
   }
   float rstd = (float)(1.0 / sqrt(squares / (double)n + (double)eps));
-  for (int64_t c = 0; c < group_channels; c++) {
-    float scale = gamma[c] * rstd;
-    float shift = beta[c] - mean * scale;
-    const float *in = x + c * spatial;
-    float *out = y + c * spatial;
-    if (silu) {
-#pragma omp simd
-      for (int64_t i = 0; i < spatial; i++)
-        out[i] = sd_cpu_silu(in[i] * scale + shift);
-    } else {
-#pragma omp simd
-      for (int64_t i = 0; i < spatial; i++)
-        out[i] = in[i] * scale + shift;
-    }
-  }
+  sd_cpu_group_affine(x, gamma, beta, group_channels, spatial, mean, rstd, silu, y);
 }
 
 int sd_cpu_group_norm(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,

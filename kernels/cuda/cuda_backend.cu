@@ -262,6 +262,8 @@ static void fill_ops(sd_backend_ops *ops, sd_dtype act_dtype) {
   ops->max_pool2d = sd_cuda_max_pool2d;
   ops->pad2d = sd_cuda_pad2d;
   ops->conv_transpose2d = sd_cuda_conv_transpose2d;
+  ops->group_norm_sums = sd_cuda_group_norm_sums;
+  ops->group_norm_apply = sd_cuda_group_norm_apply;
 }
 
 static int init_state(sd_cuda *cu, int device, sd_dtype act_dtype) {

@@ -74,6 +74,12 @@ int sd_cuda_add_plane_bias(sd_cuda *cu, sd_dtype dtype, const void *x, const voi
                            int64_t v_batch_stride, int64_t batch, int64_t channels, int64_t hw,
                            void *y);
 
+/* y = x * (gamma * rstd) + (beta - mean * gamma * rstd) (then SiLU) with stats (B * groups)
+ * device (mean, rstd) pairs: group_norm's apply kernel, shared with group_norm_apply. */
+int sd_cuda_group_affine(sd_cuda *cu, const sd_tensor *x, const float *stats,
+                         const sd_tensor *gamma, const sd_tensor *beta, int groups, bool silu,
+                         sd_tensor *y);
+
 /* Free the plan caches (backend destroy). */
 void sd_cuda_linear_cache_destroy(sd_cuda *cu);
 void sd_cuda_conv_cache_destroy(sd_cuda *cu);
@@ -85,6 +91,11 @@ int sd_cuda_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const
                    int stride, int pad, sd_tensor *y);
 int sd_cuda_group_norm(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
                        const sd_tensor *beta, int groups, float eps, bool silu, sd_tensor *y);
+int sd_cuda_group_norm_sums(sd_backend *be, const sd_tensor *x, int groups, const float *center,
+                            double *sums);
+int sd_cuda_group_norm_apply(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                             const sd_tensor *beta, int groups, const float *stats, bool silu,
+                             sd_tensor *y);
 int sd_cuda_layer_norm(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
                        const sd_tensor *beta, float eps, sd_tensor *y);
 int sd_cuda_attention(sd_backend *be, const sd_tensor *q, const sd_tensor *k, const sd_tensor *v,

@@ -110,6 +110,32 @@ __global__ void group_apply_kernel(const T *x, const float2 *__restrict__ stats,
 }
 
 template <typename T>
+static int launch_group_affine(sd_cuda *cu, const sd_tensor *x, const float2 *stats,
+                               const sd_tensor *gamma, const sd_tensor *beta, int groups, bool silu,
+                               sd_tensor *y) {
+  int64_t batch = x->shape[0], channels = x->shape[1];
+  int64_t spatial = sd_tensor_numel(x) / (batch * channels);
+  int64_t planes = batch * channels;
+  int64_t spatial_blocks = (spatial + SD_CUDA_THREADS - 1) / SD_CUDA_THREADS;
+  dim3 grid((unsigned)(planes < INT32_MAX ? planes : INT32_MAX),
+            (unsigned)(spatial_blocks < 65535 ? spatial_blocks : 65535));
+  group_apply_kernel<T><<<grid, SD_CUDA_THREADS, 0, cu->stream>>>(
+      (const T *)x->data, stats, (const T *)gamma->data, (const T *)beta->data, channels,
+      channels / groups, spatial, planes, silu, (T *)y->data);
+  CUDA_CHECK_LAUNCH("group_apply_kernel");
+  return 0;
+}
+
+int sd_cuda_group_affine(sd_cuda *cu, const sd_tensor *x, const float *stats,
+                         const sd_tensor *gamma, const sd_tensor *beta, int groups, bool silu,
+                         sd_tensor *y) {
+  if (sd_tensor_numel(x) == 0)
+    return 0;
+  return SD_CUDA_TYPED_CALL(x->dtype, "group_norm_apply", launch_group_affine, cu, x,
+                            (const float2 *)stats, gamma, beta, groups, silu, y);
+}
+
+template <typename T>
 static int launch_group_norm(sd_cuda *cu, const sd_tensor *x, const sd_tensor *gamma,
                              const sd_tensor *beta, int groups, float eps, bool silu,
                              sd_tensor *y) {
