@@ -258,6 +258,7 @@ void sd_unet_free(sd_unet *m) {
 typedef struct unet_run {
   sd_unet *m;
   sd_backend *be;
+  const sd_spatial *sp;        /* NULL: the whole image; else h, skips are this rank's bands */
   int64_t batch;               /* B */
   const sd_tensor *context;    /* (B, L, cross_attention_dim) */
   const int32_t *class_labels; /* (B) host ids, or NULL */
@@ -297,14 +298,14 @@ static int push_skip(unet_run *r, int64_t c, int64_t h, int64_t w, sd_tensor **o
 static int resnet_attention(unet_run *r, const sd_unet_resnet *res, const sd_unet_transformer *attn,
                             const sd_tensor *x, sd_tensor *y) {
   if (!attn)
-    return sd_unet_resnet_forward(r->be, res, x, &r->temb_act, y);
+    return sd_unet_resnet_forward(r->be, r->sp, res, x, &r->temb_act, y);
   sd_arena_mark mark = sd_arena_get_mark(r->be);
   sd_tensor tmp = *y; /* (B, C, h, w) */
   int rc = sd_tensor_alloc(r->be, &tmp);
   if (rc == 0)
-    rc = sd_unet_resnet_forward(r->be, res, x, &r->temb_act, &tmp);
+    rc = sd_unet_resnet_forward(r->be, r->sp, res, x, &r->temb_act, &tmp);
   if (rc == 0)
-    rc = sd_unet_transformer_forward(r->be, attn, &tmp, r->context, y);
+    rc = sd_unet_transformer_forward(r->be, r->sp, attn, &tmp, r->context, y);
   sd_arena_release(r->be, mark);
   return rc;
 }
@@ -323,8 +324,11 @@ static int down_level_forward(unet_run *r, int l, const sd_tensor *in) {
   }
   if (d->has_downsample) {
     sd_tensor *s;
-    SD_TRY(push_skip(r, d->channels, (hh + 1) / 2, (ww + 1) / 2, &s));
-    SD_TRY(sd_unet_downsample_forward(r->be, &d->downsample, x, s));
+    int64_t down_w = (ww + 1) / 2, down_h = sd_spatial_rows(r->sp, down_w, (hh + 1) / 2);
+    if (down_h < 0)
+      return -1;
+    SD_TRY(push_skip(r, d->channels, down_h, down_w, &s));
+    SD_TRY(sd_unet_downsample_forward(r->be, r->sp, &d->downsample, x, s));
   }
   return 0;
 }
@@ -338,7 +342,7 @@ static int mid_forward(unet_run *r, const sd_tensor *x) {
   if (rc == 0)
     rc = resnet_attention(r, &m->mid_resnets[0], &m->mid_attention, x, &tmp);
   if (rc == 0)
-    rc = sd_unet_resnet_forward(r->be, &m->mid_resnets[1], &tmp, &r->temb_act, &y);
+    rc = sd_unet_resnet_forward(r->be, r->sp, &m->mid_resnets[1], &tmp, &r->temb_act, &y);
   sd_arena_release(r->be, mark);
   if (rc == 0)
     set_h(r, y);
@@ -369,7 +373,7 @@ static int up_level_forward(unet_run *r, int i) {
       return SD_ERROR("no skip left to size the upsampler");
     const sd_tensor *next_skip = &r->skips[r->num_skips - 1];
     sd_tensor y = next_buffer(r, u->channels, next_skip->shape[2], next_skip->shape[3]);
-    SD_TRY(sd_unet_upsample_forward(r->be, &u->upsample, &r->h, &y));
+    SD_TRY(sd_unet_upsample_forward(r->be, r->sp, &u->upsample, &r->h, &y));
     set_h(r, y);
   }
   return 0;
@@ -429,7 +433,7 @@ static int unet_compute(unet_run *r, const sd_tensor *sample, double timestep, s
 
   sd_tensor *s;
   SD_TRY(push_skip(r, cfg->block_out_channels[0], hh, ww, &s));
-  if (sd_op_conv2d(be, sample, m->conv_in_w, m->conv_in_b, 1, 1, s) < 0)
+  if (sd_spatial_conv2d(be, r->sp, sample, m->conv_in_w, m->conv_in_b, 1, 1, s) < 0)
     return sd_error_context("unet: conv_in");
   for (int l = 0; l < cfg->num_levels; l++)
     if (down_level_forward(r, l, &r->skips[r->num_skips - 1]) < 0)
@@ -442,9 +446,9 @@ static int unet_compute(unet_run *r, const sd_tensor *sample, double timestep, s
 
   sd_tensor normed = r->h; /* (B, C0, H, W) */
   SD_TRY(sd_tensor_alloc(be, &normed));
-  if (sd_op_group_norm(be, &r->h, m->norm_out_w, m->norm_out_b, cfg->norm_num_groups, cfg->norm_eps,
-                       true, &normed) < 0 ||
-      sd_op_conv2d(be, &normed, m->conv_out_w, m->conv_out_b, 1, 1, out) < 0)
+  if (sd_spatial_group_norm(be, r->sp, &r->h, m->norm_out_w, m->norm_out_b, cfg->norm_num_groups,
+                            cfg->norm_eps, true, &normed) < 0 ||
+      sd_spatial_conv2d(be, r->sp, &normed, m->conv_out_w, m->conv_out_b, 1, 1, out) < 0)
     return sd_error_context("unet: conv_out");
   return 0;
 }
@@ -471,12 +475,21 @@ static int check_shapes(const sd_unet *m, const sd_tensor *sample, const sd_tens
 
 int sd_unet_forward(sd_unet *m, const sd_tensor *sample, double timestep, const sd_tensor *context,
                     sd_tensor *out) {
-  return sd_unet_forward_labels(m, sample, timestep, NULL, context, out);
+  return sd_unet_forward_spatial(m, NULL, sample, timestep, NULL, context, out);
 }
 
 int sd_unet_forward_labels(sd_unet *m, const sd_tensor *sample, double timestep,
                            const int32_t *class_labels, const sd_tensor *context, sd_tensor *out) {
+  return sd_unet_forward_spatial(m, NULL, sample, timestep, class_labels, context, out);
+}
+
+int sd_unet_forward_spatial(sd_unet *m, const sd_spatial *sp, const sd_tensor *sample,
+                            double timestep, const int32_t *class_labels, const sd_tensor *context,
+                            sd_tensor *out) {
   SD_TRY(check_shapes(m, sample, context, out));
+  if (sp && sd_spatial_rows(sp, sample->shape[3], 0) != sample->shape[2])
+    return SD_ERROR("unet: sample of %lld rows is not this rank's band of the decomposition",
+                    (long long)sample->shape[2]);
   if (m->class_embedding && !class_labels)
     return SD_ERROR("unet: this model embeds class labels (num_class_embeds %d); none given",
                     m->cfg.num_class_embeds);
@@ -485,6 +498,7 @@ int sd_unet_forward_labels(sd_unet *m, const sd_tensor *sample, double timestep,
   int max_skips = 1 + m->cfg.num_levels * (m->cfg.layers_per_block + 1);
   unet_run r = {.m = m,
                 .be = m->be,
+                .sp = sp,
                 .batch = sample->shape[0],
                 .context = context,
                 .class_labels = class_labels};

@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "../io/weights.h"
+#include "../spatial/spatial.h"
 
 typedef struct sd_unet sd_unet;
 
@@ -26,6 +27,14 @@ int sd_unet_time_proj(const sd_unet_config *cfg, double timestep, float *out);
  * memory comes from the backend arena and is released before return. */
 int sd_unet_forward(sd_unet *model, const sd_tensor *sample, double timestep,
                     const sd_tensor *context, sd_tensor *out);
+/* sd_unet_forward on this rank's band of one image split over a group (docs/spatial.md): sp is a
+ * decomposition of the latent (h, w) with num_levels levels (NULL: the whole image); sample and
+ * out are this rank's bands (B, C, rows, w); every rank of the group calls it together. The
+ * result is the band of what sd_unet_forward gives for the whole latent. class_labels: as
+ * sd_unet_forward_labels (NULL for models without a class embedding). */
+int sd_unet_forward_spatial(sd_unet *model, const sd_spatial *sp, const sd_tensor *sample,
+                            double timestep, const int32_t *class_labels, const sd_tensor *context,
+                            sd_tensor *out);
 
 /* sd_unet_forward with class labels (B host ids < num_class_embeds, checked), embedded and added
  * to the time embedding as diffusers' class_embedding (class_embed_type null): the x4 upscaler's

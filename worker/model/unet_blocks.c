@@ -34,8 +34,8 @@ int sd_unet_resnet_init(sd_unet_resnet *r, const sd_weights *w, const char *pref
 }
 
 /* y = conv2(silu(norm2(conv1(silu(norm1(x))) + time_emb_proj(temb_act)))) + shortcut(x) */
-static int resnet_compute(sd_backend *be, const sd_unet_resnet *r, const sd_tensor *x,
-                          const sd_tensor *temb_act, sd_tensor *y) {
+static int resnet_compute(sd_backend *be, const sd_spatial *sp, const sd_unet_resnet *r,
+                          const sd_tensor *x, const sd_tensor *temb_act, sd_tensor *y) {
   int64_t b = x->shape[0], h = x->shape[2], w = x->shape[3];
   sd_dtype dt = be->ops->act_dtype;
   sd_tensor normed = sd_tensor_4d(dt, b, r->in_channels, h, w);    /* (B, Cin, H, W) */
@@ -46,13 +46,15 @@ static int resnet_compute(sd_backend *be, const sd_unet_resnet *r, const sd_tens
   SD_TRY(sd_tensor_alloc(be, &hidden));
   SD_TRY(sd_tensor_alloc(be, &temb_proj));
 
-  SD_TRY(sd_op_group_norm(be, x, r->norm1_w, r->norm1_b, r->groups, r->eps, true, &normed));
-  SD_TRY(sd_op_conv2d(be, &normed, r->conv1_w, r->conv1_b, 1, 1, &hidden));
+  SD_TRY(
+      sd_spatial_group_norm(be, sp, x, r->norm1_w, r->norm1_b, r->groups, r->eps, true, &normed));
+  SD_TRY(sd_spatial_conv2d(be, sp, &normed, r->conv1_w, r->conv1_b, 1, 1, &hidden));
   SD_TRY(
       sd_op_linear(be, temb_act, r->time_emb_proj_w, r->time_emb_proj_b, SD_ACT_NONE, &temb_proj));
   SD_TRY(sd_op_add_channel_bias(be, &hidden, &temb_proj, &hidden));
-  SD_TRY(sd_op_group_norm(be, &hidden, r->norm2_w, r->norm2_b, r->groups, r->eps, true, &hidden));
-  SD_TRY(sd_op_conv2d(be, &hidden, r->conv2_w, r->conv2_b, 1, 1, y));
+  SD_TRY(sd_spatial_group_norm(be, sp, &hidden, r->norm2_w, r->norm2_b, r->groups, r->eps, true,
+                               &hidden));
+  SD_TRY(sd_spatial_conv2d(be, sp, &hidden, r->conv2_w, r->conv2_b, 1, 1, y));
   if (!r->shortcut_w)
     return sd_op_add(be, x, y, y);
   SD_TRY(sd_tensor_alloc(be, &residual));
@@ -60,13 +62,13 @@ static int resnet_compute(sd_backend *be, const sd_unet_resnet *r, const sd_tens
   return sd_op_add(be, &residual, y, y);
 }
 
-int sd_unet_resnet_forward(sd_backend *be, const sd_unet_resnet *r, const sd_tensor *x,
-                           const sd_tensor *temb_act, sd_tensor *y) {
+int sd_unet_resnet_forward(sd_backend *be, const sd_spatial *sp, const sd_unet_resnet *r,
+                           const sd_tensor *x, const sd_tensor *temb_act, sd_tensor *y) {
   if (x->ndim != 4 || x->shape[1] != r->in_channels)
     return SD_ERROR("resnet: input has %lld channels, expected %d", (long long)x->shape[1],
                     r->in_channels);
   sd_arena_mark mark = sd_arena_get_mark(be);
-  int rc = resnet_compute(be, r, x, temb_act, y);
+  int rc = resnet_compute(be, sp, r, x, temb_act, y);
   sd_arena_release(be, mark);
   return rc;
 }
@@ -77,20 +79,20 @@ int sd_unet_sampler_init(sd_unet_sampler *s, const sd_weights *w, const char *pr
   return sd_unet_weight(w, &s->conv_b, prefix, "conv.bias", 1, channels, 0, 0, 0);
 }
 
-int sd_unet_downsample_forward(sd_backend *be, const sd_unet_sampler *s, const sd_tensor *x,
-                               sd_tensor *y) {
-  return sd_op_conv2d(be, x, s->conv_w, s->conv_b, 2, 1, y);
+int sd_unet_downsample_forward(sd_backend *be, const sd_spatial *sp, const sd_unet_sampler *s,
+                               const sd_tensor *x, sd_tensor *y) {
+  return sd_spatial_conv2d(be, sp, x, s->conv_w, s->conv_b, 2, 1, y);
 }
 
-int sd_unet_upsample_forward(sd_backend *be, const sd_unet_sampler *s, const sd_tensor *x,
-                             sd_tensor *y) {
+int sd_unet_upsample_forward(sd_backend *be, const sd_spatial *sp, const sd_unet_sampler *s,
+                             const sd_tensor *x, sd_tensor *y) {
   sd_arena_mark mark = sd_arena_get_mark(be);
   sd_tensor up = *y; /* (B, C, Ho, Wo) */
   int rc = sd_tensor_alloc(be, &up);
   if (rc == 0)
     rc = sd_op_upsample_nearest(be, x, &up);
   if (rc == 0)
-    rc = sd_op_conv2d(be, &up, s->conv_w, s->conv_b, 1, 1, y);
+    rc = sd_spatial_conv2d(be, sp, &up, s->conv_w, s->conv_b, 1, 1, y);
   sd_arena_release(be, mark);
   return rc;
 }

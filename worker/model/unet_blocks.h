@@ -6,6 +6,7 @@
 #define SD_UNET_BLOCKS_H
 
 #include "../io/weights.h"
+#include "../spatial/spatial.h"
 
 #include <stdbool.h>
 
@@ -68,9 +69,10 @@ typedef struct sd_unet_sampler {
 int sd_unet_resnet_init(sd_unet_resnet *r, const sd_weights *w, const char *prefix, int in_channels,
                         int out_channels, int temb_channels, int groups, float eps);
 /* x (B, Cin, H, W), temb_act (B, T) = silu(time embedding) -> y (B, Cout, H, W). y must not
- * alias x. */
-int sd_unet_resnet_forward(sd_backend *be, const sd_unet_resnet *r, const sd_tensor *x,
-                           const sd_tensor *temb_act, sd_tensor *y);
+ * alias x. Every forward below takes sp: NULL for the whole image, or a decomposition whose
+ * bands x and y are (spatial.h). */
+int sd_unet_resnet_forward(sd_backend *be, const sd_spatial *sp, const sd_unet_resnet *r,
+                           const sd_tensor *x, const sd_tensor *temb_act, sd_tensor *y);
 
 /* Weights named "<prefix>norm.weight", "<prefix>transformer_blocks.0.attn1.to_q.weight", ...
  * Allocates t->blocks; release with sd_unet_transformer_free. */
@@ -80,18 +82,18 @@ int sd_unet_transformer_init(sd_unet_transformer *t, const sd_weights *w, const 
                              bool only_cross_attention);
 void sd_unet_transformer_free(sd_unet_transformer *t);
 /* x (B, C, H, W), context (B, L, Ckv) -> y (B, C, H, W). y must not alias x. */
-int sd_unet_transformer_forward(sd_backend *be, const sd_unet_transformer *t, const sd_tensor *x,
-                                const sd_tensor *context, sd_tensor *y);
+int sd_unet_transformer_forward(sd_backend *be, const sd_spatial *sp, const sd_unet_transformer *t,
+                                const sd_tensor *x, const sd_tensor *context, sd_tensor *y);
 
 /* Weights "<prefix>conv.weight", "<prefix>conv.bias". */
 int sd_unet_sampler_init(sd_unet_sampler *s, const sd_weights *w, const char *prefix, int channels);
 /* x (B, C, H, W) -> y (B, C, (H + 1) / 2, (W + 1) / 2) */
-int sd_unet_downsample_forward(sd_backend *be, const sd_unet_sampler *s, const sd_tensor *x,
-                               sd_tensor *y);
+int sd_unet_downsample_forward(sd_backend *be, const sd_spatial *sp, const sd_unet_sampler *s,
+                               const sd_tensor *x, sd_tensor *y);
 /* x (B, C, H, W) -> y (B, C, Ho, Wo): nearest resize to y's size (2H, 2W, or the skip's size
  * for odd latent sides), then the 3x3 conv. */
-int sd_unet_upsample_forward(sd_backend *be, const sd_unet_sampler *s, const sd_tensor *x,
-                             sd_tensor *y);
+int sd_unet_upsample_forward(sd_backend *be, const sd_spatial *sp, const sd_unet_sampler *s,
+                             const sd_tensor *x, sd_tensor *y);
 
 /* Shape-checked weight lookup "<prefix><suffix>" with up to 4 dims (unused dims ignored). */
 int sd_unet_weight(const sd_weights *w, const sd_tensor **out, const char *prefix,

@@ -88,9 +88,11 @@ void sd_unet_transformer_free(sd_unet_transformer *t) {
 }
 
 /* out (B, Lq, C) = to_out(attention(to_q(x), to_k(kv), to_v(kv))) for x (B, Lq, C) and
- * kv (B, Lk, Ckv); scratch is released by the caller's mark. */
-static int attention_forward(sd_backend *be, const sd_unet_attention *a, const sd_tensor *x,
-                             const sd_tensor *kv, sd_tensor *out) {
+ * kv (B, Lk, Ckv); scratch is released by the caller's mark. With sp, the self-attention of a
+ * band of `width` tokens per row: k and v are gathered from every band (spatial.h). */
+static int attention_forward(sd_backend *be, const sd_spatial *sp, int64_t width,
+                             const sd_unet_attention *a, const sd_tensor *x, const sd_tensor *kv,
+                             sd_tensor *out) {
   sd_dtype dt = be->ops->act_dtype;
   int64_t b = x->shape[0], lq = x->shape[1], lk = kv->shape[1], c = x->shape[2];
   sd_tensor q = sd_tensor_3d(dt, b, lq, c); /* (B, Lq, C) */
@@ -105,13 +107,14 @@ static int attention_forward(sd_backend *be, const sd_unet_attention *a, const s
   SD_TRY(sd_op_linear(be, kv, a->to_k, NULL, SD_ACT_NONE, &k));
   SD_TRY(sd_op_linear(be, kv, a->to_v, NULL, SD_ACT_NONE, &v));
   float scale = (float)(1.0 / sqrt((double)(c / a->heads)));
-  SD_TRY(sd_op_attention(be, &q, &k, &v, a->heads, scale, false, &o));
+  SD_TRY(sd_spatial_attention(be, sp, &q, &k, &v, width, a->heads, scale, &o));
   return sd_op_linear(be, &o, a->to_out_w, a->to_out_b, SD_ACT_NONE, out);
 }
 
 /* h (B, N, C) += attn1(norm1(h)) (its k/v from the context when only_cross_attention);
  * += attn2(norm2(h), context); += ff(norm3(h)). */
-static int block_compute(sd_backend *be, const sd_unet_transformer_block *blk, sd_tensor *h,
+static int block_compute(sd_backend *be, const sd_spatial *sp, int64_t width,
+                         const sd_unet_transformer_block *blk, sd_tensor *h,
                          const sd_tensor *context, bool only_cross_attention) {
   sd_dtype dt = be->ops->act_dtype;
   int64_t b = h->shape[0], n = h->shape[1], c = h->shape[2];
@@ -124,13 +127,13 @@ static int block_compute(sd_backend *be, const sd_unet_transformer_block *blk, s
 
   sd_arena_mark mark = sd_arena_get_mark(be);
   SD_TRY(sd_op_layer_norm(be, h, blk->norm1_w, blk->norm1_b, SD_TRANSFORMER_LN_EPS, &normed));
-  SD_TRY(attention_forward(be, &blk->attn1, &normed, only_cross_attention ? context : &normed,
-                           &delta));
+  SD_TRY(attention_forward(be, only_cross_attention ? NULL : sp, width, &blk->attn1, &normed,
+                           only_cross_attention ? context : &normed, &delta));
   SD_TRY(sd_op_add(be, &delta, h, h));
   sd_arena_release(be, mark);
 
   SD_TRY(sd_op_layer_norm(be, h, blk->norm2_w, blk->norm2_b, SD_TRANSFORMER_LN_EPS, &normed));
-  SD_TRY(attention_forward(be, &blk->attn2, &normed, context, &delta));
+  SD_TRY(attention_forward(be, NULL, 0, &blk->attn2, &normed, context, &delta));
   SD_TRY(sd_op_add(be, &delta, h, h));
   sd_arena_release(be, mark);
 
@@ -144,8 +147,8 @@ static int block_compute(sd_backend *be, const sd_unet_transformer_block *blk, s
 }
 
 /* y (B, C, H, W) = proj_out(blocks(proj_in(norm(x)))) + x, with the blocks on (B, HW, C). */
-static int transformer_compute(sd_backend *be, const sd_unet_transformer *t, const sd_tensor *x,
-                               const sd_tensor *context, sd_tensor *y) {
+static int transformer_compute(sd_backend *be, const sd_spatial *sp, const sd_unet_transformer *t,
+                               const sd_tensor *x, const sd_tensor *context, sd_tensor *y) {
   sd_dtype dt = be->ops->act_dtype;
   int64_t b = x->shape[0], c = x->shape[1], hw = x->shape[2] * x->shape[3];
   const int64_t chw_shape[3] = {b, c, hw};
@@ -159,8 +162,8 @@ static int transformer_compute(sd_backend *be, const sd_unet_transformer *t, con
   SD_TRY(sd_tensor_reshape(&normed, 3, chw_shape, &normed_chw));
   SD_TRY(sd_tensor_reshape(y, 3, chw_shape, &y_chw));
 
-  SD_TRY(sd_op_group_norm(be, x, t->norm_w, t->norm_b, t->groups, SD_TRANSFORMER_GN_EPS, false,
-                          &normed));
+  SD_TRY(sd_spatial_group_norm(be, sp, x, t->norm_w, t->norm_b, t->groups, SD_TRANSFORMER_GN_EPS,
+                               false, &normed));
   if (t->use_linear_projection) {
     SD_TRY(sd_op_transpose(be, &normed_chw, &seq2));
     SD_TRY(sd_op_linear(be, &seq2, t->proj_in_w, t->proj_in_b, SD_ACT_NONE, &seq));
@@ -171,7 +174,8 @@ static int transformer_compute(sd_backend *be, const sd_unet_transformer *t, con
 
   for (int i = 0; i < t->num_layers; i++) {
     sd_arena_mark mark = sd_arena_get_mark(be);
-    int rc = block_compute(be, &t->blocks[i], &seq, context, t->only_cross_attention);
+    int rc = block_compute(be, sp, x->shape[3], &t->blocks[i], &seq, context,
+                           t->only_cross_attention);
     sd_arena_release(be, mark);
     if (rc < 0)
       return sd_error_context("transformer_blocks.%d", i);
@@ -187,13 +191,13 @@ static int transformer_compute(sd_backend *be, const sd_unet_transformer *t, con
   return sd_op_add(be, y, x, y);
 }
 
-int sd_unet_transformer_forward(sd_backend *be, const sd_unet_transformer *t, const sd_tensor *x,
-                                const sd_tensor *context, sd_tensor *y) {
+int sd_unet_transformer_forward(sd_backend *be, const sd_spatial *sp, const sd_unet_transformer *t,
+                                const sd_tensor *x, const sd_tensor *context, sd_tensor *y) {
   if (x->ndim != 4 || x->shape[1] != t->channels)
     return SD_ERROR("transformer: input has %lld channels, expected %d", (long long)x->shape[1],
                     t->channels);
   sd_arena_mark mark = sd_arena_get_mark(be);
-  int rc = transformer_compute(be, t, x, context, y);
+  int rc = transformer_compute(be, sp, t, x, context, y);
   sd_arena_release(be, mark);
   return rc;
 }

@@ -280,17 +280,19 @@ static sd_tensor view4(const sd_tensor *like, int64_t b, int64_t c, int64_t h, i
 
 /* y (B, Cout, H, W) = shortcut(x) + conv2(silu(norm2(conv1(silu(norm1(x)))))), where x is
  * (B, Cin, H, W) and y must not alias x. */
-static int resnet_forward(sd_backend *be, const vae_resnet *r, int groups, const sd_tensor *x,
-                          sd_tensor *y) {
+static int resnet_forward(sd_backend *be, const sd_spatial *sp, const vae_resnet *r, int groups,
+                          const sd_tensor *x, sd_tensor *y) {
   const int64_t b = x->shape[0], h = x->shape[2], w = x->shape[3];
   sd_tensor normed = sd_tensor_4d(be->ops->act_dtype, b, r->in_channels, h, w); /* (B, Cin, H, W) */
   sd_tensor mid = sd_tensor_4d(be->ops->act_dtype, b, r->out_channels, h, w); /* (B, Cout, H, W) */
   SD_TRY(sd_tensor_alloc(be, &normed));
   SD_TRY(sd_tensor_alloc(be, &mid));
-  SD_TRY(sd_op_group_norm(be, x, r->norm1_w, r->norm1_b, groups, VAE_NORM_EPS, true, &normed));
-  SD_TRY(sd_op_conv2d(be, &normed, r->conv1_w, r->conv1_b, 1, 1, &mid));
-  SD_TRY(sd_op_group_norm(be, &mid, r->norm2_w, r->norm2_b, groups, VAE_NORM_EPS, true, &mid));
-  SD_TRY(sd_op_conv2d(be, &mid, r->conv2_w, r->conv2_b, 1, 1, y));
+  SD_TRY(sd_spatial_group_norm(be, sp, x, r->norm1_w, r->norm1_b, groups, VAE_NORM_EPS, true,
+                               &normed));
+  SD_TRY(sd_spatial_conv2d(be, sp, &normed, r->conv1_w, r->conv1_b, 1, 1, &mid));
+  SD_TRY(sd_spatial_group_norm(be, sp, &mid, r->norm2_w, r->norm2_b, groups, VAE_NORM_EPS, true,
+                               &mid));
+  SD_TRY(sd_spatial_conv2d(be, sp, &mid, r->conv2_w, r->conv2_b, 1, 1, y));
   if (!r->shortcut_w)
     return sd_op_add(be, x, y, y);
   /* the shortcut (B, Cout, H, W) reuses `normed` (dead after conv1) when it fits */
@@ -303,8 +305,8 @@ static int resnet_forward(sd_backend *be, const vae_resnet *r, int groups, const
 
 /* y (B, C, H, W) = x + to_out(attention(to_q(n), to_k(n), to_v(n))) with
  * n = GroupNorm(x) as (B, H*W, C) tokens and one head of dim C; y must not alias x. */
-static int attention_forward(sd_backend *be, const vae_attention *a, int groups, const sd_tensor *x,
-                             sd_tensor *y) {
+static int attention_forward(sd_backend *be, const sd_spatial *sp, const vae_attention *a,
+                             int groups, const sd_tensor *x, sd_tensor *y) {
   const int64_t b = x->shape[0], c = a->channels, hw = x->shape[2] * x->shape[3];
   const sd_dtype dt = be->ops->act_dtype;
   sd_tensor normed = sd_tensor_3d(dt, b, c, hw); /* (B, C, HW) */
@@ -318,12 +320,13 @@ static int attention_forward(sd_backend *be, const vae_attention *a, int groups,
   SD_TRY(sd_tensor_alloc(be, &o));
 
   sd_tensor normed4 = view4(&normed, b, c, x->shape[2], x->shape[3]); /* (B, C, H, W) */
-  SD_TRY(sd_op_group_norm(be, x, a->norm_w, a->norm_b, groups, VAE_NORM_EPS, false, &normed4));
+  SD_TRY(sd_spatial_group_norm(be, sp, x, a->norm_w, a->norm_b, groups, VAE_NORM_EPS, false,
+                               &normed4));
   SD_TRY(sd_op_transpose(be, &normed, &tokens));
   SD_TRY(sd_op_linear(be, &tokens, a->q_w, a->q_b, SD_ACT_NONE, &q));
   SD_TRY(sd_op_linear(be, &tokens, a->k_w, a->k_b, SD_ACT_NONE, &k));
   SD_TRY(sd_op_linear(be, &tokens, a->v_w, a->v_b, SD_ACT_NONE, &v));
-  SD_TRY(sd_op_attention(be, &q, &k, &v, 1, 1.0f / sqrtf((float)c), false, &o));
+  SD_TRY(sd_spatial_attention(be, sp, &q, &k, &v, x->shape[3], 1, 1.0f / sqrtf((float)c), &o));
   SD_TRY(sd_op_linear(be, &o, a->out_w, a->out_b, SD_ACT_NONE, &tokens));
   sd_tensor y3 = sd_tensor_3d(dt, b, c, hw); /* (B, C, HW) on y's memory */
   y3.data = y->data;
@@ -370,36 +373,39 @@ static int64_t decoder_max_numel(const sd_vae_config *cfg, int64_t b, int64_t h,
   return best;
 }
 
-static int resnet_step(sd_backend *be, const vae_resnet *r, int groups, ping_pong *pp) {
+static int resnet_step(sd_backend *be, const sd_spatial *sp, const vae_resnet *r, int groups,
+                       ping_pong *pp) {
   sd_tensor next = pp_next(pp, r->out_channels, pp->cur.shape[2], pp->cur.shape[3]);
   const sd_arena_mark mark = sd_arena_get_mark(be);
-  int rc = resnet_forward(be, r, groups, &pp->cur, &next);
+  int rc = resnet_forward(be, sp, r, groups, &pp->cur, &next);
   sd_arena_release(be, mark);
   SD_TRY(rc);
   pp_advance(pp, &next);
   return 0;
 }
 
-static int mid_block_step(sd_backend *be, const vae_mid_block *mid, int groups, ping_pong *pp) {
-  if (resnet_step(be, &mid->resnets[0], groups, pp) < 0)
+static int mid_block_step(sd_backend *be, const sd_spatial *sp, const vae_mid_block *mid,
+                          int groups, ping_pong *pp) {
+  if (resnet_step(be, sp, &mid->resnets[0], groups, pp) < 0)
     return sd_error_context("resnets.0");
   if (mid->has_attention) {
     sd_tensor next = pp_next(pp, pp->cur.shape[1], pp->cur.shape[2], pp->cur.shape[3]);
     const sd_arena_mark mark = sd_arena_get_mark(be);
-    int rc = attention_forward(be, &mid->attention, groups, &pp->cur, &next);
+    int rc = attention_forward(be, sp, &mid->attention, groups, &pp->cur, &next);
     sd_arena_release(be, mark);
     if (rc < 0)
       return sd_error_context("attentions.0");
     pp_advance(pp, &next);
   }
-  if (resnet_step(be, &mid->resnets[1], groups, pp) < 0)
+  if (resnet_step(be, sp, &mid->resnets[1], groups, pp) < 0)
     return sd_error_context("resnets.1");
   return 0;
 }
 
-static int up_block_step(sd_backend *be, const vae_up_block *up, int groups, ping_pong *pp) {
+static int up_block_step(sd_backend *be, const sd_spatial *sp, const vae_up_block *up, int groups,
+                         ping_pong *pp) {
   for (int j = 0; j < up->num_resnets; j++)
-    if (resnet_step(be, &up->resnets[j], groups, pp) < 0)
+    if (resnet_step(be, sp, &up->resnets[j], groups, pp) < 0)
       return sd_error_context("resnets.%d", j);
   if (!up->upsample_w)
     return 0;
@@ -409,15 +415,15 @@ static int up_block_step(sd_backend *be, const vae_up_block *up, int groups, pin
     return sd_error_context("upsamplers.0");
   pp_advance(pp, &upsampled);
   sd_tensor next = pp_next(pp, c, h, w);
-  if (sd_op_conv2d(be, &pp->cur, up->upsample_w, up->upsample_b, 1, 1, &next) < 0)
+  if (sd_spatial_conv2d(be, sp, &pp->cur, up->upsample_w, up->upsample_b, 1, 1, &next) < 0)
     return sd_error_context("upsamplers.0.conv");
   pp_advance(pp, &next);
   return 0;
 }
 
 /* z (B, latent_channels, h, w) -> image (B, out_channels, 2^(levels-1) h, 2^(levels-1) w). */
-static int decode_into(sd_vae *model, const sd_tensor *z, void *ping, void *pong,
-                       sd_tensor *image) {
+static int decode_into(sd_vae *model, const sd_spatial *sp, const sd_tensor *z, void *ping,
+                       void *pong, sd_tensor *image) {
   sd_backend *be = model->be;
   const sd_vae_config *cfg = &model->cfg;
   const vae_decoder *dec = &model->decoder;
@@ -431,25 +437,30 @@ static int decode_into(sd_vae *model, const sd_tensor *z, void *ping, void *pong
   ping_pong pp = {latents, pong};
 
   sd_tensor next = pp_next(&pp, cfg->block_out_channels[levels - 1], h, w);
-  if (sd_op_conv2d(be, &pp.cur, dec->conv_in_w, dec->conv_in_b, 1, 1, &next) < 0)
+  if (sd_spatial_conv2d(be, sp, &pp.cur, dec->conv_in_w, dec->conv_in_b, 1, 1, &next) < 0)
     return sd_error_context("decoder.conv_in");
   pp_advance(&pp, &next);
 
-  if (mid_block_step(be, &dec->mid, groups, &pp) < 0)
+  if (mid_block_step(be, sp, &dec->mid, groups, &pp) < 0)
     return sd_error_context("decoder.mid_block");
   for (int i = 0; i < levels; i++)
-    if (up_block_step(be, &dec->up[i], groups, &pp) < 0)
+    if (up_block_step(be, sp, &dec->up[i], groups, &pp) < 0)
       return sd_error_context("decoder.up_blocks.%d", i);
 
-  if (sd_op_group_norm(be, &pp.cur, dec->norm_out_w, dec->norm_out_b, groups, VAE_NORM_EPS, true,
-                       &pp.cur) < 0)
+  if (sd_spatial_group_norm(be, sp, &pp.cur, dec->norm_out_w, dec->norm_out_b, groups, VAE_NORM_EPS,
+                            true, &pp.cur) < 0)
     return sd_error_context("decoder.conv_norm_out");
-  if (sd_op_conv2d(be, &pp.cur, dec->conv_out_w, dec->conv_out_b, 1, 1, image) < 0)
+  if (sd_spatial_conv2d(be, sp, &pp.cur, dec->conv_out_w, dec->conv_out_b, 1, 1, image) < 0)
     return sd_error_context("decoder.conv_out");
   return 0;
 }
 
 int sd_vae_decode(sd_vae *model, const sd_tensor *z, sd_tensor *image) {
+  return sd_vae_decode_spatial(model, NULL, z, image);
+}
+
+int sd_vae_decode_spatial(sd_vae *model, const sd_spatial *sp, const sd_tensor *z,
+                          sd_tensor *image) {
   sd_backend *be = model->be;
   const sd_vae_config *cfg = &model->cfg;
   const int64_t factor = (int64_t)1 << (cfg->num_levels - 1);
@@ -463,6 +474,9 @@ int sd_vae_decode(sd_vae *model, const sd_tensor *z, sd_tensor *image) {
                     (long long)z->shape[0], cfg->out_channels, (long long)(factor * z->shape[2]),
                     (long long)(factor * z->shape[3]), sd_tensor_shape_str(z, zs, sizeof zs),
                     sd_tensor_shape_str(image, is, sizeof is));
+  if (sp && sd_spatial_rows(sp, z->shape[3], 0) != z->shape[2])
+    return SD_ERROR("vae: latents of %lld rows are not this rank's band of the decomposition",
+                    (long long)z->shape[2]);
 
   const sd_arena_mark mark = sd_arena_get_mark(be);
   const int64_t cap = decoder_max_numel(cfg, z->shape[0], z->shape[2], z->shape[3]);
@@ -472,7 +486,7 @@ int sd_vae_decode(sd_vae *model, const sd_tensor *z, sd_tensor *image) {
   if (rc == 0)
     rc = sd_tensor_alloc(be, &pong);
   if (rc == 0)
-    rc = decode_into(model, z, ping.data, pong.data, image);
+    rc = decode_into(model, sp, z, ping.data, pong.data, image);
   sd_arena_release(be, mark);
   return rc < 0 ? sd_error_context("vae decode %s", sd_tensor_shape_str(z, zs, sizeof zs)) : 0;
 }
@@ -500,7 +514,7 @@ static int64_t encoder_max_numel(const sd_vae_config *cfg, int64_t b, int64_t h,
 /* Downsample2D(use_conv, padding=0): F.pad(x, (0, 1, 0, 1)) then conv 3x3 stride 2. */
 static int down_block_step(sd_backend *be, const vae_down_block *down, int groups, ping_pong *pp) {
   for (int j = 0; j < down->num_resnets; j++)
-    if (resnet_step(be, &down->resnets[j], groups, pp) < 0)
+    if (resnet_step(be, NULL, &down->resnets[j], groups, pp) < 0)
       return sd_error_context("resnets.%d", j);
   if (!down->downsample_w)
     return 0;
@@ -531,7 +545,7 @@ static int encode_into(sd_vae *model, const sd_tensor *image, void *ping, void *
   for (int i = 0; i < levels; i++)
     if (down_block_step(be, &enc->down[i], groups, &pp) < 0)
       return sd_error_context("encoder.down_blocks.%d", i);
-  if (mid_block_step(be, &enc->mid, groups, &pp) < 0)
+  if (mid_block_step(be, NULL, &enc->mid, groups, &pp) < 0)
     return sd_error_context("encoder.mid_block");
   if (sd_op_group_norm(be, &pp.cur, enc->norm_out_w, enc->norm_out_b, groups, VAE_NORM_EPS, true,
                        &pp.cur) < 0)

@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "../io/weights.h"
+#include "../spatial/spatial.h"
 
 typedef struct sd_vae sd_vae;
 
@@ -25,6 +26,12 @@ sd_backend *sd_vae_get_backend(const sd_vae *model);
  * 2^(num_levels - 1), 8 for SD. Scratch memory (two buffers of the largest activation plus one
  * resnet's temporaries) comes from the backend arena and is released before return. */
 int sd_vae_decode(sd_vae *model, const sd_tensor *z, sd_tensor *image);
+/* sd_vae_decode on this rank's band of one image split over a group (docs/spatial.md): sp is a
+ * decomposition of the image (factor h, factor w) with num_levels levels (NULL: the whole
+ * image); z and image are this rank's bands at the latent and image levels; every rank of the
+ * group calls it together. The result is the band of what sd_vae_decode gives. */
+int sd_vae_decode_spatial(sd_vae *model, const sd_spatial *sp, const sd_tensor *z,
+                          sd_tensor *image);
 
 /* sd_vae_decode in overlapping tiles, as diffusers' AutoencoderKL.decode after enable_tiling()
  * (tiled_decode): latent tiles of L = tile_sample_size / factor start every int(0.75 L) latent

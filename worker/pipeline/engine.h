@@ -111,6 +111,27 @@ int sd_txt2img_check_model(const sd_model_files *model, const sd_txt2img_batch *
 /* Renders n items (n >= 1) into results[0..n-1] (freed with sd_txt2img_result_free). */
 int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2img_item *items,
                int n, sd_progress_fn progress, void *progress_ctx, sd_txt2img_result *results);
+
+/* Ranks rendering the same items together (docs/spatial.md); every rank of both communicators
+ * calls sd_txt2img_group with the same arguments and gets the same results. */
+typedef struct sd_image_group {
+  /* Spatial parallelism: the latent (and, unless the VAE decodes in tiles, the image) split into
+   * row bands over these ranks (NULL: none). */
+  struct sd_comm *spatial;
+  /* CFG parallelism: two ranks, rank 0 running the UNet on the unconditional half of the batch
+   * and rank 1 on the conditional half, joined for the guidance step (NULL: none). */
+  struct sd_comm *cfg;
+  /* Filled on return: bytes this rank sent and seconds it spent in collectives. */
+  uint64_t bytes_sent;
+  double comm_seconds;
+} sd_image_group;
+
+/* sd_txt2img over a group; group NULL is sd_txt2img. The images equal one rank's: CFG halves
+ * exactly (each item's UNet result does not depend on the batch), spatial bands up to the
+ * rounding of GroupNorm statistics summed in another grouping (docs/spatial.md). */
+int sd_txt2img_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_batch *batch,
+                     const sd_txt2img_item *items, int n, sd_progress_fn progress,
+                     void *progress_ctx, sd_txt2img_result *results);
 void sd_txt2img_result_free(sd_txt2img_result *result);
 
 /* Checks adapters against a model's files without loading weights: every LoRA merged (every key

@@ -3,11 +3,13 @@
  * scheduler loop with the UNet on [uncond, cond] batches, decode with the VAE, round to uint8. */
 #include "engine_internal.h"
 
+#include "../../cluster/comm.h"
 #include "../../kernels/error.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 int sd_txt2img_check(const sd_engine *engine, const sd_txt2img_batch *batch) {
   return sd_txt2img_check_model(engine->files, batch);
@@ -91,10 +93,12 @@ static bool decode_tiled(const sd_engine *engine, const sd_txt2img_batch *batch)
 typedef struct noise_source {
   sd_rng *rngs; /* one generator per item, all of one kind */
   int items;
-  size_t per_item;   /* elements per item */
-  float *host;       /* (items, per_item): the cpu kind's draws */
-  uint64_t *seeds;   /* (items): the cuda kind's generators for sd_op_randn_philox */
-  uint64_t *offsets; /* (items) */
+  size_t per_item;      /* elements per item */
+  float *host;          /* (items, per_item): the cpu kind's draws */
+  uint64_t *seeds;      /* (items): the cuda kind's generators for sd_op_randn_philox */
+  uint64_t *offsets;    /* (items) */
+  const sd_spatial *sp; /* NULL, or the decomposition whose bands the draws are cut to */
+  int64_t height;       /* of the whole latent, for the cut */
 } noise_source;
 
 /* out (n, C, h, w) = each item's next torch.randn draw. The cuda kind draws on the backend
@@ -111,9 +115,26 @@ static int draw_noise(noise_source *src, sd_backend *be, sd_tensor *out) {
   return sd_tensor_upload_f32(be, out, src->host);
 }
 
+/* out (n, C, rows, w): this rank's band of the whole draw, so that every band holds the numbers
+ * one rank would have there (each rank draws the whole latent: a few hundred KB). */
+static int draw_noise_band(noise_source *src, sd_backend *be, sd_tensor *out) {
+  if (!src->sp)
+    return draw_noise(src, be, out);
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  sd_tensor whole = *out; /* (n, C, h, w) */
+  whole.shape[2] = src->height;
+  int rc = sd_tensor_alloc(be, &whole);
+  if (rc == 0)
+    rc = draw_noise(src, be, &whole);
+  if (rc == 0)
+    rc = sd_spatial_cut(be, src->sp, &whole, out);
+  sd_arena_release(be, mark);
+  return rc;
+}
+
 /* Fills noise (n, C, h, w) with each item's next torch.randn draw (ancestral samplers). */
 static int fill_noise(void *ctx, sd_backend *be, sd_tensor *noise) {
-  return draw_noise(ctx, be, noise);
+  return draw_noise_band(ctx, be, noise);
 }
 
 /* ids (L) of a prompt, multi-vector embedding tokens expanded as diffusers does. */
@@ -186,14 +207,127 @@ static bool image_to_rgb(const float *image, int channels, int height, int width
   return finite;
 }
 
+static int render_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_batch *batch,
+                        const sd_image_params *cond_params, const sd_txt2img_item *items, int n,
+                        sd_progress_fn progress, void *progress_ctx, sd_txt2img_result *results);
+
 int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2img_item *items,
                int n, sd_progress_fn progress, void *progress_ctx, sd_txt2img_result *results) {
-  return sd_render(engine, batch, NULL, items, n, progress, progress_ctx, results);
+  return render_group(engine, NULL, batch, NULL, items, n, progress, progress_ctx, results);
 }
 
 int sd_render(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_params *cond_params,
               const sd_txt2img_item *items, int n, sd_progress_fn progress, void *progress_ctx,
               sd_txt2img_result *results) {
+  return render_group(engine, NULL, batch, cond_params, items, n, progress, progress_ctx, results);
+}
+
+int sd_txt2img_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_batch *batch,
+                     const sd_txt2img_item *items, int n, sd_progress_fn progress,
+                     void *progress_ctx, sd_txt2img_result *results) {
+  return render_group(engine, group, batch, NULL, items, n, progress, progress_ctx, results);
+}
+
+/* The decompositions of a spatial group: the UNet's latent levels and the VAE's image levels. */
+typedef struct group_layout {
+  sd_spatial *unet; /* NULL without spatial parallelism */
+  sd_spatial *vae;  /* NULL also when the VAE decodes in tiles (every rank decodes whole) */
+  int cfg_half;     /* -1: both halves here; 0 / 1: this rank's UNet runs the uncond / cond half */
+} group_layout;
+
+static int layout_create(sd_engine *engine, const sd_image_group *group,
+                         const sd_txt2img_batch *batch, bool cfg, group_layout *out) {
+  const sd_model_files *model = engine->files;
+  int factor = sd_engine_vae_scale_factor(engine);
+  *out = (group_layout){NULL, NULL, -1};
+  if (!group)
+    return 0;
+  if (group->cfg) {
+    if (sd_comm_size(group->cfg) != 2)
+      return SD_ERROR("CFG parallelism needs 2 ranks, not %d", sd_comm_size(group->cfg));
+    if (cfg)
+      out->cfg_half = sd_comm_rank(group->cfg);
+  }
+  if (!group->spatial || sd_comm_size(group->spatial) == 1)
+    return 0;
+  if (sd_spatial_create(group->spatial, engine->be, batch->height / factor, batch->width / factor,
+                        model->unet.num_levels, &out->unet) < 0)
+    return sd_error_context("spatial UNet");
+  if (!decode_tiled(engine, batch) &&
+      sd_spatial_create(group->spatial, engine->be, batch->height, batch->width,
+                        model->vae.num_levels, &out->vae) < 0)
+    return sd_error_context("spatial VAE");
+  return 0;
+}
+
+static void layout_finish(group_layout *layout, sd_image_group *group) {
+  if (group) {
+    group->bytes_sent = 0;
+    group->comm_seconds = 0.0;
+    sd_spatial *sps[2] = {layout->unet, layout->vae};
+    for (int i = 0; i < 2; i++)
+      if (sps[i]) {
+        sd_spatial_stats st = sd_spatial_get_stats(sps[i]);
+        group->comm_seconds += st.comm_seconds;
+      }
+    if (group->spatial)
+      group->bytes_sent += sd_comm_bytes_sent(group->spatial);
+    if (group->cfg)
+      group->bytes_sent += sd_comm_bytes_sent(group->cfg);
+  }
+  sd_spatial_free(layout->unet);
+  sd_spatial_free(layout->vae);
+}
+
+/* noise_pred (2n, ...) = [uncond; cond] from this rank's half (n, ...) and its partner's. */
+static int join_halves(sd_backend *be, sd_image_group *group, const sd_tensor *half,
+                       sd_tensor *noise_pred, double *seconds) {
+  size_t bytes[2] = {sd_tensor_bytes(half), sd_tensor_bytes(half)};
+  SD_TRY(be->ops->synchronize(be));
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  int rc = sd_comm_allgatherv(group->cfg, half->data, noise_pred->data, bytes);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  *seconds += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+  return rc < 0 ? sd_error_context("CFG halves") : 0;
+}
+
+/* The whole image (n, C, H, W) from the final latents (n, C, h, w) / scaling_factor: decoded by
+ * bands over the spatial group and gathered, or whole (tiled or not) on every rank. */
+static int decode_image(sd_engine *engine, const sd_txt2img_batch *batch, const group_layout *lay,
+                        const sd_tensor *scaled, sd_tensor *image) {
+  sd_backend *be = engine->be;
+  if (decode_tiled(engine, batch))
+    return sd_vae_decode_tiled(engine->vae, scaled, engine->files->vae.sample_size, image);
+  if (!lay->vae)
+    return sd_vae_decode(engine->vae, scaled, image);
+  int factor = sd_engine_vae_scale_factor(engine);
+  int64_t n = scaled->shape[0], w = scaled->shape[3];
+  int64_t rows = sd_spatial_rows(lay->vae, w, 0);
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  sd_tensor z = sd_tensor_4d(scaled->dtype, n, scaled->shape[1], rows, w);
+  sd_tensor band = sd_tensor_4d(image->dtype, n, image->shape[1], factor * rows, image->shape[3]);
+  int rc = sd_tensor_alloc(be, &z);
+  if (rc == 0)
+    rc = sd_tensor_alloc(be, &band);
+  if (rc == 0)
+    rc = sd_spatial_cut(be, lay->vae, scaled, &z);
+  if (rc == 0)
+    rc = sd_vae_decode_spatial(engine->vae, lay->vae, &z, &band);
+  if (rc == 0)
+    rc = sd_spatial_gather(be, lay->vae, &band, image);
+  sd_arena_release(be, mark);
+  return rc;
+}
+
+/* Text-to-image (cond_params NULL), image-to-image or inpainting of n items, on one rank or
+ * (text-to-image only) over a rank group. */
+static int render_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_batch *batch,
+                        const sd_image_params *cond_params, const sd_txt2img_item *items, int n,
+                        sd_progress_fn progress, void *progress_ctx, sd_txt2img_result *results) {
+  if (cond_params && group && (group->cfg || (group->spatial && sd_comm_size(group->spatial) > 1)))
+    return SD_ERROR("image-to-image and inpainting render on one rank: rank groups (spatial or CFG "
+                    "parallel) are for text-to-image only");
   sd_backend *be = engine->be;
   const sd_model_files *model = engine->files;
   int rc = -1;
@@ -206,25 +340,37 @@ int sd_render(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_p
   for (int i = 0; i < n; i++)
     if (items[i].guidance_scale > 1.0f)
       cfg = true;
+  group_layout lay;
+  if (layout_create(engine, group, batch, cfg, &lay) < 0) {
+    layout_finish(&lay, NULL);
+    return -1;
+  }
+  double cfg_seconds = 0.0;
   int rows = cfg ? 2 * n : n;
+  int unet_rows = lay.cfg_half >= 0 ? n : rows; /* the UNet's batch on this rank */
   int length = sd_tokenizer_max_length(engine->tokenizer);
   int factor = sd_engine_vae_scale_factor(engine);
   int latent_c = model->vae.latent_channels, lh = batch->height / factor,
       lw = batch->width / factor;
-  int unet_in = model->unet.in_channels; /* latent_c, or 2 latent_c + 1 for inpainting models */
+  int unet_channels = model->unet.in_channels; /* latent_c, or 2 latent_c + 1 for inpainting */
+  int64_t band_h = sd_spatial_rows(lay.unet, lw, lh); /* this rank's latent rows */
   size_t per_item = (size_t)latent_c * lh * lw;
   size_t image_plane = (size_t)batch->height * batch->width;
   int image_c = model->vae.out_channels;
 
   sd_tensor context = sd_tensor_3d(be->ops->act_dtype, rows, length, model->clip.hidden_size);
-  sd_tensor latents = sd_tensor_4d(be->ops->act_dtype, n, latent_c, lh, lw);
-  sd_tensor model_in = sd_tensor_4d(be->ops->act_dtype, rows, unet_in, lh, lw);
+  sd_tensor latents = sd_tensor_4d(be->ops->act_dtype, n, latent_c, band_h, lw);
+  sd_tensor model_in = sd_tensor_4d(be->ops->act_dtype, rows, unet_channels, band_h, lw);
   /* the scaled latents when the UNet takes more channels (concatenated with cond.extra) */
-  sd_tensor scaled_in = sd_tensor_4d(be->ops->act_dtype, rows, latent_c, lh, lw);
+  sd_tensor scaled_in = sd_tensor_4d(be->ops->act_dtype, rows, latent_c, band_h, lw);
   sd_cond_state cond;
   memset(&cond, 0, sizeof cond);
-  sd_tensor noise_pred = sd_tensor_4d(be->ops->act_dtype, rows, model->unet.out_channels, lh, lw);
-  sd_tensor guided = sd_tensor_4d(be->ops->act_dtype, n, model->unet.out_channels, lh, lw);
+  sd_tensor noise_pred =
+      sd_tensor_4d(be->ops->act_dtype, rows, model->unet.out_channels, band_h, lw);
+  sd_tensor half_pred =
+      sd_tensor_4d(be->ops->act_dtype, unet_rows, model->unet.out_channels, band_h, lw);
+  sd_tensor guided = sd_tensor_4d(be->ops->act_dtype, n, model->unet.out_channels, band_h, lw);
+  sd_tensor whole = sd_tensor_4d(be->ops->act_dtype, n, latent_c, lh, lw);
   sd_tensor image = sd_tensor_4d(be->ops->act_dtype, n, image_c, batch->height, batch->width);
   sd_scheduler *scheduler = NULL;
   int32_t *ids = calloc((size_t)rows * length, sizeof *ids);
@@ -237,12 +383,14 @@ int sd_render(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_p
     SD_ERROR("out of host memory for a batch of %d %dx%d images", n, batch->width, batch->height);
     goto out;
   }
-  if (sd_tensor_alloc_persistent(be, &context) < 0 ||
+  if (band_h < 0 || sd_tensor_alloc_persistent(be, &context) < 0 ||
       sd_tensor_alloc_persistent(be, &latents) < 0 ||
       sd_tensor_alloc_persistent(be, &model_in) < 0 ||
-      (unet_in != latent_c && sd_tensor_alloc_persistent(be, &scaled_in) < 0) ||
+      (unet_channels != latent_c && sd_tensor_alloc_persistent(be, &scaled_in) < 0) ||
       sd_tensor_alloc_persistent(be, &noise_pred) < 0 ||
-      sd_tensor_alloc_persistent(be, &guided) < 0 || sd_tensor_alloc_persistent(be, &image) < 0)
+      (lay.cfg_half >= 0 && sd_tensor_alloc_persistent(be, &half_pred) < 0) ||
+      sd_tensor_alloc_persistent(be, &guided) < 0 || sd_tensor_alloc_persistent(be, &whole) < 0 ||
+      sd_tensor_alloc_persistent(be, &image) < 0)
     goto out;
 
   if (tokenize_batch(engine, items, n, cfg, ids) < 0 ||
@@ -257,12 +405,12 @@ int sd_render(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_p
    * or the init images' noised latents (img2img, inpainting) */
   for (int i = 0; i < n; i++)
     sd_rng_init(&rngs[i], batch->rng, items[i].seed);
-  noise_source noise = {rngs, n, per_item, host, seeds, offsets};
+  noise_source noise = {rngs, n, per_item, host, seeds, offsets, lay.unet, lh};
   if (cond_params) {
     if (sd_cond_prepare(engine, batch, cond_params, n, rows, rngs, scheduler, &latents, &cond) < 0)
       goto out;
   } else {
-    if (draw_noise(&noise, be, &latents) < 0) {
+    if (draw_noise_band(&noise, be, &latents) < 0) {
       sd_error_context("initial latents");
       goto out;
     }
@@ -270,8 +418,14 @@ int sd_render(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_p
       goto out;
   }
 
+  /* with CFG halves, this rank's UNet sees rows [half * n, half * n + n) of model_in / context */
+  sd_tensor unet_in =
+      lay.cfg_half >= 0 ? sd_tensor_slice0(&model_in, lay.cfg_half * n, n) : model_in;
+  sd_tensor unet_context =
+      lay.cfg_half >= 0 ? sd_tensor_slice0(&context, lay.cfg_half * n, n) : context;
+  sd_tensor *unet_out = lay.cfg_half >= 0 ? &half_pred : &noise_pred;
   int count = sd_scheduler_count(scheduler);
-  sd_tensor *unet_latents = unet_in != latent_c ? &scaled_in : &model_in;
+  sd_tensor *unet_latents = unet_channels != latent_c ? &scaled_in : &model_in;
   for (int step = cond.begin; step < count; step++) {
     sd_tensor x = sd_tensor_slice0(unet_latents, cfg ? n : 0, n);
     if (sd_scheduler_scale_model_input(scheduler, be, step, &latents, &x) < 0)
@@ -281,10 +435,13 @@ int sd_render(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_p
       if (sd_op_copy(be, &x, &first) < 0)
         goto out;
     }
-    if (unet_in != latent_c && sd_op_concat_channels(be, &scaled_in, &cond.extra, &model_in) < 0)
+    if (unet_channels != latent_c &&
+        sd_op_concat_channels(be, &scaled_in, &cond.extra, &model_in) < 0)
       goto out;
-    if (sd_unet_forward(engine->unet, &model_in, sd_scheduler_timestep(scheduler, step), &context,
-                        &noise_pred) < 0) {
+    if (sd_unet_forward_spatial(engine->unet, lay.unet, &unet_in,
+                                sd_scheduler_timestep(scheduler, step), NULL, &unet_context,
+                                unet_out) < 0 ||
+        (lay.cfg_half >= 0 && join_halves(be, group, &half_pred, &noise_pred, &cfg_seconds) < 0)) {
       sd_error_context("step %d of %d", step + 1, count);
       goto out;
     }
@@ -301,16 +458,13 @@ int sd_render(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_p
       progress(progress_ctx, step + 1 - cond.begin, count - cond.begin);
   }
 
-  /* decode latents / scaling_factor */
-  sd_tensor scaled = sd_tensor_4d(be->ops->act_dtype, n, latent_c, lh, lw);
-  scaled.data = model_in.data; /* model_in holds at least n x latent_c x lh x lw */
-  if (sd_tensor_download_f32(be, &latents, host) < 0)
+  /* the whole latents on every rank, decoded from latents / scaling_factor */
+  if (sd_spatial_gather(be, lay.unet, &latents, &whole) < 0 ||
+      sd_tensor_download_f32(be, &whole, host) < 0)
     goto out;
   const float inv_scale = 1.0f / model->vae.scaling_factor;
-  if (sd_op_scale(be, &latents, inv_scale, &scaled) < 0 ||
-      (decode_tiled(engine, batch)
-           ? sd_vae_decode_tiled(engine->vae, &scaled, model->vae.sample_size, &image)
-           : sd_vae_decode(engine->vae, &scaled, &image)) < 0 ||
+  if (sd_op_scale(be, &whole, inv_scale, &whole) < 0 ||
+      decode_image(engine, batch, &lay, &whole, &image) < 0 ||
       sd_tensor_download_f32(be, &image, host_image) < 0)
     goto out;
 
@@ -335,9 +489,14 @@ out:
     for (int i = 0; i < n; i++)
       sd_txt2img_result_free(&results[i]);
   sd_cond_free(be, &cond);
+  layout_finish(&lay, group);
+  if (group)
+    group->comm_seconds += cfg_seconds;
   sd_scheduler_free(scheduler);
   sd_tensor_free(be, &image);
+  sd_tensor_free(be, &whole);
   sd_tensor_free(be, &guided);
+  sd_tensor_free(be, &half_pred);
   sd_tensor_free(be, &noise_pred);
   sd_tensor_free(be, &scaled_in);
   sd_tensor_free(be, &model_in);
