@@ -1,6 +1,7 @@
 /* sdbatch render: one txt2img image to a PNG file, with the generation parameters in a text
  * chunk. */
 #include "cli.h"
+#include "render_group.h"
 
 #include "kernels/error.h"
 #include "kernels/file.h"
@@ -23,7 +24,11 @@ static const char *const render_usage =
     "gives for the same model, prompt, parameters and seed; with --init-image, image-to-image\n"
     "(StableDiffusionImg2ImgPipeline); with --init-image and --mask, inpainting\n"
     "(StableDiffusionInpaintPipeline: a 9-channel inpainting model, or an ordinary one with\n"
-    "per-step blending). Input images: docs/images.md.\n";
+    "per-step blending). Input images: docs/images.md.\n"
+    "\n"
+    "Under mpirun -n N, the N ranks render one text-to-image image together: its rows split into\n"
+    "bands (spatial parallelism) and, with --cfg-parallel, the conditional and unconditional\n"
+    "halves on two halves of the ranks; rank 0 writes the file (docs/spatial.md).\n";
 
 typedef struct render_progress {
   bool quiet;
@@ -59,7 +64,7 @@ int cmd_render(int argc, char **argv) {
   const char *out_path = NULL;
   sd_scheduler_kind scheduler_kind = SD_SCHED_DDIM;
   bool quiet = false, precision_given = false, scheduler_given = false, strength_given = false;
-  bool width_given = false, height_given = false;
+  bool width_given = false, height_given = false, cfg_parallel = false;
   const char *init_path = NULL, *mask_path = NULL;
   float strength = 0.0f;
   sd_image init = {0}, mask = {0};
@@ -117,6 +122,9 @@ int cmd_render(int argc, char **argv) {
       CLI_OPTION_EMBEDDING(&adapters),
       CLI_OPTION("out", "FILE.png", CLI_STRING, &out_path, "the image to write", .required = true),
       CLI_OPTION("quiet", NULL, CLI_FLAG, &quiet, "no progress on stderr"),
+      CLI_OPTION("cfg-parallel", NULL, CLI_FLAG, &cfg_parallel,
+                 "under mpirun -n 2N: the unconditional and conditional halves of\n"
+                 "classifier-free guidance on two halves of the ranks"),
       {0},
   };
   const cli_command command = {.name = cmd, .usage = render_usage, .options = options};
@@ -146,6 +154,25 @@ int cmd_render(int argc, char **argv) {
 
   int status = 0;
   sd_txt2img_result result = {0};
+  render_group ranks;
+  if (render_group_open(cfg_parallel, &ranks) < 0) {
+    status = cli_report_error(cmd);
+    render_group_close(&ranks, true);
+    cli_adapters_free(&adapters);
+    return status;
+  }
+  bool rank0 = ranks.cluster.rank == 0;
+  quiet = quiet || !rank0;
+  if (!params.threads && ranks.cluster.size > 1)
+    params.threads = render_group_default_threads(&ranks);
+  sd_engine *engine = NULL;
+  if (init_path && ranks.cluster.size > 1) {
+    SD_ERROR("--init-image renders on one rank; spatial and CFG parallelism (%d ranks here) are "
+             "for text-to-image only",
+             ranks.cluster.size);
+    status = cli_report_error(cmd);
+    goto out;
+  }
   if ((init_path && sd_image_read_rgb(init_path, &init) < 0) ||
       (mask_path && sd_image_read_rgb(mask_path, &mask) < 0)) {
     status = cli_report_error(cmd);
@@ -153,7 +180,6 @@ int cmd_render(int argc, char **argv) {
   }
   render_progress progress = {quiet, isatty(STDERR_FILENO) != 0, {0, 0}};
   clock_gettime(CLOCK_MONOTONIC, &progress.start);
-  sd_engine *engine = NULL;
   if (sd_engine_open(&params, &engine) < 0) {
     status = cli_report_error(cmd);
     goto out;
@@ -177,6 +203,9 @@ int cmd_render(int argc, char **argv) {
     batch.height = model->unet.sample_size * factor;
   batch.scheduler = scheduler_given ? scheduler_kind : sd_engine_default_scheduler(engine);
   const sd_backend *be = sd_engine_backend(engine);
+  if (!quiet && ranks.cluster.size > 1)
+    fprintf(stderr, "sdbatch render: %d ranks%s, %d threads each\n", ranks.cluster.size,
+            cfg_parallel ? " (CFG halves)" : "", be->threads);
   if (precision_given && be->ops->act_dtype != params.precision)
     fprintf(stderr,
             "sdbatch render: note: --precision %s applies to CUDA; the %s backend computes "
@@ -188,8 +217,9 @@ int cmd_render(int argc, char **argv) {
             be->ops->name, sd_precision_name(be->ops->act_dtype), seconds_since(&progress.start));
 
   clock_gettime(CLOCK_MONOTONIC, &progress.start);
-  if (sd_render(engine, &batch, kind == SD_PIPELINE_TXT2IMG ? NULL : &image, &item, 1, on_progress,
-                &progress, &result) < 0) {
+  if (sd_render_group(engine, render_group_get(&ranks), &batch,
+                      kind == SD_PIPELINE_TXT2IMG ? NULL : &image, &item, 1, on_progress, &progress,
+                      &result) < 0) {
     status = cli_report_error(cmd);
     goto out;
   }
@@ -217,7 +247,7 @@ int cmd_render(int argc, char **argv) {
     goto out;
   }
   sd_png_text text = {"parameters", parameters};
-  if (sd_png_write_rgb(out_path, result.rgb, batch.width, batch.height, &text, 1) < 0) {
+  if (rank0 && sd_png_write_rgb(out_path, result.rgb, batch.width, batch.height, &text, 1) < 0) {
     status = cli_report_error(cmd);
     goto out;
   }
@@ -230,5 +260,6 @@ out:
   sd_txt2img_result_free(&result);
   sd_engine_close(engine);
   cli_adapters_free(&adapters);
+  render_group_close(&ranks, status != 0);
   return status;
 }

@@ -207,25 +207,21 @@ static bool image_to_rgb(const float *image, int channels, int height, int width
   return finite;
 }
 
-static int render_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_batch *batch,
-                        const sd_image_params *cond_params, const sd_txt2img_item *items, int n,
-                        sd_progress_fn progress, void *progress_ctx, sd_txt2img_result *results);
-
 int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2img_item *items,
                int n, sd_progress_fn progress, void *progress_ctx, sd_txt2img_result *results) {
-  return render_group(engine, NULL, batch, NULL, items, n, progress, progress_ctx, results);
+  return sd_render_group(engine, NULL, batch, NULL, items, n, progress, progress_ctx, results);
 }
 
 int sd_render(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_params *cond_params,
               const sd_txt2img_item *items, int n, sd_progress_fn progress, void *progress_ctx,
               sd_txt2img_result *results) {
-  return render_group(engine, NULL, batch, cond_params, items, n, progress, progress_ctx, results);
+  return sd_render_group(engine, NULL, batch, cond_params, items, n, progress, progress_ctx, results);
 }
 
 int sd_txt2img_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_batch *batch,
                      const sd_txt2img_item *items, int n, sd_progress_fn progress,
                      void *progress_ctx, sd_txt2img_result *results) {
-  return render_group(engine, group, batch, NULL, items, n, progress, progress_ctx, results);
+  return sd_render_group(engine, group, batch, NULL, items, n, progress, progress_ctx, results);
 }
 
 /* The decompositions of a spatial group: the UNet's latent levels and the VAE's image levels. */
@@ -233,15 +229,18 @@ typedef struct group_layout {
   sd_spatial *unet; /* NULL without spatial parallelism */
   sd_spatial *vae;  /* NULL also when the VAE decodes in tiles (every rank decodes whole) */
   int cfg_half;     /* -1: both halves here; 0 / 1: this rank's UNet runs the uncond / cond half */
+  uint64_t bytes_before; /* sent over the group's communicators before this call */
 } group_layout;
 
 static int layout_create(sd_engine *engine, const sd_image_group *group,
                          const sd_txt2img_batch *batch, bool cfg, group_layout *out) {
   const sd_model_files *model = engine->files;
   int factor = sd_engine_vae_scale_factor(engine);
-  *out = (group_layout){NULL, NULL, -1};
+  *out = (group_layout){NULL, NULL, -1, 0};
   if (!group)
     return 0;
+  out->bytes_before = (group->spatial ? sd_comm_bytes_sent(group->spatial) : 0) +
+                      (group->cfg ? sd_comm_bytes_sent(group->cfg) : 0);
   if (group->cfg) {
     if (sd_comm_size(group->cfg) != 2)
       return SD_ERROR("CFG parallelism needs 2 ranks, not %d", sd_comm_size(group->cfg));
@@ -262,7 +261,7 @@ static int layout_create(sd_engine *engine, const sd_image_group *group,
 
 static void layout_finish(group_layout *layout, sd_image_group *group) {
   if (group) {
-    group->bytes_sent = 0;
+    group->bytes_sent = 0 - layout->bytes_before;
     group->comm_seconds = 0.0;
     sd_spatial *sps[2] = {layout->unet, layout->vae};
     for (int i = 0; i < 2; i++)
@@ -320,9 +319,7 @@ static int decode_image(sd_engine *engine, const sd_txt2img_batch *batch, const 
   return rc;
 }
 
-/* Text-to-image (cond_params NULL), image-to-image or inpainting of n items, on one rank or
- * (text-to-image only) over a rank group. */
-static int render_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_batch *batch,
+int sd_render_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_batch *batch,
                         const sd_image_params *cond_params, const sd_txt2img_item *items, int n,
                         sd_progress_fn progress, void *progress_ctx, sd_txt2img_result *results) {
   if (cond_params && group && (group->cfg || (group->spatial && sd_comm_size(group->spatial) > 1)))
