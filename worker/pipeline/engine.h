@@ -121,8 +121,10 @@ typedef struct sd_image_group {
   /* CFG parallelism: two ranks, rank 0 running the UNet on the unconditional half of the batch
    * and rank 1 on the conditional half, joined for the guidance step (NULL: none). */
   struct sd_comm *cfg;
-  /* Filled on return: bytes this rank sent and seconds it spent in collectives. */
+  /* Filled on return: bytes this rank sent (in all, and in the denoising loop alone) and
+   * seconds it spent in collectives. */
   uint64_t bytes_sent;
+  uint64_t loop_bytes_sent;
   double comm_seconds;
 } sd_image_group;
 

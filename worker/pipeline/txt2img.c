@@ -455,6 +455,9 @@ int sd_render_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_b
       progress(progress_ctx, step + 1 - cond.begin, count - cond.begin);
   }
 
+  if (group)
+    group->loop_bytes_sent = (group->spatial ? sd_comm_bytes_sent(group->spatial) : 0) +
+                             (group->cfg ? sd_comm_bytes_sent(group->cfg) : 0) - lay.bytes_before;
   /* the whole latents on every rank, decoded from latents / scaling_factor */
   if (sd_spatial_gather(be, lay.unet, &latents, &whole) < 0 ||
       sd_tensor_download_f32(be, &whole, host) < 0)
