@@ -174,8 +174,8 @@ static int transformer_compute(sd_backend *be, const sd_spatial *sp, const sd_un
 
   for (int i = 0; i < t->num_layers; i++) {
     sd_arena_mark mark = sd_arena_get_mark(be);
-    int rc = block_compute(be, sp, x->shape[3], &t->blocks[i], &seq, context,
-                           t->only_cross_attention);
+    int rc =
+        block_compute(be, sp, x->shape[3], &t->blocks[i], &seq, context, t->only_cross_attention);
     sd_arena_release(be, mark);
     if (rc < 0)
       return sd_error_context("transformer_blocks.%d", i);

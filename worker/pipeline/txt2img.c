@@ -215,7 +215,8 @@ int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2im
 int sd_render(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_params *cond_params,
               const sd_txt2img_item *items, int n, sd_progress_fn progress, void *progress_ctx,
               sd_txt2img_result *results) {
-  return sd_render_group(engine, NULL, batch, cond_params, items, n, progress, progress_ctx, results);
+  return sd_render_group(engine, NULL, batch, cond_params, items, n, progress, progress_ctx,
+                         results);
 }
 
 int sd_txt2img_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_batch *batch,
@@ -320,8 +321,8 @@ static int decode_image(sd_engine *engine, const sd_txt2img_batch *batch, const 
 }
 
 int sd_render_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_batch *batch,
-                        const sd_image_params *cond_params, const sd_txt2img_item *items, int n,
-                        sd_progress_fn progress, void *progress_ctx, sd_txt2img_result *results) {
+                    const sd_image_params *cond_params, const sd_txt2img_item *items, int n,
+                    sd_progress_fn progress, void *progress_ctx, sd_txt2img_result *results) {
   if (cond_params && group && (group->cfg || (group->spatial && sd_comm_size(group->spatial) > 1)))
     return SD_ERROR("image-to-image and inpainting render on one rank: rank groups (spatial or CFG "
                     "parallel) are for text-to-image only");
