@@ -3,8 +3,9 @@
 # .devcarry/ (ignored by git) with what the GPU machine lacks, for scripts/gpu-check.sh to use
 # there (docs/cuda.md, "GPU session checklist"). It calls the shared
 # ../shared/device/prepare-carry.sh (libyaml, cJSON, the diffusers wheel, on-device.sh) with this
-# project's extra Debian packages: libutf8proc (the tokenizer) and pkgconf (used there only if
-# the machine has no pkg-config). Then it checks that pkg-config finds the carried libraries and
+# project's extra Debian packages: libutf8proc (the tokenizer), oneDNN (the CPU backend's GEMM and
+# convolutions, with the OpenCL loader its library links) and pkgconf (used there only if the
+# machine has no pkg-config). Then it checks that pkg-config finds the carried libraries and
 # that a program runs on them.
 #
 #   scripts/gpu-prepare.sh            # then carry .devcarry with the run: carry=[".devcarry"]
@@ -16,10 +17,11 @@ if [ ! -x "$prepare" ]; then
   echo "gpu-prepare: $prepare not found (set SDBATCH_PREPARE_CARRY)" >&2
   exit 1
 fi
-"$prepare" libutf8proc2 libutf8proc-dev pkgconf-bin libpkgconf3
+"$prepare" libutf8proc2 libutf8proc-dev libdnnl2 libdnnl-dev ocl-icd-libopencl1 pkgconf-bin \
+  libpkgconf3
 
-for deb in libyaml-0-2 libyaml-dev libcjson1 libcjson-dev libutf8proc2 libutf8proc-dev \
-  pkgconf-bin libpkgconf3; do
+for deb in libyaml-0-2 libyaml-dev libcjson1 libcjson-dev libutf8proc2 libutf8proc-dev libdnnl2 \
+  libdnnl-dev ocl-icd-libopencl1 pkgconf-bin libpkgconf3; do
   if ! ls .devcarry/debs/"${deb}"_*.deb > /dev/null 2>&1; then
     echo "gpu-prepare: .devcarry/debs lacks $deb" >&2
     exit 1

@@ -5,7 +5,7 @@
 set -euo pipefail
 # clang, libclang-rt-dev (libFuzzer, sanitizer runtimes) and libomp-dev (clang's OpenMP) build the
 # fuzz harnesses (scripts/fuzz.sh); gcc's own sanitizers serve scripts/test.sh --sanitize.
-packages=(build-essential cmake pkg-config libopenblas-dev libpng-dev zlib1g-dev libcjson-dev
+packages=(build-essential cmake pkg-config libdnnl-dev libpng-dev zlib1g-dev libcjson-dev
           libyaml-dev libutf8proc-dev libjpeg62-turbo-dev libopenmpi-dev openmpi-bin libhdf5-dev
           hdf5-tools clang libclang-rt-dev libomp-dev)
 missing=()

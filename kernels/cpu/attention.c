@@ -54,7 +54,7 @@ int sd_cpu_attention(sd_backend *be, const sd_tensor *q, const sd_tensor *k, con
     return -1;
   const float *qd = q->data, *kd = k->data, *vd = v->data;
   float *od = o->data;
-  sd_cpu_blas_single_thread();
+  sd_dnnl_status failed = {dnnl_success};
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t task = 0; task < tasks; task++) {
     int64_t n = task / (heads * blocks), h = task / blocks % heads;
@@ -68,11 +68,11 @@ int sd_cpu_attention(sd_backend *be, const sd_tensor *q, const sd_tensor *k, con
     const float *kh = kd + n * lk * width + h * d;        /* (Lk, D), ld width */
     const float *vh = vd + n * lk * width + h * d;
     float *oh = od + (n * lq + q0) * width + h * d;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows, (blasint)len, (blasint)d,
-                scale, qh, (blasint)width, kh, (blasint)width, 0.0f, scores, (blasint)lk);
+    DNNL_NOTE(&failed,
+              dnnl_sgemm('N', 'T', rows, len, d, scale, qh, width, kh, width, 0.0f, scores, lk));
     softmax_rows(scores, rows, lk, len, causal, q0, sums);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows, (blasint)d, (blasint)len,
-                1.0f, scores, (blasint)lk, vh, (blasint)width, 0.0f, oh, (blasint)width);
+    DNNL_NOTE(&failed,
+              dnnl_sgemm('N', 'N', rows, d, len, 1.0f, scores, lk, vh, width, 0.0f, oh, width));
     for (int64_t r = 0; r < rows; r++) {
       float inv = 1.0f / sums[r];
       for (int64_t e = 0; e < d; e++)
@@ -80,5 +80,5 @@ int sd_cpu_attention(sd_backend *be, const sd_tensor *q, const sd_tensor *k, con
     }
   }
   sd_arena_release(be, mark);
-  return 0;
+  return sd_dnnl_report(&failed);
 }

@@ -86,7 +86,7 @@ int sd_cpu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const 
     if (!cols)
       return -1;
   }
-  sd_cpu_blas_single_thread();
+  sd_dnnl_status failed = {dnnl_success};
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t task = 0; task < batch * chunks; task++) {
     int64_t n = task / chunks;
@@ -97,15 +97,13 @@ int sd_cpu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const 
     const float *image = (const float *)x->data + n * c * h * wd; /* (C, H, W) */
     float *out = (float *)y->data + n * k * hw_out + p0;          /* (K, ncols), ld Ho*Wo */
     if (direct) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)k, (blasint)ncols, (blasint)c,
-                  1.0f, weight, (blasint)c, image + p0, (blasint)hw_out, 0.0f, out,
-                  (blasint)hw_out);
+      DNNL_NOTE(&failed, dnnl_sgemm('N', 'N', k, ncols, c, 1.0f, weight, c, image + p0, hw_out,
+                                    0.0f, out, hw_out));
     } else {
       float *col = cols + (size_t)SD_CPU_THREAD_ID() * (size_t)depth * (size_t)chunk_cols;
       im2col(image, c, h, wd, kh, kw, stride, pad, wo, p0, ncols, col);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)k, (blasint)ncols,
-                  (blasint)depth, 1.0f, weight, (blasint)depth, col, (blasint)ncols, 0.0f, out,
-                  (blasint)hw_out);
+      DNNL_NOTE(&failed, dnnl_sgemm('N', 'N', k, ncols, depth, 1.0f, weight, depth, col, ncols,
+                                    0.0f, out, hw_out));
     }
     if (bias)
       for (int64_t o = 0; o < k; o++) {
@@ -117,5 +115,5 @@ int sd_cpu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const 
       }
   }
   sd_arena_release(be, mark);
-  return 0;
+  return sd_dnnl_report(&failed);
 }

@@ -1,5 +1,5 @@
 /* Private helpers of the CPU ops: branch-free float math that the compiler vectorizes inside
- * `omp simd` loops, the array form of the activations, and the threading rule for OpenBLAS.
+ * `omp simd` loops, the array form of the activations, and the threading rule for oneDNN's GEMM.
  *
  * Vectorization: the hot loops live in functions marked SD_CPU_MULTIVERSION, which GCC compiles
  * for AVX-512, AVX2 and baseline x86-64 and picks from at load time, so a portable build still
@@ -7,24 +7,25 @@
  * element, and never contain an OpenMP parallel region (its body would be outlined into a
  * separate, baseline-only function).
  *
- * Threading: every op runs its own OpenMP parallel region and calls OpenBLAS from inside it,
- * one sgemm per task on a disjoint part of the output. Debian's OpenBLAS is the pthreads build,
- * whose own worker threads would compete with OpenMP's for the same cores (and keep spinning
- * after each call), so OpenBLAS is kept at one thread (sd_cpu_blas_single_thread). On 2 cores
- * this measured as fast as or faster than OpenBLAS's own threading on the SD-sized GEMMs tried.
+ * GEMM: oneDNN's dnnl_sgemm (row-major), whose JIT kernels are chosen by the CPU's cpuid
+ * features (AVX2, AVX-512, ...), not by a table of CPU models, so every x86 CPU gets its vector
+ * width without tuning (Debian's OpenBLAS 0.3.21 falls back to its Prescott kernels on CPUs it
+ * does not know). Every op runs its own OpenMP parallel region and calls dnnl_sgemm from inside
+ * it, one call per task on a disjoint part of the output; oneDNN (built on the same libgomp) runs
+ * a call made inside a parallel region on the calling thread.
  *
  * Batch invariance: an item's result must not depend on what else is in the batch (the engine
  * renders an item identically alone or batched). Elementwise and per-row work is invariant by
  * nature; GEMM-based ops make every sgemm call cover part of one item only, cut the same way
- * whatever the batch, because OpenBLAS picks kernels that round differently by problem size. */
+ * whatever the batch, because GEMM kernels round differently by problem size. */
 #ifndef SD_CPU_INTERNAL_H
 #define SD_CPU_INTERNAL_H
 
 #include "cpu_ops.h"
 
 #include "../error.h"
+#include "dnnl_check.h"
 
-#include <cblas.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -51,12 +52,6 @@ static inline int sd_cpu_threads(const sd_backend *be) {
 /* Below these sizes an op runs on the calling thread: waking the team costs more than it saves. */
 #define SD_CPU_PARALLEL_ELEMS 32768 /* elementwise and normalization ops: values touched */
 #define SD_CPU_PARALLEL_FLOPS 4e6   /* GEMM-based ops */
-
-/* Makes OpenBLAS run each call on the calling thread (see the threading note above). */
-static inline void sd_cpu_blas_single_thread(void) {
-  if (openblas_get_num_threads() != 1)
-    openblas_set_num_threads(1);
-}
 
 /* exp(x) within about 2 ulp for x in [-87.3, 88.3] (Cephes' polynomial on the reduced argument,
  * 2^n assembled from bits); inputs outside are clamped, so exp(-inf) gives ~1e-38, not 0. */

@@ -1,5 +1,5 @@
 /* The CPU backend's ops, one per file in kernels/cpu (float32 activations and weights,
- * OpenBLAS for GEMM, OpenMP over cores). Contracts are those of sd_backend_ops in ops.h; shapes
+ * oneDNN for GEMM, OpenMP over cores). Contracts are those of sd_backend_ops in ops.h; shapes
  * are already checked by sd_op_*. */
 #ifndef SD_CPU_OPS_H
 #define SD_CPU_OPS_H

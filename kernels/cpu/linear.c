@@ -1,7 +1,7 @@
 /* Linear layer: y (M, N) = act(x (M, K) . w (N, K)^T + b (N)). The outermost dim of x is the
- * batch: each item's rows go through their own OpenBLAS sgemm calls (split into up to one chunk
+ * batch: each item's rows go through their own sgemm calls (split into up to one chunk
  * per thread), so an item's result is bit for bit the same whatever else is in the batch
- * (OpenBLAS picks differently rounding kernels by problem size). Each task applies the bias and
+ * (GEMM kernels round differently by problem size). Each task applies the bias and
  * activation to its rows while they are still in cache. */
 #include "cpu_internal.h"
 
@@ -23,7 +23,7 @@ int sd_cpu_linear(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const 
   int64_t chunk_rows = (item_rows + chunks - 1) / chunks;
   double flops = 2.0 * (double)m * (double)n * (double)k;
   int threads = flops < SD_CPU_PARALLEL_FLOPS ? 1 : team;
-  sd_cpu_blas_single_thread();
+  sd_dnnl_status failed = {dnnl_success};
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t task = 0; task < items * chunks; task++) {
     int64_t first = task / chunks * item_rows + task % chunks * chunk_rows;
@@ -32,11 +32,11 @@ int sd_cpu_linear(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const 
     if (rows <= 0)
       continue;
     float *rows_out = out + first * n; /* (rows, N) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)rows, (blasint)n, (blasint)k,
-                1.0f, in + first * k, (blasint)k, weight, (blasint)k, 0.0f, rows_out, (blasint)n);
+    DNNL_NOTE(&failed, dnnl_sgemm('N', 'T', rows, n, k, 1.0f, in + first * k, k, weight, k, 0.0f,
+                                  rows_out, n));
     if (bias || act != SD_ACT_NONE)
       for (int64_t r = 0; r < rows; r++)
         sd_cpu_activate_array(rows_out + r * n, bias, act, n, rows_out + r * n);
   }
-  return 0;
+  return sd_dnnl_report(&failed);
 }
