@@ -23,7 +23,7 @@ int sd_cpu_conv_transpose2d(sd_backend *be, const sd_tensor *x, const sd_tensor 
   float *col = sd_cpu_scratch(be, (size_t)depth * (size_t)hw, "conv_transpose2d col");
   if (!col)
     return -1;
-  sd_cpu_blas_single_thread();
+  sd_dnnl_status failed = {dnnl_success};
   for (int64_t n = 0; n < batch; n++) {
     const float *image = (const float *)x->data + n * c * hw; /* (C, H*W) */
     float *out = (float *)y->data + n * k * ho * wo;          /* (K, Ho, Wo) */
@@ -33,9 +33,8 @@ int sd_cpu_conv_transpose2d(sd_backend *be, const sd_tensor *x, const sd_tensor 
       if (k0 >= k1)
         continue;
       float *rows = col + k0 * taps * hw; /* (k1 - k0) * taps rows of col */
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)((k1 - k0) * taps), (blasint)hw,
-                  (blasint)c, 1.0f, weight + k0 * taps, (blasint)depth, image, (blasint)hw, 0.0f,
-                  rows, (blasint)hw);
+      DNNL_NOTE(&failed, dnnl_sgemm('T', 'N', (k1 - k0) * taps, hw, c, 1.0f, weight + k0 * taps,
+                                    depth, image, hw, 0.0f, rows, hw));
       for (int64_t o = k0; o < k1; o++) {
         float *plane = out + o * ho * wo;
         float bo = bias ? bias[o] : 0.0f;
@@ -59,5 +58,5 @@ int sd_cpu_conv_transpose2d(sd_backend *be, const sd_tensor *x, const sd_tensor 
     }
   }
   sd_arena_release(be, mark);
-  return 0;
+  return sd_dnnl_report(&failed);
 }
