@@ -97,3 +97,14 @@ void sd_arena_destroy(sd_backend *be) {
     free(dead);
   }
 }
+
+static bool chunks_own(const sd_arena_chunk *chunk, const char *p) {
+  for (; chunk; chunk = chunk->next)
+    if (p >= chunk->base && p < chunk->base + chunk->capacity)
+      return true;
+  return false;
+}
+
+bool sd_arena_owns(const sd_backend *be, const void *ptr) {
+  return chunks_own(be->arena.chunks, ptr) || chunks_own(be->arena.spare, ptr);
+}

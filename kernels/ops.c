@@ -470,3 +470,11 @@ void sd_backend_destroy(sd_backend *be) {
   if (be)
     be->ops->destroy(be);
 }
+
+const char *sd_backend_kernels(sd_backend *be, char *buf, size_t size) {
+  if (size > 0)
+    buf[0] = '\0';
+  if (be->ops->describe_kernels && size > 0)
+    be->ops->describe_kernels(be, buf, size);
+  return buf;
+}

@@ -66,6 +66,9 @@ typedef struct sd_backend_ops {
   int (*download_f32)(sd_backend *be, const sd_tensor *src, float *dst);
   int (*synchronize)(sd_backend *be);
   void (*destroy)(sd_backend *be);
+  /* Optional (NULL: nothing to say): writes into buf a line naming the kernels the backend runs
+   * (library, instruction set, the implementations chosen so far), for benchmarks. */
+  void (*describe_kernels)(sd_backend *be, char *buf, size_t size);
 
   /* y (M, N) = act(x (M, K) . w (N, K)^T + b (N)); b may be NULL. x and y may have leading dims
    * that flatten to M; the outermost dim is the batch (pass (B, L, K), never (B*L, K)): a
@@ -207,10 +210,17 @@ struct sd_backend {
 
 /* Backends. Return NULL with an error when unavailable (e.g. no GPU, built without CUDA). */
 sd_backend *sd_backend_cpu_create(int threads);
+/* The CPU backend with GEMMs and convolutions taking their inputs in `compute`: SD_DTYPE_F32
+ * (what sd_backend_cpu_create gives), or SD_DTYPE_BF16 where the CPU has AVX512_BF16 or AMX
+ * (inputs and weights rounded to bfloat16, products accumulated in float32; activations between
+ * ops stay float32). NULL with an error where the CPU cannot. */
+sd_backend *sd_backend_cpu_create_precision(int threads, sd_dtype compute);
 sd_backend *sd_backend_cuda_create(int device_index, sd_dtype act_dtype);
 /* "cpu", "cuda", or "auto" (cuda when a GPU and the CUDA backend are there, else cpu) */
 sd_backend *sd_backend_create(const char *name);
 void sd_backend_destroy(sd_backend *be);
+/* The backend's describe_kernels line in buf ("" when it has none); returns buf. */
+const char *sd_backend_kernels(sd_backend *be, char *buf, size_t size);
 
 /* Scratch tensors from the arena (activation dtype unless given). data is NULL on failure. */
 int sd_tensor_alloc(sd_backend *be, sd_tensor *t);
@@ -218,6 +228,9 @@ sd_arena_mark sd_arena_get_mark(sd_backend *be);
 void sd_arena_release(sd_backend *be, sd_arena_mark mark);
 /* Frees all arena memory (used by backends' destroy). */
 void sd_arena_destroy(sd_backend *be);
+/* Whether ptr lies in the arena's memory (scratch, in use or spare), as opposed to persistent
+ * memory; backends use it to keep prepared copies of persistent weights only. */
+bool sd_arena_owns(const sd_backend *be, const void *ptr);
 
 /* Persistent tensors (weights, latents kept across calls). */
 int sd_tensor_alloc_persistent(sd_backend *be, sd_tensor *t);

@@ -1,6 +1,7 @@
 /* Micro-benchmark of the CPU backend's hot ops at SD 1.5 UNet sizes (64x64 latents, batch 2):
  * prints the best of a few runs as milliseconds and GFLOP/s (GB/s for the memory-bound ops).
- * Not a test; run by hand: bench_ops_cpu [repeats [name-filter]]. */
+ * Not a test; run by hand: bench_ops_cpu [repeats [name-filter [bf16]]] ("" filters nothing;
+ * bf16: linear and conv2d take bfloat16 inputs, where the CPU has AVX512_BF16 or AMX). */
 #include "kernels/error.h"
 #include "kernels/ops.h"
 #include "test_util.h"
@@ -27,6 +28,25 @@ static sd_tensor make(int ndim, const int64_t *shape, uint32_t seed) {
     exit(1);
   }
   sd_test_fill_random(t.data, (size_t)sd_tensor_numel(&t), seed, 1.0f);
+  return t;
+}
+
+/* A weight as the model has it: persistent memory written by upload, so that the backend may keep
+ * a prepared copy (the CPU backend's blocked convolution weights). Free with sd_tensor_free. */
+static sd_tensor make_weight(int ndim, const int64_t *shape, uint32_t seed) {
+  sd_tensor t = sd_tensor_make(SD_DTYPE_F32, ndim, shape);
+  size_t n = (size_t)sd_tensor_numel(&t);
+  float *host = malloc(n * sizeof(float));
+  if (!host || sd_tensor_alloc_persistent(be, &t) < 0) {
+    fprintf(stderr, "bench: out of memory\n");
+    exit(1);
+  }
+  sd_test_fill_random(host, n, seed, 0.1f);
+  if (sd_tensor_upload_f32(be, &t, host) < 0) {
+    fprintf(stderr, "bench: %s\n", sd_error_message());
+    exit(1);
+  }
+  free(host);
   return t;
 }
 
@@ -101,7 +121,7 @@ static int do_transpose(void *ctx) {
 static void bench_linear(int64_t batch, int64_t len, int64_t k, int64_t n, sd_activation act) {
   sd_arena_mark mark = sd_arena_get_mark(be);
   op_args a = {.x = make(3, (int64_t[]){batch, len, k}, 1),
-               .w = make(2, (int64_t[]){n, k}, 2),
+               .w = make_weight(2, (int64_t[]){n, k}, 2),
                .b = make(1, (int64_t[]){n}, 3),
                .y = make(3, (int64_t[]){batch, len, n}, 4),
                .act = act};
@@ -110,6 +130,7 @@ static void bench_linear(int64_t batch, int64_t len, int64_t k, int64_t n, sd_ac
            (long long)batch, (long long)len, (long long)k, (long long)n,
            act == SD_ACT_NONE ? "" : " +gelu");
   run(name, do_linear, &a, 2.0 * (double)(batch * len * n * k), "GFLOP/s");
+  sd_tensor_free(be, &a.w);
   sd_arena_release(be, mark);
 }
 
@@ -118,7 +139,7 @@ static void bench_conv(int64_t batch, int64_t c, int64_t k, int64_t hw, int64_t 
   int pad = (int)ks / 2;
   int64_t ho = (hw + 2 * pad - ks) / stride + 1;
   op_args a = {.x = make(4, (int64_t[]){batch, c, hw, hw}, 1),
-               .w = make(4, (int64_t[]){k, c, ks, ks}, 2),
+               .w = make_weight(4, (int64_t[]){k, c, ks, ks}, 2),
                .b = make(1, (int64_t[]){k}, 3),
                .y = make(4, (int64_t[]){batch, k, ho, ho}, 4),
                .stride = stride,
@@ -127,6 +148,7 @@ static void bench_conv(int64_t batch, int64_t c, int64_t k, int64_t hw, int64_t 
   snprintf(name, sizeof name, "conv2d B %lld %lld->%lld %lldx%lld k%lld s%d", (long long)batch,
            (long long)c, (long long)k, (long long)hw, (long long)hw, (long long)ks, stride);
   run(name, do_conv, &a, 2.0 * (double)(batch * k * c * ks * ks * ho * ho), "GFLOP/s");
+  sd_tensor_free(be, &a.w);
   sd_arena_release(be, mark);
 }
 
@@ -169,14 +191,16 @@ static void bench_memory_ops(void) {
 int main(int argc, char **argv) {
   if (argc > 1)
     repeats = atoi(argv[1]) > 0 ? atoi(argv[1]) : 1;
-  if (argc > 2)
+  if (argc > 2 && argv[2][0])
     filter = argv[2];
-  be = sd_backend_cpu_create(0);
+  bool bf16 = argc > 3 && strcmp(argv[3], "bf16") == 0;
+  be = sd_backend_cpu_create_precision(0, bf16 ? SD_DTYPE_BF16 : SD_DTYPE_F32);
   if (!be) {
     fprintf(stderr, "cpu backend: %s\n", sd_error_message());
     return 1;
   }
-  printf("cpu backend, %d threads, best of %d\n", be->threads, repeats);
+  printf("cpu backend, %d threads, %s inputs to linear and conv2d, best of %d\n", be->threads,
+         bf16 ? "bf16" : "fp32", repeats);
   bench_linear(2, 4096, 320, 320, SD_ACT_NONE);
   bench_linear(2, 2048, 1280, 1280, SD_ACT_NONE);
   bench_linear(2, 4096, 320, 2560, SD_ACT_NONE);

@@ -5,7 +5,10 @@
  * data movement ops and lincomb must match exactly, and so must randn_philox against worker/rng's
  * host stream (sd_rng_randn, itself checked against torch in test_rng). timestep_embedding:
  * within 1.5e-4 of diffusers' formula in double, and bit for bit the UNet's former host
- * projection. */
+ * projection. Where the CPU has AVX512_BF16 or AMX, linear and conv2d run again with bfloat16
+ * inputs against references on the same bfloat16-rounded inputs (same tolerance), with batch
+ * invariance; a persistent conv2d weight is checked through re-upload and free (the backend
+ * keeps a prepared copy of it). */
 #include "kernels/error.h"
 #include "kernels/ops.h"
 #include "rng/rng.h"
@@ -21,6 +24,17 @@
 
 static sd_backend *be;
 static uint32_t seed = 1;
+/* The backend takes bfloat16 inputs to linear and conv2d (sd_backend_cpu_create_precision): their
+ * references then use inputs rounded to bfloat16 as the backend rounds them (to nearest even),
+ * so the products are exact and only the float32 sums differ, as in float32. */
+static bool bf16_inputs;
+
+/* h rounded to bfloat16 in place when the backend computes so. */
+static void round_like_backend(float *h, size_t n) {
+  if (bf16_inputs)
+    for (size_t i = 0; i < n; i++)
+      h[i] = sd_bf16_to_f32(sd_f32_to_bf16(h[i]));
+}
 
 /* An arena tensor of the given shape filled with random values in [-scale, scale]; host copy in
  * *host (caller frees). */
@@ -99,6 +113,8 @@ static void test_linear(void) {
         b = random_tensor(1, (int64_t[]){n}, 1.0f, &hb);
       sd_tensor y = empty_tensor(3, (int64_t[]){m0, m1, n});
       check_rc(sd_op_linear(be, &x, &w, with_bias ? &b : NULL, acts[a], &y), "linear");
+      round_like_backend(hx, (size_t)(m0 * m1 * k));
+      round_like_backend(hw, (size_t)(n * k));
       float *want = malloc((size_t)(m0 * m1 * n) * sizeof(float));
       for (int64_t r = 0; r < m0 * m1; r++)
         for (int64_t j = 0; j < n; j++) {
@@ -118,19 +134,11 @@ static void test_linear(void) {
   }
 }
 
-static void test_conv2d_case(int64_t batch, int64_t c, int64_t h, int64_t w, int64_t k, int64_t kh,
-                             int64_t kw, int stride, int pad, bool with_bias) {
-  sd_arena_mark mark = sd_arena_get_mark(be);
+/* want (B, K, Ho, Wo) = conv(x (B, C, H, W), w (K, C, kh, kw)) + b (K) in double; b may be NULL. */
+static void ref_conv2d(const float *hx, const float *hw, const float *hb, int64_t batch, int64_t c,
+                       int64_t h, int64_t w, int64_t k, int64_t kh, int64_t kw, int stride, int pad,
+                       float *want) {
   int64_t ho = (h + 2 * pad - kh) / stride + 1, wo = (w + 2 * pad - kw) / stride + 1;
-  float *hx, *hw, *hb = NULL;
-  sd_tensor x = random_tensor(4, (int64_t[]){batch, c, h, w}, 1.0f, &hx);
-  sd_tensor wt = random_tensor(4, (int64_t[]){k, c, kh, kw}, 0.3f, &hw);
-  sd_tensor b;
-  if (with_bias)
-    b = random_tensor(1, (int64_t[]){k}, 1.0f, &hb);
-  sd_tensor y = empty_tensor(4, (int64_t[]){batch, k, ho, wo});
-  check_rc(sd_op_conv2d(be, &x, &wt, with_bias ? &b : NULL, stride, pad, &y), "conv2d");
-  float *want = malloc((size_t)sd_tensor_numel(&y) * sizeof(float));
   for (int64_t n = 0; n < batch; n++)
     for (int64_t o = 0; o < k; o++)
       for (int64_t i = 0; i < ho; i++)
@@ -147,12 +155,68 @@ static void test_conv2d_case(int64_t batch, int64_t c, int64_t h, int64_t w, int
               }
           want[((n * k + o) * ho + i) * wo + j] = (float)s;
         }
+}
+
+static void test_conv2d_case(int64_t batch, int64_t c, int64_t h, int64_t w, int64_t k, int64_t kh,
+                             int64_t kw, int stride, int pad, bool with_bias) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  int64_t ho = (h + 2 * pad - kh) / stride + 1, wo = (w + 2 * pad - kw) / stride + 1;
+  float *hx, *hw, *hb = NULL;
+  sd_tensor x = random_tensor(4, (int64_t[]){batch, c, h, w}, 1.0f, &hx);
+  sd_tensor wt = random_tensor(4, (int64_t[]){k, c, kh, kw}, 0.3f, &hw);
+  sd_tensor b;
+  if (with_bias)
+    b = random_tensor(1, (int64_t[]){k}, 1.0f, &hb);
+  sd_tensor y = empty_tensor(4, (int64_t[]){batch, k, ho, wo});
+  check_rc(sd_op_conv2d(be, &x, &wt, with_bias ? &b : NULL, stride, pad, &y), "conv2d");
+  round_like_backend(hx, (size_t)sd_tensor_numel(&x));
+  round_like_backend(hw, (size_t)sd_tensor_numel(&wt));
+  float *want = malloc((size_t)sd_tensor_numel(&y) * sizeof(float));
+  ref_conv2d(hx, hw, hb, batch, c, h, w, k, kh, kw, stride, pad, want);
   char what[128];
   snprintf(what, sizeof what, "conv2d (%lld, %lld, %lld, %lld) -> %lld, %lldx%lld s%d p%d",
            (long long)batch, (long long)c, (long long)h, (long long)w, (long long)k, (long long)kh,
            (long long)kw, stride, pad);
   expect(what, &y, want, ATOL, RTOL);
   free(want), free(hx), free(hw), free(hb);
+  sd_arena_release(be, mark);
+}
+
+/* A persistent weight, as the model's: the backend may keep a prepared copy of it (the CPU
+ * backend's blocked convolution weights), which must follow a new upload into the same tensor and
+ * must not outlive the tensor (a new weight at a reused address). */
+static void test_conv2d_persistent_weight(void) {
+  const int64_t batch = 2, c = 24, h = 10, w = 9, k = 20;
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  float *hx, *hb;
+  sd_tensor x = random_tensor(4, (int64_t[]){batch, c, h, w}, 1.0f, &hx);
+  sd_tensor b = random_tensor(1, (int64_t[]){k}, 1.0f, &hb);
+  round_like_backend(hx, (size_t)sd_tensor_numel(&x));
+  sd_tensor y = empty_tensor(4, (int64_t[]){batch, k, h, w});
+  size_t wn = (size_t)(k * c * 9), yn = (size_t)sd_tensor_numel(&y);
+  float *hw = malloc(wn * sizeof(float)), *want = malloc(yn * sizeof(float));
+  const char *steps[3] = {"first upload", "second upload into the same tensor",
+                          "a new tensor after free"};
+  sd_tensor wt = sd_tensor_4d(SD_DTYPE_F32, k, c, 3, 3);
+  for (int step = 0; step < 3; step++) {
+    if (step != 1) {
+      sd_tensor_free(be, &wt);
+      check_rc(sd_tensor_alloc_persistent(be, &wt), "persistent weight");
+    }
+    sd_test_fill_random(hw, wn, seed++, 0.3f);
+    check_rc(sd_tensor_upload_f32(be, &wt, hw), "weight upload");
+    round_like_backend(hw, wn);
+    for (int run = 0; run < 2; run++) { /* the second run uses what the first prepared */
+      check_rc(sd_op_conv2d(be, &x, &wt, &b, 1, 1, &y), "conv2d");
+      ref_conv2d(hx, hw, hb, batch, c, h, w, k, 3, 3, 1, 1, want);
+      char what[128];
+      snprintf(what, sizeof what, "conv2d with a persistent weight, %s, run %d", steps[step],
+               run + 1);
+      expect(what, &y, want, ATOL, RTOL);
+    }
+  }
+  sd_tensor_free(be, &wt);
+  free(hx), free(hb), free(hw), free(want);
   sd_arena_release(be, mark);
 }
 
@@ -1302,6 +1366,7 @@ int main(void) {
     fprintf(stderr, "== cpu backend with %d threads\n", be->threads);
     test_linear();
     test_conv2d();
+    test_conv2d_persistent_weight();
     test_group_norm();
     test_group_norm_parts();
     test_layer_norm();
@@ -1322,6 +1387,19 @@ int main(void) {
     test_batch_invariance();
     test_rejects();
     sd_backend_destroy(be);
+  }
+  /* bfloat16 inputs to linear and conv2d, where the CPU has AVX512_BF16 or AMX */
+  be = sd_backend_cpu_create_precision(0, SD_DTYPE_BF16);
+  if (be) {
+    fprintf(stderr, "== cpu backend with %d threads, bf16 linear and conv2d inputs\n", be->threads);
+    bf16_inputs = true;
+    test_linear();
+    test_conv2d();
+    test_conv2d_persistent_weight();
+    test_batch_invariance();
+    sd_backend_destroy(be);
+  } else {
+    fprintf(stderr, "skip bf16 linear and conv2d: %s\n", sd_error_message());
   }
   return sd_test_finish();
 }

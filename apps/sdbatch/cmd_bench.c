@@ -109,15 +109,15 @@ int cmd_bench(int argc, char **argv) {
     goto out;
   }
   int rows = guidance > 1.0f ? 2 * batch_size : batch_size;
-  if (precision_given && be->ops->act_dtype != params.precision)
+  sd_dtype precision = sd_engine_precision(engine);
+  if (precision_given && precision != params.precision)
     fprintf(stderr,
-            "sdbatch bench: note: --precision %s applies to CUDA; the %s backend computes in %s\n",
-            sd_precision_name(params.precision), be->ops->name,
-            sd_precision_name(be->ops->act_dtype));
+            "sdbatch bench: note: the %s backend offers no --precision %s; it computes in %s\n",
+            be->ops->name, sd_precision_name(params.precision), sd_precision_name(precision));
   printf("sdbatch bench: model %s (loaded in %.1f s)\n", params.model_path, load_s);
   printf("  device %s: %s (%d threads), %s, %dx%d, batch %d, guidance %g, %d steps (%s)\n",
-         be->ops->name, be->device_name, be->threads, sd_precision_name(be->ops->act_dtype),
-         batch.width, batch.height, batch_size, (double)guidance, steps,
+         be->ops->name, be->device_name, be->threads, sd_precision_name(precision), batch.width,
+         batch.height, batch_size, (double)guidance, steps,
          sd_scheduler_kind_name(batch.scheduler));
   fflush(stdout);
   sd_stage_timing timing;
@@ -205,6 +205,9 @@ int cmd_bench(int argc, char **argv) {
     printf("  pipeline      %d image(s), %d steps: %.3f s, %.3f images/s\n", batch_size, steps,
            elapsed, batch_size / elapsed);
   }
+  char kernels[1024];
+  if (sd_backend_kernels(be, kernels, sizeof kernels)[0])
+    printf("  kernels: %s\n", kernels);
 out:
   sd_engine_close(engine);
   cli_adapters_free(&adapters);

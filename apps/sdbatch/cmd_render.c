@@ -203,18 +203,17 @@ int cmd_render(int argc, char **argv) {
     batch.height = model->unet.sample_size * factor;
   batch.scheduler = scheduler_given ? scheduler_kind : sd_engine_default_scheduler(engine);
   const sd_backend *be = sd_engine_backend(engine);
+  sd_dtype precision = sd_engine_precision(engine);
   if (!quiet && ranks.cluster.size > 1)
     fprintf(stderr, "sdbatch render: %d ranks%s, %d threads each\n", ranks.cluster.size,
             cfg_parallel ? " (CFG halves)" : "", be->threads);
-  if (precision_given && be->ops->act_dtype != params.precision)
+  if (precision_given && precision != params.precision)
     fprintf(stderr,
-            "sdbatch render: note: --precision %s applies to CUDA; the %s backend computes "
-            "in %s\n",
-            sd_precision_name(params.precision), be->ops->name,
-            sd_precision_name(be->ops->act_dtype));
+            "sdbatch render: note: the %s backend offers no --precision %s; it computes in %s\n",
+            be->ops->name, sd_precision_name(params.precision), sd_precision_name(precision));
   if (!quiet)
     fprintf(stderr, "sdbatch render: model %s loaded on %s (%s) in %.1f s\n", params.model_path,
-            be->ops->name, sd_precision_name(be->ops->act_dtype), seconds_since(&progress.start));
+            be->ops->name, sd_precision_name(precision), seconds_since(&progress.start));
 
   clock_gettime(CLOCK_MONOTONIC, &progress.start);
   if (sd_render_group(engine, render_group_get(&ranks), &batch,
@@ -234,7 +233,7 @@ int cmd_render(int argc, char **argv) {
       item.prompt, item.negative_prompt, batch.steps, sd_scheduler_kind_name(batch.scheduler),
       batch.karras ? "yes" : "no", (double)item.guidance_scale, (unsigned long long)item.seed,
       batch.width, batch.height, batch.rng == SD_RNG_CUDA ? "cuda" : "cpu", be->ops->name,
-      sd_precision_name(be->ops->act_dtype), params.model_path, SDBATCH_VERSION);
+      sd_precision_name(precision), params.model_path, SDBATCH_VERSION);
   if (kind != SD_PIPELINE_TXT2IMG) {
     size_t used = strlen(parameters);
     snprintf(parameters + used, sizeof parameters - used,

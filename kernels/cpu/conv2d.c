@@ -1,119 +1,149 @@
-/* 2-D convolution (zero padding, square stride) as GEMM: per image, y (K, Ho*Wo) =
- * w (K, C*kh*kw) . col (C*kh*kw, Ho*Wo). The output positions are cut into column chunks, one
- * task per (image, chunk); a thread builds its chunk of col by im2col in its own bounded buffer
- * and runs one single-threaded sgemm into y[:, chunk]. 1x1 stride-1 unpadded convs use x itself
- * as col. Every sgemm call covers one image, so an image's result does not depend on the batch. */
+/* 2-D convolution (zero padding, square stride) with oneDNN's convolution primitive: direct
+ * JIT kernels picked by the CPU's features (AVX2, AVX-512, ...) that read the input in place in a
+ * blocked layout, with no im2col copy, and add the bias in the same pass. The primitive chooses
+ * its layouts ("any"); activations stay NCHW between ops, so each image is reordered into the
+ * primitive's layout and back (a small fraction of the convolution's time), and the weight is
+ * reordered once and kept (prepared_weights.c). With bf16 compute (sd_backend_cpu_create_precision)
+ * the same reorders round the image and the weight to bfloat16; the primitive accumulates in
+ * float32 and writes float32.
+ *
+ * Batch invariance: the primitive is made for one image and run once per image, so an image's
+ * result is the same whatever else is in the batch. The direct algorithm is chosen explicitly
+ * (not Winograd, which rounds differently). */
 #include "cpu_internal.h"
 
-/* Bound of all threads' im2col buffers together. */
-#define SD_CONV_COL_BYTES ((size_t)32 << 20)
-/* An image's output positions are split over threads only into chunks of at least this many. */
-#define SD_CONV_MIN_COLS 256
+/* One oneDNN call of conv2d's setup; on failure records it and jumps to the cleanup. */
+#define CONV_CHECK(call)                                                                           \
+  do {                                                                                             \
+    dnnl_status_t conv_status_ = (call);                                                           \
+    if (conv_status_ != dnnl_success) {                                                            \
+      sd_error_set(__FILE__, __LINE__, "oneDNN: %s: %s", #call, dnnl_status2str(conv_status_));    \
+      goto out_release;                                                                            \
+    }                                                                                              \
+  } while (0)
 
-/* dst[q] = row[(oj + q) * stride - pad + kj] for q < run, zero outside the row [0, w). */
-static void gather_run(const float *row, int64_t w, int64_t oj, int64_t run, int stride, int pad,
-                       int64_t kj, float *dst) {
-  if (stride == 1) {
-    /* output columns oj + q with 0 <= oj + q - pad + kj < w form one contiguous stretch */
-    int64_t lo = pad - kj - oj, hi = w + pad - kj - oj;
-    lo = lo < 0 ? 0 : (lo > run ? run : lo);
-    hi = hi < lo ? lo : (hi > run ? run : hi);
-    memset(dst, 0, (size_t)lo * sizeof(float));
-    memcpy(dst + lo, row + oj + lo - pad + kj, (size_t)(hi - lo) * sizeof(float));
-    memset(dst + hi, 0, (size_t)(run - hi) * sizeof(float));
-    return;
-  }
-  for (int64_t q = 0; q < run; q++) {
-    int64_t jj = (oj + q) * stride - pad + kj;
-    dst[q] = jj >= 0 && jj < w ? row[jj] : 0.0f;
-  }
+/* A memory object over ptr with layout md. */
+static dnnl_status_t wrap(const sd_cpu_state *st, const dnnl_memory_desc_t *md, const void *ptr,
+                          dnnl_memory_t *mem) {
+  return dnnl_memory_create(mem, md, st->engine, (void *)ptr);
 }
 
-/* col (C*kh*kw, ncols) for output positions [p0, p0 + ncols) of one image x (C, H, W). */
-static void im2col(const float *x, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
-                   int stride, int pad, int64_t wo, int64_t p0, int64_t ncols, float *col) {
-  for (int64_t ci = 0; ci < c; ci++) {
-    const float *plane = x + ci * h * w;
-    for (int64_t ki = 0; ki < kh; ki++)
-      for (int64_t kj = 0; kj < kw; kj++) {
-        float *dst = col + ((ci * kh + ki) * kw + kj) * ncols;
-        int64_t oi = p0 / wo, oj = p0 % wo;
-        for (int64_t p = 0; p < ncols;) {
-          /* the rest of output row oi that falls into this chunk */
-          int64_t run = wo - oj < ncols - p ? wo - oj : ncols - p;
-          int64_t ii = oi * stride - pad + ki;
-          if (ii < 0 || ii >= h)
-            memset(dst + p, 0, (size_t)run * sizeof(float));
-          else
-            gather_run(plane + ii * w, w, oj, run, stride, pad, kj, dst + p);
-          p += run;
-          oi++;
-          oj = 0;
-        }
-      }
-  }
+/* A reorder primitive from layout `from` to layout `to`. */
+static dnnl_status_t make_reorder(const sd_cpu_state *st, const dnnl_memory_desc_t *from,
+                                  const dnnl_memory_desc_t *to, dnnl_primitive_t *prim) {
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_status_t s = dnnl_reorder_primitive_desc_create(&pd, from, st->engine, to, st->engine, NULL);
+  if (s == dnnl_success)
+    s = dnnl_primitive_create(prim, pd);
+  dnnl_primitive_desc_destroy(pd);
+  return s;
+}
+
+static dnnl_status_t run_reorder(const sd_cpu_state *st, dnnl_primitive_t prim, dnnl_memory_t from,
+                                 dnnl_memory_t to) {
+  dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+  return dnnl_primitive_execute(prim, st->stream, 2, args);
 }
 
 int sd_cpu_conv2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const sd_tensor *b,
                   int stride, int pad, sd_tensor *y) {
+  sd_cpu_state *st = be->impl;
   int64_t batch = x->shape[0], c = x->shape[1], h = x->shape[2], wd = x->shape[3];
   int64_t k = w->shape[0], kh = w->shape[2], kw = w->shape[3];
   int64_t ho = y->shape[2], wo = y->shape[3];
-  int64_t hw_out = ho * wo, depth = c * kh * kw;
-  const float *weight = w->data; /* (K, C*kh*kw) */
-  const float *bias = b ? b->data : NULL;
-  bool direct = kh == 1 && kw == 1 && stride == 1 && pad == 0;
-  /* Chunks per image depend on the image's size and the backend only, never on the batch, so an
-   * image's result is the same whatever else is in the batch: as many as the scratch bound
-   * needs, and one per thread where each keeps SD_CONV_MIN_COLS columns. */
-  int team = sd_cpu_threads(be);
-  int64_t chunks = hw_out / SD_CONV_MIN_COLS;
-  chunks = chunks < 1 ? 1 : (chunks > team ? team : chunks);
-  if (!direct) {
-    int64_t fit = (int64_t)(SD_CONV_COL_BYTES / (size_t)team / ((size_t)depth * sizeof(float)));
-    fit = fit < 16 ? 16 : fit;
-    if ((hw_out + chunks - 1) / chunks > fit)
-      chunks = (hw_out + fit - 1) / fit;
-  }
-  int64_t chunk_cols = (hw_out + chunks - 1) / chunks;
-  double flops = 2.0 * (double)batch * (double)k * (double)depth * (double)hw_out;
-  int threads = flops < SD_CPU_PARALLEL_FLOPS ? 1 : team;
+  dnnl_dims_t src_dims = {1, c, h, wd}, dst_dims = {1, k, ho, wo};
+  dnnl_dims_t w_dims = {k, c, kh, kw}, b_dims = {k};
+  dnnl_dims_t strides = {stride, stride}, padding = {pad, pad};
+  dnnl_memory_desc_t src_any, w_any, b_md, dst_any, src_plain, w_plain, dst_plain;
+  dnnl_convolution_desc_t desc;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_t conv = NULL, src_reorder = NULL, dst_reorder = NULL;
+  dnnl_memory_t src_user = NULL, src_mem = NULL, w_mem = NULL, b_mem = NULL, dst_mem = NULL,
+                dst_user = NULL;
   sd_arena_mark mark = sd_arena_get_mark(be);
-  float *cols = NULL;
-  if (!direct) {
-    cols =
-        sd_cpu_scratch(be, (size_t)threads * (size_t)depth * (size_t)chunk_cols, "conv2d im2col");
-    if (!cols)
-      return -1;
+  int rc = -1;
+
+  /* inputs and weights in the compute dtype (bfloat16 with --precision bf16), float32 out */
+  dnnl_data_type_t in_type = st->compute == SD_DTYPE_BF16 ? dnnl_bf16 : dnnl_f32;
+  CONV_CHECK(dnnl_memory_desc_init_by_tag(&src_any, 4, src_dims, in_type, dnnl_format_tag_any));
+  CONV_CHECK(dnnl_memory_desc_init_by_tag(&w_any, 4, w_dims, in_type, dnnl_format_tag_any));
+  CONV_CHECK(dnnl_memory_desc_init_by_tag(&b_md, 1, b_dims, dnnl_f32, dnnl_x));
+  CONV_CHECK(dnnl_memory_desc_init_by_tag(&dst_any, 4, dst_dims, dnnl_f32, dnnl_format_tag_any));
+  CONV_CHECK(dnnl_memory_desc_init_by_tag(&src_plain, 4, src_dims, dnnl_f32, dnnl_nchw));
+  CONV_CHECK(dnnl_memory_desc_init_by_tag(&w_plain, 4, w_dims, dnnl_f32, dnnl_oihw));
+  CONV_CHECK(dnnl_memory_desc_init_by_tag(&dst_plain, 4, dst_dims, dnnl_f32, dnnl_nchw));
+  CONV_CHECK(dnnl_convolution_forward_desc_init(
+      &desc, dnnl_forward_inference, dnnl_convolution_direct, &src_any, &w_any, b ? &b_md : NULL,
+      &dst_any, strides, padding, padding));
+  CONV_CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, st->engine, NULL));
+  CONV_CHECK(dnnl_primitive_create(&conv, pd));
+  const char *impl = NULL;
+  CONV_CHECK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
+  sd_cpu_note_kernel(be, "conv2d", impl);
+  const dnnl_memory_desc_t *src_md = dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0);
+  const dnnl_memory_desc_t *w_md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+  const dnnl_memory_desc_t *dst_md = dnnl_primitive_desc_query_md(pd, dnnl_query_dst_md, 0);
+
+  const void *weights = NULL;
+  if (sd_cpu_prepared_weight(be, w, &w_plain, w_md, &weights) < 0) {
+    sd_error_context("conv2d weight (%lld, %lld, %lld, %lld)", (long long)k, (long long)c,
+                     (long long)kh, (long long)kw);
+    goto out_release;
   }
-  sd_dnnl_status failed = {dnnl_success};
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-  for (int64_t task = 0; task < batch * chunks; task++) {
-    int64_t n = task / chunks;
-    int64_t p0 = task % chunks * chunk_cols;
-    int64_t ncols = hw_out - p0 < chunk_cols ? hw_out - p0 : chunk_cols;
-    if (ncols <= 0)
-      continue;
+  CONV_CHECK(wrap(st, w_md, weights, &w_mem));
+  if (b)
+    CONV_CHECK(wrap(st, &b_md, b->data, &b_mem));
+  /* the image's own memory when the primitive takes NCHW, else a scratch copy in its layout */
+  bool src_same = dnnl_memory_desc_equal(src_md, &src_plain);
+  bool dst_same = dnnl_memory_desc_equal(dst_md, &dst_plain);
+  CONV_CHECK(wrap(st, &src_plain, x->data, &src_user));
+  CONV_CHECK(wrap(st, &dst_plain, y->data, &dst_user));
+  if (!src_same) {
+    size_t bytes = dnnl_memory_desc_get_size(src_md);
+    float *scratch = sd_cpu_scratch(be, bytes / sizeof(float) + 1, "conv2d input");
+    if (!scratch)
+      goto out_release;
+    CONV_CHECK(wrap(st, src_md, scratch, &src_mem));
+    CONV_CHECK(make_reorder(st, &src_plain, src_md, &src_reorder));
+  }
+  if (!dst_same) {
+    size_t bytes = dnnl_memory_desc_get_size(dst_md);
+    float *scratch = sd_cpu_scratch(be, bytes / sizeof(float) + 1, "conv2d output");
+    if (!scratch)
+      goto out_release;
+    CONV_CHECK(wrap(st, dst_md, scratch, &dst_mem));
+    CONV_CHECK(make_reorder(st, dst_md, &dst_plain, &dst_reorder));
+  }
+
+  for (int64_t n = 0; n < batch; n++) {
     const float *image = (const float *)x->data + n * c * h * wd; /* (C, H, W) */
-    float *out = (float *)y->data + n * k * hw_out + p0;          /* (K, ncols), ld Ho*Wo */
-    if (direct) {
-      DNNL_NOTE(&failed, dnnl_sgemm('N', 'N', k, ncols, c, 1.0f, weight, c, image + p0, hw_out,
-                                    0.0f, out, hw_out));
-    } else {
-      float *col = cols + (size_t)SD_CPU_THREAD_ID() * (size_t)depth * (size_t)chunk_cols;
-      im2col(image, c, h, wd, kh, kw, stride, pad, wo, p0, ncols, col);
-      DNNL_NOTE(&failed, dnnl_sgemm('N', 'N', k, ncols, depth, 1.0f, weight, depth, col, ncols,
-                                    0.0f, out, hw_out));
-    }
-    if (bias)
-      for (int64_t o = 0; o < k; o++) {
-        float bo = bias[o];
-        float *row = out + o * hw_out;
-#pragma omp simd
-        for (int64_t p = 0; p < ncols; p++)
-          row[p] += bo;
-      }
+    float *out = (float *)y->data + n * k * ho * wo;              /* (K, Ho, Wo) */
+    CONV_CHECK(dnnl_memory_set_data_handle(src_user, (void *)image));
+    CONV_CHECK(dnnl_memory_set_data_handle(dst_user, out));
+    if (!src_same)
+      CONV_CHECK(run_reorder(st, src_reorder, src_user, src_mem));
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, src_same ? src_user : src_mem},
+                               {DNNL_ARG_WEIGHTS, w_mem},
+                               {DNNL_ARG_DST, dst_same ? dst_user : dst_mem},
+                               {DNNL_ARG_BIAS, b_mem}};
+    CONV_CHECK(dnnl_primitive_execute(conv, st->stream, b ? 4 : 3, args));
+    if (!dst_same)
+      CONV_CHECK(run_reorder(st, dst_reorder, dst_mem, dst_user));
   }
+  CONV_CHECK(dnnl_stream_wait(st->stream));
+  rc = 0;
+
+out_release:
+  dnnl_memory_destroy(src_user);
+  dnnl_memory_destroy(src_mem);
+  dnnl_memory_destroy(w_mem);
+  dnnl_memory_destroy(b_mem);
+  dnnl_memory_destroy(dst_mem);
+  dnnl_memory_destroy(dst_user);
+  dnnl_primitive_destroy(src_reorder);
+  dnnl_primitive_destroy(dst_reorder);
+  dnnl_primitive_destroy(conv);
+  dnnl_primitive_desc_destroy(pd);
   sd_arena_release(be, mark);
-  return sd_dnnl_report(&failed);
+  return rc;
 }

@@ -1,7 +1,6 @@
-/* The CPU backend: host memory, float32 everywhere, and the vtable of kernels/cpu ops. */
-#include "cpu_ops.h"
-
-#include "../error.h"
+/* The CPU backend: host memory, float32 everywhere, oneDNN's engine, and the vtable of
+ * kernels/cpu ops. */
+#include "cpu_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,12 +21,12 @@ static void *cpu_alloc(sd_backend *be, size_t bytes) {
 }
 
 static void cpu_free(sd_backend *be, void *ptr) {
-  (void)be;
+  sd_cpu_forget(be, ptr);
   free(ptr);
 }
 
 static int cpu_upload(sd_backend *be, sd_tensor *dst, sd_dtype src_dtype, const void *src) {
-  (void)be;
+  SD_TRY(sd_cpu_note_upload(be, dst->data));
   size_t n = (size_t)sd_tensor_numel(dst);
   if (dst->dtype == src_dtype) {
     memcpy(dst->data, src, n * sd_dtype_size(src_dtype));
@@ -53,7 +52,40 @@ static int cpu_synchronize(sd_backend *be) {
 
 static void cpu_destroy(sd_backend *be) {
   sd_arena_destroy(be);
+  sd_cpu_state *st = be->impl;
+  if (st) {
+    sd_cpu_prepared_destroy(be);
+    dnnl_stream_destroy(st->stream);
+    dnnl_engine_destroy(st->engine);
+    free(st);
+  }
   free(be);
+}
+
+static const char *isa_name(dnnl_cpu_isa_t isa);
+
+void sd_cpu_note_kernel(sd_backend *be, const char *op, const char *impl) {
+  sd_cpu_state *st = be->impl;
+  char entry[128];
+  snprintf(entry, sizeof entry, "%s %s", op, impl);
+  size_t len = strlen(st->kernels), add = strlen(entry);
+  for (const char *p = strstr(st->kernels, entry); p; p = strstr(p + 1, entry))
+    if ((p == st->kernels || p[-1] == ' ') && (p[add] == '\0' || p[add] == ';'))
+      return;
+  if (len + add + 3 < sizeof st->kernels)
+    snprintf(st->kernels + len, sizeof st->kernels - len, "%s%s", len ? "; " : "", entry);
+}
+
+/* "oneDNN 2.6.3, AVX-512 BF16 kernels, fp32 inputs: GEMM dnnl_sgemm; conv2d brgconv:...;
+ * prepared weights N MiB" */
+static void cpu_describe_kernels(sd_backend *be, char *buf, size_t size) {
+  sd_cpu_state *st = be->impl;
+  const dnnl_version_t *v = dnnl_version();
+  snprintf(buf, size,
+           "oneDNN %d.%d.%d, %s kernels, %s inputs: GEMM dnnl_sgemm%s%s; prepared weights %.0f MiB",
+           v->major, v->minor, v->patch, isa_name(dnnl_get_effective_cpu_isa()),
+           st->compute == SD_DTYPE_BF16 ? "bf16" : "fp32", st->kernels[0] ? "; " : "", st->kernels,
+           (double)st->prepared_bytes / (1 << 20));
 }
 
 static const sd_backend_ops cpu_ops = {
@@ -66,6 +98,7 @@ static const sd_backend_ops cpu_ops = {
     .download_f32 = cpu_download_f32,
     .synchronize = cpu_synchronize,
     .destroy = cpu_destroy,
+    .describe_kernels = cpu_describe_kernels,
     .linear = sd_cpu_linear,
     .conv2d = sd_cpu_conv2d,
     .group_norm = sd_cpu_group_norm,
@@ -92,6 +125,12 @@ static const sd_backend_ops cpu_ops = {
     .group_norm_apply = sd_cpu_group_norm_apply,
 };
 
+static int create_engine(sd_cpu_state *st) {
+  DNNL_CHECK(dnnl_engine_create(&st->engine, dnnl_cpu, 0));
+  DNNL_CHECK(dnnl_stream_create(&st->stream, st->engine, dnnl_stream_default_flags));
+  return 0;
+}
+
 /* The "model name" line of /proc/cpuinfo, or "cpu". */
 static void read_cpu_name(char *name, size_t size) {
   snprintf(name, size, "cpu");
@@ -111,13 +150,70 @@ static void read_cpu_name(char *name, size_t size) {
   fclose(info);
 }
 
+/* oneDNN's name of the instruction set its kernels use on this CPU. */
+static const char *isa_name(dnnl_cpu_isa_t isa) {
+  switch (isa) {
+  case dnnl_cpu_isa_sse41:
+    return "SSE4.1";
+  case dnnl_cpu_isa_avx:
+    return "AVX";
+  case dnnl_cpu_isa_avx2:
+    return "AVX2";
+  case dnnl_cpu_isa_avx2_vnni:
+    return "AVX2 VNNI";
+  case dnnl_cpu_isa_avx512_core:
+    return "AVX-512";
+  case dnnl_cpu_isa_avx512_core_vnni:
+    return "AVX-512 VNNI";
+  case dnnl_cpu_isa_avx512_core_bf16:
+    return "AVX-512 BF16";
+  case dnnl_cpu_isa_avx512_core_amx:
+    return "AVX-512 AMX";
+  default:
+    return "baseline x86-64";
+  }
+}
+
+/* Whether oneDNN runs bfloat16 natively here (AVX512_BF16 or AMX), not emulated. */
+static bool has_native_bf16(void) {
+  dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+  return ((unsigned)isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) ==
+         (unsigned)dnnl_cpu_isa_avx512_core_bf16;
+}
+
 sd_backend *sd_backend_cpu_create(int threads) {
+  return sd_backend_cpu_create_precision(threads, SD_DTYPE_F32);
+}
+
+sd_backend *sd_backend_cpu_create_precision(int threads, sd_dtype compute) {
+  if (compute != SD_DTYPE_F32 && compute != SD_DTYPE_BF16) {
+    SD_ERROR("cpu backend: compute dtype %s: expected F32 or BF16", sd_dtype_name(compute));
+    return NULL;
+  }
+  if (compute == SD_DTYPE_BF16 && !has_native_bf16()) {
+    SD_ERROR("cpu backend: bf16 needs AVX512_BF16 or AMX; this CPU (%s kernels) has neither",
+             isa_name(dnnl_get_effective_cpu_isa()));
+    return NULL;
+  }
   sd_backend *be = calloc(1, sizeof *be);
   if (!be) {
     SD_ERROR("out of host memory creating the cpu backend");
     return NULL;
   }
   be->ops = &cpu_ops;
+  sd_cpu_state *st = calloc(1, sizeof *st);
+  if (!st) {
+    free(be);
+    SD_ERROR("out of host memory creating the cpu backend");
+    return NULL;
+  }
+  be->impl = st;
+  st->compute = compute;
+  if (create_engine(st) < 0) {
+    sd_error_context("cpu backend");
+    cpu_destroy(be);
+    return NULL;
+  }
   read_cpu_name(be->device_name, sizeof be->device_name);
 #ifdef _OPENMP
   if (threads > 0)

@@ -37,6 +37,38 @@
 #define SD_CPU_THREAD_ID() 0
 #endif
 
+typedef struct sd_cpu_upload sd_cpu_upload;
+typedef struct sd_cpu_prepared sd_cpu_prepared;
+
+/* The CPU backend's private state (be->impl). */
+typedef struct sd_cpu_state {
+  dnnl_engine_t engine; /* oneDNN's CPU engine */
+  dnnl_stream_t stream;
+  sd_dtype compute; /* inputs of GEMMs and convolutions: F32, or BF16 (float32 accumulation) */
+  /* prepared_weights.c: persistent memory written by upload, and weights prepared from it */
+  sd_cpu_upload *uploads;
+  size_t uploads_count, uploads_capacity;
+  uint64_t upload_clock;
+  sd_cpu_prepared *prepared;
+  size_t prepared_bytes;
+  /* "op impl" pairs of the oneDNN primitives chosen so far, "; "-separated (describe_kernels) */
+  char kernels[512];
+} sd_cpu_state;
+
+/* Adds "op impl" to the kernels the backend has chosen (once per pair). */
+void sd_cpu_note_kernel(sd_backend *be, const char *op, const char *impl);
+
+/* Notes that upload wrote the persistent memory at ptr (scratch memory is ignored). */
+int sd_cpu_note_upload(sd_backend *be, const void *ptr);
+/* Drops what is known and prepared for the memory at ptr (it is being freed). */
+void sd_cpu_forget(sd_backend *be, const void *ptr);
+void sd_cpu_prepared_destroy(sd_backend *be);
+/* w (layout src_md) in layout md: w's own memory when the two agree; else a copy kept across
+ * calls when w is uploaded persistent memory, or a copy in the arena (release it with the
+ * caller's mark) otherwise. */
+int sd_cpu_prepared_weight(sd_backend *be, const sd_tensor *w, const dnnl_memory_desc_t *src_md,
+                           const dnnl_memory_desc_t *md, const void **out);
+
 /* Threads an op may use: the backend's count (set when it was created). */
 static inline int sd_cpu_threads(const sd_backend *be) {
   return be->threads > 0 ? be->threads : 1;

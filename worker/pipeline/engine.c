@@ -71,19 +71,23 @@ int sd_engine_open(const sd_engine_params *params, sd_engine **out) {
   if (sd_engine_apply_adapters(engine, params) < 0)
     goto fail;
   bool is_auto = strcmp(params->device, "auto") == 0;
+  /* the CPU computes in fp32 unless bf16 is asked for (fp16, the CUDA default, is not offered) */
+  sd_dtype cpu_compute = params->precision == SD_DTYPE_BF16 ? SD_DTYPE_BF16 : SD_DTYPE_F32;
   if (strcmp(params->device, "cpu") == 0) {
-    engine->be = sd_backend_cpu_create(params->threads);
+    engine->be = sd_backend_cpu_create_precision(params->threads, cpu_compute);
   } else if (is_auto || strcmp(params->device, "cuda") == 0) {
     engine->be = sd_backend_cuda_create(params->device_index, params->precision);
     if (!engine->be && is_auto) {
       sd_error_clear();
-      engine->be = sd_backend_cpu_create(params->threads);
+      engine->be = sd_backend_cpu_create_precision(params->threads, cpu_compute);
     }
   } else {
     engine->be = sd_backend_create(params->device);
   }
   if (!engine->be)
     goto fail;
+  engine->precision =
+      strcmp(engine->be->ops->name, "cpu") == 0 ? cpu_compute : engine->be->ops->act_dtype;
   if (sd_weights_upload(engine->be, engine->files->clip_tensors, "text_encoder",
                         &engine->clip_weights) < 0 ||
       sd_weights_upload(engine->be, engine->files->unet_tensors, "unet", &engine->unet_weights) <
@@ -129,6 +133,10 @@ const sd_model_files *sd_engine_model(const sd_engine *engine) {
 
 sd_backend *sd_engine_backend(const sd_engine *engine) {
   return engine->be;
+}
+
+sd_dtype sd_engine_precision(const sd_engine *engine) {
+  return engine->precision;
 }
 
 sd_scheduler_kind sd_engine_default_scheduler(const sd_engine *engine) {

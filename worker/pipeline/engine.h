@@ -49,7 +49,9 @@ typedef struct sd_engine_params {
   int device_index;        /* CUDA device for "cuda" and "auto" (default 0) */
   int threads;             /* CPU threads (0: all cores); also for "auto" falling back to cpu */
   sd_dtype precision;      /* CUDA activation (and weight) dtype: SD_DTYPE_F16 (default), BF16 or
-                              F32; the CPU backend ignores it and computes in F32 */
+                              F32; the CPU backend computes in F32, or with BF16 inputs to its
+                              GEMMs and convolutions when BF16 is asked for (an error where the
+                              CPU lacks AVX512_BF16 and AMX) */
   /* how sd_txt2img decodes (default AUTO) */
   sd_vae_tiling vae_tiling;
   /* Adapters applied at load, in order (docs/adapters.md): LoRAs merged into the UNet and
@@ -75,6 +77,9 @@ void sd_engine_close(sd_engine *engine);
 
 const sd_model_files *sd_engine_model(const sd_engine *engine);
 sd_backend *sd_engine_backend(const sd_engine *engine);
+/* What the networks compute in: the CUDA activation dtype, or on the CPU F32 or BF16 (bfloat16
+ * inputs to GEMMs and convolutions, float32 accumulation and activations). */
+sd_dtype sd_engine_precision(const sd_engine *engine);
 /* The model's default scheduler (from its scheduler config). */
 sd_scheduler_kind sd_engine_default_scheduler(const sd_engine *engine);
 

@@ -27,6 +27,7 @@ struct sd_engine {
     int32_t first_id;
   } * multi_vectors;
   int multi_vector_count;
+  sd_dtype precision; /* what the networks compute in (sd_engine_precision) */
 };
 
 /* Merges params' LoRAs and adds its embeddings to engine->files and engine->tokenizer (adapters.c),
