@@ -6,9 +6,10 @@
 
 #include "../../kernels/error.h"
 
-#include <cblas.h>
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -221,10 +222,13 @@ static int merge_layer(const lora_file *lf, const lora_layer *layer, float scale
   }
   sd_convert_to_f32(layer->down->dtype, layer->down->data, down, (size_t)(rank * k));
   sd_convert_to_f32(layer->up->dtype, layer->up->data, up, (size_t)(out * rank));
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)out, (int)k, (int)rank, factor, up,
-              (int)rank, down, (int)k, 1.0f, weight, (int)k);
+  /* weight (out, k) += factor * up (out, rank) . down (rank, k) */
+  dnnl_status_t status =
+      dnnl_sgemm('N', 'N', out, k, rank, factor, up, rank, down, k, 1.0f, weight, k);
   free(down);
   free(up);
+  if (status != dnnl_success)
+    return SD_ERROR("layer '%s': oneDNN: dnnl_sgemm: %s", layer->module, dnnl_status2str(status));
   return 0;
 }
 
