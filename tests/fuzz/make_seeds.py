@@ -221,6 +221,42 @@ def seeds_adapters():
           safetensors([("emb_params", "F32", [2, 4], bytes(32))]))
 
 
+def npy(shape, values=None, descr="<f4", fortran=False, magic=b"\x93NUMPY", version=(1, 0)):
+    """A .npy file (format 1.0 / 2.0 header padded to 64 bytes) of float32 values."""
+    count = 1
+    for d in shape:
+        count *= d
+    values = values if values is not None else [0.25 * i for i in range(count)]
+    dims = ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "")
+    header = (f"{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': ({dims}), }}")
+    size_field = 2 if version[0] == 1 else 4
+    pad = 64 - (len(magic) + 2 + size_field + len(header) + 1) % 64
+    header = header + " " * (pad % 64) + "\n"
+    packed = struct.pack("<H" if size_field == 2 else "<I", len(header))
+    body = struct.pack(("<" if descr[0] != ">" else ">") + "f" * count, *values)
+    return magic + bytes(version) + packed + header.encode("latin-1") + body
+
+
+def seeds_images():
+    """The small PNG and JPEG fixtures of tests/fixtures/images (every PNG colour type and bit
+    depth, baseline / progressive / CMYK JPEG, the claimed-huge ones) and small .npy depth maps,
+    valid and each way the reader refuses."""
+    out_dir("image")
+    images = os.path.join(FIXTURES, "images")
+    for name in sorted(os.listdir(images)):
+        if name.endswith((".png", ".jpg")) and os.path.getsize(os.path.join(images, name)) < 4096:
+            write("image", name, read("images", name))
+    out_dir("npy")
+    write("npy", "hw.npy", npy((3, 4)))
+    write("npy", "1hw.npy", npy((1, 2, 5)))
+    write("npy", "v2.npy", npy((2, 2), version=(2, 0)))
+    write("npy", "1d.npy", npy((6,)))
+    write("npy", "bigendian.npy", npy((2, 3), descr=">f4"))
+    write("npy", "fortran.npy", npy((2, 3), fortran=True))
+    write("npy", "nan.npy", npy((1, 2), values=[1.0, float("nan")]))
+    write("npy", "truncated.npy", npy((3, 3))[:-5])
+
+
 if __name__ == "__main__":
     seeds_safetensors()
     seeds_config_json()
@@ -230,3 +266,4 @@ if __name__ == "__main__":
     seeds_prompt()
     seeds_jobs()
     seeds_adapters()
+    seeds_images()
