@@ -23,10 +23,11 @@ int cli_parse_scheduler(const char *text, void *target);  /* sd_scheduler_kind *
   CLI_OPTION("device", NULL, CLI_CHOICE, (target),                                                 \
              "where to compute (default auto: cuda when available)", .choices = "cpu|cuda|auto")
 #define CLI_OPTION_PRECISION(target, given_flag)                                                   \
-  CLI_OPTION("precision", "fp16|bf16|fp32", CLI_CUSTOM, (target),                                  \
-             "CUDA activation and weight dtype (default fp16); the CPU computes\nin fp32, or with "  \
-             "bf16 GEMM and convolution inputs for bf16 (needs\nAVX512_BF16 or AMX)",              \
-             .parse = cli_parse_precision, .given = (given_flag))
+  CLI_OPTION(                                                                                      \
+      "precision", "fp16|bf16|fp32", CLI_CUSTOM, (target),                                         \
+      "CUDA activation and weight dtype (default fp16); the CPU computes\nin fp32, or with "       \
+      "bf16 GEMM and convolution inputs for bf16 (needs\nAVX512_BF16 or AMX)",                     \
+      .parse = cli_parse_precision, .given = (given_flag))
 #define CLI_OPTION_THREADS(target)                                                                 \
   CLI_OPTION("threads", "N", CLI_INT, (target), "CPU threads (default: all cores)", .min = 1,      \
              .max = 1024)
