@@ -51,10 +51,12 @@ struct sd_sweep {
   axis_value *values[SD_AXIS_COUNT]; /* (SD_SWEEP_MAX_VALUES) each, sorted */
   int count[SD_AXIS_COUNT];
   bool truncated[SD_AXIS_COUNT];
-  int64_t status_counts[3];
+  int64_t status_counts[4]; /* pending, done, failed, damaged */
   int64_t known;
   int64_t first_failed[SD_SWEEP_FIRST_FAILURES];
   int n_first_failed;
+  int64_t first_damaged[SD_SWEEP_FIRST_FAILURES];
+  int n_first_damaged;
 };
 
 static axis_value record_value(const sd_output_record *rec, sd_axis axis) {
@@ -153,7 +155,13 @@ int sd_sweep_scan(sd_output_reader *reader, sd_sweep **out) {
     }
     for (int64_t i = 0; i < count; i++) {
       const sd_output_record *rec = &records[i];
-      int status = rec->status <= SD_ITEM_FAILED ? rec->status : SD_ITEM_PENDING;
+      if (rec->problem[0]) {
+        sweep->status_counts[SD_SWEEP_DAMAGED]++;
+        if (sweep->n_first_damaged < SD_SWEEP_FIRST_FAILURES)
+          sweep->first_damaged[sweep->n_first_damaged++] = start + i;
+        continue;
+      }
+      int status = rec->status;
       sweep->status_counts[status]++;
       if (status == SD_ITEM_FAILED && sweep->n_first_failed < SD_SWEEP_FIRST_FAILURES)
         sweep->first_failed[sweep->n_first_failed++] = start + i;
@@ -176,7 +184,7 @@ out_of_memory:
 }
 
 int64_t sd_sweep_status_count(const sd_sweep *sweep, int status) {
-  return status >= 0 && status <= SD_ITEM_FAILED ? sweep->status_counts[status] : 0;
+  return status >= 0 && status <= SD_SWEEP_DAMAGED ? sweep->status_counts[status] : 0;
 }
 
 int64_t sd_sweep_known_items(const sd_sweep *sweep) {
@@ -199,6 +207,11 @@ void sd_sweep_axis_value_text(const sd_sweep *sweep, sd_axis axis, int i, char *
     snprintf(buf, size, "%g", v->f);
   else
     snprintf(buf, size, "%lld", (long long)v->i);
+}
+
+int sd_sweep_first_damaged(const sd_sweep *sweep, const int64_t **indices) {
+  *indices = sweep->first_damaged;
+  return sweep->n_first_damaged;
 }
 
 int sd_sweep_first_failures(const sd_sweep *sweep, const int64_t **indices) {
@@ -496,8 +509,11 @@ static bool item_cell(const sd_sweep *sweep, const sd_sheet_plan *p, const sd_ou
 }
 
 int sd_sheet_render(sd_output_reader *reader, const sd_sweep *sweep, const sd_sheet_plan *p,
-                    int64_t index, uint8_t **out, char *title, size_t title_size) {
+                    int64_t index, uint8_t **out, char *title, size_t title_size,
+                    int64_t *n_damaged) {
   *out = NULL;
+  if (n_damaged)
+    *n_damaged = 0;
   const sd_output_info *info = sd_output_reader_info(reader);
   if (index < 0 || index >= p->n_written)
     return SD_ERROR("sheet %lld outside [0, %lld)", (long long)index, (long long)p->n_written);
@@ -529,15 +545,21 @@ int sd_sheet_render(sd_output_reader *reader, const sd_sweep *sweep, const sd_sh
     for (int64_t i = 0; i < count; i++) {
       const sd_output_record *rec = &records[i];
       int row, col;
-      if (rec->status == SD_ITEM_PENDING || !item_cell(sweep, p, rec, index, &row, &col))
+      if (rec->problem[0] || rec->status == SD_ITEM_PENDING ||
+          !item_cell(sweep, p, rec, index, &row, &col))
         continue;
       int x = p->left + col * (p->cell_w + p->gap), y = p->top + row * (p->cell_h + p->gap);
       if (rec->status == SD_ITEM_FAILED) {
         draw_status_cell(rgb, p, x, y, true);
         continue;
       }
-      if (sd_output_read_image(reader, start + i, image) < 0)
-        goto fail;
+      if (sd_output_read_image(reader, start + i, image) < 0) {
+        sd_error_clear();
+        draw_status_cell(rgb, p, x, y, true);
+        if (n_damaged)
+          (*n_damaged)++;
+        continue;
+      }
       sd_sheet_shrink(image, info->width, info->height, rgb + ((size_t)y * p->sheet_w + x) * 3,
                       p->cell_w, p->cell_h, (size_t)p->sheet_w * 3);
     }

@@ -40,6 +40,9 @@ typedef struct sd_sweep sd_sweep;
 int sd_sweep_scan(sd_output_reader *reader, sd_sweep **out);
 void sd_sweep_free(sd_sweep *sweep);
 
+/* Items counted by status; SD_SWEEP_DAMAGED counts the rows that failed the reader's checks
+ * (sd_output_record.problem), which are in no other count and no axis. */
+#define SD_SWEEP_DAMAGED 3
 int64_t sd_sweep_status_count(const sd_sweep *sweep, int status);
 /* Items whose metadata was known (and so counted in the axes). */
 int64_t sd_sweep_known_items(const sd_sweep *sweep);
@@ -49,6 +52,8 @@ bool sd_sweep_axis_truncated(const sd_sweep *sweep, sd_axis axis);
 void sd_sweep_axis_value_text(const sd_sweep *sweep, sd_axis axis, int i, char *buf, size_t size);
 /* Indices of the first failed items (up to SD_SWEEP_FIRST_FAILURES); returns how many. */
 int sd_sweep_first_failures(const sd_sweep *sweep, const int64_t **indices);
+/* Indices of the first damaged rows (up to SD_SWEEP_FIRST_FAILURES); returns how many. */
+int sd_sweep_first_damaged(const sd_sweep *sweep, const int64_t **indices);
 
 /* How to lay out contact sheets. */
 typedef struct sd_sheet_options {
@@ -83,9 +88,12 @@ int sd_sheet_plan_make(const sd_sweep *sweep, const sd_output_info *info,
 /* Renders sheet index (< n_written) into a malloc'ed rgb (sheet_h, sheet_w, 3); title gets the
  * fixed axes' values (for the PNG's text and the caller's listing). Done cells show the image,
  * failed ones a dark grey cell with a red cross, pending (or never seen) ones a light grey cell
- * with "pending". */
+ * with "pending". An item whose row is damaged is left out (its cell stays pending); one whose
+ * image cannot be read (a damaged chunk) gets a failed cell and is counted in *n_damaged (may be
+ * NULL). */
 int sd_sheet_render(sd_output_reader *reader, const sd_sweep *sweep, const sd_sheet_plan *plan,
-                    int64_t index, uint8_t **rgb, char *title, size_t title_size);
+                    int64_t index, uint8_t **rgb, char *title, size_t title_size,
+                    int64_t *n_damaged);
 
 /* Shrinks src (h, w, 3) into dst (dh, dw, 3) by averaging, for each destination pixel, the
  * source pixels [x * w / dw, (x + 1) * w / dw) x [y * h / dh, (y + 1) * h / dh) (integer

@@ -150,7 +150,7 @@ static int open_for_writing(sd_output *o) {
   }
   int status = 0;
   for (int d = 0; d < SD_DS_COUNT && status == 0; d++) {
-    if (d == SD_DS_LATENTS && !o->save_latents)
+    if ((d == SD_DS_LATENTS && !o->save_latents) || d == SD_DS_CHECKSUM)
       continue;
     status = sd_h5_dataset_open(o->file, sd_output_dataset_names[d],
                                 d == SD_DS_IMAGES ? dapl : H5P_DEFAULT, &o->ds[d]);

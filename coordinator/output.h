@@ -120,8 +120,13 @@ typedef struct sd_output_info {
   const char *sdbatch_version;
 } sd_output_info;
 
+/* Length of sd_output_record.problem. */
+#define SD_OUTPUT_PROBLEM_LEN 96
+
 /* One item's row of the per-item datasets. The metadata is meaningful when status is not
- * pending, or for every item when metadata_complete. */
+ * pending, or for every item when metadata_complete. A row that fails the reader's checks (a
+ * value out of range, a string that is not NUL-padded UTF-8, a v2 row checksum that does not
+ * match) has problem set to why; its other fields are then not to be trusted. */
 typedef struct sd_output_record {
   int32_t prompt_index;
   int64_t seed;
@@ -129,6 +134,7 @@ typedef struct sd_output_record {
   int32_t steps;
   char scheduler[SD_OUTPUT_SCHEDULER_LEN];
   uint8_t status;
+  char problem[SD_OUTPUT_PROBLEM_LEN]; /* "" when the row is sound */
 } sd_output_record;
 
 /* Opens path read-only; refuses (-1, error naming the file) a file that is not HDF5, is damaged,
@@ -136,7 +142,8 @@ typedef struct sd_output_record {
 int sd_output_reader_open(const char *path, sd_output_reader **out);
 void sd_output_reader_close(sd_output_reader *reader);
 const sd_output_info *sd_output_reader_info(const sd_output_reader *reader);
-/* Records of items [start, start + count) into out (count). */
+/* Records of items [start, start + count) into out (count). A damaged row does not fail the
+ * call: its record's problem says what is wrong (-1 only when the datasets cannot be read). */
 int sd_output_read_records(sd_output_reader *reader, int64_t start, int64_t count,
                            sd_output_record *out);
 /* Item index's image into rgb (H, W, 3), latents into latents (C, h, w), failure reason into

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <zlib.h>
 
 const char *const sd_output_dataset_names[SD_DS_COUNT] = {
     [SD_DS_IMAGES] = "images",
@@ -20,6 +21,7 @@ const char *const sd_output_dataset_names[SD_DS_COUNT] = {
     [SD_DS_SCHEDULER] = "scheduler",
     [SD_DS_STATUS] = "status",
     [SD_DS_FAILURE] = "failure",
+    [SD_DS_CHECKSUM] = "item_checksum",
 };
 
 void sd_h5_silence(void) {
@@ -277,4 +279,29 @@ void sd_output_time_now(char *buf) {
   memset(buf, 0, SD_OUTPUT_TIME_LEN);
   if (gmtime_r(&now, &utc))
     strftime(buf, SD_OUTPUT_TIME_LEN, "%Y-%m-%dT%H:%M:%SZ", &utc);
+}
+
+/* Little-endian bytes of v, n bytes, at p; returns the next position. */
+static unsigned char *put_le(unsigned char *p, uint64_t v, int n) {
+  for (int i = 0; i < n; i++)
+    *p++ = (unsigned char)(v >> (8 * i));
+  return p;
+}
+
+uint32_t sd_output_row_checksum(int64_t index, const sd_output_record *rec,
+                                const char failure[SD_OUTPUT_FAILURE_LEN]) {
+  unsigned char row[8 + 4 + 8 + 4 + 4 + SD_OUTPUT_SCHEDULER_LEN + 1 + SD_OUTPUT_FAILURE_LEN];
+  uint32_t guidance_bits;
+  memcpy(&guidance_bits, &rec->guidance_scale, sizeof guidance_bits);
+  unsigned char *p = row;
+  p = put_le(p, (uint64_t)index, 8);
+  p = put_le(p, (uint32_t)rec->prompt_index, 4);
+  p = put_le(p, (uint64_t)rec->seed, 8);
+  p = put_le(p, guidance_bits, 4);
+  p = put_le(p, (uint32_t)rec->steps, 4);
+  memcpy(p, rec->scheduler, SD_OUTPUT_SCHEDULER_LEN);
+  p += SD_OUTPUT_SCHEDULER_LEN;
+  *p++ = rec->status;
+  memcpy(p, failure, SD_OUTPUT_FAILURE_LEN);
+  return (uint32_t)crc32(0L, row, sizeof row);
 }

@@ -6,6 +6,8 @@
 
 #include "output.h"
 
+#include <stdbool.h>
+
 #include <hdf5.h>
 #include <stddef.h>
 
@@ -23,6 +25,7 @@ typedef enum sd_output_dataset {
   SD_DS_SCHEDULER,
   SD_DS_STATUS,
   SD_DS_FAILURE,
+  SD_DS_CHECKSUM, /* schema v2: item_checksum */
   SD_DS_COUNT,
 } sd_output_dataset;
 
@@ -72,6 +75,11 @@ int sd_h5_dataset_write_rows(const sd_h5_dataset *ds, hid_t mem_type, int64_t st
 void sd_output_copy_fixed(char *dst, size_t len, const char *src);
 /* The current UTC time as ISO 8601 ("2024-05-01T12:34:56Z") into buf (SD_OUTPUT_TIME_LEN). */
 void sd_output_time_now(char *buf);
+
+/* The v2 row checksum of item index (CRC-32 of its metadata row, the status it is written with
+ * and its failure field; see docs/output.md). */
+uint32_t sd_output_row_checksum(int64_t index, const sd_output_record *rec,
+                                const char failure[SD_OUTPUT_FAILURE_LEN]);
 
 /* Writes the file of spec at path (a new file, replaced if present), fully laid out, and makes
  * it durable (fsync). Used on a temporary name that is then renamed into place. */

@@ -545,7 +545,7 @@ static void check_sheet(sd_output_reader *r, const sd_sweep *sweep, const sd_she
                         int64_t sheet) {
   uint8_t *rgb = NULL;
   char title[512];
-  CHECK(sd_sheet_render(r, sweep, p, sheet, &rgb, title, sizeof title) == 0, "render: %s",
+  CHECK(sd_sheet_render(r, sweep, p, sheet, &rgb, title, sizeof title, NULL) == 0, "render: %s",
         sd_error_message());
   if (!rgb)
     return;

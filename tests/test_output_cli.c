@@ -209,7 +209,7 @@ static void test_export_grid(const char *file) {
   char title[512];
   CHECK(sd_output_reader_open(file, &r) == 0 && sd_sweep_scan(r, &sweep) == 0 &&
             sd_sheet_plan_make(sweep, sd_output_reader_info(r), &options, &plan) == 0 &&
-            sd_sheet_render(r, sweep, &plan, 1, &want, title, sizeof title) == 0,
+            sd_sheet_render(r, sweep, &plan, 1, &want, title, sizeof title, NULL) == 0,
         "library sheet: %s", sd_error_message());
   uint8_t *got = NULL;
   char *text = NULL;

@@ -37,12 +37,15 @@ static void item_parameters(const sd_output_info *info, const sd_output_record *
            (long long)rec->seed, info->width, info->height, info->model_path);
 }
 
+/* Writes item index as a PNG. Returns 0, 1 when the item is damaged (its image or prompt cannot
+ * be read: the error says why, nothing is written), -1 on an error that stops the export. */
 static int export_item(sd_output_reader *reader, const char *path, const char *dir, int64_t index,
                        const sd_output_record *rec, uint8_t *rgb) {
   const sd_output_info *info = sd_output_reader_info(reader);
   char *prompt = NULL;
-  SD_TRY(sd_output_read_image(reader, index, rgb));
-  SD_TRY(sd_output_read_prompt(reader, rec->prompt_index, &prompt));
+  if (sd_output_read_image(reader, index, rgb) < 0 ||
+      sd_output_read_prompt(reader, rec->prompt_index, &prompt) < 0)
+    return 1;
   size_t size = strlen(prompt) + 1024;
   char *parameters = malloc(size);
   char *file = malloc(strlen(dir) + 32);
@@ -71,7 +74,7 @@ static int export_pngs(sd_output_reader *reader, const char *path, const char *d
   const sd_output_info *info = sd_output_reader_info(reader);
   sd_output_record *records = malloc(EXPORT_BLOCK * sizeof *records);
   uint8_t *rgb = malloc((size_t)info->width * info->height * 3);
-  int64_t written = 0;
+  int64_t written = 0, skipped = 0;
   int rc = 0;
   if (!records || !rgb)
     rc = SD_ERROR("out of memory");
@@ -79,19 +82,33 @@ static int export_pngs(sd_output_reader *reader, const char *path, const char *d
     int64_t count = info->n_items - start < EXPORT_BLOCK ? info->n_items - start : EXPORT_BLOCK;
     rc = sd_output_read_records(reader, start, count, records);
     for (int64_t i = 0; rc == 0 && i < count; i++) {
+      if (records[i].problem[0]) {
+        fprintf(stderr, "sdbatch export: warning: %s: item %lld skipped: damaged row (%s)\n", path,
+                (long long)(start + i), records[i].problem);
+        skipped++;
+        continue;
+      }
       if (records[i].status != SD_ITEM_DONE)
         continue;
       rc = export_item(reader, path, dir, start + i, &records[i], rgb);
-      if (rc < 0)
+      if (rc < 0) {
         sd_error_context("item %lld", (long long)(start + i));
-      else
+      } else if (rc == 1) {
+        fprintf(stderr, "sdbatch export: warning: %s: item %lld skipped: damaged (%s)\n", path,
+                (long long)(start + i), sd_error_message());
+        skipped++;
+        rc = 0;
+      } else {
         written++;
+      }
     }
   }
   free(records);
   free(rgb);
   if (rc == 0)
-    printf("wrote %lld PNG files to %s\n", (long long)written, dir);
+    printf("wrote %lld PNG files to %s%s\n", (long long)written, dir,
+           skipped ? " (damaged items skipped: see the warnings, and sdbatch inspect --verify)"
+                   : "");
   return rc;
 }
 
@@ -111,7 +128,7 @@ static char *sheet_path(const char *grid, int64_t index, int64_t count) {
   return path;
 }
 
-static int export_grid(sd_output_reader *reader, const char *grid,
+static int export_grid(sd_output_reader *reader, const char *path, const char *grid,
                        const sd_sheet_options *options) {
   const sd_output_info *info = sd_output_reader_info(reader);
   sd_sweep *sweep = NULL;
@@ -119,18 +136,26 @@ static int export_grid(sd_output_reader *reader, const char *grid,
   sd_sheet_plan plan;
   int rc = sd_sheet_plan_make(sweep, info, options, &plan);
   char title[2048];
+  int64_t damaged_rows = sd_sweep_status_count(sweep, SD_SWEEP_DAMAGED), damaged_cells = 0;
+  if (damaged_rows > 0)
+    fprintf(stderr,
+            "sdbatch export: warning: %s: %lld items with damaged rows are left out of the sheets "
+            "(sdbatch inspect --verify lists them)\n",
+            path, (long long)damaged_rows);
   for (int64_t s = 0; rc == 0 && s < plan.n_written; s++) {
     uint8_t *rgb = NULL;
+    int64_t damaged = 0;
     char *file = sheet_path(grid, s, plan.n_written);
     if (!file) {
       rc = SD_ERROR("out of memory");
       break;
     }
-    rc = sd_sheet_render(reader, sweep, &plan, s, &rgb, title, sizeof title);
+    rc = sd_sheet_render(reader, sweep, &plan, s, &rgb, title, sizeof title, &damaged);
     if (rc == 0) {
       const sd_png_text texts[] = {{"parameters", title}};
       rc = sd_png_write_rgb(file, rgb, plan.sheet_w, plan.sheet_h, texts, 1);
     }
+    damaged_cells += damaged;
     if (rc == 0)
       printf("wrote %s (%dx%d): %s\n", file, plan.sheet_w, plan.sheet_h, title);
     free(rgb);
@@ -141,6 +166,11 @@ static int export_grid(sd_output_reader *reader, const char *grid,
            "--max-sheets raises the limit\n",
            (long long)plan.n_written, (long long)plan.n_sheets, sd_axis_name(plan.fixed[0]),
            sd_axis_name(plan.fixed[1]), sd_axis_name(plan.fixed[2]));
+  if (damaged_cells > 0)
+    fprintf(stderr,
+            "sdbatch export: warning: %s: %lld images could not be read (damaged) and are drawn "
+            "as failed cells (sdbatch inspect --verify lists them)\n",
+            path, (long long)damaged_cells);
   sd_sweep_free(sweep);
   return rc;
 }
@@ -194,7 +224,7 @@ int cmd_export(int argc, char **argv) {
   int status = 0;
   if (png_dir && export_pngs(reader, path, png_dir) < 0)
     status = (sd_error_context("%s", path), cli_report_error(cmd));
-  if (status == 0 && grid && export_grid(reader, grid, &sheet) < 0)
+  if (status == 0 && grid && export_grid(reader, path, grid, &sheet) < 0)
     status = (sd_error_context("%s", path), cli_report_error(cmd));
   sd_output_reader_close(reader);
   return status;

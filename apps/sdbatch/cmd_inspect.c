@@ -62,6 +62,19 @@ static int print_summary(const char *path, sd_output_reader *reader, const sd_sw
   printf("items           %lld total: %lld done, %lld failed, %lld pending (%.1f%% done)\n",
          (long long)info->n_items, (long long)done, (long long)failed, (long long)pending,
          100.0 * (double)done / (double)info->n_items);
+  int64_t damaged = sd_sweep_status_count(sweep, SD_SWEEP_DAMAGED);
+  if (damaged > 0) {
+    const int64_t *indices = NULL;
+    int kept = sd_sweep_first_damaged(sweep, &indices);
+    printf("damaged         %lld items whose rows fail the checks (left out of the counts "
+           "above; first %d):\n",
+           (long long)damaged, kept);
+    for (int k = 0; k < kept; k++) {
+      sd_output_record rec;
+      SD_TRY(sd_output_read_records(reader, indices[k], 1, &rec));
+      printf("  item %lld: %s\n", (long long)indices[k], rec.problem);
+    }
+  }
   printf("prompts         %lld\n", (long long)info->n_prompts);
   if (info->metadata_complete)
     printf("sweep           (all %lld items' metadata, written at creation)\n",
@@ -83,8 +96,10 @@ static int print_summary(const char *path, sd_output_reader *reader, const sd_sw
     printf("failures        first %d of %lld:\n", shown, (long long)failed);
     for (int k = 0; k < shown; k++) {
       char reason[SD_OUTPUT_FAILURE_LEN];
-      SD_TRY(sd_output_read_failure(reader, indices[k], reason));
-      printf("  item %lld: %s\n", (long long)indices[k], reason);
+      if (sd_output_read_failure(reader, indices[k], reason) < 0)
+        printf("  item %lld: (damaged reason: %s)\n", (long long)indices[k], sd_error_message());
+      else
+        printf("  item %lld: %s\n", (long long)indices[k], reason);
     }
   }
   return 0;
