@@ -6,6 +6,7 @@
  * its size. Images are chunked, one image per chunk; latents are contiguous (an item's latents
  * are one contiguous row either way, and a chunk index would only add metadata). */
 #include "output_internal.h"
+#include "output_size.h"
 
 #include "kernels/error.h"
 
@@ -259,6 +260,7 @@ out:
 int sd_output_create_file(const sd_output_spec *spec, const char *path) {
   sd_h5_silence();
   SD_TRY(check_spec(spec));
+  SD_TRY(sd_output_check_space(spec, path));
   /* The oldest file format that has what we need: superblock version 0, which (unlike version
    * 3) records no "open for writing" flag that a killed writer would leave set. */
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);

@@ -36,6 +36,14 @@ check "another job: clear error" grep -q "out.h5.*another job" other.log
 check "another job: reported once" test "$(errors other.log)" -eq 1
 check "another job: file untouched" cmp -s out.h5 before.h5
 
+# a job too big for the disk: refused with both sizes before any file exists
+write_job huge.yaml huge.h5 'prompts: "x"' 'seeds: {start: 0, count: 9223372036854775807}'
+expect_status 1 "a job too big for the disk" launch "$n" run huge.yaml 2>huge.log
+check "too big: both sizes named" grep -q "will take about .* EiB, and its file system has .* free" \
+  huge.log
+check "too big: reported once" test "$(errors huge.log)" -eq 1
+check "too big: no file left" test -z "$(ls huge.h5* 2>/dev/null)"
+
 # a file that is not an output file is refused and left as it was
 echo "not an HDF5 file" >text.h5
 write_job text.yaml text.h5 'prompts: "x"' 'seeds: 1' 'steps: 1'
