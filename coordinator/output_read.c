@@ -20,6 +20,10 @@
 
 /* The most steps an item can claim (a sanity bound on a read value). */
 #define MAX_STEPS 100000
+/* The probe's exit status for an error sdbatch itself found (the same reads then give it here
+ * with its message); any other non-zero status is a failure inside libhdf5 (a sanitizer build
+ * exits 1 on the memory errors a damaged heap leads it into). */
+#define PROBE_CLEAN_ERROR 3
 /* Seconds the schema 1 string probe may take before it counts as hung. */
 #define PROBE_TIMEOUT_S 120
 
@@ -147,15 +151,15 @@ static int read_every_v1_string(sd_output_reader *r) {
 
 /* Schema 1 keeps its strings in HDF5's global heap, which has no checksum: libhdf5 follows a
  * damaged heap blindly and can crash (SIGSEGV in H5HG_read). So a child process reads every one
- * of them first; if it crashes (or hangs), the file is refused here with a clear error, and if it
- * does not, the same reads are safe in this process. */
+ * of them first; if it crashes, hangs or fails inside libhdf5, the file is refused here with a
+ * clear error, and if it does not, the same reads are safe in this process. */
 static int probe_v1_strings(sd_output_reader *r) {
   pid_t pid = fork();
   if (pid < 0)
     return SD_ERROR("cannot start a process to check the file's strings: %s", strerror(errno));
   if (pid == 0) {
     alarm(PROBE_TIMEOUT_S);
-    _exit(read_every_v1_string(r) == 0 ? 0 : 1);
+    _exit(read_every_v1_string(r) == 0 ? 0 : PROBE_CLEAN_ERROR);
   }
   int status = 0;
   while (waitpid(pid, &status, 0) < 0)
@@ -167,6 +171,11 @@ static int probe_v1_strings(sd_output_reader *r) {
                     "checksum",
                     WTERMSIG(status) == SIGALRM ? "hung" : "crashed", WTERMSIG(status),
                     strsignal(WTERMSIG(status)));
+  if (WIFEXITED(status) && WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != PROBE_CLEAN_ERROR)
+    return SD_ERROR("damaged schema 1 file: reading its variable-length strings failed inside "
+                    "libhdf5 (exit status %d); schema 1 keeps them in HDF5's global heap, which "
+                    "has no checksum",
+                    WEXITSTATUS(status));
   return 0;
 }
 
