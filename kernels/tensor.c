@@ -189,17 +189,28 @@ void sd_convert_to_f32(sd_dtype src_dtype, const void *src, float *dst, size_t n
   case SD_DTYPE_F32:
     memcpy(dst, src, n * sizeof(float));
     break;
+  /* src may sit at any byte offset (a safetensors header of odd length puts the data there):
+   * every element is loaded with memcpy, which compiles to a plain unaligned load */
   case SD_DTYPE_F16:
-    for (size_t i = 0; i < n; i++)
-      dst[i] = sd_f16_to_f32(((const uint16_t *)src)[i]);
+    for (size_t i = 0; i < n; i++) {
+      uint16_t h;
+      memcpy(&h, (const uint8_t *)src + i * sizeof h, sizeof h);
+      dst[i] = sd_f16_to_f32(h);
+    }
     break;
   case SD_DTYPE_BF16:
-    for (size_t i = 0; i < n; i++)
-      dst[i] = sd_bf16_to_f32(((const uint16_t *)src)[i]);
+    for (size_t i = 0; i < n; i++) {
+      uint16_t h;
+      memcpy(&h, (const uint8_t *)src + i * sizeof h, sizeof h);
+      dst[i] = sd_bf16_to_f32(h);
+    }
     break;
   case SD_DTYPE_I32:
-    for (size_t i = 0; i < n; i++)
-      dst[i] = (float)((const int32_t *)src)[i];
+    for (size_t i = 0; i < n; i++) {
+      int32_t v;
+      memcpy(&v, (const uint8_t *)src + i * sizeof v, sizeof v);
+      dst[i] = (float)v;
+    }
     break;
   }
 }
