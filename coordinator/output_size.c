@@ -2,6 +2,7 @@
 #include "output_size.h"
 
 #include "kernels/error.h"
+#include "kernels/file.h"
 #include "output_schema.h"
 
 #include <errno.h>
@@ -51,16 +52,8 @@ void sd_output_format_bytes(double bytes, char *buf, size_t size) {
 }
 
 int sd_output_check_space(const sd_output_spec *spec, const char *path) {
-  /* the folder the file goes to */
   char folder[PATH_MAX];
-  const char *slash = strrchr(path, '/');
-  if (!slash)
-    snprintf(folder, sizeof folder, ".");
-  else if (slash == path)
-    snprintf(folder, sizeof folder, "/");
-  else if ((size_t)(slash - path) < sizeof folder)
-    snprintf(folder, sizeof folder, "%.*s", (int)(slash - path), path);
-  else
+  if (sd_file_parent_folder(path, folder, sizeof folder) < 0)
     return SD_ERROR("%s: the path is too long", path);
   struct statvfs fs;
   if (statvfs(folder, &fs) < 0)

@@ -5,6 +5,7 @@
 #include "../worker/sched/scheduler_names.h"
 
 #include "error.h"
+#include "file.h"
 #include "worker/sched/scheduler.h"
 
 #include <errno.h>
@@ -304,17 +305,6 @@ int sd_job_compute_hash(sd_job *job) {
   return 0;
 }
 
-/* The folder part of path ("." when it has none), into buf. */
-static void parent_folder(const char *path, char *buf, size_t size) {
-  const char *slash = strrchr(path, '/');
-  if (!slash)
-    snprintf(buf, size, ".");
-  else if (slash == path)
-    snprintf(buf, size, "/");
-  else
-    snprintf(buf, size, "%.*s", (int)(slash - path), path);
-}
-
 int sd_job_check_paths(const sd_job *job) {
   struct stat st;
   if (stat(job->model, &st) != 0)
@@ -336,7 +326,7 @@ int sd_job_check_paths(const sd_job *job) {
     return sd_job_error_at(job->path, job->output_pos, "output: '%s' is a folder, not a file",
                            job->output);
   char folder[4096];
-  parent_folder(job->output, folder, sizeof folder);
+  sd_file_parent_folder(job->output, folder, sizeof folder);
   if (stat(folder, &st) != 0)
     return sd_job_error_at(job->path, job->output_pos, "output: cannot access the folder '%s': %s",
                            folder, strerror(errno));

@@ -166,15 +166,8 @@ int sd_file_check_output(const char *path) {
   } else if (errno != ENOENT) {
     return SD_ERROR("%s: %s", path, strerror(errno));
   }
-  const char *slash = strrchr(path, '/');
   char dir[4096];
-  if (!slash)
-    snprintf(dir, sizeof dir, ".");
-  else if (slash == path)
-    snprintf(dir, sizeof dir, "/");
-  else if ((size_t)(slash - path) < sizeof dir)
-    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-  else
+  if (sd_file_parent_folder(path, dir, sizeof dir) < 0)
     return SD_ERROR("%s: path too long", path);
   if (stat(dir, &st) != 0)
     return SD_ERROR("%s: folder '%s': %s", path, dir, strerror(errno));
@@ -183,6 +176,18 @@ int sd_file_check_output(const char *path) {
   if (access(dir, W_OK) != 0)
     return SD_ERROR("%s: folder '%s' is not writable: %s", path, dir, strerror(errno));
   return 0;
+}
+
+int sd_file_parent_folder(const char *path, char *buf, size_t size) {
+  const char *slash = strrchr(path, '/');
+  int n;
+  if (!slash)
+    n = snprintf(buf, size, ".");
+  else if (slash == path)
+    n = snprintf(buf, size, "/");
+  else
+    n = snprintf(buf, size, "%.*s", (int)(slash - path), path);
+  return n >= 0 && (size_t)n < size ? 0 : -1;
 }
 
 const char *sd_file_error_cause(const char *path) {

@@ -57,6 +57,10 @@ int sd_file_read(const char *path, size_t max_bytes, char **data, size_t *len);
  * Writers call it again just before renaming their finished temporary file into place. */
 int sd_file_check_output(const char *path);
 
+/* The folder part of path into buf: "." when path has no '/', "/" for a file at the root. 0, or
+ * -1 (no error set; buf holds a truncated folder) when the folder does not fit in size bytes. */
+int sd_file_parent_folder(const char *path, char *buf, size_t size);
+
 /* After a failure of the functions above: the error's cause without the leading "<path>: ", for
  * callers that word the error themselves ("not a regular file (a FIFO)"). */
 const char *sd_file_error_cause(const char *path);
