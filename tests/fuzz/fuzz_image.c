@@ -12,9 +12,8 @@
 #define PIXEL_STAGES_MAX_SIDE 256
 
 static void pixel_stages(const sd_image *rgb, size_t size) {
-  static const sd_resample filters[] = {SD_RESAMPLE_BOX, SD_RESAMPLE_BILINEAR,
-                                        SD_RESAMPLE_HAMMING, SD_RESAMPLE_BICUBIC,
-                                        SD_RESAMPLE_LANCZOS};
+  static const sd_resample filters[] = {SD_RESAMPLE_BOX, SD_RESAMPLE_BILINEAR, SD_RESAMPLE_HAMMING,
+                                        SD_RESAMPLE_BICUBIC, SD_RESAMPLE_LANCZOS};
   /* odd target sizes, up and down from the input's */
   int width = rgb->width % 2 ? rgb->width * 2 + 1 : rgb->width / 2 + 1;
   int height = rgb->height % 3 ? rgb->height / 3 + 1 : rgb->height + 7;
