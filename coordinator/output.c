@@ -24,6 +24,8 @@ struct sd_output {
   int64_t n_items, n_prompts;
   bool save_latents;
   bool metadata_complete;
+  int version;                /* the file's schema version */
+  int64_t damaged_items;      /* done or failed items found damaged at open, rendered again */
   uint8_t *status;            /* (n_items) as written; on disk as of the last flush */
   int64_t dirty_lo, dirty_hi; /* status rows changed since the last flush: [lo, hi) */
   int64_t counts[3];
@@ -66,8 +68,38 @@ static int create_new(const sd_output_spec *spec) {
   return rc;
 }
 
-/* Checks that the existing file at spec->path was started by this job with these shapes. */
-static int check_existing(const sd_output_spec *spec) {
+/* Marks in damaged (n_items) the items a resume renders again: rows the reader flags
+ * (sd_output_record.problem) and, in schema 2, done items whose image or latents chunk fails its
+ * checksum. A damaged chunk index is an error: items would be written where it points. */
+static int find_damaged_items(sd_output_reader *reader, int64_t n_items, uint8_t *damaged) {
+  enum { BLOCK = 4096 };
+  SD_TRY(sd_output_verify_chunk_index(reader));
+  const bool read_chunks = sd_output_reader_info(reader)->schema_version >= 2;
+  sd_output_record *records = malloc(BLOCK * sizeof *records);
+  if (!records)
+    return SD_ERROR("out of memory");
+  int rc = 0;
+  for (int64_t start = 0; rc == 0 && start < n_items; start += BLOCK) {
+    int64_t count = n_items - start < BLOCK ? n_items - start : BLOCK;
+    rc = sd_output_read_records(reader, start, count, records);
+    for (int64_t i = 0; rc == 0 && i < count; i++) {
+      damaged[start + i] = records[i].problem[0] != 0;
+      if (damaged[start + i] || !read_chunks || records[i].status != SD_ITEM_DONE)
+        continue;
+      char problem[SD_OUTPUT_PROBLEM_LEN];
+      int got = sd_output_verify_item(reader, start + i, &records[i], problem);
+      if (got < 0)
+        rc = -1;
+      damaged[start + i] = got == 1;
+    }
+  }
+  free(records);
+  return rc;
+}
+
+/* Checks that the existing file at spec->path was started by this job with these shapes, and
+ * marks its damaged items in damaged (spec->n_items). */
+static int check_existing(const sd_output_spec *spec, uint8_t *damaged) {
   sd_output_reader *reader = NULL;
   if (sd_output_reader_open(spec->path, &reader) < 0) {
     char message[1024];
@@ -104,23 +136,29 @@ static int check_existing(const sd_output_spec *spec) {
         info->save_latents ? "on" : "off", info->latent_channels, info->latent_h, info->latent_w,
         (long long)spec->n_items, spec->width, spec->height, (long long)spec->n_prompts,
         spec->save_latents ? "on" : "off", spec->latent_channels, spec->latent_h, spec->latent_w);
+  if (rc == 0 && find_damaged_items(reader, spec->n_items, damaged) < 0)
+    rc =
+        sd_error_context("%s: checking its items; refusing to resume (left untouched)", spec->path);
   sd_output_reader_close(reader);
   return rc;
 }
 
-/* Loads the status column into memory and counts it. */
-static int load_status(sd_output *o) {
+/* Loads the status column into memory and counts it; a damaged item (damaged[i], may be NULL)
+ * that is not pending counts as pending, to be rendered again. */
+static int load_status(sd_output *o, const uint8_t *damaged) {
   SD_TRY(sd_h5_dataset_read_rows(&o->ds[SD_DS_STATUS], H5T_NATIVE_UINT8, 0, o->n_items, o->status));
   for (int64_t i = 0; i < o->n_items; i++) {
-    if (o->status[i] > SD_ITEM_FAILED)
-      return SD_ERROR("dataset 'status': item %lld has value %u (expected 0, 1 or 2)", (long long)i,
-                      o->status[i]);
+    if ((damaged && damaged[i]) || o->status[i] > SD_ITEM_FAILED) {
+      if (o->status[i] != SD_ITEM_PENDING)
+        o->damaged_items++;
+      o->status[i] = SD_ITEM_PENDING;
+    }
     o->counts[o->status[i]]++;
   }
   return 0;
 }
 
-static int open_for_writing(sd_output *o) {
+static int open_for_writing(sd_output *o, const uint8_t *damaged) {
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
   if (fapl < 0 || H5Pset_libver_bounds(fapl, H5F_LIBVER_EARLIEST, H5F_LIBVER_V18) < 0 ||
       H5Pset_file_locking(fapl, 1, 1) < 0) {
@@ -139,6 +177,9 @@ static int open_for_writing(sd_output *o) {
   }
   o->fd = *fd;
   H5Pclose(fapl);
+  int64_t version = 0;
+  SD_TRY(sd_h5_attr_read_int(o->file, "schema_version", &version));
+  o->version = (int)version;
 
   /* Images and latents bypass the chunk cache: each write goes straight to its chunk's place. */
   hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
@@ -150,10 +191,11 @@ static int open_for_writing(sd_output *o) {
   }
   int status = 0;
   for (int d = 0; d < SD_DS_COUNT && status == 0; d++) {
-    if ((d == SD_DS_LATENTS && !o->save_latents) || d == SD_DS_CHECKSUM)
+    if ((d == SD_DS_LATENTS && !o->save_latents) || (d == SD_DS_CHECKSUM && o->version < 2))
       continue;
-    status = sd_h5_dataset_open(o->file, sd_output_dataset_names[d],
-                                d == SD_DS_IMAGES ? dapl : H5P_DEFAULT, &o->ds[d]);
+    status =
+        sd_h5_dataset_open(o->file, sd_output_dataset_names[d],
+                           d == SD_DS_IMAGES || d == SD_DS_LATENTS ? dapl : H5P_DEFAULT, &o->ds[d]);
   }
   H5Pclose(dapl);
   SD_TRY(status);
@@ -165,7 +207,7 @@ static int open_for_writing(sd_output *o) {
   o->time_type = sd_h5_fixed_string_type(SD_OUTPUT_TIME_LEN);
   if (o->scheduler_type < 0 || o->failure_type < 0 || o->time_type < 0)
     return -1;
-  return load_status(o);
+  return load_status(o, damaged);
 fail_fapl:
   if (fapl >= 0)
     H5Pclose(fapl);
@@ -196,18 +238,29 @@ static int release(sd_output *o) {
 int sd_output_open(const sd_output_spec *spec, sd_output **out) {
   *out = NULL;
   sd_h5_silence();
+  if (spec->n_items < 1)
+    return SD_ERROR("%s: n_items is %lld, expected at least 1", spec->path,
+                    (long long)spec->n_items);
+  /* the items a resume renders again (an existing file's damaged ones); a new file has none,
+   * and a job too large for the disk is refused by its creation before anything is allocated */
+  uint8_t *damaged = NULL;
   struct stat st;
+  int rc = 0;
   if (stat(spec->path, &st) == 0) {
-    SD_TRY(check_existing(spec));
+    damaged = calloc((size_t)spec->n_items, 1);
+    rc = damaged
+             ? check_existing(spec, damaged)
+             : SD_ERROR("%s: out of memory for %lld items", spec->path, (long long)spec->n_items);
   } else if (errno == ENOENT) {
-    SD_TRY(create_new(spec));
+    rc = create_new(spec);
   } else {
-    return SD_ERROR("%s: %s", spec->path, strerror(errno));
+    rc = SD_ERROR("%s: %s", spec->path, strerror(errno));
   }
-
-  sd_output *o = calloc(1, sizeof *o);
-  if (!o)
-    return SD_ERROR("%s: out of memory", spec->path);
+  sd_output *o = rc < 0 ? NULL : calloc(1, sizeof *o);
+  if (!o) {
+    free(damaged);
+    return rc < 0 ? -1 : SD_ERROR("%s: out of memory", spec->path);
+  }
   o->file = o->updated = o->scheduler_type = o->failure_type = o->time_type = -1;
   o->fd = -1;
   for (int d = 0; d < SD_DS_COUNT; d++)
@@ -222,9 +275,12 @@ int sd_output_open(const sd_output_spec *spec, sd_output **out) {
   o->dirty_hi = 0;
   if (!o->path || !o->status) {
     release(o);
+    free(damaged);
     return SD_ERROR("%s: out of memory for %lld statuses", spec->path, (long long)spec->n_items);
   }
-  if (open_for_writing(o) < 0) {
+  rc = open_for_writing(o, damaged);
+  free(damaged);
+  if (rc < 0) {
     sd_error_context("%s", spec->path);
     release(o);
     return -1;
@@ -248,6 +304,10 @@ int sd_output_close(sd_output *output) {
   if (release(output) < 0)
     rc = -1;
   return rc;
+}
+
+int64_t sd_output_damaged_items(const sd_output *o) {
+  return o->damaged_items;
 }
 
 int sd_output_status(const sd_output *o, int64_t index) {
@@ -298,6 +358,34 @@ static int write_meta(sd_output *o, int64_t index, const sd_output_item_meta *me
   return 0;
 }
 
+/* Schema 2: the row checksum of item index as it will be once status is flushed (written with
+ * the row, before the status: a done status on disk implies its checksum is there). meta NULL:
+ * the metadata already in the file. */
+static int write_checksum(sd_output *o, int64_t index, const sd_output_item_meta *meta,
+                          uint8_t status, const char failure[SD_OUTPUT_FAILURE_LEN]) {
+  if (o->version < 2)
+    return 0;
+  sd_output_record rec = {.status = status};
+  if (meta) {
+    rec.prompt_index = meta->prompt_index;
+    rec.seed = meta->seed;
+    rec.guidance_scale = meta->guidance_scale;
+    rec.steps = meta->steps;
+    sd_output_copy_fixed(rec.scheduler, SD_OUTPUT_SCHEDULER_LEN, meta->scheduler);
+  } else {
+    SD_TRY(sd_h5_dataset_read_rows(&o->ds[SD_DS_PROMPT_INDEX], H5T_NATIVE_INT32, index, 1,
+                                   &rec.prompt_index));
+    SD_TRY(sd_h5_dataset_read_rows(&o->ds[SD_DS_SEED], H5T_NATIVE_INT64, index, 1, &rec.seed));
+    SD_TRY(sd_h5_dataset_read_rows(&o->ds[SD_DS_GUIDANCE], H5T_NATIVE_FLOAT, index, 1,
+                                   &rec.guidance_scale));
+    SD_TRY(sd_h5_dataset_read_rows(&o->ds[SD_DS_STEPS], H5T_NATIVE_INT32, index, 1, &rec.steps));
+    SD_TRY(sd_h5_dataset_read_rows(&o->ds[SD_DS_SCHEDULER], o->scheduler_type, index, 1,
+                                   rec.scheduler));
+  }
+  uint32_t sum = sd_output_row_checksum(index, &rec, failure);
+  return sd_h5_dataset_write_rows(&o->ds[SD_DS_CHECKSUM], H5T_NATIVE_UINT32, index, 1, &sum);
+}
+
 static void set_status(sd_output *o, int64_t index, uint8_t status) {
   o->counts[o->status[index]]--;
   o->counts[status]++;
@@ -320,7 +408,8 @@ int sd_output_write_done(sd_output *o, int64_t index, const sd_output_item_meta 
       sd_h5_dataset_write_rows(&o->ds[SD_DS_IMAGES], H5T_NATIVE_UINT8, index, 1, rgb) < 0 ||
       (o->save_latents &&
        sd_h5_dataset_write_rows(&o->ds[SD_DS_LATENTS], H5T_NATIVE_FLOAT, index, 1, latents) < 0) ||
-      sd_h5_dataset_write_rows(&o->ds[SD_DS_FAILURE], o->failure_type, index, 1, no_failure) < 0)
+      sd_h5_dataset_write_rows(&o->ds[SD_DS_FAILURE], o->failure_type, index, 1, no_failure) < 0 ||
+      write_checksum(o, index, meta, SD_ITEM_DONE, no_failure) < 0)
     return sd_error_context("%s: item %lld", o->path, (long long)index);
   set_status(o, index, SD_ITEM_DONE);
   return 0;
@@ -333,7 +422,8 @@ int sd_output_write_failed(sd_output *o, int64_t index, const sd_output_item_met
   char text[SD_OUTPUT_FAILURE_LEN];
   sd_output_copy_fixed(text, sizeof text, reason && reason[0] ? reason : "(no reason given)");
   if (write_meta(o, index, meta) < 0 ||
-      sd_h5_dataset_write_rows(&o->ds[SD_DS_FAILURE], o->failure_type, index, 1, text) < 0)
+      sd_h5_dataset_write_rows(&o->ds[SD_DS_FAILURE], o->failure_type, index, 1, text) < 0 ||
+      write_checksum(o, index, meta, SD_ITEM_FAILED, text) < 0)
     return sd_error_context("%s: item %lld", o->path, (long long)index);
   set_status(o, index, SD_ITEM_FAILED);
   return 0;

@@ -29,7 +29,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define SD_OUTPUT_SCHEMA_VERSION 1
+/* The schema version new files get (docs/output.md); files of version 1 are still read and
+ * resumed. */
+#define SD_OUTPUT_SCHEMA_VERSION 2
 /* Bytes of the fixed-length string datasets, NUL included: longer scheduler names are refused,
  * longer failure reasons cut (at a UTF-8 character boundary). */
 #define SD_OUTPUT_SCHEDULER_LEN 32
@@ -70,6 +72,9 @@ typedef struct sd_output_spec {
    * each item's metadata is written with its result. Returns 0, or -1 with an error. */
   int (*item_meta)(void *ctx, int64_t index, sd_output_item_meta *meta);
   void *item_meta_ctx;
+  /* The schema a new file is written in: 0 (the newest, SD_OUTPUT_SCHEMA_VERSION) or 1 (the old
+   * layout, for tests and benchmarks). An existing file keeps its own. */
+  int schema_version;
 } sd_output_spec;
 
 /* Creates the file, or opens an existing one for resume: an existing file must have been
@@ -80,6 +85,11 @@ typedef struct sd_output_spec {
 int sd_output_open(const sd_output_spec *spec, sd_output **out);
 /* Closes (flushing); returns -1 when the final flush fails. */
 int sd_output_close(sd_output *output);
+
+/* Done items found damaged when an existing file was opened for resume (sd_output_verify_item:
+ * a row that fails its checks, or in schema 2 its row checksum; schema 2: an image or latents
+ * chunk that fails its Fletcher32 checksum). They count as pending and are rendered again. */
+int64_t sd_output_damaged_items(const sd_output *output);
 
 /* Status of item index as of open or the last write (kept in memory: one byte per item). */
 int sd_output_status(const sd_output *output, int64_t index);
@@ -153,5 +163,15 @@ int sd_output_read_latents(sd_output_reader *reader, int64_t index, float *laten
 int sd_output_read_failure(sd_output_reader *reader, int64_t index, char *reason);
 /* Prompt i as a malloc'ed UTF-8 string (*out, the caller frees). */
 int sd_output_read_prompt(sd_output_reader *reader, int64_t i, char **out);
+
+/* Checks the chunk index of the per-item chunked datasets (images; latents in schema 2): every
+ * item's chunk present, of the size the schema gives, inside the file, none overlapping another.
+ * -1 with an error when not: the file's structure is damaged, and writing into it is unsafe. */
+int sd_output_verify_chunk_index(sd_output_reader *reader);
+/* Reads back item index (rec: its record from sd_output_read_records): 0 when sound, 1 when
+ * damaged with why in problem (a row that fails its checks, or an image or latents chunk that
+ * cannot be read: in schema 2 one that fails its Fletcher32 checksum), -1 when out of memory. */
+int sd_output_verify_item(sd_output_reader *reader, int64_t index, const sd_output_record *rec,
+                          char problem[SD_OUTPUT_PROBLEM_LEN]);
 
 #endif

@@ -1,11 +1,14 @@
 /* Creation of an output file: every dataset's storage is allocated (H5D_ALLOC_TIME_EARLY, fixed
  * dims) and every attribute written before the file is first closed, so that later writes touch
- * raw data only (see output.h). Only status is filled (zeros: pending); the other per-item
- * datasets are written whole when an item's result is (or at creation for the metadata given by
- * item_meta) and are otherwise left as holes, so an empty file takes little disk space whatever
- * its size. Images are chunked, one image per chunk; latents are contiguous (an item's latents
- * are one contiguous row either way, and a chunk index would only add metadata). */
-#include "output_internal.h"
+ * raw data only (see output.h). Schema 2 (the default): HDF5's 1.8 file format (superblock 2,
+ * object headers with checksums; not the 1.10 format, whose superblock records "open for writing"
+ * and so refuses a file after a kill), fixed-length strings only, images and latents chunked one
+ * item per chunk with HDF5's Fletcher32 checksum (HDF5 then writes every chunk, zeros with their
+ * checksum, at creation: the file takes its full size at once), prompts chunked and checksummed,
+ * a CRC-32 per item row (item_checksum) and a SHA-256 over the attributes (header_sha256).
+ * Schema 1: the 1.0 format, variable-length strings, no checksums; only status is filled and the
+ * rest left as holes, so an empty file takes little disk space whatever its size. */
+#include "output_schema.h"
 #include "output_size.h"
 
 #include "kernels/error.h"
@@ -41,11 +44,14 @@ static int check_spec(const sd_output_spec *spec) {
   return 0;
 }
 
+/* Filters of create_dataset. */
+enum { FILTER_FLETCHER32 = 1, FILTER_DEFLATE = 2 };
+
 /* Creates dataset name with fixed dims (rank 0: a scalar), storage allocated now; fill_now
  * writes the fill value (zeros) over it, otherwise the storage is left as it is (holes in a new
- * file). chunk NULL: contiguous. */
+ * file; a filtered dataset is always filled). chunk NULL: contiguous. */
 static int create_dataset(hid_t file, const char *name, hid_t type, int rank, const hsize_t *dims,
-                          const hsize_t *chunk, bool fill_now) {
+                          const hsize_t *chunk, bool fill_now, unsigned filters) {
   int rc = -1;
   hid_t space = rank ? H5Screate_simple(rank, dims, NULL) : H5Screate(H5S_SCALAR);
   hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
@@ -55,8 +61,10 @@ static int create_dataset(hid_t file, const char *name, hid_t type, int rank, co
   }
   if ((chunk ? H5Pset_chunk(dcpl, rank, chunk) : H5Pset_layout(dcpl, H5D_CONTIGUOUS)) < 0 ||
       H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) < 0 ||
-      H5Pset_fill_time(dcpl, fill_now ? H5D_FILL_TIME_ALLOC : H5D_FILL_TIME_NEVER) < 0 ||
-      H5Pset_obj_track_times(dcpl, 0) < 0) {
+      H5Pset_fill_time(dcpl, fill_now || filters ? H5D_FILL_TIME_ALLOC : H5D_FILL_TIME_NEVER) < 0 ||
+      H5Pset_obj_track_times(dcpl, 0) < 0 ||
+      ((filters & FILTER_DEFLATE) && H5Pset_deflate(dcpl, 6) < 0) ||
+      ((filters & FILTER_FLETCHER32) && H5Pset_fletcher32(dcpl) < 0)) {
     SD_H5_ERROR("dataset '%s': cannot set its layout", name);
     goto out;
   }
@@ -75,7 +83,54 @@ out:
   return rc;
 }
 
-static int write_prompts(hid_t file, const sd_output_spec *spec) {
+/* Schema 2 prompts: fixed-length strings as long as the longest prompt (+ NUL), in chunks of
+ * about 1 MB, compressed (the padding is mostly zeros) and checksummed. */
+static int write_fixed_prompts(hid_t file, const sd_output_spec *spec) {
+  size_t len = 1;
+  for (int64_t i = 0; i < spec->n_prompts; i++) {
+    size_t n = strlen(spec->prompts[i]) + 1;
+    if (n > SD_OUTPUT_MAX_PROMPT)
+      return SD_ERROR("prompt %lld is %zu bytes; the output stores prompts of up to %d bytes",
+                      (long long)i, n - 1, SD_OUTPUT_MAX_PROMPT - 1);
+    if (n > len)
+      len = n;
+  }
+  int64_t rows = (int64_t)((1 << 20) / len);
+  rows = rows < 1 ? 1 : rows > spec->n_prompts ? spec->n_prompts : rows;
+  hid_t type = sd_h5_fixed_string_type(len);
+  if (type < 0)
+    return -1;
+  const hsize_t dims[1] = {(hsize_t)spec->n_prompts}, chunk[1] = {(hsize_t)rows};
+  char *block = calloc((size_t)rows, len);
+  sd_h5_dataset ds = {.id = -1, .space = -1};
+  int rc = -1;
+  if (!block) {
+    SD_ERROR("out of memory for %lld prompts of %zu bytes", (long long)rows, len);
+    goto out;
+  }
+  if (create_dataset(file, "prompts", type, 1, dims, chunk, true,
+                     FILTER_DEFLATE | FILTER_FLETCHER32) < 0 ||
+      sd_h5_dataset_open(file, "prompts", H5P_DEFAULT, &ds) < 0)
+    goto out;
+  for (int64_t start = 0; start < spec->n_prompts; start += rows) {
+    int64_t count = spec->n_prompts - start < rows ? spec->n_prompts - start : rows;
+    memset(block, 0, (size_t)rows * len);
+    for (int64_t i = 0; i < count; i++)
+      memcpy(block + (size_t)i * len, spec->prompts[start + i], strlen(spec->prompts[start + i]));
+    if (sd_h5_dataset_write_rows(&ds, type, start, count, block) < 0)
+      goto out;
+  }
+  rc = 0;
+out:
+  sd_h5_dataset_close(&ds);
+  free(block);
+  H5Tclose(type);
+  return rc;
+}
+
+static int write_prompts(hid_t file, const sd_output_spec *spec, int version) {
+  if (version >= 2)
+    return write_fixed_prompts(file, spec);
   hid_t type = sd_h5_vlen_string_type();
   if (type < 0)
     return -1;
@@ -106,8 +161,50 @@ out:
   return rc;
 }
 
-/* Writes every item's metadata, asked of spec->item_meta, in blocks of META_BLOCK items. */
-static int write_all_meta(hid_t file, const sd_output_spec *spec, hid_t scheduler_type) {
+/* The schema 2 checksum of a pending item's row with this metadata (zeros when meta is NULL). */
+static uint32_t pending_checksum(int64_t index, const sd_output_item_meta *meta) {
+  sd_output_record rec = {0};
+  if (meta) {
+    rec.prompt_index = meta->prompt_index;
+    rec.seed = meta->seed;
+    rec.guidance_scale = meta->guidance_scale;
+    rec.steps = meta->steps;
+    sd_output_copy_fixed(rec.scheduler, SD_OUTPUT_SCHEDULER_LEN, meta->scheduler);
+  }
+  static const char no_failure[SD_OUTPUT_FAILURE_LEN];
+  return sd_output_row_checksum(index, &rec, no_failure);
+}
+
+/* Schema 2 without item_meta: the checksums of the zero rows of pending items. */
+static int write_zero_checksums(hid_t file, int64_t n_items) {
+  int64_t block = n_items < META_BLOCK ? n_items : META_BLOCK;
+  uint32_t *sums = malloc((size_t)block * sizeof *sums);
+  sd_h5_dataset ds = {.id = -1, .space = -1};
+  int rc = -1;
+  if (!sums) {
+    SD_ERROR("out of memory for a block of %lld checksums", (long long)block);
+    goto out;
+  }
+  if (sd_h5_dataset_open(file, sd_output_dataset_names[SD_DS_CHECKSUM], H5P_DEFAULT, &ds) < 0)
+    goto out;
+  for (int64_t start = 0; start < n_items; start += block) {
+    int64_t count = n_items - start < block ? n_items - start : block;
+    for (int64_t i = 0; i < count; i++)
+      sums[i] = pending_checksum(start + i, NULL);
+    if (sd_h5_dataset_write_rows(&ds, H5T_NATIVE_UINT32, start, count, sums) < 0)
+      goto out;
+  }
+  rc = 0;
+out:
+  sd_h5_dataset_close(&ds);
+  free(sums);
+  return rc;
+}
+
+/* Writes every item's metadata, asked of spec->item_meta, in blocks of META_BLOCK items (and in
+ * schema 2 each row's checksum). */
+static int write_all_meta(hid_t file, const sd_output_spec *spec, hid_t scheduler_type,
+                          int version) {
   sd_h5_dataset ds[SD_DS_COUNT];
   for (int d = 0; d < SD_DS_COUNT; d++)
     ds[d] = (sd_h5_dataset){.id = -1, .space = -1};
@@ -117,8 +214,9 @@ static int write_all_meta(hid_t file, const sd_output_spec *spec, hid_t schedule
   float *guidance = malloc((size_t)block * sizeof *guidance);
   int32_t *steps = malloc((size_t)block * sizeof *steps);
   char *scheduler = malloc((size_t)block * SD_OUTPUT_SCHEDULER_LEN);
+  uint32_t *sums = malloc((size_t)block * sizeof *sums);
   int rc = -1;
-  if (!prompt_index || !seed || !guidance || !steps || !scheduler) {
+  if (!prompt_index || !seed || !guidance || !steps || !scheduler || !sums) {
     SD_ERROR("out of memory for a block of %lld items' metadata", (long long)block);
     goto out;
   }
@@ -129,6 +227,9 @@ static int write_all_meta(hid_t file, const sd_output_spec *spec, hid_t schedule
     if (sd_h5_dataset_open(file, sd_output_dataset_names[d], H5P_DEFAULT, &ds[d]) < 0)
       goto out;
   }
+  if (version >= 2 && sd_h5_dataset_open(file, sd_output_dataset_names[SD_DS_CHECKSUM], H5P_DEFAULT,
+                                         &ds[SD_DS_CHECKSUM]) < 0)
+    goto out;
   for (int64_t start = 0; start < spec->n_items; start += block) {
     int64_t count = spec->n_items - start < block ? spec->n_items - start : block;
     for (int64_t i = 0; i < count; i++) {
@@ -153,6 +254,7 @@ static int write_all_meta(hid_t file, const sd_output_spec *spec, hid_t schedule
       steps[i] = meta.steps;
       sd_output_copy_fixed(scheduler + i * SD_OUTPUT_SCHEDULER_LEN, SD_OUTPUT_SCHEDULER_LEN,
                            meta.scheduler);
+      sums[i] = pending_checksum(start + i, &meta);
     }
     if (sd_h5_dataset_write_rows(&ds[SD_DS_PROMPT_INDEX], H5T_NATIVE_INT32, start, count,
                                  prompt_index) < 0 ||
@@ -160,7 +262,10 @@ static int write_all_meta(hid_t file, const sd_output_spec *spec, hid_t schedule
         sd_h5_dataset_write_rows(&ds[SD_DS_GUIDANCE], H5T_NATIVE_FLOAT, start, count, guidance) <
             0 ||
         sd_h5_dataset_write_rows(&ds[SD_DS_STEPS], H5T_NATIVE_INT32, start, count, steps) < 0 ||
-        sd_h5_dataset_write_rows(&ds[SD_DS_SCHEDULER], scheduler_type, start, count, scheduler) < 0)
+        sd_h5_dataset_write_rows(&ds[SD_DS_SCHEDULER], scheduler_type, start, count, scheduler) <
+            0 ||
+        (version >= 2 &&
+         sd_h5_dataset_write_rows(&ds[SD_DS_CHECKSUM], H5T_NATIVE_UINT32, start, count, sums) < 0))
       goto out;
   }
   rc = 0;
@@ -172,29 +277,53 @@ out:
   free(guidance);
   free(steps);
   free(scheduler);
+  free(sums);
   return rc;
 }
 
-static int write_attributes(hid_t file, const sd_output_spec *spec) {
+/* The root attributes, in table order: schema 1 as variable-length strings, schema 2 as
+ * fixed-length ones with the header checksum over all the others. */
+static int write_attributes(hid_t file, const sd_output_spec *spec, int version) {
   char created[SD_OUTPUT_TIME_LEN];
   sd_output_time_now(created);
-  SD_TRY(sd_h5_attr_write_string(file, "format", SD_OUTPUT_FORMAT_NAME));
-  SD_TRY(sd_h5_attr_write_int(file, "schema_version", SD_OUTPUT_SCHEMA_VERSION));
-  SD_TRY(sd_h5_attr_write_string(file, "job_yaml", spec->job_yaml));
-  SD_TRY(sd_h5_attr_write_string(file, "job_path", spec->job_path ? spec->job_path : ""));
-  SD_TRY(sd_h5_attr_write_string(file, "job_hash", spec->job_hash));
-  SD_TRY(sd_h5_attr_write_string(file, "model", spec->model_path));
-  SD_TRY(sd_h5_attr_write_string(file, "model_identity", spec->model_identity));
-  SD_TRY(sd_h5_attr_write_string(file, "adapters", spec->adapters ? spec->adapters : ""));
-  SD_TRY(sd_h5_attr_write_int(file, "width", spec->width));
-  SD_TRY(sd_h5_attr_write_int(file, "height", spec->height));
-  SD_TRY(sd_h5_attr_write_int(file, "latent_channels", spec->latent_channels));
-  SD_TRY(sd_h5_attr_write_int(file, "latent_height", spec->latent_h));
-  SD_TRY(sd_h5_attr_write_int(file, "latent_width", spec->latent_w));
-  SD_TRY(sd_h5_attr_write_int(file, "save_latents", spec->save_latents));
-  SD_TRY(sd_h5_attr_write_int(file, "metadata_complete", spec->item_meta != NULL));
-  SD_TRY(sd_h5_attr_write_string(file, "created", created));
-  SD_TRY(sd_h5_attr_write_string(file, "sdbatch_version", SDBATCH_VERSION));
+  sd_output_header h = {{0}, {0}};
+  h.strings[SD_ATTR_FORMAT] = SD_OUTPUT_FORMAT_NAME;
+  h.ints[SD_ATTR_SCHEMA_VERSION] = version;
+  h.strings[SD_ATTR_JOB_YAML] = spec->job_yaml;
+  h.strings[SD_ATTR_JOB_PATH] = spec->job_path ? spec->job_path : "";
+  h.strings[SD_ATTR_JOB_HASH] = spec->job_hash;
+  h.strings[SD_ATTR_MODEL] = spec->model_path;
+  h.strings[SD_ATTR_MODEL_IDENTITY] = spec->model_identity;
+  h.strings[SD_ATTR_ADAPTERS] = spec->adapters ? spec->adapters : "";
+  h.ints[SD_ATTR_WIDTH] = spec->width;
+  h.ints[SD_ATTR_HEIGHT] = spec->height;
+  h.ints[SD_ATTR_LATENT_CHANNELS] = spec->latent_channels;
+  h.ints[SD_ATTR_LATENT_HEIGHT] = spec->latent_h;
+  h.ints[SD_ATTR_LATENT_WIDTH] = spec->latent_w;
+  h.ints[SD_ATTR_SAVE_LATENTS] = spec->save_latents;
+  h.ints[SD_ATTR_METADATA_COMPLETE] = spec->item_meta != NULL;
+  h.strings[SD_ATTR_CREATED] = created;
+  h.strings[SD_ATTR_SDBATCH_VERSION] = SDBATCH_VERSION;
+  char hex[65];
+  if (version >= 2) {
+    sd_output_header_sha256(&h, hex);
+    h.strings[SD_ATTR_HEADER_CHECKSUM] = hex;
+  }
+  for (int a = 0; a < SD_ATTR_COUNT; a++) {
+    const sd_output_attr_desc *d = &sd_output_attrs[a];
+    if (!((d->versions >> version) & 1u))
+      continue;
+    if (d->kind == SD_ATTR_INT) {
+      SD_TRY(sd_h5_attr_write_int(file, d->name, h.ints[a]));
+      continue;
+    }
+    /* what the reader would refuse is not written */
+    if (strlen(h.strings[a]) > (size_t)d->max)
+      return SD_ERROR("attribute '%s' would be %zu bytes, more than the %lld the schema allows",
+                      d->name, strlen(h.strings[a]), (long long)d->max);
+    SD_TRY(version >= 2 ? sd_h5_attr_write_fixed_string(file, d->name, h.strings[a])
+                        : sd_h5_attr_write_string(file, d->name, h.strings[a]));
+  }
   return 0;
 }
 
@@ -210,7 +339,7 @@ static int fsync_path(const char *path) {
   return 0;
 }
 
-static int create_layout(hid_t file, const sd_output_spec *spec) {
+static int create_layout(hid_t file, const sd_output_spec *spec, int version) {
   const bool meta_known = spec->item_meta != NULL;
   const hsize_t n = (hsize_t)spec->n_items;
   int rc = -1;
@@ -220,31 +349,38 @@ static int create_layout(hid_t file, const sd_output_spec *spec) {
   if (scheduler_type < 0 || failure_type < 0 || time_type < 0)
     goto out;
 
+  const unsigned checksum = version >= 2 ? FILTER_FLETCHER32 : 0;
   const hsize_t image_dims[4] = {n, (hsize_t)spec->height, (hsize_t)spec->width, 3};
   const hsize_t image_chunk[4] = {1, (hsize_t)spec->height, (hsize_t)spec->width, 3};
-  if (create_dataset(file, "images", H5T_STD_U8LE, 4, image_dims, image_chunk, false) < 0)
+  if (create_dataset(file, "images", H5T_STD_U8LE, 4, image_dims, image_chunk, false, checksum) < 0)
     goto out;
   if (spec->save_latents) {
     const hsize_t latent_dims[4] = {n, (hsize_t)spec->latent_channels, (hsize_t)spec->latent_h,
                                     (hsize_t)spec->latent_w};
-    if (create_dataset(file, "latents", H5T_IEEE_F32LE, 4, latent_dims, NULL, false) < 0)
+    const hsize_t latent_chunk[4] = {1, latent_dims[1], latent_dims[2], latent_dims[3]};
+    if (create_dataset(file, "latents", H5T_IEEE_F32LE, 4, latent_dims,
+                       version >= 2 ? latent_chunk : NULL, false, checksum) < 0)
       goto out;
   }
-  if (write_prompts(file, spec) < 0)
+  if (write_prompts(file, spec, version) < 0)
     goto out;
   const hsize_t dims[1] = {n};
-  if (create_dataset(file, "prompt_index", H5T_STD_I32LE, 1, dims, NULL, !meta_known) < 0 ||
-      create_dataset(file, "seed", H5T_STD_I64LE, 1, dims, NULL, !meta_known) < 0 ||
-      create_dataset(file, "guidance_scale", H5T_IEEE_F32LE, 1, dims, NULL, !meta_known) < 0 ||
-      create_dataset(file, "steps", H5T_STD_I32LE, 1, dims, NULL, !meta_known) < 0 ||
-      create_dataset(file, "scheduler", scheduler_type, 1, dims, NULL, !meta_known) < 0 ||
-      create_dataset(file, "status", H5T_STD_U8LE, 1, dims, NULL, true) < 0 ||
-      create_dataset(file, "failure", failure_type, 1, dims, NULL, false) < 0 ||
-      create_dataset(file, "updated", time_type, 0, NULL, NULL, true) < 0)
+  if (create_dataset(file, "prompt_index", H5T_STD_I32LE, 1, dims, NULL, !meta_known, 0) < 0 ||
+      create_dataset(file, "seed", H5T_STD_I64LE, 1, dims, NULL, !meta_known, 0) < 0 ||
+      create_dataset(file, "guidance_scale", H5T_IEEE_F32LE, 1, dims, NULL, !meta_known, 0) < 0 ||
+      create_dataset(file, "steps", H5T_STD_I32LE, 1, dims, NULL, !meta_known, 0) < 0 ||
+      create_dataset(file, "scheduler", scheduler_type, 1, dims, NULL, !meta_known, 0) < 0 ||
+      create_dataset(file, "status", H5T_STD_U8LE, 1, dims, NULL, true, 0) < 0 ||
+      create_dataset(file, "failure", failure_type, 1, dims, NULL, version >= 2, 0) < 0 ||
+      (version >= 2 && create_dataset(file, sd_output_dataset_names[SD_DS_CHECKSUM], H5T_STD_U32LE,
+                                      1, dims, NULL, false, 0) < 0) ||
+      create_dataset(file, "updated", time_type, 0, NULL, NULL, true, 0) < 0)
     goto out;
-  if (meta_known && write_all_meta(file, spec, scheduler_type) < 0)
+  if (meta_known && write_all_meta(file, spec, scheduler_type, version) < 0)
     goto out;
-  if (write_attributes(file, spec) < 0)
+  if (!meta_known && version >= 2 && write_zero_checksums(file, spec->n_items) < 0)
+    goto out;
+  if (write_attributes(file, spec, version) < 0)
     goto out;
   rc = 0;
 out:
@@ -260,12 +396,19 @@ out:
 int sd_output_create_file(const sd_output_spec *spec, const char *path) {
   sd_h5_silence();
   SD_TRY(check_spec(spec));
-  SD_TRY(sd_output_check_space(spec, path));
-  /* The oldest file format that has what we need: superblock version 0, which (unlike version
-   * 3) records no "open for writing" flag that a killed writer would leave set. */
+  int version = spec->schema_version ? spec->schema_version : SD_OUTPUT_SCHEMA_VERSION;
+  if (version < SD_OUTPUT_SCHEMA_OLDEST || version > SD_OUTPUT_SCHEMA_NEWEST)
+    return SD_ERROR("schema version %d: this sdbatch writes versions %d to %d", version,
+                    SD_OUTPUT_SCHEMA_OLDEST, SD_OUTPUT_SCHEMA_NEWEST);
+  SD_TRY(sd_output_check_space(spec, version, path));
+  /* Schema 1: the oldest format (superblock 0). Schema 2: the 1.8 format (superblock 2 and
+   * object headers with checksums). Neither is the 1.10 format, whose superblock 3 records an
+   * "open for writing" flag that a killed writer would leave set. */
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
   hid_t file = -1;
-  if (fapl < 0 || H5Pset_libver_bounds(fapl, H5F_LIBVER_EARLIEST, H5F_LIBVER_V18) < 0 ||
+  if (fapl < 0 ||
+      H5Pset_libver_bounds(fapl, version >= 2 ? H5F_LIBVER_V18 : H5F_LIBVER_EARLIEST,
+                           H5F_LIBVER_V18) < 0 ||
       H5Pset_file_locking(fapl, 1, 1) < 0)
     SD_H5_ERROR("cannot set up file access");
   else if ((file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl)) < 0)
@@ -274,7 +417,7 @@ int sd_output_create_file(const sd_output_spec *spec, const char *path) {
     H5Pclose(fapl);
   if (file < 0)
     return -1;
-  int rc = create_layout(file, spec);
+  int rc = create_layout(file, spec, version);
   if (H5Fclose(file) < 0 && rc == 0)
     rc = SD_H5_ERROR("cannot close the new file");
   if (rc == 0)

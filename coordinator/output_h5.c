@@ -108,6 +108,18 @@ int sd_h5_attr_write_string(hid_t obj, const char *name, const char *value) {
   return rc;
 }
 
+int sd_h5_attr_write_fixed_string(hid_t obj, const char *name, const char *value) {
+  const char *text = value ? value : "";
+  /* NUL-padded: a string that fills its field needs no NUL (HDF5 wants at least one byte) */
+  size_t len = strlen(text);
+  hid_t type = sd_h5_fixed_string_type(len ? len : 1);
+  if (type < 0)
+    return -1;
+  int rc = attr_write(obj, name, type, text);
+  H5Tclose(type);
+  return rc;
+}
+
 int sd_h5_attr_write_int(hid_t obj, const char *name, int64_t value) {
   return attr_write(obj, name, H5T_STD_I64LE, &value);
 }

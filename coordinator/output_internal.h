@@ -46,6 +46,9 @@ hid_t sd_h5_fixed_string_type(size_t len);
 hid_t sd_h5_vlen_string_type(void);
 
 int sd_h5_attr_write_string(hid_t obj, const char *name, const char *value);
+/* A fixed-length, NUL-padded UTF-8 string attribute of strlen(value) bytes (at least 1; schema
+ * 2). */
+int sd_h5_attr_write_fixed_string(hid_t obj, const char *name, const char *value);
 int sd_h5_attr_write_int(hid_t obj, const char *name, int64_t value);
 /* Reads a string attribute (fixed or variable length) as a malloc'ed string. */
 int sd_h5_attr_read_string(hid_t obj, const char *name, char **out);
@@ -80,6 +83,10 @@ void sd_output_time_now(char *buf);
  * and its failure field; see docs/output.md). */
 uint32_t sd_output_row_checksum(int64_t index, const sd_output_record *rec,
                                 const char failure[SD_OUTPUT_FAILURE_LEN]);
+
+/* The reader's open dataset d (id -1 when the file has none) and the file's size in bytes. */
+const sd_h5_dataset *sd_output_reader_dataset(const sd_output_reader *reader, sd_output_dataset d);
+uint64_t sd_output_reader_file_size(const sd_output_reader *reader);
 
 /* Writes the file of spec at path (a new file, replaced if present), fully laid out, and makes
  * it durable (fsync). Used on a temporary name that is then renamed into place. */

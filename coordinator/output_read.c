@@ -114,16 +114,16 @@ static int read_strings(sd_output_reader *r) {
   for (int s = 0; s < N_INFO_STRINGS; s++)
     SD_TRY(sd_output_attr_get_string(r->file, &sd_output_attrs[info_strings[s]], version,
                                      &r->strings[s]));
-  /* optional: files written before adapters existed have none */
-  htri_t has_adapters = H5Aexists(r->file, sd_output_adapters_attr.name);
+  /* optional in schema 1: files written before adapters existed have none */
+  const sd_output_attr_desc *adapters = &sd_output_attrs[SD_ATTR_ADAPTERS];
+  htri_t has_adapters = H5Aexists(r->file, adapters->name);
   H5Eclear2(H5E_DEFAULT);
   if (has_adapters < 0)
-    return SD_ERROR("cannot tell whether the file has an '%s' attribute",
-                    sd_output_adapters_attr.name);
+    return SD_ERROR("cannot tell whether the file has an '%s' attribute", adapters->name);
   free(r->adapters);
   r->adapters = NULL;
-  if (has_adapters > 0)
-    SD_TRY(sd_output_attr_get_string(r->file, &sd_output_adapters_attr, version, &r->adapters));
+  if (has_adapters > 0 || !((adapters->optional >> version) & 1u))
+    SD_TRY(sd_output_attr_get_string(r->file, adapters, version, &r->adapters));
   else if (!(r->adapters = strdup("")))
     return SD_ERROR("out of memory");
   return 0;
@@ -221,7 +221,25 @@ static int read_info(sd_output_reader *r) {
   if (info->save_latents && (info->latent_channels < 1 || info->latent_h < 1 || info->latent_w < 1))
     return SD_ERROR("save_latents is 1 but the latent shape (%d, %d, %d) is empty",
                     info->latent_channels, info->latent_h, info->latent_w);
-  return 0;
+  if (info->schema_version < 2)
+    return 0;
+  sd_output_header h = {{0}, {0}};
+  h.strings[SD_ATTR_FORMAT] = SD_OUTPUT_FORMAT_NAME;
+  h.ints[SD_ATTR_SCHEMA_VERSION] = v;
+  for (int s = 0; s < N_INFO_STRINGS; s++)
+    h.strings[info_strings[s]] = r->strings[s];
+  h.strings[SD_ATTR_ADAPTERS] = r->adapters;
+  for (int i = 0; i < 7; i++)
+    h.ints[int_attrs[i]] = ints[i];
+  char want[65], *stored = NULL;
+  sd_output_header_sha256(&h, want);
+  SD_TRY(sd_output_attr_get_string(f, &sd_output_attrs[SD_ATTR_HEADER_CHECKSUM], 2, &stored));
+  bool same = strcmp(stored, want) == 0;
+  if (!same)
+    SD_ERROR("damaged header: the attributes' SHA-256 is %.16s..., header_sha256 says %.16s...",
+             want, stored);
+  free(stored);
+  return same ? 0 : -1;
 }
 
 /* The first dimension of a rank-rank dataset (N of images, P of prompts), read from its
@@ -336,6 +354,14 @@ void sd_output_reader_close(sd_output_reader *r) {
 
 const sd_output_info *sd_output_reader_info(const sd_output_reader *reader) {
   return &reader->info;
+}
+
+const sd_h5_dataset *sd_output_reader_dataset(const sd_output_reader *reader, sd_output_dataset d) {
+  return &reader->ds[d];
+}
+
+uint64_t sd_output_reader_file_size(const sd_output_reader *reader) {
+  return reader->file_size;
 }
 
 /* Sets rec->problem when the row is not sound (the first problem found). */

@@ -3,6 +3,7 @@
  * checks pass, into buffers sized by the schema, never by the file. */
 #include "output_schema.h"
 
+#include "jobs/sha256.h"
 #include "kernels/error.h"
 
 #include <stdlib.h>
@@ -20,6 +21,9 @@ const sd_output_attr_desc sd_output_attrs[SD_ATTR_COUNT] = {
     [SD_ATTR_JOB_HASH] = {"job_hash", SD_ATTR_STRING, 0, 256, ALL},
     [SD_ATTR_MODEL] = {"model", SD_ATTR_STRING, 0, 4096, ALL},
     [SD_ATTR_MODEL_IDENTITY] = {"model_identity", SD_ATTR_STRING, 0, 256, ALL},
+    /* JSON of the job's LoRA and embedding files; schema 1 files written before adapters existed
+     * have none */
+    [SD_ATTR_ADAPTERS] = {"adapters", SD_ATTR_STRING, 0, SD_OUTPUT_MAX_TEXT, ALL, V1},
     [SD_ATTR_WIDTH] = {"width", SD_ATTR_INT, 1, SD_OUTPUT_MAX_SIDE, ALL},
     [SD_ATTR_HEIGHT] = {"height", SD_ATTR_INT, 1, SD_OUTPUT_MAX_SIDE, ALL},
     [SD_ATTR_LATENT_CHANNELS] = {"latent_channels", SD_ATTR_INT, 0, 4096, ALL},
@@ -31,9 +35,6 @@ const sd_output_attr_desc sd_output_attrs[SD_ATTR_COUNT] = {
     [SD_ATTR_SDBATCH_VERSION] = {"sdbatch_version", SD_ATTR_STRING, 0, 64, ALL},
     [SD_ATTR_HEADER_CHECKSUM] = {"header_sha256", SD_ATTR_STRING, 64, 64, V2},
 };
-
-const sd_output_attr_desc sd_output_adapters_attr = {"adapters", SD_ATTR_STRING, 0,
-                                                     SD_OUTPUT_MAX_TEXT, ALL};
 
 const sd_output_dataset_desc sd_output_datasets[SD_DS_COUNT] = {
     [SD_DS_IMAGES] = {"images", SD_ELEM_UINT, 1, SD_SHAPE_IMAGES, ALL, V2},
@@ -455,4 +456,30 @@ out:
   if (rc < 0)
     sd_h5_dataset_close(ds);
   return rc;
+}
+
+static void hash_le64(sd_sha256 *sha, uint64_t v) {
+  unsigned char bytes[8];
+  for (int i = 0; i < 8; i++)
+    bytes[i] = (unsigned char)(v >> (8 * i));
+  sd_sha256_update(sha, bytes, sizeof bytes);
+}
+
+void sd_output_header_sha256(const sd_output_header *header, char hex[65]) {
+  sd_sha256 sha;
+  sd_sha256_init(&sha);
+  for (int a = 0; a < SD_ATTR_COUNT; a++) {
+    if (a == SD_ATTR_HEADER_CHECKSUM)
+      continue;
+    const sd_output_attr_desc *d = &sd_output_attrs[a];
+    sd_sha256_update(&sha, d->name, strlen(d->name) + 1);
+    if (d->kind == SD_ATTR_INT) {
+      hash_le64(&sha, (uint64_t)header->ints[a]);
+    } else {
+      const char *text = header->strings[a] ? header->strings[a] : "";
+      hash_le64(&sha, strlen(text));
+      sd_sha256_update(&sha, text, strlen(text));
+    }
+  }
+  sd_sha256_final_hex(&sha, hex);
 }

@@ -35,6 +35,7 @@ typedef enum sd_output_attr {
   SD_ATTR_JOB_HASH,
   SD_ATTR_MODEL,
   SD_ATTR_MODEL_IDENTITY,
+  SD_ATTR_ADAPTERS, /* absent from schema 1 files written before adapters existed */
   SD_ATTR_WIDTH,
   SD_ATTR_HEIGHT,
   SD_ATTR_LATENT_CHANNELS,
@@ -44,7 +45,7 @@ typedef enum sd_output_attr {
   SD_ATTR_METADATA_COMPLETE,
   SD_ATTR_CREATED,
   SD_ATTR_SDBATCH_VERSION,
-  SD_ATTR_HEADER_CHECKSUM, /* v2: SHA-256 of every other attribute and the prompts */
+  SD_ATTR_HEADER_CHECKSUM, /* v2: SHA-256 of every other attribute */
   SD_ATTR_COUNT,
 } sd_output_attr;
 
@@ -53,12 +54,10 @@ typedef struct sd_output_attr_desc {
   sd_attr_kind kind;
   int64_t min, max;  /* ints: the accepted range; strings: max = the longest accepted, in bytes */
   unsigned versions; /* SD_SCHEMA_V1 | ...: the versions that have it */
+  unsigned optional; /* versions whose files may lack it (read as 0 or "") */
 } sd_output_attr_desc;
 
 extern const sd_output_attr_desc sd_output_attrs[SD_ATTR_COUNT];
-/* The adapters attribute (JSON of the job's LoRA and embedding files): optional, as files written
- * before adapters existed have none; when present it is checked like the others. */
-extern const sd_output_attr_desc sd_output_adapters_attr;
 
 /* How a dataset's shape follows from the attributes (N items, P prompts). */
 typedef enum sd_shape_rule {
@@ -113,6 +112,17 @@ int sd_output_attr_get_string(hid_t obj, const sd_output_attr_desc *d, int versi
 int sd_output_dataset_open_checked(hid_t file, const sd_output_dataset_desc *d, int version,
                                    const sd_output_shape *shape, uint64_t file_size, hid_t dapl,
                                    sd_h5_dataset *ds, size_t *string_size);
+
+/* Every attribute's value (ints and strings by sd_output_attr), for the header checksum. */
+typedef struct sd_output_header {
+  int64_t ints[SD_ATTR_COUNT];
+  const char *strings[SD_ATTR_COUNT];
+} sd_output_header;
+
+/* The schema 2 header checksum: SHA-256 (hex) of every attribute but header_sha256 itself, in
+ * table order, each as its name, a NUL, then an int as 8 little-endian bytes or a string as its
+ * length (8 little-endian bytes) and its bytes. */
+void sd_output_header_sha256(const sd_output_header *header, char hex[65]);
 
 /* Whether a NUL-terminated field of len bytes holds valid UTF-8 with nothing but NULs after its
  * end (fixed-length strings are NUL-padded). */

@@ -12,28 +12,32 @@
 #include <string.h>
 #include <sys/statvfs.h>
 
-/* Bytes per item of dataset d, or 0 when the file has no such dataset. */
-static uint64_t item_bytes(const sd_output_dataset_desc *d, const sd_output_spec *spec) {
-  if (!((d->versions >> SD_OUTPUT_SCHEMA_VERSION) & 1u))
+/* Bytes per item of dataset d in a file of schema version, or 0 when it has no such dataset. */
+static uint64_t item_bytes(const sd_output_dataset_desc *d, const sd_output_spec *spec,
+                           int version) {
+  if (!((d->versions >> version) & 1u))
     return 0;
+  /* a checksummed chunk (one item's) carries its 4-byte Fletcher32 */
+  uint64_t checksum = (d->fletcher32 >> version) & 1u ? 4 : 0;
   switch (d->shape) {
   case SD_SHAPE_ITEMS:
     return d->size;
   case SD_SHAPE_IMAGES:
-    return (uint64_t)spec->width * (uint64_t)spec->height * 3u;
+    return (uint64_t)spec->width * (uint64_t)spec->height * 3u + checksum;
   case SD_SHAPE_LATENTS:
     return spec->save_latents ? (uint64_t)spec->latent_channels * (uint64_t)spec->latent_h *
-                                    (uint64_t)spec->latent_w * d->size
+                                        (uint64_t)spec->latent_w * d->size +
+                                    checksum
                               : 0;
   default:
     return 0;
   }
 }
 
-double sd_output_estimated_bytes(const sd_output_spec *spec) {
+double sd_output_estimated_bytes(const sd_output_spec *spec, int version) {
   uint64_t per_item = 0;
   for (int d = 0; d < SD_DS_COUNT; d++)
-    per_item += item_bytes(&sd_output_datasets[d], spec);
+    per_item += item_bytes(&sd_output_datasets[d], spec, version);
   double prompts = 0;
   for (int64_t i = 0; i < spec->n_prompts; i++)
     prompts += spec->prompts && spec->prompts[i] ? (double)strlen(spec->prompts[i]) + 16 : 16;
@@ -51,7 +55,7 @@ void sd_output_format_bytes(double bytes, char *buf, size_t size) {
   snprintf(buf, size, u ? "%.1f %s" : "%.0f %s", bytes, units[u]);
 }
 
-int sd_output_check_space(const sd_output_spec *spec, const char *path) {
+int sd_output_check_space(const sd_output_spec *spec, int version, const char *path) {
   char folder[PATH_MAX];
   if (sd_file_parent_folder(path, folder, sizeof folder) < 0)
     return SD_ERROR("%s: the path is too long", path);
@@ -60,7 +64,7 @@ int sd_output_check_space(const sd_output_spec *spec, const char *path) {
     return SD_ERROR("%s: cannot tell the free space of its file system: %s", folder,
                     strerror(errno));
   double free_bytes = (double)fs.f_bavail * (double)fs.f_frsize;
-  double need = sd_output_estimated_bytes(spec);
+  double need = sd_output_estimated_bytes(spec, version);
   if (need <= free_bytes)
     return 0;
   char need_text[32], free_text[32];

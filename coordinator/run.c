@@ -223,6 +223,7 @@ static int open_output(sd_run_ctx *ctx, const char *model_identity) {
       .job_path = info->path,
       .item_meta = item_meta,
       .item_meta_ctx = ctx,
+      .schema_version = ctx->opts->output_schema,
   };
   int rc = sd_output_open(&spec, &ctx->output);
   free(prompts);
@@ -262,6 +263,13 @@ static int prepare(sd_run_ctx *ctx) {
   SD_TRY(open_output(ctx, opts->null_model ? "null model (sdbatch run --null-model)" : identity));
   int64_t done = sd_output_count(ctx->output, SD_ITEM_DONE);
   SD_TRY(sd_progress_init(&ctx->progress, opts->log, ctx->cluster->size, info->n_items, done));
+  int64_t damaged = sd_output_damaged_items(ctx->output);
+  if (damaged > 0)
+    sd_progress_note(&ctx->progress,
+                     "%s: %" PRId64 " done or failed items are damaged (a row that fails its "
+                     "checks or an image or latents chunk that fails its checksum; `sdbatch "
+                     "inspect --verify` lists them): rendering them again",
+                     info->output, damaged);
   sd_dispatch_init(&ctx->dispatch, ctx->job, ctx->output, info->batch_size);
   ctx->last_flush = sd_progress_now();
   ctx->plan.action = done < info->n_items ? SD_PLAN_RUN : SD_PLAN_NOTHING;

@@ -21,6 +21,8 @@ typedef struct sd_run_options {
   const char *device; /* "auto", "cpu", "cuda"; NULL: the job's device key */
   int threads;        /* CPU threads per rendering rank; 0: sd_cluster_default_threads */
   bool null_model;    /* no model: each item is a pattern of its index (coordinator benchmark) */
+  int output_schema;  /* schema version of a new output file; 0: the newest (an existing file
+                         keeps its own) */
   FILE *log;          /* rank 0's progress and summary; NULL: quiet */
 } sd_run_options;
 

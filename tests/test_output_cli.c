@@ -1,13 +1,15 @@
 /* `sdbatch inspect` and `sdbatch export` through the built program (argv[1]), and the file
  * through h5dump (hdf5-tools): the summary's figures, PNGs equal to the stored pixels with their
  * parameters, contact sheets equal to the library's rendering, errors that name the file and
- * exit status 1 (2 for usage). Inspect must also work while a writer holds the file open. */
+ * exit status 1 (2 for usage), inspect --verify finding a flipped bit in one image chunk. Inspect
+ * must also work while a writer holds the file open. */
 #include "coordinator/contact_sheet.h"
 #include "coordinator/output.h"
 #include "kernels/error.h"
 #include "test_util.h"
 #include "worker/io/png_image.h"
 
+#include <hdf5.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,7 +121,7 @@ static void test_inspect(const char *file) {
   snprintf(args, sizeof args, "inspect '%s'", file);
   CHECK(run(sdbatch, args) == 0, "inspect: exit 0 (%s)", err_text);
   const char *want[] = {
-      "schema          version 1",
+      "schema          version 2",
       "job             jobs/sweep.yaml",
       "job hash        abcdef0123456789",
       "model           /models/tiny-sd",
@@ -263,6 +265,46 @@ static void test_h5dump(const char *file) {
         "h5dump reads the attributes");
 }
 
+/* inspect --verify: a sound file passes; a copy with one bit flipped in item 3's image chunk is
+ * reported (item 3 only, exit status 1), and export skips that item with a warning. */
+static void test_verify(const char *file) {
+  char args[700];
+  snprintf(args, sizeof args, "inspect --verify '%s'", file);
+  CHECK(run(sdbatch, args) == 0 && strstr(out_text, "verified        12 items: 0 damaged"),
+        "inspect --verify on a sound file: %s%s", out_text, err_text);
+
+  const char *bad = path_in_tmp("bad.h5");
+  snprintf(args, sizeof args, "cp '%s' '%s'", file, bad);
+  CHECK(system(args) == 0, "copy");
+  hid_t f = H5Fopen(bad, H5F_ACC_RDONLY, H5P_DEFAULT);
+  hid_t d = H5Dopen2(f, "images", H5P_DEFAULT);
+  hsize_t offset[4] = {3, 0, 0, 0}, size = 0;
+  unsigned mask = 0;
+  haddr_t addr = HADDR_UNDEF;
+  CHECK(H5Dget_chunk_info_by_coord(d, offset, &mask, &addr, &size) >= 0, "item 3's chunk");
+  H5Dclose(d);
+  H5Fclose(f);
+  FILE *fp = fopen(bad, "r+b");
+  int c = fp && fseek(fp, (long)addr + 100, SEEK_SET) == 0 ? fgetc(fp) : EOF;
+  CHECK(c != EOF && fseek(fp, (long)addr + 100, SEEK_SET) == 0 && fputc(c ^ 1, fp) != EOF,
+        "flip a bit");
+  if (fp)
+    fclose(fp);
+  snprintf(args, sizeof args, "inspect --verify '%s'", bad);
+  CHECK(run(sdbatch, args) == 1 &&
+            strstr(out_text, "  item 3 (done): image chunk cannot be read (HDF5: data error "
+                             "detected by Fletcher32 checksum)") &&
+            strstr(out_text, "verified        12 items: 1 damaged"),
+        "inspect --verify reports item 3: %s%s", out_text, err_text);
+  CHECK(run(sdbatch, "inspect --verify") == 2, "--verify without a file: usage error");
+  snprintf(args, sizeof args, "export '%s' --png '%s'", bad, path_in_tmp("bad_png"));
+  CHECK(run(sdbatch, args) == 0 && strstr(out_text, "wrote 7 PNG files") &&
+            strstr(err_text, "item 3 skipped: damaged") &&
+            access(path_in_tmp("bad_png/item-000003.png"), F_OK) != 0 &&
+            access(path_in_tmp("bad_png/item-000002.png"), F_OK) == 0,
+        "export skips the damaged item: %s%s", out_text, err_text);
+}
+
 /* inspect while this process holds the file open for writing (as `sdbatch run` does) */
 static void test_inspect_while_writing(void) {
   const char *file = path_in_tmp("open.h5");
@@ -293,6 +335,7 @@ int main(int argc, char **argv) {
   test_export_png(file);
   test_export_grid(file);
   test_h5dump(file);
+  test_verify(file);
   test_inspect_while_writing();
   char command[400];
   snprintf(command, sizeof command, "rm -rf '%s'", tmp_dir);

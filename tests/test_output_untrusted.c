@@ -3,8 +3,10 @@
  * libhdf5 (tests/fixtures/output/demo-5-bitflips.h5, five flipped bits in the quick start's
  * output). Each must be refused by sd_output_reader_open with one error that names the file and
  * the attribute or dataset at fault, or (bad values in per-item rows) open and flag exactly the
- * damaged rows; never crash, never read past what the schema sizes. Runs under the sanitizer
- * build too. */
+ * damaged rows; never crash, never read past what the schema sizes. Each case on a file of each
+ * schema version; schema 2's checksums: a flipped bit in an image or latents chunk reported for
+ * that item only and rendered again by a resume, rows and header edits found. Runs under the
+ * sanitizer build too. */
 #include "coordinator/output.h"
 #include "kernels/error.h"
 #include "test_util.h"
@@ -21,6 +23,8 @@ enum { N_ITEMS = 6, W = 16, H = 8 };
 
 static char tmp_dir[] = "/tmp/sd_test_output_untrusted_XXXXXX";
 static char good_path[512];
+/* The schema version of the good file the cases edit (main runs them for each version). */
+static int schema = 1;
 static const char *const prompts[] = {"a red cube", "a lighthouse"};
 
 static int meta_callback(void *ctx, int64_t i, sd_output_item_meta *meta) {
@@ -29,24 +33,29 @@ static int meta_callback(void *ctx, int64_t i, sd_output_item_meta *meta) {
   return 0;
 }
 
+static sd_output_spec good_spec(const char *path) {
+  return (sd_output_spec){.path = path,
+                          .n_items = N_ITEMS,
+                          .width = W,
+                          .height = H,
+                          .latent_channels = 4,
+                          .latent_h = 1,
+                          .latent_w = 2,
+                          .save_latents = true,
+                          .job_yaml = "model: m\n",
+                          .job_hash = "abcd",
+                          .model_path = "/models/m",
+                          .model_identity = "id",
+                          .n_prompts = 2,
+                          .prompts = prompts,
+                          .job_path = "job.yaml",
+                          .item_meta = meta_callback,
+                          .schema_version = schema};
+}
+
 /* A good file: 6 items, 4 done, 1 failed, 1 pending. */
 static void make_good(const char *path) {
-  sd_output_spec spec = {.path = path,
-                         .n_items = N_ITEMS,
-                         .width = W,
-                         .height = H,
-                         .latent_channels = 4,
-                         .latent_h = 1,
-                         .latent_w = 2,
-                         .save_latents = true,
-                         .job_yaml = "model: m\n",
-                         .job_hash = "abcd",
-                         .model_path = "/models/m",
-                         .model_identity = "id",
-                         .n_prompts = 2,
-                         .prompts = prompts,
-                         .job_path = "job.yaml",
-                         .item_meta = meta_callback};
+  sd_output_spec spec = good_spec(path);
   sd_output *o = NULL;
   CHECK(sd_output_open(&spec, &o) == 0, "create: %s", sd_error_message());
   uint8_t rgb[W * H * 3];
@@ -71,7 +80,7 @@ static void copy_file(const char *from, const char *to) {
 
 static char *case_path(const char *name) {
   static char path[600];
-  snprintf(path, sizeof path, "%s/%s.h5", tmp_dir, name);
+  snprintf(path, sizeof path, "%s/v%d-%s.h5", tmp_dir, schema, name);
   return path;
 }
 
@@ -103,8 +112,9 @@ static hid_t string_type(size_t len) {
   return t;
 }
 
-/* Replaces dataset name by one of type, rank and dims (chunk: NULL contiguous), filled from
- * data when not NULL. alloc_late leaves its storage unallocated. */
+/* Replaces dataset name by one of type, rank and dims (chunk: NULL contiguous; in schema 2 with
+ * the Fletcher32 filter), filled from data when not NULL. alloc_late leaves its storage
+ * unallocated. */
 static void replace_dataset(hid_t f, const char *name, hid_t type, int rank, const hsize_t *dims,
                             const hsize_t *chunk, const void *data, bool alloc_late) {
   if (H5Lexists(f, name, H5P_DEFAULT) > 0)
@@ -113,6 +123,8 @@ static void replace_dataset(hid_t f, const char *name, hid_t type, int rank, con
   hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
   if (chunk)
     H5Pset_chunk(dcpl, rank, chunk);
+  if (chunk && schema >= 2)
+    H5Pset_fletcher32(dcpl);
   H5Pset_alloc_time(dcpl, alloc_late ? H5D_ALLOC_TIME_INCR : H5D_ALLOC_TIME_EARLY);
   hid_t d = H5Dcreate2(f, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
   CHECK(d >= 0, "dataset %s", name);
@@ -223,8 +235,10 @@ static void test_attributes(void) {
   f = edit("height_other");
   replace_attr(f, "height", H5T_NATIVE_INT64, 0, 1, &v);
   H5Fclose(f);
+  /* schema 2: the header checksum finds the edit before the shapes disagree */
   expect_refused("height_other",
-                 "dataset 'images' has shape (6, 8, 16, 3), expected (6, 9, 16, 3)");
+                 schema == 1 ? "dataset 'images' has shape (6, 8, 16, 3), expected (6, 9, 16, 3)"
+                             : "damaged header: the attributes' SHA-256");
 
   static char big[SD_OUTPUT_FAILURE_LEN * 20];
   memset(big, 'x', sizeof big - 1);
@@ -419,6 +433,136 @@ static void test_truncated_and_garbage(void) {
         "a folder refused: %s", sd_error_message());
 }
 
+/* The file offset of item index's chunk of dataset name. */
+static haddr_t chunk_address(const char *path, const char *name, hsize_t index) {
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+  hsize_t offset[4] = {index, 0, 0, 0}, size = 0;
+  unsigned mask = 0;
+  haddr_t addr = HADDR_UNDEF;
+  CHECK(H5Dget_chunk_info_by_coord(d, offset, &mask, &addr, &size) >= 0 && addr != HADDR_UNDEF,
+        "%s: chunk %llu found", name, (unsigned long long)index);
+  H5Dclose(d);
+  H5Fclose(f);
+  return addr;
+}
+
+/* Flips one bit of the byte at offset. */
+static void flip_bit(const char *path, uint64_t offset) {
+  FILE *f = fopen(path, "r+b");
+  int c = f && fseek(f, (long)offset, SEEK_SET) == 0 ? fgetc(f) : EOF;
+  CHECK(c != EOF && fseek(f, (long)offset, SEEK_SET) == 0 && fputc(c ^ 0x08, f) != EOF,
+        "flip a bit at %llu", (unsigned long long)offset);
+  if (f)
+    fclose(f);
+}
+
+/* A copy of the good file with one bit flipped inside item bad's chunk of dataset name: the item
+ * must be reported damaged (and no other), its read must fail with HDF5's checksum error, and a
+ * resume must render it again and nothing else. */
+static void expect_chunk_damage_found(const char *name, const char *dataset, int64_t bad,
+                                      const char *want) {
+  char path[600];
+  snprintf(path, sizeof path, "%s", case_path(name));
+  copy_file(good_path, path);
+  flip_bit(path, chunk_address(path, dataset, (hsize_t)bad) + 5);
+  sd_output_reader *r = NULL;
+  CHECK(sd_output_reader_open(path, &r) == 0, "%s: opens: %s", name, sd_error_message());
+  if (!r)
+    return;
+  CHECK(sd_output_verify_chunk_index(r) == 0, "%s: chunk index sound: %s", name,
+        sd_error_message());
+  sd_output_record rec[N_ITEMS];
+  CHECK(sd_output_read_records(r, 0, N_ITEMS, rec) == 0, "%s: records", name);
+  for (int64_t i = 0; i < N_ITEMS; i++) {
+    char problem[SD_OUTPUT_PROBLEM_LEN];
+    int got = sd_output_verify_item(r, i, &rec[i], problem);
+    if (i == bad)
+      CHECK(got == 1 && strstr(problem, want) && strstr(problem, "Fletcher32"),
+            "%s: item %lld reported '%s' (got %d '%s')", name, (long long)i, want, got, problem);
+    else
+      CHECK(got == 0, "%s: item %lld sound (got %d '%s')", name, (long long)i, got, problem);
+  }
+  uint8_t rgb[W * H * 3];
+  float latents[8];
+  int rc = strcmp(dataset, "images") == 0 ? sd_output_read_image(r, bad, rgb)
+                                          : sd_output_read_latents(r, bad, latents);
+  CHECK(rc < 0 && strstr(sd_error_message(), "Fletcher32 checksum"),
+        "%s: reading item %lld fails: %s", name, (long long)bad, sd_error_message());
+  sd_output_reader_close(r);
+
+  sd_output_spec spec = good_spec(path);
+  sd_output *o = NULL;
+  CHECK(sd_output_open(&spec, &o) == 0, "%s: resumes: %s", name, sd_error_message());
+  if (!o)
+    return;
+  CHECK(sd_output_damaged_items(o) == 1 && sd_output_status(o, bad) == SD_ITEM_PENDING &&
+            sd_output_count(o, SD_ITEM_DONE) == 3,
+        "%s: the resume renders item %lld again (damaged %lld, done %lld)", name, (long long)bad,
+        (long long)sd_output_damaged_items(o), (long long)sd_output_count(o, SD_ITEM_DONE));
+  memset(rgb, 7, sizeof rgb);
+  memset(latents, 0, sizeof latents);
+  CHECK(sd_output_write_done(o, bad, NULL, rgb, latents) == 0 && sd_output_close(o) == 0,
+        "%s: item rewritten: %s", name, sd_error_message());
+  r = NULL;
+  uint8_t back[W * H * 3];
+  CHECK(sd_output_reader_open(path, &r) == 0 && sd_output_read_image(r, bad, back) == 0 &&
+            memcmp(back, rgb, sizeof rgb) == 0 && sd_output_read_latents(r, bad, latents) == 0,
+        "%s: the rewritten item reads back: %s", name, sd_error_message());
+  sd_output_reader_close(r);
+}
+
+/* Schema 2's checksums: chunks (Fletcher32), rows (CRC-32), the header (SHA-256), and what a
+ * schema 2 file must not be (variable-length strings, chunks without a checksum). */
+static void test_v2_checksums(void) {
+  expect_chunk_damage_found("image_bit", "images", 2, "image chunk");
+  expect_chunk_damage_found("latents_bit", "latents", 1, "latents chunk");
+
+  /* a done row whose seed changed; a pending row that reads as done */
+  int64_t seed = 12345;
+  hid_t f = edit("seed_changed");
+  poke(f, "seed", H5T_NATIVE_INT64, 1, &seed);
+  H5Fclose(f);
+  expect_row_flagged("seed_changed", 1, "row checksum");
+  uint8_t done = SD_ITEM_DONE;
+  f = edit("pending_to_done");
+  poke(f, "status", H5T_NATIVE_UINT8, 5, &done);
+  H5Fclose(f);
+  expect_row_flagged("pending_to_done", 5, "row checksum");
+
+  hid_t t = string_type(9);
+  f = edit("job_path_changed");
+  replace_attr(f, "job_path", t, 0, 1, "job2.yaml");
+  H5Fclose(f);
+  H5Tclose(t);
+  expect_refused("job_path_changed", "damaged header");
+
+  hid_t vlen = H5Tcopy(H5T_C_S1);
+  H5Tset_size(vlen, H5T_VARIABLE);
+  H5Tset_cset(vlen, H5T_CSET_UTF8);
+  const char *model = "/models/m";
+  f = edit("model_vlen");
+  replace_attr(f, "model", vlen, 0, 1, &model);
+  H5Fclose(f);
+  H5Tclose(vlen);
+  expect_refused("model_vlen", "attribute 'model' is a variable-length string; schema version 2");
+
+  hsize_t image_dims[4] = {N_ITEMS, H, W, 3}, chunk[4] = {1, H, W, 3};
+  f = edit("images_no_checksum");
+  H5Ldelete(f, "images", H5P_DEFAULT);
+  hid_t space = H5Screate_simple(4, image_dims, NULL);
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  H5Pset_chunk(dcpl, 4, chunk);
+  H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+  hid_t d = H5Dcreate2(f, "images", H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  CHECK(d >= 0, "images without a checksum");
+  H5Dclose(d);
+  H5Pclose(dcpl);
+  H5Sclose(space);
+  H5Fclose(f);
+  expect_refused("images_no_checksum", "dataset 'images' has no Fletcher32 checksum filter");
+}
+
 /* The quick start's output with five flipped bits: libhdf5 crashes reading its global heap. */
 static void test_crashing_file(void) {
   const char *path = SD_TEST_FIXTURES "/output/demo-5-bitflips.h5";
@@ -435,12 +579,17 @@ int main(void) {
     perror("mkdtemp");
     return 1;
   }
-  snprintf(good_path, sizeof good_path, "%s/good.h5", tmp_dir);
-  make_good(good_path);
-  test_attributes();
-  test_datasets();
-  test_rows();
-  test_truncated_and_garbage();
+  /* the reader's checks on files of both schema versions */
+  for (schema = 1; schema <= SD_OUTPUT_SCHEMA_VERSION; schema++) {
+    snprintf(good_path, sizeof good_path, "%s/good-v%d.h5", tmp_dir, schema);
+    make_good(good_path);
+    test_attributes();
+    test_datasets();
+    test_rows();
+    test_truncated_and_garbage();
+    if (schema >= 2)
+      test_v2_checksums();
+  }
   test_crashing_file();
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir);

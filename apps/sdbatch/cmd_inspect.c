@@ -7,21 +7,27 @@
 #include "kernels/error.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Axis values listed before "..." */
 #define LISTED_VALUES 12
 /* Failure reasons shown */
 #define SHOWN_FAILURES 5
+/* Damaged items listed by --verify (all are counted) */
+#define SHOWN_DAMAGED 1000
+/* Records read per block by --verify */
+#define VERIFY_BLOCK 4096
 
 static const char *const inspect_usage =
-    "Usage: sdbatch inspect OUT.h5\n"
+    "Usage: sdbatch inspect OUT.h5 [--verify]\n"
     "\n"
     "Prints a summary of a job's output file: schema version, the job file and its hash, the\n"
     "model, the image size, how many items are done, failed and pending, the values each sweep\n"
     "axis takes (prompt, seed, guidance_scale, steps, scheduler) and the first failure reasons.\n"
     "The file is only read; it may be inspected while `sdbatch run` writes it (the counts are as\n"
-    "of the run's last flush). Exit status 0, or 1 with an error naming the file.\n";
+    "of the run's last flush). Exit status 0, or 1 with an error naming the file (or, with\n"
+    "--verify, when any item is damaged).\n";
 
 static void print_axis(const sd_sweep *sweep, sd_axis axis) {
   int n = sd_sweep_axis_count(sweep, axis);
@@ -105,10 +111,61 @@ static int print_summary(const char *path, sd_output_reader *reader, const sd_sw
   return 0;
 }
 
+/* --verify: every item read back (its row and its image and latents chunks); damaged items
+ * listed by index. Returns the number of damaged items, or -1 on an error. */
+static int64_t verify_items(sd_output_reader *reader) {
+  const sd_output_info *info = sd_output_reader_info(reader);
+  printf("verify          reading every item back (%s)\n",
+         info->schema_version >= 2
+             ? "schema 2: each image and latents chunk is checked against its Fletcher32 "
+               "checksum, each done row against its CRC-32"
+             : "schema 1 has no checksums: only rows that fail the range checks and chunks that "
+               "cannot be read at all are found");
+  if (sd_output_verify_chunk_index(reader) < 0)
+    return -1;
+  sd_output_record *records = malloc(VERIFY_BLOCK * sizeof *records);
+  if (!records)
+    return SD_ERROR("out of memory");
+  static const char *const status_names[] = {"pending", "done", "failed"};
+  int64_t damaged = 0;
+  int rc = 0;
+  for (int64_t start = 0; rc == 0 && start < info->n_items; start += VERIFY_BLOCK) {
+    int64_t count = info->n_items - start < VERIFY_BLOCK ? info->n_items - start : VERIFY_BLOCK;
+    rc = sd_output_read_records(reader, start, count, records);
+    for (int64_t i = 0; rc == 0 && i < count; i++) {
+      char problem[SD_OUTPUT_PROBLEM_LEN];
+      int got = sd_output_verify_item(reader, start + i, &records[i], problem);
+      if (got < 0) {
+        rc = -1;
+      } else if (got == 1 && damaged++ < SHOWN_DAMAGED) {
+        const char *status =
+            records[i].status <= SD_ITEM_FAILED ? status_names[records[i].status] : "status ?";
+        printf("  item %lld (%s): %s\n", (long long)(start + i), status, problem);
+      }
+    }
+  }
+  free(records);
+  if (rc < 0)
+    return -1;
+  if (damaged > SHOWN_DAMAGED)
+    printf("  ... (%lld more)\n", (long long)(damaged - SHOWN_DAMAGED));
+  printf(
+      "verified        %lld items: %lld damaged%s\n", (long long)info->n_items, (long long)damaged,
+      damaged ? " (a resume renders damaged done and failed items again; export skips them)" : "");
+  return damaged;
+}
+
 int cmd_inspect(int argc, char **argv) {
   const char *cmd = "inspect";
   const char *path = NULL;
-  const cli_option options[] = {{0}};
+  bool verify = false;
+  const cli_option options[] = {
+      CLI_OPTION("verify", NULL, CLI_FLAG, &verify,
+                 "read every item back (rows, image and latents chunks) and list the\n"
+                 "damaged ones by index; exit status 1 when any is (schema 2 files carry\n"
+                 "checksums; schema 1 files only show unreadable chunks and bad rows)"),
+      {0},
+  };
   const cli_command command = {.name = cmd,
                                .usage = inspect_usage,
                                .options = options,
@@ -127,6 +184,14 @@ int cmd_inspect(int argc, char **argv) {
     status = cli_report_error(cmd);
   else if (sd_sweep_scan(reader, &sweep) < 0 || print_summary(path, reader, sweep) < 0)
     status = (sd_error_context("%s", path), cli_report_error(cmd));
+  if (status == 0 && verify) {
+    fflush(stdout);
+    int64_t damaged = verify_items(reader);
+    if (damaged < 0)
+      status = (sd_error_context("%s", path), cli_report_error(cmd));
+    else if (damaged > 0)
+      status = 1;
+  }
   sd_sweep_free(sweep);
   sd_output_reader_close(reader);
   return status;

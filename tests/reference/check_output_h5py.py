@@ -1,6 +1,7 @@
-"""Reads an sdbatch output file with h5py (pip install h5py) and checks its schema v1 layout:
-the root attributes, the datasets' shapes and types, one image per chunk, and that every done
-item has an image and no failure reason. Prints a short summary; exits 1 on a problem.
+"""Reads an sdbatch output file with h5py (pip install h5py) and checks its layout (schema 1 or
+2): the root attributes, the datasets' shapes and types, one image per chunk (schema 2: with
+HDF5's Fletcher32 checksum, latents too), and that every done item has an image and no failure
+reason. Prints a short summary; exits 1 on a problem.
 
     python tests/reference/check_output_h5py.py OUT.h5
 
@@ -11,12 +12,19 @@ import h5py
 import numpy as np
 
 
+def text(value):
+    """An attribute's string: schema 1 stores variable-length strings (h5py gives str), schema 2
+    fixed-length ones (h5py gives bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def main(path):
     problems = []
     with h5py.File(path, "r") as f:
-        a = f.attrs
-        if a["format"] != "sdbatch output" or a["schema_version"] != 1:
-            problems.append(f"format {a['format']!r} version {a['schema_version']}")
+        a = {k: text(v) if isinstance(v, (str, bytes)) else v for k, v in f.attrs.items()}
+        version = int(a["schema_version"])
+        if a["format"] != "sdbatch output" or version not in (1, 2):
+            problems.append(f"format {a['format']!r} version {version}")
         n, h, w = len(f["status"]), int(a["height"]), int(a["width"])
         print(f"{path}: job {a['job_path']} ({a['job_hash'][:12]}...), model {a['model']}")
         print(f"  created {a['created']}, updated {f['updated'][()].decode() or '-'}, "
@@ -33,6 +41,10 @@ def main(path):
                 problems.append(f"{name}: {d.shape} {d.dtype}, expected {shape} {dtype}")
         if f["images"].chunks != (1, h, w, 3):
             problems.append(f"images chunks {f['images'].chunks}")
+        if version >= 2:
+            for name in ("images", "latents") if a["save_latents"] else ("images",):
+                if not f[name].fletcher32:
+                    problems.append(f"{name}: no Fletcher32 checksum (schema 2 has one)")
 
         status = f["status"][:]
         prompts = f["prompts"].asstr()[:]
