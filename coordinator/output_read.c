@@ -182,8 +182,9 @@ static int probe_v1_strings(sd_output_reader *r) {
 static int read_info(sd_output_reader *r) {
   hid_t f = r->file;
   htri_t has_format = H5Aexists(f, sd_output_attrs[SD_ATTR_FORMAT].name);
-  H5Eclear2(H5E_DEFAULT);
-  if (has_format <= 0)
+  if (has_format < 0)
+    return SD_H5_ERROR("damaged HDF5 file: cannot read the root group's attributes");
+  if (has_format == 0)
     return SD_ERROR("an HDF5 file but not an sdbatch output (no 'format' attribute)");
   int64_t v = 0;
   SD_TRY(sd_output_attr_get_int(f, &sd_output_attrs[SD_ATTR_SCHEMA_VERSION], 1, &v));

@@ -8,12 +8,16 @@
  *   run_check counts A.h5 DONE FAILED PENDING
  *                                     the status counts are these
  *   run_check status A.h5             prints "DONE FAILED PENDING"
- *   run_check null A.h5               every done item is the null model's pattern */
+ *   run_check null A.h5               every done item is the null model's pattern
+ *   run_check chunks A.h5             prints "DATASET ITEM FIRST LAST" (bytes of the file, LAST
+ *                                     included) for every item's chunk of images and latents
+ *                                     (from HDF5's chunk index: a sound file's) */
 #include "coordinator/output.h"
 #include "coordinator/render.h"
 #include "kernels/error.h"
 #include "worker/io/png_image.h"
 
+#include <hdf5.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -226,6 +230,44 @@ static int check_null(const char *path) {
   return wrong != 0;
 }
 
+/* The byte ranges of every item's chunk of images and latents (when chunked). */
+static int print_chunks(const char *path) {
+  hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (file < 0)
+    return fail("%s: cannot open%s", path, "");
+  int rc = 0;
+  const char *const names[] = {"images", "latents"};
+  for (int k = 0; k < 2 && rc == 0; k++) {
+    if (H5Lexists(file, names[k], H5P_DEFAULT) <= 0)
+      continue;
+    hid_t d = H5Dopen2(file, names[k], H5P_DEFAULT);
+    hid_t dcpl = d < 0 ? -1 : H5Dget_create_plist(d);
+    hid_t space = d < 0 ? -1 : H5Dget_space(d);
+    hsize_t dims[4] = {0};
+    if (dcpl < 0 || space < 0 || H5Sget_simple_extent_dims(space, dims, NULL) != 4)
+      rc = fail("%s: %s: cannot read its layout", path, names[k]);
+    else if (H5Pget_layout(dcpl) == H5D_CHUNKED)
+      for (hsize_t i = 0; i < dims[0] && rc == 0; i++) {
+        hsize_t offset[4] = {i, 0, 0, 0}, size = 0;
+        unsigned mask = 0;
+        haddr_t addr = HADDR_UNDEF;
+        if (H5Dget_chunk_info_by_coord(d, offset, &mask, &addr, &size) < 0 || size == 0)
+          rc = fail("%s: %s: a chunk is missing", path, names[k]);
+        else
+          printf("%s %llu %llu %llu\n", names[k], (unsigned long long)i, (unsigned long long)addr,
+                 (unsigned long long)(addr + size - 1));
+      }
+    if (space >= 0)
+      H5Sclose(space);
+    if (dcpl >= 0)
+      H5Pclose(dcpl);
+    if (d >= 0)
+      H5Dclose(d);
+  }
+  H5Fclose(file);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "same") == 0)
     return check_same(argv[2], argv[3]);
@@ -237,7 +279,9 @@ int main(int argc, char **argv) {
     return print_status(argv[2]);
   if (argc == 3 && strcmp(argv[1], "null") == 0)
     return check_null(argv[2]);
+  if (argc == 3 && strcmp(argv[1], "chunks") == 0)
+    return print_chunks(argv[2]);
   fprintf(stderr, "usage: run_check same A.h5 B.h5 | png A.h5 INDEX FILE.png | counts A.h5 DONE "
-                  "FAILED PENDING | status A.h5 | null A.h5\n");
+                  "FAILED PENDING | status A.h5 | null A.h5 | chunks A.h5\n");
   return 2;
 }

@@ -563,6 +563,27 @@ static void test_v2_checksums(void) {
   expect_refused("images_no_checksum", "dataset 'images' has no Fletcher32 checksum filter");
 }
 
+/* Two mutants of the quick start's output (issue 16's reproducers) that overflowed buffers inside
+ * libhdf5 itself when read: refused by the schema checks before anything is read. */
+static void test_libhdf5_mutants(void) {
+  static const struct {
+    const char *file, *want;
+  } cases[] = {
+      {"libhdf5_mutant_6ca21413ce85.h5", "dataset 'images' is not of unsigned 1-byte integers"},
+      {"libhdf5_mutant_chunkdim_0a9d8263de1b.h5",
+       "dataset 'images' has chunks that are not whole rows"},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/output/%s", SD_TEST_FIXTURES, cases[k].file);
+    sd_output_reader *r = NULL;
+    CHECK(sd_output_reader_open(path, &r) < 0 && strstr(sd_error_message(), cases[k].file) &&
+              strstr(sd_error_message(), cases[k].want),
+          "%s refused with '%s': %s", cases[k].file, cases[k].want, sd_error_message());
+    sd_output_reader_close(r);
+  }
+}
+
 /* The quick start's output with five flipped bits: libhdf5 crashes reading its global heap. */
 static void test_crashing_file(void) {
   const char *path = SD_TEST_FIXTURES "/output/demo-5-bitflips.h5";
@@ -591,6 +612,7 @@ int main(void) {
       test_v2_checksums();
   }
   test_crashing_file();
+  test_libhdf5_mutants();
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmp_dir);
   if (system(cmd) != 0)

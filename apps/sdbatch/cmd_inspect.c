@@ -111,8 +111,8 @@ static int print_summary(const char *path, sd_output_reader *reader, const sd_sw
   return 0;
 }
 
-/* --verify: every item read back (its row and its image and latents chunks); damaged items
- * listed by index. Returns the number of damaged items, or -1 on an error. */
+/* --verify: every item read back (its row and its image and latents chunks), and every prompt;
+ * damaged items and prompts listed by index. Returns how many are damaged, or -1 on an error. */
 static int64_t verify_items(sd_output_reader *reader) {
   const sd_output_info *info = sd_output_reader_info(reader);
   printf("verify          reading every item back (%s)\n",
@@ -147,12 +147,25 @@ static int64_t verify_items(sd_output_reader *reader) {
   free(records);
   if (rc < 0)
     return -1;
+  /* the prompts (schema 2: chunks with a checksum), which export needs for every item */
+  int64_t damaged_prompts = 0;
+  for (int64_t k = 0; k < info->n_prompts; k++) {
+    char *prompt = NULL;
+    if (sd_output_read_prompt(reader, k, &prompt) < 0 && damaged_prompts++ < SHOWN_DAMAGED)
+      printf("  prompt %lld: %s\n", (long long)k, sd_error_message());
+    free(prompt);
+  }
   if (damaged > SHOWN_DAMAGED)
     printf("  ... (%lld more)\n", (long long)(damaged - SHOWN_DAMAGED));
-  printf(
-      "verified        %lld items: %lld damaged%s\n", (long long)info->n_items, (long long)damaged,
-      damaged ? " (a resume renders damaged done and failed items again; export skips them)" : "");
-  return damaged;
+  printf("verified        %lld items: %lld damaged", (long long)info->n_items, (long long)damaged);
+  if (damaged_prompts > 0)
+    printf("; %lld of %lld prompts damaged (export skips the items that use them; a resume "
+           "cannot rewrite them)",
+           (long long)damaged_prompts, (long long)info->n_prompts);
+  printf("%s\n", damaged ? " (a resume renders damaged done and failed items again; export skips "
+                           "them)"
+                         : "");
+  return damaged + damaged_prompts;
 }
 
 int cmd_inspect(int argc, char **argv) {
@@ -161,9 +174,10 @@ int cmd_inspect(int argc, char **argv) {
   bool verify = false;
   const cli_option options[] = {
       CLI_OPTION("verify", NULL, CLI_FLAG, &verify,
-                 "read every item back (rows, image and latents chunks) and list the\n"
-                 "damaged ones by index; exit status 1 when any is (schema 2 files carry\n"
-                 "checksums; schema 1 files only show unreadable chunks and bad rows)"),
+                 "read every item (row, image and latents chunks) and prompt back and\n"
+                 "list the damaged ones by index; exit status 1 when any is (schema 2\n"
+                 "files carry checksums; schema 1 files only show unreadable chunks and\n"
+                 "bad rows)"),
       {0},
   };
   const cli_command command = {.name = cmd,
