@@ -165,8 +165,8 @@ int sd_output_read_failure(sd_output_reader *reader, int64_t index, char *reason
 int sd_output_read_prompt(sd_output_reader *reader, int64_t i, char **out);
 
 /* Checks the chunk index of the per-item chunked datasets (images; latents in schema 2): every
- * item's chunk present, of the size the schema gives, inside the file, none overlapping another.
- * -1 with an error when not: the file's structure is damaged, and writing into it is unsafe. */
+ * item's chunk present, of the size the schema gives (not where it is: see output_verify.c). -1
+ * with an error when not: the file's structure is damaged, and writing into it is unsafe. */
 int sd_output_verify_chunk_index(sd_output_reader *reader);
 /* Reads back item index (rec: its record from sd_output_read_records): 0 when sound, 1 when
  * damaged with why in problem (a row that fails its checks, or an image or latents chunk that

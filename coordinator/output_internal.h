@@ -84,9 +84,8 @@ void sd_output_time_now(char *buf);
 uint32_t sd_output_row_checksum(int64_t index, const sd_output_record *rec,
                                 const char failure[SD_OUTPUT_FAILURE_LEN]);
 
-/* The reader's open dataset d (id -1 when the file has none) and the file's size in bytes. */
+/* The reader's open dataset d (id -1 when the file has none). */
 const sd_h5_dataset *sd_output_reader_dataset(const sd_output_reader *reader, sd_output_dataset d);
-uint64_t sd_output_reader_file_size(const sd_output_reader *reader);
 
 /* Writes the file of spec at path (a new file, replaced if present), fully laid out, and makes
  * it durable (fsync). Used on a temporary name that is then renamed into place. */

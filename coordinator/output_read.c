@@ -361,10 +361,6 @@ const sd_h5_dataset *sd_output_reader_dataset(const sd_output_reader *reader, sd
   return &reader->ds[d];
 }
 
-uint64_t sd_output_reader_file_size(const sd_output_reader *reader) {
-  return reader->file_size;
-}
-
 /* Sets rec->problem when the row is not sound (the first problem found). */
 static void check_record(const sd_output_reader *r, int64_t index, sd_output_record *rec,
                          const char *failure, const uint32_t *checksum) {
