@@ -3,9 +3,11 @@
  * resumes with nothing lost and nothing duplicated.
  *
  * Root datasets for a single-resolution job (N items, P prompts):
- *   images          uint8   (N, H, W, 3)      one image per chunk
- *   latents         float32 (N, 4, H/8, W/8)  when save_latents (contiguous)
- *   prompts         strings (P)
+ *   images          uint8   (N, H, W, 3)      one image per chunk (schema 2: with Fletcher32)
+ *   latents         float32 (N, 4, H/8, W/8)  when save_latents (schema 1: contiguous; schema 2:
+ *                                             one item per chunk with Fletcher32)
+ *   prompts         strings (P)  (schema 1: variable length; schema 2: fixed length, chunked,
+ *                                 with Fletcher32)
  *   prompt_index    int32   (N)
  *   seed            int64   (N)
  *   guidance_scale  float32 (N)
@@ -14,9 +16,12 @@
  *   status          uint8   (N)  0 pending, 1 done, 2 failed
  *   failure         strings (N)  reason of a failed item ("" otherwise; fixed length 256)
  *   updated         string  ()   time of the last flush that changed a status
+ *   item_checksum   uint32  (N)  schema 2: CRC-32 of the item's row (sd_output_row_checksum)
  * Root attributes: format ("sdbatch output"), schema_version, job_yaml (the job file's text),
  * job_path, job_hash, model (path), model_identity, adapters, width, height, latent_channels,
- * latent_height, latent_width, save_latents, metadata_complete, created, sdbatch_version.
+ * latent_height, latent_width, save_latents, metadata_complete, created, sdbatch_version;
+ * schema 2: header_sha256 (of all the others). Schema 1 strings are variable length, schema 2's
+ * fixed length.
  *
  * Crash safety: the whole file (every dataset's storage, every attribute) is laid out when it is
  * created, in a temporary file renamed into place. After that only raw data is ever written, at
