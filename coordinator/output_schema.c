@@ -364,8 +364,18 @@ static int check_storage(const sd_h5_dataset *ds, const sd_output_dataset_desc *
         goto out;
       }
     }
-    /* every chunk is allocated at creation: the file holds at least rows / chunk rows of them */
+    /* every chunk is allocated at creation: the file holds at least rows / chunk rows of them,
+     * each at least 1/1032 of its size when deflated (zlib's largest ratio; schema 2's prompts,
+     * padded to the longest one) */
     uint64_t chunk_bytes = row_bytes * chunk[0];
+    unsigned deflate_flags = 0;
+    size_t deflate_values = 0;
+    unsigned deflate_config = 0;
+    if (H5Pget_filter_by_id2(dcpl, H5Z_FILTER_DEFLATE, &deflate_flags, &deflate_values, NULL, 0,
+                             NULL, &deflate_config) >= 0)
+      chunk_bytes /= 1032;
+    else
+      H5Eclear2(H5E_DEFAULT);
     uint64_t n_chunks = (rows + chunk[0] - 1) / chunk[0];
     if (chunk_bytes && n_chunks > file_size / chunk_bytes) {
       SD_ERROR("dataset '%s' declares %llu rows of %llu bytes, more than the file's %llu bytes "

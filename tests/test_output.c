@@ -466,6 +466,41 @@ static void test_item_meta_at_creation(void) {
   sd_output_reader_close(r);
 }
 
+/* Many prompts, one of them long: schema 2 pads every prompt to the longest and deflates the
+ * chunks, so the file is far smaller than the prompts' padded size, and must still open. */
+static void test_many_prompts(void) {
+  enum { P = 1000, LONG = 20000 };
+  const char *path = tmp_path("prompts.h5");
+  static char long_prompt[LONG + 1];
+  static char short_prompts[P][16];
+  static const char *list[P];
+  memset(long_prompt, 'a', LONG);
+  for (int i = 0; i < P; i++) {
+    snprintf(short_prompts[i], sizeof short_prompts[i], "prompt %d", i);
+    list[i] = i == 7 ? long_prompt : short_prompts[i];
+  }
+  sd_output_spec spec = base_spec(path);
+  spec.n_prompts = P;
+  spec.prompts = list;
+  sd_output *o = NULL;
+  CHECK(sd_output_open(&spec, &o) == 0 && sd_output_close(o) == 0, "create: %s",
+        sd_error_message());
+  sd_output_reader *r = NULL;
+  CHECK(sd_output_reader_open(path, &r) == 0, "schema %d: %d prompts, one of %d bytes: opens: %s",
+        schema_version, P, LONG, sd_error_message());
+  if (!r)
+    return;
+  char *got = NULL;
+  CHECK(sd_output_read_prompt(r, 7, &got) == 0 && got && strcmp(got, long_prompt) == 0,
+        "the long prompt reads back");
+  free(got);
+  got = NULL;
+  CHECK(sd_output_read_prompt(r, 999, &got) == 0 && got && strcmp(got, "prompt 999") == 0,
+        "the last prompt reads back");
+  free(got);
+  sd_output_reader_close(r);
+}
+
 static void test_stale_creating_file(void) {
   const char *path = tmp_path("stale.h5");
   const char *stale = tmp_path("stale.h5.creating");
@@ -676,6 +711,7 @@ int main(void) {
     test_only_raw_data_changes(true);
     test_status_written_at_flush();
     test_item_meta_at_creation();
+    test_many_prompts();
   }
   schema_version = SD_OUTPUT_SCHEMA_VERSION;
   test_foreign_files();
