@@ -3,9 +3,12 @@
  * (creation, open), at random points, and inside sd_output_flush (the child reports entering and
  * leaving each flush through a pipe, and the kills that land between the two are counted). After
  * every kill the file must open, every item marked done must have exactly its pixels, latents
- * and metadata, and no item once done may be pending again; the next child resumes. Each time a
+ * and metadata, every other item's storage must read (schema 1; in schema 2 its chunk may fail
+ * its checksum, cut by the kill), and no item once done may be pending again; the next child
+ * resumes. Each time a
  * file is finished it must equal an uninterrupted run's file dataset for dataset, then the cycle
- * starts over from no file. SD_KILL_SEED=N reproduces a run (the seed is printed). */
+ * starts over from no file. All of it for files of each schema version. SD_KILL_SEED=N
+ * reproduces a run (the seed is printed). */
 #include "coordinator/output.h"
 #include "kernels/error.h"
 #include "test_util.h"
@@ -70,8 +73,14 @@ static int meta_callback(void *ctx, int64_t index, sd_output_item_meta *meta) {
   return 0;
 }
 
+/* The schema version of the files written (main runs the cycles for each). */
+static int schema_version = SD_OUTPUT_SCHEMA_VERSION;
+/* Schema 2: chunks of items not done found failing their checksum after a kill. */
+static int64_t torn_chunks = 0;
+
 static sd_output_spec spec_for(const char *path) {
   return (sd_output_spec){.path = path,
+                          .schema_version = schema_version,
                           .n_items = N_ITEMS,
                           .width = W,
                           .height = H,
@@ -239,9 +248,15 @@ static void check_after_kill(const char *path, uint8_t *was_done, int64_t *n_don
   float latents[LATENT_N], want_latents[LATENT_N];
   int64_t done = 0, bad = 0, undone = 0, unreadable = 0;
   for (int64_t i = 0; i < N_ITEMS; i++) {
-    /* every item's storage reads (pending ones hold anything) */
-    if (sd_output_read_image(r, i, rgb) < 0 || sd_output_read_latents(r, i, latents) < 0)
-      unreadable++;
+    /* every item's storage reads (pending ones hold anything); in schema 2, the chunk of an
+     * item that is not done may fail its checksum: a kill can cut a write of several pages
+     * (Linux stops a write to a file between pages on SIGKILL), and that item is rendered again */
+    if (sd_output_read_image(r, i, rgb) < 0 || sd_output_read_latents(r, i, latents) < 0) {
+      if (schema_version == 1 || rec[i].status == SD_ITEM_DONE)
+        unreadable++;
+      else
+        torn_chunks++;
+    }
     sd_output_item_meta m = meta_of(i);
     bool meta_ok = rec[i].prompt_index == m.prompt_index && rec[i].seed == m.seed &&
                    rec[i].guidance_scale == m.guidance_scale && rec[i].steps == m.steps &&
@@ -313,25 +328,18 @@ static void check_same_as_reference(const char *path, const char *reference) {
   sd_output_reader_close(b);
 }
 
-int main(void) {
-  const char *seed_text = getenv("SD_KILL_SEED");
-  uint64_t seed = seed_text ? strtoull(seed_text, NULL, 10) : (uint64_t)time(NULL);
-  rng_state = seed ? seed : 1;
-  printf("SD_KILL_SEED=%llu\n", (unsigned long long)seed);
-  if (!mkdtemp(tmp_dir)) {
-    perror("mkdtemp");
-    return 1;
-  }
+/* Cycles of kills and resumes on files of schema_version, against an uninterrupted run's file. */
+static void kill_cycles(void) {
   char reference[512], path[512], creating[600];
-  snprintf(reference, sizeof reference, "%s/reference.h5", tmp_dir);
-  snprintf(path, sizeof path, "%s/killed.h5", tmp_dir);
+  snprintf(reference, sizeof reference, "%s/reference-v%d.h5", tmp_dir, schema_version);
+  snprintf(path, sizeof path, "%s/killed-v%d.h5", tmp_dir, schema_version);
   snprintf(creating, sizeof creating, "%s.creating", path);
-
+  torn_chunks = 0;
   double t0 = now_s();
   child_result ref = run_child(reference, KILL_NONE, 0, 0);
   double full_run_s = now_s() - t0;
   CHECK(ref.exited_ok, "uninterrupted run");
-  printf("uninterrupted run: %.3f s\n", full_run_s);
+  printf("schema %d: uninterrupted run: %.3f s\n", schema_version, full_run_s);
 
   static uint8_t was_done[N_ITEMS];
   int kills = 0, kills_in_flush = 0, kills_before_file = 0, cycles = 0;
@@ -366,11 +374,25 @@ int main(void) {
     check_same_as_reference(path, reference);
     CHECK(access(creating, F_OK) != 0, "no temporary file left");
   }
-  printf("%d kills (%d before the file existed, %d inside a flush) over %d cycles\n", kills,
-         kills_before_file, kills_in_flush, cycles);
+  printf("schema %d: %d kills (%d before the file existed, %d inside a flush) over %d cycles; "
+         "%lld times a chunk of an item not done failed its checksum\n",
+         schema_version, kills, kills_before_file, kills_in_flush, cycles, (long long)torn_chunks);
   CHECK(kills >= MIN_KILLS, "%d kills, wanted %d", kills, MIN_KILLS);
   CHECK(kills_in_flush >= MIN_KILLS_IN_FLUSH, "%d kills inside a flush, wanted %d", kills_in_flush,
         MIN_KILLS_IN_FLUSH);
+}
+
+int main(void) {
+  const char *seed_text = getenv("SD_KILL_SEED");
+  uint64_t seed = seed_text ? strtoull(seed_text, NULL, 10) : (uint64_t)time(NULL);
+  rng_state = seed ? seed : 1;
+  printf("SD_KILL_SEED=%llu\n", (unsigned long long)seed);
+  if (!mkdtemp(tmp_dir)) {
+    perror("mkdtemp");
+    return 1;
+  }
+  for (schema_version = 1; schema_version <= SD_OUTPUT_SCHEMA_VERSION; schema_version++)
+    kill_cycles();
   char command[600];
   snprintf(command, sizeof command, "rm -rf '%s'", tmp_dir);
   if (system(command) != 0)
