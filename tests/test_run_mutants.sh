@@ -15,11 +15,11 @@
 # (docs/output.md says what each schema guarantees); there the test proves the absence of
 # crashes and hangs, and counts the outcomes.
 # Usage: test_run_mutants.sh SDBATCH RUN_CHECK SOURCE_DIR [MPIEXEC]
-#   SD_MUTANTS: mutants per schema version (default 64)
+#   SD_MUTANTS: mutants per schema version (default 128: 256 in all)
 SDBATCH=$1 RUN_CHECK=$2 SOURCE_DIR=$3 MPIEXEC=${4:-}
 source "$SOURCE_DIR/tests/run_test_lib.sh"
 
-mutants=${SD_MUTANTS:-64}
+mutants=${SD_MUTANTS:-128}
 # damaged sizes make libhdf5 ask malloc for terabytes, which it handles as an error when malloc
 # says no; a sanitizer build must say no too rather than abort (what a normal build does)
 export ASAN_OPTIONS="${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}allocator_may_return_null=1"
