@@ -27,10 +27,11 @@ extern "C" {
 #define SD_JOB_SCHEDULER_DEFAULT (-1)
 
 /* Limits of schema v1. */
-#define SD_JOB_MIN_SIZE       64
-#define SD_JOB_MAX_SIZE       4096
-#define SD_JOB_MAX_STEPS      1000
-#define SD_JOB_MAX_BATCH_SIZE 1024
+#define SD_JOB_MIN_SIZE            64
+#define SD_JOB_MAX_SIZE            4096
+#define SD_JOB_MAX_STEPS           1000
+#define SD_JOB_MAX_BATCH_SIZE      1024
+#define SD_JOB_MAX_RANKS_PER_IMAGE 1024
 
 typedef enum sd_job_device {
   SD_JOB_DEVICE_AUTO = 0, /* cuda where a GPU is present, else cpu */
@@ -70,6 +71,11 @@ typedef struct sd_job_info {
   int batch_size; /* images per worker batch */
   bool save_latents;
   sd_job_device device;
+  /* Ranks that render each image together (docs/spatial.md): spatial row bands, and with
+   * cfg_parallel the two CFG halves on two halves of the group (ranks_per_image is then even).
+   * How to render, not what: not in the hash. */
+  int ranks_per_image;
+  bool cfg_parallel;
   int64_t n_prompts;
   int64_t n_seeds;
   int n_steps; /* sweep lengths (1 for a scalar) */

@@ -27,6 +27,7 @@ typedef struct loader {
   yaml_document_t *doc;
   sd_job *job;
   sd_job_pos karras_pos;
+  sd_job_pos cfg_parallel_pos;
   const char *prompts_text; /* a prompts_file's contents given in memory, or NULL: read it */
   size_t prompts_len;
 } loader;
@@ -441,6 +442,21 @@ static int handle_save_latents(loader *ld, const char *key, yaml_node_t *value) 
   return 0;
 }
 
+static int handle_ranks_per_image(loader *ld, const char *key, yaml_node_t *value) {
+  uint64_t v;
+  if (!parse_uint(value, SD_JOB_MAX_RANKS_PER_IMAGE, &v) || v < 1)
+    return error_expected(ld, value, key, "an integer in [1, 1024]");
+  ld->job->info.ranks_per_image = (int)v;
+  return 0;
+}
+
+static int handle_cfg_parallel(loader *ld, const char *key, yaml_node_t *value) {
+  if (!parse_bool(value, &ld->job->info.cfg_parallel))
+    return error_expected(ld, value, key, "true or false");
+  ld->cfg_parallel_pos = node_pos(value);
+  return 0;
+}
+
 static int handle_rng(loader *ld, const char *key, yaml_node_t *value) {
   const char *t = value->type == YAML_SCALAR_NODE ? scalar_text(value) : "";
   if (!strcmp(t, "cuda"))
@@ -722,6 +738,8 @@ static const struct job_key {
     {"batch_size", handle_batch_size},
     {"save_latents", handle_save_latents},
     {"device", handle_device},
+    {"ranks_per_image", handle_ranks_per_image},
+    {"cfg_parallel", handle_cfg_parallel},
     {"loras", handle_loras},
     {"embeddings", handle_embeddings},
 };
@@ -807,6 +825,17 @@ static int check_karras(loader *ld) {
   return 0;
 }
 
+/* CFG parallelism puts the two halves on two halves of each group. */
+static int check_cfg_parallel(loader *ld) {
+  const sd_job_info *info = &ld->job->info;
+  if (info->cfg_parallel && info->ranks_per_image % 2 != 0)
+    return sd_job_error_at(ld->file, ld->cfg_parallel_pos,
+                           "cfg_parallel: needs an even ranks_per_image (2, 4, ...: the two CFG "
+                           "halves each take half of a group), not %d",
+                           info->ranks_per_image);
+  return 0;
+}
+
 /* Defaults for the optional keys that were not given; then the public view's pointers. */
 static int apply_defaults(sd_job *job) {
   sd_job_info *info = &job->info;
@@ -832,6 +861,8 @@ static int apply_defaults(sd_job *job) {
   }
   if (info->batch_size == 0)
     info->batch_size = 1;
+  if (info->ranks_per_image == 0)
+    info->ranks_per_image = 1;
 
   info->path = job->path;
   info->model = job->model;
@@ -901,6 +932,7 @@ static int load_mapping(loader *ld, yaml_node_t *root) {
     return sd_job_error_at(ld->file, node_pos(root), "missing required key 'seeds'");
   SD_TRY(apply_defaults(ld->job));
   SD_TRY(check_karras(ld));
+  SD_TRY(check_cfg_parallel(ld));
   if (ld->job->prompts_file && ld->prompts_text)
     SD_TRY(sd_job_parse_prompts(ld->job, ld->prompts_text, ld->prompts_len));
   else if (ld->job->prompts_file)

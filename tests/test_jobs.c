@@ -111,6 +111,8 @@ static void test_full_job(void) {
   CHECK(info->batch_size == 8, "batch_size %d", info->batch_size);
   CHECK(info->save_latents, "save_latents");
   CHECK(info->device == SD_JOB_DEVICE_CUDA, "device");
+  CHECK(info->ranks_per_image == 2 && info->cfg_parallel, "ranks_per_image %d, cfg_parallel %d",
+        info->ranks_per_image, info->cfg_parallel);
   CHECK(info->n_items == 3 * 3 * 2 * 3 * 3 && sd_job_item_count(job) == info->n_items,
         "n_items %" PRId64, info->n_items);
   CHECK(strlen(info->hash) == 64, "hash is 64 hex digits: %s", info->hash);
@@ -142,6 +144,8 @@ static void test_minimal_job_defaults(void) {
   CHECK(!info->karras && info->rng == SD_RNG_CUDA && info->batch_size == 1 && !info->save_latents &&
             info->device == SD_JOB_DEVICE_AUTO,
         "karras false, rng cuda, batch 1, save_latents false, device auto");
+  CHECK(info->ranks_per_image == 1 && !info->cfg_parallel,
+        "ranks_per_image defaults to 1, cfg_parallel to false");
   sd_job_item item;
   CHECK(sd_job_item_get(job, 0, &item) == 0 && item.seed == 5 && item.steps == 50 &&
             item.guidance_scale == 7.5 && item.scheduler == SD_JOB_SCHEDULER_DEFAULT &&
@@ -470,6 +474,12 @@ static const struct {
     {"bad_karras.yaml", NULL,
      "10:9: karras: scheduler 'ddim' has no Karras sigmas (lms, euler, heun, dpmpp_2m have them)"},
     {"bad_batch_size.yaml", NULL, "9:13: batch_size: expected an integer in [1, 1024], got '0'"},
+    {"bad_ranks_per_image.yaml", NULL,
+     "9:18: ranks_per_image: expected an integer in [1, 1024], got '0'"},
+    {"bad_cfg_parallel_odd.yaml", NULL,
+     "6:15: cfg_parallel: needs an even ranks_per_image (2, 4, ...: the two CFG halves each take "
+     "half of a group), not 3"},
+    {"bad_cfg_parallel_word.yaml", NULL, "7:15: cfg_parallel: expected true or false, got 'on'"},
     {"bad_rng.yaml", NULL, "9:6: rng: expected cuda or cpu, got 'gpu'"},
     {"bad_device.yaml", NULL, "9:9: device: expected auto, cuda or cpu, got 'tpu'"},
     {"bad_bool.yaml", NULL, "9:15: save_latents: expected true or false, got 'yes'"},
