@@ -84,6 +84,21 @@ int sd_cluster_bcast(void *data, size_t bytes) {
   return 0;
 }
 
+int sd_cluster_node_ids(int *nodes) {
+  int rank = 0;
+  SD_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+  MPI_Comm node = MPI_COMM_NULL;
+  SD_MPI_CHECK(
+      MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
+  int first = rank;
+  int rc = MPI_Allreduce(&rank, &first, 1, MPI_INT, MPI_MIN, node);
+  MPI_Comm_free(&node);
+  if (rc != MPI_SUCCESS)
+    return sd_mpi_error("MPI_Allreduce(MPI_MIN) on the node", rc, __FILE__, __LINE__);
+  SD_MPI_CHECK(MPI_Allgather(&first, 1, MPI_INT, nodes, 1, MPI_INT, MPI_COMM_WORLD));
+  return 0;
+}
+
 int sd_msg_send(int dest, int tag, const void *data, size_t bytes) {
   SD_TRY(check_count(bytes, "message"));
   SD_MPI_CHECK(MPI_Send(data, (int)bytes, MPI_BYTE, dest, tag, MPI_COMM_WORLD));

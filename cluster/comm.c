@@ -84,6 +84,18 @@ bool sd_comm_device_memory(const sd_comm *comm) {
   return comm->ops->device_memory;
 }
 
+bool sd_comm_failed(const sd_comm *comm) {
+  return comm->failed;
+}
+
+/* Refuses an operation on a communicator that failed before. */
+static int check_usable(const sd_comm *comm, const char *what) {
+  if (comm->failed)
+    return SD_ERROR("%s %s (rank %d of %d): the communicator failed earlier (its group is lost)",
+                    comm->ops->kind, what, comm->rank, comm->size);
+  return 0;
+}
+
 uint64_t sd_comm_bytes_sent(const sd_comm *comm) {
   return comm->bytes_sent;
 }
@@ -91,9 +103,12 @@ uint64_t sd_comm_bytes_sent(const sd_comm *comm) {
 int sd_comm_allgatherv(sd_comm *comm, const void *send, void *recv, const size_t *bytes) {
   if (!recv || (bytes[comm->rank] && !send))
     return SD_ERROR("%s all-gather: NULL buffer on rank %d", comm->ops->kind, comm->rank);
-  if (comm->ops->allgatherv(comm, send, recv, bytes) < 0)
+  SD_TRY(check_usable(comm, "all-gather"));
+  if (comm->ops->allgatherv(comm, send, recv, bytes) < 0) {
+    comm->failed = true;
     return sd_error_context("%s all-gather (rank %d of %d)", comm->ops->kind, comm->rank,
                             comm->size);
+  }
   comm->bytes_sent += bytes[comm->rank] * (uint64_t)(comm->size - 1);
   return 0;
 }
@@ -101,6 +116,7 @@ int sd_comm_allgatherv(sd_comm *comm, const void *send, void *recv, const size_t
 int sd_comm_allreduce_sum_f64(sd_comm *comm, double *data, size_t n) {
   if (n == 0)
     return 0;
+  SD_TRY(check_usable(comm, "all-reduce"));
   double *all = malloc((size_t)comm->size * n * sizeof *all);
   if (!all)
     return SD_ERROR("%s all-reduce: out of memory for %d x %zu doubles", comm->ops->kind,
@@ -116,9 +132,11 @@ int sd_comm_allreduce_sum_f64(sd_comm *comm, double *data, size_t n) {
     comm->bytes_sent += n * sizeof *data * (uint64_t)(comm->size - 1);
   }
   free(all);
-  if (rc < 0)
+  if (rc < 0) {
+    comm->failed = true;
     return sd_error_context("%s all-reduce of %zu doubles (rank %d of %d)", comm->ops->kind, n,
                             comm->rank, comm->size);
+  }
   return 0;
 }
 
@@ -129,15 +147,21 @@ int sd_comm_exchange_neighbors(sd_comm *comm, const void *to_prev, void *from_pr
     return SD_ERROR("%s neighbour exchange: NULL buffer on rank %d", comm->ops->kind, comm->rank);
   if (bytes == 0)
     return 0;
-  if (comm->ops->exchange_neighbors(comm, to_prev, from_prev, to_next, from_next, bytes) < 0)
+  SD_TRY(check_usable(comm, "neighbour exchange"));
+  if (comm->ops->exchange_neighbors(comm, to_prev, from_prev, to_next, from_next, bytes) < 0) {
+    comm->failed = true;
     return sd_error_context("%s neighbour exchange of %zu bytes (rank %d of %d)", comm->ops->kind,
                             bytes, comm->rank, comm->size);
+  }
   comm->bytes_sent += bytes * (uint64_t)(has_prev + has_next);
   return 0;
 }
 
 int sd_comm_barrier(sd_comm *comm) {
-  if (comm->ops->barrier(comm) < 0)
+  SD_TRY(check_usable(comm, "barrier"));
+  if (comm->ops->barrier(comm) < 0) {
+    comm->failed = true;
     return sd_error_context("%s barrier (rank %d of %d)", comm->ops->kind, comm->rank, comm->size);
+  }
   return 0;
 }

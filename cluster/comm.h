@@ -48,6 +48,9 @@ const char *sd_comm_kind(const sd_comm *comm);
 /* Whether sd_comm_allgatherv and sd_comm_exchange_neighbors take CUDA device memory (nccl)
  * rather than host memory (self, mpi). */
 bool sd_comm_device_memory(const sd_comm *comm);
+/* Whether an operation of this communicator has failed (a timeout, a peer's error): every later
+ * operation then fails at once, and the group it belongs to is lost (free it). */
+bool sd_comm_failed(const sd_comm *comm);
 /* Bytes this rank has sent so far (all operations; for benchmarks). */
 uint64_t sd_comm_bytes_sent(const sd_comm *comm);
 

@@ -21,6 +21,7 @@ struct sd_comm {
   const sd_comm_ops *ops;
   int rank, size;
   double timeout_s;    /* how long an operation waits for its peers */
+  bool failed;         /* an operation failed: later ones are refused (comm.h) */
   uint64_t bytes_sent; /* by this rank, all operations */
   void *impl;
 };

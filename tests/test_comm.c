@@ -115,9 +115,20 @@ static void check_timeout(const sd_cluster *world) {
           "a barrier nobody joins fails with a timeout (rc %d, '%s')", rc, sd_error_message());
     CHECK(waited >= 0.29 && waited < 5.0, "the timeout of 0.3 s took %.2f s", waited);
     printf("timeout error: %s\n", sd_error_message());
+    /* the group is lost: later operations fail at once */
+    CHECK(sd_comm_failed(c), "the communicator is marked failed after the timeout");
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double one = 1.0;
+    rc = sd_comm_allreduce_sum_f64(c, &one, 1);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    waited = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    CHECK(rc < 0 && strstr(sd_error_message(), "failed earlier") && waited < 0.1,
+          "an operation after the failure is refused at once (rc %d, %.3f s, '%s')", rc, waited,
+          sd_error_message());
   } else {
     usleep(600000); /* past rank 0's deadline, then complete its pending barrier */
     CHECK(sd_comm_barrier(c) == 0, "late barrier: %s", sd_error_message());
+    CHECK(!sd_comm_failed(c), "a communicator whose operations succeed is not marked failed");
   }
   sd_comm_free(c);
 }
