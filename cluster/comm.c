@@ -131,12 +131,14 @@ int sd_comm_allreduce_sum_f64(sd_comm *comm, double *data, size_t n) {
     }
     comm->bytes_sent += n * sizeof *data * (uint64_t)(comm->size - 1);
   }
-  free(all);
   if (rc < 0) {
+    /* the failed all-gather may still be pending on `all` (a late peer can complete it): the
+     * buffer stays allocated for good */
     comm->failed = true;
     return sd_error_context("%s all-reduce of %zu doubles (rank %d of %d)", comm->ops->kind, n,
                             comm->rank, comm->size);
   }
+  free(all);
   return 0;
 }
 

@@ -1,12 +1,20 @@
 /* What rank 0 and the workers say to each other (over cluster.h's byte messages).
  *
- *   all ranks  <- rank 0   the plan (broadcast): stop, run or nothing to do, the job's hash and
- *                          the items' sizes
+ *   all ranks  <- rank 0   the plan (broadcast): stop, run or nothing to do, the job's hash,
+ *                          the items' sizes, ranks per image and CFG parallelism
+ *
+ * The workers render in groups (run_groups.h; a group of one with ranks_per_image 1). Only a
+ * group's leader talks to rank 0 as below; it hands each batch to the rest of its group over
+ * the group's communicator:
  *   worker -> rank 0       HELLO "<description>" (engine open; asks for a batch)
  *                          FATAL "<error>" (cannot go on; rank 0 reports it and stops the run)
  *                          RESULT per item of a batch, then REQUEST (the next batch), or
  *                          INTERRUPTED (the worker got SIGTERM/SIGINT: the run stops)
  *   rank 0 -> worker       WORK int64 indices[n], or STOP (the last message a worker gets)
+ * and any rank of a group whose communicators failed (a member died or stopped answering):
+ *   member -> rank 0       GROUP_LOST int32 group, then "<error>" (sent once, unanswered; the
+ *                          rank then leaves the run's loop). Rank 0 fails the group's
+ *                          unreturned items with the error and gives the group no more work.
  *
  * A worker has at most one unanswered request, and rank 0 answers each, so no rank waits on
  * another that waits on it. Messages are raw host-order bytes: ranks run the same build on the
@@ -27,6 +35,7 @@ enum {
   SD_TAG_INTERRUPTED,
   SD_TAG_WORK,
   SD_TAG_STOP,
+  SD_TAG_GROUP_LOST,
 };
 
 enum {
@@ -40,6 +49,9 @@ typedef struct sd_run_plan {
   int32_t action; /* SD_PLAN_* */
   sd_render_shape shape;
   char job_hash[65]; /* the hash the output file holds (workers check they read the same job) */
+  int32_t ranks_per_image; /* the job's (rank 0's reading is the one every rank uses) */
+  int32_t cfg_parallel;
+  int32_t batch_size; /* the most items of a WORK message */
 } sd_run_plan;
 
 /* A RESULT message: a header (index, done, reason length), then the latents (C, h, w) float32

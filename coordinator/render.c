@@ -11,7 +11,8 @@
 struct sd_renderer {
   const sd_job *job;
   bool null_model;
-  sd_engine *engine; /* NULL for the null model */
+  sd_engine *engine;     /* NULL for the null model */
+  sd_image_group *group; /* NULL: this rank renders alone */
   /* the engine's parameters, with the job's adapters; the engine is reopened (LoRAs merged at
    * other scales) when a batch belongs to another LoRA set than the loaded one */
   sd_engine_params params;
@@ -65,12 +66,14 @@ static int open_engine(sd_renderer *r, int64_t set) {
 }
 
 int sd_renderer_open(const sd_job *job, const sd_render_shape *shape,
-                     const sd_engine_params *engine_params, int batch_size, sd_renderer **out) {
+                     const sd_engine_params *engine_params, sd_image_group *group, int batch_size,
+                     sd_renderer **out) {
   *out = NULL;
   sd_renderer *r = calloc(1, sizeof *r);
   if (!r)
     return SD_ERROR("out of memory");
   r->job = job;
+  r->group = group;
   r->shape = *shape;
   r->capacity = batch_size;
   r->job_items = calloc((size_t)batch_size, sizeof *r->job_items);
@@ -177,7 +180,7 @@ static int render_engine(sd_renderer *r, int n, sd_result_sink sink, void *sink_
     r->items[i].guidance_scale = (float)r->job_items[i].guidance_scale;
   }
   memset(r->results, 0, (size_t)n * sizeof *r->results);
-  if (sd_txt2img(r->engine, &batch, r->items, n, NULL, NULL, r->results) < 0) {
+  if (sd_render_group(r->engine, r->group, &batch, NULL, r->items, n, NULL, NULL, r->results) < 0) {
     sd_error_context("rendering");
     return fail_all(r, n, sink, sink_ctx);
   }

@@ -36,11 +36,14 @@ typedef int (*sd_result_sink)(void *ctx, const sd_item_result *result);
 
 typedef struct sd_renderer sd_renderer;
 
-/* engine_params NULL: the null model. batch_size: the most items one call renders. The job's
+/* engine_params NULL: the null model. group: the ranks this one renders each batch with
+ * (sd_render_group; every rank of the group makes the same calls), NULL alone; ignored by the
+ * null model. batch_size: the most items one call renders. The job's
  * LoRAs and embeddings are added to engine_params; a batch of another LoRA set than the loaded
  * one reopens the engine with that set's scales (LoRAs are merged into the weights). */
 int sd_renderer_open(const sd_job *job, const sd_render_shape *shape,
-                     const sd_engine_params *engine_params, int batch_size, sd_renderer **out);
+                     const sd_engine_params *engine_params, sd_image_group *group, int batch_size,
+                     sd_renderer **out);
 void sd_renderer_close(sd_renderer *r);
 /* "cpu, 4 threads", "cuda device 1", "null model" */
 const char *sd_renderer_describe(const sd_renderer *r);

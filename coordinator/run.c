@@ -244,6 +244,15 @@ static int prepare(sd_run_ctx *ctx) {
   ctx->info = sd_job_get_info(ctx->job);
   const sd_job_info *info = ctx->info;
   SD_TRY(sd_job_check_paths(ctx->job));
+  int workers = ctx->cluster->size - 1;
+  if (info->ranks_per_image > 1 && workers < info->ranks_per_image)
+    return SD_ERROR("%s: ranks_per_image: %d needs at least %d worker ranks besides rank 0 "
+                    "(mpirun -n %d or more); this run has %d",
+                    info->path, info->ranks_per_image, info->ranks_per_image,
+                    info->ranks_per_image + 1, workers);
+  ctx->plan.ranks_per_image = info->ranks_per_image;
+  ctx->plan.cfg_parallel = info->cfg_parallel;
+  ctx->plan.batch_size = info->batch_size;
   if (info->n_prompts > INT32_MAX)
     return SD_ERROR("%s: %" PRId64 " prompts: the output file indexes at most %d", info->path,
                     info->n_prompts, INT32_MAX);
@@ -286,7 +295,7 @@ static int run_alone(sd_run_ctx *ctx) {
   sd_engine_params params;
   sd_run_engine_params(ctx->opts, ctx->cluster, info, &params);
   sd_renderer *renderer = NULL;
-  SD_TRY(sd_renderer_open(ctx->job, &ctx->plan.shape, ctx->opts->null_model ? NULL : &params,
+  SD_TRY(sd_renderer_open(ctx->job, &ctx->plan.shape, ctx->opts->null_model ? NULL : &params, NULL,
                           info->batch_size, &renderer));
   sd_progress_note(&ctx->progress, "rank 0 on %s: %s; %" PRId64 " items to render",
                    ctx->cluster->host, sd_renderer_describe(renderer), ctx->progress.to_render);
@@ -325,7 +334,14 @@ static int run_rank0(const sd_run_options *opts, const sd_cluster *cluster, sd_r
     sd_progress_note(&ctx.progress, "all %" PRId64 " items of %s are done already",
                      ctx.info->n_items, ctx.info->output);
   *in_run = rc == 0 && ctx.plan.action == SD_PLAN_RUN;
-  if (*in_run)
+  if (*in_run && cluster->size > 1 &&
+      sd_run_groups_form(0, cluster->size, ctx.plan.ranks_per_image, ctx.plan.cfg_parallel,
+                         opts->group_timeout_s, &ctx.groups, &ctx.comms) < 0) {
+    /* the workers wait in the same collectives: they cannot be told to stop */
+    report->abort_world = true;
+    rc = -1;
+  }
+  if (*in_run && rc == 0)
     rc = cluster->size == 1 ? run_alone(&ctx) : sd_run_coordinate(&ctx, report);
 
   char error[2048] = "";
@@ -349,6 +365,8 @@ static int run_rank0(const sd_run_options *opts, const sd_cluster *cluster, sd_r
       report->outcome = SD_RUN_ITEMS_FAILED;
   }
   sd_progress_free(&ctx.progress);
+  sd_run_group_comms_free(&ctx.comms);
+  sd_run_groups_free(&ctx.groups);
   free(ctx.scheduler_names);
   free(ctx.adapters);
   sd_job_free(ctx.job);

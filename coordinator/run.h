@@ -23,7 +23,10 @@ typedef struct sd_run_options {
   bool null_model;    /* no model: each item is a pattern of its index (coordinator benchmark) */
   int output_schema;  /* schema version of a new output file; 0: the newest (an existing file
                          keeps its own) */
-  FILE *log;          /* rank 0's progress and summary; NULL: quiet */
+  /* Seconds a rank of a group (ranks_per_image > 1) waits for the others in any operation before
+   * the group is lost and its batch fails; 0: SD_COMM_DEFAULT_TIMEOUT_S. */
+  double group_timeout_s;
+  FILE *log; /* rank 0's progress and summary; NULL: quiet */
 } sd_run_options;
 
 typedef enum sd_run_outcome {

@@ -21,19 +21,24 @@
 #define IDLE_SLEEP_MIN_NS 20000L
 #define IDLE_SLEEP_MAX_NS 1000000L
 
+/* A group of workers (one rank with ranks_per_image 1), as its leader talks for it. */
 typedef struct worker_state {
   int64_t *batch; /* (batch_size) the indices handed out last */
   int n;          /* items in batch */
   int returned;   /* of them, returned so far (in order) */
-  bool stopped;   /* told STOP: it sends nothing more */
+  bool stopped;   /* told STOP, or lost: counted in n_stopped, gets no more work */
+  bool lost;      /* its communicators failed (GROUP_LOST) */
 } worker_state;
 
 typedef struct coordinator {
   sd_run_ctx *ctx;
   sd_run_report *report;
-  worker_state *workers; /* (size), index = rank; [0] unused */
-  int n_workers;
+  const sd_run_groups *groups;
+  worker_state *workers; /* (size), index = rank; only group leaders' are used */
+  int n_workers;         /* groups, each with its leader as the client */
   int n_stopped;
+  int n_lost;
+  bool exhausted;     /* dispatch has handed out every item */
   bool stopping;      /* no more batches go out */
   bool writes_broken; /* a write failed: later results are not written */
   char error[2048];   /* the first failure, reported when the run ends */
@@ -74,8 +79,10 @@ static int answer(coordinator *co, int rank) {
     fail(co, "%s", sd_error_message());
     return send_stop(co, rank);
   }
-  if (w->n == 0)
+  if (w->n == 0) {
+    co->exhausted = true;
     return send_stop(co, rank);
+  }
   return sd_msg_send(rank, SD_TAG_WORK, w->batch, (size_t)w->n * sizeof *w->batch);
 }
 
@@ -86,6 +93,19 @@ static void handle_result(coordinator *co, int rank, size_t bytes) {
     return;
   }
   worker_state *w = &co->workers[rank];
+  if (w->lost) {
+    /* its batch was failed when the group was lost; a result that still comes in is written
+     * if it is an image of that batch (a failed item may become done) */
+    bool in_batch = false;
+    for (int i = 0; i < w->n; i++)
+      in_batch = in_batch || w->batch[i] == result.index;
+    if (in_batch && result.done && !co->writes_broken &&
+        sd_run_write_result(co->ctx, rank, &result) < 0) {
+      co->writes_broken = true;
+      fail(co, "%s", sd_error_message());
+    }
+    return;
+  }
   if (w->returned >= w->n || w->batch[w->returned] != result.index) {
     fail(co, "rank %d returned item %" PRId64 ", which it was not rendering (protocol error)", rank,
          result.index);
@@ -130,12 +150,85 @@ static int grow_buffer(coordinator *co, size_t bytes) {
   return 0;
 }
 
+/* A rank of group g reported that the group's communicators failed: the items of its batch not
+ * returned yet fail with the reason, and the group gets no more work. */
+static void lose_group(coordinator *co, int g, int from, const char *reason) {
+  int leader = sd_run_groups_leader(co->groups, g);
+  worker_state *w = &co->workers[leader];
+  if (w->lost)
+    return;
+  w->lost = true;
+  co->n_lost++;
+  char who[128], why[1024];
+  sd_run_groups_describe(co->groups, g, who, sizeof who);
+  snprintf(why, sizeof why, "the group of %s was lost (rank %d: %s)", who, from, reason);
+  int unreturned = w->n - w->returned;
+  for (; w->returned < w->n && !co->writes_broken; w->returned++) {
+    sd_item_result failed = {w->batch[w->returned], false, NULL, NULL, why};
+    if (sd_run_write_result(co->ctx, leader, &failed) < 0) {
+      co->writes_broken = true;
+      fail(co, "%s", sd_error_message());
+    }
+  }
+  sd_progress_note(&co->ctx->progress,
+                   "%s; %d unreturned item%s of its batch failed; %d of %d "
+                   "groups left",
+                   why, unreturned, unreturned == 1 ? "" : "s", co->n_workers - co->n_lost,
+                   co->n_workers);
+  if (!w->stopped) {
+    w->stopped = true;
+    co->n_stopped++;
+  }
+}
+
+/* A message from the leader of a lost group (it may not know yet): results are kept, anything
+ * asking for an answer gets STOP. */
+static int handle_lost_leader(coordinator *co, const sd_msg *msg) {
+  switch (msg->tag) {
+  case SD_TAG_RESULT:
+    handle_result(co, msg->source, msg->bytes);
+    return 0;
+  case SD_TAG_HELLO:
+  case SD_TAG_REQUEST:
+  case SD_TAG_INTERRUPTED:
+  case SD_TAG_FATAL: {
+    static const char nothing = 0;
+    return sd_msg_send(msg->source, SD_TAG_STOP, &nothing, 0);
+  }
+  default:
+    return 0;
+  }
+}
+
+static void handle_group_lost(coordinator *co, int rank, size_t bytes) {
+  int32_t g = -1;
+  if (bytes >= sizeof g)
+    memcpy(&g, co->buf, sizeof g);
+  co->buf[bytes] = '\0';
+  if (g < 0 || g >= co->n_workers || co->groups->group[rank] != g) {
+    fail(co, "rank %d reported group %d lost, which it is not in (protocol error)", rank, g);
+    return;
+  }
+  lose_group(co, g, rank, bytes > sizeof g ? (const char *)co->buf + sizeof g : "no reason");
+}
+
 /* Receives and handles one message. -1 only when communication itself fails. */
 static int handle_message(coordinator *co, const sd_msg *msg) {
   SD_TRY(grow_buffer(co, msg->bytes + 1));
   SD_TRY(sd_msg_recv(msg, co->buf));
   int rank = msg->source;
-  if (rank < 1 || rank > co->n_workers || co->workers[rank].stopped)
+  int g = rank >= 1 && rank < co->groups->world_size ? co->groups->group[rank] : -1;
+  if (g < 0)
+    return SD_ERROR("message (tag %d) from rank %d, which is in no group", msg->tag, rank);
+  if (msg->tag == SD_TAG_GROUP_LOST) {
+    handle_group_lost(co, rank, msg->bytes);
+    return 0;
+  }
+  if (co->groups->position[rank] != 0)
+    return SD_ERROR("message (tag %d) from rank %d, which does not lead its group", msg->tag, rank);
+  if (co->workers[rank].lost)
+    return handle_lost_leader(co, msg);
+  if (co->workers[rank].stopped)
     return SD_ERROR("message (tag %d) from rank %d, which was told to stop", msg->tag, rank);
   switch (msg->tag) {
   case SD_TAG_HELLO:
@@ -204,18 +297,53 @@ int sd_run_coordinate(sd_run_ctx *ctx, sd_run_report *report) {
   memset(&co, 0, sizeof co);
   co.ctx = ctx;
   co.report = report;
-  co.n_workers = ctx->cluster->size - 1;
+  co.groups = &ctx->groups;
+  co.n_workers = ctx->groups.n_groups;
   co.workers = calloc((size_t)ctx->cluster->size, sizeof *co.workers);
   int rc = co.workers ? 0 : SD_ERROR("out of memory");
-  for (int r = 1; rc == 0 && r <= co.n_workers; r++) {
-    co.workers[r].batch = malloc((size_t)ctx->info->batch_size * sizeof(int64_t));
-    if (!co.workers[r].batch)
+  for (int g = 0; rc == 0 && g < co.n_workers; g++) {
+    int leader = sd_run_groups_leader(&ctx->groups, g);
+    co.workers[leader].batch = malloc((size_t)ctx->info->batch_size * sizeof(int64_t));
+    if (!co.workers[leader].batch)
       rc = SD_ERROR("out of memory");
   }
-  sd_progress_note(&ctx->progress, "%" PRId64 " items to render on %d worker ranks",
-                   ctx->progress.to_render, co.n_workers);
+  int per_image = ctx->groups.ranks_per_image;
+  if (per_image == 1) {
+    sd_progress_note(&ctx->progress, "%" PRId64 " items to render on %d worker ranks",
+                     ctx->progress.to_render, co.n_workers);
+  } else {
+    char groups[1024] = "", who[128];
+    size_t at = 0;
+    for (int g = 0; g < co.n_workers && at < sizeof groups; g++)
+      at += (size_t)snprintf(groups + at, sizeof groups - at, "%s%s", g ? ", " : "",
+                             sd_run_groups_describe(&ctx->groups, g, who, sizeof who));
+    int idle = ctx->cluster->size - 1 - co.n_workers * per_image;
+    char idle_note[64] = "";
+    if (idle)
+      snprintf(idle_note, sizeof idle_note, "; %d rank%s in no group, idle", idle,
+               idle == 1 ? "" : "s");
+    sd_progress_note(&ctx->progress,
+                     "%" PRId64 " items to render on %d group%s of %d ranks%s (%s)%s",
+                     ctx->progress.to_render, co.n_workers, co.n_workers == 1 ? "" : "s", per_image,
+                     ctx->info->cfg_parallel ? " in CFG halves" : "", groups, idle_note);
+  }
   if (rc == 0)
     rc = coordinate(&co);
+  if (rc == 0 && co.n_lost > 0 && !co.exhausted && !co.stopping)
+    fail(&co,
+         "every group that was rendering was lost (%d of %d); the items not handed out stay "
+         "pending (run the job again to resume)",
+         co.n_lost, co.n_workers);
+  if (rc == 0 && co.n_lost > 0) {
+    /* a rank of a lost group may be dead (the world's final broadcast would wait for it
+     * forever) or stuck and may still send: once rank 0 has closed the output file, the run
+     * ends every rank with MPI_Abort and this run's exit status */
+    sd_progress_note(&ctx->progress,
+                     "%d group%s lost: every rank ends with MPI_Abort once the "
+                     "output file is closed",
+                     co.n_lost, co.n_lost == 1 ? " was" : "s were");
+    report->abort_world = true;
+  }
   if (rc < 0) {
     /* messages cannot be exchanged any more: the workers cannot be told to stop */
     sd_error_context("rank 0 coordinating");
@@ -223,7 +351,7 @@ int sd_run_coordinate(sd_run_ctx *ctx, sd_run_report *report) {
   } else if (co.error[0]) {
     rc = sd_error_set(__FILE__, __LINE__, "%s", co.error);
   }
-  for (int r = 1; co.workers && r <= co.n_workers; r++)
+  for (int r = 1; co.workers && r < ctx->cluster->size; r++)
     free(co.workers[r].batch);
   free(co.workers);
   free(co.buf);

@@ -1,6 +1,7 @@
 /* Rank groups of a run (run_groups.h). */
 #include "run_groups.h"
 
+#include "../cluster/cluster.h"
 #include "../kernels/error.h"
 
 #include <stdio.h>
@@ -132,6 +133,26 @@ int sd_run_groups_join(const sd_run_groups *groups, int rank, bool cfg_parallel,
   }
   out->image.spatial = out->spatial;
   out->image.cfg = out->cfg;
+  return 0;
+}
+
+int sd_run_groups_form(int rank, int world_size, int ranks_per_image, bool cfg_parallel,
+                       double timeout_s, sd_run_groups *groups, sd_run_group_comms *comms) {
+  memset(comms, 0, sizeof *comms);
+  int *nodes = calloc((size_t)world_size, sizeof *nodes);
+  if (!nodes)
+    return SD_ERROR("rank groups: out of memory for %d ranks", world_size);
+  int rc = 0;
+  if (ranks_per_image > 1 && (rc = sd_cluster_node_ids(nodes)) < 0)
+    sd_error_context("finding the node of every rank");
+  if (rc == 0)
+    rc = sd_run_groups_plan(nodes, world_size, ranks_per_image, groups);
+  free(nodes);
+  SD_TRY(rc);
+  if (sd_run_groups_join(groups, rank, cfg_parallel, timeout_s, comms) < 0) {
+    sd_run_groups_free(groups);
+    return -1;
+  }
   return 0;
 }
 

@@ -48,6 +48,11 @@ typedef struct sd_run_group_comms {
  * timeout_s bounds every operation (0: SD_COMM_DEFAULT_TIMEOUT_S). */
 int sd_run_groups_join(const sd_run_groups *groups, int rank, bool cfg_parallel, double timeout_s,
                        sd_run_group_comms *out);
+/* The groups of a run and this rank's communicators, formed after the plan broadcast (collective
+ * over the world: every rank of a multi-rank run calls it with the same ranks_per_image). With
+ * ranks_per_image 1 it plans groups of one and calls nothing collective. */
+int sd_run_groups_form(int rank, int world_size, int ranks_per_image, bool cfg_parallel,
+                       double timeout_s, sd_run_groups *groups, sd_run_group_comms *comms);
 /* The group a renderer passes to sd_render_group: NULL when this rank renders alone. */
 sd_image_group *sd_run_group_image(sd_run_group_comms *comms);
 /* Whether any of the communicators failed (the group is lost). */

@@ -9,6 +9,7 @@
 #include "progress.h"
 #include "render.h"
 #include "run.h"
+#include "run_groups.h"
 
 #include "../jobs/job.h"
 #include "../worker/pipeline/engine.h"
@@ -25,8 +26,10 @@ typedef struct sd_run_ctx {
   char *adapters;               /* the output's adapters attribute (JSON, "" when none) */
   sd_dispatch dispatch;
   sd_progress progress;
-  double last_flush; /* monotonic seconds */
-  bool unflushed;    /* written since the last flush */
+  sd_run_groups groups;     /* the worker groups of a multi-rank run */
+  sd_run_group_comms comms; /* rank 0's: none (it is in no group) */
+  double last_flush;        /* monotonic seconds */
+  bool unflushed;           /* written since the last flush */
 } sd_run_ctx;
 
 /* Output file flushes: about this often while a run goes on, and at its end. */

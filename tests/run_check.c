@@ -4,6 +4,12 @@
  *
  *   run_check same A.h5 B.h5          every item done in both, with equal metadata, images and
  *                                     latents (byte for byte); prints the max difference
+ *   run_check close A.h5 B.h5 LEVELS PERCENT
+ *                                     every item done in both with equal metadata; over all
+ *                                     their pixels, none differs by more than LEVELS and at
+ *                                     least PERCENT % are exact (images from rank groups against
+ *                                     one rank's); prints both figures and the latents' max
+ *                                     difference
  *   run_check png A.h5 INDEX FILE.png item INDEX's image equals the PNG's pixels
  *   run_check counts A.h5 DONE FAILED PENDING
  *                                     the status counts are these
@@ -53,7 +59,8 @@ static int records_equal(const sd_output_record *x, const sd_output_record *y) {
          strcmp(x->scheduler, y->scheduler) == 0 && x->status == y->status;
 }
 
-static int check_same(const char *path_a, const char *path_b) {
+/* max_levels 0 and min_exact 100: byte for byte, latents too ("same"). */
+static int check_same(const char *path_a, const char *path_b, int max_levels, double min_exact) {
   sd_output_reader *a = NULL, *b = NULL;
   if (open_reader(path_a, &a) < 0 || open_reader(path_b, &b) < 0)
     return 1;
@@ -70,7 +77,7 @@ static int check_same(const char *path_a, const char *path_b) {
   float *la = malloc(nl * sizeof *la), *lb = malloc(nl * sizeof *lb);
   int max_pixel_diff = 0;
   double max_latent_diff = 0.0;
-  int64_t differing = 0;
+  int64_t differing = 0, exact = 0, values = 0;
   for (int64_t i = 0; i < ia->n_items && !bad; i++) {
     sd_output_record xa, xb;
     if (sd_output_read_records(a, i, 1, &xa) < 0 || sd_output_read_records(b, i, 1, &xb) < 0 ||
@@ -94,7 +101,9 @@ static int check_same(const char *path_a, const char *path_b) {
     for (size_t k = 0; k < nb; k++) {
       int d = abs((int)ra[k] - (int)rb[k]);
       item_diff = d > item_diff ? d : item_diff;
+      exact += d == 0;
     }
+    values += (int64_t)nb;
     for (size_t k = 0; ia->save_latents && k < nl; k++) {
       double d = fabs((double)la[k] - (double)lb[k]);
       max_latent_diff = d > max_latent_diff || d != d ? d : max_latent_diff;
@@ -109,16 +118,25 @@ static int check_same(const char *path_a, const char *path_b) {
                 i, item_diff);
     }
   }
+  double exact_share = values ? 100.0 * (double)exact / (double)values : 100.0;
   printf("run_check: %s vs %s: %" PRId64 " items, %" PRId64
-         " differ; max pixel diff %d, max latent diff %g\n",
-         path_a, path_b, ia->n_items, differing, max_pixel_diff, max_latent_diff);
+         " differ; max pixel diff %d, %.4f %% of pixel values exact, max latent diff %g\n",
+         path_a, path_b, ia->n_items, differing, max_pixel_diff, exact_share, max_latent_diff);
   free(ra);
   free(rb);
   free(la);
   free(lb);
   sd_output_reader_close(a);
   sd_output_reader_close(b);
-  return bad || differing ? 1 : 0;
+  if (max_levels == 0 && min_exact >= 100.0)
+    return bad || differing ? 1 : 0;
+  if (max_pixel_diff > max_levels || exact_share < min_exact ||
+      max_latent_diff != max_latent_diff) {
+    fprintf(stderr, "run_check: beyond the tolerance: max %d levels, %.4f %% exact\n", max_levels,
+            min_exact);
+    bad = 1;
+  }
+  return bad;
 }
 
 static int check_png(const char *path, const char *index_text, const char *png) {
@@ -270,7 +288,9 @@ static int print_chunks(const char *path) {
 
 int main(int argc, char **argv) {
   if (argc == 4 && strcmp(argv[1], "same") == 0)
-    return check_same(argv[2], argv[3]);
+    return check_same(argv[2], argv[3], 0, 100.0);
+  if (argc == 6 && strcmp(argv[1], "close") == 0)
+    return check_same(argv[2], argv[3], atoi(argv[4]), atof(argv[5]));
   if (argc == 5 && strcmp(argv[1], "png") == 0)
     return check_png(argv[2], argv[3], argv[4]);
   if (argc == 6 && strcmp(argv[1], "counts") == 0)
@@ -281,7 +301,8 @@ int main(int argc, char **argv) {
     return check_null(argv[2]);
   if (argc == 3 && strcmp(argv[1], "chunks") == 0)
     return print_chunks(argv[2]);
-  fprintf(stderr, "usage: run_check same A.h5 B.h5 | png A.h5 INDEX FILE.png | counts A.h5 DONE "
-                  "FAILED PENDING | status A.h5 | null A.h5 | chunks A.h5\n");
+  fprintf(stderr, "usage: run_check same A.h5 B.h5 | close A.h5 B.h5 LEVELS PERCENT | png A.h5 "
+                  "INDEX FILE.png | counts A.h5 DONE FAILED PENDING | status A.h5 | null A.h5 | "
+                  "chunks A.h5\n");
   return 2;
 }

@@ -17,8 +17,9 @@ static const char *const run_usage =
     "\n"
     "Renders every item of a job file (docs/jobs.md) into the job's output file (docs/output.md).\n"
     "With one process it renders everything itself; with N ranks, rank 0 checks the job, hands\n"
-    "out batches and writes the file while ranks 1..N-1 render. Items already done in the\n"
-    "output file are skipped, so running the same command again resumes an interrupted job.\n"
+    "out batches and writes the file while ranks 1..N-1 render (in groups of the job's\n"
+    "ranks_per_image, docs/spatial.md). Items already done in the output file are skipped,\n"
+    "so running the same command again resumes an interrupted job.\n"
     "SIGTERM or SIGINT stops the run cleanly (pending items stay pending). See docs/running.md.\n";
 
 static const char *const run_epilogue =
@@ -30,6 +31,7 @@ static const char *const run_epilogue =
 typedef struct run_args {
   sd_run_options opts;
   bool quiet;
+  float group_timeout; /* seconds; 0: the default */
 } run_args;
 
 /* Parses argv (rank 0 prints usage errors and --help); returns a cli_parse result. */
@@ -43,6 +45,10 @@ static int parse_args(int argc, char **argv, bool speak, run_args *args) {
                  "CPU threads per rendering rank (default: the cores the launcher\n"
                  "bound the rank to, or the node's cores shared among its ranks)",
                  .min = 1, .max = 1024),
+      CLI_OPTION("group-timeout", "S", CLI_FLOAT, &args->group_timeout,
+                 "with ranks_per_image > 1: seconds a rank of a group waits for the\n"
+                 "others before the group is lost and its batch fails (default 300)",
+                 .min = 0.1f, .max = 86400.0f),
       CLI_OPTION("quiet", NULL, CLI_FLAG, &args->quiet,
                  "no progress or summary on stderr (errors are still reported)"),
       CLI_OPTION("output-schema", "N", CLI_INT, &args->opts.output_schema,
@@ -80,6 +86,7 @@ int cmd_run(int argc, char **argv) {
     return cli_parse_exit_status(parsed);
   }
   args.opts.log = rank0 && !args.quiet ? stderr : NULL;
+  args.opts.group_timeout_s = args.group_timeout;
 
   sd_run_report report;
   int rc = sd_run(&args.opts, &cluster, &report);
