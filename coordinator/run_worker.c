@@ -140,8 +140,12 @@ static int agree_on_setup(worker *w, char *failure, size_t size) {
   failure[0] = '\0';
   for (int r = 0; r < n && !failure[0]; r++) {
     const char *text = all + (size_t)r * SETUP_ERROR_BYTES;
-    if (text[0])
-      snprintf(failure, size, "rank %d: %.*s", w->members[r], SETUP_ERROR_BYTES, text);
+    if (!text[0])
+      continue;
+    if (r == 0) /* the leader's own (rank 0 names the leader) */
+      snprintf(failure, size, "%.*s", SETUP_ERROR_BYTES, text);
+    else
+      snprintf(failure, size, "rank %d of its group: %.*s", w->members[r], SETUP_ERROR_BYTES, text);
   }
   free(bytes);
   free(all);
