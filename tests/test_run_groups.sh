@@ -11,7 +11,7 @@
 #    (exit 3, nothing pending), and a rerun renders exactly the failed items; a member SIGKILLed
 #    mid-run: Open MPI ends the whole run, the file stays readable, no done item goes back, and
 #    the rerun completes it. Each faulted file ends equal, byte for byte, to an uninterrupted
-#    grouped run.
+#    grouped run. SIGTERM to the group members alone stops the run cleanly (143).
 # Without MPI: only the refusal in a one-process world.
 # Usage: test_run_groups.sh SDBATCH RUN_CHECK SOURCE_DIR [MPIEXEC]
 SDBATCH=$1 RUN_CHECK=$2 SOURCE_DIR=$3 MPIEXEC=${4:-}
@@ -82,10 +82,10 @@ check "6 ranks: every item done" "$RUN_CHECK" counts null.h5 300 0 0
 check "6 ranks: every item its pattern" "$RUN_CHECK" null null.h5
 
 # ---- faults ----
-# 3 prompts x 10 seeds, 8 steps: a few seconds on 2 groups, long enough to stop a rank mid-run
-fault=('prompts: ["a lighthouse", "a red barn", "a tall ship"]' 'seeds: {start: 0, count: 10}'
+# 3 prompts x 12 seeds, 8 steps: a few seconds on 2 groups, long enough to stop a rank mid-run
+fault=('prompts: ["a lighthouse", "a red barn", "a tall ship"]' 'seeds: {start: 0, count: 12}'
        'steps: 8' 'save_latents: true' 'batch_size: 2' 'ranks_per_image: 2')
-total=30
+total=36
 write_job faultref.yaml faultref.h5 "${fault[@]}"
 expect_status 0 "uninterrupted grouped run" launch 5 run --quiet faultref.yaml
 timeout=$((3 * scale))
@@ -108,12 +108,12 @@ wait_done() {
   done
 }
 
-# stop_round NAME RANK: SIGSTOP the rank after 8 items, SIGCONT it after the group's timeout
+# stop_round NAME RANK: SIGSTOP the rank after 6 items, SIGCONT it after the group's timeout
 # has passed and the loss has been reported; the other group finishes the job
 stop_round() {
   local name=$1 rank=$2 pid status=0 counts
   start_fault "$name"
-  wait_done "$name.h5" 8
+  wait_done "$name.h5" 6
   pid=$(rank_pid "$launcher" "$rank")
   if [ -z "$pid" ] || ! kill -0 "$launcher" 2>/dev/null; then
     fail "$name: the run ended before rank $rank could be stopped"
@@ -148,9 +148,30 @@ stop_round() {
 stop_round stop_member 2
 stop_round stop_leader 1
 
+# SIGTERM to the members alone: the groups agree on it after their batch, the leaders tell rank 0
+# and the run stops cleanly (143) with every returned item written; the rerun completes it
+start_fault term_members
+wait_done term_members.h5 6
+pids=$(rank_pid "$launcher" 2; rank_pid "$launcher" 4)
+if [ "$(echo $pids | wc -w)" -eq 2 ] && kill -0 "$launcher" 2>/dev/null; then
+  kill -TERM $pids
+  status=0
+  wait "$launcher" || status=$?
+  counts=$("$RUN_CHECK" status term_members.h5)
+  note "term_members: exit status $status, done failed pending: $counts"
+  check "term_members: exit status 143 (got $status)" test "$status" -eq 143
+  check "term_members: the summary's pending count is the file's" \
+    grep -q "interrupted by SIGTERM; ${counts##* } items left pending" term_members.log
+  expect_status 0 "term_members: rerun" launch 5 run --quiet term_members.yaml
+  check "term_members: equals the uninterrupted run" "$RUN_CHECK" same faultref.h5 term_members.h5
+else
+  fail "term_members: the run ended before the signal"
+  wait "$launcher" || true
+fi
+
 # a member SIGKILLed mid-run: Open MPI ends every rank (mpirun's default); the rerun completes
 start_fault kill_member
-wait_done kill_member.h5 8
+wait_done kill_member.h5 6
 pid=$(rank_pid "$launcher" 4)
 if [ -n "$pid" ] && kill -0 "$launcher" 2>/dev/null; then
   before=$(done_count kill_member.h5)
