@@ -140,6 +140,10 @@ const char *sd_renderer_describe(const sd_renderer *r) {
   return r->description;
 }
 
+const char *sd_renderer_backend(const sd_renderer *r) {
+  return r->null_model ? "null" : sd_engine_backend(r->engine)->ops->name;
+}
+
 static int render_null(sd_renderer *r, int n, sd_result_sink sink, void *sink_ctx) {
   for (int i = 0; i < n; i++) {
     sd_null_model_item(r->job_items[i].index, &r->shape, r->null_rgb, r->null_latents);

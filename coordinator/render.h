@@ -47,6 +47,8 @@ int sd_renderer_open(const sd_job *job, const sd_render_shape *shape,
 void sd_renderer_close(sd_renderer *r);
 /* "cpu, 4 threads", "cuda device 1", "null model" */
 const char *sd_renderer_describe(const sd_renderer *r);
+/* The engine's backend ("cpu", "cuda"), or "null" for the null model. */
+const char *sd_renderer_backend(const sd_renderer *r);
 
 /* Renders items indices[0 .. n) (n <= batch_size, all batchable with the first) and hands each
  * result to sink, in order. Item failures are results; -1 only when the sink fails or the

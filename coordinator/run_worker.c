@@ -186,8 +186,8 @@ static int setup(const sd_run_options *opts, worker *w, const sd_run_plan *plan,
   sd_image_group *group = sd_run_group_image(&w->comms);
   SD_TRY(sd_renderer_open(*job, &plan->shape, opts->null_model ? NULL : &params, group,
                           info->batch_size, renderer));
-  if (group && strcmp(sd_renderer_describe(*renderer), "null model") != 0 &&
-      strncmp(sd_renderer_describe(*renderer), "cpu", 3) != 0)
+  const char *backend = sd_renderer_backend(*renderer);
+  if (group && strcmp(backend, "null") != 0 && strcmp(backend, "cpu") != 0)
     return SD_ERROR("ranks_per_image %d: rank groups of sdbatch run render on the CPU backend "
                     "only (the renderer here is %s; NCCL groups are not wired into sdbatch run "
                     "yet): use device: cpu",
