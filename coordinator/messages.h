@@ -10,7 +10,9 @@
  *                          FATAL "<error>" (cannot go on; rank 0 reports it and stops the run)
  *                          RESULT per item of a batch, then REQUEST (the next batch), or
  *                          INTERRUPTED (the worker got SIGTERM/SIGINT: the run stops)
- *   rank 0 -> worker       WORK int64 indices[n], or STOP (the last message a worker gets)
+ *   rank 0 -> worker       WORK int64 indices[n], or STOP (the last message a worker gets);
+ *                          with rank groups, WORK with no indices: nothing now, REQUEST again
+ *                          shortly (another group still renders and may lose its batch)
  * and any rank of a group whose communicators failed (a member died or stopped answering):
  *   member -> rank 0       GROUP_LOST int32 group, then "<error>" (sent once, unanswered; the
  *                          rank then leaves the run's loop). Rank 0 fails the group's

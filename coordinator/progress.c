@@ -129,6 +129,11 @@ void sd_progress_note(sd_progress *p, const char *fmt, ...) {
   fflush(p->out);
 }
 
+void sd_progress_retried(sd_progress *p) {
+  if (p->failed > 0)
+    p->failed--;
+}
+
 void sd_progress_item(sd_progress *p, int rank, int64_t index, bool done, const char *reason) {
   double now = sd_progress_now();
   if (p->rendered + p->failed == 0)

@@ -33,6 +33,9 @@ double sd_progress_now(void);
 /* Counts one item returned by rank; prints the failure reason of the first few failed items
  * and, when due, the progress line. */
 void sd_progress_item(sd_progress *p, int rank, int64_t index, bool done, const char *reason);
+/* An item counted failed earlier in this run is returned again (a lost group's batch rendered
+ * by another group): its earlier failure no longer counts. */
+void sd_progress_retried(sd_progress *p);
 /* Prints the progress line when due (call it while waiting, so a log shows the run is alive). */
 void sd_progress_tick(sd_progress *p);
 /* A line of its own (e.g. "stopping: ..."), ending any rewritten progress line first. */

@@ -28,7 +28,15 @@ typedef struct worker_state {
   int returned;   /* of them, returned so far (in order) */
   bool stopped;   /* told STOP, or lost: counted in n_stopped, gets no more work */
   bool lost;      /* its communicators failed (GROUP_LOST) */
+  bool retrying;  /* batch is a lost group's, handed out again */
+  bool holding;   /* told to ask again later (WORK without items) */
 } worker_state;
+
+/* The unreturned items of a lost group's batch, waiting to be handed to another group. */
+typedef struct retry_batch {
+  int64_t *indices; /* (batch_size) */
+  int n;
+} retry_batch;
 
 typedef struct coordinator {
   sd_run_ctx *ctx;
@@ -38,6 +46,9 @@ typedef struct coordinator {
   int n_workers;         /* groups, each with its leader as the client */
   int n_stopped;
   int n_lost;
+  retry_batch *retry; /* (n_workers) lost batches to hand out again, each once */
+  int n_retry;
+  int64_t retried;    /* items handed out again */
   bool exhausted;     /* dispatch has handed out every item */
   bool stopping;      /* no more batches go out */
   bool writes_broken; /* a write failed: later results are not written */
@@ -66,7 +77,19 @@ static int send_stop(coordinator *co, int rank) {
   return sd_msg_send(rank, SD_TAG_STOP, &nothing, 0);
 }
 
-/* A worker asks for a batch (HELLO or REQUEST): the next one, or STOP. */
+/* Whether a group other than rank's leader's is rendering a batch. */
+static bool another_busy(const coordinator *co, int rank) {
+  for (int g = 0; g < co->n_workers; g++) {
+    int leader = sd_run_groups_leader(co->groups, g);
+    const worker_state *w = &co->workers[leader];
+    if (leader != rank && !w->stopped && !w->lost && !w->holding)
+      return true;
+  }
+  return false;
+}
+
+/* A worker asks for a batch (HELLO or REQUEST): the next one, nothing yet (WORK without items:
+ * ask again), or STOP. */
 static int answer(coordinator *co, int rank) {
   worker_state *w = &co->workers[rank];
   if (w->returned < w->n)
@@ -75,12 +98,29 @@ static int answer(coordinator *co, int rank) {
   if (co->stopping)
     return send_stop(co, rank);
   w->returned = w->n = 0;
+  w->retrying = co->n_retry > 0;
+  if (w->retrying) {
+    /* a lost group's batch first: its items are failed in the file until this group returns
+     * them */
+    retry_batch *b = &co->retry[--co->n_retry];
+    w->n = b->n;
+    memcpy(w->batch, b->indices, (size_t)b->n * sizeof *w->batch);
+    co->retried += b->n;
+    return sd_msg_send(rank, SD_TAG_WORK, w->batch, (size_t)w->n * sizeof *w->batch);
+  }
   if (sd_dispatch_next(&co->ctx->dispatch, w->batch, &w->n) < 0) {
     fail(co, "%s", sd_error_message());
     return send_stop(co, rank);
   }
+  w->holding = false;
   if (w->n == 0) {
     co->exhausted = true;
+    /* while another group renders, this one waits (it asks again shortly): a batch that group
+     * loses can still be rendered here */
+    if (co->groups->ranks_per_image > 1 && another_busy(co, rank)) {
+      w->holding = true;
+      return sd_msg_send(rank, SD_TAG_WORK, w->batch, 0);
+    }
     return send_stop(co, rank);
   }
   return sd_msg_send(rank, SD_TAG_WORK, w->batch, (size_t)w->n * sizeof *w->batch);
@@ -100,6 +140,7 @@ static void handle_result(coordinator *co, int rank, size_t bytes) {
     for (int i = 0; i < w->n; i++)
       in_batch = in_batch || w->batch[i] == result.index;
     if (in_batch && result.done && !co->writes_broken &&
+        sd_output_status(co->ctx->output, result.index) != SD_ITEM_DONE &&
         sd_run_write_result(co->ctx, rank, &result) < 0) {
       co->writes_broken = true;
       fail(co, "%s", sd_error_message());
@@ -112,8 +153,12 @@ static void handle_result(coordinator *co, int rank, size_t bytes) {
     return;
   }
   w->returned++;
+  if (w->retrying) /* counted failed when its group was lost */
+    sd_progress_retried(&co->ctx->progress);
   if (co->writes_broken)
     return;
+  if (sd_output_status(co->ctx->output, result.index) == SD_ITEM_DONE)
+    return; /* a retried item the lost group still returned first */
   if (sd_run_write_result(co->ctx, rank, &result) < 0) {
     co->writes_broken = true;
     fail(co, "%s", sd_error_message());
@@ -170,11 +215,22 @@ static void lose_group(coordinator *co, int g, int from, const char *reason) {
       fail(co, "%s", sd_error_message());
     }
   }
+  /* the batch's items not done (unreturned, or returned failed: the render that lost the group
+   * fails them) are handed out again once, unless the batch was a lost one already (an item
+   * that takes its groups down stays failed) or no group is left to render them */
+  retry_batch *b = &co->retry[co->n_retry];
+  b->n = 0;
+  if (!w->retrying && co->n_lost < co->n_workers && !co->stopping)
+    for (int i = 0; i < w->n; i++)
+      if (sd_output_status(co->ctx->output, w->batch[i]) != SD_ITEM_DONE)
+        b->indices[b->n++] = w->batch[i];
+  if (b->n > 0)
+    co->n_retry++;
   sd_progress_note(&co->ctx->progress,
-                   "%s; %d unreturned item%s of its batch failed; %d of %d "
-                   "groups left",
-                   why, unreturned, unreturned == 1 ? "" : "s", co->n_workers - co->n_lost,
-                   co->n_workers);
+                   "%s; %d item%s of its batch failed (%d not returned)%s; %d of %d groups left",
+                   why, w->n, w->n == 1 ? "" : "s", unreturned,
+                   b->n > 0 ? ", to be rendered again by another group" : "",
+                   co->n_workers - co->n_lost, co->n_workers);
   if (!w->stopped) {
     w->stopped = true;
     co->n_stopped++;
@@ -300,7 +356,11 @@ int sd_run_coordinate(sd_run_ctx *ctx, sd_run_report *report) {
   co.groups = &ctx->groups;
   co.n_workers = ctx->groups.n_groups;
   co.workers = calloc((size_t)ctx->cluster->size, sizeof *co.workers);
-  int rc = co.workers ? 0 : SD_ERROR("out of memory");
+  co.retry = calloc((size_t)co.n_workers, sizeof *co.retry);
+  int rc = co.workers && co.retry ? 0 : SD_ERROR("out of memory");
+  for (int g = 0; rc == 0 && g < co.n_workers; g++)
+    if (!(co.retry[g].indices = malloc((size_t)ctx->info->batch_size * sizeof(int64_t))))
+      rc = SD_ERROR("out of memory");
   for (int g = 0; rc == 0 && g < co.n_workers; g++) {
     int leader = sd_run_groups_leader(&ctx->groups, g);
     co.workers[leader].batch = malloc((size_t)ctx->info->batch_size * sizeof(int64_t));
@@ -334,6 +394,12 @@ int sd_run_coordinate(sd_run_ctx *ctx, sd_run_report *report) {
          "every group that was rendering was lost (%d of %d); the items not handed out stay "
          "pending (run the job again to resume)",
          co.n_lost, co.n_workers);
+  if (rc == 0 && (co.retried > 0 || co.n_retry > 0))
+    sd_progress_note(&ctx->progress,
+                     "%" PRId64 " item%s of lost groups handed out again; %d lost batch%s left "
+                     "failed",
+                     co.retried, co.retried == 1 ? "" : "s", co.n_retry,
+                     co.n_retry == 1 ? "" : "es");
   if (rc == 0 && co.n_lost > 0) {
     /* a rank of a lost group may be dead (the world's final broadcast would wait for it
      * forever) or stuck and may still send: once rank 0 has closed the output file, the run
@@ -353,6 +419,9 @@ int sd_run_coordinate(sd_run_ctx *ctx, sd_run_report *report) {
   }
   for (int r = 1; co.workers && r < ctx->cluster->size; r++)
     free(co.workers[r].batch);
+  for (int g = 0; co.retry && g < co.n_workers; g++)
+    free(co.retry[g].indices);
+  free(co.retry);
   free(co.workers);
   free(co.buf);
   return rc;

@@ -14,6 +14,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+/* How long a group told "nothing now" waits before asking again. */
+#define HOLD_NS 50000000L
 
 /* Bytes of a rank's setup error as its group shares it. */
 #define SETUP_ERROR_BYTES 1024
@@ -70,7 +74,7 @@ static int send_group_lost(const worker *w, const char *reason) {
   return sd_msg_send(0, SD_TAG_GROUP_LOST, msg, sizeof g + text);
 }
 
-/* Waits for rank 0's next message into indices; *n is -1 for STOP. */
+/* Waits for rank 0's next message into indices; *n is -1 for STOP, 0 for "ask again". */
 static int receive_work(int64_t *indices, int capacity, int *n) {
   sd_msg msg = {0, 0, 0};
   bool found = false;
@@ -83,9 +87,10 @@ static int receive_work(int64_t *indices, int capacity, int *n) {
     return 0;
   }
   if (msg.tag != SD_TAG_WORK || msg.bytes % sizeof *indices ||
-      msg.bytes / sizeof *indices > (size_t)capacity || msg.bytes == 0)
+      msg.bytes / sizeof *indices > (size_t)capacity)
     return SD_ERROR("unexpected message from rank 0 (tag %d, %zu bytes)", msg.tag, msg.bytes);
-  SD_TRY(sd_msg_recv(&msg, indices));
+  int64_t none[1];
+  SD_TRY(sd_msg_recv(&msg, msg.bytes ? (void *)indices : (void *)none));
   *n = (int)(msg.bytes / sizeof *indices);
   return 0;
 }
@@ -110,7 +115,7 @@ static int share_work(worker *w, int64_t *indices, int *n) {
   if (rc < 0) /* mine and msg stay allocated: the operation may still be pending on them */
     return sd_error_context("receiving a batch from the group's leader");
   free(mine);
-  if (msg[0] > w->batch_size || msg[0] == 0 || msg[0] < -1)
+  if (msg[0] > w->batch_size || msg[0] < -1)
     return SD_ERROR("the group's leader sent a batch of %lld items", (long long)msg[0]);
   *n = (int)msg[0];
   if (*n > 0)
@@ -250,11 +255,11 @@ static int serve(worker *w, sd_renderer *renderer, const char *failure, bool *lo
     }
     if (n < 0)
       break;
-    if (!renderer) {
+    if (n > 0 && !renderer) {
       rc = SD_ERROR("rank 0 sent work to a group that cannot render (protocol error)");
       break;
     }
-    if ((rc = sd_renderer_render(renderer, indices, n, send_result, w)) < 0)
+    if (n > 0 && (rc = sd_renderer_render(renderer, indices, n, send_result, w)) < 0)
       break;
     if (sd_run_group_failed(&w->comms)) {
       *lost = true;
@@ -265,6 +270,10 @@ static int serve(worker *w, sd_renderer *renderer, const char *failure, bool *lo
       *lost = true;
       rc = group_lost(w, sd_error_message());
       break;
+    }
+    if (n == 0) { /* nothing for now: ask again shortly */
+      struct timespec pause = {0, HOLD_NS};
+      nanosleep(&pause, NULL);
     }
     if (w->leader)
       rc = sig ? send_interrupted(sig) : sd_msg_send(0, SD_TAG_REQUEST, indices, 0);

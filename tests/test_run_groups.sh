@@ -7,8 +7,8 @@
 #  - 6 ranks (one idle) with the null model: every item its pattern; too few ranks: refused
 #    before the output file exists;
 #  - faults: a group member, then a group leader, stopped (SIGSTOP) mid-image: after the group's
-#    timeout its batch fails with the communicator's reason, the other group finishes the job
-#    (exit 3, nothing pending), and a rerun renders exactly the failed items; a member SIGKILLed
+#    timeout its batch fails with the communicator's reason and goes to the other group, which
+#    finishes the job (exit 0, every item done, no rerun needed); a member SIGKILLed
 #    mid-run: Open MPI ends the whole run, the file stays readable, no done item goes back, and
 #    the rerun completes it. Each faulted file ends equal, byte for byte, to an uninterrupted
 #    grouped run. SIGTERM to the group members alone stops the run cleanly (143).
@@ -88,7 +88,7 @@ fault=('prompts: ["a lighthouse", "a red barn", "a tall ship"]' 'seeds: {start: 
 total=36
 write_job faultref.yaml faultref.h5 "${fault[@]}"
 expect_status 0 "uninterrupted grouped run" launch 5 run --quiet faultref.yaml
-timeout=$((3 * scale))
+timeout=$((2 * scale))
 
 # start_fault OUTPUT: `sdbatch run` of the fault job into OUTPUT on 5 ranks in the background
 start_fault() {
@@ -109,9 +109,12 @@ wait_done() {
 }
 
 # stop_round NAME RANK: SIGSTOP the rank after 6 items, SIGCONT it after the group's timeout
-# has passed and the loss has been reported; the other group finishes the job
+# has passed and the loss has been reported. The lost batch fails with the communicator's
+# reason and is handed to the other group (which is told to wait rather than stop while a group
+# still renders), so the job finishes: exit 0, every item done, the file equal to the
+# uninterrupted run; the run ends with MPI_Abort(0) since a rank was lost.
 stop_round() {
-  local name=$1 rank=$2 pid status=0 counts
+  local name=$1 rank=$2 pid status=0
   start_fault "$name"
   wait_done "$name.h5" 6
   pid=$(rank_pid "$launcher" "$rank")
@@ -129,19 +132,15 @@ stop_round() {
   done
   kill -CONT "$pid" 2>/dev/null || true
   wait "$launcher" || status=$?
-  counts=$("$RUN_CHECK" status "$name.h5")
-  note "$name: rank $rank (pid $pid) stopped: exit status $status, done failed pending: $counts"
-  check "$name: exit status 3, some items failed (got $status)" test "$status" -eq 3
+  note "$name: rank $rank (pid $pid) stopped: exit status $status, done failed pending:" \
+    "$("$RUN_CHECK" status "$name.h5")"
+  check "$name: exit status 0 (got $status)" test "$status" -eq 0
   check "$name: the group is reported lost" grep -q "the group of ranks 1-2 was lost" "$name.log"
-  check "$name: failed items carry the communicator's timeout" \
+  check "$name: the lost batch failed with the communicator's timeout" \
     grep -q "item [0-9]* failed.*no answer from the group after" "$name.log"
-  local done=${counts%% *} rest=${counts#* } failed
-  failed=${rest%% *}
-  check "$name: nothing pending, at least one failed ($counts)" \
-    test "$failed" -ge 1 -a "$((done + failed))" -eq "$total"
-  expect_status 0 "$name: rerun" launch 5 run "$name.yaml" 2>"$name.rerun.log"
-  check "$name: the rerun renders exactly the failed items" \
-    grep -q "summary: $failed rendered, 0 failed, $done skipped" "$name.rerun.log"
+  check "$name: the lost batch went to the other group" \
+    grep -q "of its batch failed (.*), to be rendered again by another group" "$name.log"
+  check "$name: every item done" "$RUN_CHECK" counts "$name.h5" "$total" 0 0
   check "$name: equals the uninterrupted run" "$RUN_CHECK" same faultref.h5 "$name.h5"
 }
 

@@ -96,8 +96,8 @@ int cmd_run(int argc, char **argv) {
     else
       fprintf(stderr, "sdbatch run: rank %d: error: %s\n", cluster.rank, sd_error_message());
   }
-  if (report.abort_world)
-    sd_cluster_abort(report.exit_status ? report.exit_status : 1);
+  if (report.abort_world) /* with the run's status: 0 after a lost group whose items were redone */
+    sd_cluster_abort(report.exit_status);
   else if (sd_cluster_finalize() < 0)
     return cli_report_error("run");
   return report.exit_status;
