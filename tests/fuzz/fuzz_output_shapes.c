@@ -1,7 +1,8 @@
 /* The HDF5 output reader on files whose shapes are crafted, not only damaged: a good small output
  * is written, then the input's bytes pick schema attributes and datasets and replace each by one
  * of another type, rank or extent (chunked and unallocated when huge, so the file stays small),
- * and the reader (open, records, images, latents, failures, prompts) runs on the result. libhdf5
+ * and the reader (open, records, images, latents, failures, prompts, the chunk index and item
+ * checks of inspect --verify) runs on the result, for files of both schema versions. libhdf5
  * only ever sees well-formed files here, so what is fuzzed is sdbatch's checks of what the file
  * claims (docs/security.md; damaged bytes are test_run_mutants' part). */
 #include "fuzz.h"
@@ -25,13 +26,16 @@ static int meta(void *ctx, int64_t i, sd_output_item_meta *out) {
   return 0;
 }
 
-/* The good file, written once per process; its bytes are copied for every input. */
-static char template_path[64], case_path[64];
+/* The good files, one per schema version, written once per process; the bytes of one are copied
+ * for every input. */
+static char template_paths[2][64], case_path[64];
 
-static int write_template(void) {
-  snprintf(template_path, sizeof template_path, "/tmp/sd_fuzz_output_%d.h5", (int)getpid());
-  snprintf(case_path, sizeof case_path, "/tmp/sd_fuzz_output_%d_case.h5", (int)getpid());
+static int write_template(int version) {
+  char *template_path = template_paths[version - 1];
+  snprintf(template_path, sizeof template_paths[0], "/tmp/sd_fuzz_output_%d_v%d.h5", (int)getpid(),
+           version);
   sd_output_spec spec = {.path = template_path,
+                         .schema_version = version,
                          .n_items = N_ITEMS,
                          .width = SIDE,
                          .height = SIDE,
@@ -58,8 +62,8 @@ static int write_template(void) {
   return sd_output_close(o) < 0 ? -1 : rc;
 }
 
-static int copy_template(void) {
-  FILE *in = fopen(template_path, "rb"), *out = fopen(case_path, "wb");
+static int copy_template(int version) {
+  FILE *in = fopen(template_paths[version - 1], "rb"), *out = fopen(case_path, "wb");
   char buf[65536];
   size_t n;
   int rc = in && out ? 0 : -1;
@@ -166,7 +170,7 @@ static void read_everything(void) {
     uint8_t *rgb = image_bytes <= (64u << 20) ? malloc(image_bytes ? image_bytes : 1) : NULL;
     float *latents =
         latent_count <= (16u << 20) ? malloc((latent_count ? latent_count : 1) * 4) : NULL;
-    char reason[SD_OUTPUT_FAILURE_LEN];
+    char reason[SD_OUTPUT_FAILURE_LEN], problem[SD_OUTPUT_PROBLEM_LEN];
     for (int64_t i = 0; i < n && i < 4; i++) {
       if (rgb)
         sd_output_read_image(r, i, rgb);
@@ -174,6 +178,10 @@ static void read_everything(void) {
         sd_output_read_latents(r, i, latents);
       sd_output_read_failure(r, i, reason);
     }
+    /* what inspect --verify and a resume do */
+    sd_output_verify_chunk_index(r);
+    for (int64_t i = 0; i < n && i < 4; i++)
+      sd_output_verify_item(r, i, &records[i], problem);
     free(rgb);
     free(latents);
   }
@@ -190,25 +198,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static int ready = 0;
   if (!ready) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    ready = write_template() == 0 ? 1 : -1;
+    snprintf(case_path, sizeof case_path, "/tmp/sd_fuzz_output_%d_case.h5", (int)getpid());
+    ready = write_template(1) == 0 && write_template(2) == 0 ? 1 : -1;
   }
-  if (ready < 0 || copy_template() < 0)
+  bytes b = {data, size, 0};
+  /* the first byte picks the schema: 1 (no header checksum, so crafted attributes reach the
+   * shape checks behind it) or 2 */
+  int version = 1 + (int)(next(&b) % 2);
+  if (ready < 0 || copy_template(version) < 0)
     return 0;
   hid_t file = H5Fopen(case_path, H5F_ACC_RDWR, H5P_DEFAULT);
   if (file < 0)
     return 0;
-  bytes b = {data, size, 0};
   /* up to 4 replacements: attributes of the schema table (adapters included), its datasets,
    * prompts and updated */
   for (int step = 0; step < 4 && b.at < b.size; step++) {
-    unsigned which = next(&b) % (SD_ATTR_COUNT + 1 + SD_DS_COUNT + 2);
+    unsigned which = next(&b) % (SD_ATTR_COUNT + SD_DS_COUNT + 2);
     if (which < SD_ATTR_COUNT)
       replace(file, sd_output_attrs[which].name, true, &b);
-    else if (which == SD_ATTR_COUNT)
-      replace(file, sd_output_adapters_attr.name, true, &b);
-    else if (which < SD_ATTR_COUNT + 1 + SD_DS_COUNT)
-      replace(file, sd_output_datasets[which - SD_ATTR_COUNT - 1].name, false, &b);
-    else if (which == SD_ATTR_COUNT + 1 + SD_DS_COUNT)
+    else if (which < SD_ATTR_COUNT + SD_DS_COUNT)
+      replace(file, sd_output_datasets[which - SD_ATTR_COUNT].name, false, &b);
+    else if (which == SD_ATTR_COUNT + SD_DS_COUNT)
       replace(file, sd_output_prompts_desc.name, false, &b);
     else
       replace(file, sd_output_updated_desc.name, false, &b);
