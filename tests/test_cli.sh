@@ -199,6 +199,32 @@ expect 0 "" -- "$sdbatch" render --model "$fixtures/tiny-sd1-inpaint" --prompt "
 expect 0 "Pipeline: inpaint.*Strength: 1, Mask: .*mask-soft.png" -- \
   grep -a "Pipeline" "$work/inpaint.png"
 
+# depth-to-image with a given depth map (docs/depth.md)
+depth_model=$fixtures/tiny-sd2-depth
+expect 2 "--depth-map needs --init-image" -- "$sdbatch" render --model "$depth_model" \
+  --prompt "a house" --depth-map "$fixtures/depth2img/depth-a.npy" --out "$work/x.png"
+expect 1 "needs an init image and a depth map" -- "$sdbatch" render --model "$depth_model" \
+  --prompt "a house" --init-image "$images/init.png" --steps 2 --quiet --out "$work/x.png"
+expect 1 "a depth map is for depth-to-image models" -- "$sdbatch" render --model "$model" \
+  --prompt "a house" --init-image "$images/init.png" --depth-map "$fixtures/depth2img/depth-a.npy" \
+  --steps 2 --quiet --out "$work/x.png"
+expect 1 "bad_float64.npy" -- "$sdbatch" render --model "$depth_model" --prompt "a house" \
+  --init-image "$images/init.png" --depth-map "$fixtures/depth/npy/bad_float64.npy" --steps 2 \
+  --quiet --out "$work/x.png"
+expect 1 "takes no mask" -- "$sdbatch" render --model "$depth_model" --prompt "a house" \
+  --init-image "$images/init.png" --mask "$images/mask-hard.png" --width 64 --height 40 \
+  --depth-map "$fixtures/depth2img/depth-a.npy" --steps 2 --quiet --out "$work/x.png"
+[ ! -e "$work/x.png" ] && passed=$((passed + 1)) || {
+  failed=$((failed + 1))
+  echo "FAIL: a refused depth2img render left $work/x.png"
+}
+expect 0 "" -- "$sdbatch" render --model "$depth_model" --prompt "a house" \
+  --init-image "$images/init.png" --depth-map "$fixtures/depth2img/depth-b.npy" --steps 4 \
+  --quiet --out "$work/depth.png"
+expect 0 "Pipeline: depth2img, Init image: .*init.png \(70x45\), Strength: 0.8, Depth map: .*depth-b.npy" -- \
+  grep -a "Pipeline" "$work/depth.png"
+expect 0 "00 00 00 40 00 00 00 28 08 02" -- od -An -tx1 -j16 -N10 "$work/depth.png"
+
 # demo model: refuses a non-empty folder, writes a model that renders
 expect 1 "exists and is not an empty folder" -- "$sdbatch" make-demo-model "$work"
 expect 0 "its pictures are noise" -- "$sdbatch" make-demo-model "$work/demo"

@@ -124,10 +124,10 @@ static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, co
     CHECK(sd_image_read_rgb(path, &mask) == 0, "%s", sd_error_message());
   }
   sd_pipeline_kind kind;
-  CHECK(sd_pipeline_choose(sd_engine_model(engine), true, mask.data != NULL, &kind) == 0 &&
+  CHECK(sd_pipeline_choose(sd_engine_model(engine), true, mask.data != NULL, false, &kind) == 0 &&
             strcmp(sd_pipeline_kind_name(kind), pipeline) == 0,
         "case %d: pipeline %s chosen, diffusers ran %s", k, sd_pipeline_kind_name(kind), pipeline);
-  sd_image_cond cond = {&init, mask.data ? &mask : NULL};
+  sd_image_cond cond = {&init, mask.data ? &mask : NULL, NULL, 0, 0};
   sd_image_params image = {kind, (float)cJSON_GetObjectItem(c, "strength")->valuedouble, &cond};
   char key[64];
   size_t n_image = 0, n_latents = 0;
@@ -158,14 +158,15 @@ static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, co
 static void test_refusals(sd_engine *sd1, sd_engine *inpaint) {
   sd_pipeline_kind kind;
   const sd_model_files *nine = sd_engine_model(inpaint), *four = sd_engine_model(sd1);
-  CHECK(sd_pipeline_choose(nine, true, false, &kind) < 0 &&
+  CHECK(sd_pipeline_choose(nine, true, false, false, &kind) < 0 &&
             strstr(sd_error_message(), "needs an init image and a mask"),
         "9-channel model without a mask refused: %s", sd_error_message());
-  CHECK(sd_pipeline_choose(nine, false, false, &kind) < 0, "9-channel model for txt2img refused");
-  CHECK(sd_pipeline_choose(four, false, true, &kind) < 0 &&
+  CHECK(sd_pipeline_choose(nine, false, false, false, &kind) < 0,
+        "9-channel model for txt2img refused");
+  CHECK(sd_pipeline_choose(four, false, true, false, &kind) < 0 &&
             strstr(sd_error_message(), "a mask needs an init image"),
         "a mask without an init image refused: %s", sd_error_message());
-  CHECK(sd_pipeline_choose(four, false, false, &kind) == 0 && kind == SD_PIPELINE_TXT2IMG,
+  CHECK(sd_pipeline_choose(four, false, false, false, &kind) == 0 && kind == SD_PIPELINE_TXT2IMG,
         "4-channel model, no image: txt2img");
   sd_txt2img_batch batch = {64, 40, 5, SD_SCHED_DDIM, false, SD_RNG_CPU};
   sd_image_params image = {SD_PIPELINE_IMG2IMG, 1.5f, NULL};

@@ -7,6 +7,7 @@
 #include "kernels/file.h"
 #include "worker/image/image.h"
 #include "worker/io/png_image.h"
+#include "worker/pipeline/depth_map.h"
 #include "worker/pipeline/engine.h"
 
 #include <stdio.h>
@@ -18,13 +19,15 @@
 static const char *const render_usage =
     "Usage: sdbatch render --model PATH --prompt TEXT --out FILE.png [options]\n"
     "\n"
-    "       sdbatch render ... --init-image FILE [--strength F] [--mask FILE]\n"
+    "       sdbatch render ... --init-image FILE [--strength F] [--mask FILE | --depth-map FILE]\n"
     "\n"
     "Renders one image with text-to-image, giving the pixels diffusers' StableDiffusionPipeline\n"
     "gives for the same model, prompt, parameters and seed; with --init-image, image-to-image\n"
     "(StableDiffusionImg2ImgPipeline); with --init-image and --mask, inpainting\n"
     "(StableDiffusionInpaintPipeline: a 9-channel inpainting model, or an ordinary one with\n"
-    "per-step blending). Input images: docs/images.md.\n"
+    "per-step blending); with --init-image and --depth-map on a depth model, depth-to-image\n"
+    "(StableDiffusionDepth2ImgPipeline, the depth map given). Input images: docs/images.md;\n"
+    "depth maps: docs/depth.md.\n"
     "\n"
     "Under mpirun -n N, the N ranks render one text-to-image image together: its rows split into\n"
     "bands (spatial parallelism) and, with --cfg-parallel, the conditional and unconditional\n"
@@ -65,7 +68,9 @@ int cmd_render(int argc, char **argv) {
   sd_scheduler_kind scheduler_kind = SD_SCHED_DDIM;
   bool quiet = false, precision_given = false, scheduler_given = false, strength_given = false;
   bool width_given = false, height_given = false, cfg_parallel = false;
-  const char *init_path = NULL, *mask_path = NULL;
+  const char *init_path = NULL, *mask_path = NULL, *depth_path = NULL;
+  float *depth = NULL;
+  int depth_height = 0, depth_width = 0;
   float strength = 0.0f;
   sd_image init = {0}, mask = {0};
   cli_adapters adapters = {0};
@@ -101,12 +106,17 @@ int cmd_render(int argc, char **argv) {
                  "native size), the image resized to it"),
       CLI_OPTION("strength", "F", CLI_FLOAT, &strength,
                  "how much of the schedule runs from the noised init image, 0 to 1\n"
-                 "(default 0.8 for img2img, 1 for inpainting: diffusers' defaults;\n"
+                 "(default 0.8 for img2img and depth-to-image, 1 for inpainting:\n"
+                 "diffusers' defaults; "
                  "steps x strength must be >= 1)",
                  .min = 0, .max = 1, .given = &strength_given),
       CLI_OPTION("mask", "FILE", CLI_STRING, &mask_path,
                  "inpainting mask, PNG or JPEG (white: repaint; binarised at 128\n"
                  "as diffusers does); needs --init-image"),
+      CLI_OPTION("depth-map", "FILE", CLI_STRING, &depth_path,
+                 "depth model: the depth map, .npy float32 (H, W) or (1, H, W),\n"
+                 "any size (resized to the latents, normalized to [-1, 1]); needs\n"
+                 "--init-image"),
       CLI_OPTION("rng", "cuda|cpu", CLI_CUSTOM, &batch.rng,
                  "reproduce torch.Generator('cuda') or ('cpu') noise (default cuda)",
                  .parse = cli_parse_rng),
@@ -139,6 +149,7 @@ int cmd_render(int argc, char **argv) {
   }
   const char *misuse = strength_given && !init_path ? "--strength needs --init-image"
                        : mask_path && !init_path    ? "--mask needs --init-image"
+                       : depth_path && !init_path   ? "--depth-map needs --init-image"
                        : init_path && !mask_path && (width_given || height_given)
                            ? "image-to-image renders at the init image's size (rounded down to "
                              "a multiple of 8): --width and --height do not apply"
@@ -174,7 +185,8 @@ int cmd_render(int argc, char **argv) {
     goto out;
   }
   if ((init_path && sd_image_read_rgb(init_path, &init) < 0) ||
-      (mask_path && sd_image_read_rgb(mask_path, &mask) < 0)) {
+      (mask_path && sd_image_read_rgb(mask_path, &mask) < 0) ||
+      (depth_path && sd_depth_map_read(depth_path, &depth, &depth_height, &depth_width) < 0)) {
     status = cli_report_error(cmd);
     goto out;
   }
@@ -187,15 +199,17 @@ int cmd_render(int argc, char **argv) {
   const sd_model_files *model = sd_engine_model(engine);
   int factor = sd_engine_vae_scale_factor(engine);
   sd_pipeline_kind kind;
-  if (sd_pipeline_choose(model, init_path != NULL, mask_path != NULL, &kind) < 0 ||
-      (kind == SD_PIPELINE_IMG2IMG && sd_image_vae_size(init_path, init.width, init.height, factor,
-                                                        &batch.width, &batch.height) < 0)) {
+  if (sd_pipeline_choose(model, init_path != NULL, mask_path != NULL, depth_path != NULL, &kind) <
+          0 ||
+      ((kind == SD_PIPELINE_IMG2IMG || kind == SD_PIPELINE_DEPTH) &&
+       sd_image_vae_size(init_path, init.width, init.height, factor, &batch.width, &batch.height) <
+           0)) {
     status = cli_report_error(cmd);
     goto out;
   }
   if (!strength_given)
-    strength = kind == SD_PIPELINE_IMG2IMG ? 0.8f : 1.0f;
-  sd_image_cond cond = {&init, mask_path ? &mask : NULL};
+    strength = kind == SD_PIPELINE_INPAINT ? 1.0f : 0.8f;
+  sd_image_cond cond = {&init, mask_path ? &mask : NULL, depth, depth_height, depth_width};
   sd_image_params image = {kind, strength, &cond};
   if (!batch.width)
     batch.width = model->unet.sample_size * factor;
@@ -237,9 +251,10 @@ int cmd_render(int argc, char **argv) {
   if (kind != SD_PIPELINE_TXT2IMG) {
     size_t used = strlen(parameters);
     snprintf(parameters + used, sizeof parameters - used,
-             ", Pipeline: %s, Init image: %s (%dx%d), Strength: %g%s%s",
+             ", Pipeline: %s, Init image: %s (%dx%d), Strength: %g%s%s%s%s",
              sd_pipeline_kind_name(kind), init_path, init.width, init.height, (double)strength,
-             mask_path ? ", Mask: " : "", mask_path ? mask_path : "");
+             mask_path ? ", Mask: " : "", mask_path ? mask_path : "",
+             depth_path ? ", Depth map: " : "", depth_path ? depth_path : "");
   }
   if (cli_format_adapters(&adapters, parameters, sizeof parameters) < 0) {
     status = cli_report_error(cmd);
@@ -256,6 +271,7 @@ int cmd_render(int argc, char **argv) {
 out:
   sd_image_free(&init);
   sd_image_free(&mask);
+  free(depth);
   sd_txt2img_result_free(&result);
   sd_engine_close(engine);
   cli_adapters_free(&adapters);

@@ -162,26 +162,33 @@ typedef enum sd_pipeline_kind {
   SD_PIPELINE_TXT2IMG = 0, /* StableDiffusionPipeline */
   SD_PIPELINE_IMG2IMG,     /* StableDiffusionImg2ImgPipeline */
   SD_PIPELINE_INPAINT,     /* StableDiffusionInpaintPipeline (9-channel UNet, or 4 with blending) */
+  SD_PIPELINE_DEPTH,       /* StableDiffusionDepth2ImgPipeline (UNet of latent + 1 channels) */
 } sd_pipeline_kind;
 
 const char *sd_pipeline_kind_name(sd_pipeline_kind kind);
 
 /* The pipeline for a model and the inputs given, as diffusers would be used: a 9-channel UNet
- * is an inpainting model and needs an init image and a mask; a 4-channel UNet runs txt2img
- * without an init image, img2img with one, and inpainting (per-step blending) with one and a
- * mask; a mask without an init image, or a UNet of another width, is refused. -1 with a
- * user-facing error for a combination that makes no sense. */
-int sd_pipeline_choose(const sd_model_files *model, bool init_image, bool mask,
+ * is an inpainting model and needs an init image and a mask; a 5-channel UNet is a depth model
+ * and needs an init image and a depth map (the model's own depth estimator is not run yet); a
+ * 4-channel UNet runs txt2img without an init image, img2img with one, and inpainting (per-step
+ * blending) with one and a mask; a mask without an init image, a depth map for a model that is
+ * not a depth model, or a UNet of another width, is refused. -1 with a user-facing error for a
+ * combination that makes no sense. */
+int sd_pipeline_choose(const sd_model_files *model, bool init_image, bool mask, bool depth_map,
                        sd_pipeline_kind *out);
 
 /* One item's inputs for img2img / inpainting (the images stay the caller's). */
 typedef struct sd_image_cond {
   const struct sd_image *init_image; /* RGB, any size: resized to the batch size (PIL LANCZOS) */
   const struct sd_image *mask;       /* RGB mask image (white = repaint); NULL for img2img */
+  /* depth2img: the depth map (depth_height, depth_width), any size (sd_depth_map_prepare resizes
+   * it bicubically to the latent size and normalizes it to [-1, 1]); NULL otherwise */
+  const float *depth;
+  int depth_height, depth_width;
 } sd_image_cond;
 
 typedef struct sd_image_params {
-  sd_pipeline_kind kind;      /* IMG2IMG or INPAINT */
+  sd_pipeline_kind kind;      /* IMG2IMG, INPAINT or DEPTH */
   float strength;             /* in [0, 1]: how much of the schedule runs, as diffusers' strength */
   const sd_image_cond *conds; /* (n): one per item */
 } sd_image_params;

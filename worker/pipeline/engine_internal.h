@@ -44,7 +44,9 @@ typedef struct sd_cond_state {
   sd_tensor image_latents; /* (n, C, h, w) the init image's latents x scaling factor (blend) */
   sd_tensor noise;         /* (n, C, h, w) the noise of the initial add_noise (blend) */
   sd_tensor mask;          /* (n, 1, h, w) the mask at latent size (blend) */
-  sd_tensor extra;         /* (rows, 1 + C, h, w) [mask, masked image latents] (9-channel UNet) */
+  /* (rows, 1 + C, h, w) [mask, masked image latents] (9-channel UNet), or (rows, 1, h, w) the
+   * depth conditioning (depth2img): concatenated after the latents as the UNet's input */
+  sd_tensor extra;
 } sd_cond_state;
 
 /* Preprocesses each item's init image (and mask), encodes them, draws each item's numbers in

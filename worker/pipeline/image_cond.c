@@ -1,15 +1,20 @@
-/* Image-to-image and inpainting as diffusers' StableDiffusionImg2ImgPipeline and
- * StableDiffusionInpaintPipeline prepare them: the init image (and mask) preprocessed as
- * VaeImageProcessor does, encoded by the VAE, sampled from latent_dist with the item's generator
- * and scaled; strength sets the first timestep (get_timesteps); the initial latents are the
- * scheduler's add_noise of the init latents (or pure noise for inpainting at strength 1); a
- * 9-channel UNet gets [mask, masked image latents] beside the latents, a 4-channel one the
- * per-step blending with the re-noised init latents outside the mask. */
+/* Image-to-image, inpainting and depth-to-image as diffusers' StableDiffusionImg2ImgPipeline,
+ * StableDiffusionInpaintPipeline and StableDiffusionDepth2ImgPipeline prepare them: the init image
+ * (and mask) preprocessed as VaeImageProcessor does, encoded by the VAE, sampled from latent_dist
+ * with the item's generator and scaled; strength sets the first timestep (get_timesteps); the
+ * initial latents are the scheduler's add_noise of the init latents (or pure noise for inpainting
+ * at strength 1); a 9-channel UNet gets [mask, masked image latents] beside the latents, a
+ * 4-channel one the per-step blending with the re-noised init latents outside the mask; a depth
+ * model (latent + 1 channels) runs img2img with the depth conditioning (prepare_depth_map) beside
+ * the latents. */
 #include "engine_internal.h"
+
+#include "depth_map.h"
 
 #include "../../kernels/error.h"
 #include "../image/image.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,14 +24,31 @@ const char *sd_pipeline_kind_name(sd_pipeline_kind kind) {
     return "img2img";
   case SD_PIPELINE_INPAINT:
     return "inpaint";
+  case SD_PIPELINE_DEPTH:
+    return "depth2img";
   default:
     return "txt2img";
   }
 }
 
-int sd_pipeline_choose(const sd_model_files *model, bool init_image, bool mask,
+int sd_pipeline_choose(const sd_model_files *model, bool init_image, bool mask, bool depth_map,
                        sd_pipeline_kind *out) {
   int in = model->unet.in_channels, latent = model->vae.latent_channels;
+  if (in == latent + 1) {
+    if (!init_image || !depth_map)
+      return SD_ERROR("this is a depth-to-image model (its UNet takes %d channels): it needs an "
+                      "init image and a depth map (sdbatch does not run the model's own depth "
+                      "estimator yet)",
+                      in);
+    if (mask)
+      return SD_ERROR("a depth-to-image model takes no mask");
+    *out = SD_PIPELINE_DEPTH;
+    return 0;
+  }
+  if (depth_map)
+    return SD_ERROR("a depth map is for depth-to-image models (a UNet of %d input channels); "
+                    "this model's takes %d",
+                    latent + 1, in);
   if (in == 2 * latent + 1) {
     if (!init_image || !mask)
       return SD_ERROR("this is an inpainting model (its UNet takes %d channels): it needs an init "
@@ -36,9 +58,10 @@ int sd_pipeline_choose(const sd_model_files *model, bool init_image, bool mask,
     return 0;
   }
   if (in != latent)
-    return SD_ERROR("this model's UNet takes %d input channels (a depth or upscaler model?); "
-                    "sdbatch renders %d (text-to-image, img2img, inpainting) and %d (inpainting)",
-                    in, latent, 2 * latent + 1);
+    return SD_ERROR("this model's UNet takes %d input channels (an upscaler model?); sdbatch "
+                    "renders %d (text-to-image, img2img, inpainting), %d (depth-to-image) and %d "
+                    "(inpainting)",
+                    in, latent, latent + 1, 2 * latent + 1);
   if (mask && !init_image)
     return SD_ERROR("a mask needs an init image to inpaint");
   *out = !init_image ? SD_PIPELINE_TXT2IMG : mask ? SD_PIPELINE_INPAINT : SD_PIPELINE_IMG2IMG;
@@ -79,7 +102,8 @@ typedef struct cond_host {
   float *noise;          /* (n, C, h, w) */
   float *masked_latents; /* (n, C, h, w) */
   float *mask_latent;    /* (n, 1, h, w) */
-  float *extra;          /* (rows, 1 + C, h, w) */
+  float *depth;          /* (n, 1, h, w) the depth conditioning (depth2img) */
+  float *extra;          /* (rows, 1 + C, h, w), or (rows, 1, h, w) for depth2img */
 } cond_host;
 
 static void cond_host_free(cond_host *h) {
@@ -92,6 +116,7 @@ static void cond_host_free(cond_host *h) {
   free(h->noise);
   free(h->masked_latents);
   free(h->mask_latent);
+  free(h->depth);
   free(h->extra);
 }
 
@@ -122,6 +147,32 @@ static int upload_new(sd_backend *be, sd_tensor *t, const float *host) {
   return sd_tensor_upload_f32(be, t, host);
 }
 
+/* out (n, 1, h, w) on the host = each item's depth map as prepare_depth_map conditions it. */
+static int depth_conditioning(sd_backend *be, const sd_image_params *image, int n, int h, int w,
+                              float *out) {
+  const sd_dtype dt = be->ops->act_dtype;
+  for (int i = 0; i < n; i++) {
+    const sd_image_cond *c = &image->conds[i];
+    if (!c->depth || c->depth_height < 1 || c->depth_width < 1)
+      return SD_ERROR("item %d has no depth map", i);
+    char what[48];
+    snprintf(what, sizeof what, "the depth map of item %d", i);
+    sd_tensor map = sd_tensor_3d(dt, 1, c->depth_height, c->depth_width);
+    sd_tensor cond = sd_tensor_4d(dt, 1, 1, h, w);
+    int rc = upload_new(be, &map, c->depth);
+    if (rc == 0)
+      rc = sd_tensor_alloc_persistent(be, &cond);
+    if (rc == 0)
+      rc = sd_depth_map_prepare(be, &map, what, &cond);
+    if (rc == 0)
+      rc = sd_tensor_download_f32(be, &cond, out + (size_t)i * h * w);
+    sd_tensor_free(be, &map);
+    sd_tensor_free(be, &cond);
+    SD_TRY(rc);
+  }
+  return 0;
+}
+
 int sd_cond_prepare(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_params *image,
                     int n, int rows, sd_rng *rngs, sd_scheduler *scheduler, sd_tensor *latents,
                     sd_cond_state *state) {
@@ -133,6 +184,7 @@ int sd_cond_prepare(sd_engine *engine, const sd_txt2img_batch *batch, const sd_i
   const size_t plane = (size_t)H * W, lplane = (size_t)h * w, per = (size_t)C * lplane;
   const bool inpaint = image->kind == SD_PIPELINE_INPAINT;
   const bool nine = inpaint && model->unet.in_channels == 2 * C + 1;
+  const bool depth = image->kind == SD_PIPELINE_DEPTH;
   const bool strength_max = image->strength == 1.0f;
   /* the init image is encoded for img2img, 4-channel inpainting, and below strength 1 */
   const bool encode_init = !inpaint || !nine || !strength_max;
@@ -159,10 +211,14 @@ int sd_cond_prepare(sd_engine *engine, const sd_txt2img_batch *batch, const sd_i
   hb.noise = malloc((size_t)n * per * sizeof(float));
   hb.masked_latents = nine ? malloc((size_t)n * per * sizeof(float)) : NULL;
   hb.mask_latent = inpaint ? malloc((size_t)n * lplane * sizeof(float)) : NULL;
-  hb.extra = nine ? malloc((size_t)rows * (1 + C) * lplane * sizeof(float)) : NULL;
+  hb.depth = depth ? malloc((size_t)n * lplane * sizeof(float)) : NULL;
+  hb.extra = nine    ? malloc((size_t)rows * (1 + C) * lplane * sizeof(float))
+             : depth ? malloc((size_t)rows * lplane * sizeof(float))
+                     : NULL;
   if (!hb.init || (inpaint && (!hb.mask || !hb.mask_latent)) ||
-      (nine && (!hb.masked || !hb.masked_latents || !hb.extra)) || !hb.moments || !hb.eps ||
-      !hb.image_latents || !hb.noise) {
+      (nine && (!hb.masked || !hb.masked_latents || !hb.extra)) ||
+      (depth && (!hb.depth || !hb.extra)) || !hb.moments || !hb.eps || !hb.image_latents ||
+      !hb.noise) {
     SD_ERROR("out of host memory for the init images");
     goto out;
   }
@@ -238,6 +294,17 @@ int sd_cond_prepare(sd_engine *engine, const sd_txt2img_batch *batch, const sd_i
       memcpy(dst + lplane, hb.masked_latents + (size_t)i * per, per * sizeof(float));
     }
     state->extra = sd_tensor_4d(dt, rows, 1 + C, h, w);
+    if (upload_new(be, &state->extra, hb.extra) < 0)
+      goto out;
+  }
+  if (depth) {
+    /* the depth conditioning of each item, in the rows of the UNet batch as for 9 channels */
+    if (depth_conditioning(be, image, n, h, w, hb.depth) < 0)
+      goto out;
+    for (int r = 0; r < rows; r++)
+      memcpy(hb.extra + (size_t)r * lplane, hb.depth + (size_t)(r % n) * lplane,
+             lplane * sizeof(float));
+    state->extra = sd_tensor_4d(dt, rows, 1, h, w);
     if (upload_new(be, &state->extra, hb.extra) < 0)
       goto out;
   }

@@ -49,7 +49,8 @@ int sd_render_check(const sd_engine *engine, const sd_txt2img_batch *batch,
     return sd_txt2img_check(engine, batch);
   SD_TRY(check_batch(engine->files, batch));
   sd_pipeline_kind kind;
-  SD_TRY(sd_pipeline_choose(engine->files, true, image->kind == SD_PIPELINE_INPAINT, &kind));
+  SD_TRY(sd_pipeline_choose(engine->files, true, image->kind == SD_PIPELINE_INPAINT,
+                            image->kind == SD_PIPELINE_DEPTH, &kind));
   if (kind != image->kind)
     return SD_ERROR("the %s pipeline cannot run this model", sd_pipeline_kind_name(image->kind));
   if (!(image->strength >= 0.0f && image->strength <= 1.0f))

@@ -1,0 +1,170 @@
+/* Depth-to-image parity with diffusers (tests/fixtures/depth2img, made by
+ * tests/reference/make_depth2img_fixtures.py): whole images of StableDiffusionDepth2ImgPipeline
+ * on a tiny depth model (5-channel UNet, tiny-sd2's v-prediction parts) with the depth map given
+ * as .npy (1, H, W) and (H, W), over schedulers, strengths 0.3 / 0.75 / 1.0, guidance 7.5, 4 and
+ * 1 (no CFG), PNG, 16-bit PNG and JPEG init images whose size is not a multiple of 8, cpu and
+ * cuda generators. Tolerances as tests/test_img2img.c: final latents within 1e-3 absolute +
+ * 1e-3 relative, pixels within 1 level and >= 99.9% exact. Then the pipeline choice and its
+ * refusals (a depth model without a depth map or with a mask, a depth map for other models, a
+ * constant depth map). */
+#include "test_util.h"
+
+#include "image/image.h"
+#include "io/safetensors.h"
+#include "pipeline/depth_map.h"
+#include "pipeline/engine.h"
+
+#include "error.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DIR      SD_TEST_FIXTURES "/depth2img"
+#define INIT_DIR SD_TEST_FIXTURES "/img2img"
+
+/* A fixture tensor as host float32 (malloc'ed), its element count in *n. */
+static float *fixture_f32(const sd_safetensors *file, const char *name, size_t *n) {
+  const sd_st_tensor *t = sd_safetensors_find(file, name);
+  if (!CHECK(t != NULL, "fixture tensor %s missing", name))
+    return NULL;
+  *n = 1;
+  for (int d = 0; d < t->ndim; d++)
+    *n *= (size_t)t->shape[d];
+  float *out = malloc(*n * sizeof *out);
+  sd_convert_to_f32(t->dtype, t->data, out, *n);
+  return out;
+}
+
+static sd_engine *open_engine(const char *model) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", SD_TEST_FIXTURES, model);
+  sd_engine_params params;
+  sd_engine_params_init(&params);
+  params.model_path = path;
+  params.device = "cpu";
+  sd_engine *engine = NULL;
+  CHECK(sd_engine_open(&params, &engine) == 0, "open %s: %s", path, sd_error_message());
+  return engine;
+}
+
+static const char *text(const cJSON *c, const char *key) {
+  return cJSON_GetObjectItem(c, key)->valuestring;
+}
+
+static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, const cJSON *c) {
+  sd_txt2img_item item = {text(c, "prompt"), "",
+                          (uint64_t)cJSON_GetObjectItem(c, "seed")->valuedouble,
+                          (float)cJSON_GetObjectItem(c, "guidance_scale")->valuedouble};
+  sd_txt2img_batch batch = {cJSON_GetObjectItem(c, "width")->valueint,
+                            cJSON_GetObjectItem(c, "height")->valueint,
+                            cJSON_GetObjectItem(c, "steps")->valueint,
+                            SD_SCHED_DDIM,
+                            false,
+                            SD_RNG_CPU};
+  CHECK(sd_scheduler_kind_parse(text(c, "scheduler"), &batch.scheduler) == 0 &&
+            sd_rng_kind_parse(text(c, "rng"), &batch.rng) == 0,
+        "case %d: scheduler and rng names", k);
+  char path[512], what[256];
+  sd_image init = {0};
+  float *depth = NULL;
+  int depth_h = 0, depth_w = 0;
+  snprintf(path, sizeof path, "%s/%s", INIT_DIR, text(c, "init"));
+  CHECK(sd_image_read_rgb(path, &init) == 0, "%s", sd_error_message());
+  snprintf(path, sizeof path, "%s/%s", DIR, text(c, "depth"));
+  CHECK(sd_depth_map_read(path, &depth, &depth_h, &depth_w) == 0, "%s", sd_error_message());
+  sd_pipeline_kind kind = SD_PIPELINE_TXT2IMG;
+  CHECK(sd_pipeline_choose(sd_engine_model(engine), true, false, true, &kind) == 0 &&
+            kind == SD_PIPELINE_DEPTH,
+        "case %d: depth2img chosen (%s): %s", k, sd_pipeline_kind_name(kind), sd_error_message());
+  sd_image_cond cond = {&init, NULL, depth, depth_h, depth_w};
+  sd_image_params image = {SD_PIPELINE_DEPTH,
+                           (float)cJSON_GetObjectItem(c, "strength")->valuedouble, &cond};
+  char key[64];
+  size_t n_image = 0, n_latents = 0;
+  snprintf(key, sizeof key, "case.%d.image", k);
+  float *want_image = fixture_f32(fixture, key, &n_image);
+  snprintf(key, sizeof key, "case.%d.latents", k);
+  float *want_latents = fixture_f32(fixture, key, &n_latents);
+  sd_txt2img_result result;
+  int rc =
+      init.data && depth ? sd_render(engine, &batch, &image, &item, 1, NULL, NULL, &result) : -1;
+  snprintf(what, sizeof what, "case %d (%s, strength %g, %s, %s, guidance %g, %s generator)", k,
+           text(c, "scheduler"), (double)image.strength, text(c, "init"), text(c, "depth"),
+           (double)item.guidance_scale, text(c, "rng"));
+  if (CHECK(rc == 0, "%s: %s", what, sd_error_message()) && want_image && want_latents) {
+    char sub[300];
+    snprintf(sub, sizeof sub, "%s latents", what);
+    sd_test_compare_f32(sub, result.latents, want_latents, n_latents, 1e-3f, 1e-3f);
+    snprintf(sub, sizeof sub, "%s image", what);
+    sd_test_compare_pixels(sub, result.rgb, want_image, n_image, 1, 0.999);
+    sd_txt2img_result_free(&result);
+  }
+  free(want_image);
+  free(want_latents);
+  free(depth);
+  sd_image_free(&init);
+}
+
+static void test_refusals(sd_engine *depth_model, sd_engine *sd2) {
+  sd_pipeline_kind kind;
+  const sd_model_files *five = sd_engine_model(depth_model), *four = sd_engine_model(sd2);
+  CHECK(sd_pipeline_choose(five, true, false, false, &kind) < 0 &&
+            strstr(sd_error_message(), "needs an init image and a depth map"),
+        "a depth model without a depth map refused: %s", sd_error_message());
+  CHECK(sd_pipeline_choose(five, false, false, true, &kind) < 0 &&
+            strstr(sd_error_message(), "needs an init image and a depth map"),
+        "a depth model without an init image refused: %s", sd_error_message());
+  CHECK(sd_pipeline_choose(five, true, true, true, &kind) < 0 &&
+            strstr(sd_error_message(), "takes no mask"),
+        "a mask for a depth model refused: %s", sd_error_message());
+  CHECK(sd_pipeline_choose(four, true, false, true, &kind) < 0 &&
+            strstr(sd_error_message(), "a depth map is for depth-to-image models"),
+        "a depth map for a 4-channel model refused: %s", sd_error_message());
+
+  /* a map that is constant at the latent size (zeros: bicubic weights that do not sum to 1
+   * exactly keep them zero): refused naming it, nothing rendered */
+  sd_image init = {0};
+  CHECK(sd_image_read_rgb(INIT_DIR "/init.png", &init) == 0, "%s", sd_error_message());
+  float flat[12 * 20];
+  for (int i = 0; i < 12 * 20; i++)
+    flat[i] = 0.0f;
+  sd_image_cond cond = {&init, NULL, flat, 12, 20};
+  sd_image_params image = {SD_PIPELINE_DEPTH, 0.75f, &cond};
+  sd_txt2img_batch batch = {64, 40, 5, SD_SCHED_DDIM, false, SD_RNG_CPU};
+  sd_txt2img_item item = {"a house", "", 1, 7.5f};
+  sd_txt2img_result result;
+  int rc = init.data ? sd_render(depth_model, &batch, &image, &item, 1, NULL, NULL, &result) : 0;
+  if (rc == 0 && init.data)
+    sd_txt2img_result_free(&result);
+  CHECK(rc < 0 && strstr(sd_error_message(), "the depth map of item 0") &&
+            strstr(sd_error_message(), "constant"),
+        "a constant depth map refused: %s", sd_error_message());
+  image.kind = SD_PIPELINE_IMG2IMG;
+  CHECK(sd_render_check(depth_model, &batch, &image) < 0, "img2img on a depth model refused: %s",
+        sd_error_message());
+  sd_image_free(&init);
+}
+
+int main(void) {
+  sd_safetensors *fixture = NULL;
+  if (sd_safetensors_open(DIR "/depth2img.safetensors", &fixture) < 0) {
+    fprintf(stderr, "%s\n", sd_error_message());
+    return 1;
+  }
+  sd_engine *depth_model = open_engine("tiny-sd2-depth"), *sd2 = open_engine("tiny-sd2");
+  cJSON *cases = cJSON_Parse(sd_safetensors_metadata(fixture, "cases"));
+  CHECK(cases && cJSON_GetArraySize(cases) >= 5, "cases metadata");
+  if (depth_model && sd2 && cases) {
+    int k = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cases) run_case(depth_model, fixture, k++, c);
+    test_refusals(depth_model, sd2);
+  }
+  cJSON_Delete(cases);
+  sd_engine_close(depth_model);
+  sd_engine_close(sd2);
+  sd_safetensors_close(fixture);
+  return sd_test_finish();
+}
