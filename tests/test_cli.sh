@@ -203,7 +203,12 @@ expect 0 "Pipeline: inpaint.*Strength: 1, Mask: .*mask-soft.png" -- \
 depth_model=$fixtures/tiny-sd2-depth
 expect 2 "--depth-map needs --init-image" -- "$sdbatch" render --model "$depth_model" \
   --prompt "a house" --depth-map "$fixtures/depth2img/depth-a.npy" --out "$work/x.png"
-expect 1 "needs an init image and a depth map" -- "$sdbatch" render --model "$depth_model" \
+# the depth model without its depth_estimator/: a depth map is needed
+mkdir -p "$work/no-estimator"
+for part in model_index.json text_encoder tokenizer unet vae scheduler; do
+  ln -s "$depth_model/$part" "$work/no-estimator/$part"
+done
+expect 1 "needs an init image and a depth map" -- "$sdbatch" render --model "$work/no-estimator" \
   --prompt "a house" --init-image "$images/init.png" --steps 2 --quiet --out "$work/x.png"
 expect 1 "a depth map is for depth-to-image models" -- "$sdbatch" render --model "$model" \
   --prompt "a house" --init-image "$images/init.png" --depth-map "$fixtures/depth2img/depth-a.npy" \
@@ -224,6 +229,10 @@ expect 0 "" -- "$sdbatch" render --model "$depth_model" --prompt "a house" \
 expect 0 "Pipeline: depth2img, Init image: .*init.png \(70x45\), Strength: 0.8, Depth map: .*depth-b.npy" -- \
   grep -a "Pipeline" "$work/depth.png"
 expect 0 "00 00 00 40 00 00 00 28 08 02" -- od -An -tx1 -j16 -N10 "$work/depth.png"
+expect 0 "" -- "$sdbatch" render --model "$depth_model" --prompt "a house" \
+  --init-image "$images/init.jpg" --strength 0.5 --steps 4 --quiet --out "$work/estimated.png"
+expect 0 "Pipeline: depth2img, .*Strength: 0.5, Depth map: the model's depth estimator" -- \
+  grep -a "Pipeline" "$work/estimated.png"
 
 # demo model: refuses a non-empty folder, writes a model that renders
 expect 1 "exists and is not an empty folder" -- "$sdbatch" make-demo-model "$work"

@@ -3,7 +3,9 @@
  * on a tiny depth model (5-channel UNet, tiny-sd2's v-prediction parts) with the depth map given
  * as .npy (1, H, W) and (H, W), over schedulers, strengths 0.3 / 0.75 / 1.0, guidance 7.5, 4 and
  * 1 (no CFG), PNG, 16-bit PNG and JPEG init images whose size is not a multiple of 8, cpu and
- * cuda generators. Tolerances as tests/test_img2img.c: final latents within 1e-3 absolute +
+ * cuda generators; two without a depth map, where the model's depth estimator runs (its
+ * DPTImageProcessor pixel_values within 1e-6 and predicted_depth within 1e-4 relative checked
+ * too). Tolerances as tests/test_img2img.c: final latents within 1e-3 absolute +
  * 1e-3 relative, pixels within 1 level and >= 99.9% exact. Then the pipeline choice and its
  * refusals (a depth model without a depth map or with a mask, a depth map for other models, a
  * constant depth map). */
@@ -11,15 +13,18 @@
 
 #include "image/image.h"
 #include "io/safetensors.h"
+#include "pipeline/depth_estimate.h"
 #include "pipeline/depth_map.h"
 #include "pipeline/engine.h"
 
 #include "error.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define DIR      SD_TEST_FIXTURES "/depth2img"
 #define INIT_DIR SD_TEST_FIXTURES "/img2img"
@@ -72,10 +77,15 @@ static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, co
   int depth_h = 0, depth_w = 0;
   snprintf(path, sizeof path, "%s/%s", INIT_DIR, text(c, "init"));
   CHECK(sd_image_read_rgb(path, &init) == 0, "%s", sd_error_message());
-  snprintf(path, sizeof path, "%s/%s", DIR, text(c, "depth"));
-  CHECK(sd_depth_map_read(path, &depth, &depth_h, &depth_w) == 0, "%s", sd_error_message());
+  const cJSON *depth_name = cJSON_GetObjectItem(c, "depth");
+  bool given = cJSON_IsString(depth_name);
+  if (given) {
+    snprintf(path, sizeof path, "%s/%s", DIR, depth_name->valuestring);
+    CHECK(sd_depth_map_read(path, &depth, &depth_h, &depth_w) == 0, "%s", sd_error_message());
+  }
   sd_pipeline_kind kind = SD_PIPELINE_TXT2IMG;
-  CHECK(sd_pipeline_choose(sd_engine_model(engine), true, false, true, &kind) == 0 &&
+  CHECK(sd_pipeline_choose(sd_engine_model(engine), true, false,
+                           given || sd_engine_has_depth_estimator(engine), &kind) == 0 &&
             kind == SD_PIPELINE_DEPTH,
         "case %d: depth2img chosen (%s): %s", k, sd_pipeline_kind_name(kind), sd_error_message());
   sd_image_cond cond = {&init, NULL, depth, depth_h, depth_w};
@@ -88,11 +98,13 @@ static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, co
   snprintf(key, sizeof key, "case.%d.latents", k);
   float *want_latents = fixture_f32(fixture, key, &n_latents);
   sd_txt2img_result result;
-  int rc =
-      init.data && depth ? sd_render(engine, &batch, &image, &item, 1, NULL, NULL, &result) : -1;
+  int rc = init.data && (depth || !given)
+               ? sd_render(engine, &batch, &image, &item, 1, NULL, NULL, &result)
+               : -1;
   snprintf(what, sizeof what, "case %d (%s, strength %g, %s, %s, guidance %g, %s generator)", k,
-           text(c, "scheduler"), (double)image.strength, text(c, "init"), text(c, "depth"),
-           (double)item.guidance_scale, text(c, "rng"));
+           text(c, "scheduler"), (double)image.strength, text(c, "init"),
+           given ? depth_name->valuestring : "estimated", (double)item.guidance_scale,
+           text(c, "rng"));
   if (CHECK(rc == 0, "%s: %s", what, sd_error_message()) && want_image && want_latents) {
     char sub[300];
     snprintf(sub, sizeof sub, "%s latents", what);
@@ -105,6 +117,81 @@ static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, co
   free(want_latents);
   free(depth);
   sd_image_free(&init);
+}
+
+/* DPTImageProcessor and DPTForDepthEstimation of the model's folder on init.png. */
+static void test_estimator_stages(const sd_safetensors *fixture) {
+  sd_backend *be = sd_backend_cpu_create(0);
+  sd_depth_estimator *estimator = NULL;
+  sd_dpt_preprocess_config pre;
+  sd_image init = {0};
+  size_t n_pixels = 0, n_depth = 0;
+  float *want_pixels = fixture_f32(fixture, "stage.pixel_values", &n_pixels);
+  float *want_depth = fixture_f32(fixture, "stage.predicted_depth", &n_depth);
+  int ok =
+      be && want_pixels && want_depth && sd_image_read_rgb(INIT_DIR "/init.png", &init) == 0 &&
+      sd_dpt_preprocess_config_read(SD_TEST_FIXTURES
+                                    "/tiny-sd2-depth/feature_extractor/preprocessor_config.json",
+                                    &pre) == 0 &&
+      sd_depth_estimator_open(be, SD_TEST_FIXTURES "/tiny-sd2-depth", &estimator) == 0 && estimator;
+  if (CHECK(ok, "estimator setup: %s", sd_error_message()) &&
+      CHECK(n_pixels == 3 * 64 * 64 && n_depth == 64 * 64, "stage sizes %zu %zu", n_pixels,
+            n_depth)) {
+    float *pixels = malloc(n_pixels * sizeof *pixels), got[64 * 64];
+    CHECK(sd_dpt_preprocess(&pre, &init, pixels) == 0, "%s", sd_error_message());
+    sd_test_compare_f32("DPTImageProcessor pixel_values of init.png (70x45 -> 64x64 bicubic)",
+                        pixels, want_pixels, n_pixels, 1e-6f, 1e-6f);
+    free(pixels);
+    sd_tensor depth = {0};
+    if (CHECK(sd_depth_estimate(estimator, &init, &depth) == 0, "estimate: %s",
+              sd_error_message()) &&
+        CHECK(sd_tensor_download_f32(be, &depth, got) == 0, "download")) {
+      float scale = 0;
+      for (size_t i = 0; i < n_depth; i++)
+        scale = fabsf(want_depth[i]) > scale ? fabsf(want_depth[i]) : scale;
+      sd_test_compare_f32("predicted_depth of init.png", got, want_depth, n_depth, 1e-4f * scale,
+                          1e-4f);
+    }
+    sd_tensor_free(be, &depth);
+  }
+  sd_depth_estimator_free(estimator);
+  sd_image_free(&init);
+  free(want_pixels);
+  free(want_depth);
+  sd_backend_destroy(be);
+}
+
+/* preprocessor_config.json settings sdbatch does not run are refused by name. */
+static void test_preprocess_config_refusals(void) {
+  static const struct {
+    const char *json, *error;
+  } bad[] = {
+      {"{\"keep_aspect_ratio\": true, \"size\": {\"height\": 8, \"width\": 8}}",
+       "keep_aspect_ratio"},
+      {"{\"ensure_multiple_of\": 32, \"size\": {\"height\": 8, \"width\": 8}}",
+       "ensure_multiple_of"},
+      {"{\"resample\": 0, \"size\": {\"height\": 8, \"width\": 8}}", "resample 0"},
+      {"{\"size\": {\"shortest_edge\": 384}}", "'size' must be"},
+      {"{\"size\": {\"height\": 100000, \"width\": 8}}", "sides must be"},
+      {"{\"image_std\": [0.5, 0, 0.5], \"size\": {\"height\": 8, \"width\": 8}}",
+       "image_std has a zero"},
+      {"{\"do_resize\": 1, \"size\": {\"height\": 8, \"width\": 8}}", "'do_resize' must"},
+  };
+  char path[] = "/tmp/sd_test_preprocess_XXXXXX";
+  int fd = mkstemp(path);
+  if (!CHECK(fd >= 0, "temp file"))
+    return;
+  close(fd);
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    FILE *f = fopen(path, "w");
+    fputs(bad[i].json, f);
+    fclose(f);
+    sd_dpt_preprocess_config cfg;
+    CHECK(sd_dpt_preprocess_config_read(path, &cfg) < 0 &&
+              strstr(sd_error_message(), bad[i].error) && strstr(sd_error_message(), path),
+          "%s refused (%s): %s", bad[i].json, bad[i].error, sd_error_message());
+  }
+  unlink(path);
 }
 
 static void test_refusals(sd_engine *depth_model, sd_engine *sd2) {
@@ -155,13 +242,15 @@ int main(void) {
   }
   sd_engine *depth_model = open_engine("tiny-sd2-depth"), *sd2 = open_engine("tiny-sd2");
   cJSON *cases = cJSON_Parse(sd_safetensors_metadata(fixture, "cases"));
-  CHECK(cases && cJSON_GetArraySize(cases) >= 5, "cases metadata");
+  CHECK(cases && cJSON_GetArraySize(cases) >= 7, "cases metadata");
   if (depth_model && sd2 && cases) {
     int k = 0;
     const cJSON *c;
     cJSON_ArrayForEach(c, cases) run_case(depth_model, fixture, k++, c);
     test_refusals(depth_model, sd2);
   }
+  test_estimator_stages(fixture);
+  test_preprocess_config_refusals();
   cJSON_Delete(cases);
   sd_engine_close(depth_model);
   sd_engine_close(sd2);

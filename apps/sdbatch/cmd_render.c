@@ -25,9 +25,9 @@ static const char *const render_usage =
     "gives for the same model, prompt, parameters and seed; with --init-image, image-to-image\n"
     "(StableDiffusionImg2ImgPipeline); with --init-image and --mask, inpainting\n"
     "(StableDiffusionInpaintPipeline: a 9-channel inpainting model, or an ordinary one with\n"
-    "per-step blending); with --init-image and --depth-map on a depth model, depth-to-image\n"
-    "(StableDiffusionDepth2ImgPipeline, the depth map given). Input images: docs/images.md;\n"
-    "depth maps: docs/depth.md.\n"
+    "per-step blending); with --init-image on a depth model, depth-to-image\n"
+    "(StableDiffusionDepth2ImgPipeline, with --depth-map or the model's depth estimator).\n"
+    "Input images: docs/images.md; depth maps: docs/depth.md.\n"
     "\n"
     "Under mpirun -n N, the N ranks render one text-to-image image together: its rows split into\n"
     "bands (spatial parallelism) and, with --cfg-parallel, the conditional and unconditional\n"
@@ -116,7 +116,7 @@ int cmd_render(int argc, char **argv) {
       CLI_OPTION("depth-map", "FILE", CLI_STRING, &depth_path,
                  "depth model: the depth map, .npy float32 (H, W) or (1, H, W),\n"
                  "any size (resized to the latents, normalized to [-1, 1]); needs\n"
-                 "--init-image"),
+                 "--init-image (default: the model's depth_estimator/ estimate)"),
       CLI_OPTION("rng", "cuda|cpu", CLI_CUSTOM, &batch.rng,
                  "reproduce torch.Generator('cuda') or ('cpu') noise (default cuda)",
                  .parse = cli_parse_rng),
@@ -199,8 +199,8 @@ int cmd_render(int argc, char **argv) {
   const sd_model_files *model = sd_engine_model(engine);
   int factor = sd_engine_vae_scale_factor(engine);
   sd_pipeline_kind kind;
-  if (sd_pipeline_choose(model, init_path != NULL, mask_path != NULL, depth_path != NULL, &kind) <
-          0 ||
+  bool depth_map = depth_path != NULL || sd_engine_has_depth_estimator(engine);
+  if (sd_pipeline_choose(model, init_path != NULL, mask_path != NULL, depth_map, &kind) < 0 ||
       ((kind == SD_PIPELINE_IMG2IMG || kind == SD_PIPELINE_DEPTH) &&
        sd_image_vae_size(init_path, init.width, init.height, factor, &batch.width, &batch.height) <
            0)) {
@@ -254,7 +254,10 @@ int cmd_render(int argc, char **argv) {
              ", Pipeline: %s, Init image: %s (%dx%d), Strength: %g%s%s%s%s",
              sd_pipeline_kind_name(kind), init_path, init.width, init.height, (double)strength,
              mask_path ? ", Mask: " : "", mask_path ? mask_path : "",
-             depth_path ? ", Depth map: " : "", depth_path ? depth_path : "");
+             kind == SD_PIPELINE_DEPTH ? ", Depth map: " : "",
+             kind != SD_PIPELINE_DEPTH ? ""
+             : depth_path              ? depth_path
+                                       : "the model's depth estimator");
   }
   if (cli_format_adapters(&adapters, parameters, sizeof parameters) < 0) {
     status = cli_report_error(cmd);

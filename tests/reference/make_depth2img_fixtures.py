@@ -10,7 +10,11 @@ tests/fixtures/depth2img/: the depth maps (depth-a.npy float32 (1, 30, 52), dept
   case.<k>.latents (1, 4, 5, 8), the pipeline's output (output_type "np", and "latent") for case k
   of the "cases" metadata (JSON), with the depth map given (depth_map=): schedulers ddim, euler_a,
   dpmpp_2m, pndm, strengths 0.3 / 0.75 / 1.0, guidance 7.5 and 1 (no CFG), generators "cpu" and
-  "cuda" (emulated as make_img2img_fixtures.py does). The init images are make_img2img_fixtures'.
+  "cuda" (emulated as make_img2img_fixtures.py does); and two cases without a depth map, where
+  the pipeline runs the model's depth estimator. Stages of that path for init.png:
+  stage.pixel_values (1, 3, 64, 64) the feature extractor's output and stage.predicted_depth
+  (1, 64, 64) the estimator's. The init images are make_img2img_fixtures'. Without torchvision,
+  transformers 5's DPTImageProcessor is its PIL backend (PIL's resize, NumPy's arithmetic).
 
 Run from anywhere after make_img2img_fixtures.py and make_dpt_fixtures.py:
 python3 tests/reference/make_depth2img_fixtures.py (deterministic, ~20 s).
@@ -48,6 +52,9 @@ CASES = [
     ("dpmpp_2m", 1.0, "init.png", "depth-a.npy", "cuda", 23, 7.5),
     ("pndm", 0.75, "init16.png", "depth-b.npy", "cpu", 24, 1.0),
     ("euler", 0.75, "init.png", "depth-b.npy", "cuda", 25, 4.0),
+    # no depth map: the model's depth estimator (DPTImageProcessor, then DPTForDepthEstimation)
+    ("ddim", 0.75, "init.png", None, "cpu", 26, 7.5),
+    ("euler_a", 1.0, "init.jpg", None, "cuda", 27, 7.5),
 ]
 STEPS = 5
 
@@ -115,11 +122,18 @@ def main():
                                                             local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     tensors, cases = {}, []
+    with torch.no_grad():
+        pixels = pipe.feature_extractor(images=load_image(os.path.join(INIT_DIR, "init.png")),
+                                        return_tensors="pt").pixel_values
+        tensors["stage.pixel_values"] = pixels
+        tensors["stage.predicted_depth"] = pipe.depth_estimator(pixels).predicted_depth
     for k, (sched, strength, init, depth, gen_kind, seed, guidance) in enumerate(CASES):
         pipe.scheduler = img2img.SCHEDULERS[sched].from_config(pipe.scheduler.config)
-        depth_map = torch.from_numpy(np.load(os.path.join(OUT_DIR, depth)))
-        if depth_map.ndim == 2:
-            depth_map = depth_map[None]
+        depth_map = None
+        if depth is not None:
+            depth_map = torch.from_numpy(np.load(os.path.join(OUT_DIR, depth)))
+            if depth_map.ndim == 2:
+                depth_map = depth_map[None]
         outs = {}
         for output_type in ("np", "latent"):
             gen = (img2img.PhiloxGenerator(seed) if gen_kind == "cuda"

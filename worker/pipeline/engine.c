@@ -1,6 +1,8 @@
 /* Opening a model onto a backend: files, tokenizer, weights, the three networks. */
 #include "engine_internal.h"
 
+#include "depth_estimate.h"
+
 #include "../../kernels/error.h"
 
 #include <stdlib.h>
@@ -101,6 +103,10 @@ int sd_engine_open(const sd_engine_params *params, sd_engine **out) {
     goto fail_model;
   if (sd_scheduler_kind_from_config(&engine->files->scheduler, &engine->default_scheduler) < 0)
     goto fail_model;
+  /* a depth model's own estimator, for depth-to-image without a given depth map */
+  if (engine->files->unet.in_channels == engine->files->vae.latent_channels + 1 &&
+      sd_depth_estimator_open(engine->be, params->model_path, &engine->depth) < 0)
+    goto fail;
   *out = engine;
   return 0;
 
@@ -114,6 +120,7 @@ fail:
 void sd_engine_close(sd_engine *engine) {
   if (!engine)
     return;
+  sd_depth_estimator_free(engine->depth);
   sd_vae_free(engine->vae);
   sd_unet_free(engine->unet);
   sd_clip_text_free(engine->clip);
@@ -125,6 +132,10 @@ void sd_engine_close(sd_engine *engine) {
   sd_model_files_close(engine->files);
   sd_engine_free_adapters(engine);
   free(engine);
+}
+
+bool sd_engine_has_depth_estimator(const sd_engine *engine) {
+  return engine->depth != NULL;
 }
 
 const sd_model_files *sd_engine_model(const sd_engine *engine) {

@@ -80,6 +80,10 @@ sd_backend *sd_engine_backend(const sd_engine *engine);
 /* What the networks compute in: the CUDA activation dtype, or on the CPU F32 or BF16 (bfloat16
  * inputs to GEMMs and convolutions, float32 accumulation and activations). */
 sd_dtype sd_engine_precision(const sd_engine *engine);
+/* Whether the model is a depth model whose folder has its own depth estimator
+ * (depth_estimator/ and feature_extractor/), loaded at open: depth-to-image then runs without a
+ * given depth map, as diffusers does. */
+bool sd_engine_has_depth_estimator(const sd_engine *engine);
 /* The model's default scheduler (from its scheduler config). */
 sd_scheduler_kind sd_engine_default_scheduler(const sd_engine *engine);
 
@@ -169,7 +173,7 @@ const char *sd_pipeline_kind_name(sd_pipeline_kind kind);
 
 /* The pipeline for a model and the inputs given, as diffusers would be used: a 9-channel UNet
  * is an inpainting model and needs an init image and a mask; a 5-channel UNet is a depth model
- * and needs an init image and a depth map (the model's own depth estimator is not run yet); a
+ * and needs an init image and a depth map (depth_map: given, or the model has its estimator); a
  * 4-channel UNet runs txt2img without an init image, img2img with one, and inpainting (per-step
  * blending) with one and a mask; a mask without an init image, a depth map for a model that is
  * not a depth model, or a UNet of another width, is refused. -1 with a user-facing error for a
@@ -182,7 +186,8 @@ typedef struct sd_image_cond {
   const struct sd_image *init_image; /* RGB, any size: resized to the batch size (PIL LANCZOS) */
   const struct sd_image *mask;       /* RGB mask image (white = repaint); NULL for img2img */
   /* depth2img: the depth map (depth_height, depth_width), any size (sd_depth_map_prepare resizes
-   * it bicubically to the latent size and normalizes it to [-1, 1]); NULL otherwise */
+   * it bicubically to the latent size and normalizes it to [-1, 1]); NULL: the model's depth
+   * estimator's map of init_image (sd_engine_has_depth_estimator) */
   const float *depth;
   int depth_height, depth_width;
 } sd_image_cond;

@@ -28,6 +28,8 @@ struct sd_engine {
   } * multi_vectors;
   int multi_vector_count;
   sd_dtype precision; /* what the networks compute in (sd_engine_precision) */
+  /* a depth model's depth_estimator/ and feature_extractor/ (NULL: none, or not a depth model) */
+  struct sd_depth_estimator *depth;
 };
 
 /* Merges params' LoRAs and adds its embeddings to engine->files and engine->tokenizer (adapters.c),

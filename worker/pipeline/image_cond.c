@@ -9,6 +9,7 @@
  * the latents. */
 #include "engine_internal.h"
 
+#include "depth_estimate.h"
 #include "depth_map.h"
 
 #include "../../kernels/error.h"
@@ -147,19 +148,26 @@ static int upload_new(sd_backend *be, sd_tensor *t, const float *host) {
   return sd_tensor_upload_f32(be, t, host);
 }
 
-/* out (n, 1, h, w) on the host = each item's depth map as prepare_depth_map conditions it. */
-static int depth_conditioning(sd_backend *be, const sd_image_params *image, int n, int h, int w,
+/* out (n, 1, h, w) on the host = each item's depth map (given, or the model's estimate of its
+ * init image) as prepare_depth_map conditions it. */
+static int depth_conditioning(sd_engine *engine, const sd_image_params *image, int n, int h, int w,
                               float *out) {
+  sd_backend *be = engine->be;
   const sd_dtype dt = be->ops->act_dtype;
   for (int i = 0; i < n; i++) {
     const sd_image_cond *c = &image->conds[i];
-    if (!c->depth || c->depth_height < 1 || c->depth_width < 1)
-      return SD_ERROR("item %d has no depth map", i);
-    char what[48];
-    snprintf(what, sizeof what, "the depth map of item %d", i);
-    sd_tensor map = sd_tensor_3d(dt, 1, c->depth_height, c->depth_width);
+    bool given = c->depth != NULL;
+    if (given && (c->depth_height < 1 || c->depth_width < 1))
+      return SD_ERROR("item %d: the depth map is empty", i);
+    if (!given && !engine->depth)
+      return SD_ERROR("item %d has no depth map, and the model has no depth estimator", i);
+    char what[64];
+    snprintf(what, sizeof what,
+             given ? "the depth map of item %d" : "the estimated depth of item %d", i);
+    sd_tensor map = given ? sd_tensor_3d(dt, 1, c->depth_height, c->depth_width) : (sd_tensor){0};
     sd_tensor cond = sd_tensor_4d(dt, 1, 1, h, w);
-    int rc = upload_new(be, &map, c->depth);
+    int rc = given ? upload_new(be, &map, c->depth)
+                   : sd_depth_estimate(engine->depth, c->init_image, &map);
     if (rc == 0)
       rc = sd_tensor_alloc_persistent(be, &cond);
     if (rc == 0)
@@ -299,7 +307,7 @@ int sd_cond_prepare(sd_engine *engine, const sd_txt2img_batch *batch, const sd_i
   }
   if (depth) {
     /* the depth conditioning of each item, in the rows of the UNet batch as for 9 channels */
-    if (depth_conditioning(be, image, n, h, w, hb.depth) < 0)
+    if (depth_conditioning(engine, image, n, h, w, hb.depth) < 0)
       goto out;
     for (int r = 0; r < rows; r++)
       memcpy(hb.extra + (size_t)r * lplane, hb.depth + (size_t)(r % n) * lplane,
