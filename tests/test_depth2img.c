@@ -9,6 +9,7 @@
  * 1e-3 relative, pixels within 1 level and >= 99.9% exact. Then the pipeline choice and its
  * refusals (a depth model without a depth map or with a mask, a depth map for other models, a
  * constant depth map). */
+#include "test_pipeline_util.h"
 #include "test_util.h"
 
 #include "image/image.h"
@@ -28,31 +29,6 @@
 
 #define DIR      SD_TEST_FIXTURES "/depth2img"
 #define INIT_DIR SD_TEST_FIXTURES "/img2img"
-
-/* A fixture tensor as host float32 (malloc'ed), its element count in *n. */
-static float *fixture_f32(const sd_safetensors *file, const char *name, size_t *n) {
-  const sd_st_tensor *t = sd_safetensors_find(file, name);
-  if (!CHECK(t != NULL, "fixture tensor %s missing", name))
-    return NULL;
-  *n = 1;
-  for (int d = 0; d < t->ndim; d++)
-    *n *= (size_t)t->shape[d];
-  float *out = malloc(*n * sizeof *out);
-  sd_convert_to_f32(t->dtype, t->data, out, *n);
-  return out;
-}
-
-static sd_engine *open_engine(const char *model) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", SD_TEST_FIXTURES, model);
-  sd_engine_params params;
-  sd_engine_params_init(&params);
-  params.model_path = path;
-  params.device = "cpu";
-  sd_engine *engine = NULL;
-  CHECK(sd_engine_open(&params, &engine) == 0, "open %s: %s", path, sd_error_message());
-  return engine;
-}
 
 static const char *text(const cJSON *c, const char *key) {
   return cJSON_GetObjectItem(c, key)->valuestring;
@@ -94,9 +70,9 @@ static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, co
   char key[64];
   size_t n_image = 0, n_latents = 0;
   snprintf(key, sizeof key, "case.%d.image", k);
-  float *want_image = fixture_f32(fixture, key, &n_image);
+  float *want_image = sd_test_fixture_f32(fixture, key, &n_image);
   snprintf(key, sizeof key, "case.%d.latents", k);
-  float *want_latents = fixture_f32(fixture, key, &n_latents);
+  float *want_latents = sd_test_fixture_f32(fixture, key, &n_latents);
   sd_txt2img_result result;
   int rc = init.data && (depth || !given)
                ? sd_render(engine, &batch, &image, &item, 1, NULL, NULL, &result)
@@ -126,8 +102,8 @@ static void test_estimator_stages(const sd_safetensors *fixture) {
   sd_dpt_preprocess_config pre;
   sd_image init = {0};
   size_t n_pixels = 0, n_depth = 0;
-  float *want_pixels = fixture_f32(fixture, "stage.pixel_values", &n_pixels);
-  float *want_depth = fixture_f32(fixture, "stage.predicted_depth", &n_depth);
+  float *want_pixels = sd_test_fixture_f32(fixture, "stage.pixel_values", &n_pixels);
+  float *want_depth = sd_test_fixture_f32(fixture, "stage.predicted_depth", &n_depth);
   int ok =
       be && want_pixels && want_depth && sd_image_read_rgb(INIT_DIR "/init.png", &init) == 0 &&
       sd_dpt_preprocess_config_read(SD_TEST_FIXTURES
@@ -240,7 +216,8 @@ int main(void) {
     fprintf(stderr, "%s\n", sd_error_message());
     return 1;
   }
-  sd_engine *depth_model = open_engine("tiny-sd2-depth"), *sd2 = open_engine("tiny-sd2");
+  sd_engine *depth_model = sd_test_open_engine("tiny-sd2-depth"),
+            *sd2 = sd_test_open_engine("tiny-sd2");
   cJSON *cases = cJSON_Parse(sd_safetensors_metadata(fixture, "cases"));
   CHECK(cases && cJSON_GetArraySize(cases) >= 7, "cases metadata");
   if (depth_model && sd2 && cases) {

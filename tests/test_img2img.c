@@ -9,6 +9,7 @@
  *    latents within 1e-3 absolute + 1e-3 relative, pixels within 1 level and >= 99.9% exact;
  *  - the pipeline choice and refusals (a 9-channel model without a mask, a mask without an init
  *    image, strength outside [0, 1] or keeping no step). */
+#include "test_pipeline_util.h"
 #include "test_util.h"
 
 #include "image/image.h"
@@ -28,28 +29,15 @@
 
 #define DIR SD_TEST_FIXTURES "/img2img"
 
-/* A fixture tensor as host float32 (malloc'ed), its element count in *n. */
-static float *fixture_f32(const sd_safetensors *file, const char *name, size_t *n) {
-  const sd_st_tensor *t = sd_safetensors_find(file, name);
-  if (!CHECK(t != NULL, "fixture tensor %s missing", name))
-    return NULL;
-  *n = 1;
-  for (int d = 0; d < t->ndim; d++)
-    *n *= (size_t)t->shape[d];
-  float *out = malloc(*n * sizeof *out);
-  sd_convert_to_f32(t->dtype, t->data, out, *n);
-  return out;
-}
-
 static void test_encoder(const sd_safetensors *fixture) {
   sd_backend *be = sd_backend_cpu_create(0);
   sd_model_files *files = NULL;
   sd_weights *weights = NULL;
   sd_vae *vae = NULL;
   size_t n_image, n_moments, n_latents;
-  float *image = fixture_f32(fixture, "stage.image", &n_image);
-  float *want_moments = fixture_f32(fixture, "stage.moments", &n_moments);
-  float *want_latents = fixture_f32(fixture, "stage.latents", &n_latents);
+  float *image = sd_test_fixture_f32(fixture, "stage.image", &n_image);
+  float *want_moments = sd_test_fixture_f32(fixture, "stage.moments", &n_moments);
+  float *want_latents = sd_test_fixture_f32(fixture, "stage.latents", &n_latents);
   int ok = be && image && want_moments && want_latents &&
            sd_model_files_open(SD_TEST_FIXTURES "/tiny-sd1", NULL, NULL, &files) == 0 &&
            sd_weights_upload(be, files->vae_tensors, "vae", &weights) == 0 &&
@@ -87,18 +75,6 @@ out:
   sd_backend_destroy(be);
 }
 
-static sd_engine *open_engine(const char *model) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", SD_TEST_FIXTURES, model);
-  sd_engine_params params;
-  sd_engine_params_init(&params);
-  params.model_path = path;
-  params.device = "cpu";
-  sd_engine *engine = NULL;
-  CHECK(sd_engine_open(&params, &engine) == 0, "open %s: %s", path, sd_error_message());
-  return engine;
-}
-
 static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, const cJSON *c) {
   const char *pipeline = cJSON_GetObjectItem(c, "pipeline")->valuestring;
   const cJSON *mask_name = cJSON_GetObjectItem(c, "mask");
@@ -132,9 +108,9 @@ static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, co
   char key[64];
   size_t n_image = 0, n_latents = 0;
   snprintf(key, sizeof key, "case.%d.image", k);
-  float *want_image = fixture_f32(fixture, key, &n_image);
+  float *want_image = sd_test_fixture_f32(fixture, key, &n_image);
   snprintf(key, sizeof key, "case.%d.latents", k);
-  float *want_latents = fixture_f32(fixture, key, &n_latents);
+  float *want_latents = sd_test_fixture_f32(fixture, key, &n_latents);
   sd_txt2img_result result;
   int rc = sd_render(engine, &batch, &image, &item, 1, NULL, NULL, &result);
   snprintf(what, sizeof what, "case %d (%s %s, %s, strength %g, %s generator)", k, pipeline,
@@ -187,7 +163,8 @@ int main(void) {
     return 1;
   }
   test_encoder(fixture);
-  sd_engine *sd1 = open_engine("tiny-sd1"), *inpaint = open_engine("tiny-sd1-inpaint");
+  sd_engine *sd1 = sd_test_open_engine("tiny-sd1"),
+            *inpaint = sd_test_open_engine("tiny-sd1-inpaint");
   cJSON *cases = cJSON_Parse(sd_safetensors_metadata(fixture, "cases"));
   CHECK(cases && cJSON_GetArraySize(cases) >= 13, "cases metadata");
   if (sd1 && inpaint && cases) {
