@@ -234,6 +234,30 @@ expect 0 "" -- "$sdbatch" render --model "$depth_model" --prompt "a house" \
 expect 0 "Pipeline: depth2img, .*Strength: 0.5, Depth map: the model's depth estimator" -- \
   grep -a "Pipeline" "$work/estimated.png"
 
+# the x4 upscaler (docs/depth.md): 18x13 -> 16x12 -> 64x48
+upscaler=$fixtures/tiny-upscaler
+low=$fixtures/upscale/low-18x13.png
+expect 0 "" -- "$sdbatch" render --model "$upscaler" --prompt "a barn" --init-image "$low" \
+  --steps 2 --quiet --out "$work/upscaled.png"
+expect 0 "Pipeline: upscale, Init image: .*low-18x13.png \(18x13\), Strength: 1, Noise level: 20" -- \
+  grep -a "Pipeline" "$work/upscaled.png"
+expect 0 "00 00 00 40 00 00 00 30 08 02" -- od -An -tx1 -j16 -N10 "$work/upscaled.png"
+expect 1 "noise level 351: this upscaler takes 0 to 350" -- "$sdbatch" render --model "$upscaler" \
+  --prompt "a barn" --init-image "$low" --noise-level 351 --steps 2 --quiet --out "$work/x.png"
+expect 1 "--noise-level is for x4 upscalers" -- "$sdbatch" render --model "$model" \
+  --prompt "a barn" --init-image "$low" --noise-level 20 --steps 2 --quiet --out "$work/x.png"
+expect 1 "--strength does not apply" -- "$sdbatch" render --model "$upscaler" --prompt "a barn" \
+  --init-image "$low" --strength 0.5 --steps 2 --quiet --out "$work/x.png"
+expect 1 "the x4 upscaler takes no mask" -- "$sdbatch" render --model "$upscaler" \
+  --prompt "a barn" --init-image "$low" --mask "$images/mask-hard.png" --width 64 --height 48 \
+  --steps 2 --quiet --out "$work/x.png"
+expect 1 "it needs the low-resolution image" -- "$sdbatch" render --model "$upscaler" \
+  --prompt "a barn" --steps 2 --quiet --out "$work/x.png"
+[ ! -e "$work/x.png" ] && passed=$((passed + 1)) || {
+  failed=$((failed + 1))
+  echo "FAIL: a refused upscale left $work/x.png"
+}
+
 # demo model: refuses a non-empty folder, writes a model that renders
 expect 1 "exists and is not an empty folder" -- "$sdbatch" make-demo-model "$work"
 expect 0 "its pictures are noise" -- "$sdbatch" make-demo-model "$work/demo"

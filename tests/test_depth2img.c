@@ -66,7 +66,7 @@ static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, co
         "case %d: depth2img chosen (%s): %s", k, sd_pipeline_kind_name(kind), sd_error_message());
   sd_image_cond cond = {&init, NULL, depth, depth_h, depth_w};
   sd_image_params image = {SD_PIPELINE_DEPTH,
-                           (float)cJSON_GetObjectItem(c, "strength")->valuedouble, &cond};
+                           (float)cJSON_GetObjectItem(c, "strength")->valuedouble, &cond, 0};
   char key[64];
   size_t n_image = 0, n_latents = 0;
   snprintf(key, sizeof key, "case.%d.image", k);
@@ -194,7 +194,7 @@ static void test_refusals(sd_engine *depth_model, sd_engine *sd2) {
   for (int i = 0; i < 12 * 20; i++)
     flat[i] = 0.0f;
   sd_image_cond cond = {&init, NULL, flat, 12, 20};
-  sd_image_params image = {SD_PIPELINE_DEPTH, 0.75f, &cond};
+  sd_image_params image = {SD_PIPELINE_DEPTH, 0.75f, &cond, 0};
   sd_txt2img_batch batch = {64, 40, 5, SD_SCHED_DDIM, false, SD_RNG_CPU};
   sd_txt2img_item item = {"a house", "", 1, 7.5f};
   sd_txt2img_result result;

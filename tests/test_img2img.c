@@ -104,7 +104,7 @@ static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, co
             strcmp(sd_pipeline_kind_name(kind), pipeline) == 0,
         "case %d: pipeline %s chosen, diffusers ran %s", k, sd_pipeline_kind_name(kind), pipeline);
   sd_image_cond cond = {&init, mask.data ? &mask : NULL, NULL, 0, 0};
-  sd_image_params image = {kind, (float)cJSON_GetObjectItem(c, "strength")->valuedouble, &cond};
+  sd_image_params image = {kind, (float)cJSON_GetObjectItem(c, "strength")->valuedouble, &cond, 0};
   char key[64];
   size_t n_image = 0, n_latents = 0;
   snprintf(key, sizeof key, "case.%d.image", k);
@@ -145,7 +145,7 @@ static void test_refusals(sd_engine *sd1, sd_engine *inpaint) {
   CHECK(sd_pipeline_choose(four, false, false, false, &kind) == 0 && kind == SD_PIPELINE_TXT2IMG,
         "4-channel model, no image: txt2img");
   sd_txt2img_batch batch = {64, 40, 5, SD_SCHED_DDIM, false, SD_RNG_CPU};
-  sd_image_params image = {SD_PIPELINE_IMG2IMG, 1.5f, NULL};
+  sd_image_params image = {SD_PIPELINE_IMG2IMG, 1.5f, NULL, 0};
   CHECK(sd_render_check(sd1, &batch, &image) < 0 && strstr(sd_error_message(), "[0, 1]"),
         "strength 1.5 refused: %s", sd_error_message());
   image.strength = 0.1f;

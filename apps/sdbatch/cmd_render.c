@@ -20,6 +20,7 @@ static const char *const render_usage =
     "Usage: sdbatch render --model PATH --prompt TEXT --out FILE.png [options]\n"
     "\n"
     "       sdbatch render ... --init-image FILE [--strength F] [--mask FILE | --depth-map FILE]\n"
+    "       sdbatch render --model X4_UPSCALER ... --init-image FILE [--noise-level N]\n"
     "\n"
     "Renders one image with text-to-image, giving the pixels diffusers' StableDiffusionPipeline\n"
     "gives for the same model, prompt, parameters and seed; with --init-image, image-to-image\n"
@@ -27,7 +28,9 @@ static const char *const render_usage =
     "(StableDiffusionInpaintPipeline: a 9-channel inpainting model, or an ordinary one with\n"
     "per-step blending); with --init-image on a depth model, depth-to-image\n"
     "(StableDiffusionDepth2ImgPipeline, with --depth-map or the model's depth estimator).\n"
-    "Input images: docs/images.md; depth maps: docs/depth.md.\n"
+    "On an x4 upscaler, StableDiffusionUpscalePipeline: the init image at 4 times its size\n"
+    "(rounded down to a multiple of 4 first). Input images: docs/images.md; depth maps and the\n"
+    "upscaler: docs/depth.md.\n"
     "\n"
     "Under mpirun -n N, the N ranks render one text-to-image image together: its rows split into\n"
     "bands (spatial parallelism) and, with --cfg-parallel, the conditional and unconditional\n"
@@ -72,6 +75,8 @@ int cmd_render(int argc, char **argv) {
   float *depth = NULL;
   int depth_height = 0, depth_width = 0;
   float strength = 0.0f;
+  int noise_level = 20; /* StableDiffusionUpscalePipeline's default */
+  bool noise_level_given = false, steps_given = false, guidance_given = false;
   sd_image init = {0}, mask = {0};
   cli_adapters adapters = {0};
 
@@ -84,10 +89,13 @@ int cmd_render(int argc, char **argv) {
       CLI_OPTION("negative-prompt", "TEXT", CLI_STRING, &item.negative_prompt,
                  "what to steer away from (default: empty)"),
       CLI_OPTION("seed", "N", CLI_U64, &item.seed, "seed of the image's generator (default 0)"),
-      CLI_OPTION("steps", "N", CLI_INT, &batch.steps, "denoising steps (default 50)", .min = 1,
-                 .max = 1000),
+      CLI_OPTION("steps", "N", CLI_INT, &batch.steps,
+                 "denoising steps (default 50; 75 for the x4 upscaler, as diffusers)", .min = 1,
+                 .max = 1000, .given = &steps_given),
       CLI_OPTION("guidance-scale", "F", CLI_FLOAT, &item.guidance_scale,
-                 "classifier-free guidance scale; <= 1 runs only the prompt\nbranch (default 7.5)"),
+                 "classifier-free guidance scale; <= 1 runs only the prompt\nbranch (default 7.5; "
+                 "9 for the x4 upscaler, as diffusers)",
+                 .given = &guidance_given),
       CLI_OPTION("scheduler", "NAME", CLI_CUSTOM, &scheduler_kind,
                  "ddim, pndm, lms, euler, euler_a, heun, dpmpp_2m\n(default: the model's scheduler "
                  "config)",
@@ -103,7 +111,8 @@ int cmd_render(int argc, char **argv) {
                  "PNG or JPEG to start from: image-to-image at its size rounded\n"
                  "down to a multiple of 8 (no --width/--height, as diffusers); with\n"
                  "--mask, inpainting at --width x --height (default: the model's\n"
-                 "native size), the image resized to it"),
+                 "native size), the image resized to it; on an x4 upscaler, the\n"
+                 "low-resolution image"),
       CLI_OPTION("strength", "F", CLI_FLOAT, &strength,
                  "how much of the schedule runs from the noised init image, 0 to 1\n"
                  "(default 0.8 for img2img and depth-to-image, 1 for inpainting:\n"
@@ -117,6 +126,10 @@ int cmd_render(int argc, char **argv) {
                  "depth model: the depth map, .npy float32 (H, W) or (1, H, W),\n"
                  "any size (resized to the latents, normalized to [-1, 1]); needs\n"
                  "--init-image (default: the model's depth_estimator/ estimate)"),
+      CLI_OPTION("noise-level", "N", CLI_INT, &noise_level,
+                 "x4 upscaler: the low_res_scheduler timestep the init image is\n"
+                 "noised at, 0 to the model's max_noise_level (default 20)",
+                 .min = 0, .max = 1000, .given = &noise_level_given),
       CLI_OPTION("rng", "cuda|cpu", CLI_CUSTOM, &batch.rng,
                  "reproduce torch.Generator('cuda') or ('cpu') noise (default cuda)",
                  .parse = cli_parse_rng),
@@ -151,8 +164,9 @@ int cmd_render(int argc, char **argv) {
                        : mask_path && !init_path    ? "--mask needs --init-image"
                        : depth_path && !init_path   ? "--depth-map needs --init-image"
                        : init_path && !mask_path && (width_given || height_given)
-                           ? "image-to-image renders at the init image's size (rounded down to "
-                             "a multiple of 8): --width and --height do not apply"
+                           ? "image-to-image, depth-to-image and the x4 upscaler render at the "
+                             "init image's size (rounded down to a multiple of 8; 4 times it for "
+                             "the upscaler): --width and --height do not apply"
                            : NULL;
   if (misuse) {
     cli_adapters_free(&adapters);
@@ -201,16 +215,34 @@ int cmd_render(int argc, char **argv) {
   sd_pipeline_kind kind;
   bool depth_map = depth_path != NULL || sd_engine_has_depth_estimator(engine);
   if (sd_pipeline_choose(model, init_path != NULL, mask_path != NULL, depth_map, &kind) < 0 ||
-      ((kind == SD_PIPELINE_IMG2IMG || kind == SD_PIPELINE_DEPTH) &&
+      ((kind == SD_PIPELINE_IMG2IMG || kind == SD_PIPELINE_DEPTH || kind == SD_PIPELINE_UPSCALE) &&
        sd_image_vae_size(init_path, init.width, init.height, factor, &batch.width, &batch.height) <
            0)) {
     status = cli_report_error(cmd);
     goto out;
   }
+  const char *upscale_misuse =
+      kind != SD_PIPELINE_UPSCALE && noise_level_given ? "--noise-level is for x4 upscalers"
+      : kind == SD_PIPELINE_UPSCALE && strength_given
+          ? "the x4 upscaler runs the whole schedule: --strength does not apply"
+          : NULL;
+  if (upscale_misuse) {
+    SD_ERROR("%s", upscale_misuse);
+    status = cli_report_error(cmd);
+    goto out;
+  }
+  if (kind == SD_PIPELINE_UPSCALE) {
+    /* the output is 4x the low-res image (rounded down to a multiple of the factor); the
+     * pipeline's own defaults */
+    batch.width *= factor;
+    batch.height *= factor;
+    batch.steps = steps_given ? batch.steps : 75;
+    item.guidance_scale = guidance_given ? item.guidance_scale : 9.0f;
+  }
   if (!strength_given)
-    strength = kind == SD_PIPELINE_INPAINT ? 1.0f : 0.8f;
+    strength = kind == SD_PIPELINE_INPAINT || kind == SD_PIPELINE_UPSCALE ? 1.0f : 0.8f;
   sd_image_cond cond = {&init, mask_path ? &mask : NULL, depth, depth_height, depth_width};
-  sd_image_params image = {kind, strength, &cond};
+  sd_image_params image = {kind, strength, &cond, noise_level};
   if (!batch.width)
     batch.width = model->unet.sample_size * factor;
   if (!batch.height)
@@ -249,12 +281,14 @@ int cmd_render(int argc, char **argv) {
       batch.width, batch.height, batch.rng == SD_RNG_CUDA ? "cuda" : "cpu", be->ops->name,
       sd_precision_name(precision), params.model_path, SDBATCH_VERSION);
   if (kind != SD_PIPELINE_TXT2IMG) {
+    char noise_text[32];
+    snprintf(noise_text, sizeof noise_text, ", Noise level: %d", noise_level);
     size_t used = strlen(parameters);
     snprintf(parameters + used, sizeof parameters - used,
-             ", Pipeline: %s, Init image: %s (%dx%d), Strength: %g%s%s%s%s",
+             ", Pipeline: %s, Init image: %s (%dx%d), Strength: %g%s%s%s%s%s",
              sd_pipeline_kind_name(kind), init_path, init.width, init.height, (double)strength,
-             mask_path ? ", Mask: " : "", mask_path ? mask_path : "",
-             kind == SD_PIPELINE_DEPTH ? ", Depth map: " : "",
+             kind == SD_PIPELINE_UPSCALE ? noise_text : "", mask_path ? ", Mask: " : "",
+             mask_path ? mask_path : "", kind == SD_PIPELINE_DEPTH ? ", Depth map: " : "",
              kind != SD_PIPELINE_DEPTH ? ""
              : depth_path              ? depth_path
                                        : "the model's depth estimator");

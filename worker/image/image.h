@@ -74,6 +74,9 @@ int sd_image_vae_size(const char *what, int width, int height, int factor, int *
  * PIL resize with LANCZOS to width x height (a copy at the same size), x / 255 in float32, then
  * 2 x - 1. out: (3, height, width) float32 in [-1, 1]. */
 int sd_image_preprocess(const sd_image *rgb, int width, int height, float *out);
+/* The same with another resampling filter (the x4 upscaler's processor uses BICUBIC). */
+int sd_image_preprocess_resample(const sd_image *rgb, int width, int height, sd_resample filter,
+                                 float *out);
 
 /* The inpainting mask processor (VaeImageProcessor(do_normalize=False, do_binarize=True,
  * do_convert_grayscale=True)).preprocess(mask, height, width) of an RGB mask image: PIL resize

@@ -23,8 +23,13 @@ static int resized(const sd_image *rgb, int width, int height, sd_image *out) {
 }
 
 int sd_image_preprocess(const sd_image *rgb, int width, int height, float *out) {
+  return sd_image_preprocess_resample(rgb, width, height, SD_RESAMPLE_LANCZOS, out);
+}
+
+int sd_image_preprocess_resample(const sd_image *rgb, int width, int height, sd_resample filter,
+                                 float *out) {
   sd_image img;
-  SD_TRY(resized(rgb, width, height, &img));
+  SD_TRY(sd_image_resize(rgb, width, height, filter, &img));
   size_t plane = (size_t)width * height;
   for (size_t i = 0; i < plane; i++)
     for (int c = 0; c < 3; c++) {

@@ -167,6 +167,7 @@ typedef enum sd_pipeline_kind {
   SD_PIPELINE_IMG2IMG,     /* StableDiffusionImg2ImgPipeline */
   SD_PIPELINE_INPAINT,     /* StableDiffusionInpaintPipeline (9-channel UNet, or 4 with blending) */
   SD_PIPELINE_DEPTH,       /* StableDiffusionDepth2ImgPipeline (UNet of latent + 1 channels) */
+  SD_PIPELINE_UPSCALE,     /* StableDiffusionUpscalePipeline (latent + 3 channels, class labels) */
 } sd_pipeline_kind;
 
 const char *sd_pipeline_kind_name(sd_pipeline_kind kind);
@@ -174,6 +175,8 @@ const char *sd_pipeline_kind_name(sd_pipeline_kind kind);
 /* The pipeline for a model and the inputs given, as diffusers would be used: a 9-channel UNet
  * is an inpainting model and needs an init image and a mask; a 5-channel UNet is a depth model
  * and needs an init image and a depth map (depth_map: given, or the model has its estimator); a
+ * UNet of latent + 3 channels with class embeddings is an x4 upscaler and needs the init image
+ * (the low-resolution image) alone; a
  * 4-channel UNet runs txt2img without an init image, img2img with one, and inpainting (per-step
  * blending) with one and a mask; a mask without an init image, a depth map for a model that is
  * not a depth model, or a UNet of another width, is refused. -1 with a user-facing error for a
@@ -193,10 +196,17 @@ typedef struct sd_image_cond {
 } sd_image_cond;
 
 typedef struct sd_image_params {
-  sd_pipeline_kind kind;      /* IMG2IMG, INPAINT or DEPTH */
-  float strength;             /* in [0, 1]: how much of the schedule runs, as diffusers' strength */
+  sd_pipeline_kind kind;      /* IMG2IMG, INPAINT, DEPTH or UPSCALE */
+  float strength;             /* in [0, 1]: how much of the schedule runs, as diffusers' strength
+                                 (UPSCALE: 1, the whole schedule) */
   const sd_image_cond *conds; /* (n): one per item */
+  int noise_level;            /* UPSCALE: the low_res_scheduler timestep the image is noised at,
+                                 in [0, max_noise_level] (diffusers' default 20) */
 } sd_image_params;
+
+/* An x4 upscaler's max_noise_level (model_index.json; 350 when absent, as diffusers), or 0 for
+ * any other model. */
+int sd_engine_max_noise_level(const sd_engine *engine);
 
 /* Checks a batch for a pipeline (sd_txt2img_check's rules, the UNet width the pipeline needs,
  * strength in [0, 1] keeping at least one step). */
@@ -207,7 +217,10 @@ int sd_render_check(const sd_engine *engine, const sd_txt2img_batch *batch,
  * are the output size (each init image and mask is resized to it; for img2img diffusers renders
  * at the init image's size rounded down to a multiple of 8, sd_image_vae_size). Each item's
  * generator draws in diffusers' order: the init image's latent_dist.sample, the noise, (inpaint)
- * the masked image's latent_dist.sample, then the scheduler's noise. */
+ * the masked image's latent_dist.sample, then the scheduler's noise. The x4 upscaler renders at
+ * 4 x the low-resolution image (batch size = 4 x the init image's size rounded down to a
+ * multiple of 4, the image resized to it with bicubic as diffusers does): the generator draws
+ * the low-res image's noise, then the latents (at the low-res size). */
 int sd_render(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_params *image,
               const sd_txt2img_item *items, int n, sd_progress_fn progress, void *progress_ctx,
               sd_txt2img_result *results);

@@ -30,6 +30,11 @@ struct sd_engine {
   sd_dtype precision; /* what the networks compute in (sd_engine_precision) */
   /* a depth model's depth_estimator/ and feature_extractor/ (NULL: none, or not a depth model) */
   struct sd_depth_estimator *depth;
+  /* an x4 upscaler's low_res_scheduler/ config and model_index.json's max_noise_level (read at
+   * open when the UNet takes the latents and an image and has class embeddings) */
+  bool upscaler;
+  sd_scheduler_config low_res;
+  int max_noise_level;
 };
 
 /* Merges params' LoRAs and adds its embeddings to engine->files and engine->tokenizer (adapters.c),
@@ -46,9 +51,11 @@ typedef struct sd_cond_state {
   sd_tensor image_latents; /* (n, C, h, w) the init image's latents x scaling factor (blend) */
   sd_tensor noise;         /* (n, C, h, w) the noise of the initial add_noise (blend) */
   sd_tensor mask;          /* (n, 1, h, w) the mask at latent size (blend) */
-  /* (rows, 1 + C, h, w) [mask, masked image latents] (9-channel UNet), or (rows, 1, h, w) the
-   * depth conditioning (depth2img): concatenated after the latents as the UNet's input */
+  /* (rows, 1 + C, h, w) [mask, masked image latents] (9-channel UNet), (rows, 1, h, w) the
+   * depth conditioning (depth2img), or (rows, 3, h, w) the noised low-res image (upscale):
+   * concatenated after the latents as the UNet's input */
   sd_tensor extra;
+  int32_t *labels; /* (rows) the UNet's class labels (upscale: the noise level), or NULL */
 } sd_cond_state;
 
 /* Preprocesses each item's init image (and mask), encodes them, draws each item's numbers in

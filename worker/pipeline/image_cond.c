@@ -12,6 +12,8 @@
 #include "depth_estimate.h"
 #include "depth_map.h"
 
+#include "../sched/ddpm_noise.h"
+
 #include "../../kernels/error.h"
 #include "../image/image.h"
 
@@ -27,6 +29,8 @@ const char *sd_pipeline_kind_name(sd_pipeline_kind kind) {
     return "inpaint";
   case SD_PIPELINE_DEPTH:
     return "depth2img";
+  case SD_PIPELINE_UPSCALE:
+    return "upscale";
   default:
     return "txt2img";
   }
@@ -35,6 +39,16 @@ const char *sd_pipeline_kind_name(sd_pipeline_kind kind) {
 int sd_pipeline_choose(const sd_model_files *model, bool init_image, bool mask, bool depth_map,
                        sd_pipeline_kind *out) {
   int in = model->unet.in_channels, latent = model->vae.latent_channels;
+  if (in == latent + model->vae.in_channels && model->unet.num_class_embeds > 0) {
+    if (!init_image)
+      return SD_ERROR("this is an x4 upscaler (its UNet takes %d channels and a noise level): "
+                      "it needs the low-resolution image to upscale",
+                      in);
+    if (mask || depth_map)
+      return SD_ERROR("the x4 upscaler takes no %s", mask ? "mask" : "depth map");
+    *out = SD_PIPELINE_UPSCALE;
+    return 0;
+  }
   if (in == latent + 1) {
     if (!init_image || !depth_map)
       return SD_ERROR("this is a depth-to-image model (its UNet takes %d channels): it needs an "
@@ -59,10 +73,10 @@ int sd_pipeline_choose(const sd_model_files *model, bool init_image, bool mask, 
     return 0;
   }
   if (in != latent)
-    return SD_ERROR("this model's UNet takes %d input channels (an upscaler model?); sdbatch "
-                    "renders %d (text-to-image, img2img, inpainting), %d (depth-to-image) and %d "
-                    "(inpainting)",
-                    in, latent, latent + 1, 2 * latent + 1);
+    return SD_ERROR("this model's UNet takes %d input channels; sdbatch renders %d "
+                    "(text-to-image, img2img, inpainting), %d (depth-to-image), %d (inpainting) "
+                    "and %d with class embeddings (the x4 upscaler)",
+                    in, latent, latent + 1, 2 * latent + 1, latent + model->vae.in_channels);
   if (mask && !init_image)
     return SD_ERROR("a mask needs an init image to inpaint");
   *out = !init_image ? SD_PIPELINE_TXT2IMG : mask ? SD_PIPELINE_INPAINT : SD_PIPELINE_IMG2IMG;
@@ -181,6 +195,74 @@ static int depth_conditioning(sd_engine *engine, const sd_image_params *image, i
   return 0;
 }
 
+/* The x4 upscaler (StableDiffusionUpscalePipeline) at latent size h x w (the low-res size): each
+ * item's image preprocessed at that size (resized with bicubic when its own size differs), its
+ * noise then its latents drawn from the item's generator, the image noised by the
+ * low_res_scheduler at noise_level and concatenated after the latents at every step (every row
+ * of the UNet batch), the level as the UNet's class label, the latents * init_noise_sigma. */
+static int prepare_upscale(sd_engine *engine, const sd_image_params *image, int n, int rows, int h,
+                           int w, sd_rng *rngs, sd_scheduler *scheduler, sd_tensor *latents,
+                           sd_cond_state *state) {
+  sd_backend *be = engine->be;
+  const int C = engine->files->vae.latent_channels, IC = engine->files->vae.in_channels;
+  const size_t lplane = (size_t)h * w, per_image = (size_t)IC * lplane, per = (size_t)C * lplane;
+  const sd_dtype dt = be->ops->act_dtype;
+  if (!engine->upscaler)
+    return SD_ERROR("this model is not an x4 upscaler");
+  if (image->noise_level < 0 || image->noise_level > engine->max_noise_level)
+    return SD_ERROR("noise level %d: this upscaler takes 0 to %d (its max_noise_level)",
+                    image->noise_level, engine->max_noise_level);
+  state->begin = 0;
+  float *low = malloc((size_t)n * per_image * sizeof(float));
+  float *noise = malloc((size_t)n * per_image * sizeof(float));
+  float *draws = malloc((size_t)n * per * sizeof(float));
+  float *extra = malloc((size_t)rows * per_image * sizeof(float));
+  state->labels = malloc((size_t)rows * sizeof *state->labels);
+  sd_tensor x = sd_tensor_4d(dt, n, IC, h, w), nz = sd_tensor_4d(dt, n, IC, h, w);
+  int rc = low && noise && draws && extra && state->labels
+               ? 0
+               : SD_ERROR("out of host memory for the low-resolution images");
+  for (int i = 0; rc == 0 && i < n; i++) {
+    if (!image->conds[i].init_image)
+      rc = SD_ERROR("item %d has no image to upscale", i);
+    else if (sd_image_preprocess_resample(image->conds[i].init_image, w, h, SD_RESAMPLE_BICUBIC,
+                                          low + (size_t)i * per_image) < 0)
+      rc = sd_error_context("the image of item %d", i);
+  }
+  /* each item's generator: the image's noise, then the latents */
+  for (int i = 0; rc == 0 && i < n; i++) {
+    rc = sd_rng_randn(&rngs[i], noise + (size_t)i * per_image, per_image);
+    if (rc == 0)
+      rc = sd_rng_randn(&rngs[i], draws + (size_t)i * per, per);
+  }
+  if (rc == 0 && (rc = upload_new(be, &x, low)) == 0 && (rc = upload_new(be, &nz, noise)) == 0)
+    rc = sd_ddpm_add_noise(&engine->low_res, image->noise_level, be, &x, &nz, &x);
+  if (rc == 0)
+    rc = sd_tensor_download_f32(be, &x, low);
+  for (int r = 0; rc == 0 && r < rows; r++) {
+    memcpy(extra + (size_t)r * per_image, low + (size_t)(r % n) * per_image,
+           per_image * sizeof(float));
+    state->labels[r] = image->noise_level;
+  }
+  if (rc == 0) {
+    state->extra = sd_tensor_4d(dt, rows, IC, h, w);
+    rc = upload_new(be, &state->extra, extra);
+  }
+  if (rc == 0)
+    rc = sd_tensor_upload_f32(be, latents, draws);
+  if (rc == 0)
+    rc = sd_op_scale(be, latents, sd_scheduler_init_noise_sigma(scheduler), latents);
+  sd_tensor_free(be, &x);
+  sd_tensor_free(be, &nz);
+  free(low);
+  free(noise);
+  free(draws);
+  free(extra);
+  if (rc < 0)
+    sd_cond_free(be, state);
+  return rc;
+}
+
 int sd_cond_prepare(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_params *image,
                     int n, int rows, sd_rng *rngs, sd_scheduler *scheduler, sd_tensor *latents,
                     sd_cond_state *state) {
@@ -200,6 +282,8 @@ int sd_cond_prepare(sd_engine *engine, const sd_txt2img_batch *batch, const sd_i
 
   memset(state, 0, sizeof *state);
   state->kind = image->kind;
+  if (image->kind == SD_PIPELINE_UPSCALE)
+    return prepare_upscale(engine, image, n, rows, h, w, rngs, scheduler, latents, state);
   state->blend = inpaint && !nine;
   state->begin = sd_scheduler_begin_for_strength(scheduler, image->strength);
   if (state->begin >= sd_scheduler_count(scheduler))
@@ -345,6 +429,8 @@ int sd_cond_after_step(sd_engine *engine, sd_cond_state *state, sd_scheduler *sc
 }
 
 void sd_cond_free(sd_backend *be, sd_cond_state *state) {
+  free(state->labels);
+  state->labels = NULL;
   sd_tensor_free(be, &state->image_latents);
   sd_tensor_free(be, &state->noise);
   sd_tensor_free(be, &state->mask);

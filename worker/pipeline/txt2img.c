@@ -37,9 +37,10 @@ static int check_batch(const sd_model_files *model, const sd_txt2img_batch *batc
 int sd_txt2img_check_model(const sd_model_files *model, const sd_txt2img_batch *batch) {
   SD_TRY(check_batch(model, batch));
   if (model->unet.in_channels != model->vae.latent_channels)
-    return SD_ERROR("this model's UNet takes %d input channels (an inpainting or depth model); "
-                    "txt2img needs %d",
-                    model->unet.in_channels, model->vae.latent_channels);
+    return SD_ERROR(
+        "this model's UNet takes %d input channels (an inpainting, depth or upscaler model); "
+        "txt2img needs %d",
+        model->unet.in_channels, model->vae.latent_channels);
   return 0;
 }
 
@@ -53,6 +54,15 @@ int sd_render_check(const sd_engine *engine, const sd_txt2img_batch *batch,
                             image->kind == SD_PIPELINE_DEPTH, &kind));
   if (kind != image->kind)
     return SD_ERROR("the %s pipeline cannot run this model", sd_pipeline_kind_name(image->kind));
+  if (kind == SD_PIPELINE_UPSCALE) {
+    if (image->strength != 1.0f)
+      return SD_ERROR("the x4 upscaler runs the whole schedule: it has no strength");
+    int most = sd_engine_max_noise_level(engine);
+    if (image->noise_level < 0 || image->noise_level > most)
+      return SD_ERROR("noise level %d: this upscaler takes 0 to %d (its max_noise_level)",
+                      image->noise_level, most);
+    return 0;
+  }
   if (!(image->strength >= 0.0f && image->strength <= 1.0f))
     return SD_ERROR("strength must be in [0, 1] (got %g)", (double)image->strength);
   if ((int)(batch->steps * (double)image->strength) < 1)
@@ -423,6 +433,9 @@ int sd_render_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_b
   sd_tensor unet_context =
       lay.cfg_half >= 0 ? sd_tensor_slice0(&context, lay.cfg_half * n, n) : context;
   sd_tensor *unet_out = lay.cfg_half >= 0 ? &half_pred : &noise_pred;
+  /* the UNet's class labels (the upscaler's noise level), this rank's rows of them */
+  const int32_t *unet_labels =
+      cond.labels ? cond.labels + (lay.cfg_half >= 0 ? lay.cfg_half * n : 0) : NULL;
   int count = sd_scheduler_count(scheduler);
   sd_tensor *unet_latents = unet_channels != latent_c ? &scaled_in : &model_in;
   for (int step = cond.begin; step < count; step++) {
@@ -438,7 +451,7 @@ int sd_render_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_b
         sd_op_concat_channels(be, &scaled_in, &cond.extra, &model_in) < 0)
       goto out;
     if (sd_unet_forward_spatial(engine->unet, lay.unet, &unet_in,
-                                sd_scheduler_timestep(scheduler, step), NULL, &unet_context,
+                                sd_scheduler_timestep(scheduler, step), unet_labels, &unet_context,
                                 unet_out) < 0 ||
         (lay.cfg_half >= 0 && join_halves(be, group, &half_pred, &noise_pred, &cfg_seconds) < 0)) {
       sd_error_context("step %d of %d", step + 1, count);

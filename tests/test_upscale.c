@@ -1,0 +1,130 @@
+/* x4 upscaler parity with diffusers (tests/fixtures/upscale, made by
+ * tests/reference/make_upscale_fixtures.py): whole images of StableDiffusionUpscalePipeline on a
+ * tiny upscaler (7-channel UNet with 1000 class embeddings and only_cross_attention, the
+ * three-level factor-4 VAE, tiny-sd2's text encoder and v-prediction DDIM scheduler, the real
+ * low_res_scheduler config): 16x12 PNG inputs and 18x13 PNG and JPEG ones (resized down to 16x12
+ * with bicubic first), noise levels 0, 20, 100 and 350, guidance 9, 4 and 1 (no CFG), ddim,
+ * euler_a and dpmpp_2m, cpu and cuda generators; output 64x48. Tolerances as
+ * tests/test_img2img.c: final latents within 1e-3 absolute + 1e-3 relative, pixels within 1
+ * level and >= 99.9% exact. Then the pipeline choice and refusals (no image, a mask or a depth
+ * map, a strength, a noise level above max_noise_level). */
+#include "test_pipeline_util.h"
+#include "test_util.h"
+
+#include "image/image.h"
+
+#include "error.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DIR SD_TEST_FIXTURES "/upscale"
+
+static const char *text(const cJSON *c, const char *key) {
+  return cJSON_GetObjectItem(c, key)->valuestring;
+}
+
+static int number(const cJSON *c, const char *key) {
+  return cJSON_GetObjectItem(c, key)->valueint;
+}
+
+static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, const cJSON *c) {
+  sd_txt2img_item item = {text(c, "prompt"), "", (uint64_t)number(c, "seed"),
+                          (float)cJSON_GetObjectItem(c, "guidance_scale")->valuedouble};
+  sd_txt2img_batch batch = {
+      number(c, "width"), number(c, "height"), number(c, "steps"), SD_SCHED_DDIM, false,
+      SD_RNG_CPU};
+  CHECK(sd_scheduler_kind_parse(text(c, "scheduler"), &batch.scheduler) == 0 &&
+            sd_rng_kind_parse(text(c, "rng"), &batch.rng) == 0,
+        "case %d: scheduler and rng names", k);
+  char path[512], what[256];
+  sd_image low = {0};
+  snprintf(path, sizeof path, "%s/%s", DIR, text(c, "input"));
+  CHECK(sd_image_read_rgb(path, &low) == 0, "%s", sd_error_message());
+  sd_pipeline_kind kind = SD_PIPELINE_TXT2IMG;
+  CHECK(sd_pipeline_choose(sd_engine_model(engine), true, false, false, &kind) == 0 &&
+            kind == SD_PIPELINE_UPSCALE,
+        "case %d: upscale chosen (%s): %s", k, sd_pipeline_kind_name(kind), sd_error_message());
+  sd_image_cond cond = {&low, NULL, NULL, 0, 0};
+  sd_image_params image = {SD_PIPELINE_UPSCALE, 1.0f, &cond, number(c, "noise_level")};
+  char key[64];
+  size_t n_image = 0, n_latents = 0;
+  snprintf(key, sizeof key, "case.%d.image", k);
+  float *want_image = sd_test_fixture_f32(fixture, key, &n_image);
+  snprintf(key, sizeof key, "case.%d.latents", k);
+  float *want_latents = sd_test_fixture_f32(fixture, key, &n_latents);
+  sd_txt2img_result result;
+  int rc = low.data ? sd_render(engine, &batch, &image, &item, 1, NULL, NULL, &result) : -1;
+  snprintf(what, sizeof what, "case %d (%s, noise level %d, guidance %g, %s, %s generator)", k,
+           text(c, "input"), image.noise_level, (double)item.guidance_scale, text(c, "scheduler"),
+           text(c, "rng"));
+  if (CHECK(rc == 0, "%s: %s", what, sd_error_message()) && want_image && want_latents) {
+    char sub[300];
+    snprintf(sub, sizeof sub, "%s latents", what);
+    sd_test_compare_f32(sub, result.latents, want_latents, n_latents, 1e-3f, 1e-3f);
+    snprintf(sub, sizeof sub, "%s image", what);
+    sd_test_compare_pixels(sub, result.rgb, want_image, n_image, 1, 0.999);
+    sd_txt2img_result_free(&result);
+  }
+  free(want_image);
+  free(want_latents);
+  sd_image_free(&low);
+}
+
+static void test_refusals(sd_engine *upscaler) {
+  const sd_model_files *model = sd_engine_model(upscaler);
+  sd_pipeline_kind kind;
+  CHECK(sd_engine_max_noise_level(upscaler) == 350, "max_noise_level %d read from model_index.json",
+        sd_engine_max_noise_level(upscaler));
+  CHECK(sd_pipeline_choose(model, false, false, false, &kind) < 0 &&
+            strstr(sd_error_message(), "needs the low-resolution image"),
+        "the upscaler without an image refused: %s", sd_error_message());
+  CHECK(sd_pipeline_choose(model, true, true, false, &kind) < 0 &&
+            strstr(sd_error_message(), "takes no mask"),
+        "a mask for the upscaler refused: %s", sd_error_message());
+  CHECK(sd_pipeline_choose(model, true, false, true, &kind) < 0 &&
+            strstr(sd_error_message(), "takes no depth map"),
+        "a depth map for the upscaler refused: %s", sd_error_message());
+  sd_image low = {0};
+  CHECK(sd_image_read_rgb(DIR "/low-16x12.png", &low) == 0, "%s", sd_error_message());
+  sd_image_cond cond = {&low, NULL, NULL, 0, 0};
+  sd_image_params image = {SD_PIPELINE_UPSCALE, 1.0f, &cond, 351};
+  sd_txt2img_batch batch = {64, 48, 2, SD_SCHED_DDIM, false, SD_RNG_CPU};
+  CHECK(sd_render_check(upscaler, &batch, &image) < 0 &&
+            strstr(sd_error_message(), "noise level 351: this upscaler takes 0 to 350"),
+        "noise level 351 refused: %s", sd_error_message());
+  image.noise_level = -1;
+  CHECK(sd_render_check(upscaler, &batch, &image) < 0, "noise level -1 refused");
+  image.noise_level = 20;
+  image.strength = 0.5f;
+  CHECK(sd_render_check(upscaler, &batch, &image) < 0 &&
+            strstr(sd_error_message(), "has no strength"),
+        "a strength for the upscaler refused: %s", sd_error_message());
+  image.strength = 1.0f;
+  image.kind = SD_PIPELINE_IMG2IMG;
+  CHECK(sd_render_check(upscaler, &batch, &image) < 0, "img2img on the upscaler refused");
+  sd_image_free(&low);
+}
+
+int main(void) {
+  sd_safetensors *fixture = NULL;
+  if (sd_safetensors_open(DIR "/upscale.safetensors", &fixture) < 0) {
+    fprintf(stderr, "%s\n", sd_error_message());
+    return 1;
+  }
+  sd_engine *upscaler = sd_test_open_engine("tiny-upscaler");
+  cJSON *cases = cJSON_Parse(sd_safetensors_metadata(fixture, "cases"));
+  CHECK(cases && cJSON_GetArraySize(cases) >= 4, "cases metadata");
+  if (upscaler && cases) {
+    int k = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cases) run_case(upscaler, fixture, k++, c);
+    test_refusals(upscaler);
+  }
+  cJSON_Delete(cases);
+  sd_engine_close(upscaler);
+  sd_safetensors_close(fixture);
+  return sd_test_finish();
+}
