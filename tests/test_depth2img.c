@@ -1,14 +1,14 @@
 /* Depth-to-image parity with diffusers (tests/fixtures/depth2img, made by
  * tests/reference/make_depth2img_fixtures.py): whole images of StableDiffusionDepth2ImgPipeline
  * on a tiny depth model (5-channel UNet, tiny-sd2's v-prediction parts) with the depth map given
- * as .npy (1, H, W) and (H, W), over schedulers, strengths 0.3 / 0.75 / 1.0, guidance 7.5, 4 and
- * 1 (no CFG), PNG, 16-bit PNG and JPEG init images whose size is not a multiple of 8, cpu and
- * cuda generators; two without a depth map, where the model's depth estimator runs (its
- * DPTImageProcessor pixel_values within 1e-6 and predicted_depth within 1e-4 relative checked
- * too). Tolerances as tests/test_img2img.c: final latents within 1e-3 absolute +
- * 1e-3 relative, pixels within 1 level and >= 99.9% exact. Then the pipeline choice and its
- * refusals (a depth model without a depth map or with a mask, a depth map for other models, a
- * constant depth map). */
+ * as .npy (1, H, W) and (H, W) and as 16- and 8-bit grayscale PNG (their samples as floats), over
+ * schedulers, strengths 0.3 / 0.75 / 1.0, guidance 7.5, 4 and 1 (no CFG), PNG, 16-bit PNG and JPEG
+ * init images whose size is not a multiple of 8, cpu and cuda generators; two without a depth map,
+ * where the model's depth estimator runs (its DPTImageProcessor pixel_values within 1e-6 and
+ * predicted_depth within 1e-4 relative checked too). Tolerances as tests/test_img2img.c: final
+ * latents within 1e-3 absolute + 1e-3 relative, pixels within 1 level and >= 99.9% exact. Then the
+ * pipeline choice and its refusals (a depth model without a depth map or with a mask, a depth map
+ * for other models, a constant depth map). */
 #include "test_pipeline_util.h"
 #include "test_util.h"
 
@@ -186,6 +186,20 @@ static void test_refusals(sd_engine *depth_model, sd_engine *sd2) {
             strstr(sd_error_message(), "a depth map is for depth-to-image models"),
         "a depth map for a 4-channel model refused: %s", sd_error_message());
 
+  /* depth map files: a color PNG and another format refused naming the file */
+  float *map = NULL;
+  int mh = 0, mw = 0;
+  CHECK(sd_depth_map_read(INIT_DIR "/init.png", &map, &mh, &mw) < 0 &&
+            strstr(sd_error_message(), "init.png: a depth map PNG must be grayscale"),
+        "a color PNG depth map refused: %s", sd_error_message());
+  CHECK(sd_depth_map_read(INIT_DIR "/init.jpg", &map, &mh, &mw) < 0 &&
+            strstr(sd_error_message(), "init.jpg: depth maps are read from .npy files"),
+        "a JPEG depth map refused: %s", sd_error_message());
+  CHECK(sd_depth_map_read(DIR "/depth-c16.png", &map, &mh, &mw) == 0 && mh == 45 && mw == 70 &&
+            map[0] >= 0.0f && map[0] <= 65535.0f,
+        "a 16-bit PNG depth map read (%dx%d): %s", mw, mh, sd_error_message());
+  free(map);
+
   /* a map that is constant at the latent size (zeros: bicubic weights that do not sum to 1
    * exactly keep them zero): refused naming it, nothing rendered */
   sd_image init = {0};
@@ -219,7 +233,7 @@ int main(void) {
   sd_engine *depth_model = sd_test_open_engine("tiny-sd2-depth"),
             *sd2 = sd_test_open_engine("tiny-sd2");
   cJSON *cases = cJSON_Parse(sd_safetensors_metadata(fixture, "cases"));
-  CHECK(cases && cJSON_GetArraySize(cases) >= 7, "cases metadata");
+  CHECK(cases && cJSON_GetArraySize(cases) >= 9, "cases metadata");
   if (depth_model && sd2 && cases) {
     int k = 0;
     const cJSON *c;

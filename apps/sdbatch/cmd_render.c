@@ -123,8 +123,9 @@ int cmd_render(int argc, char **argv) {
                  "inpainting mask, PNG or JPEG (white: repaint; binarised at 128\n"
                  "as diffusers does); needs --init-image"),
       CLI_OPTION("depth-map", "FILE", CLI_STRING, &depth_path,
-                 "depth model: the depth map, .npy float32 (H, W) or (1, H, W),\n"
-                 "any size (resized to the latents, normalized to [-1, 1]); needs\n"
+                 "depth model: the depth map, .npy float32 (H, W) or (1, H, W) or\n"
+                 "a grayscale PNG (8 or 16 bits), any size (resized to the latents,\n"
+                 "normalized to [-1, 1]); needs\n"
                  "--init-image (default: the model's depth_estimator/ estimate)"),
       CLI_OPTION("noise-level", "N", CLI_INT, &noise_level,
                  "x4 upscaler: the low_res_scheduler timestep the init image is\n"

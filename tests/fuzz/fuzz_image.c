@@ -1,6 +1,7 @@
 /* Input images (PNG and JPEG, told apart by their signature) as render --init-image and --mask
- * read them; a decoded image small enough to keep the fuzzer fast also goes through
- * the resize filters, the luma conversion and both preprocessors, whose sizes come from it. */
+ * read them, and the same bytes as a grayscale PNG depth map (render --depth-map); a decoded image
+ * small enough to keep the fuzzer fast also goes through the resize filters, the luma conversion
+ * and both preprocessors, whose sizes come from it. */
 #include "fuzz.h"
 
 #include "image/image.h"
@@ -37,6 +38,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *path = sd_fuzz_file(data, size);
   if (!path)
     return 0;
+  float *depth = NULL;
+  int depth_width, depth_height;
+  if (sd_image_read_gray_samples(path, &depth, &depth_width, &depth_height) == 0)
+    free(depth);
   sd_image rgb = {0};
   if (sd_image_read_rgb(path, &rgb) < 0)
     return 0;

@@ -6,7 +6,8 @@ tests/fixtures/tiny-sd2-depth/: a tiny depth model in diffusers layout
   the depth), fp16; depth_estimator/ the tiny DPT-hybrid of make_dpt_fixtures.py (symlink) and
   feature_extractor/ a DPTImageProcessor at its 64 x 64 size.
 tests/fixtures/depth2img/: the depth maps (depth-a.npy float32 (1, 30, 52), depth-b.npy float32
-  (45, 70)) and depth2img.safetensors: case.<k>.image (40, 64, 3) float16 holding uint8 values and
+  (45, 70), depth-c16.png a 16-bit and depth-d8.png an 8-bit grayscale PNG, whose samples as
+  float32 are what diffusers is given) and depth2img.safetensors: case.<k>.image (40, 64, 3) float16 holding uint8 values and
   case.<k>.latents (1, 4, 5, 8), the pipeline's output (output_type "np", and "latent") for case k
   of the "cases" metadata (JSON), with the depth map given (depth_map=): schedulers ddim, euler_a,
   dpmpp_2m, pndm, strengths 0.3 / 0.75 / 1.0, guidance 7.5 and 1 (no CFG), generators "cpu" and
@@ -26,6 +27,7 @@ import sys
 
 import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,6 +57,9 @@ CASES = [
     # no depth map: the model's depth estimator (DPTImageProcessor, then DPTForDepthEstimation)
     ("ddim", 0.75, "init.png", None, "cpu", 26, 7.5),
     ("euler_a", 1.0, "init.jpg", None, "cuda", 27, 7.5),
+    # gray PNG maps, given to diffusers as the float32 tensor of their samples
+    ("ddim", 0.75, "init.png", "depth-c16.png", "cpu", 28, 7.5),
+    ("euler", 0.5, "init.jpg", "depth-d8.png", "cpu", 29, 7.5),
 ]
 STEPS = 5
 
@@ -112,6 +117,11 @@ def write_depth_maps():
     y, x = np.mgrid[0:45, 0:70]
     b = (100.0 * np.exp(-((x - 30) ** 2 + (y - 20) ** 2) / 300.0) + rng.normal(0, 2, x.shape))
     np.save(os.path.join(OUT_DIR, "depth-b.npy"), b.astype(np.float32))
+    # 16-bit and 8-bit grayscale PNG maps (PIL modes I;16 and L)
+    c = np.round((b - b.min()) / (b.max() - b.min()) * 65535).astype(np.uint16)
+    Image.fromarray(c).save(os.path.join(OUT_DIR, "depth-c16.png"))
+    d = np.round((a - a.min()) / (a.max() - a.min()) * 255).astype(np.uint8)
+    Image.fromarray(d).save(os.path.join(OUT_DIR, "depth-d8.png"))
 
 
 def main():
@@ -130,7 +140,10 @@ def main():
     for k, (sched, strength, init, depth, gen_kind, seed, guidance) in enumerate(CASES):
         pipe.scheduler = img2img.SCHEDULERS[sched].from_config(pipe.scheduler.config)
         depth_map = None
-        if depth is not None:
+        if depth is not None and depth.endswith(".png"):
+            samples = np.array(Image.open(os.path.join(OUT_DIR, depth))).astype(np.float32)
+            depth_map = torch.from_numpy(samples)[None]
+        elif depth is not None:
             depth_map = torch.from_numpy(np.load(os.path.join(OUT_DIR, depth)))
             if depth_map.ndim == 2:
                 depth_map = depth_map[None]

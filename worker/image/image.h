@@ -39,6 +39,11 @@ int sd_image_read_rgb(const char *path, sd_image *out);
 
 void sd_image_free(sd_image *image);
 
+/* A grayscale PNG (1 to 16 bits, no alpha: depth maps) read as sd_image_read_rgb reads files,
+ * its samples as stored (0..255 at 8 bits, 0..65535 at 16) into *samples (height, width;
+ * malloc'ed, the caller frees). A color PNG, or any other file, is refused naming it. */
+int sd_image_read_gray_samples(const char *path, float **samples, int *width, int *height);
+
 /* PIL's convolution resampling filters (NEAREST, a different code path in PIL, is not here). */
 typedef enum sd_resample {
   SD_RESAMPLE_BOX = 4,

@@ -14,5 +14,9 @@ int sd_image_alloc(sd_image *image, int width, int height, int channels);
 /* Decode a whole file held in memory into out (RGB); errors name path. */
 int sd_image_decode_png(const char *path, const uint8_t *data, size_t len, sd_image *out);
 int sd_image_decode_jpeg(const char *path, const uint8_t *data, size_t len, sd_image *out);
+/* A grayscale PNG's samples as stored (0..2^depth - 1) into *samples (height, width; malloc'ed);
+ * any other color type is refused. */
+int sd_image_decode_png_gray(const char *path, const uint8_t *data, size_t len, float **samples,
+                             int *width, int *height);
 
 #endif

@@ -7,6 +7,7 @@
 #include "../../kernels/error.h"
 
 #include <png.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,9 @@ typedef struct png_source {
   size_t len, pos;
   char message[256]; /* libpng's error */
   uint8_t *raw;      /* the whole decoded image (interlaced files) or one row */
+  float *gray;       /* sd_image_decode_png_gray: the samples (height, width), else NULL */
+  bool want_gray;    /* decode samples of a grayscale image instead of RGB */
+  int width, height; /* of the decoded image */
 } png_source;
 
 static void on_png_error(png_structp png, png_const_charp message) {
@@ -93,17 +97,28 @@ static int decode(png_source *src, png_structp png, png_infop info, sd_image *ou
   int color_type = png_get_color_type(png, info);
   if (sd_image_check_size(src->path, width, height) < 0)
     return -1;
+  src->width = (int)width;
+  src->height = (int)height;
   png_colorp palette = NULL;
   int n_palette = 0;
   if (color_type == PNG_COLOR_TYPE_PALETTE && !png_get_PLTE(png, info, &palette, &n_palette))
     return SD_ERROR("%s: corrupt PNG: a palette image without a PLTE chunk", src->path);
+  if (src->want_gray && color_type != PNG_COLOR_TYPE_GRAY)
+    return SD_ERROR("%s: a depth map PNG must be grayscale without alpha (this one has color "
+                    "type %d)",
+                    src->path, color_type);
   if (depth < 8)
     png_set_packing(png);
   int passes = png_set_interlace_handling(png);
   png_read_update_info(png, info);
   size_t row_bytes = png_get_rowbytes(png, info);
-  if (sd_image_alloc(out, (int)width, (int)height, 3) < 0)
+  if (src->want_gray) {
+    src->gray = malloc((size_t)width * height * sizeof *src->gray);
+    if (!src->gray)
+      return SD_ERROR("%s: out of memory for %ux%u samples", src->path, width, height);
+  } else if (sd_image_alloc(out, (int)width, (int)height, 3) < 0) {
     return sd_error_context("%s", src->path);
+  }
   size_t raw_rows = passes > 1 ? height : 1;
   src->raw = malloc(row_bytes * raw_rows);
   if (!src->raw)
@@ -115,21 +130,45 @@ static int decode(png_source *src, png_structp png, png_infop info, sd_image *ou
   for (png_uint_32 y = 0; y < height; y++) {
     uint8_t *raw = src->raw + (passes > 1 ? y * row_bytes : 0);
     png_read_row(png, raw, NULL);
-    row_to_rgb(raw, (int)width, color_type, depth, palette, n_palette,
-               out->data + (size_t)y * width * 3);
+    if (src->want_gray) /* the stored samples: big-endian pairs at 16 bits */
+      for (png_uint_32 x = 0; x < width; x++)
+        src->gray[(size_t)y * width + x] =
+            depth == 16 ? (float)((unsigned)raw[2 * x] << 8 | raw[2 * x + 1]) : (float)raw[x];
+    else
+      row_to_rgb(raw, (int)width, color_type, depth, palette, n_palette,
+                 out->data + (size_t)y * width * 3);
   }
   png_read_end(png, NULL);
   return 0;
 }
 
-int sd_image_decode_png(const char *path, const uint8_t *data, size_t len, sd_image *out) {
-  png_source src = {path, data, len, 0, "", NULL};
+static int decode_png(png_source *src, sd_image *out) {
   png_structp png =
-      png_create_read_struct(PNG_LIBPNG_VER_STRING, &src, on_png_error, on_png_warning);
+      png_create_read_struct(PNG_LIBPNG_VER_STRING, src, on_png_error, on_png_warning);
   png_infop info = png ? png_create_info_struct(png) : NULL;
-  int rc =
-      png && info ? decode(&src, png, info, out) : SD_ERROR("%s: out of memory for libpng", path);
+  int rc = png && info ? decode(src, png, info, out)
+                       : SD_ERROR("%s: out of memory for libpng", src->path);
   png_destroy_read_struct(&png, &info, NULL);
-  free(src.raw);
+  free(src->raw);
   return rc;
+}
+
+int sd_image_decode_png_gray(const char *path, const uint8_t *data, size_t len, float **samples,
+                             int *width, int *height) {
+  png_source src = {path, data, len, 0, "", NULL, NULL, true, 0, 0};
+  sd_image none = {0};
+  int rc = decode_png(&src, &none);
+  if (rc < 0) {
+    free(src.gray);
+    return rc;
+  }
+  *samples = src.gray;
+  *width = src.width;
+  *height = src.height;
+  return 0;
+}
+
+int sd_image_decode_png(const char *path, const uint8_t *data, size_t len, sd_image *out) {
+  png_source src = {path, data, len, 0, "", NULL, NULL, false, 0, 0};
+  return decode_png(&src, out);
 }

@@ -116,3 +116,16 @@ int sd_image_read_rgb(const char *path, sd_image *out) {
     sd_image_free(out);
   return rc;
 }
+
+int sd_image_read_gray_samples(const char *path, float **samples, int *width, int *height) {
+  *samples = NULL;
+  uint8_t *data = NULL;
+  size_t len = 0;
+  SD_TRY(read_regular_file(path, &data, &len));
+  static const uint8_t png_signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  int rc = len >= 8 && memcmp(data, png_signature, 8) == 0
+               ? sd_image_decode_png_gray(path, data, len, samples, width, height)
+               : SD_ERROR("%s: not a PNG file (unknown signature)", path);
+  free(data);
+  return rc;
+}

@@ -3,6 +3,7 @@
  * 2.0 * (d - min) / (max - min) - 1.0. */
 #include "depth_map.h"
 
+#include "../image/image.h"
 #include "../io/npy.h"
 
 #include "../../kernels/error.h"
@@ -60,5 +61,9 @@ int sd_depth_map_read(const char *path, float **data, int *height, int *width) {
   *data = NULL;
   if (ends_with(path, ".npy"))
     return sd_npy_read_depth(path, data, height, width);
-  return SD_ERROR("%s: depth maps are read from .npy files (float32, (H, W) or (1, H, W))", path);
+  if (ends_with(path, ".png"))
+    return sd_image_read_gray_samples(path, data, width, height);
+  return SD_ERROR("%s: depth maps are read from .npy files (float32, (H, W) or (1, H, W)) and "
+                  "grayscale .png files (8 or 16 bits)",
+                  path);
 }

@@ -12,7 +12,9 @@
  * errors (a file name, or "the depth estimator's map"). */
 int sd_depth_map_prepare(sd_backend *be, const sd_tensor *depth, const char *what, sd_tensor *out);
 
-/* A depth map file: .npy (npy.h) by its extension. *data (H * W floats; free() it). */
+/* A depth map file by its extension: .npy (npy.h), or a grayscale .png whose samples (0..255 at
+ * 8 bits, 0..65535 at 16) are the depths (the normalization makes their scale irrelevant).
+ * *data (H * W floats; free() it). */
 int sd_depth_map_read(const char *path, float **data, int *height, int *width);
 
 #endif
