@@ -258,6 +258,17 @@ expect 1 "it needs the low-resolution image" -- "$sdbatch" render --model "$upsc
   echo "FAIL: a refused upscale left $work/x.png"
 }
 
+# bench on image-conditioned models: their stages (the upscaler's UNet with its noise level as
+# class label, the depth model's estimator), no text-to-image pipeline stage
+expect 0 "depth estimator .*depth_estimator at 64x64" -- "$sdbatch" bench --model "$depth_model" \
+  --device cpu --steps 1 --repeat 1 --width 64 --height 64
+expect 0 "pipeline      skipped: .*takes 5 input channels" -- "$sdbatch" bench \
+  --model "$depth_model" --device cpu --steps 1 --repeat 1 --width 64 --height 64
+expect 0 "unet " -- "$sdbatch" bench --model "$upscaler" --device cpu --steps 1 --repeat 1 \
+  --width 64 --height 48 --no-pipeline
+expect 1 "--only pipeline times text-to-image" -- "$sdbatch" bench --model "$upscaler" \
+  --device cpu --steps 1 --repeat 1 --only pipeline
+
 # demo model: refuses a non-empty folder, writes a model that renders
 expect 1 "exists and is not an empty folder" -- "$sdbatch" make-demo-model "$work"
 expect 0 "its pictures are noise" -- "$sdbatch" make-demo-model "$work/demo"

@@ -21,7 +21,9 @@ static const char *const bench_usage =
     "FlopCounterMode counts them), achieved TFLOP/s and images/s. With guidance > 1 a UNet\n"
     "call runs 2 x batch rows (classifier-free guidance).\n"
     "With --depth-estimator (or a model folder holding depth_estimator/) it also times the depth\n"
-    "estimator on one image at its size; --only depth times that alone.\n";
+    "estimator on one image at its size; --only depth times that alone. On an inpainting, depth\n"
+    "or x4 upscaler model the stages are timed (the upscaler's UNet with noise level 20 as its\n"
+    "class label) and the whole-pipeline stage, which is text-to-image, is skipped.\n";
 
 static double now_s(void) {
   struct timespec t;
@@ -104,7 +106,25 @@ int cmd_bench(int argc, char **argv) {
   batch.height = height ? height : model->unet.sample_size * factor;
   int status = 0;
   bool depth_only = only && strcmp(only, "depth") == 0;
-  if (!depth_only && sd_txt2img_check(engine, &batch) < 0) {
+  /* a depth, inpainting or upscaler model: its stages are timed, the whole-pipeline stage is
+   * text-to-image only */
+  bool txt2img_model = model->unet.in_channels == model->vae.latent_channels;
+  bool pipeline_stage = only ? strcmp(only, "pipeline") == 0 : !no_pipeline;
+  if (!txt2img_model && pipeline_stage && only) {
+    SD_ERROR("--only pipeline times text-to-image; this model's UNet takes %d input channels "
+             "(an inpainting, depth or upscaler model): time its stages instead",
+             model->unet.in_channels);
+    status = cli_report_error(cmd);
+    goto out;
+  }
+  if (!depth_only && txt2img_model && sd_txt2img_check(engine, &batch) < 0) {
+    status = cli_report_error(cmd);
+    goto out;
+  }
+  if (!depth_only && !txt2img_model &&
+      (batch.width % (8 > factor ? 8 : factor) || batch.height % (8 > factor ? 8 : factor))) {
+    SD_ERROR("width and height must be multiples of %d (got %dx%d)", 8 > factor ? 8 : factor,
+             batch.width, batch.height);
     status = cli_report_error(cmd);
     goto out;
   }
@@ -178,7 +198,11 @@ int cmd_bench(int argc, char **argv) {
     print_stage("vae encode", batch_size, &timing);
     fflush(stdout);
   }
-  if (only ? strcmp(only, "pipeline") == 0 : !no_pipeline) {
+  if (pipeline_stage && !txt2img_model)
+    printf("  pipeline      skipped: the whole-pipeline stage is text-to-image, and this model's "
+           "UNet takes %d input channels\n",
+           model->unet.in_channels);
+  if (pipeline_stage && txt2img_model) {
     sd_txt2img_item *items = calloc((size_t)batch_size, sizeof *items);
     sd_txt2img_result *results = calloc((size_t)batch_size, sizeof *results);
     if (!items || !results) {

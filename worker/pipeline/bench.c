@@ -100,10 +100,13 @@ out:
 
 typedef struct unet_ctx {
   sd_tensor *sample, *context, *out;
+  const int32_t *labels; /* (rows) class labels for a UNet with class embeddings, else NULL */
 } unet_ctx;
 
 static int run_unet(sd_engine *engine, void *ctx) {
   unet_ctx *c = ctx;
+  if (c->labels)
+    return sd_unet_forward_labels(engine->unet, c->sample, 500.0, c->labels, c->context, c->out);
   return sd_unet_forward(engine->unet, c->sample, 500.0, c->context, c->out);
 }
 
@@ -118,13 +121,25 @@ int sd_bench_unet(sd_engine *engine, int rows, int width, int height, int repeat
   sd_tensor context =
       sd_tensor_3d(dt, rows, m->clip.max_position_embeddings, m->unet.cross_attention_dim);
   int rc = -1;
+  /* the x4 upscaler's class labels: its default noise level 20 */
+  int32_t *labels = NULL;
+  if (m->unet.num_class_embeds > 0) {
+    labels = malloc((size_t)rows * sizeof *labels);
+    if (!labels) {
+      SD_ERROR("out of memory");
+      goto out;
+    }
+    for (int r = 0; r < rows; r++)
+      labels[r] = m->unet.num_class_embeds > 20 ? 20 : 0;
+  }
   if (sd_tensor_alloc_persistent(be, &sample) < 0 || sd_tensor_alloc_persistent(be, &result) < 0 ||
       sd_tensor_alloc_persistent(be, &context) < 0 || fill_pattern(be, &sample) < 0 ||
       fill_pattern(be, &context) < 0)
     goto out;
-  unet_ctx ctx = {&sample, &context, &result};
+  unet_ctx ctx = {&sample, &context, &result, labels};
   rc = time_stage(engine, run_unet, &ctx, repeats, out);
 out:
+  free(labels);
   sd_tensor_free(be, &context);
   sd_tensor_free(be, &result);
   sd_tensor_free(be, &sample);
