@@ -67,7 +67,8 @@ int main(void) {
   check_bad("bad_truncated.npy", "truncated");
   check_bad("bad_magic.npy", "magic");
   check_bad("missing.npy", "cannot open");
-  check_bad("depth.png", ".npy");
+  check_bad("depth.tiff", ".npy");         /* neither .npy nor .png */
+  check_bad("missing.png", "cannot open"); /* a .png goes to the PNG reader */
 
   sd_backend *be = sd_backend_cpu_create(0);
   sd_tensor d = sd_tensor_3d(SD_DTYPE_F32, 1, h, w);
