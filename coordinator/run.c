@@ -3,6 +3,7 @@
  * writing results and flushing (run.h). */
 #include "run_internal.h"
 #include "model_identity.h"
+#include "output_size.h"
 #include "stop_signal.h"
 
 #include "../jobs/sha256.h"
@@ -12,6 +13,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char *job_device_name(sd_job_device device) {
   switch (device) {
@@ -225,6 +227,17 @@ static int open_output(sd_run_ctx *ctx, const char *model_identity) {
       .item_meta_ctx = ctx,
       .schema_version = ctx->opts->output_schema,
   };
+  struct stat st;
+  if (ctx->opts->log && stat(info->output, &st) != 0) {
+    /* a new file: schema 2 writes every image chunk now, which takes a while for big jobs */
+    int version = spec.schema_version ? spec.schema_version : SD_OUTPUT_SCHEMA_VERSION;
+    char size[32];
+    sd_output_format_bytes(sd_output_estimated_bytes(&spec, version), size, sizeof size);
+    fprintf(ctx->opts->log, "sdbatch run: creating %s (schema %d, %" PRId64 " items, about %s%s)\n",
+            info->output, version, info->n_items, size,
+            version >= 2 ? ", written in full now" : ", reserved and filled as items finish");
+    fflush(ctx->opts->log);
+  }
   int rc = sd_output_open(&spec, &ctx->output);
   free(prompts);
   return rc;
