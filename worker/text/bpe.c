@@ -93,7 +93,9 @@ int sd_strmap_set(sd_strmap *map, const char *key, size_t len, int32_t value) {
   }
   SD_TRY(reserve((void **)&map->entries, &map->entries_capacity, map->count + 1,
                  sizeof *map->entries));
-  SD_TRY(reserve((void **)&map->keys, &map->keys_capacity, map->keys_len + len, 1));
+  /* one spare byte: the buffer exists once there is an entry, even when every key is empty
+   * (keys + offset on a NULL buffer is undefined; found by fuzz_tokenizer_files) */
+  SD_TRY(reserve((void **)&map->keys, &map->keys_capacity, map->keys_len + len + 1, 1));
   if (len)
     memcpy(map->keys + map->keys_len, key, len);
   map->entries[map->count] = (sd_strmap_entry){
