@@ -124,12 +124,15 @@ expect_error 2 "not found or not executable" --sdbatch "$work/nothing" "$job"
 fake_bin="$work/fake-bin"
 mkdir -p "$fake_bin"
 # srun / mpirun: record their arguments and pid, then run until SIGTERM (exit 143) or for
-# FAKE_RUN_SECONDS (exit 0).
+# FAKE_RUN_SECONDS (exit 0); with FAKE_CRASHES=K, the first K launches end with status 137 (a
+# rank killed), counted in $work/launches.
 for launcher in srun mpirun; do
   cat >"$fake_bin/$launcher" <<EOF
 #!/bin/bash
 echo "\$*" >"$work/$launcher.args"
 echo \$\$ >"$work/launcher.pid"
+echo launch >>"$work/launches"
+if [ "\$(wc -l <"$work/launches")" -le "\${FAKE_CRASHES:-0}" ]; then exit 137; fi
 trap 'echo "$launcher: SIGTERM" >>"$work/events"; exit 143' TERM
 for ((i = 0; i < \${FAKE_RUN_SECONDS:-30} * 10; i++)); do sleep 0.1; done
 EOF
@@ -154,7 +157,7 @@ run_script() {
   shift 3
   "$submit" --dry-run --sdbatch "$fake_sdbatch" "$@" "$job" >"$work/$name.sh" 2>/dev/null ||
     fail "$name: dry run failed"
-  rm -f "$work/events" "$work"/*.args "$work/launcher.pid"
+  rm -f "$work/events" "$work"/*.args "$work/launcher.pid" "$work/launches"
   PATH="$fake_bin:$PATH" SLURM_JOB_ID=42 SLURM_JOB_NODELIST=node1 SLURM_NTASKS=2 \
     SLURM_CPUS_PER_TASK=3 SLURM_RESTART_COUNT=$restarts FAKE_RUN_SECONDS=${FAKE_RUN_SECONDS:-30} \
     bash "$work/$name.sh" >"$work/$name.log" 2>&1 &
@@ -207,6 +210,21 @@ expect_has "$work/limit-max.log" "not requeueing: already restarted 10 times (li
 run_script preempt-srun TERM 0 --requeue-at-time-limit
 expect_status preempt-srun 143
 expect_no "$work/events" "scancel|scontrol"
+
+# a rank killed (launcher status 137): relaunched to resume, up to --relaunches times
+FAKE_RUN_SECONDS=0 FAKE_CRASHES=1 run_script crash-once none 0 --launcher mpirun
+expect_status crash-once 0
+expect_has "$work/crash-once.log" "a rank crashed or was killed (status 137): relaunching sdbatch run to resume (1 of 2)"
+checks=$((checks + 1))
+[ "$(wc -l <"$work/launches")" -eq 2 ] || fail "crash-once: $(wc -l <"$work/launches") launches, expected 2"
+FAKE_RUN_SECONDS=0 FAKE_CRASHES=9 run_script crash-always none 0 --relaunches 3
+expect_status crash-always 137
+checks=$((checks + 1))
+[ "$(wc -l <"$work/launches")" -eq 4 ] || fail "crash-always: $(wc -l <"$work/launches") launches, expected 4"
+FAKE_RUN_SECONDS=0 FAKE_CRASHES=1 run_script crash-never none 0 --relaunches 0
+expect_status crash-never 137
+expect_no "$work/crash-never.log" "relaunching"
+expect_error 2 "--relaunches: expected an integer >= 0" --dry-run --relaunches -1 "$job"
 
 echo "$checks checks, $failures failed"
 [ "$failures" -eq 0 ]
