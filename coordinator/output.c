@@ -367,11 +367,7 @@ static int write_checksum(sd_output *o, int64_t index, const sd_output_item_meta
     return 0;
   sd_output_record rec = {.status = status};
   if (meta) {
-    rec.prompt_index = meta->prompt_index;
-    rec.seed = meta->seed;
-    rec.guidance_scale = meta->guidance_scale;
-    rec.steps = meta->steps;
-    sd_output_copy_fixed(rec.scheduler, SD_OUTPUT_SCHEDULER_LEN, meta->scheduler);
+    sd_output_record_set_meta(&rec, meta);
   } else {
     SD_TRY(sd_h5_dataset_read_rows(&o->ds[SD_DS_PROMPT_INDEX], H5T_NATIVE_INT32, index, 1,
                                    &rec.prompt_index));

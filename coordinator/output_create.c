@@ -164,13 +164,8 @@ out:
 /* The schema 2 checksum of a pending item's row with this metadata (zeros when meta is NULL). */
 static uint32_t pending_checksum(int64_t index, const sd_output_item_meta *meta) {
   sd_output_record rec = {0};
-  if (meta) {
-    rec.prompt_index = meta->prompt_index;
-    rec.seed = meta->seed;
-    rec.guidance_scale = meta->guidance_scale;
-    rec.steps = meta->steps;
-    sd_output_copy_fixed(rec.scheduler, SD_OUTPUT_SCHEDULER_LEN, meta->scheduler);
-  }
+  if (meta)
+    sd_output_record_set_meta(&rec, meta);
   static const char no_failure[SD_OUTPUT_FAILURE_LEN];
   return sd_output_row_checksum(index, &rec, no_failure);
 }

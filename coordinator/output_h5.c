@@ -300,6 +300,14 @@ static unsigned char *put_le(unsigned char *p, uint64_t v, int n) {
   return p;
 }
 
+void sd_output_record_set_meta(sd_output_record *rec, const sd_output_item_meta *meta) {
+  rec->prompt_index = meta->prompt_index;
+  rec->seed = meta->seed;
+  rec->guidance_scale = meta->guidance_scale;
+  rec->steps = meta->steps;
+  sd_output_copy_fixed(rec->scheduler, SD_OUTPUT_SCHEDULER_LEN, meta->scheduler);
+}
+
 uint32_t sd_output_row_checksum(int64_t index, const sd_output_record *rec,
                                 const char failure[SD_OUTPUT_FAILURE_LEN]) {
   unsigned char row[8 + 4 + 8 + 4 + 4 + SD_OUTPUT_SCHEDULER_LEN + 1 + SD_OUTPUT_FAILURE_LEN];

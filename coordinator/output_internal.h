@@ -83,6 +83,9 @@ void sd_output_time_now(char *buf);
  * and its failure field; see docs/output.md). */
 uint32_t sd_output_row_checksum(int64_t index, const sd_output_record *rec,
                                 const char failure[SD_OUTPUT_FAILURE_LEN]);
+/* The metadata fields of a record (prompt index, seed, guidance, steps, scheduler) from an
+ * item's metadata; the other fields are left as they are. */
+void sd_output_record_set_meta(sd_output_record *rec, const sd_output_item_meta *meta);
 
 /* The reader's open dataset d (id -1 when the file has none). */
 const sd_h5_dataset *sd_output_reader_dataset(const sd_output_reader *reader, sd_output_dataset d);

@@ -35,18 +35,9 @@ static const char *text(const cJSON *c, const char *key) {
 }
 
 static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, const cJSON *c) {
-  sd_txt2img_item item = {text(c, "prompt"), "",
-                          (uint64_t)cJSON_GetObjectItem(c, "seed")->valuedouble,
-                          (float)cJSON_GetObjectItem(c, "guidance_scale")->valuedouble};
-  sd_txt2img_batch batch = {cJSON_GetObjectItem(c, "width")->valueint,
-                            cJSON_GetObjectItem(c, "height")->valueint,
-                            cJSON_GetObjectItem(c, "steps")->valueint,
-                            SD_SCHED_DDIM,
-                            false,
-                            SD_RNG_CPU};
-  CHECK(sd_scheduler_kind_parse(text(c, "scheduler"), &batch.scheduler) == 0 &&
-            sd_rng_kind_parse(text(c, "rng"), &batch.rng) == 0,
-        "case %d: scheduler and rng names", k);
+  sd_txt2img_item item;
+  sd_txt2img_batch batch;
+  sd_test_case_item(c, k, &item, &batch);
   char path[512], what[256];
   sd_image init = {0};
   float *depth = NULL;
@@ -67,12 +58,6 @@ static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, co
   sd_image_cond cond = {&init, NULL, depth, depth_h, depth_w};
   sd_image_params image = {SD_PIPELINE_DEPTH,
                            (float)cJSON_GetObjectItem(c, "strength")->valuedouble, &cond, 0};
-  char key[64];
-  size_t n_image = 0, n_latents = 0;
-  snprintf(key, sizeof key, "case.%d.image", k);
-  float *want_image = sd_test_fixture_f32(fixture, key, &n_image);
-  snprintf(key, sizeof key, "case.%d.latents", k);
-  float *want_latents = sd_test_fixture_f32(fixture, key, &n_latents);
   sd_txt2img_result result;
   int rc = init.data && (depth || !given)
                ? sd_render(engine, &batch, &image, &item, 1, NULL, NULL, &result)
@@ -81,16 +66,7 @@ static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, co
            text(c, "scheduler"), (double)image.strength, text(c, "init"),
            given ? depth_name->valuestring : "estimated", (double)item.guidance_scale,
            text(c, "rng"));
-  if (CHECK(rc == 0, "%s: %s", what, sd_error_message()) && want_image && want_latents) {
-    char sub[300];
-    snprintf(sub, sizeof sub, "%s latents", what);
-    sd_test_compare_f32(sub, result.latents, want_latents, n_latents, 1e-3f, 1e-3f);
-    snprintf(sub, sizeof sub, "%s image", what);
-    sd_test_compare_pixels(sub, result.rgb, want_image, n_image, 1, 0.999);
-    sd_txt2img_result_free(&result);
-  }
-  free(want_image);
-  free(want_latents);
+  sd_test_check_case(fixture, k, what, rc, &result);
   free(depth);
   sd_image_free(&init);
 }

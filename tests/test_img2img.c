@@ -78,19 +78,9 @@ out:
 static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, const cJSON *c) {
   const char *pipeline = cJSON_GetObjectItem(c, "pipeline")->valuestring;
   const cJSON *mask_name = cJSON_GetObjectItem(c, "mask");
-  sd_txt2img_item item = {cJSON_GetObjectItem(c, "prompt")->valuestring, "",
-                          (uint64_t)cJSON_GetObjectItem(c, "seed")->valuedouble,
-                          (float)cJSON_GetObjectItem(c, "guidance_scale")->valuedouble};
-  sd_txt2img_batch batch = {cJSON_GetObjectItem(c, "width")->valueint,
-                            cJSON_GetObjectItem(c, "height")->valueint,
-                            cJSON_GetObjectItem(c, "steps")->valueint,
-                            SD_SCHED_DDIM,
-                            false,
-                            SD_RNG_CPU};
-  CHECK(sd_scheduler_kind_parse(cJSON_GetObjectItem(c, "scheduler")->valuestring,
-                                &batch.scheduler) == 0 &&
-            sd_rng_kind_parse(cJSON_GetObjectItem(c, "rng")->valuestring, &batch.rng) == 0,
-        "case %d: scheduler and rng names", k);
+  sd_txt2img_item item;
+  sd_txt2img_batch batch;
+  sd_test_case_item(c, k, &item, &batch);
   char path[512], what[256];
   sd_image init = {0}, mask = {0};
   snprintf(path, sizeof path, "%s/%s", DIR, cJSON_GetObjectItem(c, "init")->valuestring);
@@ -105,28 +95,13 @@ static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, co
         "case %d: pipeline %s chosen, diffusers ran %s", k, sd_pipeline_kind_name(kind), pipeline);
   sd_image_cond cond = {&init, mask.data ? &mask : NULL, NULL, 0, 0};
   sd_image_params image = {kind, (float)cJSON_GetObjectItem(c, "strength")->valuedouble, &cond, 0};
-  char key[64];
-  size_t n_image = 0, n_latents = 0;
-  snprintf(key, sizeof key, "case.%d.image", k);
-  float *want_image = sd_test_fixture_f32(fixture, key, &n_image);
-  snprintf(key, sizeof key, "case.%d.latents", k);
-  float *want_latents = sd_test_fixture_f32(fixture, key, &n_latents);
   sd_txt2img_result result;
   int rc = sd_render(engine, &batch, &image, &item, 1, NULL, NULL, &result);
   snprintf(what, sizeof what, "case %d (%s %s, %s, strength %g, %s generator)", k, pipeline,
            cJSON_GetObjectItem(c, "model")->valuestring,
            cJSON_GetObjectItem(c, "scheduler")->valuestring, (double)image.strength,
            cJSON_GetObjectItem(c, "rng")->valuestring);
-  if (CHECK(rc == 0, "%s: %s", what, sd_error_message()) && want_image && want_latents) {
-    char sub[300];
-    snprintf(sub, sizeof sub, "%s latents", what);
-    sd_test_compare_f32(sub, result.latents, want_latents, n_latents, 1e-3f, 1e-3f);
-    snprintf(sub, sizeof sub, "%s image", what);
-    sd_test_compare_pixels(sub, result.rgb, want_image, n_image, 1, 0.999);
-    sd_txt2img_result_free(&result);
-  }
-  free(want_image);
-  free(want_latents);
+  sd_test_check_case(fixture, k, what, rc, &result);
   sd_image_free(&init);
   sd_image_free(&mask);
 }

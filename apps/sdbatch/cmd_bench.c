@@ -121,10 +121,10 @@ int cmd_bench(int argc, char **argv) {
     status = cli_report_error(cmd);
     goto out;
   }
-  if (!depth_only && !txt2img_model &&
-      (batch.width % (8 > factor ? 8 : factor) || batch.height % (8 > factor ? 8 : factor))) {
-    SD_ERROR("width and height must be multiples of %d (got %dx%d)", 8 > factor ? 8 : factor,
-             batch.width, batch.height);
+  int multiple = factor > 8 ? factor : 8;
+  if (!depth_only && !txt2img_model && (batch.width % multiple || batch.height % multiple)) {
+    SD_ERROR("width and height must be multiples of %d (got %dx%d)", multiple, batch.width,
+             batch.height);
     status = cli_report_error(cmd);
     goto out;
   }
