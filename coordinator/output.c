@@ -1,7 +1,7 @@
 /* The output file's writer: creation (atomic: a temporary file renamed into place), resume
  * checks, item writes and the flush that orders data before status (see output.h for the crash
  * safety argument and docs/output.md for the schema). */
-#include "output_internal.h"
+#include "output_schema.h"
 
 #include "kernels/error.h"
 
@@ -21,7 +21,7 @@ struct sd_output {
   sd_h5_dataset ds[SD_DS_COUNT]; /* latents: id -1 when not saved */
   hid_t updated;                 /* scalar time string dataset */
   hid_t scheduler_type, failure_type, time_type;
-  int64_t n_items, n_prompts;
+  int64_t n_items, n_prompts, n_inputs;
   bool save_latents;
   bool metadata_complete;
   int version;                /* the file's schema version */
@@ -97,6 +97,32 @@ static int find_damaged_items(sd_output_reader *reader, int64_t n_items, uint8_t
   return rc;
 }
 
+/* Refuses a resume when an input file's SHA-256 differs from the one recorded at creation (the
+ * paths are the job's: its hash, checked before, covers them). */
+static int check_inputs(const sd_output_spec *spec, sd_output_reader *reader) {
+  static const char *const kinds[SD_OUTPUT_INPUT_FILES] = {"image", "mask", "depth map"};
+  for (int64_t i = 0; i < spec->n_inputs; i++) {
+    sd_output_input row;
+    if (sd_output_read_input(reader, i, &row) < 0)
+      return sd_error_context("%s: reading its inputs; refusing to resume (left untouched)",
+                              spec->path);
+    int rc = 0;
+    for (int k = 0; k < SD_OUTPUT_INPUT_FILES && rc == 0; k++) {
+      const char *want = spec->input_sha256[i * SD_OUTPUT_INPUT_FILES + k];
+      const char *file = spec->input_files[i * SD_OUTPUT_INPUT_FILES + k];
+      if (strcmp(row.sha256[k], want ? want : "") != 0)
+        rc = SD_ERROR("%s: input %lld's %s '%s' has changed since the file was created (SHA-256 "
+                      "then %.16s..., now %.16s...); refusing to resume: restore the file, or "
+                      "write this job to a new output",
+                      spec->path, (long long)i, kinds[k], file ? file : "",
+                      row.sha256[k][0] ? row.sha256[k] : "none", want && want[0] ? want : "none");
+    }
+    sd_output_input_free(&row);
+    SD_TRY(rc);
+  }
+  return 0;
+}
+
 /* Checks that the existing file at spec->path was started by this job with these shapes, and
  * marks its damaged items in damaged (spec->n_items). */
 static int check_existing(const sd_output_spec *spec, uint8_t *damaged) {
@@ -122,6 +148,9 @@ static int check_existing(const sd_output_spec *spec, uint8_t *damaged) {
                   "refusing to resume",
                   spec->path, info->adapters[0] ? info->adapters : "none",
                   spec->adapters && spec->adapters[0] ? spec->adapters : "none");
+  else if (info->n_inputs != spec->n_inputs)
+    rc = SD_ERROR("%s: was started with %lld inputs, this run has %lld; refusing to resume",
+                  spec->path, (long long)info->n_inputs, (long long)spec->n_inputs);
   else if (info->n_items != spec->n_items || info->width != spec->width ||
            info->height != spec->height || info->save_latents != spec->save_latents ||
            info->n_prompts != spec->n_prompts ||
@@ -136,6 +165,8 @@ static int check_existing(const sd_output_spec *spec, uint8_t *damaged) {
         info->save_latents ? "on" : "off", info->latent_channels, info->latent_h, info->latent_w,
         (long long)spec->n_items, spec->width, spec->height, (long long)spec->n_prompts,
         spec->save_latents ? "on" : "off", spec->latent_channels, spec->latent_h, spec->latent_w);
+  if (rc == 0)
+    rc = check_inputs(spec, reader);
   if (rc == 0 && find_damaged_items(reader, spec->n_items, damaged) < 0)
     rc =
         sd_error_context("%s: checking its items; refusing to resume (left untouched)", spec->path);
@@ -191,7 +222,8 @@ static int open_for_writing(sd_output *o, const uint8_t *damaged) {
   }
   int status = 0;
   for (int d = 0; d < SD_DS_COUNT && status == 0; d++) {
-    if ((d == SD_DS_LATENTS && !o->save_latents) || (d == SD_DS_CHECKSUM && o->version < 2))
+    if ((d == SD_DS_LATENTS && !o->save_latents) ||
+        !((sd_output_datasets[d].versions >> o->version) & 1u))
       continue;
     status =
         sd_h5_dataset_open(o->file, sd_output_dataset_names[d],
@@ -268,6 +300,7 @@ int sd_output_open(const sd_output_spec *spec, sd_output **out) {
   o->path = strdup(spec->path);
   o->n_items = spec->n_items;
   o->n_prompts = spec->n_prompts;
+  o->n_inputs = spec->n_inputs;
   o->save_latents = spec->save_latents;
   o->metadata_complete = spec->item_meta != NULL;
   o->status = calloc((size_t)spec->n_items, 1);
@@ -340,6 +373,9 @@ static int check_item(const sd_output *o, int64_t index, const sd_output_item_me
   if (meta->scheduler && strlen(meta->scheduler) >= SD_OUTPUT_SCHEDULER_LEN)
     return SD_ERROR("item %lld: scheduler name '%s' longer than %d bytes", (long long)index,
                     meta->scheduler, SD_OUTPUT_SCHEDULER_LEN - 1);
+  if (meta->has_input && (meta->input_index < 0 || meta->input_index >= o->n_inputs))
+    return SD_ERROR("item %lld: input_index %d outside [0, %lld)", (long long)index,
+                    meta->input_index, (long long)o->n_inputs);
   return 0;
 }
 
@@ -355,7 +391,16 @@ static int write_meta(sd_output *o, int64_t index, const sd_output_item_meta *me
                                   &meta->guidance_scale));
   SD_TRY(sd_h5_dataset_write_rows(&o->ds[SD_DS_STEPS], H5T_NATIVE_INT32, index, 1, &meta->steps));
   SD_TRY(sd_h5_dataset_write_rows(&o->ds[SD_DS_SCHEDULER], o->scheduler_type, index, 1, scheduler));
-  return 0;
+  if (o->version < 3)
+    return 0;
+  sd_output_record rec = {0};
+  sd_output_record_set_meta(&rec, meta);
+  SD_TRY(sd_h5_dataset_write_rows(&o->ds[SD_DS_INPUT_INDEX], H5T_NATIVE_INT32, index, 1,
+                                  &rec.input_index));
+  SD_TRY(
+      sd_h5_dataset_write_rows(&o->ds[SD_DS_STRENGTH], H5T_NATIVE_FLOAT, index, 1, &rec.strength));
+  return sd_h5_dataset_write_rows(&o->ds[SD_DS_NOISE_LEVEL], H5T_NATIVE_INT32, index, 1,
+                                  &rec.noise_level);
 }
 
 /* Schema 2: the row checksum of item index as it will be once status is flushed (written with
@@ -377,8 +422,16 @@ static int write_checksum(sd_output *o, int64_t index, const sd_output_item_meta
     SD_TRY(sd_h5_dataset_read_rows(&o->ds[SD_DS_STEPS], H5T_NATIVE_INT32, index, 1, &rec.steps));
     SD_TRY(sd_h5_dataset_read_rows(&o->ds[SD_DS_SCHEDULER], o->scheduler_type, index, 1,
                                    rec.scheduler));
+    if (o->version >= 3) {
+      SD_TRY(sd_h5_dataset_read_rows(&o->ds[SD_DS_INPUT_INDEX], H5T_NATIVE_INT32, index, 1,
+                                     &rec.input_index));
+      SD_TRY(sd_h5_dataset_read_rows(&o->ds[SD_DS_STRENGTH], H5T_NATIVE_FLOAT, index, 1,
+                                     &rec.strength));
+      SD_TRY(sd_h5_dataset_read_rows(&o->ds[SD_DS_NOISE_LEVEL], H5T_NATIVE_INT32, index, 1,
+                                     &rec.noise_level));
+    }
   }
-  uint32_t sum = sd_output_row_checksum(index, &rec, failure);
+  uint32_t sum = sd_output_row_checksum(index, &rec, failure, o->version);
   return sd_h5_dataset_write_rows(&o->ds[SD_DS_CHECKSUM], H5T_NATIVE_UINT32, index, 1, &sum);
 }
 

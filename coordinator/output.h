@@ -36,7 +36,7 @@
 
 /* The schema version new files get (docs/output.md); files of version 1 are still read and
  * resumed. */
-#define SD_OUTPUT_SCHEMA_VERSION 2
+#define SD_OUTPUT_SCHEMA_VERSION 3
 /* Bytes of the fixed-length string datasets, NUL included: longer scheduler names are refused,
  * longer failure reasons cut (at a UTF-8 character boundary). */
 #define SD_OUTPUT_SCHEDULER_LEN 32
@@ -53,7 +53,22 @@ typedef struct sd_output_item_meta {
   float guidance_scale;
   int32_t steps;
   const char *scheduler;
+  /* Image-conditioned items (schema 3): the input (row of the file's `inputs`), the strength and
+   * the noise level (-1: none, for pipelines other than the x4 upscaler). has_input false (an
+   * item without an input image) stores input_index -1, strength 1 and noise level -1. */
+  bool has_input;
+  int32_t input_index;
+  float strength;
+  int32_t noise_level;
 } sd_output_item_meta;
+
+/* Files of one input: the image, its mask and its depth map (NULL or "" for none). */
+enum {
+  SD_OUTPUT_INPUT_IMAGE = 0,
+  SD_OUTPUT_INPUT_MASK,
+  SD_OUTPUT_INPUT_DEPTH,
+  SD_OUTPUT_INPUT_FILES
+};
 
 /* What a job's output file is made of. */
 typedef struct sd_output_spec {
@@ -77,9 +92,15 @@ typedef struct sd_output_spec {
    * each item's metadata is written with its result. Returns 0, or -1 with an error. */
   int (*item_meta)(void *ctx, int64_t index, sd_output_item_meta *meta);
   void *item_meta_ctx;
-  /* The schema a new file is written in: 0 (the newest, SD_OUTPUT_SCHEMA_VERSION) or 1 (the old
-   * layout, for tests and benchmarks). An existing file keeps its own. */
+  /* The schema a new file is written in: 0 (the newest, SD_OUTPUT_SCHEMA_VERSION) or 1 or 2 (older
+   * layouts, for tests and benchmarks). An existing file keeps its own. */
   int schema_version;
+  /* Schema 3: the job's inputs, n_inputs rows of SD_OUTPUT_INPUT_FILES paths (as the job gives
+   * them) and their SHA-256 (hex), NULL or "" where a row has no such file. A resume refuses a
+   * file whose inputs' SHA-256 differ from these. Items name their row in meta.input_index. */
+  int64_t n_inputs;
+  const char *const *input_files;  /* (n_inputs * SD_OUTPUT_INPUT_FILES) */
+  const char *const *input_sha256; /* (n_inputs * SD_OUTPUT_INPUT_FILES) */
 } sd_output_spec;
 
 /* Creates the file, or opens an existing one for resume: an existing file must have been
@@ -128,6 +149,7 @@ typedef struct sd_output_info {
   int latent_channels, latent_h, latent_w;
   bool save_latents;
   bool metadata_complete; /* every item's metadata was written at creation */
+  int64_t n_inputs;       /* rows of `inputs` (schema 3; 0 before, or without input images) */
   const char *job_yaml, *job_path, *job_hash;
   const char *model_path, *model_identity;
   const char *adapters;          /* JSON, "" when none (or written before adapters existed) */
@@ -148,6 +170,9 @@ typedef struct sd_output_record {
   float guidance_scale;
   int32_t steps;
   char scheduler[SD_OUTPUT_SCHEDULER_LEN];
+  int32_t input_index; /* -1: no input (and in files before schema 3) */
+  float strength;      /* 1 without an input */
+  int32_t noise_level; /* -1: none */
   uint8_t status;
   char problem[SD_OUTPUT_PROBLEM_LEN]; /* "" when the row is sound */
 } sd_output_record;
@@ -168,6 +193,17 @@ int sd_output_read_latents(sd_output_reader *reader, int64_t index, float *laten
 int sd_output_read_failure(sd_output_reader *reader, int64_t index, char *reason);
 /* Prompt i as a malloc'ed UTF-8 string (*out, the caller frees). */
 int sd_output_read_prompt(sd_output_reader *reader, int64_t i, char **out);
+
+/* One row of a schema 3 file's inputs: files as malloc'ed strings ("" for none) and SHA-256 hex
+ * ("" for none). */
+typedef struct sd_output_input {
+  char *files[SD_OUTPUT_INPUT_FILES];
+  char sha256[SD_OUTPUT_INPUT_FILES][65];
+} sd_output_input;
+
+/* Input row i in [0, n_inputs) into *out (release with sd_output_input_free). */
+int sd_output_read_input(sd_output_reader *reader, int64_t i, sd_output_input *out);
+void sd_output_input_free(sd_output_input *input);
 
 /* Checks the chunk index of the per-item chunked datasets (images; latents in schema 2): every
  * item's chunk present, of the size the schema gives (not where it is: see output_verify.c). -1

@@ -41,6 +41,20 @@ static int check_spec(const sd_output_spec *spec) {
       return SD_ERROR("prompt %lld is NULL", (long long)i);
   if (!spec->job_yaml || !spec->job_hash || !spec->model_path || !spec->model_identity)
     return SD_ERROR("job_yaml, job_hash, model_path and model_identity are required");
+  if (spec->n_inputs < 0 || spec->n_inputs > SD_OUTPUT_MAX_INPUTS ||
+      (spec->n_inputs > 0 && (!spec->input_files || !spec->input_sha256)))
+    return SD_ERROR("%lld inputs (0 to %d, with their files and SHA-256)",
+                    (long long)spec->n_inputs, SD_OUTPUT_MAX_INPUTS);
+  for (int64_t i = 0; i < spec->n_inputs * SD_OUTPUT_INPUT_FILES; i++) {
+    const char *file = spec->input_files[i], *sum = spec->input_sha256[i];
+    size_t sum_len = sum ? strlen(sum) : 0;
+    if (file && strlen(file) > SD_OUTPUT_MAX_PATH)
+      return SD_ERROR("input %lld: a path of %zu bytes (at most %d)",
+                      (long long)(i / SD_OUTPUT_INPUT_FILES), strlen(file), SD_OUTPUT_MAX_PATH);
+    if (sum_len != 0 && sum_len != 64)
+      return SD_ERROR("input %lld: a SHA-256 of %zu characters",
+                      (long long)(i / SD_OUTPUT_INPUT_FILES), sum_len);
+  }
   return 0;
 }
 
@@ -50,8 +64,9 @@ enum { FILTER_FLETCHER32 = 1, FILTER_DEFLATE = 2 };
 /* Creates dataset name with fixed dims (rank 0: a scalar), storage allocated now; fill_now
  * writes the fill value (zeros) over it, otherwise the storage is left as it is (holes in a new
  * file; a filtered dataset is always filled). chunk NULL: contiguous. */
-static int create_dataset(hid_t file, const char *name, hid_t type, int rank, const hsize_t *dims,
-                          const hsize_t *chunk, bool fill_now, unsigned filters) {
+static int create_dataset_filled(hid_t file, const char *name, hid_t type, int rank,
+                                 const hsize_t *dims, const hsize_t *chunk, bool fill_now,
+                                 unsigned filters, hid_t fill_type, const void *fill) {
   int rc = -1;
   hid_t space = rank ? H5Screate_simple(rank, dims, NULL) : H5Screate(H5S_SCALAR);
   hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
@@ -64,7 +79,8 @@ static int create_dataset(hid_t file, const char *name, hid_t type, int rank, co
       H5Pset_fill_time(dcpl, fill_now || filters ? H5D_FILL_TIME_ALLOC : H5D_FILL_TIME_NEVER) < 0 ||
       H5Pset_obj_track_times(dcpl, 0) < 0 ||
       ((filters & FILTER_DEFLATE) && H5Pset_deflate(dcpl, 6) < 0) ||
-      ((filters & FILTER_FLETCHER32) && H5Pset_fletcher32(dcpl) < 0)) {
+      ((filters & FILTER_FLETCHER32) && H5Pset_fletcher32(dcpl) < 0) ||
+      (fill && H5Pset_fill_value(dcpl, fill_type, fill) < 0)) {
     SD_H5_ERROR("dataset '%s': cannot set its layout", name);
     goto out;
   }
@@ -81,6 +97,11 @@ out:
   if (space >= 0)
     H5Sclose(space);
   return rc;
+}
+
+static int create_dataset(hid_t file, const char *name, hid_t type, int rank, const hsize_t *dims,
+                          const hsize_t *chunk, bool fill_now, unsigned filters) {
+  return create_dataset_filled(file, name, type, rank, dims, chunk, fill_now, filters, -1, NULL);
 }
 
 /* Schema 2 prompts: fixed-length strings as long as the longest prompt (+ NUL), in chunks of
@@ -128,6 +149,58 @@ out:
   return rc;
 }
 
+/* A (rows, SD_OUTPUT_INPUT_FILES) table of fixed-length strings of len bytes (NULL: ""), in
+ * chunks of about 1 MB, compressed and checksummed. */
+static int write_string_table(hid_t file, const char *name, const char *const *values, int64_t rows,
+                              size_t len) {
+  enum { COLS = SD_OUTPUT_INPUT_FILES };
+  size_t row_bytes = len * COLS;
+  int64_t chunk_rows = (int64_t)((1 << 20) / row_bytes);
+  chunk_rows = chunk_rows < 1 ? 1 : chunk_rows > rows ? rows : chunk_rows;
+  hid_t type = sd_h5_fixed_string_type(len);
+  if (type < 0)
+    return -1;
+  const hsize_t dims[2] = {(hsize_t)rows, COLS}, chunk[2] = {(hsize_t)chunk_rows, COLS};
+  char *block = calloc((size_t)chunk_rows, row_bytes);
+  sd_h5_dataset ds = {.id = -1, .space = -1};
+  int rc = -1;
+  if (!block) {
+    SD_ERROR("out of memory for %lld rows of %zu bytes", (long long)chunk_rows, row_bytes);
+    goto out;
+  }
+  if (create_dataset(file, name, type, 2, dims, chunk, true, FILTER_DEFLATE | FILTER_FLETCHER32) <
+          0 ||
+      sd_h5_dataset_open(file, name, H5P_DEFAULT, &ds) < 0)
+    goto out;
+  for (int64_t start = 0; start < rows; start += chunk_rows) {
+    int64_t count = rows - start < chunk_rows ? rows - start : chunk_rows;
+    memset(block, 0, (size_t)chunk_rows * row_bytes);
+    for (int64_t i = 0; i < count * COLS; i++) {
+      const char *v = values[start * COLS + i];
+      if (v)
+        memcpy(block + (size_t)i * len, v, strlen(v));
+    }
+    if (sd_h5_dataset_write_rows(&ds, type, start, count, block) < 0)
+      goto out;
+  }
+  rc = 0;
+out:
+  sd_h5_dataset_close(&ds);
+  free(block);
+  H5Tclose(type);
+  return rc;
+}
+
+/* Schema 3: the inputs' paths (as long as the longest + NUL) and SHA-256 values. */
+static int write_inputs(hid_t file, const sd_output_spec *spec) {
+  size_t len = 1;
+  for (int64_t i = 0; i < spec->n_inputs * SD_OUTPUT_INPUT_FILES; i++)
+    if (spec->input_files[i] && strlen(spec->input_files[i]) + 1 > len)
+      len = strlen(spec->input_files[i]) + 1;
+  SD_TRY(write_string_table(file, "inputs", spec->input_files, spec->n_inputs, len));
+  return write_string_table(file, "input_sha256", spec->input_sha256, spec->n_inputs, 65);
+}
+
 static int write_prompts(hid_t file, const sd_output_spec *spec, int version) {
   if (version >= 2)
     return write_fixed_prompts(file, spec);
@@ -161,17 +234,18 @@ out:
   return rc;
 }
 
-/* The schema 2 checksum of a pending item's row with this metadata (zeros when meta is NULL). */
-static uint32_t pending_checksum(int64_t index, const sd_output_item_meta *meta) {
+/* The checksum (schema >= 2) of a pending item's row with this metadata (meta NULL: the rows a
+ * file without item_meta starts with: zeros, and no input). */
+static uint32_t pending_checksum(int64_t index, const sd_output_item_meta *meta, int version) {
+  static const sd_output_item_meta none = {0};
   sd_output_record rec = {0};
-  if (meta)
-    sd_output_record_set_meta(&rec, meta);
+  sd_output_record_set_meta(&rec, meta ? meta : &none);
   static const char no_failure[SD_OUTPUT_FAILURE_LEN];
-  return sd_output_row_checksum(index, &rec, no_failure);
+  return sd_output_row_checksum(index, &rec, no_failure, version);
 }
 
-/* Schema 2 without item_meta: the checksums of the zero rows of pending items. */
-static int write_zero_checksums(hid_t file, int64_t n_items) {
+/* Schema 2 and later without item_meta: the checksums of the rows of pending items. */
+static int write_zero_checksums(hid_t file, int64_t n_items, int version) {
   int64_t block = n_items < META_BLOCK ? n_items : META_BLOCK;
   uint32_t *sums = malloc((size_t)block * sizeof *sums);
   sd_h5_dataset ds = {.id = -1, .space = -1};
@@ -185,7 +259,7 @@ static int write_zero_checksums(hid_t file, int64_t n_items) {
   for (int64_t start = 0; start < n_items; start += block) {
     int64_t count = n_items - start < block ? n_items - start : block;
     for (int64_t i = 0; i < count; i++)
-      sums[i] = pending_checksum(start + i, NULL);
+      sums[i] = pending_checksum(start + i, NULL, version);
     if (sd_h5_dataset_write_rows(&ds, H5T_NATIVE_UINT32, start, count, sums) < 0)
       goto out;
   }
@@ -210,8 +284,12 @@ static int write_all_meta(hid_t file, const sd_output_spec *spec, hid_t schedule
   int32_t *steps = malloc((size_t)block * sizeof *steps);
   char *scheduler = malloc((size_t)block * SD_OUTPUT_SCHEDULER_LEN);
   uint32_t *sums = malloc((size_t)block * sizeof *sums);
+  int32_t *input_index = malloc((size_t)block * sizeof *input_index);
+  float *strength = malloc((size_t)block * sizeof *strength);
+  int32_t *noise_level = malloc((size_t)block * sizeof *noise_level);
   int rc = -1;
-  if (!prompt_index || !seed || !guidance || !steps || !scheduler || !sums) {
+  if (!prompt_index || !seed || !guidance || !steps || !scheduler || !sums || !input_index ||
+      !strength || !noise_level) {
     SD_ERROR("out of memory for a block of %lld items' metadata", (long long)block);
     goto out;
   }
@@ -225,6 +303,9 @@ static int write_all_meta(hid_t file, const sd_output_spec *spec, hid_t schedule
   if (version >= 2 && sd_h5_dataset_open(file, sd_output_dataset_names[SD_DS_CHECKSUM], H5P_DEFAULT,
                                          &ds[SD_DS_CHECKSUM]) < 0)
     goto out;
+  for (int d = SD_DS_INPUT_INDEX; version >= 3 && d <= SD_DS_NOISE_LEVEL; d++)
+    if (sd_h5_dataset_open(file, sd_output_dataset_names[d], H5P_DEFAULT, &ds[d]) < 0)
+      goto out;
   for (int64_t start = 0; start < spec->n_items; start += block) {
     int64_t count = spec->n_items - start < block ? spec->n_items - start : block;
     for (int64_t i = 0; i < count; i++) {
@@ -249,7 +330,17 @@ static int write_all_meta(hid_t file, const sd_output_spec *spec, hid_t schedule
       steps[i] = meta.steps;
       sd_output_copy_fixed(scheduler + i * SD_OUTPUT_SCHEDULER_LEN, SD_OUTPUT_SCHEDULER_LEN,
                            meta.scheduler);
-      sums[i] = pending_checksum(start + i, &meta);
+      if (meta.has_input && (meta.input_index < 0 || meta.input_index >= spec->n_inputs)) {
+        SD_ERROR("item %lld: input_index %d outside [0, %lld)", (long long)(start + i),
+                 meta.input_index, (long long)spec->n_inputs);
+        goto out;
+      }
+      sd_output_record rec = {0};
+      sd_output_record_set_meta(&rec, &meta);
+      input_index[i] = rec.input_index;
+      strength[i] = rec.strength;
+      noise_level[i] = rec.noise_level;
+      sums[i] = pending_checksum(start + i, &meta, version);
     }
     if (sd_h5_dataset_write_rows(&ds[SD_DS_PROMPT_INDEX], H5T_NATIVE_INT32, start, count,
                                  prompt_index) < 0 ||
@@ -259,8 +350,14 @@ static int write_all_meta(hid_t file, const sd_output_spec *spec, hid_t schedule
         sd_h5_dataset_write_rows(&ds[SD_DS_STEPS], H5T_NATIVE_INT32, start, count, steps) < 0 ||
         sd_h5_dataset_write_rows(&ds[SD_DS_SCHEDULER], scheduler_type, start, count, scheduler) <
             0 ||
-        (version >= 2 &&
-         sd_h5_dataset_write_rows(&ds[SD_DS_CHECKSUM], H5T_NATIVE_UINT32, start, count, sums) < 0))
+        (version >= 2 && sd_h5_dataset_write_rows(&ds[SD_DS_CHECKSUM], H5T_NATIVE_UINT32, start,
+                                                  count, sums) < 0) ||
+        (version >= 3 && (sd_h5_dataset_write_rows(&ds[SD_DS_INPUT_INDEX], H5T_NATIVE_INT32, start,
+                                                   count, input_index) < 0 ||
+                          sd_h5_dataset_write_rows(&ds[SD_DS_STRENGTH], H5T_NATIVE_FLOAT, start,
+                                                   count, strength) < 0 ||
+                          sd_h5_dataset_write_rows(&ds[SD_DS_NOISE_LEVEL], H5T_NATIVE_INT32, start,
+                                                   count, noise_level) < 0)))
       goto out;
   }
   rc = 0;
@@ -273,6 +370,9 @@ out:
   free(steps);
   free(scheduler);
   free(sums);
+  free(input_index);
+  free(strength);
+  free(noise_level);
   return rc;
 }
 
@@ -299,6 +399,7 @@ static int write_attributes(hid_t file, const sd_output_spec *spec, int version)
   h.ints[SD_ATTR_METADATA_COMPLETE] = spec->item_meta != NULL;
   h.strings[SD_ATTR_CREATED] = created;
   h.strings[SD_ATTR_SDBATCH_VERSION] = SDBATCH_VERSION;
+  h.ints[SD_ATTR_N_INPUTS] = spec->n_inputs;
   char hex[65];
   if (version >= 2) {
     sd_output_header_sha256(&h, hex);
@@ -371,9 +472,23 @@ static int create_layout(hid_t file, const sd_output_spec *spec, int version) {
                                       1, dims, NULL, false, 0) < 0) ||
       create_dataset(file, "updated", time_type, 0, NULL, NULL, true, 0) < 0)
     goto out;
+  if (version >= 3) {
+    /* rows of items without an input until their metadata is written */
+    const int32_t no_index = -1;
+    const float full_strength = 1.0f;
+    if (create_dataset_filled(file, "input_index", H5T_STD_I32LE, 1, dims, NULL, !meta_known, 0,
+                              H5T_NATIVE_INT32, &no_index) < 0 ||
+        create_dataset_filled(file, "strength", H5T_IEEE_F32LE, 1, dims, NULL, !meta_known, 0,
+                              H5T_NATIVE_FLOAT, &full_strength) < 0 ||
+        create_dataset_filled(file, "noise_level", H5T_STD_I32LE, 1, dims, NULL, !meta_known, 0,
+                              H5T_NATIVE_INT32, &no_index) < 0)
+      goto out;
+    if (spec->n_inputs > 0 && write_inputs(file, spec) < 0)
+      goto out;
+  }
   if (meta_known && write_all_meta(file, spec, scheduler_type, version) < 0)
     goto out;
-  if (!meta_known && version >= 2 && write_zero_checksums(file, spec->n_items) < 0)
+  if (!meta_known && version >= 2 && write_zero_checksums(file, spec->n_items, version) < 0)
     goto out;
   if (write_attributes(file, spec, version) < 0)
     goto out;
@@ -395,6 +510,9 @@ int sd_output_create_file(const sd_output_spec *spec, const char *path) {
   if (version < SD_OUTPUT_SCHEMA_OLDEST || version > SD_OUTPUT_SCHEMA_NEWEST)
     return SD_ERROR("schema version %d: this sdbatch writes versions %d to %d", version,
                     SD_OUTPUT_SCHEMA_OLDEST, SD_OUTPUT_SCHEMA_NEWEST);
+  if (spec->n_inputs > 0 && version < 3)
+    return SD_ERROR("schema version %d has no inputs (a job with images needs schema 3 or later)",
+                    version);
   SD_TRY(sd_output_check_space(spec, version, path));
   /* Schema 1: the oldest format (superblock 0). Schema 2: the 1.8 format (superblock 2 and
    * object headers with checksums). Neither is the 1.10 format, whose superblock 3 records an

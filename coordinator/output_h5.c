@@ -22,6 +22,9 @@ const char *const sd_output_dataset_names[SD_DS_COUNT] = {
     [SD_DS_STATUS] = "status",
     [SD_DS_FAILURE] = "failure",
     [SD_DS_CHECKSUM] = "item_checksum",
+    [SD_DS_INPUT_INDEX] = "input_index",
+    [SD_DS_STRENGTH] = "strength",
+    [SD_DS_NOISE_LEVEL] = "noise_level",
 };
 
 void sd_h5_silence(void) {
@@ -306,11 +309,14 @@ void sd_output_record_set_meta(sd_output_record *rec, const sd_output_item_meta 
   rec->guidance_scale = meta->guidance_scale;
   rec->steps = meta->steps;
   sd_output_copy_fixed(rec->scheduler, SD_OUTPUT_SCHEDULER_LEN, meta->scheduler);
+  rec->input_index = meta->has_input ? meta->input_index : -1;
+  rec->strength = meta->has_input ? meta->strength : 1.0f;
+  rec->noise_level = meta->has_input ? meta->noise_level : -1;
 }
 
 uint32_t sd_output_row_checksum(int64_t index, const sd_output_record *rec,
-                                const char failure[SD_OUTPUT_FAILURE_LEN]) {
-  unsigned char row[8 + 4 + 8 + 4 + 4 + SD_OUTPUT_SCHEDULER_LEN + 1 + SD_OUTPUT_FAILURE_LEN];
+                                const char failure[SD_OUTPUT_FAILURE_LEN], int version) {
+  unsigned char row[8 + 4 + 8 + 4 + 4 + SD_OUTPUT_SCHEDULER_LEN + 1 + SD_OUTPUT_FAILURE_LEN + 12];
   uint32_t guidance_bits;
   memcpy(&guidance_bits, &rec->guidance_scale, sizeof guidance_bits);
   unsigned char *p = row;
@@ -323,5 +329,13 @@ uint32_t sd_output_row_checksum(int64_t index, const sd_output_record *rec,
   p += SD_OUTPUT_SCHEDULER_LEN;
   *p++ = rec->status;
   memcpy(p, failure, SD_OUTPUT_FAILURE_LEN);
-  return (uint32_t)crc32(0L, row, sizeof row);
+  p += SD_OUTPUT_FAILURE_LEN;
+  if (version >= 3) {
+    uint32_t strength_bits;
+    memcpy(&strength_bits, &rec->strength, sizeof strength_bits);
+    p = put_le(p, (uint32_t)rec->input_index, 4);
+    p = put_le(p, strength_bits, 4);
+    p = put_le(p, (uint32_t)rec->noise_level, 4);
+  }
+  return (uint32_t)crc32(0L, row, (uInt)(p - row));
 }

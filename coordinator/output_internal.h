@@ -25,7 +25,10 @@ typedef enum sd_output_dataset {
   SD_DS_SCHEDULER,
   SD_DS_STATUS,
   SD_DS_FAILURE,
-  SD_DS_CHECKSUM, /* schema v2: item_checksum */
+  SD_DS_CHECKSUM,    /* schema v2: item_checksum */
+  SD_DS_INPUT_INDEX, /* schema v3: input_index, strength, noise_level */
+  SD_DS_STRENGTH,
+  SD_DS_NOISE_LEVEL,
   SD_DS_COUNT,
 } sd_output_dataset;
 
@@ -79,10 +82,11 @@ void sd_output_copy_fixed(char *dst, size_t len, const char *src);
 /* The current UTC time as ISO 8601 ("2024-05-01T12:34:56Z") into buf (SD_OUTPUT_TIME_LEN). */
 void sd_output_time_now(char *buf);
 
-/* The v2 row checksum of item index (CRC-32 of its metadata row, the status it is written with
- * and its failure field; see docs/output.md). */
+/* The row checksum of item index in a file of schema version >= 2 (CRC-32 of its metadata row,
+ * the status it is written with and its failure field, and from version 3 its input index,
+ * strength and noise level; see docs/output.md). */
 uint32_t sd_output_row_checksum(int64_t index, const sd_output_record *rec,
-                                const char failure[SD_OUTPUT_FAILURE_LEN]);
+                                const char failure[SD_OUTPUT_FAILURE_LEN], int version);
 /* The metadata fields of a record (prompt index, seed, guidance, steps, scheduler) from an
  * item's metadata; the other fields are left as they are. */
 void sd_output_record_set_meta(sd_output_record *rec, const sd_output_item_meta *meta);

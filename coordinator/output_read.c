@@ -18,8 +18,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* The most steps an item can claim (a sanity bound on a read value). */
-#define MAX_STEPS 100000
+/* The most steps and the highest noise level an item can claim (sanity bounds on read values). */
+#define MAX_STEPS       100000
+#define MAX_NOISE_LEVEL 100000
 /* The probe's exit status for an error sdbatch itself found (the same reads then give it here
  * with its message); any other non-zero status is a failure inside libhdf5 (a sanitizer build
  * exits 1 on the memory errors a damaged heap leads it into). */
@@ -44,6 +45,8 @@ struct sd_output_reader {
   sd_h5_dataset ds[SD_DS_COUNT]; /* latents: id -1 when not saved; item_checksum: v2 only */
   sd_h5_dataset prompts;
   size_t prompt_len; /* the prompts' fixed length (schema 2); 0: variable length (schema 1) */
+  sd_h5_dataset inputs, input_sha256; /* schema 3 with n_inputs > 0; id -1 otherwise */
+  size_t input_len;                   /* the input paths' fixed length */
   hid_t scheduler_type, failure_type, prompt_type;
 };
 
@@ -222,6 +225,9 @@ static int read_info(sd_output_reader *r) {
   if (info->save_latents && (info->latent_channels < 1 || info->latent_h < 1 || info->latent_w < 1))
     return SD_ERROR("save_latents is 1 but the latent shape (%d, %d, %d) is empty",
                     info->latent_channels, info->latent_h, info->latent_w);
+  if (info->schema_version >= 3)
+    SD_TRY(sd_output_attr_get_int(f, &sd_output_attrs[SD_ATTR_N_INPUTS], info->schema_version,
+                                  &info->n_inputs));
   if (info->schema_version < 2)
     return 0;
   sd_output_header h = {{0}, {0}};
@@ -232,6 +238,7 @@ static int read_info(sd_output_reader *r) {
   h.strings[SD_ATTR_ADAPTERS] = r->adapters;
   for (int i = 0; i < 7; i++)
     h.ints[int_attrs[i]] = ints[i];
+  h.ints[SD_ATTR_N_INPUTS] = info->n_inputs;
   char want[65], *stored = NULL;
   sd_output_header_sha256(&h, want);
   SD_TRY(sd_output_attr_get_string(f, &sd_output_attrs[SD_ATTR_HEADER_CHECKSUM], 2, &stored));
@@ -276,9 +283,9 @@ static int open_datasets(sd_output_reader *r) {
   int version = info->schema_version;
   SD_TRY(leading_dim(r->file, "images", 4, &info->n_items));
   SD_TRY(leading_dim(r->file, "prompts", 1, &info->n_prompts));
-  const sd_output_shape shape = {info->n_items, info->n_prompts,       info->width,
-                                 info->height,  info->latent_channels, info->latent_h,
-                                 info->latent_w};
+  const sd_output_shape shape = {info->n_items,  info->n_prompts,       info->width,
+                                 info->height,   info->latent_channels, info->latent_h,
+                                 info->latent_w, info->n_inputs};
   for (int d = 0; d < SD_DS_COUNT; d++) {
     if ((d == SD_DS_LATENTS && !info->save_latents) ||
         !((sd_output_datasets[d].versions >> version) & 1u))
@@ -288,6 +295,12 @@ static int open_datasets(sd_output_reader *r) {
   }
   SD_TRY(sd_output_dataset_open_checked(r->file, &sd_output_prompts_desc, version, &shape,
                                         r->file_size, H5P_DEFAULT, &r->prompts, &r->prompt_len));
+  if (info->n_inputs > 0) {
+    SD_TRY(sd_output_dataset_open_checked(r->file, &sd_output_inputs_desc, version, &shape,
+                                          r->file_size, H5P_DEFAULT, &r->inputs, &r->input_len));
+    SD_TRY(sd_output_dataset_open_checked(r->file, &sd_output_input_sha256_desc, version, &shape,
+                                          r->file_size, H5P_DEFAULT, &r->input_sha256, NULL));
+  }
 
   sd_h5_dataset updated;
   SD_TRY(sd_output_dataset_open_checked(r->file, &sd_output_updated_desc, version, &shape,
@@ -315,6 +328,7 @@ int sd_output_reader_open(const char *path, sd_output_reader **out) {
     return SD_ERROR("%s: out of memory", path);
   r->file = r->scheduler_type = r->failure_type = r->prompt_type = -1;
   r->prompts = (sd_h5_dataset){.id = -1, .space = -1};
+  r->inputs = r->input_sha256 = (sd_h5_dataset){.id = -1, .space = -1};
   for (int d = 0; d < SD_DS_COUNT; d++)
     r->ds[d] = (sd_h5_dataset){.id = -1, .space = -1};
   if (open_file(path, &r->file, &r->file_size) < 0 || read_info(r) < 0 || open_datasets(r) < 0)
@@ -339,6 +353,8 @@ void sd_output_reader_close(sd_output_reader *r) {
   for (int d = 0; d < SD_DS_COUNT; d++)
     sd_h5_dataset_close(&r->ds[d]);
   sd_h5_dataset_close(&r->prompts);
+  sd_h5_dataset_close(&r->inputs);
+  sd_h5_dataset_close(&r->input_sha256);
   if (r->scheduler_type >= 0)
     H5Tclose(r->scheduler_type);
   if (r->failure_type >= 0)
@@ -380,10 +396,17 @@ static void check_record(const sd_output_reader *r, int64_t index, sd_output_rec
     snprintf(p, n, "steps %d outside [%d, %d]", rec->steps, meta_known ? 1 : 0, MAX_STEPS);
   else if (!isfinite(rec->guidance_scale))
     snprintf(p, n, "guidance_scale is not finite");
+  else if (rec->input_index < -1 || rec->input_index >= info->n_inputs)
+    snprintf(p, n, "input_index %d outside [-1, %lld)", rec->input_index,
+             (long long)info->n_inputs);
+  else if (!(rec->strength >= 0.0f && rec->strength <= 1.0f))
+    snprintf(p, n, "strength outside [0, 1]");
+  else if (rec->noise_level < -1 || rec->noise_level > MAX_NOISE_LEVEL)
+    snprintf(p, n, "noise_level %d outside [-1, %d]", rec->noise_level, MAX_NOISE_LEVEL);
   else if (failure && !sd_output_fixed_string_ok(failure, SD_OUTPUT_FAILURE_LEN))
     snprintf(p, n, "failure reason is not a NUL-padded UTF-8 string");
   else if (checksum && rec->status == SD_ITEM_DONE) {
-    uint32_t want = sd_output_row_checksum(index, rec, failure);
+    uint32_t want = sd_output_row_checksum(index, rec, failure, info->schema_version);
     if (want != *checksum)
       snprintf(p, n, "row checksum %08x does not match its contents (%08x)", *checksum, want);
   }
@@ -428,8 +451,29 @@ int sd_output_read_records(sd_output_reader *r, int64_t start, int64_t count,
     memcpy(out[i].scheduler, scratch + i * SD_OUTPUT_SCHEDULER_LEN, SD_OUTPUT_SCHEDULER_LEN);
   if (sd_h5_dataset_read_rows(&r->ds[SD_DS_STATUS], H5T_NATIVE_UINT8, start, count, scratch) < 0)
     goto out;
-  for (int64_t i = 0; i < count; i++)
+  for (int64_t i = 0; i < count; i++) {
     out[i].status = (uint8_t)scratch[i];
+    out[i].input_index = -1;
+    out[i].strength = 1.0f;
+    out[i].noise_level = -1;
+  }
+  if (r->ds[SD_DS_INPUT_INDEX].id >= 0) {
+    if (sd_h5_dataset_read_rows(&r->ds[SD_DS_INPUT_INDEX], H5T_NATIVE_INT32, start, count,
+                                scratch) < 0)
+      goto out;
+    for (int64_t i = 0; i < count; i++)
+      memcpy(&out[i].input_index, scratch + i * sizeof(int32_t), sizeof(int32_t));
+    if (sd_h5_dataset_read_rows(&r->ds[SD_DS_STRENGTH], H5T_NATIVE_FLOAT, start, count, scratch) <
+        0)
+      goto out;
+    for (int64_t i = 0; i < count; i++)
+      memcpy(&out[i].strength, scratch + i * sizeof(float), sizeof(float));
+    if (sd_h5_dataset_read_rows(&r->ds[SD_DS_NOISE_LEVEL], H5T_NATIVE_INT32, start, count,
+                                scratch) < 0)
+      goto out;
+    for (int64_t i = 0; i < count; i++)
+      memcpy(&out[i].noise_level, scratch + i * sizeof(int32_t), sizeof(int32_t));
+  }
   if (v2 && (sd_h5_dataset_read_rows(&r->ds[SD_DS_FAILURE], r->failure_type, start, count,
                                      failures) < 0 ||
              sd_h5_dataset_read_rows(&r->ds[SD_DS_CHECKSUM], H5T_NATIVE_UINT32, start, count,
@@ -493,4 +537,52 @@ int sd_output_read_prompt(sd_output_reader *r, int64_t i, char **out) {
   if (!*out)
     return SD_ERROR("out of memory for prompt %lld", (long long)i);
   return 0;
+}
+
+int sd_output_read_input(sd_output_reader *r, int64_t i, sd_output_input *out) {
+  memset(out, 0, sizeof *out);
+  if (i < 0 || i >= r->info.n_inputs)
+    return SD_ERROR("input %lld outside [0, %lld)", (long long)i, (long long)r->info.n_inputs);
+  size_t len = r->input_len;
+  char *packed = calloc(SD_OUTPUT_INPUT_FILES, len); /* one row: FILES strings of len bytes */
+  char sums[SD_OUTPUT_INPUT_FILES][65];
+  hid_t path_type = sd_h5_fixed_string_type(len);
+  hid_t sum_type = sd_h5_fixed_string_type(65);
+  int rc = -1;
+  if (!packed || path_type < 0 || sum_type < 0) {
+    SD_ERROR("out of memory for input %lld", (long long)i);
+    goto out;
+  }
+  if (sd_h5_dataset_read_rows(&r->inputs, path_type, i, 1, packed) < 0 ||
+      sd_h5_dataset_read_rows(&r->input_sha256, sum_type, i, 1, sums) < 0)
+    goto out;
+  for (int k = 0; k < SD_OUTPUT_INPUT_FILES; k++) {
+    const char *field = packed + (size_t)k * len;
+    if (!sd_output_fixed_string_ok(field, len) || !sd_output_fixed_string_ok(sums[k], 65)) {
+      SD_ERROR("input %lld: a path or SHA-256 that is not a NUL-padded UTF-8 string", (long long)i);
+      goto out;
+    }
+    if (!(out->files[k] = strndup(field, len))) {
+      SD_ERROR("out of memory for input %lld", (long long)i);
+      goto out;
+    }
+    memcpy(out->sha256[k], sums[k], 65);
+  }
+  rc = 0;
+out:
+  if (rc < 0)
+    sd_output_input_free(out);
+  free(packed);
+  if (path_type >= 0)
+    H5Tclose(path_type);
+  if (sum_type >= 0)
+    H5Tclose(sum_type);
+  return rc;
+}
+
+void sd_output_input_free(sd_output_input *input) {
+  for (int k = 0; k < SD_OUTPUT_INPUT_FILES; k++) {
+    free(input->files[k]);
+    input->files[k] = NULL;
+  }
 }

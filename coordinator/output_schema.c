@@ -10,7 +10,8 @@
 #include <string.h>
 
 #define V1  SD_SCHEMA_V1
-#define V2  SD_SCHEMA_V2
+#define V2  SD_SCHEMA_V2_ON /* version 2 and later */
+#define V3  SD_SCHEMA_V3
 #define ALL SD_SCHEMA_ALL
 
 const sd_output_attr_desc sd_output_attrs[SD_ATTR_COUNT] = {
@@ -33,6 +34,7 @@ const sd_output_attr_desc sd_output_attrs[SD_ATTR_COUNT] = {
     [SD_ATTR_METADATA_COMPLETE] = {"metadata_complete", SD_ATTR_INT, 0, 1, ALL},
     [SD_ATTR_CREATED] = {"created", SD_ATTR_STRING, 0, SD_OUTPUT_TIME_LEN, ALL},
     [SD_ATTR_SDBATCH_VERSION] = {"sdbatch_version", SD_ATTR_STRING, 0, 64, ALL},
+    [SD_ATTR_N_INPUTS] = {"n_inputs", SD_ATTR_INT, 0, SD_OUTPUT_MAX_INPUTS, V3},
     [SD_ATTR_HEADER_CHECKSUM] = {"header_sha256", SD_ATTR_STRING, 64, 64, V2},
 };
 
@@ -49,7 +51,15 @@ const sd_output_dataset_desc sd_output_datasets[SD_DS_COUNT] = {
     [SD_DS_FAILURE] = {"failure", SD_ELEM_FIXED_STRING, SD_OUTPUT_FAILURE_LEN, SD_SHAPE_ITEMS, ALL,
                        0},
     [SD_DS_CHECKSUM] = {"item_checksum", SD_ELEM_UINT, 4, SD_SHAPE_ITEMS, V2, 0},
+    [SD_DS_INPUT_INDEX] = {"input_index", SD_ELEM_INT, 4, SD_SHAPE_ITEMS, V3, 0},
+    [SD_DS_STRENGTH] = {"strength", SD_ELEM_FLOAT, 4, SD_SHAPE_ITEMS, V3, 0},
+    [SD_DS_NOISE_LEVEL] = {"noise_level", SD_ELEM_INT, 4, SD_SHAPE_ITEMS, V3, 0},
 };
+
+const sd_output_dataset_desc sd_output_inputs_desc = {
+    "inputs", SD_ELEM_STRING, 0, SD_SHAPE_INPUTS, V3, V3};
+const sd_output_dataset_desc sd_output_input_sha256_desc = {
+    "input_sha256", SD_ELEM_FIXED_STRING, 65, SD_SHAPE_INPUTS, V3, V3};
 
 const sd_output_dataset_desc sd_output_prompts_desc = {
     "prompts", SD_ELEM_STRING, 0, SD_SHAPE_PROMPTS, ALL, V2};
@@ -251,6 +261,10 @@ static int expected_dims(sd_shape_rule rule, const sd_output_shape *s, hsize_t *
   case SD_SHAPE_PROMPTS:
     dims[0] = (hsize_t)s->n_prompts;
     return 1;
+  case SD_SHAPE_INPUTS:
+    dims[0] = (hsize_t)s->n_inputs;
+    dims[1] = SD_OUTPUT_INPUT_FILES;
+    return 2;
   case SD_SHAPE_IMAGES:
     dims[0] = (hsize_t)s->n_items;
     dims[1] = (hsize_t)s->height;
@@ -478,10 +492,11 @@ static void hash_le64(sd_sha256 *sha, uint64_t v) {
 void sd_output_header_sha256(const sd_output_header *header, char hex[65]) {
   sd_sha256 sha;
   sd_sha256_init(&sha);
+  int version = (int)header->ints[SD_ATTR_SCHEMA_VERSION];
   for (int a = 0; a < SD_ATTR_COUNT; a++) {
-    if (a == SD_ATTR_HEADER_CHECKSUM)
-      continue;
     const sd_output_attr_desc *d = &sd_output_attrs[a];
+    if (a == SD_ATTR_HEADER_CHECKSUM || !in_version(d->versions, version))
+      continue;
     sd_sha256_update(&sha, d->name, strlen(d->name) + 1);
     if (d->kind == SD_ATTR_INT) {
       hash_le64(&sha, (uint64_t)header->ints[a]);

@@ -12,10 +12,16 @@
 
 /* Schema versions this sdbatch reads (and writes: new files get the newest). */
 #define SD_OUTPUT_SCHEMA_OLDEST 1
-#define SD_OUTPUT_SCHEMA_NEWEST 2
+#define SD_OUTPUT_SCHEMA_NEWEST 3
 #define SD_SCHEMA_V1            (1u << 1)
 #define SD_SCHEMA_V2            (1u << 2)
-#define SD_SCHEMA_ALL           (SD_SCHEMA_V1 | SD_SCHEMA_V2)
+#define SD_SCHEMA_V3            (1u << 3)
+#define SD_SCHEMA_V2_ON         (SD_SCHEMA_V2 | SD_SCHEMA_V3)
+#define SD_SCHEMA_ALL           (SD_SCHEMA_V1 | SD_SCHEMA_V2_ON)
+/* Most input rows a file may declare (jobs allow SD_JOB_MAX_INPUTS). */
+#define SD_OUTPUT_MAX_INPUTS 1000000
+/* Longest input path stored, in bytes. */
+#define SD_OUTPUT_MAX_PATH 4096
 
 /* Largest string attribute (job_yaml) and prompt the reader accepts, in bytes. */
 #define SD_OUTPUT_MAX_TEXT   (16 << 20)
@@ -45,6 +51,7 @@ typedef enum sd_output_attr {
   SD_ATTR_METADATA_COMPLETE,
   SD_ATTR_CREATED,
   SD_ATTR_SDBATCH_VERSION,
+  SD_ATTR_N_INPUTS,        /* v3: rows of inputs / input_sha256 */
   SD_ATTR_HEADER_CHECKSUM, /* v2: SHA-256 of every other attribute */
   SD_ATTR_COUNT,
 } sd_output_attr;
@@ -66,6 +73,7 @@ typedef enum sd_shape_rule {
   SD_SHAPE_IMAGES,  /* (N, H, W, 3), chunks (1, H, W, 3) */
   SD_SHAPE_LATENTS, /* (N, C, h, w); v2: chunks (1, C, h, w) */
   SD_SHAPE_PROMPTS, /* (P) */
+  SD_SHAPE_INPUTS,  /* (n_inputs, SD_OUTPUT_INPUT_FILES) */
 } sd_shape_rule;
 
 typedef enum sd_elem_kind {
@@ -89,11 +97,15 @@ typedef struct sd_output_dataset_desc {
 extern const sd_output_dataset_desc sd_output_datasets[SD_DS_COUNT];
 extern const sd_output_dataset_desc sd_output_prompts_desc;
 extern const sd_output_dataset_desc sd_output_updated_desc;
+/* Schema 3, present when n_inputs > 0. */
+extern const sd_output_dataset_desc sd_output_inputs_desc;
+extern const sd_output_dataset_desc sd_output_input_sha256_desc;
 
 /* The shape expected of dataset d (rank and dims) given the file's attributes. */
 typedef struct sd_output_shape {
   int64_t n_items, n_prompts;
   int width, height, latent_channels, latent_h, latent_w;
+  int64_t n_inputs;
 } sd_output_shape;
 
 /* Checks that attribute d of obj exists, is a scalar of its kind (ints: in range; strings: at most
@@ -119,9 +131,10 @@ typedef struct sd_output_header {
   const char *strings[SD_ATTR_COUNT];
 } sd_output_header;
 
-/* The schema 2 header checksum: SHA-256 (hex) of every attribute but header_sha256 itself, in
- * table order, each as its name, a NUL, then an int as 8 little-endian bytes or a string as its
- * length (8 little-endian bytes) and its bytes. */
+/* The header checksum (schema >= 2): SHA-256 (hex) of every attribute of the header's schema
+ * version (ints[SD_ATTR_SCHEMA_VERSION]) but header_sha256 itself, in table order, each as its
+ * name, a NUL, then an int as 8 little-endian bytes or a string as its length (8 little-endian
+ * bytes) and its bytes. */
 void sd_output_header_sha256(const sd_output_header *header, char hex[65]);
 
 /* Whether a NUL-terminated field of len bytes holds valid UTF-8 with nothing but NULs after its

@@ -2,6 +2,8 @@
 #include "render.h"
 
 #include "../kernels/error.h"
+#include "../worker/image/image.h"
+#include "../worker/pipeline/depth_map.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -24,6 +26,7 @@ struct sd_renderer {
   sd_job_item *job_items;     /* (capacity) */
   sd_txt2img_item *items;     /* (capacity) */
   sd_txt2img_result *results; /* (capacity) */
+  sd_image_cond *conds;       /* (capacity) the batch's input, one per item */
   uint8_t *null_rgb;          /* (H, W, 3) */
   float *null_latents;        /* (C, h, w) */
   char description[128];
@@ -48,6 +51,31 @@ void sd_null_model_item(int64_t index, const sd_render_shape *shape, uint8_t *rg
   size_t n = latent_count(shape);
   for (size_t i = 0; i < n; i++)
     latents[i] = (float)((k + i) % 1001) / 1000.0f - 0.5f;
+}
+
+int sd_render_input_size(const sd_job_input *in, sd_pipeline_kind kind, int factor, int *width,
+                         int *height) {
+  sd_image image = {0};
+  SD_TRY(sd_image_read_rgb(in->image, &image));
+  int rc = sd_image_vae_size(in->image, image.width, image.height, factor, width, height);
+  sd_image_free(&image);
+  if (rc == 0 && kind == SD_PIPELINE_UPSCALE) {
+    *width *= factor;
+    *height *= factor;
+  }
+  return rc;
+}
+
+float sd_render_item_strength(sd_pipeline_kind kind, double job_strength) {
+  if (kind == SD_PIPELINE_UPSCALE || job_strength == SD_JOB_STRENGTH_DEFAULT)
+    return kind == SD_PIPELINE_INPAINT || kind == SD_PIPELINE_UPSCALE ? 1.0f : 0.8f;
+  return (float)job_strength;
+}
+
+int sd_render_item_noise_level(sd_pipeline_kind kind, int job_noise_level) {
+  if (kind != SD_PIPELINE_UPSCALE)
+    return -1;
+  return job_noise_level == SD_JOB_NOISE_LEVEL_DEFAULT ? 20 : job_noise_level;
 }
 
 /* Opens the engine with the LoRA scales of set `set`. */
@@ -79,7 +107,8 @@ int sd_renderer_open(const sd_job *job, const sd_render_shape *shape,
   r->job_items = calloc((size_t)batch_size, sizeof *r->job_items);
   r->items = calloc((size_t)batch_size, sizeof *r->items);
   r->results = calloc((size_t)batch_size, sizeof *r->results);
-  if (!r->job_items || !r->items || !r->results)
+  r->conds = calloc((size_t)batch_size, sizeof *r->conds);
+  if (!r->job_items || !r->items || !r->results || !r->conds)
     goto out_of_memory;
   if (!engine_params) {
     r->null_model = true;
@@ -131,6 +160,7 @@ void sd_renderer_close(sd_renderer *r) {
   free(r->job_items);
   free(r->items);
   free(r->results);
+  free(r->conds);
   free(r->null_rgb);
   free(r->null_latents);
   free(r);
@@ -163,6 +193,55 @@ static int fail_all(sd_renderer *r, int n, sd_result_sink sink, void *sink_ctx) 
   return 0;
 }
 
+/* The batch's input (every item has the same) read now, checked to give the job's size, and
+ * rendered by the job's pipeline; -1 with an error naming the file for an input that cannot be
+ * used (the batch's items then fail with it). */
+static int render_with_input(sd_renderer *r, const sd_txt2img_batch *batch, int n) {
+  const sd_job_item *first = &r->job_items[0];
+  sd_pipeline_kind kind = (sd_pipeline_kind)r->shape.pipeline;
+  sd_job_input in;
+  SD_TRY(sd_job_input_get(r->job, first->image_index, &in));
+  sd_image init = {0}, mask = {0};
+  float *depth = NULL;
+  int depth_h = 0, depth_w = 0;
+  int rc = sd_image_read_rgb(in.image, &init);
+  if (rc == 0 && in.mask)
+    rc = sd_image_read_rgb(in.mask, &mask);
+  if (rc == 0 && in.depth_map)
+    rc = sd_depth_map_read(in.depth_map, &depth, &depth_h, &depth_w);
+  int factor = sd_engine_vae_scale_factor(r->engine), width = batch->width, height = batch->height;
+  if (rc == 0 && !(kind == SD_PIPELINE_INPAINT &&
+                   (sd_job_get_info(r->job)->width || sd_job_get_info(r->job)->height))) {
+    rc = sd_image_vae_size(in.image, init.width, init.height, factor, &width, &height);
+    if (rc == 0 && kind == SD_PIPELINE_UPSCALE) {
+      width *= factor;
+      height *= factor;
+    }
+  }
+  if (rc == 0 && (width != batch->width || height != batch->height))
+    rc = SD_ERROR("input %" PRId64 " '%s' (%dx%d) gives a %dx%d image; this job's images are "
+                  "%dx%d (its first input's): every input of a job must give one size%s",
+                  first->image_index, in.image, init.width, init.height, width, height,
+                  batch->width, batch->height,
+                  kind == SD_PIPELINE_INPAINT ? " (or set width and height to resize them all)"
+                                              : "");
+  if (rc == 0) {
+    for (int i = 0; i < n; i++)
+      r->conds[i] = (sd_image_cond){&init, in.mask ? &mask : NULL, depth, depth_h, depth_w};
+    sd_image_params params = {
+        .kind = kind,
+        .strength = sd_render_item_strength(kind, first->strength),
+        .conds = r->conds,
+        .noise_level = sd_render_item_noise_level(kind, first->noise_level),
+    };
+    rc = sd_render(r->engine, batch, &params, r->items, n, NULL, NULL, r->results);
+  }
+  sd_image_free(&init);
+  sd_image_free(&mask);
+  free(depth);
+  return rc;
+}
+
 static int render_engine(sd_renderer *r, int n, sd_result_sink sink, void *sink_ctx) {
   const sd_job_item *first = &r->job_items[0];
   if (first->lora_set_index != r->lora_set && open_engine(r, first->lora_set_index) < 0)
@@ -184,7 +263,10 @@ static int render_engine(sd_renderer *r, int n, sd_result_sink sink, void *sink_
     r->items[i].guidance_scale = (float)r->job_items[i].guidance_scale;
   }
   memset(r->results, 0, (size_t)n * sizeof *r->results);
-  if (sd_render_group(r->engine, r->group, &batch, NULL, r->items, n, NULL, NULL, r->results) < 0) {
+  int rendered = first->image_index < 0 ? sd_render_group(r->engine, r->group, &batch, NULL,
+                                                          r->items, n, NULL, NULL, r->results)
+                                        : render_with_input(r, &batch, n);
+  if (rendered < 0) {
     sd_error_context("rendering");
     return fail_all(r, n, sink, sink_ctx);
   }

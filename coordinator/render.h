@@ -20,7 +20,19 @@ typedef struct sd_render_shape {
   int width, height;   /* pixels */
   int latent_channels; /* latents (latent_channels, latent_h, latent_w) */
   int latent_h, latent_w;
+  int32_t pipeline; /* sd_pipeline_kind: TXT2IMG, or the one a job with images runs */
 } sd_render_shape;
+
+/* The output size diffusers gives input `in` in pipeline kind (the image's size rounded down to a
+ * multiple of the VAE factor; for the x4 upscaler, to a multiple of 4 and times 4): reads the
+ * image. -1 with an error naming the file when it cannot be read or is too small. */
+int sd_render_input_size(const sd_job_input *in, sd_pipeline_kind kind, int factor, int *width,
+                         int *height);
+/* The strength and noise level an item renders with: the job's, or the pipeline's default
+ * (strength 0.8 for image-to-image and depth-to-image, 1 for inpainting and the upscaler's whole
+ * schedule; noise level 20 for the upscaler, -1 for pipelines without one). */
+float sd_render_item_strength(sd_pipeline_kind kind, double job_strength);
+int sd_render_item_noise_level(sd_pipeline_kind kind, int job_noise_level);
 
 /* One item's result. rgb and latents are valid only during the sink call. */
 typedef struct sd_item_result {

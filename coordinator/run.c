@@ -84,6 +84,13 @@ static int item_meta(void *run_ctx, int64_t index, sd_output_item_meta *meta) {
   meta->guidance_scale = (float)item.guidance_scale;
   meta->steps = item.steps;
   meta->scheduler = ctx->scheduler_names[item.scheduler_index];
+  meta->has_input = item.image_index >= 0;
+  if (meta->has_input) {
+    sd_pipeline_kind kind = (sd_pipeline_kind)ctx->plan.shape.pipeline;
+    meta->input_index = (int32_t)item.image_index;
+    meta->strength = sd_render_item_strength(kind, item.strength);
+    meta->noise_level = sd_render_item_noise_level(kind, item.noise_level);
+  }
   return 0;
 }
 
@@ -130,7 +137,7 @@ static int check_against_model(sd_run_ctx *ctx, const sd_model_files *model) {
     for (int t = 0; t < info->n_steps; t++) {
       sd_txt2img_batch batch = {shape->width, shape->height, info->steps[t],
                                 kind,         info->karras,  info->rng};
-      if (sd_txt2img_check_model(model, &batch) < 0)
+      if (sd_render_check_model(model, &batch, info->n_images > 0) < 0)
         return sd_error_context(
             "%s: scheduler %s%s, %d steps, with the model %s", info->path, ctx->scheduler_names[s],
             info->schedulers[s] == SD_JOB_SCHEDULER_DEFAULT ? " (the model's default)" : "",
@@ -226,6 +233,9 @@ static int open_output(sd_run_ctx *ctx, const char *model_identity) {
       .item_meta = item_meta,
       .item_meta_ctx = ctx,
       .schema_version = ctx->opts->output_schema,
+      .n_inputs = ctx->inputs.n,
+      .input_files = ctx->inputs.files,
+      .input_sha256 = ctx->inputs.sha256_ptrs,
   };
   struct stat st;
   if (ctx->opts->log && stat(info->output, &st) != 0) {
@@ -275,12 +285,15 @@ static int prepare(sd_run_ctx *ctx) {
   char identity[65];
   int rc = check_against_model(ctx, model);
   if (rc == 0)
+    rc = sd_run_inputs_shape(ctx->job, model, &ctx->plan.shape);
+  if (rc == 0)
     rc = sd_model_identity(model, identity);
   if (rc == 0 && !opts->null_model)
     rc = check_adapters(info, model);
   sd_model_files_close(model);
   SD_TRY(rc);
   SD_TRY(adapters_json(info, &ctx->adapters));
+  SD_TRY(sd_run_inputs_hash(ctx->job, opts->log, &ctx->inputs));
   sd_run_job_hash(info, opts->null_model, ctx->plan.job_hash);
   SD_TRY(open_output(ctx, opts->null_model ? "null model (sdbatch run --null-model)" : identity));
   int64_t done = sd_output_count(ctx->output, SD_ITEM_DONE);
@@ -382,6 +395,7 @@ static int run_rank0(const sd_run_options *opts, const sd_cluster *cluster, sd_r
   sd_run_groups_free(&ctx.groups);
   free(ctx.scheduler_names);
   free(ctx.adapters);
+  sd_run_inputs_free(&ctx.inputs);
   sd_job_free(ctx.job);
   if (rc < 0 && strcmp(sd_error_message(), error) != 0)
     sd_error_set(__FILE__, __LINE__, "%s", error);

@@ -10,6 +10,7 @@
 #include "render.h"
 #include "run.h"
 #include "run_groups.h"
+#include "run_inputs.h"
 
 #include "../jobs/job.h"
 #include "../worker/pipeline/engine.h"
@@ -24,6 +25,7 @@ typedef struct sd_run_ctx {
   sd_run_plan plan;
   const char **scheduler_names; /* (n_schedulers) the scheduler each sweep entry renders with */
   char *adapters;               /* the output's adapters attribute (JSON, "" when none) */
+  sd_run_inputs inputs;         /* the job's input files and their SHA-256 (n 0 without images) */
   sd_dispatch dispatch;
   sd_progress progress;
   sd_run_groups groups;     /* the worker groups of a multi-rank run */

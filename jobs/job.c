@@ -104,6 +104,12 @@ void sd_job_free(sd_job *job) {
   free(job->steps);
   free(job->guidance_scales);
   free(job->schedulers);
+  free(job->strengths);
+  free(job->noise_levels);
+  for (int k = 0; k < SD_JOB_INPUT_KINDS; k++) {
+    sd_strlist_free(&job->input_files[k]);
+    sd_strlist_free(&job->input_written[k]);
+  }
   for (int i = 0; i < job->info.n_loras; i++) {
     free((char *)job->loras[i].file);
     free((char *)job->loras[i].file_written);
@@ -164,6 +170,13 @@ int sd_job_item_get(const sd_job *job, int64_t index, sd_job_item *out) {
   rest /= info->n_seeds;
   int64_t prompt_i = rest % info->n_prompts;
   rest /= info->n_prompts;
+  int64_t n_images = info->n_images ? info->n_images : 1;
+  int64_t image_i = rest % n_images;
+  rest /= n_images;
+  int noise_level_i = (int)(rest % info->n_noise_levels);
+  rest /= info->n_noise_levels;
+  int strength_i = (int)(rest % info->n_strengths);
+  rest /= info->n_strengths;
   int steps_i = (int)(rest % info->n_steps);
   rest /= info->n_steps;
   int scheduler_i = (int)(rest % info->n_schedulers);
@@ -177,6 +190,11 @@ int sd_job_item_get(const sd_job *job, int64_t index, sd_job_item *out) {
   out->prompt_index = prompt_i;
   out->seed_index = seed_i;
   out->guidance_index = guidance_i;
+  out->strength_index = strength_i;
+  out->noise_level_index = noise_level_i;
+  out->image_index = info->n_images ? image_i : -1;
+  out->strength = info->strengths[strength_i];
+  out->noise_level = info->noise_levels[noise_level_i];
   out->prompt = job->prompt_text + job->prompt_offsets[prompt_i];
   out->negative_prompt = info->negative_prompt;
   SD_TRY(sd_job_seed(job, seed_i, &out->seed));
@@ -204,7 +222,9 @@ int sd_job_lora_set(const sd_job *job, int64_t set, double *scales) {
 
 bool sd_job_items_batchable(const sd_job_item *a, const sd_job_item *b) {
   return a->lora_set_index == b->lora_set_index && a->width == b->width && a->height == b->height &&
-         a->steps == b->steps && a->scheduler == b->scheduler && a->karras == b->karras;
+         a->steps == b->steps && a->scheduler == b->scheduler && a->karras == b->karras &&
+         a->image_index == b->image_index && a->strength_index == b->strength_index &&
+         a->noise_level_index == b->noise_level_index;
 }
 
 /* Canonical text, streamed into the hash: see docs/jobs.md, "Job hash". */
@@ -301,6 +321,23 @@ int sd_job_compute_hash(sd_job *job) {
     hash_string(&sha, "embedding", info->embeddings[i].file_written);
     hash_string(&sha, "token", info->embeddings[i].token ? info->embeddings[i].token : "");
   }
+  /* inputs (only when given, as adapters): the files as written, strengths and noise levels;
+   * the files' contents are checked apart, by their SHA-256 in the output file */
+  if (info->n_images > 0) {
+    static const char *const keys[SD_JOB_INPUT_KINDS] = {"images", "masks", "depth_maps"};
+    for (int k = 0; k < SD_JOB_INPUT_KINDS; k++) {
+      hash_printf(&sha, "%s %" PRId64 "\n", keys[k], job->input_written[k].n);
+      for (int64_t i = 0; i < job->input_written[k].n; i++)
+        hash_string(&sha, NULL, sd_strlist_get(&job->input_written[k], i));
+    }
+    hash_printf(&sha, "strength %d", info->n_strengths);
+    for (int i = 0; i < info->n_strengths; i++)
+      hash_printf(&sha, " %.17g", info->strengths[i]);
+    hash_printf(&sha, "\nnoise_level %d", info->n_noise_levels);
+    for (int i = 0; i < info->n_noise_levels; i++)
+      hash_printf(&sha, " %d", info->noise_levels[i]);
+    hash_text(&sha, "\n");
+  }
   sd_sha256_final_hex(&sha, job->info.hash);
   return 0;
 }
@@ -322,6 +359,15 @@ int sd_job_check_paths(const sd_job *job) {
       return sd_job_error_at(job->path, job->embedding_pos[i],
                              "embeddings[%d]: cannot access '%s': %s", i, job->embeddings[i].file,
                              strerror(errno));
+  static const char *const input_keys[SD_JOB_INPUT_KINDS] = {"images", "masks", "depth_maps"};
+  for (int k = 0; k < SD_JOB_INPUT_KINDS; k++)
+    for (int64_t i = 0; i < job->input_files[k].n; i++) {
+      const char *file = sd_strlist_get(&job->input_files[k], i);
+      if (stat(file, &st) != 0)
+        return sd_job_error_at(job->path, job->input_pos[k],
+                               "%s[%" PRId64 "]: cannot access '%s': %s", input_keys[k], i, file,
+                               strerror(errno));
+    }
   if (stat(job->output, &st) == 0 && S_ISDIR(st.st_mode))
     return sd_job_error_at(job->path, job->output_pos, "output: '%s' is a folder, not a file",
                            job->output);

@@ -2,13 +2,16 @@
  * and expansion into items computed from their index, so a job of any size costs no per-item
  * memory.
  *
- * Items are the Cartesian product of the LoRA scale sets, schedulers, steps, prompts, seeds and
- * guidance scales of the job, indexed in that order (the last varies fastest):
- *   index = ((((lora_set_i * n_schedulers + scheduler_i) * n_steps + steps_i) * n_prompts
- *           + prompt_i) * n_seeds + seed_i) * n_guidance + guidance_i
- * (a job without LoRAs has one set, so its indices are those of schema v1 before LoRAs)
- * so that consecutive items share steps and scheduler (and so batch together) and the items of
- * one prompt are contiguous. The order is part of schema v1 and does not change. */
+ * Items are the Cartesian product of the LoRA scale sets, schedulers, steps, strengths, noise
+ * levels, input images, prompts, seeds and guidance scales of the job, indexed in that order (the
+ * last varies fastest):
+ *   index = ((((((((lora_set_i * n_schedulers + scheduler_i) * n_steps + steps_i) * n_strengths
+ *           + strength_i) * n_noise_levels + noise_level_i) * max(n_images, 1) + image_i)
+ *           * n_prompts + prompt_i) * n_seeds + seed_i) * n_guidance + guidance_i
+ * (a job without LoRAs, images, strengths or noise levels has one of each, so its indices are
+ * those of schema v1 before they existed) so that consecutive items share steps, scheduler and
+ * input (and so batch together) and the items of one prompt are contiguous. The order does not
+ * change. */
 #ifndef SD_JOB_H
 #define SD_JOB_H
 
@@ -32,6 +35,15 @@ extern "C" {
 #define SD_JOB_MAX_STEPS           1000
 #define SD_JOB_MAX_BATCH_SIZE      1024
 #define SD_JOB_MAX_RANKS_PER_IMAGE 1024
+/* Most input images of one job (`images`, after a folder or list file is expanded). */
+#define SD_JOB_MAX_INPUTS 1000000
+/* Highest noise_level a job may give (a model's own max_noise_level, 350 for the x4 upscaler, is
+ * checked when the job runs). */
+#define SD_JOB_MAX_NOISE_LEVEL 1000
+/* strength and noise_level values meaning "the pipeline's default" (strength 0.8 for
+ * image-to-image and depth-to-image, 1 for inpainting; noise level 20 for the x4 upscaler). */
+#define SD_JOB_STRENGTH_DEFAULT    (-1.0)
+#define SD_JOB_NOISE_LEVEL_DEFAULT (-1)
 
 typedef enum sd_job_device {
   SD_JOB_DEVICE_AUTO = 0, /* cuda where a GPU is present, else cpu */
@@ -89,8 +101,20 @@ typedef struct sd_job_info {
   int n_embeddings;
   const sd_job_embedding *embeddings; /* (n_embeddings) */
   int64_t n_lora_sets;                /* product of the LoRAs' n_scales (1 without LoRAs) */
-  int64_t n_items; /* n_lora_sets * n_schedulers * n_steps * n_prompts * n_seeds * n_guidance */
-  char hash[65];   /* SHA-256 (hex) of the content that defines "the same job" (docs/jobs.md) */
+  /* Image-conditioned jobs (docs/jobs.md, "Inputs"): n_images input images (0: text-to-image),
+   * each with a mask and a depth map when n_masks / n_depth_maps is n_images, the same one for
+   * all when 1, none when 0 (sd_job_input). */
+  int64_t n_images;
+  int64_t n_masks;
+  int64_t n_depth_maps;
+  int n_strengths; /* sweep lengths (1 for a scalar or the default) */
+  int n_noise_levels;
+  const double *strengths; /* (n_strengths) in [0, 1], or SD_JOB_STRENGTH_DEFAULT */
+  const int *noise_levels; /* (n_noise_levels) or SD_JOB_NOISE_LEVEL_DEFAULT */
+  /* n_lora_sets * n_schedulers * n_steps * n_strengths * n_noise_levels * max(n_images, 1) *
+   * n_prompts * n_seeds * n_guidance */
+  int64_t n_items;
+  char hash[65]; /* SHA-256 (hex) of the content that defines "the same job" (docs/jobs.md) */
 } sd_job_info;
 
 /* One item: a single image to render. Strings are borrowed from the job. */
@@ -102,7 +126,10 @@ typedef struct sd_job_item {
   int64_t prompt_index;
   int64_t seed_index;
   int guidance_index;
-  const char *prompt; /* UTF-8 */
+  int strength_index;
+  int noise_level_index;
+  int64_t image_index; /* the input (sd_job_input), -1 in a job without images */
+  const char *prompt;  /* UTF-8 */
   const char *negative_prompt;
   uint64_t seed;
   int width, height; /* 0: the model's default */
@@ -111,7 +138,16 @@ typedef struct sd_job_item {
   int scheduler;         /* sd_scheduler_kind or SD_JOB_SCHEDULER_DEFAULT */
   bool karras;
   sd_rng_kind rng;
+  double strength; /* SD_JOB_STRENGTH_DEFAULT: the pipeline's */
+  int noise_level; /* SD_JOB_NOISE_LEVEL_DEFAULT: the pipeline's */
 } sd_job_item;
+
+/* The files of input i: paths resolved (for reading) and as the job gives them (relative to the
+ * job file's folder, for the output file); mask and depth_map NULL when the job has none. */
+typedef struct sd_job_input {
+  const char *image, *mask, *depth_map;
+  const char *image_written, *mask_written, *depth_map_written;
+} sd_job_input;
 
 /* Reads and validates the whole job (prompts_file included) before any work. On failure returns
  * -1 with one message "<file>:<line>:<col>: <key>: <problem>" (file and position of the first
@@ -134,8 +170,11 @@ int sd_job_item_get(const sd_job *job, int64_t index, sd_job_item *out);
 /* The scales of LoRA set `set` in [0, n_lora_sets): scales[k] for loras[k], the last LoRA's
  * scale varying fastest. */
 int sd_job_lora_set(const sd_job *job, int64_t set, double *scales);
+/* Input i in [0, n_images); -1 (with error) when out of range. */
+int sd_job_input_get(const sd_job *job, int64_t i, sd_job_input *out);
 /* Whether two items of one job can render in one batch: same LoRA set, width, height, steps,
- * scheduler and karras (prompts, seeds and guidance scales may differ within a batch). */
+ * scheduler, karras, input image, strength and noise level (prompts, seeds and guidance scales
+ * may differ within a batch). */
 bool sd_job_items_batchable(const sd_job_item *a, const sd_job_item *b);
 
 /* Checks that the model (and model_config) exist and that the output's folder exists, with

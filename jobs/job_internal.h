@@ -12,6 +12,27 @@ typedef struct sd_job_pos {
   int col;
 } sd_job_pos;
 
+/* A growing list of NUL-terminated strings in one buffer (input paths: a million files must not
+ * cost a million allocations). */
+typedef struct sd_strlist {
+  char *text;
+  size_t len, cap;
+  int64_t *offsets; /* (n) */
+  int64_t n, offsets_cap;
+} sd_strlist;
+
+int sd_strlist_add(sd_strlist *list, const char *s, size_t len);
+const char *sd_strlist_get(const sd_strlist *list, int64_t i);
+void sd_strlist_free(sd_strlist *list);
+
+/* Which input list (`images`, `masks`, `depth_maps`). */
+typedef enum sd_job_input_kind {
+  SD_JOB_INPUT_IMAGES = 0,
+  SD_JOB_INPUT_MASKS,
+  SD_JOB_INPUT_DEPTH_MAPS,
+  SD_JOB_INPUT_KINDS,
+} sd_job_input_kind;
+
 struct sd_job {
   sd_job_info info; /* the public view; its pointers point at the fields below */
 
@@ -45,6 +66,15 @@ struct sd_job {
   sd_job_pos *lora_pos;         /* (info.n_loras) where each file was given */
   sd_job_pos *embedding_pos;    /* (info.n_embeddings) */
 
+  /* inputs, per sd_job_input_kind: paths resolved and as written (relative to the job file) */
+  sd_strlist input_files[SD_JOB_INPUT_KINDS];
+  sd_strlist input_written[SD_JOB_INPUT_KINDS];
+  sd_job_pos input_pos[SD_JOB_INPUT_KINDS];
+  double *strengths; /* (n_strengths) */
+  int *noise_levels; /* (n_noise_levels) */
+  sd_job_pos strength_pos;
+  sd_job_pos noise_level_pos;
+
   sd_job_pos model_pos; /* where values were given, for later errors */
   sd_job_pos model_config_pos;
   sd_job_pos output_pos;
@@ -73,6 +103,17 @@ int sd_job_parse_prompts(sd_job *job, const char *text, size_t len);
  * prompts_file, which is then not read. For the fuzz harnesses and tests. */
 int sd_job_load_text(const char *path, const char *text, size_t len, const char *prompts_text,
                      size_t prompts_len, sd_job **out);
+
+/* Adds the inputs one value of `images`, `masks` or `depth_maps` names (written as in the job
+ * file, resolved against its folder): a folder gives its .png, .jpg and .jpeg files (sorted by
+ * name, hidden files skipped), a path ending in .txt is a list file of paths (one a line, relative
+ * to the list file's folder), anything else is one file. expand false: always one file (the
+ * elements of a YAML list). Errors at pos, naming the key. */
+int sd_job_inputs_add(sd_job *job, sd_job_input_kind kind, const char *key, const char *written,
+                      const char *resolved, sd_job_pos pos, bool expand);
+/* After the whole mapping: masks and depth maps paired with the images or one for all, and no
+ * key without images. */
+int sd_job_inputs_check(sd_job *job);
 
 /* Fills job->info.hash from the job's content (docs/jobs.md, "Job hash"). */
 int sd_job_compute_hash(sd_job *job);

@@ -717,6 +717,88 @@ static int handle_embeddings(loader *ld, const char *key, yaml_node_t *value) {
   return adapter_list(ld, key, value, "token", add_embedding);
 }
 
+/* `images`, `masks`, `depth_maps`: a path (a file, a folder of images or a .txt list file) or a
+ * non-empty list of file paths. */
+static int input_list(loader *ld, const char *key, yaml_node_t *value, sd_job_input_kind kind) {
+  if (value->type == YAML_SCALAR_NODE) {
+    const char *written;
+    SD_TRY(get_string(ld, value, key, "a path or a list of paths", false, &written));
+    char *resolved = resolve_path(ld, written);
+    if (!resolved)
+      return -1;
+    int rc = sd_job_inputs_add(ld->job, kind, key, written, resolved, node_pos(value), true);
+    free(resolved);
+    return rc;
+  }
+  if (value->type != YAML_SEQUENCE_NODE)
+    return error_expected(ld, value, key, "a path or a list of paths");
+  yaml_node_item_t *first = value->data.sequence.items.start;
+  yaml_node_item_t *end = value->data.sequence.items.top;
+  if (first == end)
+    return error_at(ld, value, key, "the list is empty; leave the key out for none");
+  ld->job->input_pos[kind] = node_pos(value);
+  for (yaml_node_item_t *it = first; it < end; it++) {
+    char label[64];
+    snprintf(label, sizeof label, "%s[%td]", key, it - first);
+    yaml_node_t *node = yaml_document_get_node(ld->doc, *it);
+    const char *written;
+    SD_TRY(get_string(ld, node, label, "a path", false, &written));
+    char *resolved = resolve_path(ld, written);
+    if (!resolved)
+      return -1;
+    int rc = sd_job_inputs_add(ld->job, kind, label, written, resolved, node_pos(node), false);
+    free(resolved);
+    SD_TRY(rc);
+  }
+  return 0;
+}
+
+static int handle_images(loader *ld, const char *key, yaml_node_t *value) {
+  return input_list(ld, key, value, SD_JOB_INPUT_IMAGES);
+}
+
+static int handle_masks(loader *ld, const char *key, yaml_node_t *value) {
+  return input_list(ld, key, value, SD_JOB_INPUT_MASKS);
+}
+
+static int handle_depth_maps(loader *ld, const char *key, yaml_node_t *value) {
+  return input_list(ld, key, value, SD_JOB_INPUT_DEPTH_MAPS);
+}
+
+static bool parse_strength_value(const yaml_node_t *node, void *out) {
+  double v;
+  if (!parse_number(node, &v) || v > 1.0)
+    return false;
+  *(double *)out = v;
+  return true;
+}
+
+static bool parse_noise_level_value(const yaml_node_t *node, void *out) {
+  uint64_t v;
+  if (!parse_uint(node, SD_JOB_MAX_NOISE_LEVEL, &v))
+    return false;
+  *(int *)out = (int)v;
+  return true;
+}
+
+static int handle_strength(loader *ld, const char *key, yaml_node_t *value) {
+  static const sweep_spec spec = {"a number in [0, 1]", sizeof(double), parse_strength_value};
+  void *values;
+  SD_TRY(parse_sweep(ld, key, value, &spec, &values, &ld->job->info.n_strengths));
+  ld->job->strengths = values;
+  ld->job->strength_pos = node_pos(value);
+  return 0;
+}
+
+static int handle_noise_level(loader *ld, const char *key, yaml_node_t *value) {
+  static const sweep_spec spec = {"an integer in [0, 1000]", sizeof(int), parse_noise_level_value};
+  void *values;
+  SD_TRY(parse_sweep(ld, key, value, &spec, &values, &ld->job->info.n_noise_levels));
+  ld->job->noise_levels = values;
+  ld->job->noise_level_pos = node_pos(value);
+  return 0;
+}
+
 static const struct job_key {
   const char *name;
   key_handler handle;
@@ -742,6 +824,11 @@ static const struct job_key {
     {"cfg_parallel", handle_cfg_parallel},
     {"loras", handle_loras},
     {"embeddings", handle_embeddings},
+    {"images", handle_images},
+    {"masks", handle_masks},
+    {"depth_maps", handle_depth_maps},
+    {"strength", handle_strength},
+    {"noise_level", handle_noise_level},
 };
 
 enum { N_JOB_KEYS = sizeof job_keys / sizeof job_keys[0] };
@@ -863,6 +950,18 @@ static int apply_defaults(sd_job *job) {
     info->batch_size = 1;
   if (info->ranks_per_image == 0)
     info->ranks_per_image = 1;
+  if (!job->strengths) {
+    if (!(job->strengths = malloc(sizeof *job->strengths)))
+      return SD_ERROR("out of memory");
+    job->strengths[0] = SD_JOB_STRENGTH_DEFAULT;
+    info->n_strengths = 1;
+  }
+  if (!job->noise_levels) {
+    if (!(job->noise_levels = malloc(sizeof *job->noise_levels)))
+      return SD_ERROR("out of memory");
+    job->noise_levels[0] = SD_JOB_NOISE_LEVEL_DEFAULT;
+    info->n_noise_levels = 1;
+  }
 
   info->path = job->path;
   info->model = job->model;
@@ -875,13 +974,21 @@ static int apply_defaults(sd_job *job) {
   info->schedulers = job->schedulers;
   info->loras = job->loras;
   info->embeddings = job->embeddings;
+  info->strengths = job->strengths;
+  info->noise_levels = job->noise_levels;
   return 0;
 }
 
 static int check_item_count(loader *ld, yaml_node_t *root) {
   sd_job_info *info = &ld->job->info;
   int64_t total_sets = 1;
-  int64_t factors[] = {info->n_schedulers, info->n_steps, info->n_prompts, info->n_seeds,
+  int64_t factors[] = {info->n_schedulers,
+                       info->n_steps,
+                       info->n_strengths,
+                       info->n_noise_levels,
+                       info->n_images ? info->n_images : 1,
+                       info->n_prompts,
+                       info->n_seeds,
                        info->n_guidance};
   for (int i = 0; i < info->n_loras; i++)
     if (__builtin_mul_overflow(total_sets, (int64_t)info->loras[i].n_scales, &total_sets))
@@ -930,6 +1037,7 @@ static int load_mapping(loader *ld, yaml_node_t *root) {
                            "missing required key 'prompts' (or 'prompts_file')");
   if (seen[key_index("seeds")].line == 0)
     return sd_job_error_at(ld->file, node_pos(root), "missing required key 'seeds'");
+  SD_TRY(sd_job_inputs_check(ld->job));
   SD_TRY(apply_defaults(ld->job));
   SD_TRY(check_karras(ld));
   SD_TRY(check_cfg_parallel(ld));

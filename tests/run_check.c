@@ -56,7 +56,38 @@ static size_t latent_count(const sd_output_info *info) {
 static int records_equal(const sd_output_record *x, const sd_output_record *y) {
   return x->prompt_index == y->prompt_index && x->seed == y->seed &&
          x->guidance_scale == y->guidance_scale && x->steps == y->steps &&
-         strcmp(x->scheduler, y->scheduler) == 0 && x->status == y->status;
+         strcmp(x->scheduler, y->scheduler) == 0 && x->status == y->status &&
+         x->input_index == y->input_index && x->strength == y->strength &&
+         x->noise_level == y->noise_level;
+}
+
+/* "input I strength S noise_level N image PATH sha256 HEX" of item index (input -1: none). */
+static int print_input(const char *path, int64_t index) {
+  sd_output_reader *r = NULL;
+  if (open_reader(path, &r) < 0)
+    return 1;
+  sd_output_record rec;
+  int rc = 0;
+  if (sd_output_read_records(r, index, 1, &rec) < 0 || rec.problem[0]) {
+    fprintf(stderr, "run_check: %s: item %" PRId64 ": %s\n", path, index,
+            rec.problem[0] ? rec.problem : sd_error_message());
+    rc = 1;
+  } else {
+    printf("input %d strength %g noise_level %d", rec.input_index, (double)rec.strength,
+           rec.noise_level);
+    sd_output_input in;
+    if (rec.input_index >= 0 && sd_output_read_input(r, rec.input_index, &in) == 0) {
+      printf(" image %s sha256 %s mask %s depth_map %s", in.files[0], in.sha256[0],
+             in.files[1][0] ? in.files[1] : "-", in.files[2][0] ? in.files[2] : "-");
+      sd_output_input_free(&in);
+    } else if (rec.input_index >= 0) {
+      fprintf(stderr, "run_check: %s: input %d: %s\n", path, rec.input_index, sd_error_message());
+      rc = 1;
+    }
+    printf("\n");
+  }
+  sd_output_reader_close(r);
+  return rc;
 }
 
 /* max_levels 0 and min_exact 100: byte for byte, latents too ("same"). */
@@ -219,8 +250,8 @@ static int check_null(const char *path) {
   if (open_reader(path, &r) < 0)
     return 1;
   const sd_output_info *info = sd_output_reader_info(r);
-  sd_render_shape shape = {info->width, info->height, info->latent_channels, info->latent_h,
-                           info->latent_w};
+  sd_render_shape shape = {info->width,    info->height,   info->latent_channels,
+                           info->latent_h, info->latent_w, SD_PIPELINE_TXT2IMG};
   uint8_t *got = malloc(image_bytes(info)), *want = malloc(image_bytes(info));
   float *latents = malloc(latent_count(info) * sizeof *latents);
   int64_t checked = 0, wrong = 0;
@@ -301,8 +332,10 @@ int main(int argc, char **argv) {
     return check_null(argv[2]);
   if (argc == 3 && strcmp(argv[1], "chunks") == 0)
     return print_chunks(argv[2]);
+  if (argc == 4 && strcmp(argv[1], "input") == 0)
+    return print_input(argv[2], atoll(argv[3]));
   fprintf(stderr, "usage: run_check same A.h5 B.h5 | close A.h5 B.h5 LEVELS PERCENT | png A.h5 "
                   "INDEX FILE.png | counts A.h5 DONE FAILED PENDING | status A.h5 | null A.h5 | "
-                  "chunks A.h5\n");
+                  "chunks A.h5 | input A.h5 INDEX\n");
   return 2;
 }

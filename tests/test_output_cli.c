@@ -121,7 +121,7 @@ static void test_inspect(const char *file) {
   snprintf(args, sizeof args, "inspect '%s'", file);
   CHECK(run(sdbatch, args) == 0, "inspect: exit 0 (%s)", err_text);
   const char *want[] = {
-      "schema          version 2",
+      "schema          version 3",
       "job             jobs/sweep.yaml",
       "job hash        abcdef0123456789",
       "model           /models/tiny-sd",

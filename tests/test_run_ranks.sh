@@ -50,7 +50,7 @@ expect_status 3 "items with NaN output" launch "$n" run nan.yaml 2>nan.log
 check "NaN items failed, the others done" "$RUN_CHECK" counts nan.h5 2 2 0
 check "failure reason reported" grep -q "item 1 failed.*non-finite" nan.log
 check "a new output's creation is announced with its size" \
-  grep -q "creating .*nan.h5 (schema 2, 4 items, about .*, written in full now)" nan.log
+  grep -q "creating .*nan.h5 (schema 3, 4 items, about .*, written in full now)" nan.log
 check "a finished output is not created again" test "$(grep -c "creating" rerun.log)" -eq 0
 
 # the null model: 300 items at the coordinator's speed, each its index's pattern

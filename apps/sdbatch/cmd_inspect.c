@@ -117,8 +117,8 @@ static int64_t verify_items(sd_output_reader *reader) {
   const sd_output_info *info = sd_output_reader_info(reader);
   printf("verify          reading every item back (%s)\n",
          info->schema_version >= 2
-             ? "schema 2: each image and latents chunk is checked against its Fletcher32 "
-               "checksum, each done row against its CRC-32"
+             ? "schema 2 and later: each image and latents chunk is checked against its "
+               "Fletcher32 checksum, each done row against its CRC-32"
              : "schema 1 has no checksums: only rows that fail the range checks and chunks that "
                "cannot be read at all are found");
   if (sd_output_verify_chunk_index(reader) < 0)

@@ -22,7 +22,7 @@ static const char *const prompts[] = {"a red cube", "a lighthouse"};
 
 static int meta(void *ctx, int64_t i, sd_output_item_meta *out) {
   (void)ctx;
-  *out = (sd_output_item_meta){(int32_t)(i % 2), 7 + i, 7.5f, 2, "euler"};
+  *out = (sd_output_item_meta){(int32_t)(i % 2), 7 + i, 7.5f, 2, "euler", false, 0, 0.0f, 0};
   return 0;
 }
 

@@ -116,6 +116,10 @@ typedef struct sd_txt2img_result {
 int sd_txt2img_check(const sd_engine *engine, const sd_txt2img_batch *batch);
 /* The same check from a model's files alone (no weights loaded), e.g. before a job starts. */
 int sd_txt2img_check_model(const sd_model_files *model, const sd_txt2img_batch *batch);
+/* sd_txt2img_check_model's batch checks; the UNet's width only when not image_conditioned (an
+ * image pipeline's width is sd_pipeline_choose's to check). */
+int sd_render_check_model(const sd_model_files *model, const sd_txt2img_batch *batch,
+                          bool image_conditioned);
 
 /* Renders n items (n >= 1) into results[0..n-1] (freed with sd_txt2img_result_free). */
 int sd_txt2img(sd_engine *engine, const sd_txt2img_batch *batch, const sd_txt2img_item *items,

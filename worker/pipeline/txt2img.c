@@ -35,8 +35,13 @@ static int check_batch(const sd_model_files *model, const sd_txt2img_batch *batc
 }
 
 int sd_txt2img_check_model(const sd_model_files *model, const sd_txt2img_batch *batch) {
+  return sd_render_check_model(model, batch, false);
+}
+
+int sd_render_check_model(const sd_model_files *model, const sd_txt2img_batch *batch,
+                          bool image_conditioned) {
   SD_TRY(check_batch(model, batch));
-  if (model->unet.in_channels != model->vae.latent_channels)
+  if (!image_conditioned && model->unet.in_channels != model->vae.latent_channels)
     return SD_ERROR(
         "this model's UNet takes %d input channels (an inpainting, depth or upscaler model); "
         "txt2img needs %d",
