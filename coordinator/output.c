@@ -373,7 +373,8 @@ static int check_item(const sd_output *o, int64_t index, const sd_output_item_me
   if (meta->scheduler && strlen(meta->scheduler) >= SD_OUTPUT_SCHEDULER_LEN)
     return SD_ERROR("item %lld: scheduler name '%s' longer than %d bytes", (long long)index,
                     meta->scheduler, SD_OUTPUT_SCHEDULER_LEN - 1);
-  if (meta->has_input && (meta->input_index < 0 || meta->input_index >= o->n_inputs))
+  if (o->version >= 3 && meta->has_input &&
+      (meta->input_index < 0 || meta->input_index >= o->n_inputs))
     return SD_ERROR("item %lld: input_index %d outside [0, %lld)", (long long)index,
                     meta->input_index, (long long)o->n_inputs);
   return 0;

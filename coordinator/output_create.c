@@ -330,7 +330,8 @@ static int write_all_meta(hid_t file, const sd_output_spec *spec, hid_t schedule
       steps[i] = meta.steps;
       sd_output_copy_fixed(scheduler + i * SD_OUTPUT_SCHEDULER_LEN, SD_OUTPUT_SCHEDULER_LEN,
                            meta.scheduler);
-      if (meta.has_input && (meta.input_index < 0 || meta.input_index >= spec->n_inputs)) {
+      if (version >= 3 && meta.has_input &&
+          (meta.input_index < 0 || meta.input_index >= spec->n_inputs)) {
         SD_ERROR("item %lld: input_index %d outside [0, %lld)", (long long)(start + i),
                  meta.input_index, (long long)spec->n_inputs);
         goto out;

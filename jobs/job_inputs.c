@@ -171,8 +171,12 @@ static int add_list_file(sd_job *job, sd_job_input_kind kind, const char *key, c
     size_t first = strspn(line, " \t");
     if (first >= line_len)
       continue; /* blank */
-    if (memchr(line, '\0', line_len) || sd_utf8_valid_prefix(line, line_len) != line_len) {
-      rc = sd_job_error_at(resolved, (sd_job_pos){line_no, 0}, "a NUL character or invalid UTF-8");
+    size_t valid = sd_utf8_valid_prefix(line, line_len);
+    const char *nul = memchr(line, '\0', valid);
+    if (nul || valid < line_len) {
+      size_t at = nul ? (size_t)(nul - line) : valid;
+      rc = sd_job_error_at(resolved, (sd_job_pos){line_no, (int)at + 1},
+                           "a NUL character or invalid UTF-8 in the path");
       break;
     }
     bool absolute = line[0] == '/';

@@ -7,6 +7,7 @@
 
 #include "error.h"
 #include "jobs/job.h"
+#include "jobs/job_internal.h"
 #include "jobs/sha256.h"
 #include "sched/scheduler.h"
 
@@ -15,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -639,6 +641,185 @@ static void test_mutations(void) {
   free(base);
 }
 
+/* ---- inputs (images, masks, depth_maps, strength, noise_level) ---- */
+
+static char inputs_dir[] = "/tmp/sd_test_jobs_inputs_XXXXXX";
+
+static void write_file(const char *name, const char *text) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", inputs_dir, name);
+  FILE *f = fopen(path, "wb");
+  CHECK(f != NULL, "create %s", path);
+  if (f) {
+    fputs(text, f);
+    fclose(f);
+  }
+}
+
+/* The job text (a job file in inputs_dir) loaded; NULL with the error when it fails. */
+static sd_job *load_inputs_job(const char *extra) {
+  char text[2048], path[512];
+  snprintf(text, sizeof text, "model: m\noutput: o.h5\nprompts: [p0, p1]\nseeds: [1, 2]\n%s",
+           extra);
+  snprintf(path, sizeof path, "%s/job.yaml", inputs_dir);
+  sd_job *job = NULL;
+  if (sd_job_load_text(path, text, strlen(text), NULL, 0, &job) < 0)
+    return NULL;
+  return job;
+}
+
+static void expect_inputs_error(const char *extra, const char *message) {
+  sd_error_clear();
+  sd_job *job = load_inputs_job(extra);
+  CHECK(!job && strstr(sd_error_message(), message), "'%s' refused with '%s' (got: %s)", extra,
+        message, job ? "loaded" : sd_error_message());
+  sd_job_free(job);
+}
+
+static void test_inputs_job(void) {
+  if (!mkdtemp(inputs_dir)) {
+    CHECK(0, "mkdtemp");
+    return;
+  }
+  char path[512];
+  snprintf(path, sizeof path, "%s/imgs", inputs_dir);
+  mkdir(path, 0755);
+  snprintf(path, sizeof path, "%s/empty", inputs_dir);
+  mkdir(path, 0755);
+  snprintf(path, sizeof path, "%s/lists", inputs_dir);
+  mkdir(path, 0755);
+  write_file("m", "");
+  write_file("imgs/b.png", "");
+  write_file("imgs/a.jpg", "");
+  write_file("imgs/c.JPEG", "");
+  write_file("imgs/notes.txt", "");
+  write_file("imgs/.hidden.png", "");
+  write_file("lists/list.txt", "\xEF\xBB\xBF../imgs/a.jpg\n\n  \t\n../imgs/b.png\r\n/abs/x.png");
+  write_file("lists/blank.txt", "\n  \n");
+  write_file("lists/bad.txt", "ok.png\nbad\xFF.png\n");
+
+  /* a folder: its image files sorted by name; one mask for all; a strength sweep */
+  sd_job *job = load_inputs_job("images: imgs\nmasks: m.png\nstrength: [0.3, 0.75]\n");
+  CHECK(job != NULL, "folder job loads: %s", sd_error_message());
+  if (job) {
+    const sd_job_info *info = sd_job_get_info(job);
+    CHECK(info->n_images == 3 && info->n_masks == 1 && info->n_depth_maps == 0 &&
+              info->n_strengths == 2 && info->n_noise_levels == 1 &&
+              info->noise_levels[0] == SD_JOB_NOISE_LEVEL_DEFAULT,
+          "folder job: %" PRId64 " images, %" PRId64 " masks, %d strengths", info->n_images,
+          info->n_masks, info->n_strengths);
+    static const char *const names[] = {"a.jpg", "b.png", "c.JPEG"};
+    for (int i = 0; i < 3; i++) {
+      sd_job_input in;
+      char want_written[64], want_resolved[512], want_mask[512];
+      snprintf(want_written, sizeof want_written, "imgs/%s", names[i]);
+      snprintf(want_resolved, sizeof want_resolved, "%s/imgs/%s", inputs_dir, names[i]);
+      snprintf(want_mask, sizeof want_mask, "%s/m.png", inputs_dir);
+      CHECK(sd_job_input_get(job, i, &in) == 0 && !strcmp(in.image_written, want_written) &&
+                !strcmp(in.image, want_resolved) && in.mask && !strcmp(in.mask, want_mask) &&
+                !strcmp(in.mask_written, "m.png") && !in.depth_map,
+            "input %d: %s (%s), mask %s", i, in.image_written, in.image, in.mask);
+    }
+    sd_job_input in;
+    CHECK(sd_job_input_get(job, 3, &in) < 0, "input 3 is out of range");
+    /* order: strength, image, prompt, seed, guidance (the last fastest) */
+    static const double strengths[] = {0.3, 0.75};
+    CHECK(sd_job_item_count(job) == 24, "24 items, got %" PRId64, sd_job_item_count(job));
+    int64_t index = 0, wrong = 0;
+    for (int st = 0; st < 2; st++)
+      for (int im = 0; im < 3; im++)
+        for (int p = 0; p < 2; p++)
+          for (int se = 0; se < 2; se++, index++) {
+            sd_job_item it;
+            if (sd_job_item_get(job, index, &it) != 0 || it.strength != strengths[st] ||
+                it.strength_index != st || it.image_index != im || it.prompt_index != p ||
+                it.seed != (uint64_t)(1 + se) || it.noise_level != SD_JOB_NOISE_LEVEL_DEFAULT)
+              wrong++;
+          }
+    CHECK(wrong == 0, "%" PRId64 " of 24 items differ from the nested-loop order", wrong);
+    sd_job_item a, b;
+    sd_job_item_get(job, 0, &a);
+    sd_job_item_get(job, 3, &b);
+    CHECK(sd_job_items_batchable(&a, &b), "items 0 and 3 share their input");
+    sd_job_item_get(job, 4, &b);
+    CHECK(!sd_job_items_batchable(&a, &b), "items 0 and 4 have other inputs");
+    sd_job_item_get(job, 12, &b);
+    CHECK(!sd_job_items_batchable(&a, &b), "items 0 and 12 have other strengths");
+    char hash[65];
+    memcpy(hash, info->hash, 65);
+    sd_job_free(job);
+    job = load_inputs_job("images: imgs\nmasks: m.png\nstrength: [0.3, 0.75]\n");
+    CHECK(job && !strcmp(sd_job_get_info(job)->hash, hash), "the same inputs hash alike");
+    sd_job_free(job);
+    job = load_inputs_job("images: imgs\nmasks: m.png\nstrength: [0.3, 0.7]\n");
+    CHECK(job && strcmp(sd_job_get_info(job)->hash, hash), "another strength, another hash");
+    sd_job_free(job);
+    job = load_inputs_job("");
+    CHECK(job && strcmp(sd_job_get_info(job)->hash, hash) && sd_job_get_info(job)->n_images == 0 &&
+              sd_job_item_count(job) == 4,
+          "without inputs: 4 items, another hash");
+    if (job) {
+      sd_job_item it;
+      CHECK(sd_job_item_get(job, 3, &it) == 0 && it.image_index == -1 &&
+                it.strength == SD_JOB_STRENGTH_DEFAULT,
+            "an item without an input");
+    }
+    sd_job_free(job);
+  }
+
+  /* a list file: paths relative to it, blank lines and a byte-order mark skipped; depth maps
+   * paired with the images; a noise-level sweep */
+  job = load_inputs_job("images: lists/list.txt\ndepth_maps: [d0.npy, d1.png, d2.npy]\n"
+                        "noise_level: [0, 20]\n");
+  CHECK(job != NULL, "list file job loads: %s", sd_error_message());
+  if (job) {
+    static const char *const written[] = {"lists/../imgs/a.jpg", "lists/../imgs/b.png",
+                                          "/abs/x.png"};
+    static const char *const depth[] = {"d0.npy", "d1.png", "d2.npy"};
+    for (int i = 0; i < 3; i++) {
+      sd_job_input in;
+      CHECK(sd_job_input_get(job, i, &in) == 0 && !strcmp(in.image_written, written[i]) &&
+                in.depth_map_written && !strcmp(in.depth_map_written, depth[i]) && !in.mask,
+            "list input %d: %s, depth map %s", i, in.image_written, in.depth_map_written);
+    }
+    sd_job_item it;
+    CHECK(sd_job_item_get(job, 12, &it) == 0 && it.noise_level == 20 && it.image_index == 0,
+          "item 12: noise level 20, input 0");
+    sd_job_free(job);
+  }
+  snprintf(path, sizeof path, "%s/job.yaml", inputs_dir);
+  job = load_inputs_job("images: [imgs/a.jpg, imgs/missing.png]\n");
+  CHECK(job && sd_job_check_paths(job) < 0 &&
+            strstr(sd_error_message(), "images[1]: cannot access '") &&
+            strstr(sd_error_message(), "imgs/missing.png'"),
+        "a missing input is named by sd_job_check_paths: %s", sd_error_message());
+  sd_job_free(job);
+
+  expect_inputs_error("masks: m.png\n", "masks: needs images (the init images)");
+  expect_inputs_error("images: [a.png, b.png, c.png]\nmasks: [m1.png, m2.png]\n",
+                      "masks: 2 files for 3 images");
+  expect_inputs_error("images: a.png\nmasks: m.png\ndepth_maps: d.npy\n", "not both");
+  expect_inputs_error("images: a.png\nstrength: 1.5\n",
+                      "strength: expected a number in [0, 1] or a list of them, got '1.5'");
+  expect_inputs_error("images: a.png\nstrength: [0.5, 0.5]\n", "is already in the list");
+  expect_inputs_error("strength: 0.5\n", "strength: needs images");
+  expect_inputs_error("noise_level: 20\n", "noise_level: needs images");
+  expect_inputs_error("images: a.png\nnoise_level: 1001\n",
+                      "noise_level: expected an integer in [0, 1000]");
+  expect_inputs_error("images: []\n", "images: the list is empty");
+  expect_inputs_error("images: {a: 1}\n", "images: expected a path or a list of paths");
+  expect_inputs_error("images: empty\n", "has no .png, .jpg or .jpeg files");
+  expect_inputs_error("images: lists/blank.txt\n", "names no files");
+  expect_inputs_error("images: lists/bad.txt\n",
+                      "lists/bad.txt:2:4: a NUL character or invalid UTF-8 in the path");
+  expect_inputs_error("images: lists/none.txt\n", "cannot read the list file");
+  expect_inputs_error("images: a.png\nranks_per_image: 2\n",
+                      "image-conditioned items render on one rank each");
+  char cleanup[600];
+  snprintf(cleanup, sizeof cleanup, "rm -rf '%s'", inputs_dir);
+  CHECK(system(cleanup) == 0, "remove %s", inputs_dir);
+}
+
 int main(void) {
   test_sha256();
   test_full_job();
@@ -652,5 +833,6 @@ int main(void) {
   test_examples();
   test_bad_jobs();
   test_mutations();
+  test_inputs_job();
   return sd_test_finish();
 }

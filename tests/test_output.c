@@ -698,6 +698,145 @@ static void test_contact_sheet(void) {
   sd_output_reader_close(r);
 }
 
+/* Schema 3's inputs: the table and each item's input, strength and noise level round trip; a
+ * changed input SHA-256 or another input count refuses the resume; the row checksum covers the
+ * new columns; older schemas refuse inputs. */
+static const char *const input_files[] = {"in/a.png", "in/m.png", NULL,
+                                          "in/b.jpg", "in/m.png", NULL};
+static const char *const input_sums[] = {
+    "aa00000000000000000000000000000000000000000000000000000000000000",
+    "bb00000000000000000000000000000000000000000000000000000000000000",
+    NULL,
+    "cc00000000000000000000000000000000000000000000000000000000000000",
+    "bb00000000000000000000000000000000000000000000000000000000000000",
+    NULL};
+
+static int input_meta(void *ctx, int64_t index, sd_output_item_meta *meta) {
+  (void)ctx;
+  *meta = meta_of(index);
+  meta->has_input = index % 3 != 2; /* every third item has none */
+  meta->input_index = (int32_t)(index % 2);
+  meta->strength = 0.25f * (float)(index % 4);
+  meta->noise_level = index % 2 ? 20 : -1;
+  return 0;
+}
+
+static void test_inputs(void) {
+  const char *path = tmp_path("inputs.h5");
+  sd_output_spec spec = base_spec(path);
+  spec.n_inputs = 2;
+  spec.input_files = input_files;
+  spec.input_sha256 = input_sums;
+  spec.item_meta = input_meta;
+  sd_output *o = NULL;
+  CHECK(sd_output_open(&spec, &o) == 0, "create with inputs: %s", sd_error_message());
+  if (!o)
+    return;
+  uint8_t rgb[24 * 16 * 3];
+  float latents[4 * 2 * 3];
+  make_image(4, 24, 16, rgb);
+  make_latents(4, 24, latents);
+  CHECK(sd_output_write_done(o, 4, NULL, rgb, latents) == 0, "write item 4: %s",
+        sd_error_message());
+  CHECK(sd_output_close(o) == 0, "close: %s", sd_error_message());
+
+  sd_output_reader *r = NULL;
+  CHECK(sd_output_reader_open(path, &r) == 0, "read: %s", sd_error_message());
+  if (r) {
+    const sd_output_info *info = sd_output_reader_info(r);
+    CHECK(info->schema_version == 3 && info->n_inputs == 2, "schema %d, %lld inputs",
+          info->schema_version, (long long)info->n_inputs);
+    sd_output_record rec[12];
+    CHECK(sd_output_read_records(r, 0, 12, rec) == 0, "records: %s", sd_error_message());
+    int wrong = 0;
+    for (int i = 0; i < 12; i++) {
+      sd_output_item_meta m;
+      input_meta(NULL, i, &m);
+      bool has = i % 3 != 2;
+      if (rec[i].problem[0] || rec[i].input_index != (has ? i % 2 : -1) ||
+          rec[i].strength != (has ? m.strength : 1.0f) ||
+          rec[i].noise_level != (has ? m.noise_level : -1))
+        wrong++;
+    }
+    CHECK(wrong == 0, "%d of 12 rows have other inputs, strengths or noise levels", wrong);
+    sd_output_input in;
+    CHECK(sd_output_read_input(r, 1, &in) == 0 && !strcmp(in.files[0], "in/b.jpg") &&
+              !strcmp(in.files[1], "in/m.png") && !strcmp(in.files[2], "") &&
+              !strcmp(in.sha256[0], input_sums[3]) && !strcmp(in.sha256[1], input_sums[4]) &&
+              !strcmp(in.sha256[2], ""),
+          "input 1 read back: %s", sd_error_message());
+    sd_output_input_free(&in);
+    CHECK(sd_output_read_input(r, 2, &in) < 0, "input 2 is out of range");
+    sd_output_reader_close(r);
+  }
+
+  /* the row checksum covers the strength: a done row edited there is damaged */
+  size_t before_size = 0;
+  char *before = sd_test_read_file(path, &before_size);
+  hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+  hid_t d = f >= 0 ? H5Dopen2(f, "strength", H5P_DEFAULT) : -1;
+  hsize_t start[1] = {4}, count[1] = {1};
+  hid_t fs = d >= 0 ? H5Dget_space(d) : -1, ms = H5Screate_simple(1, count, NULL);
+  float changed = 0.5f;
+  CHECK(fs >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
+            H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, &changed) >= 0,
+        "edit item 4's strength");
+  H5Sclose(ms);
+  if (fs >= 0)
+    H5Sclose(fs);
+  if (d >= 0)
+    H5Dclose(d);
+  if (f >= 0)
+    H5Fclose(f);
+  r = NULL;
+  if (sd_output_reader_open(path, &r) == 0) {
+    sd_output_record rec;
+    CHECK(sd_output_read_records(r, 4, 1, &rec) == 0 && strstr(rec.problem, "row checksum"),
+          "an edited strength fails the row checksum: '%s'", rec.problem);
+    sd_output_reader_close(r);
+  }
+  if (before) {
+    FILE *w = fopen(path, "wb");
+    CHECK(w && fwrite(before, 1, before_size, w) == before_size && fclose(w) == 0, "restore");
+  }
+
+  /* resumes: the same inputs resume; a changed SHA-256 or another count is refused */
+  o = NULL;
+  CHECK(sd_output_open(&spec, &o) == 0 && sd_output_count(o, SD_ITEM_DONE) == 1,
+        "resume with the same inputs: %s", sd_error_message());
+  sd_output_close(o);
+  const char *changed_sums[6];
+  memcpy(changed_sums, input_sums, sizeof changed_sums);
+  changed_sums[4] = "dd00000000000000000000000000000000000000000000000000000000000000";
+  sd_output_spec other = spec;
+  other.input_sha256 = changed_sums;
+  o = NULL;
+  CHECK(sd_output_open(&other, &o) < 0 &&
+            strstr(sd_error_message(), "input 1's mask 'in/m.png' has changed since"),
+        "a changed mask is refused: %s", sd_error_message());
+  sd_output_close(o);
+  other = spec;
+  other.n_inputs = 1;
+  o = NULL;
+  CHECK(sd_output_open(&other, &o) < 0 &&
+            strstr(sd_error_message(), "was started with 2 inputs, this run has 1"),
+        "another input count is refused: %s", sd_error_message());
+  sd_output_close(o);
+  size_t after_size = 0;
+  CHECK(before && same_file(before, before_size, path), "refused resumes leave the file as it was");
+  (void)after_size;
+  free(before);
+
+  other = spec;
+  other.path = tmp_path("inputs-v2.h5");
+  other.schema_version = 2;
+  o = NULL;
+  CHECK(sd_output_open(&other, &o) < 0 &&
+            strstr(sd_error_message(), "schema version 2 has no inputs"),
+        "schema 2 refuses inputs: %s", sd_error_message());
+  sd_output_close(o);
+}
+
 int main(void) {
   if (!mkdtemp(tmp_dir)) {
     perror("mkdtemp");
@@ -717,6 +856,7 @@ int main(void) {
   test_foreign_files();
   test_stale_creating_file();
   test_contact_sheet();
+  test_inputs();
   char command[512];
   snprintf(command, sizeof command, "rm -rf '%s'", tmp_dir);
   if (system(command) != 0)

@@ -21,6 +21,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   uint64_t seed;
   (void)sd_job_seed(job, info->n_seeds - 1, &seed);
   (void)sd_job_prompt(job, info->n_prompts - 1);
+  sd_job_input input;
+  for (int64_t i = 0; i<info->n_images; i += info->n_images - 1> 0 ? info->n_images - 1 : 1)
+    (void)sd_job_input_get(job, i, &input);
   size_t len;
   (void)sd_job_yaml_text(job, &len);
   sd_job_free(job);

@@ -22,13 +22,23 @@ static const char *const prompts[] = {"a red cube", "a lighthouse"};
 
 static int meta(void *ctx, int64_t i, sd_output_item_meta *out) {
   (void)ctx;
-  *out = (sd_output_item_meta){(int32_t)(i % 2), 7 + i, 7.5f, 2, "euler", false, 0, 0.0f, 0};
+  /* schema 3's items name the two inputs, with a strength and no noise level */
+  *out = (sd_output_item_meta){(int32_t)(i % 2), 7 + i, 7.5f, 2, "euler", true,
+                               (int32_t)(i % 2), 0.5f,  -1};
   return 0;
 }
 
 /* The good files, one per schema version, written once per process; the bytes of one are copied
  * for every input. */
-static char template_paths[2][64], case_path[64];
+static char template_paths[3][64], case_path[64];
+static const char *const input_files[] = {"a.png", "m.png", NULL, "b.jpg", "m.png", NULL};
+static const char *const input_sha256[] = {
+    "1111111111111111111111111111111111111111111111111111111111111111",
+    "2222222222222222222222222222222222222222222222222222222222222222",
+    NULL,
+    "3333333333333333333333333333333333333333333333333333333333333333",
+    "2222222222222222222222222222222222222222222222222222222222222222",
+    NULL};
 
 static int write_template(int version) {
   char *template_path = template_paths[version - 1];
@@ -50,7 +60,10 @@ static int write_template(int version) {
                          .n_prompts = 2,
                          .prompts = prompts,
                          .job_path = "job.yaml",
-                         .item_meta = meta};
+                         .item_meta = meta,
+                         .n_inputs = version >= 3 ? 2 : 0,
+                         .input_files = input_files,
+                         .input_sha256 = input_sha256};
   sd_output *o = NULL;
   if (sd_output_open(&spec, &o) < 0)
     return -1;
@@ -186,6 +199,11 @@ static void read_everything(void) {
     free(latents);
   }
   free(records);
+  for (int64_t i = 0; i < info->n_inputs && i < 4; i++) {
+    sd_output_input input;
+    if (sd_output_read_input(r, i, &input) == 0)
+      sd_output_input_free(&input);
+  }
   for (int64_t p = 0; p < info->n_prompts && p < 4; p++) {
     char *prompt = NULL;
     if (sd_output_read_prompt(r, p, &prompt) == 0)
@@ -199,12 +217,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!ready) {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     snprintf(case_path, sizeof case_path, "/tmp/sd_fuzz_output_%d_case.h5", (int)getpid());
-    ready = write_template(1) == 0 && write_template(2) == 0 ? 1 : -1;
+    ready = write_template(1) == 0 && write_template(2) == 0 && write_template(3) == 0 ? 1 : -1;
   }
   bytes b = {data, size, 0};
   /* the first byte picks the schema: 1 (no header checksum, so crafted attributes reach the
-   * shape checks behind it) or 2 */
-  int version = 1 + (int)(next(&b) % 2);
+   * shape checks behind it), 2, or 3 (with inputs) */
+  int version = 1 + (int)(next(&b) % 3);
   if (ready < 0 || copy_template(version) < 0)
     return 0;
   hid_t file = H5Fopen(case_path, H5F_ACC_RDWR, H5P_DEFAULT);
@@ -213,13 +231,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* up to 4 replacements: attributes of the schema table (adapters included), its datasets,
    * prompts and updated */
   for (int step = 0; step < 4 && b.at < b.size; step++) {
-    unsigned which = next(&b) % (SD_ATTR_COUNT + SD_DS_COUNT + 2);
+    unsigned which = next(&b) % (SD_ATTR_COUNT + SD_DS_COUNT + 4);
     if (which < SD_ATTR_COUNT)
       replace(file, sd_output_attrs[which].name, true, &b);
     else if (which < SD_ATTR_COUNT + SD_DS_COUNT)
       replace(file, sd_output_datasets[which - SD_ATTR_COUNT].name, false, &b);
     else if (which == SD_ATTR_COUNT + SD_DS_COUNT)
       replace(file, sd_output_prompts_desc.name, false, &b);
+    else if (which == SD_ATTR_COUNT + SD_DS_COUNT + 2)
+      replace(file, sd_output_inputs_desc.name, false, &b);
+    else if (which == SD_ATTR_COUNT + SD_DS_COUNT + 3)
+      replace(file, sd_output_input_sha256_desc.name, false, &b);
     else
       replace(file, sd_output_updated_desc.name, false, &b);
   }
