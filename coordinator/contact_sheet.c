@@ -17,9 +17,10 @@
 #define TITLE_LINES      2
 
 static const char *const axis_names[SD_AXIS_COUNT] = {
-    [SD_AXIS_SCHEDULER] = "scheduler",     [SD_AXIS_STEPS] = "steps",
-    [SD_AXIS_PROMPT] = "prompt",           [SD_AXIS_SEED] = "seed",
-    [SD_AXIS_GUIDANCE] = "guidance_scale",
+    [SD_AXIS_SCHEDULER] = "scheduler", [SD_AXIS_STEPS] = "steps",
+    [SD_AXIS_STRENGTH] = "strength",   [SD_AXIS_NOISE_LEVEL] = "noise_level",
+    [SD_AXIS_INPUT] = "input",         [SD_AXIS_PROMPT] = "prompt",
+    [SD_AXIS_SEED] = "seed",           [SD_AXIS_GUIDANCE] = "guidance_scale",
 };
 
 const char *sd_axis_name(sd_axis axis) {
@@ -36,7 +37,8 @@ int sd_axis_parse(const char *name, sd_axis *out) {
     *out = SD_AXIS_GUIDANCE;
     return 0;
   }
-  return SD_ERROR("unknown axis '%s' (expected seed, prompt, guidance_scale, steps or scheduler)",
+  return SD_ERROR("unknown axis '%s' (expected seed, prompt, guidance_scale, steps, scheduler, "
+                  "input, strength or noise_level)",
                   name);
 }
 
@@ -77,6 +79,15 @@ static axis_value record_value(const sd_output_record *rec, sd_axis axis) {
   case SD_AXIS_GUIDANCE:
     v.f = rec->guidance_scale;
     break;
+  case SD_AXIS_STRENGTH:
+    v.f = rec->strength;
+    break;
+  case SD_AXIS_NOISE_LEVEL:
+    v.i = rec->noise_level;
+    break;
+  case SD_AXIS_INPUT:
+    v.i = rec->input_index;
+    break;
   default:
     break;
   }
@@ -86,7 +97,7 @@ static axis_value record_value(const sd_output_record *rec, sd_axis axis) {
 static int compare_values(sd_axis axis, const axis_value *a, const axis_value *b) {
   if (axis == SD_AXIS_SCHEDULER)
     return strcmp(a->s, b->s);
-  if (axis == SD_AXIS_GUIDANCE)
+  if (axis == SD_AXIS_GUIDANCE || axis == SD_AXIS_STRENGTH)
     return (a->f > b->f) - (a->f < b->f);
   return (a->i > b->i) - (a->i < b->i);
 }
@@ -203,7 +214,7 @@ void sd_sweep_axis_value_text(const sd_sweep *sweep, sd_axis axis, int i, char *
   const axis_value *v = &sweep->values[axis][i];
   if (axis == SD_AXIS_SCHEDULER)
     snprintf(buf, size, "%s", v->s[0] ? v->s : "-");
-  else if (axis == SD_AXIS_GUIDANCE)
+  else if (axis == SD_AXIS_GUIDANCE || axis == SD_AXIS_STRENGTH)
     snprintf(buf, size, "%g", v->f);
   else
     snprintf(buf, size, "%lld", (long long)v->i);
@@ -220,8 +231,11 @@ int sd_sweep_first_failures(const sd_sweep *sweep, const int64_t **indices) {
 }
 
 sd_sheet_options sd_sheet_options_default(void) {
-  return (sd_sheet_options){
-      .rows = SD_AXIS_NONE, .cols = SD_AXIS_NONE, .max_side = 8192, .max_sheets = 100};
+  return (sd_sheet_options){.rows = SD_AXIS_NONE,
+                            .cols = SD_AXIS_NONE,
+                            .max_side = 8192,
+                            .max_sheets = 100,
+                            .input_column = true};
 }
 
 /* A row or column label: "seed 42", "cfg 7.5", "20 steps", "euler", "prompt 3". */
@@ -241,6 +255,15 @@ static void axis_label(const sd_sweep *sweep, sd_axis axis, int i, char *buf, si
   case SD_AXIS_PROMPT:
     snprintf(buf, size, "prompt %s", value);
     break;
+  case SD_AXIS_STRENGTH:
+    snprintf(buf, size, "strength %s", value);
+    break;
+  case SD_AXIS_NOISE_LEVEL:
+    snprintf(buf, size, "noise %s", value);
+    break;
+  case SD_AXIS_INPUT:
+    snprintf(buf, size, "input %s", value);
+    break;
   default:
     snprintf(buf, size, "%s", value);
     break;
@@ -248,9 +271,10 @@ static void axis_label(const sd_sweep *sweep, sd_axis axis, int i, char *buf, si
 }
 
 static sd_axis default_cols(const sd_sweep *sweep, sd_axis rows) {
-  const sd_axis settings[] = {SD_AXIS_GUIDANCE, SD_AXIS_STEPS, SD_AXIS_SCHEDULER};
+  const sd_axis settings[] = {SD_AXIS_GUIDANCE, SD_AXIS_STRENGTH, SD_AXIS_NOISE_LEVEL,
+                              SD_AXIS_STEPS, SD_AXIS_SCHEDULER};
   sd_axis best = SD_AXIS_NONE;
-  for (int k = 0; k < 3; k++) {
+  for (int k = 0; k < 5; k++) {
     sd_axis a = settings[k];
     if (a != rows && sweep->count[a] > 1 &&
         (best == SD_AXIS_NONE || sweep->count[a] > sweep->count[best]))
@@ -282,17 +306,18 @@ static void layout(const sd_sweep *sweep, const sd_output_info *info, int max_si
   plan->left = pad + longest * SD_FONT_ADVANCE * scale + pad;
   int line = (SD_FONT_H + 3) * scale;
   plan->top = pad + (TITLE_LINES + 1) * line + pad; /* title, column labels */
-  double avail_w = max_side - plan->left - pad - (double)(plan->n_cols - 1) * plan->gap;
+  int cols = plan->n_cols + plan->input_column;
+  double avail_w = max_side - plan->left - pad - (double)(cols - 1) * plan->gap;
   double avail_h = max_side - plan->top - pad - (double)(plan->n_rows - 1) * plan->gap;
   double s = 1.0;
-  if (avail_w < (double)plan->n_cols * info->width)
-    s = avail_w / ((double)plan->n_cols * info->width);
+  if (avail_w < (double)cols * info->width)
+    s = avail_w / ((double)cols * info->width);
   if (avail_h < (double)plan->n_rows * info->height * s)
     s = avail_h / ((double)plan->n_rows * info->height);
   s = s > 0 ? s : 0;
   plan->cell_w = (int)(info->width * s);
   plan->cell_h = (int)(info->height * s);
-  plan->sheet_w = plan->left + plan->n_cols * plan->cell_w + (plan->n_cols - 1) * plan->gap + pad;
+  plan->sheet_w = plan->left + cols * plan->cell_w + (cols - 1) * plan->gap + pad;
   plan->sheet_h = plan->top + plan->n_rows * plan->cell_h + (plan->n_rows - 1) * plan->gap + pad;
 }
 
@@ -329,6 +354,11 @@ int sd_sheet_plan_make(const sd_sweep *sweep, const sd_output_info *info,
     plan->n_sheets *= sweep->count[a];
   }
   plan->n_written = plan->n_sheets < options->max_sheets ? plan->n_sheets : options->max_sheets;
+  /* the inputs beside the outputs: one per row, or the sheet's one in the first row */
+  bool input_fixed = rows != SD_AXIS_INPUT && cols != SD_AXIS_INPUT;
+  plan->input_column = options->input_column && info->n_inputs > 0 &&
+                       sweep->values[SD_AXIS_INPUT][sweep->count[SD_AXIS_INPUT] - 1].i >= 0 &&
+                       (rows == SD_AXIS_INPUT || input_fixed);
 
   /* labels grow with the images (readable on large cells), never past what the cells allow */
   int image_side = info->width < info->height ? info->width : info->height;
@@ -424,19 +454,38 @@ static void sheet_fixed_values(const sd_sweep *sweep, const sd_sheet_plan *p, in
  * first, as they tell the sheets apart. */
 static int make_title(sd_output_reader *reader, const sd_sweep *sweep, const sd_sheet_plan *p,
                       const int fixed[SD_AXIS_COUNT - 2], char *title, size_t size) {
-  static const sd_axis order[SD_AXIS_COUNT] = {SD_AXIS_PROMPT, SD_AXIS_SEED, SD_AXIS_GUIDANCE,
-                                               SD_AXIS_STEPS, SD_AXIS_SCHEDULER};
+  static const sd_axis order[SD_AXIS_COUNT] = {
+      SD_AXIS_INPUT,    SD_AXIS_PROMPT,      SD_AXIS_SEED,  SD_AXIS_GUIDANCE,
+      SD_AXIS_STRENGTH, SD_AXIS_NOISE_LEVEL, SD_AXIS_STEPS, SD_AXIS_SCHEDULER};
+  const sd_output_info *info = sd_output_reader_info(reader);
   size_t len = 0;
   title[0] = 0;
   for (int o = 0; o < SD_AXIS_COUNT; o++)
     for (int k = 0; k < SD_AXIS_COUNT - 2 && len < size; k++) {
-      if (p->fixed[k] != order[o])
+      sd_axis axis = p->fixed[k];
+      if (axis != order[o])
+        continue;
+      /* a text-to-image file's input, strength and noise level say nothing */
+      bool input_axis =
+          axis == SD_AXIS_INPUT || axis == SD_AXIS_STRENGTH || axis == SD_AXIS_NOISE_LEVEL;
+      if (input_axis && info->n_inputs == 0)
+        continue;
+      if (axis == SD_AXIS_NOISE_LEVEL && sweep->values[axis][fixed[k]].i < 0)
         continue;
       char label[LABEL_TEXT_BYTES];
-      axis_label(sweep, p->fixed[k], fixed[k], label, sizeof label);
+      axis_label(sweep, axis, fixed[k], label, sizeof label);
       char *prompt = NULL;
-      if (p->fixed[k] == SD_AXIS_PROMPT)
+      if (axis == SD_AXIS_PROMPT)
         SD_TRY(sd_output_read_prompt(reader, sweep->values[SD_AXIS_PROMPT][fixed[k]].i, &prompt));
+      int64_t input = sweep->values[SD_AXIS_INPUT][fixed[k]].i;
+      if (axis == SD_AXIS_INPUT && input >= 0) {
+        sd_output_input row;
+        SD_TRY(sd_output_read_input(reader, input, &row));
+        prompt = strdup(row.files[SD_OUTPUT_INPUT_IMAGE]);
+        sd_output_input_free(&row);
+        if (!prompt)
+          return SD_ERROR("out of memory");
+      }
       int n = snprintf(title + len, size - len, "%s%s%s | ", label, prompt ? ": " : "",
                        prompt ? prompt : "");
       free(prompt);
@@ -469,9 +518,14 @@ static void draw_labels(uint8_t *rgb, const sd_sweep *sweep, const sd_sheet_plan
     rest = sd_font_skip(rest, take);
   }
   char label[LABEL_TEXT_BYTES];
+  if (p->input_column) {
+    int tw = sd_font_text_chars("input") * advance - s;
+    sd_font_draw(rgb, p->sheet_w, p->sheet_h, p->left + (p->cell_w - tw) / 2,
+                 pad + TITLE_LINES * line, s, black, "input", 5);
+  }
   for (int c = 0; c < p->n_cols; c++) {
     axis_label(sweep, p->cols, c, label, sizeof label);
-    int x = p->left + c * (p->cell_w + p->gap);
+    int x = p->left + (c + p->input_column) * (p->cell_w + p->gap);
     int fit_cell = (p->cell_w + p->gap) / advance;
     int chars = sd_font_text_chars(label);
     int shown = chars < fit_cell ? chars : fit_cell;
@@ -508,9 +562,54 @@ static bool item_cell(const sd_sweep *sweep, const sd_sheet_plan *p, const sd_ou
   return true;
 }
 
+void sd_sheet_scale(const uint8_t *src, int w, int h, uint8_t *dst, int dw, int dh,
+                    size_t dst_stride) {
+  if (dw <= w && dh <= h) {
+    sd_sheet_shrink(src, w, h, dst, dw, dh, dst_stride);
+    return;
+  }
+  for (int y = 0; y < dh; y++) {
+    int sy = (int)((int64_t)y * h / dh);
+    for (int x = 0; x < dw; x++) {
+      int sx = (int)((int64_t)x * w / dw);
+      memcpy(dst + (size_t)y * dst_stride + (size_t)x * 3, src + ((size_t)sy * w + sx) * 3, 3);
+    }
+  }
+}
+
+/* The input column: each row's input (rows over inputs), or the sheet's input in the first row. */
+static void draw_inputs(uint8_t *rgb, const sd_sweep *sweep, const sd_sheet_plan *p,
+                        const int fixed[SD_AXIS_COUNT - 2], sd_sheet_input_loader load_input,
+                        void *load_ctx) {
+  int fixed_input = 0;
+  for (int k = 0; k < SD_AXIS_COUNT - 2; k++)
+    if (p->fixed[k] == SD_AXIS_INPUT)
+      fixed_input = fixed[k];
+  int rows = p->rows == SD_AXIS_INPUT ? p->n_rows : 1;
+  for (int r = 0; r < rows; r++) {
+    int64_t input = sweep->values[SD_AXIS_INPUT][p->rows == SD_AXIS_INPUT ? r : fixed_input].i;
+    int x = p->left, y = p->top + r * (p->cell_h + p->gap);
+    uint8_t *cell = rgb + ((size_t)y * p->sheet_w + x) * 3;
+    if (input >= 0 && load_input &&
+        load_input(load_ctx, input, p->cell_w, p->cell_h, cell, (size_t)p->sheet_w * 3) == 0)
+      continue;
+    sd_error_clear();
+    fill_rect(rgb, p->sheet_w, x, y, p->cell_w, p->cell_h, pending_grey);
+    draw_centered(rgb, p->sheet_w, p->sheet_h, x, y, p->cell_w, p->cell_h, p->scale, black,
+                  "no input");
+  }
+}
+
 int sd_sheet_render(sd_output_reader *reader, const sd_sweep *sweep, const sd_sheet_plan *p,
                     int64_t index, uint8_t **out, char *title, size_t title_size,
                     int64_t *n_damaged) {
+  return sd_sheet_render_inputs(reader, sweep, p, index, NULL, NULL, out, title, title_size,
+                                n_damaged);
+}
+
+int sd_sheet_render_inputs(sd_output_reader *reader, const sd_sweep *sweep, const sd_sheet_plan *p,
+                           int64_t index, sd_sheet_input_loader load_input, void *load_ctx,
+                           uint8_t **out, char *title, size_t title_size, int64_t *n_damaged) {
   *out = NULL;
   if (n_damaged)
     *n_damaged = 0;
@@ -534,9 +633,11 @@ int sd_sheet_render(sd_output_reader *reader, const sd_sweep *sweep, const sd_sh
   fill_rect(rgb, p->sheet_w, 0, 0, p->sheet_w, p->sheet_h, white);
   for (int r = 0; r < p->n_rows; r++)
     for (int c = 0; c < p->n_cols; c++)
-      draw_status_cell(rgb, p, p->left + c * (p->cell_w + p->gap),
+      draw_status_cell(rgb, p, p->left + (c + p->input_column) * (p->cell_w + p->gap),
                        p->top + r * (p->cell_h + p->gap), false);
   draw_labels(rgb, sweep, p, title);
+  if (p->input_column)
+    draw_inputs(rgb, sweep, p, fixed, load_input, load_ctx);
 
   for (int64_t start = 0; start < info->n_items; start += SCAN_BLOCK) {
     int64_t count = info->n_items - start < SCAN_BLOCK ? info->n_items - start : SCAN_BLOCK;
@@ -548,7 +649,8 @@ int sd_sheet_render(sd_output_reader *reader, const sd_sweep *sweep, const sd_sh
       if (rec->problem[0] || rec->status == SD_ITEM_PENDING ||
           !item_cell(sweep, p, rec, index, &row, &col))
         continue;
-      int x = p->left + col * (p->cell_w + p->gap), y = p->top + row * (p->cell_h + p->gap);
+      int x = p->left + (col + p->input_column) * (p->cell_w + p->gap),
+          y = p->top + row * (p->cell_h + p->gap);
       if (rec->status == SD_ITEM_FAILED) {
         draw_status_cell(rgb, p, x, y, true);
         continue;

@@ -1,5 +1,6 @@
 /* Sweeps and contact sheets of an output file: the distinct values each axis (prompt, seed,
- * guidance scale, steps, scheduler) takes among the file's items, and labelled grids of the
+ * guidance scale, steps, scheduler; input, strength and noise level in schema 3) takes among the
+ * file's items, and labelled grids of the
  * images (rows = one axis, columns = another, one sheet per combination of the others) that
  * `sdbatch export --grid` writes and `sdbatch inspect` summarises. */
 #ifndef SD_CONTACT_SHEET_H
@@ -15,6 +16,9 @@
 typedef enum sd_axis {
   SD_AXIS_SCHEDULER = 0,
   SD_AXIS_STEPS,
+  SD_AXIS_STRENGTH,
+  SD_AXIS_NOISE_LEVEL,
+  SD_AXIS_INPUT,
   SD_AXIS_PROMPT,
   SD_AXIS_SEED,
   SD_AXIS_GUIDANCE,
@@ -27,7 +31,7 @@ typedef enum sd_axis {
 /* Failed items whose index a sweep keeps (the first ones). */
 #define SD_SWEEP_FIRST_FAILURES 8
 
-/* "scheduler", "steps", "prompt", "seed", "guidance_scale" */
+/* "scheduler", "steps", "strength", "noise_level", "input", "prompt", "seed", "guidance_scale" */
 const char *sd_axis_name(sd_axis axis);
 /* Parses an axis name (also "guidance" and "cfg"); -1 with an error listing the names. */
 int sd_axis_parse(const char *name, sd_axis *out);
@@ -60,6 +64,9 @@ typedef struct sd_sheet_options {
   sd_axis rows, cols; /* SD_AXIS_NONE: the default (below) */
   int max_side;       /* pixels, cells are shrunk to keep each side within it */
   int64_t max_sheets; /* sheets written at most (the first ones) */
+  /* A first column showing each row's input image, when the file has inputs and the input is
+   * the rows' axis or fixed on each sheet (sd_sheet_render then needs an input loader). */
+  bool input_column;
 } sd_sheet_options;
 
 /* Defaults: rows seed, columns the default axis, max_side 8192, max_sheets 100. */
@@ -74,6 +81,7 @@ typedef struct sd_sheet_plan {
   int n_rows, n_cols;
   int cell_w, cell_h;   /* pixels of one cell (the images, shrunk when needed) */
   int scale;            /* label font scale */
+  int input_column;     /* 1 when the first column shows the inputs (sd_sheet_options) */
   int left, top, gap;   /* margins and gap, pixels */
   int sheet_w, sheet_h; /* pixels */
 } sd_sheet_plan;
@@ -94,6 +102,23 @@ int sd_sheet_plan_make(const sd_sweep *sweep, const sd_output_info *info,
 int sd_sheet_render(sd_output_reader *reader, const sd_sweep *sweep, const sd_sheet_plan *plan,
                     int64_t index, uint8_t **rgb, char *title, size_t title_size,
                     int64_t *n_damaged);
+
+/* Draws input `input` (a row of the file's inputs) into a cell of w x h pixels at rgb (rows of
+ * stride bytes); 0, or -1 when it cannot (the cell then says "no input"). */
+typedef int (*sd_sheet_input_loader)(void *ctx, int64_t input, int w, int h, uint8_t *rgb,
+                                     size_t stride);
+
+/* sd_sheet_render with the input column drawn by load_input (NULL: every input cell says "no
+ * input"). */
+int sd_sheet_render_inputs(sd_output_reader *reader, const sd_sweep *sweep,
+                           const sd_sheet_plan *plan, int64_t index,
+                           sd_sheet_input_loader load_input, void *load_ctx, uint8_t **rgb,
+                           char *title, size_t title_size, int64_t *n_damaged);
+
+/* Scales src (h, w, 3) to dst (dh, dw, 3): sd_sheet_shrink where it shrinks, nearest pixel where
+ * it grows (each axis on its own). */
+void sd_sheet_scale(const uint8_t *src, int w, int h, uint8_t *dst, int dw, int dh,
+                    size_t dst_stride);
 
 /* Shrinks src (h, w, 3) into dst (dh, dw, 3) by averaging, for each destination pixel, the
  * source pixels [x * w / dw, (x + 1) * w / dw) x [y * h / dh, (y + 1) * h / dh) (integer

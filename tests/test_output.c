@@ -721,6 +721,16 @@ static int input_meta(void *ctx, int64_t index, sd_output_item_meta *meta) {
   return 0;
 }
 
+/* An input loader that paints input i as (11 i, 22 i, 33 i). */
+static int fill_input(void *ctx, int64_t input, int w, int h, uint8_t *rgb, size_t stride) {
+  (void)ctx;
+  for (int y = 0; y < h; y++)
+    for (int x = 0; x < w; x++)
+      for (int c = 0; c < 3; c++)
+        rgb[(size_t)y * stride + (size_t)x * 3 + (size_t)c] = (uint8_t)(11 * (c + 1) * input);
+  return 0;
+}
+
 static void test_inputs(void) {
   const char *path = tmp_path("inputs.h5");
   sd_output_spec spec = base_spec(path);
@@ -826,6 +836,46 @@ static void test_inputs(void) {
   CHECK(before && same_file(before, before_size, path), "refused resumes leave the file as it was");
   (void)after_size;
   free(before);
+
+  /* contact sheets: strength and input are axes; the input column shows the sheet's input */
+  r = NULL;
+  if (sd_output_reader_open(path, &r) == 0) {
+    sd_sweep *sweep = NULL;
+    CHECK(sd_sweep_scan(r, &sweep) == 0 && sd_sweep_axis_count(sweep, SD_AXIS_INPUT) == 3 &&
+              sd_sweep_axis_count(sweep, SD_AXIS_STRENGTH) == 5 &&
+              sd_sweep_axis_count(sweep, SD_AXIS_NOISE_LEVEL) == 2,
+          "sweep over inputs (-1, 0, 1), 5 strengths and noise levels (-1, 20)");
+    sd_sheet_options options = sd_sheet_options_default();
+    options.cols = SD_AXIS_STRENGTH;
+    sd_sheet_plan plan;
+    if (sweep && sd_sheet_plan_make(sweep, sd_output_reader_info(r), &options, &plan) == 0) {
+      CHECK(plan.input_column == 1 && plan.cols == SD_AXIS_STRENGTH && plan.n_cols == 5,
+            "an input column beside 5 strength columns");
+      uint8_t *rgb = NULL;
+      char title[512];
+      int64_t sheet = -1;
+      /* the first sheet whose fixed input is input 1 */
+      for (int64_t k = 0; k < plan.n_written && sheet < 0; k++) {
+        CHECK(sd_sheet_render_inputs(r, sweep, &plan, k, fill_input, NULL, &rgb, title,
+                                     sizeof title, NULL) == 0,
+              "render sheet %lld: %s", (long long)k, sd_error_message());
+        if (strstr(title, "input 1: in/b.jpg"))
+          sheet = k;
+        else
+          free(rgb);
+      }
+      CHECK(sheet >= 0, "a sheet is titled with input 1's image");
+      if (sheet >= 0) {
+        const uint8_t *px = rgb + ((size_t)(plan.top + 1) * plan.sheet_w + plan.left + 1) * 3;
+        CHECK(px[0] == 11 && px[1] == 22 && px[2] == 33,
+              "the input cell holds what the loader drew for input 1 (%d %d %d)", px[0], px[1],
+              px[2]);
+        free(rgb);
+      }
+    }
+    sd_sweep_free(sweep);
+    sd_output_reader_close(r);
+  }
 
   other = spec;
   other.path = tmp_path("inputs-v2.h5");

@@ -56,6 +56,19 @@ check "item 0 records input 0, strength 0.5, a.png and its SHA-256" \
 check "item 7 records input 1, strength 1" grep -q "^input 1 strength 1 noise_level -1 image in/b.jpg" \
   <("$RUN_CHECK" input list.h5 7)
 
+# inspect and the contact sheets show the inputs and the strength sweep
+"$SDBATCH" inspect list.h5 >inspect.txt
+check "inspect counts the inputs" grep -q "^inputs          2 (input images with their SHA-256; the first: in/a.png)" inspect.txt
+check "inspect lists the strengths" grep -q "^  strength        2 values: 0.5, 1" inspect.txt
+"$SDBATCH" export list.h5 --grid sheet.png >sheets.txt
+check "one sheet per input, columns over strength" \
+  grep -q "sheet-002.png (.*): input 1: in/b.jpg | prompt 0: a red cube | .* | rows: seed, columns: strength" sheets.txt
+"$SDBATCH" export list.h5 --grid by-input.png --rows input --cols strength >sheets.txt
+check "rows over the inputs" grep -q "by-input-001.png .*rows: input, columns: strength" sheets.txt
+(cd / && "$SDBATCH" export "$WORK/list.h5" --grid "$WORK/moved.png" >/dev/null 2>"$WORK/moved.log")
+check "inputs not found from elsewhere are said once" \
+  test "$(grep -c 'its cell says "no input"' moved.log)" -eq 1
+
 # the same images as a folder and as a list file: the same pixels
 mkdir -p folder && cp in/a.png in/b.jpg folder/ && touch folder/notes.txt folder/.hidden.png
 printf 'a.png\n\nb.jpg\n' >in/list.txt

@@ -5,6 +5,8 @@
 #include "coordinator/contact_sheet.h"
 #include "coordinator/output.h"
 #include "kernels/error.h"
+#include "kernels/file.h"
+#include "worker/image/image.h"
 #include "worker/io/png_image.h"
 
 #include <errno.h>
@@ -128,8 +130,40 @@ static char *sheet_path(const char *grid, int64_t index, int64_t count) {
   return path;
 }
 
+/* Where the input column's images are read: their paths (relative to the job file's folder, as
+ * the job gave them) resolved against `folder`. */
+typedef struct input_loader {
+  sd_output_reader *reader;
+  char folder[4096];
+  bool warned; /* about an input that could not be read (said once) */
+} input_loader;
+
+static int load_input(void *ctx, int64_t input, int w, int h, uint8_t *rgb, size_t stride) {
+  input_loader *loader = ctx;
+  sd_output_input row;
+  SD_TRY(sd_output_read_input(loader->reader, input, &row));
+  const char *file = row.files[SD_OUTPUT_INPUT_IMAGE];
+  char resolved[8300];
+  snprintf(resolved, sizeof resolved, "%s%s%s", file[0] == '/' ? "" : loader->folder,
+           file[0] == '/' ? "" : "/", file);
+  sd_output_input_free(&row);
+  sd_image image = {0};
+  if (sd_image_read_rgb(resolved, &image) < 0) {
+    if (!loader->warned)
+      fprintf(stderr,
+              "sdbatch export: warning: %s; its cell says \"no input\" (--inputs-from DIR reads "
+              "the inputs from elsewhere)\n",
+              sd_error_message());
+    loader->warned = true;
+    return -1;
+  }
+  sd_sheet_scale(image.data, image.width, image.height, rgb, w, h, stride);
+  sd_image_free(&image);
+  return 0;
+}
+
 static int export_grid(sd_output_reader *reader, const char *path, const char *grid,
-                       const sd_sheet_options *options) {
+                       const sd_sheet_options *options, const char *inputs_folder) {
   const sd_output_info *info = sd_output_reader_info(reader);
   sd_sweep *sweep = NULL;
   SD_TRY(sd_sweep_scan(reader, &sweep));
@@ -142,6 +176,11 @@ static int export_grid(sd_output_reader *reader, const char *path, const char *g
             "sdbatch export: warning: %s: %lld items with damaged rows are left out of the sheets "
             "(sdbatch inspect --verify lists them)\n",
             path, (long long)damaged_rows);
+  input_loader loader = {.reader = reader};
+  if (inputs_folder)
+    snprintf(loader.folder, sizeof loader.folder, "%s", inputs_folder);
+  else if (sd_file_parent_folder(info->job_path, loader.folder, sizeof loader.folder) < 0)
+    loader.folder[0] = 0;
   for (int64_t s = 0; rc == 0 && s < plan.n_written; s++) {
     uint8_t *rgb = NULL;
     int64_t damaged = 0;
@@ -150,7 +189,8 @@ static int export_grid(sd_output_reader *reader, const char *path, const char *g
       rc = SD_ERROR("out of memory");
       break;
     }
-    rc = sd_sheet_render(reader, sweep, &plan, s, &rgb, title, sizeof title, &damaged);
+    rc = sd_sheet_render_inputs(reader, sweep, &plan, s, load_input, &loader, &rgb, title,
+                                sizeof title, &damaged);
     if (rc == 0) {
       const sd_png_text texts[] = {{"parameters", title}};
       rc = sd_png_write_rgb(file, rgb, plan.sheet_w, plan.sheet_h, texts, 1);
@@ -180,7 +220,8 @@ int cmd_export(int argc, char **argv) {
   const char *png_dir = NULL, *grid = NULL;
   sd_sheet_options sheet = sd_sheet_options_default();
   int max_sheets = (int)sheet.max_sheets;
-  const char *path = NULL;
+  const char *path = NULL, *inputs_folder = NULL;
+  bool no_inputs = false;
   const cli_option options[] = {
       CLI_OPTION("png", "DIR", CLI_STRING, &png_dir,
                  "one PNG per done item, DIR/item-000123.png (by item index), with the\n"
@@ -192,16 +233,24 @@ int cmd_export(int argc, char **argv) {
                  "when there is one, else FILE-001.png, FILE-002.png, ...). Failed cells\n"
                  "are dark grey with a red cross, pending ones light grey"),
       CLI_OPTION("rows", "AXIS", CLI_CUSTOM, &sheet.rows,
-                 "seed (default), prompt, guidance_scale, steps or scheduler", .parse = parse_axis),
+                 "seed (default), prompt, guidance_scale, steps, scheduler, input,\n"
+                 "strength or noise_level",
+                 .parse = parse_axis),
       CLI_OPTION("cols", "AXIS", CLI_CUSTOM, &sheet.cols,
                  "default: the swept axis with the most values among guidance_scale,\n"
-                 "steps and scheduler (else prompt, else seed)",
+                 "strength, noise_level, steps and scheduler (else prompt, else seed)",
                  .parse = parse_axis),
       CLI_OPTION("max-side", "PX", CLI_INT, &sheet.max_side,
                  "shrink the cells so that no sheet side exceeds PX (default 8192)", .min = 64,
                  .max = 65535),
       CLI_OPTION("max-sheets", "N", CLI_INT, &max_sheets,
                  "write at most the first N sheets (default 100)", .min = 1, .max = 1000000),
+      CLI_OPTION("inputs-from", "DIR", CLI_STRING, &inputs_folder,
+                 "a job with input images: read them for the sheets' input column from\n"
+                 "DIR (default: the job file's folder, as sdbatch run was given it)"),
+      CLI_OPTION("no-inputs", NULL, CLI_FLAG, &no_inputs,
+                 "no input column (by default a job with input images shows each row's\n"
+                 "input, or the sheet's input, in a first column)"),
       {0},
   };
   const cli_command command = {.name = cmd,
@@ -215,6 +264,7 @@ int cmd_export(int argc, char **argv) {
   if (parsed != CLI_PARSED)
     return cli_parse_exit_status(parsed);
   sheet.max_sheets = max_sheets;
+  sheet.input_column = !no_inputs;
   if (!png_dir && !grid)
     return cli_usage_error(cmd, "nothing to do: give --png DIR and/or --grid FILE.png");
 
@@ -224,7 +274,7 @@ int cmd_export(int argc, char **argv) {
   int status = 0;
   if (png_dir && export_pngs(reader, path, png_dir) < 0)
     status = (sd_error_context("%s", path), cli_report_error(cmd));
-  if (status == 0 && grid && export_grid(reader, path, grid, &sheet) < 0)
+  if (status == 0 && grid && export_grid(reader, path, grid, &sheet, inputs_folder) < 0)
     status = (sd_error_context("%s", path), cli_report_error(cmd));
   sd_output_reader_close(reader);
   return status;

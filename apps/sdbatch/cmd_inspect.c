@@ -82,6 +82,13 @@ static int print_summary(const char *path, sd_output_reader *reader, const sd_sw
     }
   }
   printf("prompts         %lld\n", (long long)info->n_prompts);
+  if (info->n_inputs > 0) {
+    sd_output_input first;
+    SD_TRY(sd_output_read_input(reader, 0, &first));
+    printf("inputs          %lld (input images with their SHA-256; the first: %s)\n",
+           (long long)info->n_inputs, first.files[SD_OUTPUT_INPUT_IMAGE]);
+    sd_output_input_free(&first);
+  }
   if (info->metadata_complete)
     printf("sweep           (all %lld items' metadata, written at creation)\n",
            (long long)info->n_items);
@@ -90,9 +97,12 @@ static int print_summary(const char *path, sd_output_reader *reader, const sd_sw
            "with their results)\n",
            (long long)sd_sweep_known_items(sweep));
   if (sd_sweep_known_items(sweep) > 0) {
-    const sd_axis order[] = {SD_AXIS_PROMPT, SD_AXIS_SEED, SD_AXIS_GUIDANCE, SD_AXIS_STEPS,
-                             SD_AXIS_SCHEDULER};
-    for (int k = 0; k < SD_AXIS_COUNT; k++)
+    const sd_axis order[] = {SD_AXIS_PROMPT,   SD_AXIS_SEED,       SD_AXIS_GUIDANCE,
+                             SD_AXIS_STEPS,    SD_AXIS_SCHEDULER,  SD_AXIS_INPUT,
+                             SD_AXIS_STRENGTH, SD_AXIS_NOISE_LEVEL};
+    /* input, strength and noise level only for a file with inputs */
+    int shown = info->n_inputs > 0 ? SD_AXIS_COUNT : SD_AXIS_COUNT - 3;
+    for (int k = 0; k < shown; k++)
       print_axis(sweep, order[k]);
   }
   if (failed > 0) {

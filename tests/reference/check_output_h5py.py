@@ -1,11 +1,15 @@
-"""Reads an sdbatch output file with h5py (pip install h5py) and checks its layout (schema 1 or
-2): the root attributes, the datasets' shapes and types, one image per chunk (schema 2: with
+"""Reads an sdbatch output file with h5py (pip install h5py) and checks its layout (schema 1, 2 or
+3): the root attributes, the datasets' shapes and types, one image per chunk (schema 2: with
 HDF5's Fletcher32 checksum, latents too), and that every done item has an image and no failure
-reason. Prints a short summary; exits 1 on a problem.
+reason; schema 3: each item's input, strength and noise level, and the inputs' files and SHA-256
+(the inputs are checked against the files on disk when they are there, relative to the job's
+folder). Prints a short summary; exits 1 on a problem.
 
     python tests/reference/check_output_h5py.py OUT.h5
 
 The reading code is the snippet of docs/output.md."""
+import hashlib
+import os
 import sys
 
 import h5py
@@ -23,7 +27,7 @@ def main(path):
     with h5py.File(path, "r") as f:
         a = {k: text(v) if isinstance(v, (str, bytes)) else v for k, v in f.attrs.items()}
         version = int(a["schema_version"])
-        if a["format"] != "sdbatch output" or version not in (1, 2):
+        if a["format"] != "sdbatch output" or version not in (1, 2, 3):
             problems.append(f"format {a['format']!r} version {version}")
         n, h, w = len(f["status"]), int(a["height"]), int(a["width"])
         print(f"{path}: job {a['job_path']} ({a['job_hash'][:12]}...), model {a['model']}")
@@ -46,6 +50,30 @@ def main(path):
                 if not f[name].fletcher32:
                     problems.append(f"{name}: no Fletcher32 checksum (schema 2 has one)")
 
+        if version >= 3:
+            m = int(a["n_inputs"])
+            for name, dtype in (("input_index", np.int32), ("strength", np.float32),
+                                ("noise_level", np.int32)):
+                if f[name].shape != (n,) or f[name].dtype != dtype:
+                    problems.append(f"{name}: {f[name].shape} {f[name].dtype}")
+            index = f["input_index"][:]
+            if m == 0 and ("inputs" in f or (index != -1).any()):
+                problems.append("a job without inputs has inputs")
+            if m > 0:
+                files = f["inputs"].asstr()[:]  # (M, 3): image, mask, depth map
+                sums = f["input_sha256"].asstr()[:]
+                if files.shape != (m, 3) or sums.shape != (m, 3) or index.max() >= m:
+                    problems.append(f"inputs {files.shape}, input_sha256 {sums.shape}")
+                folder = os.path.dirname(a["job_path"])
+                for i in range(min(m, 3)):
+                    print(f"  input {i}: {' '.join(p or '-' for p in files[i])}")
+                    for p, want in zip(files[i], sums[i]):
+                        full = os.path.join(folder, p)
+                        if p and os.path.isfile(full):
+                            got = hashlib.sha256(open(full, "rb").read()).hexdigest()
+                            if got != want:
+                                problems.append(f"{p}: SHA-256 {got}, the file says {want}")
+
         status = f["status"][:]
         prompts = f["prompts"].asstr()[:]
         scheduler = f["scheduler"].asstr()[:]
@@ -58,7 +86,9 @@ def main(path):
             image = f["images"][i]  # (H, W, 3) uint8, one chunk read
             print(f"  item {i}: seed {f['seed'][i]}, cfg {f['guidance_scale'][i]:g}, "
                   f"{f['steps'][i]} steps, {scheduler[i]}, "
-                  f"prompt {prompts[f['prompt_index'][i]]!r}, mean pixel {image.mean():.1f}")
+                  f"prompt {prompts[f['prompt_index'][i]]!r}, mean pixel {image.mean():.1f}"
+                  + (f", input {f['input_index'][i]}, strength {f['strength'][i]:g}, "
+                     f"noise level {f['noise_level'][i]}" if version >= 3 else ""))
         for i in failed[:3]:
             print(f"  item {i} failed: {failure[i]}")
         if any(failure[i] for i in done):
