@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Damaged output files, as a mutation loop over both schema versions: a small finished output
 # (4 items with latents, the tiny model) written in schema 1 (`run --output-schema 1`) and in
-# schema 2, each with 1 to 10 bits flipped at random places (deterministic: a fixed-seed LCG;
+# schema 3, each with 1 to 10 bits flipped at random places (deterministic: a fixed-seed LCG;
 # every other mutant in its first 8 KiB, where the file's metadata is). On each mutant:
 # `sdbatch inspect --verify` (the summary, then every item and prompt read back), and when the
-# file opens, `sdbatch export --png --grid` and (every fourth, and every schema 2 mutant whose
+# file opens, `sdbatch export --png --grid` and (every fourth, and every schema 3 mutant whose
 # damage is in chunks only) a resuming `sdbatch run`.
 # What may happen: a clear error, a report of damaged items, or a normal run. What must not: a
 # crash (a signal), a sanitizer report, a hang (a time limit per command), a failure without a
-# message. Schema 2 mutants must also have their damage found: every item whose image or latents
+# message. Schema 3 mutants must also have their damage found: every item whose image or latents
 # chunk a flip changed is reported by --verify (or the whole file refused), and when only chunks
 # were hit, the resume renders those items again, after which the file verifies and equals the
 # undamaged one item for item. Schema 1 carries no checksums: most damage still reads as data
@@ -26,7 +26,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-}${ASAN_OPTIONS:+:}allocator_may_return_nul
 limit=$((60 * ${SD_TEST_TIME_SCALE:-1}))
 
 job_lines=('prompts: ["a lighthouse", "a red cube"]' 'seeds: [1, 2]' 'steps: 2' 'save_latents: true')
-for version in 1 2; do
+for version in 1 3; do
   write_job "job-v$version.yaml" "good-v$version.h5" "${job_lines[@]}"
   expect_status 0 "the schema $version output to damage" launch 1 run --quiet \
     --output-schema "$version" "job-v$version.yaml"
@@ -106,7 +106,7 @@ outside_chunks() {
 }
 
 chunk_mutants=0 healed=0
-for version in 1 2; do
+for version in 1 3; do
   good=good-v$version.h5
   size=$(stat -c %s "$good")
   chunks=$("$RUN_CHECK" chunks "$good")
@@ -126,21 +126,21 @@ for version in 1 2; do
     done
     hit=""
     only_chunks=false
-    if [ "$version" -eq 2 ]; then
+    if [ "$version" -ge 2 ]; then
       hit=$(hit_items "$good" mutant.h5 | tr '\n' ' ')
       [ -n "$hit" ] && [ "$(outside_chunks "$good" mutant.h5)" -eq 0 ] && only_chunks=true
     fi
 
     try verify "$m" "$SDBATCH" inspect --verify mutant.h5
     [ "$outcome" = bad ] && continue
-    # a schema 2 chunk changed: reported item by item, or the whole file refused
+    # a schema 3 chunk changed: reported item by item, or the whole file refused
     if [ "$outcome" != error ]; then
       for item in $hit; do
         grep -q "^  item $item (" verify.log ||
-          fail "schema 2 mutant $m: item $item's chunk changed but --verify did not report it"
+          fail "schema 3 mutant $m: item $item's chunk changed but --verify did not report it"
       done
       [ -n "$hit" ] && [ "$outcome" = ok ] &&
-        fail "schema 2 mutant $m: chunks of items $hit changed but --verify passed the file"
+        fail "schema 3 mutant $m: chunks of items $hit changed but --verify passed the file"
     fi
     # a file that does not open is refused by export and run in the same reader function
     grep -q "^file  " verify.log || continue
@@ -158,7 +158,7 @@ for version in 1 2; do
         "$RUN_CHECK" same "$good" mutant.h5 >/dev/null 2>&1; then
         healed=$((healed + 1))
       else
-        fail "schema 2 mutant $m: chunks of items $hit damaged; after the resume (outcome" \
+        fail "schema 3 mutant $m: chunks of items $hit damaged; after the resume (outcome" \
           "$outcome) the file does not verify or differs from the undamaged one"
       fi
     fi
@@ -168,10 +168,10 @@ done
 for key in "${!outcomes[@]}"; do
   note "$key: ${outcomes[$key]}"
 done | sort
-note "schema 2 mutants damaged in image or latents chunks only: $chunk_mutants, all reported;" \
+note "schema 3 mutants damaged in image or latents chunks only: $chunk_mutants, all reported;" \
   "$healed restored by a resume"
-[ "$chunk_mutants" -gt 0 ] || fail "no schema 2 mutant hit only chunks: the check above was empty"
-for version in 1 2; do
+[ "$chunk_mutants" -gt 0 ] || fail "no schema 3 mutant hit only chunks: the check above was empty"
+for version in 1 3; do
   note "schema $version: $mutants mutants; the errors given, most frequent first:"
   [ -f "errors-v$version.txt" ] && sort "errors-v$version.txt" | uniq -c | sort -rn | head -8
 done

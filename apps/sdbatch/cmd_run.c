@@ -52,11 +52,11 @@ static int parse_args(int argc, char **argv, bool speak, run_args *args) {
       CLI_OPTION("quiet", NULL, CLI_FLAG, &args->quiet,
                  "no progress or summary on stderr (errors are still reported)"),
       CLI_OPTION("output-schema", "N", CLI_INT, &args->opts.output_schema,
-                 "schema version of a new output file (default 2; an existing file\n"
+                 "schema version of a new output file (default 3; an existing file\n"
                  "keeps its own): 1 writes no checksums and leaves unwritten images as\n"
-                 "holes, for jobs too large to write out in full at creation\n"
-                 "(docs/output.md)",
-                 .min = 1, .max = 2),
+                 "holes, for jobs too large to write out in full at creation; 2 is 3\n"
+                 "without inputs, for readers of 2 (docs/output.md)",
+                 .min = 1, .max = 3),
       CLI_OPTION("null-model", NULL, CLI_FLAG, &args->opts.null_model,
                  "load no model: workers return a pattern computed from the item\n"
                  "index (measures what dispatch and the writer sustain)"),
