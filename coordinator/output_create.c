@@ -104,63 +104,19 @@ static int create_dataset(hid_t file, const char *name, hid_t type, int rank, co
   return create_dataset_filled(file, name, type, rank, dims, chunk, fill_now, filters, -1, NULL);
 }
 
-/* Schema 2 prompts: fixed-length strings as long as the longest prompt (+ NUL), in chunks of
- * about 1 MB, compressed (the padding is mostly zeros) and checksummed. */
-static int write_fixed_prompts(hid_t file, const sd_output_spec *spec) {
-  size_t len = 1;
-  for (int64_t i = 0; i < spec->n_prompts; i++) {
-    size_t n = strlen(spec->prompts[i]) + 1;
-    if (n > SD_OUTPUT_MAX_PROMPT)
-      return SD_ERROR("prompt %lld is %zu bytes; the output stores prompts of up to %d bytes",
-                      (long long)i, n - 1, SD_OUTPUT_MAX_PROMPT - 1);
-    if (n > len)
-      len = n;
-  }
-  int64_t rows = (int64_t)((1 << 20) / len);
-  rows = rows < 1 ? 1 : rows > spec->n_prompts ? spec->n_prompts : rows;
-  hid_t type = sd_h5_fixed_string_type(len);
-  if (type < 0)
-    return -1;
-  const hsize_t dims[1] = {(hsize_t)spec->n_prompts}, chunk[1] = {(hsize_t)rows};
-  char *block = calloc((size_t)rows, len);
-  sd_h5_dataset ds = {.id = -1, .space = -1};
-  int rc = -1;
-  if (!block) {
-    SD_ERROR("out of memory for %lld prompts of %zu bytes", (long long)rows, len);
-    goto out;
-  }
-  if (create_dataset(file, "prompts", type, 1, dims, chunk, true,
-                     FILTER_DEFLATE | FILTER_FLETCHER32) < 0 ||
-      sd_h5_dataset_open(file, "prompts", H5P_DEFAULT, &ds) < 0)
-    goto out;
-  for (int64_t start = 0; start < spec->n_prompts; start += rows) {
-    int64_t count = spec->n_prompts - start < rows ? spec->n_prompts - start : rows;
-    memset(block, 0, (size_t)rows * len);
-    for (int64_t i = 0; i < count; i++)
-      memcpy(block + (size_t)i * len, spec->prompts[start + i], strlen(spec->prompts[start + i]));
-    if (sd_h5_dataset_write_rows(&ds, type, start, count, block) < 0)
-      goto out;
-  }
-  rc = 0;
-out:
-  sd_h5_dataset_close(&ds);
-  free(block);
-  H5Tclose(type);
-  return rc;
-}
-
-/* A (rows, SD_OUTPUT_INPUT_FILES) table of fixed-length strings of len bytes (NULL: ""), in
- * chunks of about 1 MB, compressed and checksummed. */
+/* A table of fixed-length strings of len bytes, rows x cols (cols 1: a 1-D dataset of rows;
+ * NULL values: ""), in chunks of about 1 MB of whole rows, compressed (the padding is mostly
+ * zeros) and checksummed. */
 static int write_string_table(hid_t file, const char *name, const char *const *values, int64_t rows,
-                              size_t len) {
-  enum { COLS = SD_OUTPUT_INPUT_FILES };
-  size_t row_bytes = len * COLS;
+                              int cols, size_t len) {
+  size_t row_bytes = len * (size_t)cols;
   int64_t chunk_rows = (int64_t)((1 << 20) / row_bytes);
   chunk_rows = chunk_rows < 1 ? 1 : chunk_rows > rows ? rows : chunk_rows;
   hid_t type = sd_h5_fixed_string_type(len);
   if (type < 0)
     return -1;
-  const hsize_t dims[2] = {(hsize_t)rows, COLS}, chunk[2] = {(hsize_t)chunk_rows, COLS};
+  const hsize_t dims[2] = {(hsize_t)rows, (hsize_t)cols};
+  const hsize_t chunk[2] = {(hsize_t)chunk_rows, (hsize_t)cols};
   char *block = calloc((size_t)chunk_rows, row_bytes);
   sd_h5_dataset ds = {.id = -1, .space = -1};
   int rc = -1;
@@ -168,15 +124,15 @@ static int write_string_table(hid_t file, const char *name, const char *const *v
     SD_ERROR("out of memory for %lld rows of %zu bytes", (long long)chunk_rows, row_bytes);
     goto out;
   }
-  if (create_dataset(file, name, type, 2, dims, chunk, true, FILTER_DEFLATE | FILTER_FLETCHER32) <
-          0 ||
+  if (create_dataset(file, name, type, cols == 1 ? 1 : 2, dims, chunk, true,
+                     FILTER_DEFLATE | FILTER_FLETCHER32) < 0 ||
       sd_h5_dataset_open(file, name, H5P_DEFAULT, &ds) < 0)
     goto out;
   for (int64_t start = 0; start < rows; start += chunk_rows) {
     int64_t count = rows - start < chunk_rows ? rows - start : chunk_rows;
     memset(block, 0, (size_t)chunk_rows * row_bytes);
-    for (int64_t i = 0; i < count * COLS; i++) {
-      const char *v = values[start * COLS + i];
+    for (int64_t i = 0; i < count * cols; i++) {
+      const char *v = values[start * cols + i];
       if (v)
         memcpy(block + (size_t)i * len, v, strlen(v));
     }
@@ -191,14 +147,30 @@ out:
   return rc;
 }
 
+/* Schema 2 and later prompts: fixed-length strings as long as the longest prompt (+ NUL). */
+static int write_fixed_prompts(hid_t file, const sd_output_spec *spec) {
+  size_t len = 1;
+  for (int64_t i = 0; i < spec->n_prompts; i++) {
+    size_t n = strlen(spec->prompts[i]) + 1;
+    if (n > SD_OUTPUT_MAX_PROMPT)
+      return SD_ERROR("prompt %lld is %zu bytes; the output stores prompts of up to %d bytes",
+                      (long long)i, n - 1, SD_OUTPUT_MAX_PROMPT - 1);
+    if (n > len)
+      len = n;
+  }
+  return write_string_table(file, "prompts", spec->prompts, spec->n_prompts, 1, len);
+}
+
 /* Schema 3: the inputs' paths (as long as the longest + NUL) and SHA-256 values. */
 static int write_inputs(hid_t file, const sd_output_spec *spec) {
   size_t len = 1;
   for (int64_t i = 0; i < spec->n_inputs * SD_OUTPUT_INPUT_FILES; i++)
     if (spec->input_files[i] && strlen(spec->input_files[i]) + 1 > len)
       len = strlen(spec->input_files[i]) + 1;
-  SD_TRY(write_string_table(file, "inputs", spec->input_files, spec->n_inputs, len));
-  return write_string_table(file, "input_sha256", spec->input_sha256, spec->n_inputs, 65);
+  SD_TRY(write_string_table(file, "inputs", spec->input_files, spec->n_inputs,
+                            SD_OUTPUT_INPUT_FILES, len));
+  return write_string_table(file, "input_sha256", spec->input_sha256, spec->n_inputs,
+                            SD_OUTPUT_INPUT_FILES, 65);
 }
 
 static int write_prompts(hid_t file, const sd_output_spec *spec, int version) {

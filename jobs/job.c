@@ -27,28 +27,9 @@ int sd_job_error_at(const char *file, sd_job_pos pos, const char *fmt, ...) {
 }
 
 int sd_job_add_prompt(sd_job *job, const char *text, size_t len) {
-  if (job->info.n_prompts == job->prompt_offsets_cap) {
-    int64_t cap = job->prompt_offsets_cap ? 2 * job->prompt_offsets_cap : 16;
-    int64_t *offsets = realloc(job->prompt_offsets, (size_t)cap * sizeof *offsets);
-    if (!offsets)
-      return SD_ERROR("out of memory for %" PRId64 " prompts", cap);
-    job->prompt_offsets = offsets;
-    job->prompt_offsets_cap = cap;
-  }
-  if (job->prompt_text_cap - job->prompt_text_len < len + 1) {
-    size_t cap = job->prompt_text_cap ? job->prompt_text_cap : 4096;
-    while (cap - job->prompt_text_len < len + 1)
-      cap *= 2;
-    char *text_buf = realloc(job->prompt_text, cap);
-    if (!text_buf)
-      return SD_ERROR("out of memory for %zu bytes of prompts", cap);
-    job->prompt_text = text_buf;
-    job->prompt_text_cap = cap;
-  }
-  job->prompt_offsets[job->info.n_prompts++] = (int64_t)job->prompt_text_len;
-  memcpy(job->prompt_text + job->prompt_text_len, text, len);
-  job->prompt_text[job->prompt_text_len + len] = '\0';
-  job->prompt_text_len += len + 1;
+  if (sd_strlist_add(&job->prompts, text, len) < 0)
+    return sd_error_context("prompts");
+  job->info.n_prompts = job->prompts.n;
   return 0;
 }
 
@@ -98,8 +79,7 @@ void sd_job_free(sd_job *job) {
   free(job->prompts_file);
   free(job->negative_prompt);
   free(job->yaml_text);
-  free(job->prompt_text);
-  free(job->prompt_offsets);
+  sd_strlist_free(&job->prompts);
   free(job->seed_list);
   free(job->steps);
   free(job->guidance_scales);
@@ -143,7 +123,7 @@ const char *sd_job_prompt(const sd_job *job, int64_t i) {
              job->info.n_prompts);
     return NULL;
   }
-  return job->prompt_text + job->prompt_offsets[i];
+  return sd_strlist_get(&job->prompts, i);
 }
 
 int sd_job_seed(const sd_job *job, int64_t i, uint64_t *seed) {
@@ -195,7 +175,7 @@ int sd_job_item_get(const sd_job *job, int64_t index, sd_job_item *out) {
   out->image_index = info->n_images ? image_i : -1;
   out->strength = info->strengths[strength_i];
   out->noise_level = info->noise_levels[noise_level_i];
-  out->prompt = job->prompt_text + job->prompt_offsets[prompt_i];
+  out->prompt = sd_strlist_get(&job->prompts, prompt_i);
   out->negative_prompt = info->negative_prompt;
   SD_TRY(sd_job_seed(job, seed_i, &out->seed));
   out->width = info->width;
@@ -283,7 +263,7 @@ int sd_job_compute_hash(sd_job *job) {
   hash_string(&sha, "negative_prompt", job->negative_prompt);
   hash_printf(&sha, "prompts %" PRId64 "\n", info->n_prompts);
   for (int64_t i = 0; i < info->n_prompts; i++)
-    hash_string(&sha, NULL, job->prompt_text + job->prompt_offsets[i]);
+    hash_string(&sha, NULL, sd_strlist_get(&job->prompts, i));
 
   /* seeds as runs of consecutive values, so a list and the equal range hash alike */
   int64_t runs = 0;

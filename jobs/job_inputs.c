@@ -17,42 +17,6 @@
 
 static const char *const kind_keys[SD_JOB_INPUT_KINDS] = {"images", "masks", "depth_maps"};
 
-int sd_strlist_add(sd_strlist *list, const char *s, size_t len) {
-  if (list->n == list->offsets_cap) {
-    int64_t cap = list->offsets_cap ? 2 * list->offsets_cap : 16;
-    int64_t *offsets = realloc(list->offsets, (size_t)cap * sizeof *offsets);
-    if (!offsets)
-      return SD_ERROR("out of memory for %" PRId64 " paths", cap);
-    list->offsets = offsets;
-    list->offsets_cap = cap;
-  }
-  if (list->cap - list->len < len + 1) {
-    size_t cap = list->cap ? list->cap : 4096;
-    while (cap - list->len < len + 1)
-      cap *= 2;
-    char *text = realloc(list->text, cap);
-    if (!text)
-      return SD_ERROR("out of memory for %zu bytes of paths", cap);
-    list->text = text;
-    list->cap = cap;
-  }
-  list->offsets[list->n++] = (int64_t)list->len;
-  memcpy(list->text + list->len, s, len);
-  list->text[list->len + len] = '\0';
-  list->len += len + 1;
-  return 0;
-}
-
-const char *sd_strlist_get(const sd_strlist *list, int64_t i) {
-  return i >= 0 && i < list->n ? list->text + list->offsets[i] : NULL;
-}
-
-void sd_strlist_free(sd_strlist *list) {
-  free(list->text);
-  free(list->offsets);
-  memset(list, 0, sizeof *list);
-}
-
 /* folder + '/' + name into a new string ("name" alone when folder is ""). */
 static char *join_path(const char *folder, const char *name, size_t name_len) {
   size_t folder_len = strlen(folder);
@@ -157,17 +121,12 @@ static int add_list_file(sd_job *job, sd_job_input_kind kind, const char *key, c
   if (sd_file_parent_folder(written, written_dir, sizeof written_dir) < 0 ||
       sd_file_parent_folder(resolved, resolved_dir, sizeof resolved_dir) < 0)
     rc = sd_job_error_at(job->path, pos, "%s: the path '%s' is too long", key, resolved);
-  size_t start = len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+  size_t at_byte = 0, line_len;
+  const char *line;
   int line_no = 0;
   int64_t added = 0;
-  while (start < len && rc == 0) {
+  while (rc == 0 && sd_text_next_line(text, len, &at_byte, &line, &line_len)) {
     line_no++;
-    const char *line = text + start;
-    const char *newline = memchr(line, '\n', len - start);
-    size_t line_len = newline ? (size_t)(newline - line) : len - start;
-    start += line_len + (newline != NULL);
-    if (line_len > 0 && line[line_len - 1] == '\r')
-      line_len--;
     size_t first = strspn(line, " \t");
     if (first >= line_len)
       continue; /* blank */

@@ -12,8 +12,8 @@ typedef struct sd_job_pos {
   int col;
 } sd_job_pos;
 
-/* A growing list of NUL-terminated strings in one buffer (input paths: a million files must not
- * cost a million allocations). */
+/* A growing list of NUL-terminated strings in one buffer (strlist.c): a million prompts or input
+ * paths must not cost a million allocations. */
 typedef struct sd_strlist {
   char *text;
   size_t len, cap;
@@ -48,11 +48,7 @@ struct sd_job {
   char *yaml_text; /* the file's bytes, NUL-terminated */
   size_t yaml_len;
 
-  char *prompt_text;      /* every prompt, each NUL-terminated */
-  size_t prompt_text_len; /* bytes used */
-  size_t prompt_text_cap;
-  int64_t *prompt_offsets; /* (n_prompts) start of prompt i in prompt_text */
-  int64_t prompt_offsets_cap;
+  sd_strlist prompts; /* (n_prompts) */
 
   uint64_t *seed_list; /* (n_seeds), or NULL for a range */
   uint64_t seed_start; /* first seed of a range */
@@ -92,6 +88,12 @@ int sd_job_add_prompt(sd_job *job, const char *text, size_t len);
 /* Length of the valid UTF-8 prefix of text[0, len) (strict: no overlong forms, surrogates or
  * code points above U+10FFFF); len when all of it is valid. */
 size_t sd_utf8_valid_prefix(const char *text, size_t len);
+
+/* Text files of lines (prompts files, list files of inputs): the next line of text[*pos, len)
+ * into *line (*line_len bytes, without its "\n" or "\r\n"), *pos moved past it; a UTF-8
+ * byte-order mark at the start of the text is skipped. false at the end of the text. */
+bool sd_text_next_line(const char *text, size_t len, size_t *pos, const char **line,
+                       size_t *line_len);
 
 /* Reads job->prompts_file (one prompt a line, blank lines skipped) into the job's prompts. */
 int sd_job_read_prompts_file(sd_job *job);

@@ -43,20 +43,28 @@ int sd_job_read_prompts_file(sd_job *job) {
   return rc;
 }
 
+bool sd_text_next_line(const char *text, size_t len, size_t *pos, const char **line,
+                       size_t *line_len) {
+  if (*pos == 0 && len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
+    *pos = 3;
+  if (*pos >= len)
+    return false;
+  *line = text + *pos;
+  const char *newline = memchr(*line, '\n', len - *pos);
+  *line_len = newline ? (size_t)(newline - *line) : len - *pos;
+  *pos += *line_len + (newline != NULL);
+  if (*line_len > 0 && (*line)[*line_len - 1] == '\r')
+    (*line_len)--;
+  return true;
+}
+
 int sd_job_parse_prompts(sd_job *job, const char *text, size_t len) {
-  size_t start = 0;
-  if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0)
-    start = 3;
+  size_t pos = 0, line_len;
+  const char *line;
   int rc = 0;
   int line_no = 0;
-  while (start < len && rc == 0) {
+  while (rc == 0 && sd_text_next_line(text, len, &pos, &line, &line_len)) {
     line_no++;
-    const char *line = text + start;
-    const char *newline = memchr(line, '\n', len - start);
-    size_t line_len = newline ? (size_t)(newline - line) : len - start;
-    start += line_len + (newline != NULL);
-    if (line_len > 0 && line[line_len - 1] == '\r')
-      line_len--;
     size_t valid = sd_utf8_valid_prefix(line, line_len);
     const char *nul = memchr(line, '\0', valid);
     sd_job_pos pos = {line_no, 0};
