@@ -1,0 +1,734 @@
+/* The CPU backend's backward passes, the optimizer, the learning-rate schedules and the MSE loss
+ * against two references:
+ *  1. torch autograd (tests/fixtures/backward, written by tests/reference/make_backward_fixtures.py
+ *     at small odd shapes): every gradient within RTOL_TORCH of torch's, measured per tensor as
+ *     max |got - want| / max(max |want|, 1e-6) and printed; parameter gradients are computed a
+ *     second time into the same tensors and must then be twice torch's (they accumulate), input
+ *     gradients must be unchanged (they are overwritten). AdamW: 5 steps of clip_grad_norm_ +
+ *     AdamW with a warmup + cosine schedule, every parameter after every step within RTOL_ADAMW of
+ *     torch's by the same measure; the schedules' multipliers within 1e-6.
+ *  2. central finite differences of the forward ops (an independent reference that does not
+ *     involve torch): L = sum(y * r) for a random r, dL/dx_i = (L(x_i + h) - L(x_i - h)) / 2h
+ *     with L summed in double from the float32 forward, every element of every input, within
+ *     RTOL_FD by the same measure.
+ * Also: the shape checks of sd_op_*_backward. */
+#include "io/safetensors.h"
+#include "kernels/error.h"
+#include "kernels/ops.h"
+#include "test_util.h"
+#include "train/loss.h"
+#include "train/lr_schedule.h"
+#include "train/optim.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RTOL_TORCH    1e-4
+#define RTOL_ADAMW    1e-5
+#define RTOL_SCHEDULE 1e-6
+#define RTOL_FD       2e-2
+#define FD_STEP       1e-2f
+
+static sd_backend *be;
+static uint32_t seed = 7;
+
+/* max |got - scale * want| / max(max |scale * want|, 1e-6) */
+static double rel_error(const float *got, const float *want, size_t n, float scale) {
+  double err = 0.0, peak = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    double w = (double)scale * want[i];
+    double d = fabs((double)got[i] - w);
+    if (!(d <= err)) /* NaN counts as failure */
+      err = d;
+    peak = fabs(w) > peak ? fabs(w) : peak;
+  }
+  return err / (peak > 1e-6 ? peak : 1e-6);
+}
+
+static void expect_rel(const char *what, const float *got, const float *want, size_t n, float scale,
+                       double tol) {
+  double err = rel_error(got, want, n, scale);
+  printf("  %-44s rel err %.2e (tol %.0e)\n", what, err, tol);
+  CHECK(err <= tol, "%s: relative error %.3e above %.0e", what, err, tol);
+}
+
+static void setup_failed(void) {
+  fprintf(stderr, "setup failed: %s\n", sd_error_message());
+  exit(2);
+}
+
+static void check_rc(int rc, const char *what) {
+  CHECK(rc == 0, "%s failed: %s", what, sd_error_message());
+}
+
+/* An arena tensor of the shape, filled from host (or zeros when host is NULL). */
+static sd_tensor make_tensor(int ndim, const int64_t *shape, const float *host) {
+  sd_tensor t = sd_tensor_make(SD_DTYPE_F32, ndim, shape);
+  if (sd_tensor_alloc(be, &t) < 0)
+    setup_failed();
+  if (host)
+    memcpy(t.data, host, sd_tensor_bytes(&t));
+  else
+    memset(t.data, 0, sd_tensor_bytes(&t));
+  return t;
+}
+
+static size_t numel(const sd_tensor *t) {
+  return (size_t)sd_tensor_numel(t);
+}
+
+/* ---- 1. torch autograd fixtures ---- */
+
+static sd_safetensors *open_fixture(const char *file) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/backward/%s.safetensors", SD_TEST_FIXTURES, file);
+  sd_safetensors *f = NULL;
+  if (sd_safetensors_open(path, &f) < 0)
+    setup_failed();
+  return f;
+}
+
+static const sd_st_tensor *fixture(const sd_safetensors *f, const char *name, const char *what) {
+  char key[128];
+  snprintf(key, sizeof key, "%s.%s", name, what);
+  const sd_st_tensor *t = sd_safetensors_find(f, key);
+  if (!t || (t->dtype != SD_DTYPE_F32 && t->dtype != SD_DTYPE_I32)) {
+    fprintf(stderr, "%s: tensor %s missing or not F32/I32\n", sd_safetensors_path(f), key);
+    exit(2);
+  }
+  return t;
+}
+
+/* An arena tensor holding fixture tensor name.what (zeros with `zero`). */
+static sd_tensor load(const sd_safetensors *f, const char *name, const char *what, bool zero) {
+  const sd_st_tensor *t = fixture(f, name, what);
+  return make_tensor(t->ndim, t->shape, zero ? NULL : t->data);
+}
+
+/* got against fixture name.what times scale. */
+static void expect_fixture(const sd_safetensors *f, const char *name, const char *what,
+                           const sd_tensor *got, float scale) {
+  const sd_st_tensor *want = fixture(f, name, what);
+  char label[96];
+  snprintf(label, sizeof label, "%s %s%s", name, what, scale == 1.0f ? "" : " (accumulated x2)");
+  CHECK(numel(got) * sizeof(float) == want->bytes, "%s: size differs from the fixture", label);
+  if (numel(got) * sizeof(float) == want->bytes)
+    expect_rel(label, got->data, want->data, numel(got), scale, RTOL_TORCH);
+}
+
+static void torch_linear(void) {
+  sd_safetensors *f = open_fixture("linear");
+  static const char *const cases[] = {"linear", "linear2d"};
+  for (int c = 0; c < 2; c++) {
+    sd_arena_mark mark = sd_arena_get_mark(be);
+    const char *name = cases[c];
+    bool bias = c == 0;
+    sd_tensor x = load(f, name, "x", false), w = load(f, name, "w", false);
+    sd_tensor dy = load(f, name, "dy", false);
+    sd_tensor dx = load(f, name, "x", true), dw = load(f, name, "w", true);
+    sd_tensor db = bias ? load(f, name, "b", true) : (sd_tensor){0};
+    for (int pass = 1; pass <= 2; pass++) {
+      check_rc(sd_op_linear_backward(be, &x, &w, &dy, &dx, &dw, bias ? &db : NULL),
+               "linear_backward");
+      expect_fixture(f, name, "dx", &dx, 1.0f);
+      expect_fixture(f, name, "dw", &dw, (float)pass);
+      if (bias)
+        expect_fixture(f, name, "db", &db, (float)pass);
+    }
+    sd_arena_release(be, mark);
+  }
+  sd_safetensors_close(f);
+}
+
+static void torch_activation(void) {
+  sd_safetensors *f = open_fixture("activation");
+  static const struct {
+    const char *name;
+    sd_activation act;
+  } acts[] = {{"silu", SD_ACT_SILU},
+              {"gelu", SD_ACT_GELU},
+              {"gelu_tanh", SD_ACT_GELU_TANH},
+              {"quick_gelu", SD_ACT_QUICK_GELU},
+              {"relu", SD_ACT_RELU}};
+  for (int a = 0; a < 5; a++) {
+    sd_arena_mark mark = sd_arena_get_mark(be);
+    sd_tensor x = load(f, acts[a].name, "x", false), dy = load(f, acts[a].name, "dy", false);
+    sd_tensor dx = load(f, acts[a].name, "x", true);
+    check_rc(sd_op_activation_backward(be, &x, &dy, acts[a].act, &dx), "activation_backward");
+    expect_fixture(f, acts[a].name, "dx", &dx, 1.0f);
+    /* in place: dx aliasing dy */
+    check_rc(sd_op_activation_backward(be, &x, &dy, acts[a].act, &dy), "activation_backward");
+    CHECK(memcmp(dy.data, dx.data, sd_tensor_bytes(&dx)) == 0, "%s: in place differs",
+          acts[a].name);
+    sd_arena_release(be, mark);
+  }
+  sd_safetensors_close(f);
+}
+
+static void torch_conv2d(void) {
+  sd_safetensors *f = open_fixture("conv2d");
+  static const struct {
+    const char *name;
+    int stride, pad;
+  } cases[] = {{"s1", 1, 1}, {"s2", 2, 1}, {"k1", 1, 0}};
+  for (int c = 0; c < 3; c++) {
+    sd_arena_mark mark = sd_arena_get_mark(be);
+    const char *name = cases[c].name;
+    sd_tensor x = load(f, name, "x", false), w = load(f, name, "w", false);
+    sd_tensor dy = load(f, name, "dy", false);
+    sd_tensor dx = load(f, name, "x", true), dw = load(f, name, "w", true);
+    sd_tensor db = load(f, name, "b", true);
+    for (int pass = 1; pass <= 2; pass++) {
+      check_rc(sd_op_conv2d_backward(be, &x, &w, &dy, cases[c].stride, cases[c].pad, &dx, &dw, &db),
+               "conv2d_backward");
+      expect_fixture(f, name, "dx", &dx, 1.0f);
+      expect_fixture(f, name, "dw", &dw, (float)pass);
+      expect_fixture(f, name, "db", &db, (float)pass);
+    }
+    sd_arena_release(be, mark);
+  }
+  sd_safetensors_close(f);
+}
+
+static void torch_norms(void) {
+  sd_safetensors *f = open_fixture("norm");
+  static const char *const cases[] = {"gn", "gn_silu", "ln"};
+  for (int c = 0; c < 3; c++) {
+    sd_arena_mark mark = sd_arena_get_mark(be);
+    const char *name = cases[c];
+    sd_tensor x = load(f, name, "x", false), dy = load(f, name, "dy", false);
+    sd_tensor gamma = load(f, name, "gamma", false), beta = load(f, name, "beta", false);
+    sd_tensor dx = load(f, name, "x", true);
+    sd_tensor dgamma = load(f, name, "gamma", true), dbeta = load(f, name, "beta", true);
+    for (int pass = 1; pass <= 2; pass++) {
+      if (c < 2)
+        check_rc(sd_op_group_norm_backward(be, &x, &gamma, &beta, &dy, 2, 1e-5f, c == 1, &dx,
+                                           &dgamma, &dbeta),
+                 "group_norm_backward");
+      else
+        check_rc(sd_op_layer_norm_backward(be, &x, &gamma, &dy, 1e-5f, &dx, &dgamma, &dbeta),
+                 "layer_norm_backward");
+      expect_fixture(f, name, "dx", &dx, 1.0f);
+      expect_fixture(f, name, "dgamma", &dgamma, (float)pass);
+      expect_fixture(f, name, "dbeta", &dbeta, (float)pass);
+    }
+    sd_arena_release(be, mark);
+  }
+  sd_safetensors_close(f);
+}
+
+static void torch_attention(void) {
+  sd_safetensors *f = open_fixture("attention");
+  static const char *const cases[] = {"cross", "causal"};
+  for (int c = 0; c < 2; c++) {
+    sd_arena_mark mark = sd_arena_get_mark(be);
+    const char *name = cases[c];
+    sd_tensor q = load(f, name, "q", false), k = load(f, name, "k", false);
+    sd_tensor v = load(f, name, "v", false), dout = load(f, name, "dout", false);
+    sd_tensor dq = load(f, name, "q", true), dk = load(f, name, "k", true);
+    sd_tensor dv = load(f, name, "v", true);
+    check_rc(sd_op_attention_backward(be, &q, &k, &v, &dout, 2, 0.5f, c == 1, &dq, &dk, &dv),
+             "attention_backward");
+    expect_fixture(f, name, "dq", &dq, 1.0f);
+    expect_fixture(f, name, "dk", &dk, 1.0f);
+    expect_fixture(f, name, "dv", &dv, 1.0f);
+    sd_arena_release(be, mark);
+  }
+  sd_safetensors_close(f);
+}
+
+static void torch_misc(void) {
+  sd_safetensors *f = open_fixture("misc");
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  sd_tensor x = load(f, "geglu", "x", false), dy = load(f, "geglu", "dy", false);
+  sd_tensor dx = load(f, "geglu", "x", true);
+  check_rc(sd_op_geglu_backward(be, &x, &dy, &dx), "geglu_backward");
+  expect_fixture(f, "geglu", "dx", &dx, 1.0f);
+
+  dy = load(f, "upsample", "dy", false);
+  dx = load(f, "upsample", "x", true);
+  check_rc(sd_op_upsample_nearest_backward(be, &dy, &dx), "upsample_nearest_backward");
+  expect_fixture(f, "upsample", "dx", &dx, 1.0f);
+
+  dy = load(f, "concat", "dy", false);
+  sd_tensor da = load(f, "concat", "a", true), db = load(f, "concat", "b", true);
+  check_rc(sd_op_concat_channels_backward(be, &dy, &da, &db), "concat_channels_backward");
+  expect_fixture(f, "concat", "da", &da, 1.0f);
+  expect_fixture(f, "concat", "db", &db, 1.0f);
+
+  dy = load(f, "transpose", "dy", false);
+  dx = load(f, "transpose", "x", true);
+  check_rc(sd_op_transpose_backward(be, &dy, &dx), "transpose_backward");
+  expect_fixture(f, "transpose", "dx", &dx, 1.0f);
+
+  dy = load(f, "bias", "dy", false);
+  sd_tensor dv = load(f, "bias", "v", true);
+  check_rc(sd_op_add_channel_bias_backward(be, &dy, &dv), "add_channel_bias_backward");
+  expect_fixture(f, "bias", "dv", &dv, 1.0f);
+
+  const sd_st_tensor *ids = fixture(f, "embedding", "ids");
+  dy = load(f, "embedding", "dy", false);
+  sd_tensor dtable = load(f, "embedding", "table", true);
+  for (int pass = 1; pass <= 2; pass++) {
+    check_rc(sd_op_embedding_backward(be, ids->data, (int64_t)(ids->bytes / sizeof(int32_t)), &dy,
+                                      &dtable),
+             "embedding_backward");
+    expect_fixture(f, "embedding", "dtable", &dtable, (float)pass);
+  }
+
+  const sd_st_tensor *mx = fixture(f, "mse", "x"), *target = fixture(f, "mse", "target");
+  int64_t n = (int64_t)(mx->bytes / sizeof(float));
+  float loss = sd_mse_loss(mx->data, target->data, n);
+  expect_rel("mse loss", &loss, fixture(f, "mse", "loss")->data, 1, 1.0f, RTOL_TORCH);
+  float *grad = malloc((size_t)n * sizeof(float));
+  sd_mse_loss_backward(mx->data, target->data, n, 1.0f, grad);
+  expect_rel("mse dx", grad, fixture(f, "mse", "dx")->data, (size_t)n, 1.0f, RTOL_TORCH);
+  free(grad);
+  sd_arena_release(be, mark);
+  sd_safetensors_close(f);
+}
+
+/* 5 steps of clip_grad_norm_ + AdamW under warmup + cosine, as the fixture's torch loop. */
+static void torch_adamw(void) {
+  enum { PARAMS = 3, STEPS = 5 };
+  sd_safetensors *f = open_fixture("adamw");
+  float *p[PARAMS], *grad[PARAMS], *m[PARAMS], *v[PARAMS];
+  int64_t sizes[PARAMS];
+  char key[64];
+  for (int i = 0; i < PARAMS; i++) {
+    snprintf(key, sizeof key, "p%d.init", i);
+    const sd_st_tensor *init = fixture(f, "adamw", key);
+    sizes[i] = (int64_t)(init->bytes / sizeof(float));
+    p[i] = malloc(init->bytes);
+    memcpy(p[i], init->data, init->bytes);
+    grad[i] = malloc(init->bytes);
+    m[i] = calloc((size_t)sizes[i], sizeof(float));
+    v[i] = calloc((size_t)sizes[i], sizeof(float));
+  }
+  const float *want_lr = fixture(f, "adamw", "lr")->data;
+  const float *want_norm = fixture(f, "adamw", "total_norm")->data;
+  sd_adamw_config cfg = sd_adamw_config_init();
+  for (int step = 0; step < STEPS; step++) {
+    for (int i = 0; i < PARAMS; i++) {
+      snprintf(key, sizeof key, "p%d.grad.%d", i, step);
+      memcpy(grad[i], fixture(f, "adamw", key)->data, (size_t)sizes[i] * sizeof(float));
+    }
+    double lr = 1e-2 * sd_lr_multiplier(SD_LR_COSINE, step, 2, 5);
+    float lr_f = (float)lr;
+    char label[64];
+    snprintf(label, sizeof label, "adamw step %d lr", step);
+    expect_rel(label, &lr_f, want_lr + step, 1, 1.0f, RTOL_SCHEDULE);
+    float total = sd_clip_grad_norm(PARAMS, grad, sizes, 1.0f);
+    snprintf(label, sizeof label, "adamw step %d total grad norm", step);
+    expect_rel(label, &total, want_norm + step, 1, 1.0f, RTOL_ADAMW);
+    for (int i = 0; i < PARAMS; i++) {
+      sd_adamw_step(&cfg, lr, step + 1, p[i], grad[i], m[i], v[i], sizes[i]);
+      snprintf(key, sizeof key, "p%d.after.%d", i, step);
+      snprintf(label, sizeof label, "adamw step %d p%d", step, i);
+      expect_rel(label, p[i], fixture(f, "adamw", key)->data, (size_t)sizes[i], 1.0f, RTOL_ADAMW);
+    }
+  }
+  for (int i = 0; i < PARAMS; i++)
+    free(p[i]), free(grad[i]), free(m[i]), free(v[i]);
+  sd_safetensors_close(f);
+}
+
+static void torch_schedules(void) {
+  sd_safetensors *f = open_fixture("schedules");
+  static const char *const names[] = {"constant", "constant_with_warmup", "linear", "cosine"};
+  for (int s = 0; s < 4; s++) {
+    sd_lr_schedule schedule;
+    check_rc(sd_lr_schedule_parse(names[s], &schedule), "sd_lr_schedule_parse");
+    CHECK(strcmp(sd_lr_schedule_name(schedule), names[s]) == 0, "%s: name", names[s]);
+    float got[12];
+    for (int step = 0; step < 12; step++)
+      got[step] = (float)sd_lr_multiplier(schedule, step, 3, 10);
+    char label[64];
+    snprintf(label, sizeof label, "schedule %s", names[s]);
+    expect_rel(label, got, fixture(f, names[s], "lr")->data, 12, 1.0f, RTOL_SCHEDULE);
+  }
+  sd_lr_schedule unused;
+  CHECK(sd_lr_schedule_parse("cosine_with_restarts", &unused) < 0 &&
+            strstr(sd_error_message(), "cosine_with_restarts"),
+        "unknown schedule names the name: %s", sd_error_message());
+  sd_error_clear();
+  sd_safetensors_close(f);
+}
+
+/* ---- 2. finite differences ---- */
+
+/* y = forward(inputs); the inputs are perturbed in place (arena memory: no prepared copy). */
+typedef void (*forward_fn)(sd_tensor *const *in, sd_tensor *y);
+
+/* L(inputs) = sum y r in double. */
+static double loss_at(forward_fn fwd, sd_tensor *const *in, sd_tensor *y, const float *r) {
+  fwd(in, y);
+  const float *out = y->data;
+  double sum = 0.0;
+  for (size_t i = 0; i < numel(y); i++)
+    sum += (double)out[i] * r[i];
+  return sum;
+}
+
+/* Every element of in[which] by central differences against grad. */
+static void fd_check(const char *what, forward_fn fwd, sd_tensor *const *in, int which,
+                     sd_tensor *y, const float *r, const sd_tensor *grad) {
+  sd_tensor *t = in[which];
+  float *data = t->data;
+  size_t n = numel(t);
+  float *fd = malloc(n * sizeof(float));
+  for (size_t i = 0; i < n; i++) {
+    float saved = data[i];
+    data[i] = saved + FD_STEP;
+    double up = loss_at(fwd, in, y, r);
+    data[i] = saved - FD_STEP;
+    double down = loss_at(fwd, in, y, r);
+    data[i] = saved;
+    fd[i] = (float)((up - down) / (2.0 * (double)FD_STEP));
+  }
+  char label[96];
+  snprintf(label, sizeof label, "fd %s", what);
+  expect_rel(label, grad->data, fd, n, 1.0f, RTOL_FD);
+  free(fd);
+}
+
+static sd_tensor random_tensor(int ndim, const int64_t *shape, float scale) {
+  sd_tensor t = make_tensor(ndim, shape, NULL);
+  sd_test_fill_random(t.data, numel(&t), seed++, scale);
+  return t;
+}
+
+/* A random upstream gradient r of y's shape (host, caller frees). */
+static float *random_dy(const sd_tensor *y) {
+  float *r = malloc(numel(y) * sizeof(float));
+  sd_test_fill_random(r, numel(y), seed++, 1.0f);
+  return r;
+}
+
+static sd_tensor upload_dy(const sd_tensor *y, const float *r) {
+  return make_tensor(y->ndim, y->shape, r);
+}
+
+static void fwd_linear(sd_tensor *const *in, sd_tensor *y) {
+  check_rc(sd_op_linear(be, in[0], in[1], in[2], SD_ACT_NONE, y), "linear");
+}
+
+static void fd_linear(void) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  sd_tensor x = random_tensor(3, (int64_t[]){2, 3, 4}, 1.0f);
+  sd_tensor w = random_tensor(2, (int64_t[]){5, 4}, 0.5f);
+  sd_tensor b = random_tensor(1, (int64_t[]){5}, 1.0f);
+  sd_tensor y = make_tensor(3, (int64_t[]){2, 3, 5}, NULL);
+  sd_tensor *in[] = {&x, &w, &b};
+  float *r = random_dy(&y);
+  sd_tensor dy = upload_dy(&y, r);
+  sd_tensor dx = make_tensor(x.ndim, x.shape, NULL), dw = make_tensor(w.ndim, w.shape, NULL);
+  sd_tensor db = make_tensor(b.ndim, b.shape, NULL);
+  check_rc(sd_op_linear_backward(be, &x, &w, &dy, &dx, &dw, &db), "linear_backward");
+  fd_check("linear dx", fwd_linear, in, 0, &y, r, &dx);
+  fd_check("linear dw", fwd_linear, in, 1, &y, r, &dw);
+  fd_check("linear db", fwd_linear, in, 2, &y, r, &db);
+  free(r);
+  sd_arena_release(be, mark);
+}
+
+static sd_activation fd_act;
+static void fwd_activation(sd_tensor *const *in, sd_tensor *y) {
+  check_rc(sd_op_activation(be, in[0], fd_act, y), "activation");
+}
+
+static void fd_activation(void) {
+  static const sd_activation acts[] = {SD_ACT_SILU, SD_ACT_GELU, SD_ACT_GELU_TANH,
+                                       SD_ACT_QUICK_GELU};
+  static const char *const names[] = {"silu", "gelu", "gelu_tanh", "quick_gelu"};
+  for (int a = 0; a < 4; a++) {
+    sd_arena_mark mark = sd_arena_get_mark(be);
+    fd_act = acts[a];
+    sd_tensor x = random_tensor(2, (int64_t[]){3, 7}, 3.0f);
+    sd_tensor y = make_tensor(2, x.shape, NULL);
+    sd_tensor *in[] = {&x};
+    float *r = random_dy(&y);
+    sd_tensor dy = upload_dy(&y, r), dx = make_tensor(2, x.shape, NULL);
+    check_rc(sd_op_activation_backward(be, &x, &dy, acts[a], &dx), "activation_backward");
+    char label[64];
+    snprintf(label, sizeof label, "%s dx", names[a]);
+    fd_check(label, fwd_activation, in, 0, &y, r, &dx);
+    free(r);
+    sd_arena_release(be, mark);
+  }
+}
+
+static int fd_stride, fd_pad;
+static void fwd_conv2d(sd_tensor *const *in, sd_tensor *y) {
+  check_rc(sd_op_conv2d(be, in[0], in[1], in[2], fd_stride, fd_pad, y), "conv2d");
+}
+
+static void fd_conv2d(void) {
+  static const struct {
+    int k, stride, pad;
+    int64_t h, w;
+  } cases[] = {{3, 1, 1, 5, 4}, {3, 2, 1, 5, 6}, {1, 1, 0, 3, 4}};
+  for (int c = 0; c < 3; c++) {
+    sd_arena_mark mark = sd_arena_get_mark(be);
+    fd_stride = cases[c].stride, fd_pad = cases[c].pad;
+    int64_t kk = cases[c].k, ho = (cases[c].h + 2 * fd_pad - kk) / fd_stride + 1;
+    int64_t wo = (cases[c].w + 2 * fd_pad - kk) / fd_stride + 1;
+    sd_tensor x = random_tensor(4, (int64_t[]){2, 2, cases[c].h, cases[c].w}, 1.0f);
+    sd_tensor w = random_tensor(4, (int64_t[]){3, 2, kk, kk}, 0.5f);
+    sd_tensor b = random_tensor(1, (int64_t[]){3}, 1.0f);
+    sd_tensor y = make_tensor(4, (int64_t[]){2, 3, ho, wo}, NULL);
+    sd_tensor *in[] = {&x, &w, &b};
+    float *r = random_dy(&y);
+    sd_tensor dy = upload_dy(&y, r);
+    sd_tensor dx = make_tensor(4, x.shape, NULL), dw = make_tensor(4, w.shape, NULL);
+    sd_tensor db = make_tensor(1, b.shape, NULL);
+    check_rc(sd_op_conv2d_backward(be, &x, &w, &dy, fd_stride, fd_pad, &dx, &dw, &db),
+             "conv2d_backward");
+    char label[64];
+    snprintf(label, sizeof label, "conv2d %lldx%lld stride %d dx", (long long)kk, (long long)kk,
+             fd_stride);
+    fd_check(label, fwd_conv2d, in, 0, &y, r, &dx);
+    snprintf(label, sizeof label, "conv2d %lldx%lld stride %d dw", (long long)kk, (long long)kk,
+             fd_stride);
+    fd_check(label, fwd_conv2d, in, 1, &y, r, &dw);
+    snprintf(label, sizeof label, "conv2d %lldx%lld stride %d db", (long long)kk, (long long)kk,
+             fd_stride);
+    fd_check(label, fwd_conv2d, in, 2, &y, r, &db);
+    free(r);
+    sd_arena_release(be, mark);
+  }
+}
+
+static bool fd_silu;
+static void fwd_group_norm(sd_tensor *const *in, sd_tensor *y) {
+  check_rc(sd_op_group_norm(be, in[0], in[1], in[2], 2, 1e-5f, fd_silu, y), "group_norm");
+}
+
+static void fwd_layer_norm(sd_tensor *const *in, sd_tensor *y) {
+  check_rc(sd_op_layer_norm(be, in[0], in[1], in[2], 1e-5f, y), "layer_norm");
+}
+
+static void fd_norms(void) {
+  for (int c = 0; c < 3; c++) {
+    sd_arena_mark mark = sd_arena_get_mark(be);
+    bool layer = c == 2;
+    fd_silu = c == 1;
+    int64_t channels = layer ? 6 : 4;
+    sd_tensor x = layer ? random_tensor(3, (int64_t[]){2, 3, 6}, 2.0f)
+                        : random_tensor(4, (int64_t[]){2, 4, 2, 3}, 2.0f);
+    sd_tensor gamma = random_tensor(1, (int64_t[]){channels}, 0.5f);
+    for (int64_t i = 0; i < channels; i++)
+      ((float *)gamma.data)[i] += 1.0f;
+    sd_tensor beta = random_tensor(1, (int64_t[]){channels}, 0.5f);
+    sd_tensor y = make_tensor(x.ndim, x.shape, NULL);
+    sd_tensor *in[] = {&x, &gamma, &beta};
+    float *r = random_dy(&y);
+    sd_tensor dy = upload_dy(&y, r), dx = make_tensor(x.ndim, x.shape, NULL);
+    sd_tensor dgamma = make_tensor(1, gamma.shape, NULL), dbeta = make_tensor(1, beta.shape, NULL);
+    forward_fn fwd = layer ? fwd_layer_norm : fwd_group_norm;
+    if (layer)
+      check_rc(sd_op_layer_norm_backward(be, &x, &gamma, &dy, 1e-5f, &dx, &dgamma, &dbeta),
+               "layer_norm_backward");
+    else
+      check_rc(sd_op_group_norm_backward(be, &x, &gamma, &beta, &dy, 2, 1e-5f, fd_silu, &dx,
+                                         &dgamma, &dbeta),
+               "group_norm_backward");
+    const char *name = layer ? "layer_norm" : (fd_silu ? "group_norm silu" : "group_norm");
+    char label[64];
+    snprintf(label, sizeof label, "%s dx", name);
+    fd_check(label, fwd, in, 0, &y, r, &dx);
+    snprintf(label, sizeof label, "%s dgamma", name);
+    fd_check(label, fwd, in, 1, &y, r, &dgamma);
+    snprintf(label, sizeof label, "%s dbeta", name);
+    fd_check(label, fwd, in, 2, &y, r, &dbeta);
+    free(r);
+    sd_arena_release(be, mark);
+  }
+}
+
+static bool fd_causal;
+static void fwd_attention(sd_tensor *const *in, sd_tensor *y) {
+  check_rc(sd_op_attention(be, in[0], in[1], in[2], 2, 0.6f, fd_causal, y), "attention");
+}
+
+static void fd_attention(void) {
+  for (int c = 0; c < 2; c++) {
+    sd_arena_mark mark = sd_arena_get_mark(be);
+    fd_causal = c == 1;
+    int64_t lq = fd_causal ? 4 : 3, lk = 4;
+    sd_tensor q = random_tensor(3, (int64_t[]){2, lq, 6}, 1.5f);
+    sd_tensor k = random_tensor(3, (int64_t[]){2, lk, 6}, 1.5f);
+    sd_tensor v = random_tensor(3, (int64_t[]){2, lk, 6}, 1.0f);
+    sd_tensor y = make_tensor(3, q.shape, NULL);
+    sd_tensor *in[] = {&q, &k, &v};
+    float *r = random_dy(&y);
+    sd_tensor dy = upload_dy(&y, r);
+    sd_tensor dq = make_tensor(3, q.shape, NULL), dk = make_tensor(3, k.shape, NULL);
+    sd_tensor dv = make_tensor(3, v.shape, NULL);
+    check_rc(sd_op_attention_backward(be, &q, &k, &v, &dy, 2, 0.6f, fd_causal, &dq, &dk, &dv),
+             "attention_backward");
+    const char *name = fd_causal ? "attention causal" : "attention";
+    char label[64];
+    snprintf(label, sizeof label, "%s dq", name);
+    fd_check(label, fwd_attention, in, 0, &y, r, &dq);
+    snprintf(label, sizeof label, "%s dk", name);
+    fd_check(label, fwd_attention, in, 1, &y, r, &dk);
+    snprintf(label, sizeof label, "%s dv", name);
+    fd_check(label, fwd_attention, in, 2, &y, r, &dv);
+    free(r);
+    sd_arena_release(be, mark);
+  }
+}
+
+static void fwd_geglu(sd_tensor *const *in, sd_tensor *y) {
+  check_rc(sd_op_geglu(be, in[0], y), "geglu");
+}
+
+static void fwd_upsample(sd_tensor *const *in, sd_tensor *y) {
+  check_rc(sd_op_upsample_nearest(be, in[0], y), "upsample_nearest");
+}
+
+static void fwd_bias(sd_tensor *const *in, sd_tensor *y) {
+  check_rc(sd_op_add_channel_bias(be, in[0], in[1], y), "add_channel_bias");
+}
+
+static void fwd_concat(sd_tensor *const *in, sd_tensor *y) {
+  check_rc(sd_op_concat_channels(be, in[0], in[1], y), "concat_channels");
+}
+
+static void fwd_transpose(sd_tensor *const *in, sd_tensor *y) {
+  check_rc(sd_op_transpose(be, in[0], y), "transpose");
+}
+
+static const int32_t fd_ids[] = {2, 0, 2, 4, 1, 2};
+static void fwd_embedding(sd_tensor *const *in, sd_tensor *y) {
+  check_rc(sd_op_embedding(be, in[0], fd_ids, 6, y), "embedding");
+}
+
+static void fd_misc(void) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  sd_tensor x = random_tensor(2, (int64_t[]){3, 8}, 2.0f);
+  sd_tensor y = make_tensor(2, (int64_t[]){3, 4}, NULL);
+  sd_tensor *in[] = {&x, NULL};
+  float *r = random_dy(&y);
+  sd_tensor dy = upload_dy(&y, r), dx = make_tensor(2, x.shape, NULL);
+  check_rc(sd_op_geglu_backward(be, &x, &dy, &dx), "geglu_backward");
+  fd_check("geglu dx", fwd_geglu, in, 0, &y, r, &dx);
+  free(r);
+
+  x = random_tensor(4, (int64_t[]){2, 2, 2, 3}, 1.0f);
+  y = make_tensor(4, (int64_t[]){2, 2, 4, 6}, NULL);
+  r = random_dy(&y);
+  dy = upload_dy(&y, r), dx = make_tensor(4, x.shape, NULL);
+  check_rc(sd_op_upsample_nearest_backward(be, &dy, &dx), "upsample_nearest_backward");
+  fd_check("upsample_nearest dx", fwd_upsample, in, 0, &y, r, &dx);
+  free(r);
+
+  x = random_tensor(4, (int64_t[]){2, 3, 2, 3}, 1.0f);
+  sd_tensor v = random_tensor(2, (int64_t[]){2, 3}, 1.0f);
+  y = make_tensor(4, x.shape, NULL);
+  sd_tensor *bias_in[] = {&x, &v};
+  r = random_dy(&y);
+  dy = upload_dy(&y, r);
+  sd_tensor dv = make_tensor(2, v.shape, NULL);
+  check_rc(sd_op_add_channel_bias_backward(be, &dy, &dv), "add_channel_bias_backward");
+  fd_check("add_channel_bias dv", fwd_bias, bias_in, 1, &y, r, &dv);
+  free(r);
+
+  sd_tensor a = random_tensor(4, (int64_t[]){2, 1, 2, 3}, 1.0f);
+  sd_tensor b = random_tensor(4, (int64_t[]){2, 2, 2, 3}, 1.0f);
+  y = make_tensor(4, (int64_t[]){2, 3, 2, 3}, NULL);
+  sd_tensor *cat_in[] = {&a, &b};
+  r = random_dy(&y);
+  dy = upload_dy(&y, r);
+  sd_tensor da = make_tensor(4, a.shape, NULL), db = make_tensor(4, b.shape, NULL);
+  check_rc(sd_op_concat_channels_backward(be, &dy, &da, &db), "concat_channels_backward");
+  fd_check("concat_channels da", fwd_concat, cat_in, 0, &y, r, &da);
+  fd_check("concat_channels db", fwd_concat, cat_in, 1, &y, r, &db);
+  free(r);
+
+  x = random_tensor(3, (int64_t[]){2, 3, 5}, 1.0f);
+  y = make_tensor(3, (int64_t[]){2, 5, 3}, NULL);
+  r = random_dy(&y);
+  dy = upload_dy(&y, r), dx = make_tensor(3, x.shape, NULL);
+  check_rc(sd_op_transpose_backward(be, &dy, &dx), "transpose_backward");
+  fd_check("transpose dx", fwd_transpose, in, 0, &y, r, &dx);
+  free(r);
+
+  sd_tensor table = random_tensor(2, (int64_t[]){5, 3}, 1.0f);
+  y = make_tensor(2, (int64_t[]){6, 3}, NULL);
+  sd_tensor *emb_in[] = {&table};
+  r = random_dy(&y);
+  dy = upload_dy(&y, r);
+  sd_tensor dtable = make_tensor(2, table.shape, NULL);
+  check_rc(sd_op_embedding_backward(be, fd_ids, 6, &dy, &dtable), "embedding_backward");
+  fd_check("embedding dtable", fwd_embedding, emb_in, 0, &y, r, &dtable);
+  free(r);
+  sd_arena_release(be, mark);
+}
+
+/* ---- shape checks ---- */
+
+static void expect_error(int rc, const char *what, const char *needle) {
+  CHECK(rc < 0 && strstr(sd_error_message(), needle),
+        "%s: expected an error naming '%s', got %d: %s", what, needle, rc, sd_error_message());
+  sd_error_clear();
+}
+
+static void shape_checks(void) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  sd_tensor x = make_tensor(3, (int64_t[]){2, 3, 4}, NULL);
+  sd_tensor w = make_tensor(2, (int64_t[]){5, 4}, NULL);
+  sd_tensor dy = make_tensor(3, (int64_t[]){2, 3, 5}, NULL);
+  sd_tensor bad_dw = make_tensor(2, (int64_t[]){4, 5}, NULL);
+  sd_tensor bad_db = make_tensor(1, (int64_t[]){4}, NULL);
+  expect_error(sd_op_linear_backward(be, &x, &w, &dy, NULL, &bad_dw, NULL), "linear dw shape",
+               "dw");
+  expect_error(sd_op_linear_backward(be, &x, &w, &dy, NULL, NULL, &bad_db), "linear db shape",
+               "db");
+  expect_error(sd_op_linear_backward(be, &x, &w, &x, NULL, NULL, NULL), "linear dy shape", "dy");
+  sd_tensor img = make_tensor(4, (int64_t[]){1, 2, 3, 3}, NULL);
+  sd_tensor up = make_tensor(4, (int64_t[]){1, 2, 5, 6}, NULL);
+  expect_error(sd_op_upsample_nearest_backward(be, &up, &img), "upsample not 2x", "only 2x");
+  int32_t id = 9;
+  sd_tensor table = make_tensor(2, (int64_t[]){4, 3}, NULL);
+  sd_tensor row = make_tensor(2, (int64_t[]){1, 3}, NULL);
+  expect_error(sd_op_embedding_backward(be, &id, 1, &row, &table), "embedding id", "id 9");
+  /* a backend without the entry (the CUDA backend leaves them NULL) */
+  sd_backend_ops no_backward = *be->ops;
+  no_backward.name = "test";
+  no_backward.linear_backward = NULL;
+  const sd_backend_ops *saved = be->ops;
+  be->ops = &no_backward;
+  expect_error(sd_op_linear_backward(be, &x, &w, &dy, NULL, NULL, NULL), "missing entry",
+               "op linear_backward: not available on backend test");
+  be->ops = saved;
+  sd_arena_release(be, mark);
+}
+
+int main(void) {
+  be = sd_backend_cpu_create(0);
+  if (!be)
+    setup_failed();
+  printf("against torch autograd (tests/fixtures/backward):\n");
+  torch_linear();
+  torch_activation();
+  torch_conv2d();
+  torch_norms();
+  torch_attention();
+  torch_misc();
+  torch_adamw();
+  torch_schedules();
+  printf("against central finite differences (step %g):\n", (double)FD_STEP);
+  fd_linear();
+  fd_activation();
+  fd_conv2d();
+  fd_norms();
+  fd_attention();
+  fd_misc();
+  shape_checks();
+  sd_backend_destroy(be);
+  return sd_test_finish();
+}
