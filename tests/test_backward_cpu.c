@@ -28,7 +28,7 @@
 #define RTOL_TORCH    1e-4
 #define RTOL_ADAMW    1e-5
 #define RTOL_SCHEDULE 1e-6
-#define RTOL_FD       2e-2
+#define RTOL_FD       1e-3
 #define FD_STEP       1e-2f
 
 static sd_backend *be;
