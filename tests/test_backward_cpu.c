@@ -11,7 +11,11 @@
  *     involve torch): L = sum(y * r) for a random r, dL/dx_i = (L(x_i + h) - L(x_i - h)) / 2h
  *     with L summed in double from the float32 forward, every element of every input, within
  *     RTOL_FD by the same measure.
- * Also: the shape checks of sd_op_*_backward. */
+ *  3. larger shapes that split the work into several blocks and run over threads (linear,
+ *     conv2d, attention with 2 query blocks, group and layer norm): against naive references in
+ *     double (RTOL_TORCH), bit for bit the same on a backend with another thread count, and an
+ *     item's input gradient bit for bit the same alone as in the batch.
+ * Also: the shape checks of sd_op_*_backward, and the error of a backend without an entry. */
 #include "io/safetensors.h"
 #include "kernels/error.h"
 #include "kernels/ops.h"
@@ -669,6 +673,335 @@ static void fd_misc(void) {
   sd_arena_release(be, mark);
 }
 
+/* ---- 3. larger shapes: naive references, thread counts, batch invariance ---- */
+
+/* Shapes large enough that the ops split their work into several blocks and run over threads:
+ * each gradient against a naive double-precision reference written here (RTOL_TORCH), bit for bit
+ * the same on a backend of another thread count (be_other), and an item's input gradient bit for
+ * bit the same computed alone as in the batch. */
+static sd_backend *be_other;
+
+static void expect_same_bits(const char *what, const sd_tensor *a, const sd_tensor *b) {
+  CHECK(memcmp(a->data, b->data, sd_tensor_bytes(a)) == 0, "%s: differs between %d and %d threads",
+        what, be->threads, be_other->threads);
+}
+
+/* Item `item` of batched (B, ...) against alone (1, ...). */
+static void expect_item_bits(const char *what, const sd_tensor *batched, int64_t item,
+                             const sd_tensor *alone) {
+  size_t bytes = sd_tensor_bytes(alone);
+  CHECK(memcmp((const char *)batched->data + (size_t)item * bytes, alone->data, bytes) == 0,
+        "%s: item %lld alone differs from the batch", what, (long long)item);
+}
+
+static void expect_ref(const char *what, const sd_tensor *got, const double *want) {
+  size_t n = numel(got);
+  float *w = malloc(n * sizeof(float));
+  for (size_t i = 0; i < n; i++)
+    w[i] = (float)want[i];
+  expect_rel(what, got->data, w, n, 1.0f, RTOL_TORCH);
+  free(w);
+}
+
+static double *zeros(size_t n) {
+  return calloc(n, sizeof(double));
+}
+
+static void large_linear(void) {
+  const int64_t b = 2, l = 70, k = 130, n = 150, m = b * l;
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  sd_tensor x = random_tensor(3, (int64_t[]){b, l, k}, 1.0f);
+  sd_tensor w = random_tensor(2, (int64_t[]){n, k}, 0.3f);
+  sd_tensor dy = random_tensor(3, (int64_t[]){b, l, n}, 1.0f);
+  sd_tensor dx = make_tensor(3, x.shape, NULL), dw = make_tensor(2, w.shape, NULL);
+  sd_tensor db = make_tensor(1, (int64_t[]){n}, NULL);
+  check_rc(sd_op_linear_backward(be, &x, &w, &dy, &dx, &dw, &db), "linear_backward");
+  const float *hx = x.data, *hw = w.data, *hdy = dy.data;
+  double *rx = zeros((size_t)(m * k)), *rw = zeros((size_t)(n * k)), *rb = zeros((size_t)n);
+  for (int64_t r = 0; r < m; r++)
+    for (int64_t j = 0; j < n; j++) {
+      double g = hdy[r * n + j];
+      rb[j] += g;
+      for (int64_t i = 0; i < k; i++) {
+        rx[r * k + i] += g * hw[j * k + i];
+        rw[j * k + i] += g * hx[r * k + i];
+      }
+    }
+  expect_ref("large linear dx", &dx, rx);
+  expect_ref("large linear dw", &dw, rw);
+  expect_ref("large linear db", &db, rb);
+  free(rx), free(rw), free(rb);
+  sd_tensor dx2 = make_tensor(3, x.shape, NULL), dw2 = make_tensor(2, w.shape, NULL);
+  sd_tensor db2 = make_tensor(1, (int64_t[]){n}, NULL);
+  check_rc(sd_op_linear_backward(be_other, &x, &w, &dy, &dx2, &dw2, &db2), "linear_backward");
+  expect_same_bits("large linear dx", &dx, &dx2);
+  expect_same_bits("large linear dw", &dw, &dw2);
+  expect_same_bits("large linear db", &db, &db2);
+  sd_tensor x1 = sd_tensor_slice0(&x, 1, 1), dy1 = sd_tensor_slice0(&dy, 1, 1);
+  sd_tensor dx1 = make_tensor(3, x1.shape, NULL);
+  check_rc(sd_op_linear_backward(be, &x1, &w, &dy1, &dx1, NULL, NULL), "linear_backward");
+  expect_item_bits("large linear dx", &dx, 1, &dx1);
+  sd_arena_release(be, mark);
+}
+
+static void large_conv2d(int stride) {
+  const int64_t b = 2, c = 24, h = 20, wd = 22, k = 64, kh = 3, pad = 1;
+  const int64_t ho = (h + 2 * pad - kh) / stride + 1, wo = (wd + 2 * pad - kh) / stride + 1;
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  sd_tensor x = random_tensor(4, (int64_t[]){b, c, h, wd}, 1.0f);
+  sd_tensor w = random_tensor(4, (int64_t[]){k, c, kh, kh}, 0.2f);
+  sd_tensor dy = random_tensor(4, (int64_t[]){b, k, ho, wo}, 1.0f);
+  sd_tensor dx = make_tensor(4, x.shape, NULL), dw = make_tensor(4, w.shape, NULL);
+  sd_tensor db = make_tensor(1, (int64_t[]){k}, NULL);
+  check_rc(sd_op_conv2d_backward(be, &x, &w, &dy, stride, (int)pad, &dx, &dw, &db),
+           "conv2d_backward");
+  const float *hx = x.data, *hw = w.data, *hdy = dy.data;
+  double *rx = zeros(numel(&x)), *rw = zeros(numel(&w)), *rb = zeros((size_t)k);
+  for (int64_t n = 0; n < b; n++)
+    for (int64_t o = 0; o < k; o++)
+      for (int64_t oh = 0; oh < ho; oh++)
+        for (int64_t ow = 0; ow < wo; ow++) {
+          double g = hdy[((n * k + o) * ho + oh) * wo + ow];
+          rb[o] += g;
+          for (int64_t ch = 0; ch < c; ch++)
+            for (int64_t i = 0; i < kh; i++)
+              for (int64_t j = 0; j < kh; j++) {
+                int64_t ih = oh * stride - pad + i, iw = ow * stride - pad + j;
+                if (ih < 0 || ih >= h || iw < 0 || iw >= wd)
+                  continue;
+                int64_t xi = ((n * c + ch) * h + ih) * wd + iw;
+                int64_t wi = ((o * c + ch) * kh + i) * kh + j;
+                rw[wi] += g * hx[xi];
+                rx[xi] += g * hw[wi];
+              }
+        }
+  char what[64];
+  snprintf(what, sizeof what, "large conv2d stride %d dx", stride);
+  expect_ref(what, &dx, rx);
+  snprintf(what, sizeof what, "large conv2d stride %d dw", stride);
+  expect_ref(what, &dw, rw);
+  snprintf(what, sizeof what, "large conv2d stride %d db", stride);
+  expect_ref(what, &db, rb);
+  free(rx), free(rw), free(rb);
+  sd_tensor dx2 = make_tensor(4, x.shape, NULL), dw2 = make_tensor(4, w.shape, NULL);
+  sd_tensor db2 = make_tensor(1, (int64_t[]){k}, NULL);
+  check_rc(sd_op_conv2d_backward(be_other, &x, &w, &dy, stride, (int)pad, &dx2, &dw2, &db2),
+           "conv2d_backward");
+  snprintf(what, sizeof what, "large conv2d stride %d", stride);
+  expect_same_bits(what, &dx, &dx2);
+  expect_same_bits(what, &dw, &dw2);
+  expect_same_bits(what, &db, &db2);
+  sd_tensor x1 = sd_tensor_slice0(&x, 1, 1), dy1 = sd_tensor_slice0(&dy, 1, 1);
+  sd_tensor dx1 = make_tensor(4, x1.shape, NULL);
+  check_rc(sd_op_conv2d_backward(be, &x1, &w, &dy1, stride, (int)pad, &dx1, NULL, NULL),
+           "conv2d_backward");
+  expect_item_bits(what, &dx, 1, &dx1);
+  sd_arena_release(be, mark);
+}
+
+/* Naive attention gradients of one (image, head) in double. */
+static void ref_attention_head(const float *q, const float *k, const float *v, const float *dout,
+                               int64_t lq, int64_t lk, int64_t d, int64_t ld, double scale,
+                               bool causal, double *dq, double *dk, double *dv) {
+  double *p = zeros((size_t)lk), *dp = zeros((size_t)lk);
+  for (int64_t i = 0; i < lq; i++) {
+    int64_t keep = causal ? i + 1 : lk;
+    double max = -INFINITY, sum = 0.0, dot = 0.0;
+    for (int64_t j = 0; j < keep; j++) {
+      double s = 0.0;
+      for (int64_t e = 0; e < d; e++)
+        s += (double)q[i * ld + e] * k[j * ld + e];
+      p[j] = s * scale;
+      max = p[j] > max ? p[j] : max;
+    }
+    for (int64_t j = 0; j < keep; j++)
+      sum += (p[j] = exp(p[j] - max));
+    for (int64_t j = 0; j < keep; j++) {
+      p[j] /= sum;
+      dp[j] = 0.0;
+      for (int64_t e = 0; e < d; e++)
+        dp[j] += (double)dout[i * ld + e] * v[j * ld + e];
+      dot += p[j] * dp[j];
+    }
+    for (int64_t j = 0; j < keep; j++) {
+      double ds = p[j] * (dp[j] - dot) * scale;
+      for (int64_t e = 0; e < d; e++) {
+        dq[i * ld + e] += ds * k[j * ld + e];
+        dk[j * ld + e] += ds * q[i * ld + e];
+        dv[j * ld + e] += p[j] * dout[i * ld + e];
+      }
+    }
+  }
+  free(p), free(dp);
+}
+
+static void large_attention(bool causal) {
+  const int64_t b = 2, heads = 2, d = 8, width = heads * d, lq = 300, lk = causal ? 300 : 60;
+  const float scale = 0.35f;
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  sd_tensor q = random_tensor(3, (int64_t[]){b, lq, width}, 1.0f);
+  sd_tensor k = random_tensor(3, (int64_t[]){b, lk, width}, 1.0f);
+  sd_tensor v = random_tensor(3, (int64_t[]){b, lk, width}, 1.0f);
+  sd_tensor dout = random_tensor(3, (int64_t[]){b, lq, width}, 1.0f);
+  sd_tensor dq = make_tensor(3, q.shape, NULL), dk = make_tensor(3, k.shape, NULL);
+  sd_tensor dv = make_tensor(3, v.shape, NULL);
+  check_rc(
+      sd_op_attention_backward(be, &q, &k, &v, &dout, (int)heads, scale, causal, &dq, &dk, &dv),
+      "attention_backward");
+  double *rq = zeros(numel(&q)), *rk = zeros(numel(&k)), *rv = zeros(numel(&v));
+  for (int64_t n = 0; n < b; n++)
+    for (int64_t h = 0; h < heads; h++) {
+      size_t qo = (size_t)(n * lq * width + h * d), ko = (size_t)(n * lk * width + h * d);
+      ref_attention_head((const float *)q.data + qo, (const float *)k.data + ko,
+                         (const float *)v.data + ko, (const float *)dout.data + qo, lq, lk, d,
+                         width, scale, causal, rq + qo, rk + ko, rv + ko);
+    }
+  const char *name = causal ? "large attention causal" : "large attention";
+  char what[64];
+  snprintf(what, sizeof what, "%s dq", name);
+  expect_ref(what, &dq, rq);
+  snprintf(what, sizeof what, "%s dk", name);
+  expect_ref(what, &dk, rk);
+  snprintf(what, sizeof what, "%s dv", name);
+  expect_ref(what, &dv, rv);
+  free(rq), free(rk), free(rv);
+  sd_tensor dq2 = make_tensor(3, q.shape, NULL), dk2 = make_tensor(3, k.shape, NULL);
+  sd_tensor dv2 = make_tensor(3, v.shape, NULL);
+  check_rc(sd_op_attention_backward(be_other, &q, &k, &v, &dout, (int)heads, scale, causal, &dq2,
+                                    &dk2, &dv2),
+           "attention_backward");
+  expect_same_bits(name, &dq, &dq2);
+  expect_same_bits(name, &dk, &dk2);
+  expect_same_bits(name, &dv, &dv2);
+  sd_tensor q1 = sd_tensor_slice0(&q, 1, 1), k1 = sd_tensor_slice0(&k, 1, 1);
+  sd_tensor v1 = sd_tensor_slice0(&v, 1, 1), dout1 = sd_tensor_slice0(&dout, 1, 1);
+  sd_tensor dq1 = make_tensor(3, q1.shape, NULL), dk1 = make_tensor(3, k1.shape, NULL);
+  sd_tensor dv1 = make_tensor(3, v1.shape, NULL);
+  check_rc(sd_op_attention_backward(be, &q1, &k1, &v1, &dout1, (int)heads, scale, causal, &dq1,
+                                    &dk1, &dv1),
+           "attention_backward");
+  expect_item_bits(name, &dq, 1, &dq1);
+  expect_item_bits(name, &dk, 1, &dk1);
+  expect_item_bits(name, &dv, 1, &dv1);
+  sd_arena_release(be, mark);
+}
+
+/* Naive normalization gradients of one group or row x (channels runs of `run` values; gamma,
+ * beta and their gradients indexed by the run: channels of a group with run = spatial size, or a
+ * row's elements with run = 1), in double. */
+static void ref_norm(const float *x, const float *gamma, const float *beta, const float *dy,
+                     int64_t channels, int64_t run, double eps, bool silu, double *dx,
+                     double *dgamma, double *dbeta) {
+  int64_t n = channels * run;
+  double mean = 0.0, var = 0.0;
+  for (int64_t i = 0; i < n; i++)
+    mean += x[i];
+  mean /= (double)n;
+  for (int64_t i = 0; i < n; i++)
+    var += (x[i] - mean) * (x[i] - mean);
+  double rstd = 1.0 / sqrt(var / (double)n + eps);
+  double sum_dxhat = 0.0, sum_dxhat_xhat = 0.0;
+  for (int64_t i = 0; i < n; i++) {
+    int64_t c = i / run;
+    double xhat = (x[i] - mean) * rstd;
+    double z = xhat * gamma[c] + beta[c];
+    double s = 1.0 / (1.0 + exp(-z));
+    double dz = dy[i] * (silu ? s * (1.0 + z * (1.0 - s)) : 1.0);
+    dgamma[c] += dz * xhat;
+    dbeta[c] += dz;
+    sum_dxhat += dz * gamma[c];
+    sum_dxhat_xhat += dz * gamma[c] * xhat;
+    dx[i] = dz; /* dz for now */
+  }
+  for (int64_t i = 0; i < n; i++) {
+    int64_t c = i / run;
+    double xhat = (x[i] - mean) * rstd;
+    dx[i] = rstd * (dx[i] * gamma[c] - sum_dxhat / (double)n - xhat * sum_dxhat_xhat / (double)n);
+  }
+}
+
+/* GroupNorm (2 groups of 2 channels of 64 x 80: several 4096-value chunks per group), with and
+ * without SiLU; LayerNorm over 400 rows of 96 (25 blocks of rows). */
+static void large_norm(int kind) {
+  bool layer = kind == 2, silu = kind == 1;
+  const int64_t b = 2, c = layer ? 96 : 4, groups = 2;
+  int64_t shape[4] = {b, c, 64, 80};
+  int64_t layer_shape[3] = {4, 100, c};
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  sd_tensor x = layer ? random_tensor(3, layer_shape, 2.0f) : random_tensor(4, shape, 2.0f);
+  sd_tensor dy = make_tensor(x.ndim, x.shape, NULL);
+  sd_test_fill_random(dy.data, numel(&dy), seed++, 1.0f);
+  sd_tensor gamma = random_tensor(1, (int64_t[]){c}, 0.5f);
+  for (int64_t i = 0; i < c; i++)
+    ((float *)gamma.data)[i] += 1.0f;
+  sd_tensor beta = random_tensor(1, (int64_t[]){c}, 0.5f);
+  sd_tensor dx[2], dgamma[2], dbeta[2];
+  for (int r = 0; r < 2; r++) {
+    dx[r] = make_tensor(x.ndim, x.shape, NULL);
+    dgamma[r] = make_tensor(1, gamma.shape, NULL);
+    dbeta[r] = make_tensor(1, beta.shape, NULL);
+    sd_backend *on = r == 0 ? be : be_other;
+    if (layer)
+      check_rc(sd_op_layer_norm_backward(on, &x, &gamma, &dy, 1e-5f, &dx[r], &dgamma[r], &dbeta[r]),
+               "layer_norm_backward");
+    else
+      check_rc(sd_op_group_norm_backward(on, &x, &gamma, &beta, &dy, (int)groups, 1e-5f, silu,
+                                         &dx[r], &dgamma[r], &dbeta[r]),
+               "group_norm_backward");
+  }
+  double *rx = zeros(numel(&x)), *rg = zeros((size_t)c), *rb = zeros((size_t)c);
+  const float *hx = x.data, *hdy = dy.data, *hg = gamma.data, *hb = beta.data;
+  if (layer) {
+    for (int64_t r = 0; r < (int64_t)numel(&x) / c; r++)
+      ref_norm(hx + r * c, hg, hb, hdy + r * c, c, 1, 1e-5, false, rx + r * c, rg, rb);
+  } else {
+    int64_t gc = c / groups, size = gc * 64 * 80;
+    for (int64_t t = 0; t < b * groups; t++) {
+      int64_t c0 = t % groups * gc;
+      ref_norm(hx + t * size, hg + c0, hb + c0, hdy + t * size, gc, 64 * 80, 1e-5, silu,
+               rx + t * size, rg + c0, rb + c0);
+    }
+  }
+  const char *name =
+      layer ? "large layer_norm" : (silu ? "large group_norm silu" : "large group_norm");
+  char what[64];
+  snprintf(what, sizeof what, "%s dx", name);
+  expect_ref(what, &dx[0], rx);
+  snprintf(what, sizeof what, "%s dgamma", name);
+  expect_ref(what, &dgamma[0], rg);
+  snprintf(what, sizeof what, "%s dbeta", name);
+  expect_ref(what, &dbeta[0], rb);
+  free(rx), free(rg), free(rb);
+  expect_same_bits(name, &dx[0], &dx[1]);
+  expect_same_bits(name, &dgamma[0], &dgamma[1]);
+  expect_same_bits(name, &dbeta[0], &dbeta[1]);
+  if (!layer) {
+    sd_tensor x1 = sd_tensor_slice0(&x, 1, 1), dy1 = sd_tensor_slice0(&dy, 1, 1);
+    sd_tensor dx1 = make_tensor(4, x1.shape, NULL);
+    check_rc(sd_op_group_norm_backward(be, &x1, &gamma, &beta, &dy1, (int)groups, 1e-5f, silu, &dx1,
+                                       NULL, NULL),
+             "group_norm_backward");
+    expect_item_bits(name, &dx[0], 1, &dx1);
+  }
+  sd_arena_release(be, mark);
+}
+
+static void large_shapes(void) {
+  be_other = sd_backend_cpu_create(be->threads == 3 ? 1 : 3);
+  if (!be_other)
+    setup_failed();
+  printf("larger shapes against naive double references (%d threads; bit for bit with %d):\n",
+         be->threads, be_other->threads);
+  large_linear();
+  large_conv2d(1);
+  large_conv2d(2);
+  large_attention(false);
+  large_attention(true);
+  for (int kind = 0; kind < 3; kind++)
+    large_norm(kind);
+  sd_backend_destroy(be_other);
+}
+
 /* ---- shape checks ---- */
 
 static void expect_error(int rc, const char *what, const char *needle) {
@@ -728,6 +1061,7 @@ int main(void) {
   fd_norms();
   fd_attention();
   fd_misc();
+  large_shapes();
   shape_checks();
   sd_backend_destroy(be);
   return sd_test_finish();
