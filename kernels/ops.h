@@ -236,7 +236,8 @@ typedef struct sd_backend_ops {
   /* Of upsample_nearest at exactly 2x: dx (B, C, H, W) = the sum of each 2x2 block of
    * dy (B, C, 2H, 2W), added in dy's row-major order as torch's backward adds them. */
   int (*upsample_nearest_backward)(sd_backend *be, const sd_tensor *dy, sd_tensor *dx);
-  /* Of concat_channels: dy (B, Ca + Cb, H, W) split into da (B, Ca, H, W) and db (B, Cb, H, W). */
+  /* Of concat_channels: dy (B, Ca + Cb, H, W) split into da (B, Ca, H, W) and db (B, Cb, H, W);
+   * both are needed (their shapes give the split). */
   int (*concat_channels_backward)(sd_backend *be, const sd_tensor *dy, sd_tensor *da,
                                   sd_tensor *db);
   /* Of embedding: dtable (V, C) rows at ids (n, host memory) += dy (n, C) rows, for i = 0 .. n-1

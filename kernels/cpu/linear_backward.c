@@ -1,11 +1,11 @@
-/* Backward of linear (act NONE): dx = dy . w per batch item (sgemm calls cut by item, as the
- * forward's, so an item's dx does not depend on the batch); dw += dy^T . x with the output rows
- * of dw split over threads and, within a task, one accumulating sgemm per item in item order;
+/* Backward of linear (act NONE): dx = dy . w in blocks of 64 rows of one item (so an item's dx
+ * does not depend on the batch); dw += dy^T . x with the output rows of dw in blocks of 64 over
+ * threads and, within a block, one accumulating sgemm per item in item order;
  * db += the column sums of dy, rows added in order in double. No task's arithmetic depends on the
  * thread count. */
 #include "cpu_internal.h"
 
-/* Rows of dw per task. */
+/* Rows of dx, and of dw, per sgemm call (fixed, so results do not depend on the threads). */
 #define SD_LINEAR_BWD_ROWS 64
 
 int sd_cpu_linear_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
@@ -20,11 +20,14 @@ int sd_cpu_linear_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *
   sd_dnnl_status failed = {dnnl_success};
   if (dx) {
     float *grad_in = dx->data;
+    int64_t chunks = (item_rows + SD_LINEAR_BWD_ROWS - 1) / SD_LINEAR_BWD_ROWS;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-    for (int64_t item = 0; item < items; item++) {
-      int64_t first = item * item_rows;
-      DNNL_NOTE(&failed, dnnl_sgemm('N', 'N', item_rows, k, n, 1.0f, grad_out + first * n, n,
-                                    weight, k, 0.0f, grad_in + first * k, k));
+    for (int64_t task = 0; task < items * chunks; task++) {
+      int64_t first = task / chunks * item_rows + task % chunks * SD_LINEAR_BWD_ROWS;
+      int64_t end = (task / chunks + 1) * item_rows;
+      int64_t rows = end - first < SD_LINEAR_BWD_ROWS ? end - first : SD_LINEAR_BWD_ROWS;
+      DNNL_NOTE(&failed, dnnl_sgemm('N', 'N', rows, k, n, 1.0f, grad_out + first * n, n, weight, k,
+                                    0.0f, grad_in + first * k, k));
     }
   }
   if (dw) {
