@@ -745,7 +745,7 @@ static void large_linear(void) {
 }
 
 static void large_conv2d(int stride) {
-  const int64_t b = 2, c = 24, h = 20, wd = 22, k = 64, kh = 3, pad = 1;
+  const int64_t b = 2, c = 32, h = 20, wd = 22, k = 96, kh = 3, pad = 1;
   const int64_t ho = (h + 2 * pad - kh) / stride + 1, wo = (wd + 2 * pad - kh) / stride + 1;
   sd_arena_mark mark = sd_arena_get_mark(be);
   sd_tensor x = random_tensor(4, (int64_t[]){b, c, h, wd}, 1.0f);
