@@ -184,8 +184,9 @@ typedef struct sd_backend_ops {
    *  - input gradients (dx, dq, ..: activations), OVERWRITTEN;
    *  - parameter gradients (dw, db, dgamma, dbeta, dtable), ACCUMULATED (dw += ..), so that a
    *    weight used twice, or gradients of several micro-batches, add up.
-   * Any gradient pointer may be NULL when it is not wanted (a frozen weight, an input that needs
-   * no gradient). Nothing is saved by the forward op: what a backward needs beyond the inputs
+   * In linear, conv2d, group_norm, layer_norm and attention any gradient may be NULL when it is
+   * not wanted (a frozen weight, an input that needs no gradient); the other ops need theirs.
+   * Nothing is saved by the forward op: what a backward needs beyond the inputs
    * (normalization statistics, softmax probabilities) it recomputes from them. Parameter
    * gradients add the batch items in order (item 0 first) in a way that does not depend on the
    * thread count; an item's input gradient depends on that item only. Gradients must not alias
