@@ -15,7 +15,9 @@
  *     conv2d, attention with 2 query blocks, group and layer norm): against naive references in
  *     double (RTOL_TORCH), bit for bit the same on a backend with another thread count, and an
  *     item's input gradient bit for bit the same alone as in the batch.
- * Also: the shape checks of sd_op_*_backward, and the error of a backend without an entry. */
+ * Also: each gradient of the multi-gradient ops computed alone (the others NULL) bit for bit as
+ * with all of them, the shape checks of sd_op_*_backward, and the error of a backend without an
+ * entry. */
 #include "io/safetensors.h"
 #include "kernels/error.h"
 #include "kernels/ops.h"
@@ -1002,6 +1004,105 @@ static void large_shapes(void) {
   sd_backend_destroy(be_other);
 }
 
+/* ---- one gradient at a time ---- */
+
+/* Each gradient of the multi-gradient ops computed alone (the others NULL) equals, bit for bit,
+ * the same gradient computed with all of them. */
+static void expect_alone(const char *what, const sd_tensor *alone, const sd_tensor *all) {
+  CHECK(memcmp(alone->data, all->data, sd_tensor_bytes(all)) == 0,
+        "%s computed alone differs from it computed with the other gradients", what);
+}
+
+static sd_tensor zeros_like(const sd_tensor *t) {
+  return make_tensor(t->ndim, t->shape, NULL);
+}
+
+static void one_gradient_at_a_time(void) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  sd_tensor x = random_tensor(3, (int64_t[]){2, 5, 12}, 1.0f);
+  sd_tensor w = random_tensor(2, (int64_t[]){6, 12}, 0.5f);
+  sd_tensor dy = random_tensor(3, (int64_t[]){2, 5, 6}, 1.0f);
+  sd_tensor g[3] = {zeros_like(&x), zeros_like(&w), make_tensor(1, (int64_t[]){6}, NULL)};
+  sd_tensor one[3] = {zeros_like(&x), zeros_like(&w), make_tensor(1, (int64_t[]){6}, NULL)};
+  check_rc(sd_op_linear_backward(be, &x, &w, &dy, &g[0], &g[1], &g[2]), "linear_backward");
+  check_rc(sd_op_linear_backward(be, &x, &w, &dy, &one[0], NULL, NULL), "linear_backward");
+  check_rc(sd_op_linear_backward(be, &x, &w, &dy, NULL, &one[1], NULL), "linear_backward");
+  check_rc(sd_op_linear_backward(be, &x, &w, &dy, NULL, NULL, &one[2]), "linear_backward");
+  expect_alone("linear dx", &one[0], &g[0]);
+  expect_alone("linear dw", &one[1], &g[1]);
+  expect_alone("linear db", &one[2], &g[2]);
+
+  sd_tensor img = random_tensor(4, (int64_t[]){2, 4, 5, 6}, 1.0f);
+  sd_tensor cw = random_tensor(4, (int64_t[]){3, 4, 3, 3}, 0.5f);
+  sd_tensor cdy = random_tensor(4, (int64_t[]){2, 3, 5, 6}, 1.0f);
+  sd_tensor cg[3] = {zeros_like(&img), zeros_like(&cw), make_tensor(1, (int64_t[]){3}, NULL)};
+  sd_tensor cone[3] = {zeros_like(&img), zeros_like(&cw), make_tensor(1, (int64_t[]){3}, NULL)};
+  check_rc(sd_op_conv2d_backward(be, &img, &cw, &cdy, 1, 1, &cg[0], &cg[1], &cg[2]),
+           "conv2d_backward");
+  check_rc(sd_op_conv2d_backward(be, &img, &cw, &cdy, 1, 1, &cone[0], NULL, NULL),
+           "conv2d_backward");
+  check_rc(sd_op_conv2d_backward(be, &img, &cw, &cdy, 1, 1, NULL, &cone[1], NULL),
+           "conv2d_backward");
+  check_rc(sd_op_conv2d_backward(be, &img, &cw, &cdy, 1, 1, NULL, NULL, &cone[2]),
+           "conv2d_backward");
+  expect_alone("conv2d dx", &cone[0], &cg[0]);
+  expect_alone("conv2d dw", &cone[1], &cg[1]);
+  expect_alone("conv2d db", &cone[2], &cg[2]);
+
+  sd_tensor gamma = random_tensor(1, (int64_t[]){4}, 1.0f),
+            beta = random_tensor(1, (int64_t[]){4}, 1.0f);
+  sd_tensor ndy = random_tensor(4, img.shape, 1.0f);
+  sd_tensor ng[3] = {zeros_like(&img), zeros_like(&gamma), zeros_like(&beta)};
+  sd_tensor none[3] = {zeros_like(&img), zeros_like(&gamma), zeros_like(&beta)};
+  check_rc(sd_op_group_norm_backward(be, &img, &gamma, &beta, &ndy, 2, 1e-5f, true, &ng[0], &ng[1],
+                                     &ng[2]),
+           "group_norm_backward");
+  check_rc(sd_op_group_norm_backward(be, &img, &gamma, &beta, &ndy, 2, 1e-5f, true, &none[0], NULL,
+                                     NULL),
+           "group_norm_backward");
+  check_rc(sd_op_group_norm_backward(be, &img, &gamma, &beta, &ndy, 2, 1e-5f, true, NULL, &none[1],
+                                     &none[2]),
+           "group_norm_backward");
+  expect_alone("group_norm dx", &none[0], &ng[0]);
+  expect_alone("group_norm dgamma", &none[1], &ng[1]);
+  expect_alone("group_norm dbeta", &none[2], &ng[2]);
+
+  sd_tensor lgamma = random_tensor(1, (int64_t[]){12}, 1.0f);
+  sd_tensor lg[3] = {zeros_like(&x), zeros_like(&lgamma), zeros_like(&lgamma)};
+  sd_tensor lone[3] = {zeros_like(&x), zeros_like(&lgamma), zeros_like(&lgamma)};
+  sd_tensor ldy = random_tensor(3, x.shape, 1.0f);
+  check_rc(sd_op_layer_norm_backward(be, &x, &lgamma, &ldy, 1e-5f, &lg[0], &lg[1], &lg[2]),
+           "layer_norm_backward");
+  check_rc(sd_op_layer_norm_backward(be, &x, &lgamma, &ldy, 1e-5f, &lone[0], NULL, NULL),
+           "layer_norm_backward");
+  check_rc(sd_op_layer_norm_backward(be, &x, &lgamma, &ldy, 1e-5f, NULL, &lone[1], NULL),
+           "layer_norm_backward");
+  check_rc(sd_op_layer_norm_backward(be, &x, &lgamma, &ldy, 1e-5f, NULL, NULL, &lone[2]),
+           "layer_norm_backward");
+  expect_alone("layer_norm dx", &lone[0], &lg[0]);
+  expect_alone("layer_norm dgamma", &lone[1], &lg[1]);
+  expect_alone("layer_norm dbeta", &lone[2], &lg[2]);
+
+  sd_tensor q = random_tensor(3, (int64_t[]){2, 5, 8}, 1.0f);
+  sd_tensor k = random_tensor(3, (int64_t[]){2, 7, 8}, 1.0f);
+  sd_tensor v = random_tensor(3, (int64_t[]){2, 7, 8}, 1.0f);
+  sd_tensor dout = random_tensor(3, q.shape, 1.0f);
+  sd_tensor ag[3] = {zeros_like(&q), zeros_like(&k), zeros_like(&v)};
+  sd_tensor aone[3] = {zeros_like(&q), zeros_like(&k), zeros_like(&v)};
+  check_rc(sd_op_attention_backward(be, &q, &k, &v, &dout, 2, 0.5f, false, &ag[0], &ag[1], &ag[2]),
+           "attention_backward");
+  check_rc(sd_op_attention_backward(be, &q, &k, &v, &dout, 2, 0.5f, false, &aone[0], NULL, NULL),
+           "attention_backward");
+  check_rc(sd_op_attention_backward(be, &q, &k, &v, &dout, 2, 0.5f, false, NULL, &aone[1], NULL),
+           "attention_backward");
+  check_rc(sd_op_attention_backward(be, &q, &k, &v, &dout, 2, 0.5f, false, NULL, NULL, &aone[2]),
+           "attention_backward");
+  expect_alone("attention dq", &aone[0], &ag[0]);
+  expect_alone("attention dk", &aone[1], &ag[1]);
+  expect_alone("attention dv", &aone[2], &ag[2]);
+  sd_arena_release(be, mark);
+}
+
 /* ---- shape checks ---- */
 
 static void expect_error(int rc, const char *what, const char *needle) {
@@ -1062,6 +1163,7 @@ int main(void) {
   fd_attention();
   fd_misc();
   large_shapes();
+  one_gradient_at_a_time();
   shape_checks();
   sd_backend_destroy(be);
   return sd_test_finish();
