@@ -526,7 +526,9 @@ int sd_op_linear_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *w
   SD_TRY(check_grad(be, op, "dx", dx, x));
   SD_TRY(check_grad(be, op, "dw", dw, w));
   SD_TRY(check_bias_grad(be, op, db, w));
-  be->flops += 4ull * (uint64_t)rows(x) * (uint64_t)w->shape[0] * (uint64_t)w->shape[1];
+  /* one GEMM of the forward's size for dx, one for dw */
+  uint64_t gemm = 2ull * (uint64_t)rows(x) * (uint64_t)w->shape[0] * (uint64_t)w->shape[1];
+  be->flops += (dx ? gemm : 0) + (dw ? gemm : 0);
   return be->ops->linear_backward(be, x, w, dy, dx, dw, db);
 }
 
@@ -550,8 +552,10 @@ int sd_op_conv2d_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *w
   SD_TRY(check_grad(be, op, "dx", dx, x));
   SD_TRY(check_grad(be, op, "dw", dw, w));
   SD_TRY(check_bias_grad(be, op, db, w));
-  be->flops +=
-      4ull * (uint64_t)sd_tensor_numel(dy) * (uint64_t)(w->shape[1] * w->shape[2] * w->shape[3]);
+  /* one convolution's worth for dx, one for dw */
+  uint64_t conv_flops =
+      2ull * (uint64_t)sd_tensor_numel(dy) * (uint64_t)(w->shape[1] * w->shape[2] * w->shape[3]);
+  be->flops += (dx ? conv_flops : 0) + (dw ? conv_flops : 0);
   return be->ops->conv2d_backward(be, x, w, dy, stride, pad, dx, dw, db);
 }
 
@@ -617,9 +621,11 @@ int sd_op_attention_backward(sd_backend *be, const sd_tensor *q, const sd_tensor
   SD_TRY(check_grad(be, op, "dq", dq, q));
   SD_TRY(check_grad(be, op, "dk", dk, k));
   SD_TRY(check_grad(be, op, "dv", dv, v));
-  /* q k^T again, dout v^T, dS k, dS^T q, P^T dout: 5 x (2 B Lq Lk H D) */
-  be->flops += 10ull * (uint64_t)q->shape[0] * (uint64_t)q->shape[1] * (uint64_t)k->shape[1] *
-               (uint64_t)q->shape[2];
+  /* GEMMs of 2 B Lq Lk H D each: q k^T again; P^T dout for dv; dout v^T, then dS k for dq and
+   * dS^T q for dk */
+  uint64_t gemms = 1 + (dv ? 1 : 0) + (dq || dk ? 1 : 0) + (dq ? 1 : 0) + (dk ? 1 : 0);
+  be->flops += gemms * 2ull * (uint64_t)q->shape[0] * (uint64_t)q->shape[1] *
+               (uint64_t)k->shape[1] * (uint64_t)q->shape[2];
   return be->ops->attention_backward(be, q, k, v, dout, heads, scale, causal, dq, dk, dv);
 }
 
