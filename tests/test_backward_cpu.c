@@ -710,7 +710,7 @@ static double *zeros(size_t n) {
 }
 
 static void large_linear(void) {
-  const int64_t b = 2, l = 70, k = 130, n = 150, m = b * l;
+  const int64_t b = 2, l = 150, k = 130, n = 150, m = b * l;
   sd_arena_mark mark = sd_arena_get_mark(be);
   sd_tensor x = random_tensor(3, (int64_t[]){b, l, k}, 1.0f);
   sd_tensor w = random_tensor(2, (int64_t[]){n, k}, 0.3f);
@@ -747,7 +747,7 @@ static void large_linear(void) {
 }
 
 static void large_conv2d(int stride) {
-  const int64_t b = 2, c = 32, h = 20, wd = 22, k = 96, kh = 3, pad = 1;
+  const int64_t b = 2, c = 32, h = 20, wd = 22, k = 160, kh = 3, pad = 1;
   const int64_t ho = (h + 2 * pad - kh) / stride + 1, wo = (wd + 2 * pad - kh) / stride + 1;
   sd_arena_mark mark = sd_arena_get_mark(be);
   sd_tensor x = random_tensor(4, (int64_t[]){b, c, h, wd}, 1.0f);

@@ -12,7 +12,7 @@
 #include <string.h>
 
 /* Rows of dw, and of dcol, per sgemm call. */
-#define SD_CONV_BWD_W_ROWS   64
+#define SD_CONV_BWD_W_ROWS   128
 #define SD_CONV_BWD_COL_ROWS 256
 
 typedef struct conv_geometry {

@@ -1,12 +1,12 @@
-/* Backward of linear (act NONE): dx = dy . w in blocks of 64 rows of one item (so an item's dx
- * does not depend on the batch); dw += dy^T . x with the output rows of dw in blocks of 64 over
+/* Backward of linear (act NONE): dx = dy . w in blocks of 128 rows of one item (so an item's dx
+ * does not depend on the batch); dw += dy^T . x with the output rows of dw in blocks of 128 over
  * threads and, within a block, one accumulating sgemm per item in item order;
  * db += the column sums of dy, rows added in order in double. No task's arithmetic depends on the
  * thread count. */
 #include "cpu_internal.h"
 
 /* Rows of dx, and of dw, per sgemm call (fixed, so results do not depend on the threads). */
-#define SD_LINEAR_BWD_ROWS 64
+#define SD_LINEAR_BWD_ROWS 128
 
 int sd_cpu_linear_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
                            const sd_tensor *dy, sd_tensor *dx, sd_tensor *dw, sd_tensor *db) {
