@@ -478,3 +478,238 @@ const char *sd_backend_kernels(sd_backend *be, char *buf, size_t size) {
     be->ops->describe_kernels(be, buf, size);
   return buf;
 }
+
+/* Backward passes: the forward op's shape rules, each gradient of its tensor's shape, and an
+ * error naming the op where the backend has no backward for it. */
+
+static int check_backward_entry(sd_backend *be, const void *entry, const char *op) {
+  if (!entry)
+    return SD_ERROR("op %s: not available on backend %s", op, be->ops->name);
+  return 0;
+}
+
+/* A gradient (NULL: not wanted) of `of`'s shape. */
+static int check_grad(sd_backend *be, const char *op, const char *what, const sd_tensor *grad,
+                      const sd_tensor *of) {
+  if (!grad)
+    return 0;
+  SD_TRY(check_act(be, op, what, grad));
+  if (!sd_tensor_same_shape(grad, of)) {
+    char sg[96], so[96];
+    return SD_ERROR("%s: %s %s is not of shape %s", op, what, SHAPE(grad, sg), SHAPE(of, so));
+  }
+  return 0;
+}
+
+/* A bias gradient (NULL: not wanted) of w->shape[0] elements. */
+static int check_bias_grad(sd_backend *be, const char *op, const sd_tensor *db,
+                           const sd_tensor *w) {
+  if (!db)
+    return 0;
+  SD_TRY(check_act(be, op, "db", db));
+  if (sd_tensor_numel(db) != w->shape[0])
+    return mismatch(op, "db (N) and weight (N, ..)", db, w);
+  return 0;
+}
+
+int sd_op_linear_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
+                          const sd_tensor *dy, sd_tensor *dx, sd_tensor *dw, sd_tensor *db) {
+  const char *op = "linear_backward";
+  SD_TRY(check_backward_entry(be, (const void *)be->ops->linear_backward, op));
+  SD_TRY(check_act(be, op, "x", x));
+  SD_TRY(check_weight(be, op, "weight", w));
+  SD_TRY(check_act(be, op, "dy", dy));
+  if (w->ndim != 2 || last_dim(x) != w->shape[1])
+    return mismatch(op, "x (.., K) and weight (N, K)", x, w);
+  if (last_dim(dy) != w->shape[0] || rows(dy) != rows(x) || dy->shape[0] != x->shape[0])
+    return mismatch(op, "dy (.., N) and x (.., K)", dy, x);
+  SD_TRY(check_grad(be, op, "dx", dx, x));
+  SD_TRY(check_grad(be, op, "dw", dw, w));
+  SD_TRY(check_bias_grad(be, op, db, w));
+  /* one GEMM of the forward's size for dx, one for dw */
+  uint64_t gemm = 2ull * (uint64_t)rows(x) * (uint64_t)w->shape[0] * (uint64_t)w->shape[1];
+  be->flops += (dx ? gemm : 0) + (dw ? gemm : 0);
+  return be->ops->linear_backward(be, x, w, dy, dx, dw, db);
+}
+
+int sd_op_conv2d_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
+                          const sd_tensor *dy, int stride, int pad, sd_tensor *dx, sd_tensor *dw,
+                          sd_tensor *db) {
+  const char *op = "conv2d_backward";
+  SD_TRY(check_backward_entry(be, (const void *)be->ops->conv2d_backward, op));
+  SD_TRY(check_act(be, op, "x", x));
+  SD_TRY(check_weight(be, op, "weight", w));
+  SD_TRY(check_act(be, op, "dy", dy));
+  if (x->ndim != 4 || w->ndim != 4 || dy->ndim != 4 || x->shape[1] != w->shape[1])
+    return mismatch(op, "x (B, C, H, W) and weight (K, C, kh, kw)", x, w);
+  if (stride < 1 || pad < 0)
+    return SD_ERROR("%s: stride %d, pad %d", op, stride, pad);
+  int64_t ho = (x->shape[2] + 2 * pad - w->shape[2]) / stride + 1;
+  int64_t wo = (x->shape[3] + 2 * pad - w->shape[3]) / stride + 1;
+  if (ho < 1 || wo < 1 || dy->shape[0] != x->shape[0] || dy->shape[1] != w->shape[0] ||
+      dy->shape[2] != ho || dy->shape[3] != wo)
+    return mismatch(op, "dy (B, K, Ho, Wo) and x", dy, x);
+  SD_TRY(check_grad(be, op, "dx", dx, x));
+  SD_TRY(check_grad(be, op, "dw", dw, w));
+  SD_TRY(check_bias_grad(be, op, db, w));
+  /* one convolution's worth for dx, one for dw */
+  uint64_t conv_flops =
+      2ull * (uint64_t)sd_tensor_numel(dy) * (uint64_t)(w->shape[1] * w->shape[2] * w->shape[3]);
+  be->flops += (dx ? conv_flops : 0) + (dw ? conv_flops : 0);
+  return be->ops->conv2d_backward(be, x, w, dy, stride, pad, dx, dw, db);
+}
+
+int sd_op_group_norm_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                              const sd_tensor *beta, const sd_tensor *dy, int groups, float eps,
+                              bool silu, sd_tensor *dx, sd_tensor *dgamma, sd_tensor *dbeta) {
+  const char *op = "group_norm_backward";
+  SD_TRY(check_backward_entry(be, (const void *)be->ops->group_norm_backward, op));
+  SD_TRY(check_act(be, op, "x", x));
+  SD_TRY(check_act(be, op, "dy", dy));
+  SD_TRY(check_weight(be, op, "gamma", gamma));
+  SD_TRY(check_weight(be, op, "beta", beta));
+  if (x->ndim < 2 || !sd_tensor_same_shape(x, dy))
+    return mismatch(op, "x and dy", x, dy);
+  int64_t channels = x->shape[1];
+  if (groups < 1 || channels % groups)
+    return SD_ERROR("%s: %lld channels do not split into %d groups", op, (long long)channels,
+                    groups);
+  if (sd_tensor_numel(gamma) != channels || sd_tensor_numel(beta) != channels)
+    return mismatch(op, "gamma and x channels", gamma, x);
+  SD_TRY(check_grad(be, op, "dx", dx, x));
+  SD_TRY(check_grad(be, op, "dgamma", dgamma, gamma));
+  SD_TRY(check_grad(be, op, "dbeta", dbeta, beta));
+  return be->ops->group_norm_backward(be, x, gamma, beta, dy, groups, eps, silu, dx, dgamma, dbeta);
+}
+
+int sd_op_layer_norm_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                              const sd_tensor *dy, float eps, sd_tensor *dx, sd_tensor *dgamma,
+                              sd_tensor *dbeta) {
+  const char *op = "layer_norm_backward";
+  SD_TRY(check_backward_entry(be, (const void *)be->ops->layer_norm_backward, op));
+  SD_TRY(check_act(be, op, "x", x));
+  SD_TRY(check_act(be, op, "dy", dy));
+  SD_TRY(check_weight(be, op, "gamma", gamma));
+  if (!sd_tensor_same_shape(x, dy))
+    return mismatch(op, "x and dy", x, dy);
+  if (sd_tensor_numel(gamma) != last_dim(x))
+    return mismatch(op, "gamma and x (.., C)", gamma, x);
+  SD_TRY(check_grad(be, op, "dx", dx, x));
+  SD_TRY(check_grad(be, op, "dgamma", dgamma, gamma));
+  SD_TRY(check_grad(be, op, "dbeta", dbeta, gamma));
+  return be->ops->layer_norm_backward(be, x, gamma, dy, eps, dx, dgamma, dbeta);
+}
+
+int sd_op_attention_backward(sd_backend *be, const sd_tensor *q, const sd_tensor *k,
+                             const sd_tensor *v, const sd_tensor *dout, int heads, float scale,
+                             bool causal, sd_tensor *dq, sd_tensor *dk, sd_tensor *dv) {
+  const char *op = "attention_backward";
+  SD_TRY(check_backward_entry(be, (const void *)be->ops->attention_backward, op));
+  SD_TRY(check_act(be, op, "q", q));
+  SD_TRY(check_act(be, op, "k", k));
+  SD_TRY(check_act(be, op, "v", v));
+  SD_TRY(check_act(be, op, "dout", dout));
+  if (q->ndim != 3 || k->ndim != 3 || v->ndim != 3 || !sd_tensor_same_shape(q, dout))
+    return mismatch(op, "q (B, Lq, H*D) and dout", q, dout);
+  if (!sd_tensor_same_shape(k, v) || k->shape[0] != q->shape[0] || k->shape[2] != q->shape[2])
+    return mismatch(op, "k/v (B, Lk, H*D) and q (B, Lq, H*D)", k, q);
+  if (heads < 1 || q->shape[2] % heads)
+    return SD_ERROR("%s: %lld channels do not split into %d heads", op, (long long)q->shape[2],
+                    heads);
+  if (causal && q->shape[1] != k->shape[1])
+    return mismatch(op, "causal attention needs Lq == Lk", q, k);
+  SD_TRY(check_grad(be, op, "dq", dq, q));
+  SD_TRY(check_grad(be, op, "dk", dk, k));
+  SD_TRY(check_grad(be, op, "dv", dv, v));
+  /* GEMMs of 2 B Lq Lk H D each: q k^T again; P^T dout for dv; dout v^T, then dS k for dq and
+   * dS^T q for dk */
+  uint64_t gemms = 1 + (dv ? 1 : 0) + (dq || dk ? 1 : 0) + (dq ? 1 : 0) + (dk ? 1 : 0);
+  be->flops += gemms * 2ull * (uint64_t)q->shape[0] * (uint64_t)q->shape[1] *
+               (uint64_t)k->shape[1] * (uint64_t)q->shape[2];
+  return be->ops->attention_backward(be, q, k, v, dout, heads, scale, causal, dq, dk, dv);
+}
+
+int sd_op_activation_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *dy,
+                              sd_activation act, sd_tensor *dx) {
+  const char *op = "activation_backward";
+  SD_TRY(check_backward_entry(be, (const void *)be->ops->activation_backward, op));
+  SD_TRY(check_act(be, op, "x", x));
+  SD_TRY(check_act(be, op, "dy", dy));
+  SD_TRY(check_act(be, op, "dx", dx));
+  if (sd_tensor_numel(x) != sd_tensor_numel(dy) || sd_tensor_numel(x) != sd_tensor_numel(dx))
+    return mismatch(op, "x, dy and dx", x, dy);
+  if (act == SD_ACT_NONE)
+    return dx->data == dy->data ? 0 : sd_op_copy(be, dy, dx);
+  return be->ops->activation_backward(be, x, dy, act, dx);
+}
+
+int sd_op_geglu_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *dy, sd_tensor *dx) {
+  const char *op = "geglu_backward";
+  SD_TRY(check_backward_entry(be, (const void *)be->ops->geglu_backward, op));
+  SD_TRY(check_act(be, op, "x", x));
+  SD_TRY(check_act(be, op, "dy", dy));
+  SD_TRY(check_act(be, op, "dx", dx));
+  if (last_dim(x) != 2 * last_dim(dy) || rows(x) != rows(dy))
+    return mismatch(op, "x (.., 2N) and dy (.., N)", x, dy);
+  SD_TRY(check_grad(be, op, "dx", dx, x));
+  return be->ops->geglu_backward(be, x, dy, dx);
+}
+
+int sd_op_add_channel_bias_backward(sd_backend *be, const sd_tensor *dy, sd_tensor *dv) {
+  const char *op = "add_channel_bias_backward";
+  SD_TRY(check_backward_entry(be, (const void *)be->ops->add_channel_bias_backward, op));
+  SD_TRY(check_act(be, op, "dy", dy));
+  SD_TRY(check_act(be, op, "dv", dv));
+  if (dy->ndim != 4 || sd_tensor_numel(dv) != dy->shape[0] * dy->shape[1])
+    return mismatch(op, "dv (B, C) and dy (B, C, H, W)", dv, dy);
+  return be->ops->add_channel_bias_backward(be, dy, dv);
+}
+
+int sd_op_upsample_nearest_backward(sd_backend *be, const sd_tensor *dy, sd_tensor *dx) {
+  const char *op = "upsample_nearest_backward";
+  SD_TRY(check_backward_entry(be, (const void *)be->ops->upsample_nearest_backward, op));
+  SD_TRY(check_act(be, op, "dy", dy));
+  SD_TRY(check_act(be, op, "dx", dx));
+  if (dy->ndim != 4 || dx->ndim != 4 || dy->shape[0] != dx->shape[0] ||
+      dy->shape[1] != dx->shape[1] || dy->shape[2] != 2 * dx->shape[2] ||
+      dy->shape[3] != 2 * dx->shape[3])
+    return mismatch(op, "dy (B, C, 2H, 2W) and dx (B, C, H, W) (only 2x is differentiated)", dy,
+                    dx);
+  return be->ops->upsample_nearest_backward(be, dy, dx);
+}
+
+int sd_op_concat_channels_backward(sd_backend *be, const sd_tensor *dy, sd_tensor *da,
+                                   sd_tensor *db) {
+  const char *op = "concat_channels_backward";
+  SD_TRY(check_backward_entry(be, (const void *)be->ops->concat_channels_backward, op));
+  SD_TRY(check_act(be, op, "dy", dy));
+  if (!da || !db)
+    return SD_ERROR("%s: da and db describe the split and are both needed", op);
+  SD_TRY(check_act(be, op, "da", da));
+  SD_TRY(check_act(be, op, "db", db));
+  if (dy->ndim != 4 || da->ndim != 4 || db->ndim != 4 || da->shape[0] != dy->shape[0] ||
+      db->shape[0] != dy->shape[0] || da->shape[1] + db->shape[1] != dy->shape[1] ||
+      da->shape[2] != dy->shape[2] || db->shape[2] != dy->shape[2] ||
+      da->shape[3] != dy->shape[3] || db->shape[3] != dy->shape[3])
+    return mismatch(op, "dy (B, Ca + Cb, H, W) and da (B, Ca, H, W)", dy, da);
+  return be->ops->concat_channels_backward(be, dy, da, db);
+}
+
+int sd_op_embedding_backward(sd_backend *be, const int32_t *ids, int64_t n, const sd_tensor *dy,
+                             sd_tensor *dtable) {
+  const char *op = "embedding_backward";
+  SD_TRY(check_backward_entry(be, (const void *)be->ops->embedding_backward, op));
+  SD_TRY(check_act(be, op, "dy", dy));
+  SD_TRY(check_act(be, op, "dtable", dtable));
+  if (dtable->ndim != 2 || rows(dy) != n || last_dim(dy) != dtable->shape[1])
+    return mismatch(op, "dy (n, C) and dtable (V, C)", dy, dtable);
+  for (int64_t i = 0; i < n; i++)
+    if (ids[i] < 0 || ids[i] >= dtable->shape[0])
+      return SD_ERROR("%s: id %d at position %lld outside the table of %lld rows", op, ids[i],
+                      (long long)i, (long long)dtable->shape[0]);
+  return be->ops->embedding_backward(be, ids, n, dy, dtable);
+}
+
+int sd_op_transpose_backward(sd_backend *be, const sd_tensor *dy, sd_tensor *dx) {
+  return sd_op_transpose(be, dy, dx);
+}

@@ -178,6 +178,73 @@ typedef struct sd_backend_ops {
   int (*group_norm_apply)(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
                           const sd_tensor *beta, int groups, const float *stats, bool silu,
                           sd_tensor *y);
+
+  /* Backward passes (training, docs/training.md). Each takes the forward op's inputs and dy, the
+   * gradient of the loss with respect to the forward output (of y's shape), and writes:
+   *  - input gradients (dx, dq, ..: activations), OVERWRITTEN;
+   *  - parameter gradients (dw, db, dgamma, dbeta, dtable), ACCUMULATED (dw += ..), so that a
+   *    weight used twice, or gradients of several micro-batches, add up.
+   * In linear, conv2d, group_norm, layer_norm and attention any gradient may be NULL when it is
+   * not wanted (a frozen weight, an input that needs no gradient); the other ops need theirs.
+   * Nothing is saved by the forward op: what a backward needs beyond the inputs
+   * (normalization statistics, softmax probabilities) it recomputes from them. Parameter
+   * gradients add the batch items in order (item 0 first) in a way that does not depend on the
+   * thread count; an item's input gradient depends on that item only. Gradients must not alias
+   * the forward inputs or each other unless an op says otherwise. A backend may leave these
+   * entries NULL (the CUDA backend does): sd_op_*_backward then fails naming the op and backend. */
+
+  /* Of linear with act NONE: dx (M, K) = dy (M, N) . w (N, K); dw (N, K) += dy^T . x (M, K);
+   * db (N) += the sum of dy's rows. x, dy and dx have the forward's leading dims. A fused
+   * activation is not differentiated here: run the forward as linear(NONE) + activation and
+   * pass dy through activation_backward first. */
+  int (*linear_backward)(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
+                         const sd_tensor *dy, sd_tensor *dx, sd_tensor *dw, sd_tensor *db);
+  /* Of conv2d: dx (B, C, H, W) = the transposed convolution of dy (B, K, Ho, Wo) with
+   * w (K, C, kh, kw) (positions of x that no window reads get 0); dw (K, C, kh, kw) += the
+   * correlation of dy with x; db (K) += the sum of dy over B, Ho, Wo. */
+  int (*conv2d_backward)(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
+                         const sd_tensor *dy, int stride, int pad, sd_tensor *dx, sd_tensor *dw,
+                         sd_tensor *db);
+  /* Of group_norm (with its fused SiLU when silu): x (B, C, ...), dy of x's shape; the group
+   * statistics are recomputed from x as the forward computes them (and, with silu, the
+   * pre-activation from gamma and beta). dx (B, C, ...); dgamma (C), dbeta (C) accumulated. */
+  int (*group_norm_backward)(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                             const sd_tensor *beta, const sd_tensor *dy, int groups, float eps,
+                             bool silu, sd_tensor *dx, sd_tensor *dgamma, sd_tensor *dbeta);
+  /* Of layer_norm over the last dim of x (..., C), statistics recomputed per row: dx of x's
+   * shape; dgamma (C), dbeta (C) accumulated (rows added in order). */
+  int (*layer_norm_backward)(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                             const sd_tensor *dy, float eps, sd_tensor *dx, sd_tensor *dgamma,
+                             sd_tensor *dbeta);
+  /* Of attention: dout (B, Lq, H*D) the gradient of o; dq (B, Lq, H*D), dk, dv (B, Lk, H*D).
+   * The probabilities P = softmax(q k^T scale [+ causal mask]) are recomputed per (batch, head)
+   * in blocks of query rows, as the forward computes them, never stored as a whole (Lq, Lk)
+   * matrix: dv = P^T dout, dS = P * (dout v^T - rowsum(P * dout v^T)), dq = scale dS k,
+   * dk = scale dS^T q. */
+  int (*attention_backward)(sd_backend *be, const sd_tensor *q, const sd_tensor *k,
+                            const sd_tensor *v, const sd_tensor *dout, int heads, float scale,
+                            bool causal, sd_tensor *dq, sd_tensor *dk, sd_tensor *dv);
+  /* Of activation: dx = dy * act'(x), elementwise, act' as torch's autograd computes it (ReLU:
+   * 0 at x <= 0). dx may alias dy. */
+  int (*activation_backward)(sd_backend *be, const sd_tensor *x, const sd_tensor *dy,
+                             sd_activation act, sd_tensor *dx);
+  /* Of geglu: x (.., 2N) = [hidden, gate], dy (.., N); dx (.., 2N) = [dy * gelu(gate),
+   * dy * hidden * gelu'(gate)]. */
+  int (*geglu_backward)(sd_backend *be, const sd_tensor *x, const sd_tensor *dy, sd_tensor *dx);
+  /* Of add_channel_bias: dv (B, C) = the sum of dy (B, C, H, W) over H, W, overwritten (v is an
+   * activation, e.g. a projected time embedding). The gradient of x is dy itself: no op. */
+  int (*add_channel_bias_backward)(sd_backend *be, const sd_tensor *dy, sd_tensor *dv);
+  /* Of upsample_nearest at exactly 2x: dx (B, C, H, W) = the sum of each 2x2 block of
+   * dy (B, C, 2H, 2W), added in dy's row-major order as torch's backward adds them. */
+  int (*upsample_nearest_backward)(sd_backend *be, const sd_tensor *dy, sd_tensor *dx);
+  /* Of concat_channels: dy (B, Ca + Cb, H, W) split into da (B, Ca, H, W) and db (B, Cb, H, W);
+   * both are needed (their shapes give the split). */
+  int (*concat_channels_backward)(sd_backend *be, const sd_tensor *dy, sd_tensor *da,
+                                  sd_tensor *db);
+  /* Of embedding: dtable (V, C) rows at ids (n, host memory) += dy (n, C) rows, for i = 0 .. n-1
+   * in order (a repeated id adds up). */
+  int (*embedding_backward)(sd_backend *be, const int32_t *ids, int64_t n, const sd_tensor *dy,
+                            sd_tensor *dtable);
 } sd_backend_ops;
 
 /* Scratch memory: a chain of chunks with stack discipline. Allocations after a mark are all
@@ -303,6 +370,41 @@ int sd_op_pad2d(sd_backend *be, const sd_tensor *x, int64_t top, int64_t left, f
 /* stride >= 1, 0 <= pad, Ho and Wo >= 1. */
 int sd_op_conv_transpose2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
                            const sd_tensor *b, int stride, int pad, sd_tensor *y);
+
+/* Backward passes: see sd_backend_ops.linear_backward and the entries after it for each contract
+ * (input gradients overwritten, parameter gradients accumulated, NULL for a gradient not wanted).
+ * Each checks shapes against the forward op's rules, with every gradient of its tensor's shape,
+ * and fails with "op <name>_backward: not available on backend <name>" where the backend has no
+ * such entry. */
+int sd_op_linear_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
+                          const sd_tensor *dy, sd_tensor *dx, sd_tensor *dw, sd_tensor *db);
+int sd_op_conv2d_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
+                          const sd_tensor *dy, int stride, int pad, sd_tensor *dx, sd_tensor *dw,
+                          sd_tensor *db);
+int sd_op_group_norm_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                              const sd_tensor *beta, const sd_tensor *dy, int groups, float eps,
+                              bool silu, sd_tensor *dx, sd_tensor *dgamma, sd_tensor *dbeta);
+int sd_op_layer_norm_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                              const sd_tensor *dy, float eps, sd_tensor *dx, sd_tensor *dgamma,
+                              sd_tensor *dbeta);
+int sd_op_attention_backward(sd_backend *be, const sd_tensor *q, const sd_tensor *k,
+                             const sd_tensor *v, const sd_tensor *dout, int heads, float scale,
+                             bool causal, sd_tensor *dq, sd_tensor *dk, sd_tensor *dv);
+/* act NONE copies dy (nothing when dx is dy). */
+int sd_op_activation_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *dy,
+                              sd_activation act, sd_tensor *dx);
+int sd_op_geglu_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *dy, sd_tensor *dx);
+int sd_op_add_channel_bias_backward(sd_backend *be, const sd_tensor *dy, sd_tensor *dv);
+/* dy must be exactly twice dx's height and width. */
+int sd_op_upsample_nearest_backward(sd_backend *be, const sd_tensor *dy, sd_tensor *dx);
+int sd_op_concat_channels_backward(sd_backend *be, const sd_tensor *dy, sd_tensor *da,
+                                   sd_tensor *db);
+/* ids checked < V as in sd_op_embedding. */
+int sd_op_embedding_backward(sd_backend *be, const int32_t *ids, int64_t n, const sd_tensor *dy,
+                             sd_tensor *dtable);
+/* Of transpose: dx (B, M, N) = dy (B, N, M) transposed, i.e. sd_op_transpose(dy, dx); every
+ * backend has it. */
+int sd_op_transpose_backward(sd_backend *be, const sd_tensor *dy, sd_tensor *dx);
 
 #ifdef __cplusplus
 }

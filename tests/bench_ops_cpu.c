@@ -1,5 +1,6 @@
-/* Micro-benchmark of the CPU backend's hot ops at SD 1.5 UNet sizes (64x64 latents, batch 2):
- * prints the best of a few runs as milliseconds and GFLOP/s (GB/s for the memory-bound ops).
+/* Micro-benchmark of the CPU backend's hot ops at SD 1.5 UNet sizes (64x64 latents, batch 2),
+ * forward and backward (docs/training.md): prints the best of a few runs as milliseconds and
+ * GFLOP/s (GB/s for the memory-bound ops).
  * Not a test; run by hand: bench_ops_cpu [repeats [name-filter [bf16]]] ("" filters nothing;
  * bf16: linear and conv2d take bfloat16 inputs, where the CPU has AVX512_BF16 or AMX). */
 #include "kernels/error.h"
@@ -73,6 +74,7 @@ static void run(const char *name, bench_fn fn, void *ctx, double amount, const c
 
 typedef struct {
   sd_tensor x, w, b, y, q, k, v, gamma, beta;
+  sd_tensor dx, dw, db, dk, dv; /* gradients of the backward benchmarks; y holds dy */
   int heads, stride, pad;
   sd_activation act;
 } op_args;
@@ -80,6 +82,28 @@ typedef struct {
 static int do_linear(void *ctx) {
   op_args *a = ctx;
   return sd_op_linear(be, &a->x, &a->w, &a->b, a->act, &a->y);
+}
+
+static int do_linear_backward(void *ctx) {
+  op_args *a = ctx;
+  return sd_op_linear_backward(be, &a->x, &a->w, &a->y, &a->dx, &a->dw, &a->db);
+}
+
+static int do_conv_backward(void *ctx) {
+  op_args *a = ctx;
+  return sd_op_conv2d_backward(be, &a->x, &a->w, &a->y, a->stride, a->pad, &a->dx, &a->dw, &a->db);
+}
+
+static int do_attention_backward(void *ctx) {
+  op_args *a = ctx;
+  return sd_op_attention_backward(be, &a->q, &a->k, &a->v, &a->y, a->heads, 0.158113883f, false,
+                                  &a->dx, &a->dk, &a->dv);
+}
+
+static int do_group_norm_backward(void *ctx) {
+  op_args *a = ctx;
+  return sd_op_group_norm_backward(be, &a->x, &a->gamma, &a->beta, &a->y, 32, 1e-5f, true, &a->dx,
+                                   &a->dw, &a->db);
 }
 
 static int do_conv(void *ctx) {
@@ -130,6 +154,11 @@ static void bench_linear(int64_t batch, int64_t len, int64_t k, int64_t n, sd_ac
            (long long)batch, (long long)len, (long long)k, (long long)n,
            act == SD_ACT_NONE ? "" : " +gelu");
   run(name, do_linear, &a, 2.0 * (double)(batch * len * n * k), "GFLOP/s");
+  if (act == SD_ACT_NONE) {
+    a.dx = make(3, a.x.shape, 5), a.dw = make(2, a.w.shape, 6), a.db = make(1, a.b.shape, 7);
+    strncat(name, " backward", sizeof name - strlen(name) - 1);
+    run(name, do_linear_backward, &a, 4.0 * (double)(batch * len * n * k), "GFLOP/s");
+  }
   sd_tensor_free(be, &a.w);
   sd_arena_release(be, mark);
 }
@@ -148,6 +177,9 @@ static void bench_conv(int64_t batch, int64_t c, int64_t k, int64_t hw, int64_t 
   snprintf(name, sizeof name, "conv2d B %lld %lld->%lld %lldx%lld k%lld s%d", (long long)batch,
            (long long)c, (long long)k, (long long)hw, (long long)hw, (long long)ks, stride);
   run(name, do_conv, &a, 2.0 * (double)(batch * k * c * ks * ks * ho * ho), "GFLOP/s");
+  a.dx = make(4, a.x.shape, 5), a.dw = make(4, a.w.shape, 6), a.db = make(1, a.b.shape, 7);
+  strncat(name, " backward", sizeof name - strlen(name) - 1);
+  run(name, do_conv_backward, &a, 4.0 * (double)(batch * k * c * ks * ks * ho * ho), "GFLOP/s");
   sd_tensor_free(be, &a.w);
   sd_arena_release(be, mark);
 }
@@ -164,6 +196,9 @@ static void bench_attention(int64_t batch, int heads, int64_t lq, int64_t lk, in
   snprintf(name, sizeof name, "attention B*H %lld Lq %lld Lk %lld D %lld",
            (long long)(batch * heads), (long long)lq, (long long)lk, (long long)d);
   run(name, do_attention, &a, 4.0 * (double)(batch * heads * lq * lk * d), "GFLOP/s");
+  a.dx = make(3, a.q.shape, 5), a.dk = make(3, a.k.shape, 6), a.dv = make(3, a.v.shape, 7);
+  strncat(name, " backward", sizeof name - strlen(name) - 1);
+  run(name, do_attention_backward, &a, 10.0 * (double)(batch * heads * lq * lk * d), "GFLOP/s");
   sd_arena_release(be, mark);
 }
 
@@ -176,6 +211,10 @@ static void bench_memory_ops(void) {
                .gamma = make(1, (int64_t[]){c}, 3),
                .beta = make(1, (int64_t[]){c}, 4)};
   run("group_norm+silu (2, 320, 64x64)", do_group_norm, &a, bytes, "GB/s");
+  op_args gb = a;
+  gb.dx = make(3, a.x.shape, 8), gb.dw = make(1, a.gamma.shape, 9);
+  gb.db = make(1, a.beta.shape, 10);
+  run("group_norm+silu (2, 320, 64x64) backward", do_group_norm_backward, &gb, 1.5 * bytes, "GB/s");
   run("add (2, 320, 64x64)", do_add, &a, 1.5 * bytes, "GB/s");
   sd_tensor t = make(3, (int64_t[]){batch, hw, c}, 5);
   op_args tr = {.x = a.x, .y = t};

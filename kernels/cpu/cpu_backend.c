@@ -123,6 +123,17 @@ static const sd_backend_ops cpu_ops = {
     .conv_transpose2d = sd_cpu_conv_transpose2d,
     .group_norm_sums = sd_cpu_group_norm_sums,
     .group_norm_apply = sd_cpu_group_norm_apply,
+    .linear_backward = sd_cpu_linear_backward,
+    .conv2d_backward = sd_cpu_conv2d_backward,
+    .group_norm_backward = sd_cpu_group_norm_backward,
+    .layer_norm_backward = sd_cpu_layer_norm_backward,
+    .attention_backward = sd_cpu_attention_backward,
+    .activation_backward = sd_cpu_activation_backward,
+    .geglu_backward = sd_cpu_geglu_backward,
+    .add_channel_bias_backward = sd_cpu_add_channel_bias_backward,
+    .upsample_nearest_backward = sd_cpu_upsample_nearest_backward,
+    .concat_channels_backward = sd_cpu_concat_channels_backward,
+    .embedding_backward = sd_cpu_embedding_backward,
 };
 
 static int create_engine(sd_cpu_state *st) {

@@ -148,6 +148,41 @@ static inline float sd_cpu_relu(float x) {
   return x < 0.0f ? 0.0f : x;
 }
 
+/* Derivatives of the activations, as torch's autograd computes them (for the backward ops). */
+static inline float sd_cpu_sigmoid(float x) {
+  return 1.0f / (1.0f + sd_cpu_expf(-x));
+}
+
+static inline float sd_cpu_silu_grad(float x) {
+  float s = sd_cpu_sigmoid(x);
+  return s * (1.0f + x * (1.0f - s));
+}
+
+/* Phi(x) + x phi(x) */
+static inline float sd_cpu_gelu_grad(float x) {
+  const float inv_sqrt_2pi = 0.39894228040143268f;
+  float cdf = 0.5f * (1.0f + sd_cpu_erff(x * 0.70710678118654752f));
+  return cdf + x * inv_sqrt_2pi * sd_cpu_expf(-0.5f * x * x);
+}
+
+static inline float sd_cpu_gelu_tanh_grad(float x) {
+  const float k = 0.79788456080286536f; /* sqrt(2 / pi) */
+  const float c = 0.044715f;
+  float u = k * (x + c * x * x * x);
+  float th = 1.0f - 2.0f / (sd_cpu_expf(2.0f * u) + 1.0f); /* tanh(u) */
+  return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * k * (1.0f + 3.0f * c * x * x);
+}
+
+static inline float sd_cpu_quick_gelu_grad(float x) {
+  float s = sd_cpu_sigmoid(1.702f * x);
+  return s + 1.702f * x * s * (1.0f - s);
+}
+
+/* 0 at x <= 0, as torch's threshold_backward. */
+static inline float sd_cpu_relu_grad(float x) {
+  return x > 0.0f ? 1.0f : 0.0f;
+}
+
 /* y[i] = act(x[i] + (bias ? bias[i] : 0)) for i < n, vectorized; y may alias x. Runs on the
  * calling thread (callers parallelize over rows). */
 void sd_cpu_activate_array(const float *x, const float *bias, sd_activation act, int64_t n,

@@ -51,6 +51,31 @@ int sd_cpu_pad2d(sd_backend *be, const sd_tensor *x, int64_t top, int64_t left, 
 int sd_cpu_conv_transpose2d(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
                             const sd_tensor *b, int stride, int pad, sd_tensor *y);
 
+/* Backward passes (contracts in ops.h after sd_backend_ops.linear_backward). */
+int sd_cpu_linear_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
+                           const sd_tensor *dy, sd_tensor *dx, sd_tensor *dw, sd_tensor *db);
+int sd_cpu_conv2d_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *w,
+                           const sd_tensor *dy, int stride, int pad, sd_tensor *dx, sd_tensor *dw,
+                           sd_tensor *db);
+int sd_cpu_group_norm_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                               const sd_tensor *beta, const sd_tensor *dy, int groups, float eps,
+                               bool silu, sd_tensor *dx, sd_tensor *dgamma, sd_tensor *dbeta);
+int sd_cpu_layer_norm_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *gamma,
+                               const sd_tensor *dy, float eps, sd_tensor *dx, sd_tensor *dgamma,
+                               sd_tensor *dbeta);
+int sd_cpu_attention_backward(sd_backend *be, const sd_tensor *q, const sd_tensor *k,
+                              const sd_tensor *v, const sd_tensor *dout, int heads, float scale,
+                              bool causal, sd_tensor *dq, sd_tensor *dk, sd_tensor *dv);
+int sd_cpu_activation_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *dy,
+                               sd_activation act, sd_tensor *dx);
+int sd_cpu_geglu_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *dy, sd_tensor *dx);
+int sd_cpu_add_channel_bias_backward(sd_backend *be, const sd_tensor *dy, sd_tensor *dv);
+int sd_cpu_upsample_nearest_backward(sd_backend *be, const sd_tensor *dy, sd_tensor *dx);
+int sd_cpu_concat_channels_backward(sd_backend *be, const sd_tensor *dy, sd_tensor *da,
+                                    sd_tensor *db);
+int sd_cpu_embedding_backward(sd_backend *be, const int32_t *ids, int64_t n, const sd_tensor *dy,
+                              sd_tensor *dtable);
+
 /* Scalar activation shared by linear (fused epilogue) and activation. */
 float sd_cpu_activate(float x, sd_activation act);
 

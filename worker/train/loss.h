@@ -1,0 +1,22 @@
+/* The loss of fine-tuning: mean squared error as F.mse_loss(x, target) (reduction "mean") and its
+ * gradient, on host float32 arrays. docs/training.md. */
+#ifndef SD_TRAIN_LOSS_H
+#define SD_TRAIN_LOSS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* mean over n elements of (x - target)^2, summed in double, rounded to float. */
+float sd_mse_loss(const float *x, const float *target, int64_t n);
+
+/* dx (n) = (float)(2 / n) (x - target) dloss, as torch's mse_loss_backward. dx may alias x. */
+void sd_mse_loss_backward(const float *x, const float *target, int64_t n, float dloss, float *dx);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

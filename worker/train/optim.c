@@ -1,0 +1,53 @@
+/* AdamW (torch's _single_tensor_adam with decoupled weight decay) and clip_grad_norm_. */
+#include "optim.h"
+
+#include <math.h>
+
+sd_adamw_config sd_adamw_config_init(void) {
+  return (sd_adamw_config){.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 1e-2};
+}
+
+void sd_adamw_step(const sd_adamw_config *cfg, double lr, int64_t step, float *p, const float *grad,
+                   float *exp_avg, float *exp_avg_sq, int64_t n) {
+  double bias_correction1 = 1.0 - pow(cfg->beta1, (double)step);
+  double bias_correction2 = 1.0 - pow(cfg->beta2, (double)step);
+  double step_size = lr / bias_correction1;
+  double bias_correction2_sqrt = pow(bias_correction2, 0.5);
+  const float decay = (float)(1.0 - lr * cfg->weight_decay);
+  const float avg_weight = (float)(1.0 - cfg->beta1);
+  const float beta2 = (float)cfg->beta2, sq_weight = (float)(1.0 - cfg->beta2);
+  const float bc2_sqrt = (float)bias_correction2_sqrt, eps = (float)cfg->eps;
+  const float neg_step = (float)-step_size;
+  for (int64_t i = 0; i < n; i++) {
+    float g = grad[i];
+    float param = p[i];
+    if (cfg->weight_decay != 0.0)
+      param *= decay;
+    float m = fmaf(avg_weight, g - exp_avg[i], exp_avg[i]);
+    float v = exp_avg_sq[i] * beta2;
+    v = v + sq_weight * g * g;
+    float denom = sqrtf(v) / bc2_sqrt + eps;
+    p[i] = param + neg_step * m / denom;
+    exp_avg[i] = m;
+    exp_avg_sq[i] = v;
+  }
+}
+
+float sd_clip_grad_norm(int count, float *const *grads, const int64_t *sizes, float max_norm) {
+  double squares = 0.0;
+  for (int t = 0; t < count; t++) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < sizes[t]; i++)
+      sum += (double)grads[t][i] * grads[t][i];
+    float norm = (float)sqrt(sum);
+    squares += (double)norm * norm;
+  }
+  float total = (float)sqrt(squares);
+  float coef = max_norm / (total + 1e-6f);
+  if (coef > 1.0f)
+    coef = 1.0f;
+  for (int t = 0; t < count; t++)
+    for (int64_t i = 0; i < sizes[t]; i++)
+      grads[t][i] *= coef;
+  return total;
+}
