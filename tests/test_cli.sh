@@ -33,7 +33,7 @@ expect() {
 render=("$sdbatch" render --model "$model" --steps 2 --width 64 --height 64 --quiet)
 
 # help and usage
-for command in render tokenize make-demo-model bench run inspect export; do
+for command in render tokenize make-demo-model make-shapes bench run inspect export; do
   expect 0 "Usage: sdbatch $command" -- "$sdbatch" "$command" --help
 done
 expect 0 "Commands:" -- "$sdbatch" --help
@@ -274,6 +274,21 @@ expect 1 "exists and is not an empty folder" -- "$sdbatch" make-demo-model "$wor
 expect 0 "its pictures are noise" -- "$sdbatch" make-demo-model "$work/demo"
 expect 0 "" -- "$sdbatch" render --model "$work/demo" --prompt "a cat" --steps 2 --quiet \
   --out "$work/demo.png"
+
+# the shapes dataset: the same bytes every time, any range on its own, one caption a picture
+expect 0 "wrote 12 pictures of 32x32" -- "$sdbatch" make-shapes "$work/shapes" --count 12 \
+  --size 32 --seed 5
+expect 0 "wrote 4 pictures" -- "$sdbatch" make-shapes "$work/part" --count 4 --start 8 \
+  --size 32 --seed 5
+same=1
+for i in 08 09 10 11; do cmp -s "$work/shapes/0000$i.png" "$work/part/0000$i.png" || same=0; done
+[ "$same" = 1 ] && [ "$(wc -l <"$work/shapes/metadata.jsonl")" = 12 ] &&
+  grep -q '^{"file_name": "000011.png", "text": "an\? [a-z ]*"}$' "$work/shapes/metadata.jsonl" &&
+  passed=$((passed + 1)) || {
+  failed=$((failed + 1))
+  echo "FAIL: make-shapes: a range differs from the whole, or metadata.jsonl is not one line a picture"
+}
+expect 2 "--size: expected an integer from 16" -- "$sdbatch" make-shapes "$work/x" --size 8
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

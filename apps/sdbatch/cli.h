@@ -81,6 +81,7 @@ int cli_usage_error(const char *command, const char *fmt, ...)
 int cmd_render(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_make_demo_model(int argc, char **argv);
+int cmd_make_shapes(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_bench(int argc, char **argv);

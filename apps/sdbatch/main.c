@@ -15,6 +15,7 @@ static void print_usage(FILE *out) {
           "  render           render one image to a PNG file\n"
           "  tokenize         print a prompt's 77 CLIP token ids\n"
           "  make-demo-model  write a random-weight model in diffusers layout\n"
+          "  make-shapes      write the synthetic shapes dataset (PNGs and captions)\n"
           "  inspect          summarise a job's output file (.h5)\n"
           "  export           write an output file's images as PNGs or contact sheets\n"
           "  bench            time the pipeline's stages and report FLOP rates\n"
@@ -46,6 +47,8 @@ int main(int argc, char **argv) {
     return cmd_tokenize(argc - 1, argv + 1);
   if (strcmp(command, "make-demo-model") == 0)
     return cmd_make_demo_model(argc - 1, argv + 1);
+  if (strcmp(command, "make-shapes") == 0)
+    return cmd_make_shapes(argc - 1, argv + 1);
   if (strcmp(command, "inspect") == 0)
     return cmd_inspect(argc - 1, argv + 1);
   if (strcmp(command, "export") == 0)

@@ -1,0 +1,115 @@
+/* The shapes dataset (worker/data/shapes.h): items are a function of (seed, index) alone, their
+ * captions name what is drawn, every kind, colour, size and template occurs, and the
+ * measurement, which sees pixels only, tells the generator's shape and colour back (>= 99 % of
+ * 2,000 items at 64 and at 128 pixels; the misses are printed). */
+#include "test_util.h"
+
+#include "data/shapes.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void test_items(void) {
+  sd_shape_item a, b;
+  int kinds[SD_SHAPE_KINDS] = {0}, colors[SD_SHAPE_COLORS] = {0}, sizes[SD_SHAPE_SIZES] = {0};
+  int templates[5] = {0}, two_tone = 0, bad_caption = 0, differ = 0;
+  enum { N = 4000 };
+  for (int64_t i = 0; i < N; i++) {
+    sd_shapes_item(7, i, &a);
+    sd_shapes_item(7, i, &b);
+    CHECK(memcmp(&a, &b, sizeof a) == 0 || i > 0, "item %lld is a function of (seed, index)",
+          (long long)i);
+    if (memcmp(&a, &b, sizeof a) != 0)
+      bad_caption++;
+    sd_shapes_item(8, i, &b);
+    differ += memcmp(&a, &b, sizeof a) != 0;
+    kinds[a.kind]++;
+    colors[a.color]++;
+    sizes[a.size]++;
+    two_tone += a.background[0] != a.background[1];
+    const char *c = a.caption;
+    bool names = strstr(c, sd_shape_kind_name(a.kind)) && strstr(c, sd_shape_color_name(a.color));
+    bool an = strchr("aeiou", sd_shape_color_name(a.color)[0]) && strncmp(c, "an ", 3) == 0;
+    bad_caption += !names || (strncmp(c, "a ", 2) != 0 && !an);
+    bool has_size = strstr(c, sd_shape_size_name(a.size)) != NULL;
+    bool has_where = strstr(c, " in the ") != NULL;
+    bool has_background = strstr(c, " background") != NULL;
+    if (has_where && strstr(c, sd_shape_position_name(a.position)) == NULL)
+      bad_caption++;
+    templates[has_size && has_where ? 3 : has_size ? 2 : has_where ? 4 : has_background ? 1 : 0]++;
+    if (a.size == SD_SIZE_LARGE && a.position != SD_POS_CENTER)
+      bad_caption++;
+  }
+  CHECK(bad_caption == 0, "%d items whose caption does not name their colour, shape, size or place",
+        bad_caption);
+  CHECK(differ > N * 9 / 10, "another seed gives other items (%d of %d differ)", differ, N);
+  for (int k = 0; k < SD_SHAPE_KINDS; k++)
+    CHECK(kinds[k] > N / SD_SHAPE_KINDS * 8 / 10, "%s: %d items", sd_shape_kind_name(k), kinds[k]);
+  for (int k = 0; k < SD_SHAPE_COLORS; k++)
+    CHECK(colors[k] > N / SD_SHAPE_COLORS * 8 / 10, "%s: %d items", sd_shape_color_name(k),
+          colors[k]);
+  for (int k = 0; k < SD_SHAPE_SIZES; k++)
+    CHECK(sizes[k] > N / SD_SHAPE_SIZES * 8 / 10, "%s: %d items", sd_shape_size_name(k), sizes[k]);
+  for (int k = 0; k < 5; k++)
+    CHECK(templates[k] > N / 5 * 7 / 10, "caption template %d: %d items", k, templates[k]);
+  CHECK(two_tone > N / 6 && two_tone < N / 2, "two-tone backgrounds: %d of %d", two_tone, N);
+  sd_shapes_item(7, 123, &a);
+  printf("item 123 of seed 7: %s\n", a.caption);
+}
+
+/* The measurement against the generator's labels. */
+static void test_measure(int side) {
+  enum { N = 2000 };
+  uint8_t *rgb = malloc((size_t)side * side * 3), *again = malloc((size_t)side * side * 3);
+  int kind_ok = 0, color_ok = 0, found = 0, shown = 0;
+  int confusion[SD_SHAPE_KINDS][SD_SHAPE_KINDS] = {{0}};
+  for (int64_t i = 0; i < N; i++) {
+    sd_shape_item it;
+    sd_shapes_item(11, i, &it);
+    sd_shapes_draw(&it, side, rgb);
+    sd_shapes_draw(&it, side, again);
+    CHECK(memcmp(rgb, again, (size_t)side * side * 3) == 0 || i > 0, "drawing is deterministic");
+    sd_shape_measure m;
+    sd_shapes_measure(rgb, side, side, &m);
+    found += m.found;
+    if (!m.found)
+      continue;
+    kind_ok += m.kind == it.kind;
+    color_ok += m.color == it.color;
+    confusion[it.kind][m.kind]++;
+    if ((m.kind != it.kind || m.color != it.color) && shown++ < 8)
+      printf("  %d px, item %lld '%s': measured %s %s (fill %.3f, row solidity %.3f, top %.3f)\n",
+             side, (long long)i, it.caption, sd_shape_color_name(m.color),
+             sd_shape_kind_name(m.kind), m.fill, m.row_solidity, m.top_share);
+  }
+  printf("%d px: %d of %d found, shape right %d, colour right %d\n", side, found, N, kind_ok,
+         color_ok);
+  for (int k = 0; k < SD_SHAPE_KINDS; k++) {
+    printf("  %-8s ->", sd_shape_kind_name(k));
+    for (int j = 0; j < SD_SHAPE_KINDS; j++)
+      printf(" %5d", confusion[k][j]);
+    printf("\n");
+  }
+  CHECK(found == N, "%d px: every shape found (%d of %d)", side, found, N);
+  CHECK(kind_ok >= N * 99 / 100, "%d px: shape told back for %d of %d (>= 99 %%)", side, kind_ok,
+        N);
+  CHECK(color_ok >= N * 99 / 100, "%d px: colour told back for %d of %d (>= 99 %%)", side, color_ok,
+        N);
+
+  /* a gray picture has no shape */
+  for (size_t k = 0; k < (size_t)side * side * 3; k++)
+    rgb[k] = (uint8_t)(k / 3 % 200);
+  sd_shape_measure m;
+  sd_shapes_measure(rgb, side, side, &m);
+  CHECK(!m.found, "%d px: a gray picture has no shape", side);
+  free(rgb);
+  free(again);
+}
+
+int main(void) {
+  test_items();
+  test_measure(64);
+  test_measure(128);
+  return sd_test_finish();
+}
