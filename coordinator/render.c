@@ -127,6 +127,8 @@ int sd_renderer_open(const sd_job *job, const sd_render_shape *shape,
                     SD_RENDER_MAX_ADAPTERS);
   }
   r->params = *engine_params;
+  /* a job that gives every image its depth map never runs the model's estimator */
+  r->params.no_depth_estimator = info->n_depth_maps > 0;
   for (int i = 0; i < info->n_embeddings; i++)
     r->embeddings[i] = (sd_embedding_spec){info->embeddings[i].file, info->embeddings[i].token};
   r->params.loras = r->loras;

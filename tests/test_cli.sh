@@ -210,6 +210,16 @@ for part in model_index.json text_encoder tokenizer unet vae scheduler; do
 done
 expect 1 "needs an init image and a depth map" -- "$sdbatch" render --model "$work/no-estimator" \
   --prompt "a house" --init-image "$images/init.png" --steps 2 --quiet --out "$work/x.png"
+# with a depth map the model's estimator is never loaded: a broken one does not matter
+mkdir -p "$work/broken-estimator/depth_estimator"
+for part in model_index.json text_encoder tokenizer unet vae scheduler feature_extractor; do
+  ln -s "$depth_model/$part" "$work/broken-estimator/$part"
+done
+expect 0 "" -- "$sdbatch" render --model "$work/broken-estimator" --prompt "a house" \
+  --init-image "$images/init.png" --depth-map "$fixtures/depth2img/depth-a.npy" --steps 2 \
+  --quiet --out "$work/broken-estimator.png"
+expect 1 "depth_estimator" -- "$sdbatch" render --model "$work/broken-estimator" \
+  --prompt "a house" --init-image "$images/init.png" --steps 2 --quiet --out "$work/x.png"
 expect 1 "a depth map is for depth-to-image models" -- "$sdbatch" render --model "$model" \
   --prompt "a house" --init-image "$images/init.png" --depth-map "$fixtures/depth2img/depth-a.npy" \
   --steps 2 --quiet --out "$work/x.png"

@@ -191,6 +191,7 @@ int cmd_render(int argc, char **argv) {
   quiet = quiet || !rank0;
   if (!params.threads && ranks.cluster.size > 1)
     params.threads = render_group_default_threads(&ranks);
+  params.no_depth_estimator = depth_path != NULL;
   sd_engine *engine = NULL;
   if (init_path && ranks.cluster.size > 1) {
     SD_ERROR("--init-image renders on one rank; spatial and CFG parallelism (%d ranks here) are "

@@ -146,6 +146,7 @@ int sd_engine_open(const sd_engine_params *params, sd_engine **out) {
     goto fail_model;
   /* a depth model's own estimator, for depth-to-image without a given depth map */
   if (engine->files->unet.in_channels == engine->files->vae.latent_channels + 1 &&
+      !params->no_depth_estimator &&
       sd_depth_estimator_open(engine->be, params->model_path, &engine->depth) < 0)
     goto fail;
   *out = engine;

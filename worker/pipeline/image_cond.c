@@ -52,8 +52,8 @@ int sd_pipeline_choose(const sd_model_files *model, bool init_image, bool mask, 
   if (in == latent + 1) {
     if (!init_image || !depth_map)
       return SD_ERROR("this is a depth-to-image model (its UNet takes %d channels): it needs an "
-                      "init image and a depth map (sdbatch does not run the model's own depth "
-                      "estimator yet)",
+                      "init image and a depth map (given, or made by the model's own depth "
+                      "estimator: a depth_estimator/ folder, which this model lacks)",
                       in);
     if (mask)
       return SD_ERROR("a depth-to-image model takes no mask");
