@@ -204,13 +204,13 @@ static int forward_steps(sd_unet_tape *tp, const sd_tensor *sample, sd_tensor *o
   sd_unet *m = tp->m;
   const sd_unet_config *cfg = &m->cfg;
   int levels = cfg->num_levels, n = cfg->layers_per_block;
+  int num_skips = 0, h, rc = 0;
+  int64_t hh = sample->shape[2], ww = sample->shape[3];
+  SD_TRY(new_value(tp, 0, 0, 0, sample, &h)); /* value 0: the caller's sample, no producer */
+  tp->values[h].producer = -1;
   int *skips = malloc((size_t)(1 + levels * (n + 1)) * sizeof *skips);
   if (!skips)
     return SD_ERROR("unet tape: out of memory");
-  int num_skips = 0, h, rc = 0;
-  int64_t hh = sample->shape[2], ww = sample->shape[3];
-  SD_TRY(new_value(tp, 0, 0, 0, sample, &h)); /* value 0, producer 0 fixed below */
-  tp->values[h].producer = -1;
 #define STEP(call, ...)                                                                            \
   do {                                                                                             \
     if ((rc = (call)) < 0) {                                                                       \
