@@ -12,6 +12,8 @@
  *    below ZERO_TOL of that largest gradient;
  *  - a second backward on the same tape doubles every parameter gradient (accumulation) and
  *    leaves d(sample), d(context) as they were (overwritten);
+ *  - a store filtered to the attention projections (LoRA's choice) gets the full store's
+ *    gradients bit for bit for them (the other weights frozen: NULL to the ops);
  *  - the checkpointed tape gives the full tape's gradients bit for bit, in less memory;
  *  - the arena is back where it was after sd_unet_tape_free; latents that are not multiples of
  *    2^(levels - 1) are refused. */
@@ -259,6 +261,43 @@ static void check_accumulation(const char *family, sd_backend *be, sd_unet_tape 
   free_grads_host(twice, sd_grads_count(grads));
 }
 
+/* A LoRA-style store: only the attention projections get gradients. */
+static bool attention_projection(const char *name, void *user) {
+  (void)user;
+  return strstr(name, ".to_q.") || strstr(name, ".to_k.") || strstr(name, ".to_v.") ||
+         strstr(name, ".to_out.0.");
+}
+
+/* A store with a filter: the backward fills only its gradients (the others are frozen, NULL to
+ * the ops), each equal bit for bit to the same gradient in the full store. */
+static void check_frozen(const char *family, sd_backend *be, sd_unet_tape *tape,
+                         const sd_tensor *dout, const sd_weights *weights, sd_grads *all,
+                         float *const *once) {
+  sd_grads *some = NULL;
+  int ok = sd_grads_create(be, weights, attention_projection, NULL, &some) == 0 &&
+           sd_unet_backward(tape, dout, some, NULL, NULL) == 0;
+  CHECK(ok, "%s: backward into a filtered store: %s", family, sd_error_message());
+  size_t count = ok ? sd_grads_count(some) : 0, differ = 0;
+  for (size_t i = 0; i < count; i++) {
+    const char *name = sd_grads_name_at(some, i);
+    size_t j = 0;
+    while (j < sd_grads_count(all) && strcmp(sd_grads_name_at(all, j), name) != 0)
+      j++;
+    float *got = download(be, sd_grads_at(some, i));
+    differ += j == sd_grads_count(all) ||
+              !bits_equal(got, once[j], (size_t)sd_tensor_numel(sd_grads_at(some, i)));
+    free(got);
+  }
+  /* 11 transformers (2 + 2 down, 1 mid, 3 + 3 up), each to_q, to_k, to_v, to_out.0 weight and
+   * bias in attn1 and attn2 */
+  CHECK(ok && count == 11 * 10 && differ == 0,
+        "%s: filtered store: %zu gradients (want 110), %zu differ from the full store's", family,
+        count, differ);
+  fprintf(stderr, "     %s: attention projections only: %zu gradients, equal to the full store's\n",
+          family, count);
+  sd_grads_free(some);
+}
+
 /* The checkpointed tape: same output and gradients bit for bit, less memory. */
 static void check_checkpoint(const char *family, sd_backend *be, sd_unet *unet,
                              const sd_tensor *sample, double t, const sd_tensor *context,
@@ -416,6 +455,7 @@ static void test_model(const char *family) {
   if (CHECK(once, "%s: download gradients", family)) {
     check_parameters(family, f, grads, once);
     check_accumulation(family, be, tape, &dout, grads, once, &dsample, &dcontext, ds, dc);
+    check_frozen(family, be, tape, &dout, weights, grads, once);
   }
   sd_unet_tape_free(tape);
   tape = NULL;
