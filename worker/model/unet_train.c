@@ -338,11 +338,10 @@ int sd_unet_forward_train(sd_unet *m, const sd_tensor *sample, double timestep,
 
 /* The backward's gradient bookkeeping (see the file comment). */
 typedef struct grad_state {
-  sd_tensor *grad; /* (num_values) */
-  bool *has;       /* (num_values) grad[v] holds v's gradient */
-  int *slot_of;    /* (num_values) position in slots, or -1 */
-  int *slots;      /* stack of values holding a slot */
-  sd_arena_mark *slot_marks;
+  sd_tensor *grad;           /* (num_values) */
+  bool *has;                 /* (num_values) grad[v] holds v's gradient */
+  int *slot_of;              /* (num_values) position in the stack of slots, or -1 */
+  sd_arena_mark *slot_marks; /* (num_values) the arena mark below each slot, in stack order */
   int num_slots;
   void *chain[2];     /* the two buffers of once-read values */
   int chain_value[2]; /* value whose gradient each holds, -1 when free */
@@ -364,8 +363,9 @@ static int zero_tensor(sd_backend *be, sd_tensor *t) {
   return rc;
 }
 
-/* Where step s writes the gradient of its input v: *target, and *add_to when it must be added
- * to a gradient already there (target is then a scratch tensor allocated later). */
+/* Where a step writes the gradient of its input v: *target (a chain buffer or a new slot; the
+ * caller's dsample for the sample), or *add when v already has a gradient and the step's result
+ * (into scratch the caller allocates) must be added to it. */
 static int input_target(sd_unet_tape *tp, grad_state *gs, int v, int dy_value, sd_tensor *dsample,
                         sd_tensor **target, bool *add) {
   *add = false;
@@ -386,8 +386,7 @@ static int input_target(sd_unet_tape *tp, grad_state *gs, int v, int dy_value, s
     gs->slot_marks[gs->num_slots] = sd_arena_get_mark(tp->be);
     gs->grad[v] = tp->values[v].t;
     SD_TRY(sd_tensor_alloc(tp->be, &gs->grad[v]));
-    gs->slot_of[v] = gs->num_slots;
-    gs->slots[gs->num_slots++] = v;
+    gs->slot_of[v] = gs->num_slots++;
   }
   gs->has[v] = true;
   *target = &gs->grad[v];
@@ -551,10 +550,9 @@ int sd_unet_backward(sd_unet_tape *tp, const sd_tensor *dout, sd_grads *grads, s
   grad_state gs = {.grad = calloc((size_t)n, sizeof *gs.grad),
                    .has = calloc((size_t)n, sizeof *gs.has),
                    .slot_of = malloc((size_t)n * sizeof *gs.slot_of),
-                   .slots = malloc((size_t)n * sizeof *gs.slots),
                    .slot_marks = malloc((size_t)n * sizeof *gs.slot_marks)};
   int rc;
-  if (!gs.grad || !gs.has || !gs.slot_of || !gs.slots || !gs.slot_marks) {
+  if (!gs.grad || !gs.has || !gs.slot_of || !gs.slot_marks) {
     rc = SD_ERROR("unet backward: out of memory for %d values", n);
   } else {
     for (int v = 0; v < n; v++)
@@ -566,7 +564,6 @@ int sd_unet_backward(sd_unet_tape *tp, const sd_tensor *dout, sd_grads *grads, s
   free(gs.grad);
   free(gs.has);
   free(gs.slot_of);
-  free(gs.slots);
   free(gs.slot_marks);
   return rc;
 }
