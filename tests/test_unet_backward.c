@@ -141,6 +141,29 @@ static double gradient_scale(const sd_safetensors *f, sd_grads *grads) {
   return g;
 }
 
+/* The figure of a gradient got (n values, rows of cols) that the fixture holds as rows `rows` of
+ * `want` plus figures (max |g|, L2 norm, two projections) of the whole tensor: the rows against the
+ * whole tensor's max |g|, the figures against the L2 norm. */
+static double sampled_error(const float *got, int64_t n, int64_t cols, const sd_st_tensor *want,
+                            const sd_st_tensor *rows, const float *figures) {
+  const int32_t *picked = rows->data;
+  double err = 0;
+  for (int64_t k = 0; k < rows->shape[0]; k++)
+    err = fmax(err, rel_error(got + picked[k] * cols, (const float *)want->data + k * cols,
+                              (size_t)cols, figures[0]));
+  double sq = 0, proj[2] = {0, 0};
+  for (int64_t i = 0; i < n; i++) {
+    sq += (double)got[i] * got[i];
+    for (int k = 0; k < 2; k++)
+      proj[k] += sign_of((uint64_t)i, sign_seeds[k]) * got[i];
+  }
+  err = fmax(err, fabs(max_abs(got, (size_t)n) - figures[0]) / figures[0]);
+  err = fmax(err, fabs(sqrt(sq) - figures[1]) / figures[1]);
+  for (int k = 0; k < 2; k++)
+    err = fmax(err, fabs(proj[k] - figures[2 + k]) / figures[1]);
+  return err;
+}
+
 /* One parameter gradient (host copy `got` of shape `shape`) against the fixture. */
 static void check_parameter(const sd_safetensors *f, const char *name, const float *got,
                             const sd_tensor *shape, double scale, grad_report *r) {
@@ -167,32 +190,57 @@ static void check_parameter(const sd_safetensors *f, const char *name, const flo
   }
   if (!CHECK(stats && stats->ndim == 1 && stats->shape[0] == 4, "%s: stats of %s", name, name))
     return;
-  const float *s = stats->data;
-  const int32_t *picked = rows->data;
-  int64_t cols = n / shape->shape[0], count = rows->shape[0];
+  const float *figures = stats->data;
   r->sampled++;
-  if (s[0] < 1e-9 * scale) {
+  if (figures[0] < 1e-9 * scale) {
     double err = max_abs(got, (size_t)n) / scale;
     r->zeros++;
     r->worst_zero = fmax(r->worst_zero, err);
     CHECK(err <= ZERO_TOL, "gradient %s should be 0: max |g| %.3g of the largest", name, err);
     return;
   }
-  double err = 0;
-  for (int64_t k = 0; k < count; k++)
-    err = fmax(err, rel_error(got + picked[k] * cols, (const float *)want->data + k * cols,
-                              (size_t)cols, s[0]));
-  double sq = 0, proj[2] = {0, 0};
-  for (int64_t i = 0; i < n; i++) {
-    sq += (double)got[i] * got[i];
-    for (int k = 0; k < 2; k++)
-      proj[k] += sign_of((uint64_t)i, sign_seeds[k]) * got[i];
+  note(r, name, sampled_error(got, n, n / shape->shape[0], want, rows, figures));
+}
+
+/* The check of a sampled gradient sees an error outside its stored rows: one element of the
+ * largest sampled gradient, in a row the fixture lacks, off by 1% of the tensor's max |g| must
+ * fail; the figure of 0.1% is printed (the detection floor for a single element). */
+static void check_sampled_detection(const char *family, const sd_safetensors *f, sd_grads *grads,
+                                    float *const *got) {
+  size_t pick = 0;
+  int64_t most = 0;
+  for (size_t i = 0; i < sd_grads_count(grads); i++) {
+    int64_t n = sd_tensor_numel(sd_grads_at(grads, i));
+    if (fixture(f, "rows.%s", sd_grads_name_at(grads, i)) && n > most) {
+      most = n;
+      pick = i;
+    }
   }
-  err = fmax(err, fabs(max_abs(got, (size_t)n) - s[0]) / s[0]);
-  err = fmax(err, fabs(sqrt(sq) - s[1]) / s[1]);
-  for (int k = 0; k < 2; k++)
-    err = fmax(err, fabs(proj[k] - s[2 + k]) / s[1]);
-  note(r, name, err);
+  const char *name = sd_grads_name_at(grads, pick);
+  const sd_st_tensor *want = fixture(f, "grad.%s", name), *rows = fixture(f, "rows.%s", name);
+  const sd_st_tensor *stats = fixture(f, "stats.%s", name);
+  if (!CHECK(most > 0 && want && rows && stats, "%s: no sampled gradient", family))
+    return;
+  const float *figures = stats->data;
+  int64_t cols = most / sd_grads_at(grads, pick)->shape[0];
+  int64_t row = ((const int32_t *)rows->data)[0] + 1; /* rows are spaced, the next is not kept */
+  float *copy = malloc((size_t)most * sizeof *copy);
+  if (!copy)
+    return;
+  double err[2];
+  const double off[2] = {1e-2, 1e-3};
+  for (int k = 0; k < 2; k++) {
+    memcpy(copy, got[pick], (size_t)most * sizeof *copy);
+    copy[row * cols + cols / 2] += (float)(off[k] * figures[0]);
+    err[k] = sampled_error(copy, most, cols, want, rows, figures);
+  }
+  free(copy);
+  fprintf(stderr,
+          "     %s: %s, one value outside the stored rows off by 1%% / 0.1%% of max |g|: figure "
+          "%.1e / %.1e\n",
+          family, name, err[0], err[1]);
+  CHECK(err[0] > GRAD_TOL, "%s: a 1%% error outside the stored rows of %s went unseen (%.3g)",
+        family, name, err[0]);
 }
 
 /* Every parameter gradient (host copies, in the store's order) against the fixture. */
@@ -208,6 +256,7 @@ static void check_parameters(const char *family, const sd_safetensors *f, sd_gra
           family, r.checked + r.zeros, r.sampled, r.worst, r.worst_name, r.zeros, r.worst_zero,
           scale);
   CHECK(r.failed == 0, "%s: %d parameter gradients off", family, r.failed);
+  check_sampled_detection(family, f, grads, got);
 }
 
 static float **download_grads(sd_backend *be, sd_grads *grads) {
