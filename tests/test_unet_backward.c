@@ -15,6 +15,7 @@
  *  - a store filtered to the attention projections (LoRA's choice) gets the full store's
  *    gradients bit for bit for them (the other weights frozen: NULL to the ops);
  *  - the checkpointed tape gives the full tape's gradients bit for bit, in less memory;
+ *  - a one-thread backend gives every gradient bit for bit as the default one;
  *  - the arena is back where it was after sd_unet_tape_free; latents that are not multiples of
  *    2^(levels - 1) are refused. */
 #include "test_util.h"
@@ -398,17 +399,77 @@ static void check_refusals(const char *family, sd_backend *be, sd_unet *unet,
   sd_tensor_free(be, &out);
 }
 
+/* The same step on a one-thread backend: every gradient, d(sample) and d(context) equal bit for
+ * bit to those of the default backend (`threads` threads): the ops' results do not depend on the
+ * thread count. */
+static void check_threads(const char *family, int threads, const sd_model_files *files,
+                          const float *sample, const float *context, double t, const float *dout,
+                          float *const *once, sd_grads *all, const float *ds_once,
+                          const float *dc_once, const sd_tensor *sample_shape,
+                          const sd_tensor *context_shape) {
+  sd_backend *be = sd_backend_cpu_create(1);
+  sd_weights *weights = NULL;
+  sd_unet *unet = NULL;
+  sd_grads *grads = NULL;
+  sd_unet_tape *tape = NULL;
+  sd_tensor x = *sample_shape, c = *context_shape, out = *sample_shape, dy = *sample_shape;
+  sd_tensor dx = *sample_shape, dc = *context_shape;
+  sd_tensor *all_t[] = {&x, &c, &out, &dy, &dx, &dc};
+  for (size_t i = 0; i < sizeof all_t / sizeof *all_t; i++)
+    all_t[i]->data = NULL;
+  int ok = be && sd_weights_upload(be, files->unet_tensors, "unet", &weights) == 0 &&
+           sd_unet_create(be, &files->unet, weights, &unet) == 0 &&
+           sd_grads_create(be, weights, NULL, NULL, &grads) == 0;
+  for (size_t i = 0; ok && i < sizeof all_t / sizeof *all_t; i++)
+    ok = sd_tensor_alloc_persistent(be, all_t[i]) == 0;
+  ok = ok && sd_tensor_upload_f32(be, &x, sample) == 0 &&
+       sd_tensor_upload_f32(be, &c, context) == 0 && sd_tensor_upload_f32(be, &dy, dout) == 0 &&
+       sd_unet_forward_train(unet, &x, t, &c, SD_UNET_TAPE_FULL, &out, &tape) == 0 &&
+       sd_unet_backward(tape, &dy, grads, &dx, &dc) == 0;
+  CHECK(ok, "%s: one-thread backward: %s", family, sd_error_message());
+  if (ok) {
+    size_t differ = 0;
+    for (size_t i = 0; i < sd_grads_count(grads); i++) {
+      float *got = download(be, sd_grads_at(grads, i));
+      differ += strcmp(sd_grads_name_at(grads, i), sd_grads_name_at(all, i)) != 0 ||
+                !bits_equal(got, once[i], (size_t)sd_tensor_numel(sd_grads_at(grads, i)));
+      free(got);
+    }
+    float *got_dx = download(be, &dx), *got_dc = download(be, &dc);
+    differ += !bits_equal(got_dx, ds_once, (size_t)sd_tensor_numel(&dx));
+    differ += !bits_equal(got_dc, dc_once, (size_t)sd_tensor_numel(&dc));
+    free(got_dx);
+    free(got_dc);
+    fprintf(stderr, "     %s: 1 thread vs %d: %zu of %zu gradients differ\n", family, threads,
+            differ, sd_grads_count(grads) + 2);
+    CHECK(differ == 0, "%s: %zu gradients differ between 1 thread and the default", family, differ);
+  }
+  sd_unet_tape_free(tape);
+  for (size_t i = 0; be && i < sizeof all_t / sizeof *all_t; i++)
+    sd_tensor_free(be, all_t[i]);
+  sd_grads_free(grads);
+  sd_unet_free(unet);
+  sd_weights_free(weights);
+  sd_backend_destroy(be);
+}
+
+/* The default backend's thread count, fixed by the first backend: creating the one-thread backend
+ * sets OpenMP's default for the process, which a later sd_backend_cpu_create(0) would take. */
+static int default_threads;
+
 static void test_model(const char *family) {
   char folder[512], path[512];
   snprintf(folder, sizeof folder, "%s/tiny-%s", SD_TEST_FIXTURES, family);
   snprintf(path, sizeof path, "%s/unet-grad-%s.safetensors", SD_TEST_FIXTURES, family);
   sd_model_files *files = NULL;
   sd_safetensors *f = NULL;
-  sd_backend *be = sd_backend_cpu_create(0);
+  sd_backend *be = sd_backend_cpu_create(default_threads);
   sd_weights *weights = NULL;
   sd_unet *unet = NULL;
   sd_grads *grads = NULL;
   sd_unet_tape *tape = NULL;
+  if (be && !default_threads)
+    default_threads = be->threads;
   sd_tensor sample = {0}, context = {0}, out = {0}, out_ref = {0}, dout = {0}, dsample = {0},
             dcontext = {0};
   float *out_host = NULL, *out_ref_host = NULL, *dout_host = NULL, *ds = NULL, *dc = NULL;
@@ -514,6 +575,10 @@ static void test_model(const char *family) {
     check_checkpoint(family, be, unet, &sample, t, &context, &out, out_host, &dout, grads, once,
                      full_bytes);
   check_refusals(family, be, unet, &context);
+  if (once && ds && dc && be->threads != 1)
+    check_threads(family, be->threads, files, fixture(f, "sample", "")->data,
+                  fixture(f, "context", "")->data, t, dout_host, once, grads, ds, dc, &sample,
+                  &context);
 
 out:
   sd_unet_tape_free(tape);
