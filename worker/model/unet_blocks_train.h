@@ -1,4 +1,4 @@
-/* Internal to the UNet's training (unet_train.c): each block's forward that records what its
+/* Internal to the UNet's training (unet_tape.h): each block's forward that records what its
  * backward needs, and the backward. A record's tensors come from the backend arena, allocated by
  * the recording forward after the caller's output; the caller releases them with its own mark
  * (after the backward, or at once to recompute them later: gradient checkpointing). The forwards

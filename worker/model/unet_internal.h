@@ -1,6 +1,6 @@
 /* Internal to the UNet: the model's structure (levels of blocks, the time embedding's weights),
  * shared by the inference forward (unet.c) and the training forward and backward
- * (unet_train.c). */
+ * (unet_forward_train.c, unet_backward.c). */
 #ifndef SD_UNET_INTERNAL_H
 #define SD_UNET_INTERNAL_H
 
