@@ -17,9 +17,10 @@
  *  - the checkpointed tape gives the full tape's gradients bit for bit, in less memory;
  *  - a one-thread backend gives every gradient bit for bit as the default one;
  *  - the arena is back where it was after sd_unet_tape_free; latents that are not multiples of
- *    2^(levels - 1) are refused. */
+ *    2^(levels - 1) and the x4 upscaler's UNet (class labels) are refused. */
 #include "test_util.h"
 
+#include "io/config_json.h"
 #include "io/model_files.h"
 #include "io/safetensors.h"
 #include "io/weights.h"
@@ -599,8 +600,58 @@ out:
   sd_backend_destroy(be);
 }
 
+/* The x4 upscaler's UNet (class labels, only_cross_attention: tests/fixtures/upscaler-unet) is
+ * refused by the training forward, naming why. */
+static void check_upscaler_refused(void) {
+  const char *dir = SD_TEST_FIXTURES "/upscaler-unet";
+  char path[512];
+  sd_unet_config cfg;
+  sd_backend *be = sd_backend_cpu_create(default_threads);
+  sd_safetensors *file = NULL;
+  sd_tensor_map *map = sd_tensor_map_create();
+  sd_weights *weights = NULL;
+  sd_unet *unet = NULL;
+  sd_unet_tape *tape = NULL;
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  int ok = be && map && sd_unet_config_read(path, &cfg) == 0;
+  snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
+  ok = ok && sd_safetensors_open(path, &file) == 0;
+  for (size_t i = 0; ok && i < sd_safetensors_count(file); i++) {
+    const sd_st_tensor *t = sd_safetensors_at(file, i);
+    ok = sd_tensor_map_put(map, t->name, t->dtype, t->ndim, t->shape, t->data) == 0;
+  }
+  ok = ok && sd_weights_upload(be, map, "unet", &weights) == 0 &&
+       sd_unet_create(be, &cfg, weights, &unet) == 0;
+  CHECK(ok, "upscaler setup: %s", sd_error_message());
+  sd_dtype dt = be ? be->ops->act_dtype : SD_DTYPE_F32;
+  sd_tensor sample = sd_tensor_4d(dt, 1, cfg.in_channels, 8, 8);
+  sd_tensor out = sd_tensor_4d(dt, 1, cfg.out_channels, 8, 8);
+  sd_tensor context = sd_tensor_3d(dt, 1, 77, cfg.cross_attention_dim);
+  ok = ok && sd_tensor_alloc_persistent(be, &sample) == 0 &&
+       sd_tensor_alloc_persistent(be, &out) == 0 && sd_tensor_alloc_persistent(be, &context) == 0;
+  if (ok) {
+    sd_error_clear();
+    CHECK(sd_unet_forward_train(unet, &sample, 20.0, &context, SD_UNET_TAPE_FULL, &out, &tape) <
+                  0 &&
+              !tape && strstr(sd_error_message(), "class labels"),
+          "upscaler UNet not refused clearly: %s", sd_error_message());
+    fprintf(stderr, "     upscaler UNet refused: %s\n", sd_error_message());
+  }
+  if (be) {
+    sd_tensor_free(be, &sample);
+    sd_tensor_free(be, &out);
+    sd_tensor_free(be, &context);
+  }
+  sd_unet_free(unet);
+  sd_weights_free(weights);
+  sd_tensor_map_free(map);
+  sd_safetensors_close(file);
+  sd_backend_destroy(be);
+}
+
 int main(void) {
   test_model("sd1");
   test_model("sd2");
+  check_upscaler_refused();
   return sd_test_finish();
 }
