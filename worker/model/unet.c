@@ -413,8 +413,8 @@ static int unet_compute(unet_run *r, const sd_tensor *sample, double timestep, s
   return 0;
 }
 
-static int check_shapes(const sd_unet *m, const sd_tensor *sample, const sd_tensor *context,
-                        const sd_tensor *out) {
+int sd_unet_check_shapes(const sd_unet *m, const sd_tensor *sample, const sd_tensor *context,
+                         const sd_tensor *out) {
   const sd_unet_config *cfg = &m->cfg;
   char a[96], b[96];
   if (sample->ndim != 4 || sample->shape[1] != cfg->in_channels)
@@ -446,7 +446,7 @@ int sd_unet_forward_labels(sd_unet *m, const sd_tensor *sample, double timestep,
 int sd_unet_forward_spatial(sd_unet *m, const sd_spatial *sp, const sd_tensor *sample,
                             double timestep, const int32_t *class_labels, const sd_tensor *context,
                             sd_tensor *out) {
-  SD_TRY(check_shapes(m, sample, context, out));
+  SD_TRY(sd_unet_check_shapes(m, sample, context, out));
   if (sp && sd_spatial_rows(sp, sample->shape[3], 0) != sample->shape[2])
     return SD_ERROR("unet: sample of %lld rows is not this rank's band of the decomposition",
                     (long long)sample->shape[2]);

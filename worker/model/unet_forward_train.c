@@ -216,25 +216,12 @@ static int check_trainable(const sd_unet *m, const sd_tensor *sample, const sd_t
   for (int l = 0; l < cfg->num_levels; l++)
     if (cfg->only_cross_attention[l])
       return SD_ERROR("unet training: only_cross_attention (level %d) is not supported", l);
-  char a[96], b[96];
-  if (sample->ndim != 4 || sample->shape[1] != cfg->in_channels)
-    return SD_ERROR("unet: sample %s is not (B, %d, h, w)",
-                    sd_tensor_shape_str(sample, a, sizeof a), cfg->in_channels);
+  SD_TRY(sd_unet_check_shapes(m, sample, context, out));
   int64_t multiple = (int64_t)1 << (cfg->num_levels - 1);
   if (sample->shape[2] % multiple || sample->shape[3] % multiple)
     return SD_ERROR("unet training: latent %lld x %lld is not a multiple of %lld (the "
                     "upsamplers' backward is exactly 2x)",
                     (long long)sample->shape[2], (long long)sample->shape[3], (long long)multiple);
-  if (context->ndim != 3 || context->shape[0] != sample->shape[0] ||
-      context->shape[2] != cfg->cross_attention_dim)
-    return SD_ERROR("unet: context %s is not (B, L, %d) for sample %s",
-                    sd_tensor_shape_str(context, a, sizeof a), cfg->cross_attention_dim,
-                    sd_tensor_shape_str(sample, b, sizeof b));
-  if (out->ndim != 4 || out->shape[0] != sample->shape[0] || out->shape[1] != cfg->out_channels ||
-      out->shape[2] != sample->shape[2] || out->shape[3] != sample->shape[3])
-    return SD_ERROR("unet: out %s does not match sample %s (%d channels)",
-                    sd_tensor_shape_str(out, a, sizeof a), sd_tensor_shape_str(sample, b, sizeof b),
-                    cfg->out_channels);
   return 0;
 }
 

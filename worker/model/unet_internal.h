@@ -47,4 +47,9 @@ struct sd_unet {
   const sd_tensor *conv_out_b;              /* (out_channels) */
 };
 
+/* The shapes sd_unet_forward takes: sample (B, in_channels, h, w), context (B, L,
+ * cross_attention_dim), out (B, out_channels, h, w); -1 with an error naming the wrong one. */
+int sd_unet_check_shapes(const sd_unet *m, const sd_tensor *sample, const sd_tensor *context,
+                         const sd_tensor *out);
+
 #endif
