@@ -10,4 +10,9 @@
 int sd_ddpm_add_noise(const sd_scheduler_config *cfg, int timestep, sd_backend *be,
                       const sd_tensor *x, const sd_tensor *noise, sd_tensor *out);
 
+/* DDPMScheduler.get_velocity at one timestep, v-prediction's training target:
+ * out = sqrt(a_t) noise - sqrt(1 - a_t) x in float32 (the same coefficients). */
+int sd_ddpm_velocity(const sd_scheduler_config *cfg, int timestep, sd_backend *be,
+                     const sd_tensor *x, const sd_tensor *noise, sd_tensor *out);
+
 #endif

@@ -1,0 +1,63 @@
+/* Fine-tuning the UNet (docs/training.md): the optimizer step of diffusers' DreamBooth script
+ * (examples/dreambooth/train_dreambooth.py) on latents, noise, timesteps and text embeddings
+ * given by the caller:
+ *   noisy = DDPMScheduler.add_noise(latents, noise, t); pred = unet(noisy, t, context)
+ *   target = noise (epsilon models) or get_velocity(latents, noise, t) (v-prediction)
+ *   loss = F.mse_loss(pred, target) over the whole batch; loss.backward()
+ *   clip_grad_norm_(max_grad_norm); AdamW step at the schedule's learning rate
+ * Each item of a batch has its own timestep; items run one at a time through the UNet (each item's
+ * result does not depend on its neighbours) and their gradients add up. The optimizer keeps
+ * float32 master weights and AdamW's moments on the host and uploads the updated weights after
+ * every step (the backend's prepared copies of them then follow). */
+#ifndef SD_UNET_TRAINER_H
+#define SD_UNET_TRAINER_H
+
+#include "lr_schedule.h"
+#include "optim.h"
+
+#include "../model/unet_train.h"
+
+typedef struct sd_unet_trainer sd_unet_trainer;
+
+typedef struct sd_unet_train_config {
+  sd_adamw_config adamw;
+  double learning_rate; /* the base learning rate (the schedule multiplies it) */
+  sd_lr_schedule schedule;
+  int64_t warmup_steps;   /* of the schedule */
+  int64_t total_steps;    /* of the schedule (linear and cosine) */
+  double max_grad_norm;   /* clip_grad_norm_'s max_norm; <= 0: no clipping */
+  sd_unet_tape_mode tape; /* full, or checkpointed per block (less memory) */
+} sd_unet_train_config;
+
+/* train_dreambooth.py's defaults: AdamW (0.9, 0.999, eps 1e-8, weight decay 1e-2), learning rate
+ * 5e-6, constant schedule with 500 warmup steps, max_grad_norm 1, 500 steps; a full tape. */
+sd_unet_train_config sd_unet_train_config_init(void);
+
+/* A trainer of `unet`, whose weights are `weights` (the trainer updates them in place: the model
+ * then renders with the fine-tuned weights), for the noise schedule and prediction type of
+ * `noise` (the model's scheduler config read as DDPMScheduler). wants (NULL: every weight)
+ * chooses the weights trained; the others stay frozen. Borrows be, unet, weights and noise. */
+int sd_unet_trainer_create(sd_backend *be, sd_unet *unet, const sd_weights *weights,
+                           const sd_scheduler_config *noise, const sd_unet_train_config *cfg,
+                           sd_grads_filter wants, void *user, sd_unet_trainer **out);
+void sd_unet_trainer_free(sd_unet_trainer *trainer);
+
+/* What a step measured. */
+typedef struct sd_unet_step_report {
+  float loss;           /* the batch's mean squared error before the update */
+  float grad_norm;      /* the gradients' total L2 norm before clipping */
+  double learning_rate; /* what the update used */
+} sd_unet_step_report;
+
+/* One optimizer step on a batch: latents and noise (B, C, h, w) (h, w multiples of
+ * 2^(levels - 1)), timesteps (B, host) in [0, num_train_timesteps), context (B, L, D). */
+int sd_unet_trainer_step(sd_unet_trainer *trainer, const sd_tensor *latents, const sd_tensor *noise,
+                         const int32_t *timesteps, const sd_tensor *context,
+                         sd_unet_step_report *report);
+
+/* Optimizer steps taken so far. */
+int64_t sd_unet_trainer_steps(const sd_unet_trainer *trainer);
+/* The trained weights (the store's order and names) and their gradients of the last step. */
+sd_grads *sd_unet_trainer_grads(sd_unet_trainer *trainer);
+
+#endif
