@@ -239,7 +239,8 @@ static int open_output(sd_run_ctx *ctx, const char *model_identity) {
   };
   struct stat st;
   if (ctx->opts->log && stat(info->output, &st) != 0) {
-    /* a new file: schema 2 and later write every image chunk now, which takes a while for big jobs */
+    /* a new file: schema 2 and later write every image chunk now, which takes a while for big
+     * jobs */
     int version = spec.schema_version ? spec.schema_version : SD_OUTPUT_SCHEMA_VERSION;
     char size[32];
     sd_output_format_bytes(sd_output_estimated_bytes(&spec, version), size, sizeof size);

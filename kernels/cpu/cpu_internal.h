@@ -26,6 +26,7 @@
 #include "../error.h"
 #include "dnnl_check.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -80,6 +81,56 @@ static inline int sd_cpu_threads(const sd_backend *be) {
 #else
 #define SD_CPU_MULTIVERSION
 #endif
+
+/* Normalization statistics, written once for the forward ops and the backward ops that recompute
+ * them (so both get the same bits). Always inlined: inside an SD_CPU_MULTIVERSION caller they
+ * vectorize for that caller's instruction set, as they did when each op had its own copy. */
+
+/* Elements GroupNorm sums in float before adding into its double total. */
+#define SD_NORM_CHUNK 4096
+
+/* GroupNorm's mean and rstd of a group of n values: two passes (mean, then squared deviations),
+ * each summed in float over vector lanes within chunks of SD_NORM_CHUNK and in double across. */
+static inline __attribute__((always_inline)) void
+sd_cpu_group_mean_rstd(const float *x, int64_t n, float eps, float *mean_out, float *rstd_out) {
+  double total = 0.0;
+  for (int64_t c0 = 0; c0 < n; c0 += SD_NORM_CHUNK) {
+    int64_t c1 = c0 + SD_NORM_CHUNK < n ? c0 + SD_NORM_CHUNK : n;
+    float part = 0.0f;
+#pragma omp simd reduction(+ : part)
+    for (int64_t i = c0; i < c1; i++)
+      part += x[i];
+    total += part;
+  }
+  float mean = (float)(total / (double)n);
+  double squares = 0.0;
+  for (int64_t c0 = 0; c0 < n; c0 += SD_NORM_CHUNK) {
+    int64_t c1 = c0 + SD_NORM_CHUNK < n ? c0 + SD_NORM_CHUNK : n;
+    float part = 0.0f;
+#pragma omp simd reduction(+ : part)
+    for (int64_t i = c0; i < c1; i++)
+      part += (x[i] - mean) * (x[i] - mean);
+    squares += part;
+  }
+  *mean_out = mean;
+  *rstd_out = (float)(1.0 / sqrt(squares / (double)n + (double)eps));
+}
+
+/* LayerNorm's mean and rstd of one row of c values (float sums over vector lanes). */
+static inline __attribute__((always_inline)) void
+sd_cpu_row_mean_rstd(const float *in, int64_t c, float eps, float *mean_out, float *rstd_out) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < c; i++)
+    sum += in[i];
+  float mean = (float)((double)sum / (double)c);
+  float squares = 0.0f;
+#pragma omp simd reduction(+ : squares)
+  for (int64_t i = 0; i < c; i++)
+    squares += (in[i] - mean) * (in[i] - mean);
+  *mean_out = mean;
+  *rstd_out = (float)(1.0 / sqrt((double)squares / (double)c + (double)eps));
+}
 
 /* Below these sizes an op runs on the calling thread: waking the team costs more than it saves. */
 #define SD_CPU_PARALLEL_ELEMS 32768 /* elementwise and normalization ops: values touched */

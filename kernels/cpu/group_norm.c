@@ -7,9 +7,6 @@
 
 #include <math.h>
 
-/* Elements summed in float before adding into the double total. */
-#define SD_NORM_CHUNK 4096
-
 SD_CPU_MULTIVERSION void sd_cpu_group_affine(const float *x, const float *gamma, const float *beta,
                                              int64_t group_channels, int64_t spatial, float mean,
                                              float rstd, bool silu, float *y) {
@@ -35,27 +32,8 @@ SD_CPU_MULTIVERSION void sd_cpu_group_affine(const float *x, const float *gamma,
 SD_CPU_MULTIVERSION static void normalize_group(const float *x, const float *gamma,
                                                 const float *beta, int64_t group_channels,
                                                 int64_t spatial, float eps, bool silu, float *y) {
-  int64_t n = group_channels * spatial;
-  double total = 0.0;
-  for (int64_t c0 = 0; c0 < n; c0 += SD_NORM_CHUNK) {
-    int64_t c1 = c0 + SD_NORM_CHUNK < n ? c0 + SD_NORM_CHUNK : n;
-    float part = 0.0f;
-#pragma omp simd reduction(+ : part)
-    for (int64_t i = c0; i < c1; i++)
-      part += x[i];
-    total += part;
-  }
-  float mean = (float)(total / (double)n);
-  double squares = 0.0;
-  for (int64_t c0 = 0; c0 < n; c0 += SD_NORM_CHUNK) {
-    int64_t c1 = c0 + SD_NORM_CHUNK < n ? c0 + SD_NORM_CHUNK : n;
-    float part = 0.0f;
-#pragma omp simd reduction(+ : part)
-    for (int64_t i = c0; i < c1; i++)
-      part += (x[i] - mean) * (x[i] - mean);
-    squares += part;
-  }
-  float rstd = (float)(1.0 / sqrt(squares / (double)n + (double)eps));
+  float mean, rstd;
+  sd_cpu_group_mean_rstd(x, group_channels * spatial, eps, &mean, &rstd);
   sd_cpu_group_affine(x, gamma, beta, group_channels, spatial, mean, rstd, silu, y);
 }
 

@@ -11,35 +11,6 @@
 
 #include <math.h>
 
-/* Elements summed in float before adding into the double total (as group_norm.c). */
-#define SD_NORM_CHUNK 4096
-
-/* mean and rstd of a group of n values, as group_norm.c computes them. */
-SD_CPU_MULTIVERSION static void group_stats(const float *x, int64_t n, float eps, float *mean_out,
-                                            float *rstd_out) {
-  double total = 0.0;
-  for (int64_t c0 = 0; c0 < n; c0 += SD_NORM_CHUNK) {
-    int64_t c1 = c0 + SD_NORM_CHUNK < n ? c0 + SD_NORM_CHUNK : n;
-    float part = 0.0f;
-#pragma omp simd reduction(+ : part)
-    for (int64_t i = c0; i < c1; i++)
-      part += x[i];
-    total += part;
-  }
-  float mean = (float)(total / (double)n);
-  double squares = 0.0;
-  for (int64_t c0 = 0; c0 < n; c0 += SD_NORM_CHUNK) {
-    int64_t c1 = c0 + SD_NORM_CHUNK < n ? c0 + SD_NORM_CHUNK : n;
-    float part = 0.0f;
-#pragma omp simd reduction(+ : part)
-    for (int64_t i = c0; i < c1; i++)
-      part += (x[i] - mean) * (x[i] - mean);
-    squares += part;
-  }
-  *mean_out = mean;
-  *rstd_out = (float)(1.0 / sqrt(squares / (double)n + (double)eps));
-}
-
 /* One channel's n values: dz = dy (times silu'(x scale + shift) when silu) into dz, and
  * (sum dz, sum dz xhat) summed in float over vector lanes within chunks, in double across. */
 SD_CPU_MULTIVERSION static void channel_dz(const float *x, const float *dy, int64_t n, float mean,
@@ -88,7 +59,7 @@ static void group_backward(const float *x, const float *gamma, const float *beta
                            float *scratch, double *sums) {
   int64_t n = group_channels * spatial;
   float mean, rstd;
-  group_stats(x, n, eps, &mean, &rstd);
+  sd_cpu_group_mean_rstd(x, n, eps, &mean, &rstd);
   double sum_dxhat = 0.0, sum_dxhat_xhat = 0.0;
   for (int64_t c = 0; c < group_channels; c++) {
     float scale = gamma[c] * rstd;

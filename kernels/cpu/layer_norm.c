@@ -12,16 +12,8 @@ SD_CPU_MULTIVERSION static void normalize_rows(const float *x, const float *gamm
   for (int64_t r = 0; r < rows; r++) {
     const float *in = x + r * c;
     float *out = y + r * c;
-    float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < c; i++)
-      sum += in[i];
-    float mean = (float)((double)sum / (double)c);
-    float squares = 0.0f;
-#pragma omp simd reduction(+ : squares)
-    for (int64_t i = 0; i < c; i++)
-      squares += (in[i] - mean) * (in[i] - mean);
-    float rstd = (float)(1.0 / sqrt((double)squares / (double)c + (double)eps));
+    float mean, rstd;
+    sd_cpu_row_mean_rstd(in, c, eps, &mean, &rstd);
 #pragma omp simd
     for (int64_t i = 0; i < c; i++)
       out[i] = (in[i] - mean) * rstd * gamma[i] + beta[i];
