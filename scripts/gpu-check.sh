@@ -8,8 +8,9 @@
 #
 # Stages: parity (ctest -L gpu), bench (full-size demo model; sdbatch bench batch 1 and 8 at
 # 512x512, 50 steps, CFG 7.5; tests/bench/diffusers_bench.py on the same; the ratio table),
-# vae2048 (VAE decode at 2048x2048 on both), sanitize (compute-sanitizer memcheck of
-# test_ops_cuda; not in the default set). The build always runs first.
+# vae2048 (VAE decode at 2048x2048 on both), profile (GPU time per kernel of one UNet call and one
+# VAE decode, with ncu; profile.txt), sanitize (compute-sanitizer memcheck of test_ops_cuda).
+# profile and sanitize are not in the default set. The build always runs first.
 #
 # Every step runs under `timeout`, and the whole run keeps within GPU_CHECK_BUDGET_S seconds
 # (default 480): a step gets what is left, and a step that cannot get its minimum is skipped.
@@ -131,6 +132,8 @@ if ! step configure "$out/build.log" 20 90 "${configure[@]}"; then
   fi
 fi
 targets=(sdbatch test_ops_cuda test_pipeline_cuda)
+# the NCCL communicator's test, where CMake found NCCL (one rank on one GPU here)
+grep -q '^SDBATCH_NCCL:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null && targets+=(test_comm_nccl)
 if ! step build "$out/build.log" 60 300 \
   cmake --build "$build" -j"${GPU_CHECK_JOBS:-16}" --target "${targets[@]}"; then
   note "no build, nothing more to run: see build.log"
@@ -181,6 +184,24 @@ if [ -f "$out/sdbatch-bench.log" ] || [ -f "$out/diffusers-bench.log" ]; then
   note "sdbatch on $device (default precision) vs diffusers ($ddtype, SDPA, eager):"
   python3 tests/bench/bench_ratio.py "$out/sdbatch-bench.log" "$out/diffusers-bench.log" \
     2>&1 | tee -a "$summary"
+fi
+
+# ---- profile (on request): GPU time per kernel of one UNet call and one VAE decode (ncu) ----
+profile_run() { # profile_run NAME ARGS...: ncu over `sdbatch bench ARGS`, summed per kernel
+  local name=$1
+  shift
+  step "ncu $name" "$out/profile.log" 30 150 ncu --clock-control none --csv --page raw \
+    --metrics gpu__time_duration.sum --log-file "$out/ncu-$name.csv" "$sdbatch" bench "$@"
+  echo "== $name: sdbatch bench $*" >> "$out/profile.txt"
+  python3 tests/bench/ncu_summary.py "$out/ncu-$name.csv" 30 >> "$out/profile.txt" 2>&1
+  rm -f "$out/ncu-$name.csv"
+}
+if wants profile && make_model; then
+  profile_run unet --model "$model" --device "$device" --width "$size" --height "$size" \
+    --only unet --batch 1 --repeat 1
+  profile_run vae --model "$model" --device "$device" --width "${GPU_CHECK_PROFILE_VAE:-1024}" \
+    --height "${GPU_CHECK_PROFILE_VAE:-1024}" --only vae --repeat 1
+  head -n 40 "$out/profile.txt" >> "$summary"
 fi
 
 # ---- sanitize (on request): memory errors in the CUDA ops ----
