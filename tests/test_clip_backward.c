@@ -12,7 +12,8 @@
  *  - a second backward on the same tape doubles every gradient (accumulation);
  *  - a store filtered to the token embedding (textual inversion's choice) gets the full store's
  *    gradient bit for bit, the other weights frozen;
- *  - the arena is back where it was after sd_clip_text_tape_free. */
+ *  - the arena is back where it was after sd_clip_text_tape_free;
+ *  - all of it on a two-thread and a one-thread backend, the gradients the same bits. */
 #include "test_util.h"
 
 #include "io/model_files.h"
@@ -28,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define GRAD_TOL        1e-4
 #define ZERO_TOL        1e-6
@@ -35,6 +37,12 @@
 #define TOKEN_EMBEDDING "text_model.embeddings.token_embedding.weight"
 
 static const uint64_t sign_seeds[2] = {1, 2};
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
 
 /* +-1 for flat index i, as sign_of in make_unet_grad_fixtures.py (splitmix64's finalizer). */
 static double sign_of(uint64_t i, uint64_t seed) {
@@ -246,16 +254,31 @@ static void check_frozen(const char *family, sd_backend *be, sd_clip_text_tape *
   sd_grads_free(some);
 }
 
-static void test_model(const char *family) {
+/* Host copies of a store's gradients after one backward. */
+typedef struct host_grads {
+  float **values; /* (count) each gradient's values, NULL when the run failed */
+  int64_t *numel; /* (count) */
+  size_t count;
+} host_grads;
+
+static void host_grads_free(host_grads *h) {
+  free_grads_host(h->values, h->count);
+  free(h->numel);
+}
+
+/* Runs the whole check on a backend of `threads` threads and hands back the
+ * gradients after one backward in *kept (values NULL on failure). */
+static void test_model(const char *family, int threads, host_grads *kept) {
   char folder[512], path[512];
   snprintf(folder, sizeof folder, "%s/tiny-%s", SD_TEST_FIXTURES, family);
   snprintf(path, sizeof path, "%s/clip-grad-%s.safetensors", SD_TEST_FIXTURES, family);
   sd_model_files *files = NULL;
   sd_safetensors *f = NULL;
-  sd_backend *be = sd_backend_cpu_create(0);
+  sd_backend *be = sd_backend_cpu_create(threads);
   sd_weights *weights = NULL;
   sd_clip_text *clip = NULL;
   sd_grads *grads = NULL;
+  *kept = (host_grads){0};
   sd_clip_text_tape *tape = NULL;
   sd_tensor hidden = {0}, hidden_ref = {0}, dhidden = {0};
   float *got = NULL, *ref = NULL, **once = NULL;
@@ -295,11 +318,13 @@ static void test_model(const char *family) {
   snprintf(what, sizeof what, "%s hidden vs torch", family);
   sd_test_compare_f32(what, got, want_hidden->data, n, HIDDEN_ATOL, HIDDEN_ATOL);
 
+  const double t0 = now_ms();
   ok = sd_clip_text_backward(tape, &dhidden, grads) == 0;
+  const double t1 = now_ms();
   if (!CHECK(ok, "%s: backward: %s (%s)", family, sd_error_message(), sd_error_location()))
     goto out;
-  fprintf(stderr, "     %s: tape %.1f KiB for batch %d\n", family,
-          sd_clip_text_tape_bytes(tape) / 1024.0, batch);
+  fprintf(stderr, "     %s (%d threads): tape %.1f KiB for batch %d, backward %.1f ms\n", family,
+          be->threads, sd_clip_text_tape_bytes(tape) / 1024.0, batch, t1 - t0);
   once = download_grads(be, grads);
   if (CHECK(once, "%s: download gradients", family)) {
     check_parameters(family, f, grads, once);
@@ -313,7 +338,15 @@ static void test_model(const char *family) {
 
 out:
   sd_clip_text_tape_free(tape);
-  free_grads_host(once, grads ? sd_grads_count(grads) : 0);
+  kept->numel = once ? calloc(sd_grads_count(grads), sizeof *kept->numel) : NULL;
+  if (kept->numel) {
+    kept->values = once;
+    kept->count = sd_grads_count(grads);
+    for (size_t i = 0; i < kept->count; i++)
+      kept->numel[i] = sd_tensor_numel(sd_grads_at(grads, i));
+  } else {
+    free_grads_host(once, grads ? sd_grads_count(grads) : 0);
+  }
   free(got);
   free(ref);
   if (be) {
@@ -329,8 +362,24 @@ out:
   sd_backend_destroy(be);
 }
 
+/* A two-thread backend's gradients and a one-thread backend's: the same bits (the ops' results
+ * do not depend on the thread count). */
+static void test_family(const char *family) {
+  host_grads many, one;
+  size_t differ = 0;
+  test_model(family, 2, &many);
+  test_model(family, 1, &one);
+  const bool ran = many.values && one.values && many.count == one.count;
+  for (size_t i = 0; ran && i < many.count; i++)
+    differ += !bits_equal(many.values[i], one.values[i], (size_t)many.numel[i]);
+  CHECK(ran && differ == 0,
+        "%s: %zu gradients differ between a two-thread and a one-thread backend", family, differ);
+  host_grads_free(&many);
+  host_grads_free(&one);
+}
+
 int main(void) {
-  test_model("sd1");
-  test_model("sd2");
+  test_family("sd1");
+  test_family("sd2");
   return sd_test_finish();
 }
