@@ -331,6 +331,12 @@ static void test_model(const char *family, int threads, host_grads *kept) {
     check_accumulation(family, be, tape, &dhidden, grads, once);
     check_frozen(family, be, tape, &dhidden, weights, grads, once);
   }
+  /* a dhidden of another batch is refused, naming it */
+  sd_tensor half = sd_tensor_slice0(&dhidden, 0, 1);
+  sd_error_clear();
+  CHECK(sd_clip_text_backward(tape, &half, grads) < 0 && strstr(sd_error_message(), "dhidden"),
+        "%s: a (1, L, C) dhidden for batch 2 was not refused clearly: %s", family,
+        sd_error_message());
   sd_clip_text_tape_free(tape);
   tape = NULL;
   CHECK(be->arena.used_bytes == base.used_bytes, "%s: %zu arena bytes left after the tape", family,

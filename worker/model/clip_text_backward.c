@@ -101,7 +101,8 @@ static int walk_back(sd_clip_text_tape *tp, const sd_tensor *dhidden, sd_grads *
 }
 
 int sd_clip_text_backward(sd_clip_text_tape *tp, const sd_tensor *dhidden, sd_grads *grads) {
-  SD_TRY(sd_clip_text_check_hidden(tp->m, tp->batch, dhidden));
+  if (sd_clip_text_check_hidden(tp->m, tp->batch, dhidden) < 0)
+    return sd_error_context("text encoder backward: dhidden, the gradient of hidden");
   const sd_arena_mark mark = sd_arena_get_mark(tp->be);
   int rc = walk_back(tp, dhidden, grads);
   sd_arena_release(tp->be, mark);
