@@ -20,7 +20,8 @@ float32, non-zero only in the rows of the ids used): it is stored as rows, the d
 plus 16 evenly spaced rows (zero there), with the four whole-tensor figures of
 make_unet_grad_fixtures.py (max |g|, L2 norm, two +-1 projections; its sign_of).
 
-Run from anywhere: python3 tests/reference/make_clip_grad_fixtures.py (a few seconds).
+Run from anywhere: python3 tests/reference/make_clip_grad_fixtures.py (a few seconds); rerunning
+gives the same files byte for byte on the same package versions.
 
 Tensors of each file:
   ids (2, 77) I32, dhidden (2, 77, C) = R     the inputs
