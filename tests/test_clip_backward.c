@@ -14,6 +14,7 @@
  *    gradient bit for bit, the other weights frozen;
  *  - the arena is back where it was after sd_clip_text_tape_free;
  *  - all of it on a two-thread and a one-thread backend, the gradients the same bits. */
+#include "grad_fixture.h"
 #include "test_util.h"
 
 #include "io/model_files.h"
@@ -36,35 +37,10 @@
 #define HIDDEN_ATOL     1e-5f
 #define TOKEN_EMBEDDING "text_model.embeddings.token_embedding.weight"
 
-static const uint64_t sign_seeds[2] = {1, 2};
-
 static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-/* +-1 for flat index i, as sign_of in make_unet_grad_fixtures.py (splitmix64's finalizer). */
-static double sign_of(uint64_t i, uint64_t seed) {
-  uint64_t z = ((i + 1) * 0x9E3779B97F4A7C15ull) ^ seed;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
-  return (z >> 63) ? -1.0 : 1.0;
-}
-
-static const sd_st_tensor *fixture(const sd_safetensors *f, const char *fmt, const char *name) {
-  char key[512];
-  snprintf(key, sizeof key, fmt, name);
-  const sd_st_tensor *t = sd_safetensors_find(f, key);
-  return t && (t->dtype == SD_DTYPE_F32 || t->dtype == SD_DTYPE_I32) ? t : NULL;
-}
-
-static int64_t st_numel(const sd_st_tensor *t) {
-  int64_t n = 1;
-  for (int i = 0; i < t->ndim; i++)
-    n *= t->shape[i];
-  return n;
 }
 
 static float *download(sd_backend *be, const sd_tensor *t) {
@@ -76,48 +52,8 @@ static float *download(sd_backend *be, const sd_tensor *t) {
   return host;
 }
 
-static double max_abs(const float *x, size_t n) {
-  double m = 0;
-  for (size_t i = 0; i < n; i++)
-    m = fmax(m, fabs((double)x[i]));
-  return m;
-}
-
-/* max |got - want| / max(scale, 1e-6) */
-static double rel_error(const float *got, const float *want, size_t n, double scale) {
-  double worst = 0;
-  for (size_t i = 0; i < n; i++) {
-    double d = fabs((double)got[i] - (double)want[i]);
-    worst = isnan(d) ? INFINITY : fmax(worst, d);
-  }
-  return worst / fmax(scale, 1e-6);
-}
-
 static bool bits_equal(const float *a, const float *b, size_t n) {
   return a && b && memcmp(a, b, n * sizeof *a) == 0;
-}
-
-/* A gradient got (n values, rows of cols) that the fixture holds as rows `rows` of `want` plus
- * figures (max |g|, L2 norm, two projections) of the whole tensor: the rows against the whole
- * tensor's max |g|, the figures against the L2 norm. */
-static double sampled_error(const float *got, int64_t n, int64_t cols, const sd_st_tensor *want,
-                            const sd_st_tensor *rows, const float *figures) {
-  const int32_t *picked = rows->data;
-  double err = 0;
-  for (int64_t k = 0; k < rows->shape[0]; k++)
-    err = fmax(err, rel_error(got + picked[k] * cols, (const float *)want->data + k * cols,
-                              (size_t)cols, figures[0]));
-  double sq = 0, proj[2] = {0, 0};
-  for (int64_t i = 0; i < n; i++) {
-    sq += (double)got[i] * got[i];
-    for (int k = 0; k < 2; k++)
-      proj[k] += sign_of((uint64_t)i, sign_seeds[k]) * got[i];
-  }
-  err = fmax(err, fabs(max_abs(got, (size_t)n) - figures[0]) / figures[0]);
-  err = fmax(err, fabs(sqrt(sq) - figures[1]) / figures[1]);
-  for (int k = 0; k < 2; k++)
-    err = fmax(err, fabs(proj[k] - figures[2 + k]) / figures[1]);
-  return err;
 }
 
 typedef struct grad_report {
@@ -132,12 +68,12 @@ static double gradient_scale(const sd_safetensors *f, sd_grads *grads) {
   double g = 0;
   for (size_t i = 0; i < sd_grads_count(grads); i++) {
     const char *name = sd_grads_name_at(grads, i);
-    const sd_st_tensor *stats = fixture(f, "stats.%s", name);
-    const sd_st_tensor *want = fixture(f, "grad.%s", name);
+    const sd_st_tensor *stats = sd_grad_fixture(f, "stats.%s", name);
+    const sd_st_tensor *want = sd_grad_fixture(f, "grad.%s", name);
     if (stats)
       g = fmax(g, ((const float *)stats->data)[0]);
     else if (want)
-      g = fmax(g, max_abs(want->data, (size_t)st_numel(want)));
+      g = fmax(g, sd_grad_max_abs(want->data, (size_t)sd_grad_st_numel(want)));
   }
   return g;
 }
@@ -145,9 +81,9 @@ static double gradient_scale(const sd_safetensors *f, sd_grads *grads) {
 /* One parameter gradient (host copy `got`, shaped as the store's `shape`) against the fixture. */
 static void check_parameter(const sd_safetensors *f, const char *name, const float *got,
                             const sd_tensor *shape, double scale, grad_report *r) {
-  const sd_st_tensor *want = fixture(f, "grad.%s", name);
-  const sd_st_tensor *rows = fixture(f, "rows.%s", name);
-  const sd_st_tensor *stats = fixture(f, "stats.%s", name);
+  const sd_st_tensor *want = sd_grad_fixture(f, "grad.%s", name);
+  const sd_st_tensor *rows = sd_grad_fixture(f, "rows.%s", name);
+  const sd_st_tensor *stats = sd_grad_fixture(f, "stats.%s", name);
   const int64_t n = sd_tensor_numel(shape);
   double err;
   if (!CHECK(want, "%s: no fixture gradient for %s", sd_safetensors_path(f), name)) {
@@ -157,14 +93,14 @@ static void check_parameter(const sd_safetensors *f, const char *name, const flo
   if (rows) {
     if (!CHECK(stats && stats->ndim == 1 && stats->shape[0] == 4, "stats of %s", name))
       return;
-    err = sampled_error(got, n, n / shape->shape[0], want, rows, stats->data);
+    err = sd_grad_sampled_error(got, n, n / shape->shape[0], want, rows, stats->data);
   } else {
-    if (!CHECK(st_numel(want) == n, "%s: fixture has %lld values, gradient %lld", name,
-               (long long)st_numel(want), (long long)n))
+    if (!CHECK(sd_grad_st_numel(want) == n, "%s: fixture has %lld values, gradient %lld", name,
+               (long long)sd_grad_st_numel(want), (long long)n))
       return;
-    const double want_max = max_abs(want->data, (size_t)n);
+    const double want_max = sd_grad_max_abs(want->data, (size_t)n);
     if (want_max < 1e-9 * scale) { /* zero in exact arithmetic */
-      err = max_abs(got, (size_t)n) / scale;
+      err = sd_grad_max_abs(got, (size_t)n) / scale;
       r->zeros++;
       r->worst_zero = fmax(r->worst_zero, err);
       if (!CHECK(err <= ZERO_TOL, "gradient %s should be 0: max |g| %.3g of the largest", name,
@@ -172,7 +108,7 @@ static void check_parameter(const sd_safetensors *f, const char *name, const flo
         r->failed++;
       return;
     }
-    err = rel_error(got, want->data, (size_t)n, want_max);
+    err = sd_grad_rel_error(got, want->data, (size_t)n, want_max);
   }
   r->checked++;
   if (err > r->worst || isnan(err)) {
@@ -221,7 +157,7 @@ static void check_accumulation(const char *family, sd_backend *be, sd_clip_text_
   double worst = 0;
   for (size_t i = 0; twice && i < sd_grads_count(grads); i++) {
     const size_t n = (size_t)sd_tensor_numel(sd_grads_at(grads, i));
-    const double m = max_abs(once[i], n);
+    const double m = sd_grad_max_abs(once[i], n);
     for (size_t k = 0; m > 0 && k < n; k++)
       worst = fmax(worst, fabs((double)twice[i][k] - 2.0 * once[i][k]) / (2.0 * m));
   }
@@ -288,9 +224,9 @@ static void test_model(const char *family, int threads, host_grads *kept) {
             sd_weights_upload(be, files->clip_tensors, "text_encoder", &weights) == 0 &&
             sd_clip_text_create(be, &files->clip, weights, &clip) == 0 &&
             sd_grads_create(be, weights, NULL, NULL, &grads) == 0;
-  const sd_st_tensor *ids = f ? fixture(f, "ids", "") : NULL;
-  const sd_st_tensor *want_hidden = f ? fixture(f, "hidden", "") : NULL;
-  const sd_st_tensor *r = f ? fixture(f, "dhidden", "") : NULL;
+  const sd_st_tensor *ids = f ? sd_grad_fixture(f, "ids", "") : NULL;
+  const sd_st_tensor *want_hidden = f ? sd_grad_fixture(f, "hidden", "") : NULL;
+  const sd_st_tensor *r = f ? sd_grad_fixture(f, "dhidden", "") : NULL;
   ok = ok && ids && ids->dtype == SD_DTYPE_I32 && ids->ndim == 2 && want_hidden && r;
   if (!CHECK(ok, "%s: setup: %s (%s)", family, sd_error_message(), sd_error_location()))
     goto out;
