@@ -17,8 +17,9 @@ typedef struct sd_clip_text_tape sd_clip_text_tape;
 
 /* sd_clip_text_forward for training: ids (B, L) int32 host memory (copied into the tape) ->
  * hidden (B, L, hidden_size), last_hidden_state after final_layer_norm, equal bit for bit to
- * sd_clip_text_forward's, and *tape for sd_clip_text_backward. hidden must not be arena memory
- * allocated after this call (the tape is freed back to where the arena stood). */
+ * sd_clip_text_forward's, and *tape for sd_clip_text_backward. hidden is the caller's:
+ * persistent, or arena memory allocated before this call (the tape frees the arena back to where
+ * it stood at this call). */
 int sd_clip_text_forward_train(sd_clip_text *model, const int32_t *ids, int batch,
                                sd_tensor *hidden, sd_clip_text_tape **tape);
 
