@@ -16,6 +16,7 @@
 
 #include "error.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,13 +115,24 @@ int main(int argc, char **argv) {
     best_f = t1 - t0 < best_f ? t1 - t0 : best_f;
     best_b = t2 - t1 < best_b ? t2 - t1 : best_b;
   }
+  /* the claim of clip_text_train.h at these shapes: the training forward's output is the
+   * inference forward's, bit for bit */
+  size_t n = (size_t)sd_tensor_numel(&hidden);
+  float *train_out = malloc(n * sizeof *train_out), *infer_out = malloc(n * sizeof *infer_out);
+  bool same = train_out && infer_out && sd_tensor_download_f32(be, &hidden, train_out) == 0 &&
+              sd_clip_text_forward(clip, ids, batch, &hidden) == 0 &&
+              sd_tensor_download_f32(be, &hidden, infer_out) == 0 &&
+              memcmp(train_out, infer_out, n * sizeof *train_out) == 0;
+  free(train_out);
+  free(infer_out);
   printf("%s: batch %d, %d threads: forward (training) %.1f ms (%.2f GFLOP, %.1f GFLOP/s), "
          "backward %.1f ms (%.2f GFLOP, %.1f GFLOP/s); tape %.2f MiB, arena peak %.2f MiB, "
-         "gradients %.1f MiB\n",
+         "gradients %.1f MiB; training forward %s the inference forward\n",
          argv[1], batch, be->threads, best_f, flops_f / 1e9, flops_f / 1e6 / best_f, best_b,
          flops_b / 1e9, flops_b / 1e6 / best_b, tape_bytes / 1048576.0,
-         be->arena.peak_bytes / 1048576.0, sd_grads_bytes(grads) / 1048576.0);
-  rc = 0;
+         be->arena.peak_bytes / 1048576.0, sd_grads_bytes(grads) / 1048576.0,
+         same ? "bit for bit" : "DIFFERS from");
+  rc = same ? 0 : 1;
 out:
   free(ids);
   if (be) {
