@@ -18,6 +18,7 @@
  *  - a one-thread backend gives every gradient bit for bit as the default one;
  *  - the arena is back where it was after sd_unet_tape_free; latents that are not multiples of
  *    2^(levels - 1) and the x4 upscaler's UNet (class labels) are refused. */
+#include "grad_fixture.h"
 #include "test_util.h"
 
 #include "io/config_json.h"
@@ -42,40 +43,15 @@
 #define OUT_ATOL 1e-5f
 #define LOSS_TOL 1e-5
 
-static const uint64_t sign_seeds[2] = {1, 2};
-
-/* +-1 for flat index i, as sign_of in make_unet_grad_fixtures.py (splitmix64's finalizer). */
-static double sign_of(uint64_t i, uint64_t seed) {
-  uint64_t z = ((i + 1) * 0x9E3779B97F4A7C15ull) ^ seed;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
-  return (z >> 63) ? -1.0 : 1.0;
-}
-
 static double now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static const sd_st_tensor *fixture(const sd_safetensors *f, const char *fmt, const char *name) {
-  char key[512];
-  snprintf(key, sizeof key, fmt, name);
-  const sd_st_tensor *t = sd_safetensors_find(f, key);
-  return t && (t->dtype == SD_DTYPE_F32 || t->dtype == SD_DTYPE_I32) ? t : NULL;
-}
-
-static int64_t st_numel(const sd_st_tensor *t) {
-  int64_t n = 1;
-  for (int i = 0; i < t->ndim; i++)
-    n *= t->shape[i];
-  return n;
-}
-
 /* A backend tensor holding a fixture tensor (F32), persistent. */
 static int upload_fixture(sd_backend *be, const sd_safetensors *f, const char *name, sd_tensor *t) {
-  const sd_st_tensor *st = fixture(f, "%s", name);
+  const sd_st_tensor *st = sd_grad_fixture(f, "%s", name);
   if (!st)
     return SD_ERROR("%s: tensor %s missing", sd_safetensors_path(f), name);
   *t = sd_tensor_make(be->ops->act_dtype, st->ndim, st->shape);
@@ -90,23 +66,6 @@ static float *download(sd_backend *be, const sd_tensor *t) {
     return NULL;
   }
   return host;
-}
-
-static double max_abs(const float *x, size_t n) {
-  double m = 0;
-  for (size_t i = 0; i < n; i++)
-    m = fmax(m, fabs((double)x[i]));
-  return m;
-}
-
-/* max |got - want| / max(scale, 1e-6) */
-static double rel_error(const float *got, const float *want, size_t n, double scale) {
-  double worst = 0;
-  for (size_t i = 0; i < n; i++) {
-    double d = fabs((double)got[i] - (double)want[i]);
-    worst = isnan(d) ? INFINITY : fmax(worst, d);
-  }
-  return worst / fmax(scale, 1e-6);
 }
 
 typedef struct grad_report {
@@ -133,61 +92,38 @@ static double gradient_scale(const sd_safetensors *f, sd_grads *grads) {
   double g = 0;
   for (size_t i = 0; i < sd_grads_count(grads); i++) {
     const char *name = sd_grads_name_at(grads, i);
-    const sd_st_tensor *stats = fixture(f, "stats.%s", name);
-    const sd_st_tensor *want = fixture(f, "grad.%s", name);
+    const sd_st_tensor *stats = sd_grad_fixture(f, "stats.%s", name);
+    const sd_st_tensor *want = sd_grad_fixture(f, "grad.%s", name);
     if (stats)
       g = fmax(g, ((const float *)stats->data)[0]);
     else if (want)
-      g = fmax(g, max_abs(want->data, (size_t)st_numel(want)));
+      g = fmax(g, sd_grad_max_abs(want->data, (size_t)sd_grad_st_numel(want)));
   }
   return g;
-}
-
-/* The figure of a gradient got (n values, rows of cols) that the fixture holds as rows `rows` of
- * `want` plus figures (max |g|, L2 norm, two projections) of the whole tensor: the rows against the
- * whole tensor's max |g|, the figures against the L2 norm. */
-static double sampled_error(const float *got, int64_t n, int64_t cols, const sd_st_tensor *want,
-                            const sd_st_tensor *rows, const float *figures) {
-  const int32_t *picked = rows->data;
-  double err = 0;
-  for (int64_t k = 0; k < rows->shape[0]; k++)
-    err = fmax(err, rel_error(got + picked[k] * cols, (const float *)want->data + k * cols,
-                              (size_t)cols, figures[0]));
-  double sq = 0, proj[2] = {0, 0};
-  for (int64_t i = 0; i < n; i++) {
-    sq += (double)got[i] * got[i];
-    for (int k = 0; k < 2; k++)
-      proj[k] += sign_of((uint64_t)i, sign_seeds[k]) * got[i];
-  }
-  err = fmax(err, fabs(max_abs(got, (size_t)n) - figures[0]) / figures[0]);
-  err = fmax(err, fabs(sqrt(sq) - figures[1]) / figures[1]);
-  for (int k = 0; k < 2; k++)
-    err = fmax(err, fabs(proj[k] - figures[2 + k]) / figures[1]);
-  return err;
 }
 
 /* One parameter gradient (host copy `got` of shape `shape`) against the fixture. */
 static void check_parameter(const sd_safetensors *f, const char *name, const float *got,
                             const sd_tensor *shape, double scale, grad_report *r) {
-  const sd_st_tensor *want = fixture(f, "grad.%s", name);
-  const sd_st_tensor *rows = fixture(f, "rows.%s", name);
-  const sd_st_tensor *stats = fixture(f, "stats.%s", name);
+  const sd_st_tensor *want = sd_grad_fixture(f, "grad.%s", name);
+  const sd_st_tensor *rows = sd_grad_fixture(f, "rows.%s", name);
+  const sd_st_tensor *stats = sd_grad_fixture(f, "stats.%s", name);
   int64_t n = sd_tensor_numel(shape);
   if (!CHECK(want, "%s: no fixture gradient for %s", sd_safetensors_path(f), name))
     return;
   if (!rows) {
-    if (!CHECK(st_numel(want) == n, "%s: fixture has %lld values, gradient %lld", name,
-               (long long)st_numel(want), (long long)n))
+    if (!CHECK(sd_grad_st_numel(want) == n, "%s: fixture has %lld values, gradient %lld", name,
+               (long long)sd_grad_st_numel(want), (long long)n))
       return;
-    double want_max = max_abs(want->data, (size_t)n);
+    double want_max = sd_grad_max_abs(want->data, (size_t)n);
     if (want_max < 1e-9 * scale) { /* zero in exact arithmetic */
-      double err = max_abs(got, (size_t)n) / scale;
+      double err = sd_grad_max_abs(got, (size_t)n) / scale;
       r->zeros++;
       r->worst_zero = fmax(r->worst_zero, err);
       CHECK(err <= ZERO_TOL, "gradient %s should be 0: max |g| %.3g of the largest", name, err);
       return;
     }
-    note(r, name, rel_error(got, want->data, (size_t)n, want_max));
+    note(r, name, sd_grad_rel_error(got, want->data, (size_t)n, want_max));
     return;
   }
   if (!CHECK(stats && stats->ndim == 1 && stats->shape[0] == 4, "%s: stats of %s", name, name))
@@ -195,13 +131,13 @@ static void check_parameter(const sd_safetensors *f, const char *name, const flo
   const float *figures = stats->data;
   r->sampled++;
   if (figures[0] < 1e-9 * scale) {
-    double err = max_abs(got, (size_t)n) / scale;
+    double err = sd_grad_max_abs(got, (size_t)n) / scale;
     r->zeros++;
     r->worst_zero = fmax(r->worst_zero, err);
     CHECK(err <= ZERO_TOL, "gradient %s should be 0: max |g| %.3g of the largest", name, err);
     return;
   }
-  note(r, name, sampled_error(got, n, n / shape->shape[0], want, rows, figures));
+  note(r, name, sd_grad_sampled_error(got, n, n / shape->shape[0], want, rows, figures));
 }
 
 /* The check of a sampled gradient sees an error outside its stored rows: one element of the
@@ -213,14 +149,15 @@ static void check_sampled_detection(const char *family, const sd_safetensors *f,
   int64_t most = 0;
   for (size_t i = 0; i < sd_grads_count(grads); i++) {
     int64_t n = sd_tensor_numel(sd_grads_at(grads, i));
-    if (fixture(f, "rows.%s", sd_grads_name_at(grads, i)) && n > most) {
+    if (sd_grad_fixture(f, "rows.%s", sd_grads_name_at(grads, i)) && n > most) {
       most = n;
       pick = i;
     }
   }
   const char *name = sd_grads_name_at(grads, pick);
-  const sd_st_tensor *want = fixture(f, "grad.%s", name), *rows = fixture(f, "rows.%s", name);
-  const sd_st_tensor *stats = fixture(f, "stats.%s", name);
+  const sd_st_tensor *want = sd_grad_fixture(f, "grad.%s", name),
+                     *rows = sd_grad_fixture(f, "rows.%s", name);
+  const sd_st_tensor *stats = sd_grad_fixture(f, "stats.%s", name);
   if (!CHECK(most > 0 && want && rows && stats, "%s: no sampled gradient", family))
     return;
   const float *figures = stats->data;
@@ -234,7 +171,7 @@ static void check_sampled_detection(const char *family, const sd_safetensors *f,
   for (int k = 0; k < 2; k++) {
     memcpy(copy, got[pick], (size_t)most * sizeof *copy);
     copy[row * cols + cols / 2] += (float)(off[k] * figures[0]);
-    err[k] = sampled_error(copy, most, cols, want, rows, figures);
+    err[k] = sd_grad_sampled_error(copy, most, cols, want, rows, figures);
   }
   free(copy);
   fprintf(stderr,
@@ -296,9 +233,9 @@ static void check_accumulation(const char *family, sd_backend *be, sd_unet_tape 
     float *doubled = malloc(n * sizeof *doubled);
     for (size_t k = 0; doubled && k < n; k++)
       doubled[k] = 2.0f * once[i][k];
-    double m = doubled ? max_abs(doubled, n) : 0;
+    double m = doubled ? sd_grad_max_abs(doubled, n) : 0;
     if (doubled && m > 0)
-      worst = fmax(worst, rel_error(twice[i], doubled, n, m));
+      worst = fmax(worst, sd_grad_rel_error(twice[i], doubled, n, m));
     free(doubled);
   }
   fprintf(stderr, "     %s: two backwards = 2 x one within %.1e\n", family, worst);
@@ -483,10 +420,10 @@ static void test_model(const char *family) {
            sd_grads_create(be, weights, NULL, NULL, &grads) == 0 &&
            upload_fixture(be, f, "sample", &sample) == 0 &&
            upload_fixture(be, f, "context", &context) == 0;
-  const sd_st_tensor *timestep = f ? fixture(f, "timestep", "") : NULL;
-  const sd_st_tensor *target = f ? fixture(f, "target", "") : NULL;
-  const sd_st_tensor *want_out = f ? fixture(f, "out", "") : NULL;
-  const sd_st_tensor *want_loss = f ? fixture(f, "loss", "") : NULL;
+  const sd_st_tensor *timestep = f ? sd_grad_fixture(f, "timestep", "") : NULL;
+  const sd_st_tensor *target = f ? sd_grad_fixture(f, "target", "") : NULL;
+  const sd_st_tensor *want_out = f ? sd_grad_fixture(f, "out", "") : NULL;
+  const sd_st_tensor *want_loss = f ? sd_grad_fixture(f, "loss", "") : NULL;
   ok = ok && timestep && target && want_out && want_loss;
   CHECK(ok, "%s: setup: %s (%s)", family, sd_error_message(), sd_error_location());
   if (!ok)
@@ -553,11 +490,12 @@ static void test_model(const char *family) {
 
   ds = download(be, &dsample);
   dc = download(be, &dcontext);
-  const sd_st_tensor *want_ds = fixture(f, "dsample", ""), *want_dc = fixture(f, "dcontext", "");
+  const sd_st_tensor *want_ds = sd_grad_fixture(f, "dsample", ""),
+                     *want_dc = sd_grad_fixture(f, "dcontext", "");
   if (CHECK(ds && dc && want_ds && want_dc, "%s: input gradients", family)) {
     size_t nc = (size_t)sd_tensor_numel(&dcontext);
-    double e_s = rel_error(ds, want_ds->data, n, max_abs(want_ds->data, n));
-    double e_c = rel_error(dc, want_dc->data, nc, max_abs(want_dc->data, nc));
+    double e_s = sd_grad_rel_error(ds, want_ds->data, n, sd_grad_max_abs(want_ds->data, n));
+    double e_c = sd_grad_rel_error(dc, want_dc->data, nc, sd_grad_max_abs(want_dc->data, nc));
     fprintf(stderr, "     %s: d(sample) %.2e, d(context) %.2e\n", family, e_s, e_c);
     CHECK(e_s <= GRAD_TOL && e_c <= GRAD_TOL, "%s: d(sample) %.3g, d(context) %.3g", family, e_s,
           e_c);
@@ -577,9 +515,9 @@ static void test_model(const char *family) {
                      full_bytes);
   check_refusals(family, be, unet, &context);
   if (once && ds && dc && be->threads != 1)
-    check_threads(family, be->threads, files, fixture(f, "sample", "")->data,
-                  fixture(f, "context", "")->data, t, dout_host, once, grads, ds, dc, &sample,
-                  &context);
+    check_threads(family, be->threads, files, sd_grad_fixture(f, "sample", "")->data,
+                  sd_grad_fixture(f, "context", "")->data, t, dout_host, once, grads, ds, dc,
+                  &sample, &context);
 
 out:
   sd_unet_tape_free(tape);

@@ -2,35 +2,13 @@
  * embeddings, num_hidden_layers pre-LN encoder layers (LayerNorm -> causal multi-head
  * self-attention -> residual; LayerNorm -> fc1 + quick_gelu/gelu -> fc2 -> residual), final
  * LayerNorm. The output is last_hidden_state, the conditioning SD's pipelines use. */
-#include "clip_text.h"
+#include "clip_text_internal.h"
 
 #include "../../kernels/error.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-typedef struct clip_layer {
-  const sd_tensor *ln1_w, *ln1_b; /* (C) */
-  const sd_tensor *q_w, *q_b;     /* (C, C), (C) */
-  const sd_tensor *k_w, *k_b;     /* (C, C), (C) */
-  const sd_tensor *v_w, *v_b;     /* (C, C), (C) */
-  const sd_tensor *out_w, *out_b; /* (C, C), (C) */
-  const sd_tensor *ln2_w, *ln2_b; /* (C) */
-  const sd_tensor *fc1_w, *fc1_b; /* (I, C), (I) */
-  const sd_tensor *fc2_w, *fc2_b; /* (C, I), (C) */
-} clip_layer;
-
-struct sd_clip_text {
-  sd_backend *be;
-  sd_clip_config cfg;
-  const sd_tensor *token_embedding;    /* (V, C) */
-  const sd_tensor *position_embedding; /* (P, C) */
-  clip_layer *layers;                  /* (num_hidden_layers) */
-  const sd_tensor *final_ln_w;         /* (C) */
-  const sd_tensor *final_ln_b;         /* (C) */
-  int32_t *position_ids;               /* (P) host: 0 .. P-1 */
-};
 
 static int check_config(const sd_clip_config *cfg) {
   if (cfg->vocab_size < 1 || cfg->hidden_size < 1 || cfg->intermediate_size < 1 ||
@@ -169,7 +147,7 @@ static int encoder_layer(sd_clip_text *model, const clip_layer *layer, sd_tensor
   const int64_t batch = x->shape[0], len = x->shape[1], c = x->shape[2];
   const float eps = cfg->layer_norm_eps;
   const int heads = cfg->num_attention_heads;
-  const float scale = 1.0f / sqrtf((float)(cfg->hidden_size / heads));
+  const float scale = sd_clip_text_attention_scale(model);
 
   sd_tensor h = sd_tensor_3d(be->ops->act_dtype, batch, len, c); /* (B, L, C) */
   sd_tensor q = h, k = h, v = h, o = h;                          /* (B, L, C) */
@@ -198,28 +176,41 @@ static int encoder_layer(sd_clip_text *model, const clip_layer *layer, sd_tensor
   return sd_op_add(be, x, &h, x);
 }
 
-int sd_clip_text_forward(sd_clip_text *model, const int32_t *ids, int batch, sd_tensor *hidden) {
-  sd_backend *be = model->be;
-  const sd_clip_config *cfg = &model->cfg;
-  const int64_t len = cfg->max_position_embeddings, c = cfg->hidden_size;
+float sd_clip_text_attention_scale(const sd_clip_text *model) {
+  return 1.0f / sqrtf((float)(model->cfg.hidden_size / model->cfg.num_attention_heads));
+}
+
+int sd_clip_text_check_hidden(const sd_clip_text *model, int batch, const sd_tensor *hidden) {
+  const int64_t len = model->cfg.max_position_embeddings, c = model->cfg.hidden_size;
   if (batch < 1 || !hidden || !hidden->data || hidden->ndim != 3 || hidden->shape[0] != batch ||
       hidden->shape[1] != len || hidden->shape[2] != c) {
     char got[96];
     return SD_ERROR("text encoder: hidden must be (%d, %lld, %lld), got %s", batch, (long long)len,
                     (long long)c, hidden ? sd_tensor_shape_str(hidden, got, sizeof got) : "none");
   }
+  return 0;
+}
+
+int sd_clip_text_embed(sd_clip_text *model, const int32_t *ids, int batch, sd_tensor *x) {
+  sd_backend *be = model->be;
+  const sd_arena_mark mark = sd_arena_get_mark(be);
+  int rc = sd_op_embedding(be, model->token_embedding, ids, batch * x->shape[1], x);
+  if (rc == 0)
+    rc = add_position_embeddings(model, batch, x);
+  sd_arena_release(be, mark);
+  return rc < 0 ? sd_error_context("text encoder: embeddings") : 0;
+}
+
+int sd_clip_text_forward(sd_clip_text *model, const int32_t *ids, int batch, sd_tensor *hidden) {
+  sd_backend *be = model->be;
+  const sd_clip_config *cfg = &model->cfg;
+  SD_TRY(sd_clip_text_check_hidden(model, batch, hidden));
 
   /* hidden (B, L, C) carries the residual stream from the embeddings to the final LayerNorm. */
   const sd_arena_mark mark = sd_arena_get_mark(be);
-  int rc = sd_op_embedding(be, model->token_embedding, ids, batch * len, hidden);
-  if (rc == 0)
-    rc = add_position_embeddings(model, batch, hidden);
-  sd_arena_release(be, mark);
-  if (rc < 0)
-    return sd_error_context("text encoder: embeddings");
-
+  SD_TRY(sd_clip_text_embed(model, ids, batch, hidden));
   for (int i = 0; i < cfg->num_hidden_layers; i++) {
-    rc = encoder_layer(model, &model->layers[i], hidden);
+    int rc = encoder_layer(model, &model->layers[i], hidden);
     sd_arena_release(be, mark);
     if (rc < 0)
       return sd_error_context("text encoder: layer %d", i);
