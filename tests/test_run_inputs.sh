@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Jobs with input images (docs/jobs.md, "Inputs"): image-to-image over images x strengths x seeds
-# on 1 and 3 ranks gives the same file, each item equal to `sdbatch render` with its inputs; the
+# on 1 and 3 ranks gives the same file (in a rank group of 2: row bands within 1 level, CFG halves
+# bit for bit), each item equal to `sdbatch render` with its inputs; the
 # images given as a list, a folder or a list file; inpainting with one mask for all, depth-to-image
 # with depth maps and the x4 upscaler with a noise-level sweep, each item equal to render; the
 # output records each item's input, strength and noise level with the input's SHA-256, and a
@@ -41,6 +42,20 @@ for n in "${ranks[@]}"; do
   check "$n ranks equal 1 rank" "$RUN_CHECK" same list.h5 "r$n.h5"
 done
 
+# the same job in rank groups (3 ranks: rank 0 and one group of 2): row bands within 1 level of
+# one rank, >= 99.9 % exact (test_spatial_images' bound); CFG halves bit for bit
+if have_mpi; then
+  job g2.yaml g2.h5 "$FIX/tiny-sd1" 'images: [in/a.png, in/b.jpg]' "${i2i[@]}" 'batch_size: 2' \
+    'ranks_per_image: 2'
+  expect_status 0 "img2img job, ranks_per_image 2 on 3 ranks" launch 3 run g2.yaml 2>g2.log
+  check "one group of 2 bands" grep -q "group of ranks 1-2: 2 bands" g2.log
+  check "2 bands within 1 level of one rank, >= 99.9 % exact" "$RUN_CHECK" close list.h5 g2.h5 1 99.9
+  job cfg.yaml cfg.h5 "$FIX/tiny-sd1" 'images: [in/a.png, in/b.jpg]' "${i2i[@]}" 'batch_size: 2' \
+    'ranks_per_image: 2' 'cfg_parallel: true'
+  expect_status 0 "img2img job in CFG halves on 3 ranks" launch 3 run --quiet cfg.yaml
+  check "CFG halves: bit for bit one rank" "$RUN_CHECK" same list.h5 cfg.h5
+fi
+
 render() { "$SDBATCH" render --prompt "a red cube" --steps 4 --device cpu --quiet "$@"; }
 # item 0: strength 0.5, a.png, seed 3; item 7: strength 1.0, b.jpg, seed 4
 render --model "$FIX/tiny-sd1" --init-image in/a.png --strength 0.5 --seed 3 --scheduler ddim \
@@ -48,6 +63,13 @@ render --model "$FIX/tiny-sd1" --init-image in/a.png --strength 0.5 --seed 3 --s
 render --model "$FIX/tiny-sd1" --init-image in/b.jpg --strength 1.0 --seed 4 --scheduler ddim \
   --guidance-scale 7.5 --out i7.png
 check "item 0 equals sdbatch render" "$RUN_CHECK" png list.h5 0 i0.png
+if have_mpi; then
+  # sdbatch render of an init image under mpirun: 2 ranks in CFG halves, bit for bit one rank
+  launch 2 render --prompt "a red cube" --steps 4 --device cpu --quiet --model "$FIX/tiny-sd1" \
+    --init-image in/a.png --strength 0.5 --seed 3 --scheduler ddim --guidance-scale 7.5 \
+    --cfg-parallel --out cfg0.png
+  check "render --init-image in CFG halves on 2 ranks equals one rank" cmp i0.png cfg0.png
+fi
 check "item 7 equals sdbatch render" "$RUN_CHECK" png list.h5 7 i7.png
 sha_a=$(sha256sum in/a.png | cut -d' ' -f1)
 check "item 0 records input 0, strength 0.5, a.png and its SHA-256" \

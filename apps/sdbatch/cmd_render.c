@@ -193,13 +193,6 @@ int cmd_render(int argc, char **argv) {
     params.threads = render_group_default_threads(&ranks);
   params.no_depth_estimator = depth_path != NULL;
   sd_engine *engine = NULL;
-  if (init_path && ranks.cluster.size > 1) {
-    SD_ERROR("--init-image renders on one rank; spatial and CFG parallelism (%d ranks here) are "
-             "for text-to-image only",
-             ranks.cluster.size);
-    status = cli_report_error(cmd);
-    goto out;
-  }
   if ((init_path && sd_image_read_rgb(init_path, &init) < 0) ||
       (mask_path && sd_image_read_rgb(mask_path, &mask) < 0) ||
       (depth_path && sd_depth_map_read(depth_path, &depth, &depth_height, &depth_width) < 0)) {

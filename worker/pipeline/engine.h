@@ -231,8 +231,9 @@ int sd_render_check(const sd_engine *engine, const sd_txt2img_batch *batch,
 int sd_render(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_params *image,
               const sd_txt2img_item *items, int n, sd_progress_fn progress, void *progress_ctx,
               sd_txt2img_result *results);
-/* sd_render over a group (sd_txt2img_group's rules); a group with more than one rank renders
- * text-to-image only: image conditioning over a group is refused with an error. */
+/* sd_render over a group (sd_txt2img_group's rules). With image conditioning every rank of the
+ * group preprocesses and encodes the inputs whole (the same numbers on every rank) and keeps its
+ * band of the latents and the conditioning; the loop and the decode are text-to-image's. */
 int sd_render_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_batch *batch,
                     const sd_image_params *image, const sd_txt2img_item *items, int n,
                     sd_progress_fn progress, void *progress_ctx, sd_txt2img_result *results);
