@@ -63,6 +63,10 @@ typedef struct sd_engine_params {
   /* A depth model's own depth estimator is not loaded (every render gives its depth map): saves
    * its memory (about 0.5 GB for SD 2 depth) and its load time. */
   bool no_depth_estimator;
+  /* A depth estimator given apart from the model (sd_depth_estimator_open_given: a diffusers
+   * depth model folder or a transformers DPT folder), used instead of the model's own; for a
+   * single-file depth checkpoint, whose MiDaS weights sdbatch does not read. NULL: none. */
+  const char *depth_estimator_path;
 } sd_engine_params;
 
 void sd_engine_params_init(sd_engine_params *params);
