@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# sdbatch train's output folder in diffusers: a short run on the tiny SD1 model (64 x 64), then
-# StableDiffusionPipeline.from_pretrained(output_dir) must load it, its UNet's weights must equal
+# sdbatch train against diffusers: a 3-step run on the tiny SD1 model (64 x 64, 2 pictures, batch 2)
+# replayed with diffusers + torch as train_dreambooth.py runs it, with sdbatch's streams
+# (tests/reference/replay_dreambooth_steps.py: losses within 1e-4, weights within 1% of the
+# learning rate); then StableDiffusionPipeline.from_pretrained(output_dir) must load the output, its UNet's weights must equal
 # the written unet/diffusion_pytorch_model.safetensors exactly (float32), differ from the
 # pretrained ones, and its text encoder and VAE equal the pretrained model's. Skipped (77) where
 # Python, torch, diffusers or safetensors are missing.
@@ -26,9 +28,14 @@ resolution: 64
 train_batch_size: 2
 max_train_steps: 3
 learning_rate: 1.0e-4
-lr_warmup_steps: 0
+lr_scheduler: constant_with_warmup
+lr_warmup_steps: 1
+seed: 5
 YAML
 "$SDBATCH" train train.yaml --quiet
+python3 "$SOURCE_DIR/tests/reference/replay_dreambooth_steps.py" "$SOURCE_DIR/tests/fixtures/tiny-sd1" \
+  5 3 1e-4 > replay.log 2>&1 || { cat replay.log; echo "test: FAIL: the replay disagrees" >&2; exit 1; }
+grep -v -i -e warn -e "Loading weights" replay.log | sed 's/^/test: /'
 PRETRAINED="$SOURCE_DIR/tests/fixtures/tiny-sd1" python3 - << 'PY'
 import os, sys, warnings
 warnings.filterwarnings("ignore")
