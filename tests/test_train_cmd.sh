@@ -8,6 +8,7 @@
 #    (during steps and checkpoint writes), resumed each time with --resume, ends with the same
 #    UNet file and loss.csv, byte for byte, as an uninterrupted run; checkpoints_total_limit
 #    keeps the newest ones; no temporary folder is left;
+#  - num_train_epochs and gradient_accumulation_steps: the steps and epochs of loss.csv;
 #  - the output folder renders with `sdbatch render --model`.
 # Usage: test_train_cmd.sh SDBATCH SOURCE_DIR
 set -euo pipefail
@@ -109,6 +110,13 @@ elif [ "$(ls busy)" != "something" ]; then
 else
   note "refused as expected: $(cat stderr.txt)"
 fi
+
+# epochs without max_train_steps, gradient accumulation: 3 pictures in micro-batches of 1, 2 per
+# step, make 2 steps an epoch (the second has the epoch's last micro-batch alone), 2 epochs
+config accum.yaml accum "num_train_epochs: 2" "gradient_accumulation_steps: 2" "center_crop: true"
+"$SDBATCH" train accum.yaml --quiet
+epochs=$(tail -n +2 accum/loss.csv | cut -d, -f1,2 | tr '\n' ' ')
+[ "$epochs" = "1,0 2,0 3,1 4,1 " ] || fail "accumulation: steps and epochs of loss.csv: $epochs"
 
 # the uninterrupted run: 30 steps, a checkpoint every 5, random crops and flips
 STEPS=30
