@@ -212,3 +212,11 @@ sd_scheduler_kind sd_engine_default_scheduler(const sd_engine *engine) {
 int sd_engine_vae_scale_factor(const sd_engine *engine) {
   return 1 << (engine->files->vae.num_levels - 1);
 }
+
+void sd_engine_get_networks(sd_engine *engine, sd_engine_networks *out) {
+  *out = (sd_engine_networks){.tokenizer = engine->tokenizer,
+                              .clip = engine->clip,
+                              .unet = engine->unet,
+                              .unet_weights = engine->unet_weights,
+                              .vae = engine->vae};
+}

@@ -245,4 +245,19 @@ int sd_render_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_b
 /* Latent size of an image side: side / vae_scale_factor. */
 int sd_engine_vae_scale_factor(const sd_engine *engine);
 
+/* The loaded networks, borrowed from the engine (valid until sd_engine_close), for fine-tuning:
+ * a trainer updates the UNet's weights in place, and the engine then renders with them. */
+struct sd_clip_text;
+struct sd_unet;
+struct sd_vae;
+struct sd_weights;
+typedef struct sd_engine_networks {
+  struct sd_tokenizer *tokenizer;
+  struct sd_clip_text *clip;
+  struct sd_unet *unet;
+  const struct sd_weights *unet_weights;
+  struct sd_vae *vae;
+} sd_engine_networks;
+void sd_engine_get_networks(sd_engine *engine, sd_engine_networks *out);
+
 #endif
