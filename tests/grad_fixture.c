@@ -1,6 +1,8 @@
 /* Gradient fixtures of the model-level backward tests: see grad_fixture.h. */
 #include "grad_fixture.h"
 
+#include "test_util.h"
+
 #include <math.h>
 #include <stdio.h>
 
@@ -62,4 +64,66 @@ double sd_grad_sampled_error(const float *got, int64_t n, int64_t cols, const sd
   for (int k = 0; k < 2; k++)
     err = fmax(err, fabs(proj[k] - figures[2 + k]) / figures[1]);
   return err;
+}
+
+void sd_grad_report_init(sd_grad_report *r, const sd_safetensors *f, sd_grads *grads, double tol,
+                         double zero_tol) {
+  *r = (sd_grad_report){.tol = tol, .zero_tol = zero_tol};
+  for (size_t i = 0; i < sd_grads_count(grads); i++) {
+    const char *name = sd_grads_name_at(grads, i);
+    const sd_st_tensor *stats = sd_grad_fixture(f, "stats.%s", name);
+    const sd_st_tensor *want = sd_grad_fixture(f, "grad.%s", name);
+    if (stats)
+      r->scale = fmax(r->scale, ((const float *)stats->data)[0]);
+    else if (want)
+      r->scale = fmax(r->scale, sd_grad_max_abs(want->data, (size_t)sd_grad_st_numel(want)));
+  }
+}
+
+static void note_zero(sd_grad_report *r, const char *name, const float *got, int64_t n) {
+  double err = sd_grad_max_abs(got, (size_t)n) / r->scale;
+  r->zeros++;
+  r->worst_zero = fmax(r->worst_zero, err);
+  CHECK(err <= r->zero_tol, "gradient %s should be 0: max |g| %.3g of the largest", name, err);
+}
+
+static void note(sd_grad_report *r, const char *name, double err) {
+  r->checked++;
+  if (err > r->worst || isnan(err)) {
+    r->worst = err;
+    snprintf(r->worst_name, sizeof r->worst_name, "%s", name);
+  }
+  if (!(err <= r->tol)) {
+    r->failed++;
+    CHECK(0, "gradient %s: error %.3g > %g", name, err, r->tol);
+  }
+}
+
+void sd_grad_check_parameter(sd_grad_report *r, const sd_safetensors *f, const char *name,
+                             const float *got, const sd_tensor *shape) {
+  const sd_st_tensor *want = sd_grad_fixture(f, "grad.%s", name);
+  const sd_st_tensor *rows = sd_grad_fixture(f, "rows.%s", name);
+  const sd_st_tensor *stats = sd_grad_fixture(f, "stats.%s", name);
+  int64_t n = sd_tensor_numel(shape);
+  if (!CHECK(want, "%s: no fixture gradient for %s", sd_safetensors_path(f), name))
+    return;
+  if (!rows) {
+    if (!CHECK(sd_grad_st_numel(want) == n, "%s: fixture has %lld values, gradient %lld", name,
+               (long long)sd_grad_st_numel(want), (long long)n))
+      return;
+    double want_max = sd_grad_max_abs(want->data, (size_t)n);
+    if (want_max < 1e-9 * r->scale)
+      note_zero(r, name, got, n);
+    else
+      note(r, name, sd_grad_rel_error(got, want->data, (size_t)n, want_max));
+    return;
+  }
+  if (!CHECK(stats && stats->ndim == 1 && stats->shape[0] == 4, "%s: stats of %s", name, name))
+    return;
+  const float *figures = stats->data;
+  r->sampled++;
+  if (figures[0] < 1e-9 * r->scale)
+    note_zero(r, name, got, n);
+  else
+    note(r, name, sd_grad_sampled_error(got, n, n / shape->shape[0], want, rows, figures));
 }

@@ -7,6 +7,7 @@
 #define SD_TEST_GRAD_FIXTURE_H
 
 #include "io/safetensors.h"
+#include "model/grads.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -30,5 +31,27 @@ double sd_grad_rel_error(const float *got, const float *want, size_t n, double s
  * the whole tensor's max |g|, the figures against the L2 norm. */
 double sd_grad_sampled_error(const float *got, int64_t n, int64_t cols, const sd_st_tensor *want,
                              const sd_st_tensor *rows, const float *figures);
+
+/* The figures of a model's parameter gradients against a fixture, gathered by
+ * sd_grad_check_parameter. */
+typedef struct sd_grad_report {
+  double tol;      /* a gradient's figure must be at most this */
+  double zero_tol; /* max |g| / scale of a gradient that is 0 in exact arithmetic */
+  double scale;    /* the largest max |g| of the fixture's gradients of the store's weights */
+  double worst;    /* the largest figure of the non-zero gradients */
+  char worst_name[256];
+  double worst_zero; /* the largest max |g| / scale of the zero ones */
+  int checked, sampled, zeros, failed;
+} sd_grad_report;
+
+/* A report for the weights of `grads` against fixture f. */
+void sd_grad_report_init(sd_grad_report *r, const sd_safetensors *f, sd_grads *grads, double tol,
+                         double zero_tol);
+/* One parameter gradient (host copy `got` of `shape`'s shape) against the fixture's
+ * "grad.<name>" (whole, or rows + figures): its figure is max |got - want| / max |want|, or
+ * sd_grad_sampled_error; a gradient whose fixture is below 1e-9 of the scale (0 in exact
+ * arithmetic) must have max |got| <= zero_tol scale. A failure is a failed CHECK (test_util.h). */
+void sd_grad_check_parameter(sd_grad_report *r, const sd_safetensors *f, const char *name,
+                             const float *got, const sd_tensor *shape);
 
 #endif

@@ -1,0 +1,288 @@
+/* The VAE's backward (worker/model/vae_train.h) against torch autograd: the tiny SD1 VAE
+ * (tests/fixtures/tiny-sd1/vae), batch 2, a 32 x 40 image and a 4 x 5 latent, loss
+ * sum(w_dec * decode(z)) + sum(w_enc * moments(image)) for fixed random w
+ * (tests/fixtures/vae-grad-sd1.safetensors, tests/reference/make_vae_grad_fixtures.py). Checks:
+ *  - each training forward's output equals the inference forward's (sd_vae_decode,
+ *    sd_vae_encode) bit for bit, and torch's within OUT_ATOL;
+ *  - d(z), d(image) and every parameter gradient within GRAD_TOL of torch's float64 gradient:
+ *    max |got - want| / max |want| per tensor (sampled large weights: the rows and four
+ *    whole-tensor figures, grad_fixture.h); gradients 0 in exact arithmetic below ZERO_TOL of the
+ *    largest gradient;
+ *  - second backwards on the same tapes double every parameter gradient and leave d(z) and
+ *    d(image) as they were; backwards without the input gradient give the same weight gradients;
+ *  - the arena is back where it was after the tapes are freed; a tape of the other half, a
+ *    gradient of the wrong shape and an image that is not a multiple of 8 are refused. */
+#include "grad_fixture.h"
+#include "test_util.h"
+
+#include "io/model_files.h"
+#include "io/safetensors.h"
+#include "io/weights.h"
+#include "model/grads.h"
+#include "model/vae.h"
+#include "model/vae_train.h"
+
+#include "error.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define GRAD_TOL 1e-4
+#define ZERO_TOL 1e-6
+#define OUT_ATOL 1e-5f
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* A persistent backend tensor holding fixture tensor `name`. */
+static int upload_fixture(sd_backend *be, const sd_safetensors *f, const char *name, sd_tensor *t) {
+  const sd_st_tensor *st = sd_grad_fixture(f, "%s", name);
+  if (!st)
+    return SD_ERROR("%s: tensor %s missing", sd_safetensors_path(f), name);
+  *t = sd_tensor_make(be->ops->act_dtype, st->ndim, st->shape);
+  SD_TRY(sd_tensor_alloc_persistent(be, t));
+  return sd_tensor_upload_f32(be, t, st->data);
+}
+
+/* A persistent tensor shaped like `like`. */
+static int alloc_like(sd_backend *be, const sd_tensor *like, sd_tensor *t) {
+  *t = *like;
+  t->data = NULL;
+  return sd_tensor_alloc_persistent(be, t);
+}
+
+static float *download(sd_backend *be, const sd_tensor *t) {
+  float *host = malloc((size_t)sd_tensor_numel(t) * sizeof *host);
+  if (host && sd_tensor_download_f32(be, t, host) < 0) {
+    free(host);
+    return NULL;
+  }
+  return host;
+}
+
+static float **download_grads(sd_backend *be, sd_grads *grads) {
+  size_t n = sd_grads_count(grads);
+  float **host = calloc(n, sizeof *host);
+  for (size_t i = 0; host && i < n; i++)
+    host[i] = download(be, sd_grads_at(grads, i));
+  return host;
+}
+
+static void free_grads_host(float **host, size_t n) {
+  for (size_t i = 0; host && i < n; i++)
+    free(host[i]);
+  free(host);
+}
+
+static bool bits_equal(const float *a, const float *b, size_t n) {
+  return a && b && memcmp(a, b, n * sizeof *a) == 0;
+}
+
+/* An input gradient against the fixture's. */
+static void check_input_gradient(sd_backend *be, const sd_safetensors *f, const char *name,
+                                 const sd_tensor *got_t) {
+  const sd_st_tensor *want = sd_grad_fixture(f, "%s", name);
+  float *got = download(be, got_t);
+  size_t n = (size_t)sd_tensor_numel(got_t);
+  if (CHECK(got && want && sd_grad_st_numel(want) == (int64_t)n, "%s: fixture or download", name)) {
+    double err = sd_grad_rel_error(got, want->data, n, sd_grad_max_abs(want->data, n));
+    fprintf(stderr, "     %s: %.2e (tol %g)\n", name, err, GRAD_TOL);
+    CHECK(err <= GRAD_TOL, "%s off by %.3g", name, err);
+  }
+  free(got);
+}
+
+/* The training forward's output against the inference forward's (bits) and torch's. */
+static void check_output(sd_backend *be, const char *what, const sd_tensor *got_t,
+                         const sd_tensor *ref_t, const sd_st_tensor *want) {
+  size_t n = (size_t)sd_tensor_numel(got_t);
+  float *got = download(be, got_t), *ref = download(be, ref_t);
+  CHECK(bits_equal(got, ref, n), "%s: training forward differs from the inference forward", what);
+  fprintf(stderr, "     %s: training forward = inference forward bit for bit: %s\n", what,
+          bits_equal(got, ref, n) ? "yes" : "no");
+  if (CHECK(got && want && sd_grad_st_numel(want) == (int64_t)n, "%s: torch output", what))
+    sd_test_compare_f32(what, got, want->data, n, OUT_ATOL, OUT_ATOL);
+  free(got);
+  free(ref);
+}
+
+typedef struct vae_case {
+  sd_backend *be;
+  sd_vae *vae;
+  sd_grads *grads;
+  sd_tensor z, image, w_dec, w_enc;   /* inputs and the outputs' gradients */
+  sd_tensor decoded, moments;         /* training forwards' outputs */
+  sd_tensor decoded_ref, moments_ref; /* inference forwards' */
+  sd_tensor dz, dimage;
+  sd_vae_tape *enc_tape, *dec_tape; /* the encoder's below the decoder's on the arena */
+} vae_case;
+
+static int backwards(vae_case *c, bool inputs) {
+  SD_TRY(sd_vae_decode_backward(c->dec_tape, &c->w_dec, c->grads, inputs ? &c->dz : NULL));
+  return sd_vae_encode_backward(c->enc_tape, &c->w_enc, c->grads, inputs ? &c->dimage : NULL);
+}
+
+/* Second backwards: every parameter gradient 2x the first (up to the rounding of the sum), the
+ * input gradients unchanged (overwritten); then backwards without input gradients from zero: the
+ * same parameter gradients bit for bit. */
+static void check_accumulation(vae_case *c, float *const *once) {
+  float *dz_once = download(c->be, &c->dz), *dimage_once = download(c->be, &c->dimage);
+  int ok = backwards(c, true) == 0;
+  CHECK(ok, "second backward: %s", sd_error_message());
+  float **twice = ok ? download_grads(c->be, c->grads) : NULL;
+  double worst = 0;
+  for (size_t i = 0; twice && i < sd_grads_count(c->grads); i++) {
+    size_t n = (size_t)sd_tensor_numel(sd_grads_at(c->grads, i));
+    double scale = fmax(2.0 * sd_grad_max_abs(once[i], n), 1e-30);
+    for (size_t k = 0; k < n; k++)
+      worst = fmax(worst, fabs((double)twice[i][k] - 2.0 * once[i][k]) / scale);
+  }
+  fprintf(stderr, "     two backwards = 2 x one within %.1e\n", worst);
+  CHECK(twice && worst <= 1e-6, "accumulation: two backwards off 2x by %.3g", worst);
+  float *dz = download(c->be, &c->dz), *dimage = download(c->be, &c->dimage);
+  CHECK(bits_equal(dz, dz_once, (size_t)sd_tensor_numel(&c->dz)) &&
+            bits_equal(dimage, dimage_once, (size_t)sd_tensor_numel(&c->dimage)),
+        "d(z) / d(image) changed on a second backward (must be overwritten)");
+  free_grads_host(twice, sd_grads_count(c->grads));
+
+  ok = sd_grads_zero(c->grads) == 0 && backwards(c, false) == 0;
+  CHECK(ok, "backward without input gradients: %s", sd_error_message());
+  float **again = ok ? download_grads(c->be, c->grads) : NULL;
+  size_t differ = 0;
+  for (size_t i = 0; again && i < sd_grads_count(c->grads); i++)
+    differ += !bits_equal(again[i], once[i], (size_t)sd_tensor_numel(sd_grads_at(c->grads, i)));
+  CHECK(again && differ == 0, "%zu gradients differ without the input gradients", differ);
+  free_grads_host(again, sd_grads_count(c->grads));
+  free(dz_once);
+  free(dimage_once);
+  free(dz);
+  free(dimage);
+}
+
+static void check_refusals(vae_case *c) {
+  sd_error_clear();
+  CHECK(sd_vae_decode_backward(c->enc_tape, &c->w_enc, c->grads, NULL) < 0 &&
+            strstr(sd_error_message(), "recorded by the encoder"),
+        "decode backward on the encoder's tape not refused clearly: %s", sd_error_message());
+  sd_error_clear();
+  CHECK(sd_vae_encode_backward(c->enc_tape, &c->w_dec, c->grads, NULL) < 0 &&
+            strstr(sd_error_message(), "gradient is"),
+        "a gradient of the wrong shape not refused clearly: %s", sd_error_message());
+  sd_tensor odd = sd_tensor_4d(c->be->ops->act_dtype, 1, 3, 30, 40), moments = odd;
+  sd_vae_tape *tape = NULL;
+  sd_arena_mark mark = sd_arena_get_mark(c->be);
+  if (sd_tensor_alloc(c->be, &odd) == 0 && sd_tensor_alloc(c->be, &moments) == 0) {
+    sd_error_clear();
+    CHECK(sd_vae_encode_forward_train(c->vae, &odd, &moments, &tape) < 0 && !tape &&
+              strstr(sd_error_message(), "multiples of 8"),
+          "a 30 x 40 image not refused clearly: %s", sd_error_message());
+  }
+  sd_arena_release(c->be, mark);
+}
+
+int main(void) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/vae-grad-sd1.safetensors", SD_TEST_FIXTURES);
+  sd_model_files *files = NULL;
+  sd_safetensors *f = NULL;
+  sd_weights *weights = NULL;
+  vae_case c = {.be = sd_backend_cpu_create(0)};
+  float **once = NULL;
+  int ok = c.be && sd_model_files_open(SD_TEST_FIXTURES "/tiny-sd1", NULL, NULL, &files) == 0 &&
+           sd_safetensors_open(path, &f) == 0 &&
+           sd_weights_upload(c.be, files->vae_tensors, "vae", &weights) == 0 &&
+           sd_vae_create(c.be, &files->vae, weights, &c.vae) == 0 &&
+           sd_grads_create(c.be, weights, NULL, NULL, &c.grads) == 0 &&
+           upload_fixture(c.be, f, "z", &c.z) == 0 &&
+           upload_fixture(c.be, f, "image", &c.image) == 0 &&
+           upload_fixture(c.be, f, "w_dec", &c.w_dec) == 0 &&
+           upload_fixture(c.be, f, "w_enc", &c.w_enc) == 0 &&
+           alloc_like(c.be, &c.w_dec, &c.decoded) == 0 &&
+           alloc_like(c.be, &c.w_dec, &c.decoded_ref) == 0 &&
+           alloc_like(c.be, &c.w_enc, &c.moments) == 0 &&
+           alloc_like(c.be, &c.w_enc, &c.moments_ref) == 0 && alloc_like(c.be, &c.z, &c.dz) == 0 &&
+           alloc_like(c.be, &c.image, &c.dimage) == 0;
+  CHECK(ok, "setup: %s (%s)", sd_error_message(), sd_error_location());
+  if (!ok)
+    goto out;
+  CHECK(sd_grads_count(c.grads) == 180, "%zu gradients for the tiny VAE's 180 weights",
+        sd_grads_count(c.grads));
+
+  ok = sd_vae_decode(c.vae, &c.z, &c.decoded_ref) == 0 &&
+       sd_vae_encode(c.vae, &c.image, &c.moments_ref) == 0;
+  CHECK(ok, "inference forwards: %s", sd_error_message());
+  sd_arena_mark base = sd_arena_get_mark(c.be);
+  double t0 = now_ms();
+  ok = ok && sd_vae_encode_forward_train(c.vae, &c.image, &c.moments, &c.enc_tape) == 0;
+  double t1 = now_ms();
+  ok = ok && sd_vae_decode_forward_train(c.vae, &c.z, &c.decoded, &c.dec_tape) == 0;
+  double t2 = now_ms();
+  CHECK(ok, "training forwards: %s (%s)", sd_error_message(), sd_error_location());
+  if (!ok)
+    goto out;
+  size_t enc_bytes = sd_vae_tape_bytes(c.enc_tape), dec_bytes = sd_vae_tape_bytes(c.dec_tape);
+  check_output(c.be, "decoder image", &c.decoded, &c.decoded_ref,
+               sd_grad_fixture(f, "image_dec", ""));
+  check_output(c.be, "encoder moments", &c.moments, &c.moments_ref,
+               sd_grad_fixture(f, "moments", ""));
+
+  double t3 = now_ms();
+  ok = sd_vae_decode_backward(c.dec_tape, &c.w_dec, c.grads, &c.dz) == 0;
+  double t4 = now_ms();
+  ok = ok && sd_vae_encode_backward(c.enc_tape, &c.w_enc, c.grads, &c.dimage) == 0;
+  double t5 = now_ms();
+  CHECK(ok, "backwards: %s (%s)", sd_error_message(), sd_error_location());
+  if (!ok)
+    goto out;
+  fprintf(stderr,
+          "     encoder: forward %.1f ms, backward %.1f ms, tape %.1f KiB; decoder: forward %.1f "
+          "ms, backward %.1f ms, tape %.1f KiB (%d threads)\n",
+          t1 - t0, t5 - t4, enc_bytes / 1024.0, t2 - t1, t4 - t3, dec_bytes / 1024.0,
+          c.be->threads);
+
+  check_input_gradient(c.be, f, "dz", &c.dz);
+  check_input_gradient(c.be, f, "dimage", &c.dimage);
+  once = download_grads(c.be, c.grads);
+  if (CHECK(once, "download gradients")) {
+    sd_grad_report r;
+    sd_grad_report_init(&r, f, c.grads, GRAD_TOL, ZERO_TOL);
+    for (size_t i = 0; i < sd_grads_count(c.grads); i++)
+      sd_grad_check_parameter(&r, f, sd_grads_name_at(c.grads, i), once[i],
+                              sd_grads_at(c.grads, i));
+    fprintf(stderr,
+            "     %d parameter gradients (%d from sampled rows + whole-tensor figures), worst "
+            "%.2e (%s), %d failed; %d zero in exact arithmetic, at most %.1e of the largest "
+            "gradient %.3f\n",
+            r.checked + r.zeros, r.sampled, r.worst, r.worst_name, r.failed, r.zeros, r.worst_zero,
+            r.scale);
+    check_accumulation(&c, once);
+  }
+  check_refusals(&c);
+  sd_vae_tape_free(c.dec_tape);
+  sd_vae_tape_free(c.enc_tape);
+  c.dec_tape = c.enc_tape = NULL;
+  CHECK(c.be->arena.used_bytes == base.used_bytes, "%zu arena bytes left after the tapes",
+        c.be->arena.used_bytes - base.used_bytes);
+
+out:
+  sd_vae_tape_free(c.dec_tape);
+  sd_vae_tape_free(c.enc_tape);
+  free_grads_host(once, c.grads ? sd_grads_count(c.grads) : 0);
+  sd_tensor *all[] = {&c.z,       &c.image,       &c.w_dec, &c.w_enc,  &c.decoded,
+                      &c.moments, &c.decoded_ref, &c.dz,    &c.dimage, &c.moments_ref};
+  for (size_t i = 0; c.be && i < sizeof all / sizeof *all; i++)
+    sd_tensor_free(c.be, all[i]);
+  sd_grads_free(c.grads);
+  sd_vae_free(c.vae);
+  sd_weights_free(weights);
+  sd_safetensors_close(f);
+  sd_model_files_close(files);
+  sd_backend_destroy(c.be);
+  return sd_test_finish();
+}
