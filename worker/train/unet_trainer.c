@@ -1,6 +1,8 @@
 /* The UNet's optimizer step (unet_trainer.h). */
 #include "unet_trainer.h"
 
+#include "param_optim.h"
+
 #include "../sched/ddpm_noise.h"
 
 #include "../../kernels/error.h"
@@ -15,12 +17,7 @@ struct sd_unet_trainer {
   const sd_scheduler_config *noise;
   sd_unet_train_config cfg;
   sd_grads *grads;
-  size_t n_params;
-  sd_tensor **params; /* (n_params) the trained weights, updated in place */
-  int64_t *sizes;     /* (n_params) elements of each */
-  float **master;     /* (n_params) float32 master weights on the host */
-  float **exp_avg, **exp_avg_sq;
-  float **grad_host; /* (n_params) the step's gradients, downloaded for clipping and AdamW */
+  sd_param_optim *optim;
   int64_t steps;
 };
 
@@ -39,22 +36,7 @@ sd_unet_train_config sd_unet_train_config_init(void) {
 void sd_unet_trainer_free(sd_unet_trainer *t) {
   if (!t)
     return;
-  for (size_t i = 0; i < t->n_params; i++) {
-    if (t->master)
-      free(t->master[i]);
-    if (t->exp_avg)
-      free(t->exp_avg[i]);
-    if (t->exp_avg_sq)
-      free(t->exp_avg_sq[i]);
-    if (t->grad_host)
-      free(t->grad_host[i]);
-  }
-  free(t->master);
-  free(t->exp_avg);
-  free(t->exp_avg_sq);
-  free(t->grad_host);
-  free(t->params);
-  free(t->sizes);
+  sd_param_optim_free(t->optim);
   sd_grads_free(t->grads);
   free(t);
 }
@@ -73,39 +55,10 @@ int sd_unet_trainer_create(sd_backend *be, sd_unet *unet, const sd_weights *weig
   t->unet = unet;
   t->noise = noise;
   t->cfg = *cfg;
-  if (sd_grads_create(be, weights, wants, user, &t->grads) < 0) {
+  if (sd_grads_create(be, weights, wants, user, &t->grads) < 0 ||
+      sd_param_optim_create(be, t->grads, &t->optim) < 0) {
     sd_unet_trainer_free(t);
     return sd_error_context("unet training");
-  }
-  size_t n = sd_grads_count(t->grads);
-  t->params = calloc(n, sizeof *t->params);
-  t->sizes = calloc(n, sizeof *t->sizes);
-  t->master = calloc(n, sizeof *t->master);
-  t->exp_avg = calloc(n, sizeof *t->exp_avg);
-  t->exp_avg_sq = calloc(n, sizeof *t->exp_avg_sq);
-  t->grad_host = calloc(n, sizeof *t->grad_host);
-  if (!t->params || !t->sizes || !t->master || !t->exp_avg || !t->exp_avg_sq || !t->grad_host) {
-    sd_unet_trainer_free(t);
-    return SD_ERROR("out of memory for %zu parameters", n);
-  }
-  t->n_params = n;
-  for (size_t i = 0; i < n; i++) {
-    /* the trainer owns the update of the weights the model borrows */
-    t->params[i] = (sd_tensor *)sd_grads_weight_at(t->grads, i);
-    int64_t size = sd_tensor_numel(t->params[i]);
-    t->sizes[i] = size;
-    t->master[i] = malloc((size_t)size * sizeof(float));
-    t->exp_avg[i] = calloc((size_t)size, sizeof(float));
-    t->exp_avg_sq[i] = calloc((size_t)size, sizeof(float));
-    t->grad_host[i] = malloc((size_t)size * sizeof(float));
-    if (!t->master[i] || !t->exp_avg[i] || !t->exp_avg_sq[i] || !t->grad_host[i]) {
-      sd_unet_trainer_free(t);
-      return SD_ERROR("out of host memory for the optimizer state of %zu parameters", n);
-    }
-    if (sd_tensor_download_f32(be, t->params[i], t->master[i]) < 0) {
-      sd_unet_trainer_free(t);
-      return sd_error_context("unet training: reading %s", sd_grads_name_at(t->grads, i));
-    }
   }
   *out = t;
   return 0;
@@ -181,22 +134,12 @@ int sd_unet_trainer_step(sd_unet_trainer *t, const sd_tensor *latents, const sd_
                               t->steps, b, timesteps[b]);
   }
   report->loss = (float)(sum_sq / (double)n_total);
-  for (size_t i = 0; i < t->n_params; i++)
-    SD_TRY(sd_tensor_download_f32(t->be, sd_grads_at(t->grads, i), t->grad_host[i]));
-  if (t->cfg.max_grad_norm > 0)
-    report->grad_norm =
-        sd_clip_grad_norm((int)t->n_params, t->grad_host, t->sizes, (float)t->cfg.max_grad_norm);
-  else
-    report->grad_norm = sd_clip_grad_norm((int)t->n_params, t->grad_host, t->sizes, 3.4e38f);
   double lr = t->cfg.learning_rate *
               sd_lr_multiplier(t->cfg.schedule, t->steps, t->cfg.warmup_steps, t->cfg.total_steps);
   report->learning_rate = lr;
-  for (size_t i = 0; i < t->n_params; i++) {
-    sd_adamw_step(&t->cfg.adamw, lr, t->steps + 1, t->master[i], t->grad_host[i], t->exp_avg[i],
-                  t->exp_avg_sq[i], t->sizes[i]);
-    if (sd_tensor_upload_f32(t->be, t->params[i], t->master[i]) < 0)
-      return sd_error_context("unet training: writing %s", sd_grads_name_at(t->grads, i));
-  }
+  if (sd_param_optim_step(t->optim, &t->cfg.adamw, lr, t->steps + 1, t->cfg.max_grad_norm,
+                          &report->grad_norm) < 0)
+    return sd_error_context("unet training: step %" PRId64, t->steps);
   t->steps++;
   return 0;
 }

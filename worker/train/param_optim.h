@@ -1,0 +1,26 @@
+/* The optimizer state of a model's trained weights, shared by the trainers (unet_trainer.h,
+ * vae_trainer.h): float32 master weights and AdamW's two moments on the host for every weight of
+ * a gradient store, and the step that reads the gradients, clips them (clip_grad_norm_), applies
+ * AdamW and uploads each updated weight (so the backend's prepared copies follow,
+ * docs/training.md). */
+#ifndef SD_TRAIN_PARAM_OPTIM_H
+#define SD_TRAIN_PARAM_OPTIM_H
+
+#include "optim.h"
+
+#include "../model/grads.h"
+
+typedef struct sd_param_optim sd_param_optim;
+
+/* State for the weights of `grads` (their current values become the master weights; the moments
+ * start at 0). Borrows be and grads. */
+int sd_param_optim_create(sd_backend *be, sd_grads *grads, sd_param_optim **out);
+void sd_param_optim_free(sd_param_optim *o);
+
+/* One optimizer step on the gradients in the store: clip_grad_norm_(max_grad_norm) over all of
+ * them (<= 0: none), AdamW at learning rate lr as step number `step` (from 1), then every weight
+ * uploaded. *grad_norm: the gradients' total L2 norm before clipping. */
+int sd_param_optim_step(sd_param_optim *o, const sd_adamw_config *adamw, double lr, int64_t step,
+                        double max_grad_norm, float *grad_norm);
+
+#endif
