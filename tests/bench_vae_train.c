@@ -58,6 +58,8 @@ static int pass(sd_backend *be, sd_vae *vae, sd_grads *grads, const sd_tensor *i
   ms[1] = now_ms();
   fl[1] = be->flops;
   if (rc == 0)
+    t->tape_bytes[0] = sd_vae_tape_bytes(enc);
+  if (rc == 0)
     rc = sd_vae_decode_forward_train(vae, z, out, &dec);
   ms[2] = now_ms();
   fl[2] = be->flops;
@@ -70,7 +72,6 @@ static int pass(sd_backend *be, sd_vae *vae, sd_grads *grads, const sd_tensor *i
   ms[4] = now_ms();
   fl[4] = be->flops;
   if (rc == 0) {
-    t->tape_bytes[0] = sd_vae_tape_bytes(enc);
     t->tape_bytes[1] = sd_vae_tape_bytes(dec);
     for (int k = 0; k < 4; k++) {
       t->flops[k] = fl[k + 1] - fl[k];
