@@ -3,8 +3,12 @@
 
 #include "test_util.h"
 
+#include "error.h"
+
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 const uint64_t sd_grad_sign_seeds[2] = {1, 2};
 
@@ -126,4 +130,44 @@ void sd_grad_check_parameter(sd_grad_report *r, const sd_safetensors *f, const c
     note_zero(r, name, got, n);
   else
     note(r, name, sd_grad_sampled_error(got, n, n / shape->shape[0], want, rows, figures));
+}
+
+float *sd_grad_download(sd_backend *be, const sd_tensor *t) {
+  float *host = malloc((size_t)sd_tensor_numel(t) * sizeof *host);
+  if (host && sd_tensor_download_f32(be, t, host) < 0) {
+    free(host);
+    return NULL;
+  }
+  return host;
+}
+
+float **sd_grad_download_all(sd_backend *be, sd_grads *grads) {
+  size_t n = sd_grads_count(grads);
+  float **host = calloc(n, sizeof *host);
+  for (size_t i = 0; host && i < n; i++)
+    if (!(host[i] = sd_grad_download(be, sd_grads_at(grads, i)))) {
+      sd_grad_free_all(host, n);
+      return NULL;
+    }
+  return host;
+}
+
+void sd_grad_free_all(float **host, size_t count) {
+  for (size_t i = 0; host && i < count; i++)
+    free(host[i]);
+  free(host);
+}
+
+bool sd_grad_bits_equal(const float *a, const float *b, size_t n) {
+  return a && b && memcmp(a, b, n * sizeof *a) == 0;
+}
+
+int sd_grad_upload_fixture(sd_backend *be, const sd_safetensors *f, const char *name,
+                           sd_tensor *t) {
+  const sd_st_tensor *st = sd_grad_fixture(f, "%s", name);
+  if (!st || st->dtype != SD_DTYPE_F32)
+    return SD_ERROR("%s: no float32 tensor %s", sd_safetensors_path(f), name);
+  *t = sd_tensor_make(be->ops->act_dtype, st->ndim, st->shape);
+  SD_TRY(sd_tensor_alloc_persistent(be, t));
+  return sd_tensor_upload_f32(be, t, st->data);
 }

@@ -9,6 +9,7 @@
  * and for the sampled ones the change from the start (max, L2 and two +-1 projections over the
  * whole tensor) within 1e-3 of its size. Parameters whose gradients are zero in exact arithmetic
  * are left out (below). */
+#include "grad_fixture.h"
 #include "test_util.h"
 #include "train_fixture.h"
 
@@ -124,14 +125,8 @@ static void test_family(const char *family) {
   sd_grads *grads = sd_unet_trainer_grads(trainer);
   n_params = sd_grads_count(grads);
   CHECK(n_params == 494, "%s: %zu trained parameters", family, n_params);
-  start = calloc(n_params, sizeof *start);
+  start = sd_train_snapshot(be, grads);
   grad_max = calloc(n_params, sizeof *grad_max);
-  for (size_t i = 0; start && i < n_params; i++) {
-    const sd_tensor *w = sd_grads_weight_at(grads, i);
-    start[i] = malloc((size_t)sd_tensor_numel(w) * sizeof(float));
-    if (start[i])
-      sd_tensor_download_f32(be, w, start[i]);
-  }
 
   for (int s = 0; s < STEPS; s++) {
     char key[64];
@@ -192,9 +187,7 @@ static void test_family(const char *family) {
 
   check_renders_trained(family, be, files, weights, unet, f);
 out:
-  for (size_t i = 0; start && i < n_params; i++)
-    free(start[i]);
-  free(start);
+  sd_grad_free_all(start, n_params);
   free(grad_max);
   sd_unet_trainer_free(trainer);
   sd_unet_free(unet);

@@ -40,16 +40,6 @@ static double now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* A persistent backend tensor holding fixture tensor `name`. */
-static int upload_fixture(sd_backend *be, const sd_safetensors *f, const char *name, sd_tensor *t) {
-  const sd_st_tensor *st = sd_grad_fixture(f, "%s", name);
-  if (!st)
-    return SD_ERROR("%s: tensor %s missing", sd_safetensors_path(f), name);
-  *t = sd_tensor_make(be->ops->act_dtype, st->ndim, st->shape);
-  SD_TRY(sd_tensor_alloc_persistent(be, t));
-  return sd_tensor_upload_f32(be, t, st->data);
-}
-
 /* A persistent tensor shaped like `like`. */
 static int alloc_like(sd_backend *be, const sd_tensor *like, sd_tensor *t) {
   *t = *like;
@@ -57,38 +47,11 @@ static int alloc_like(sd_backend *be, const sd_tensor *like, sd_tensor *t) {
   return sd_tensor_alloc_persistent(be, t);
 }
 
-static float *download(sd_backend *be, const sd_tensor *t) {
-  float *host = malloc((size_t)sd_tensor_numel(t) * sizeof *host);
-  if (host && sd_tensor_download_f32(be, t, host) < 0) {
-    free(host);
-    return NULL;
-  }
-  return host;
-}
-
-static float **download_grads(sd_backend *be, sd_grads *grads) {
-  size_t n = sd_grads_count(grads);
-  float **host = calloc(n, sizeof *host);
-  for (size_t i = 0; host && i < n; i++)
-    host[i] = download(be, sd_grads_at(grads, i));
-  return host;
-}
-
-static void free_grads_host(float **host, size_t n) {
-  for (size_t i = 0; host && i < n; i++)
-    free(host[i]);
-  free(host);
-}
-
-static bool bits_equal(const float *a, const float *b, size_t n) {
-  return a && b && memcmp(a, b, n * sizeof *a) == 0;
-}
-
 /* An input gradient against the fixture's. */
 static void check_input_gradient(sd_backend *be, const sd_safetensors *f, const char *name,
                                  const sd_tensor *got_t) {
   const sd_st_tensor *want = sd_grad_fixture(f, "%s", name);
-  float *got = download(be, got_t);
+  float *got = sd_grad_download(be, got_t);
   size_t n = (size_t)sd_tensor_numel(got_t);
   if (CHECK(got && want && sd_grad_st_numel(want) == (int64_t)n, "%s: fixture or download", name)) {
     double err = sd_grad_rel_error(got, want->data, n, sd_grad_max_abs(want->data, n));
@@ -102,10 +65,11 @@ static void check_input_gradient(sd_backend *be, const sd_safetensors *f, const 
 static void check_output(sd_backend *be, const char *what, const sd_tensor *got_t,
                          const sd_tensor *ref_t, const sd_st_tensor *want) {
   size_t n = (size_t)sd_tensor_numel(got_t);
-  float *got = download(be, got_t), *ref = download(be, ref_t);
-  CHECK(bits_equal(got, ref, n), "%s: training forward differs from the inference forward", what);
+  float *got = sd_grad_download(be, got_t), *ref = sd_grad_download(be, ref_t);
+  CHECK(sd_grad_bits_equal(got, ref, n), "%s: training forward differs from the inference forward",
+        what);
   fprintf(stderr, "     %s: training forward = inference forward bit for bit: %s\n", what,
-          bits_equal(got, ref, n) ? "yes" : "no");
+          sd_grad_bits_equal(got, ref, n) ? "yes" : "no");
   if (CHECK(got && want && sd_grad_st_numel(want) == (int64_t)n, "%s: torch output", what))
     sd_test_compare_f32(what, got, want->data, n, OUT_ATOL, OUT_ATOL);
   free(got);
@@ -132,10 +96,11 @@ static int backwards(vae_case *c, bool inputs) {
  * input gradients unchanged (overwritten); then backwards without input gradients from zero: the
  * same parameter gradients bit for bit. */
 static void check_accumulation(vae_case *c, float *const *once) {
-  float *dz_once = download(c->be, &c->dz), *dimage_once = download(c->be, &c->dimage);
+  float *dz_once = sd_grad_download(c->be, &c->dz),
+        *dimage_once = sd_grad_download(c->be, &c->dimage);
   int ok = backwards(c, true) == 0;
   CHECK(ok, "second backward: %s", sd_error_message());
-  float **twice = ok ? download_grads(c->be, c->grads) : NULL;
+  float **twice = ok ? sd_grad_download_all(c->be, c->grads) : NULL;
   double worst = 0;
   for (size_t i = 0; twice && i < sd_grads_count(c->grads); i++) {
     size_t n = (size_t)sd_tensor_numel(sd_grads_at(c->grads, i));
@@ -145,20 +110,21 @@ static void check_accumulation(vae_case *c, float *const *once) {
   }
   fprintf(stderr, "     two backwards = 2 x one within %.1e\n", worst);
   CHECK(twice && worst <= 1e-6, "accumulation: two backwards off 2x by %.3g", worst);
-  float *dz = download(c->be, &c->dz), *dimage = download(c->be, &c->dimage);
-  CHECK(bits_equal(dz, dz_once, (size_t)sd_tensor_numel(&c->dz)) &&
-            bits_equal(dimage, dimage_once, (size_t)sd_tensor_numel(&c->dimage)),
+  float *dz = sd_grad_download(c->be, &c->dz), *dimage = sd_grad_download(c->be, &c->dimage);
+  CHECK(sd_grad_bits_equal(dz, dz_once, (size_t)sd_tensor_numel(&c->dz)) &&
+            sd_grad_bits_equal(dimage, dimage_once, (size_t)sd_tensor_numel(&c->dimage)),
         "d(z) / d(image) changed on a second backward (must be overwritten)");
-  free_grads_host(twice, sd_grads_count(c->grads));
+  sd_grad_free_all(twice, sd_grads_count(c->grads));
 
   ok = sd_grads_zero(c->grads) == 0 && backwards(c, false) == 0;
   CHECK(ok, "backward without input gradients: %s", sd_error_message());
-  float **again = ok ? download_grads(c->be, c->grads) : NULL;
+  float **again = ok ? sd_grad_download_all(c->be, c->grads) : NULL;
   size_t differ = 0;
   for (size_t i = 0; again && i < sd_grads_count(c->grads); i++)
-    differ += !bits_equal(again[i], once[i], (size_t)sd_tensor_numel(sd_grads_at(c->grads, i)));
+    differ +=
+        !sd_grad_bits_equal(again[i], once[i], (size_t)sd_tensor_numel(sd_grads_at(c->grads, i)));
   CHECK(again && differ == 0, "%zu gradients differ without the input gradients", differ);
-  free_grads_host(again, sd_grads_count(c->grads));
+  sd_grad_free_all(again, sd_grads_count(c->grads));
   free(dz_once);
   free(dimage_once);
   free(dz);
@@ -199,10 +165,10 @@ int main(void) {
            sd_weights_upload(c.be, files->vae_tensors, "vae", &weights) == 0 &&
            sd_vae_create(c.be, &files->vae, weights, &c.vae) == 0 &&
            sd_grads_create(c.be, weights, NULL, NULL, &c.grads) == 0 &&
-           upload_fixture(c.be, f, "z", &c.z) == 0 &&
-           upload_fixture(c.be, f, "image", &c.image) == 0 &&
-           upload_fixture(c.be, f, "w_dec", &c.w_dec) == 0 &&
-           upload_fixture(c.be, f, "w_enc", &c.w_enc) == 0 &&
+           sd_grad_upload_fixture(c.be, f, "z", &c.z) == 0 &&
+           sd_grad_upload_fixture(c.be, f, "image", &c.image) == 0 &&
+           sd_grad_upload_fixture(c.be, f, "w_dec", &c.w_dec) == 0 &&
+           sd_grad_upload_fixture(c.be, f, "w_enc", &c.w_enc) == 0 &&
            alloc_like(c.be, &c.w_dec, &c.decoded) == 0 &&
            alloc_like(c.be, &c.w_dec, &c.decoded_ref) == 0 &&
            alloc_like(c.be, &c.w_enc, &c.moments) == 0 &&
@@ -249,7 +215,7 @@ int main(void) {
 
   check_input_gradient(c.be, f, "dz", &c.dz);
   check_input_gradient(c.be, f, "dimage", &c.dimage);
-  once = download_grads(c.be, c.grads);
+  once = sd_grad_download_all(c.be, c.grads);
   if (CHECK(once, "download gradients")) {
     sd_grad_report r;
     sd_grad_report_init(&r, f, c.grads, GRAD_TOL, ZERO_TOL);
@@ -274,7 +240,7 @@ int main(void) {
 out:
   sd_vae_tape_free(c.dec_tape);
   sd_vae_tape_free(c.enc_tape);
-  free_grads_host(once, c.grads ? sd_grads_count(c.grads) : 0);
+  sd_grad_free_all(once, c.grads ? sd_grads_count(c.grads) : 0);
   sd_tensor *all[] = {&c.z,       &c.image,       &c.w_dec, &c.w_enc,  &c.decoded,
                       &c.moments, &c.decoded_ref, &c.dz,    &c.dimage, &c.moments_ref};
   for (size_t i = 0; c.be && i < sizeof all / sizeof *all; i++)

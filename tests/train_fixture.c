@@ -8,6 +8,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+float **sd_train_snapshot(sd_backend *be, sd_grads *grads) {
+  size_t n = sd_grads_count(grads);
+  float **host = calloc(n, sizeof *host);
+  for (size_t i = 0; host && i < n; i++)
+    if (!(host[i] = sd_grad_download(be, sd_grads_weight_at(grads, i)))) {
+      sd_grad_free_all(host, n);
+      return NULL;
+    }
+  return host;
+}
+
 void sd_train_note_gradients(sd_backend *be, sd_grads *grads, double *grad_max,
                              double *grad_scale) {
   for (size_t i = 0; i < sd_grads_count(grads); i++) {

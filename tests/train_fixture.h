@@ -19,6 +19,10 @@ typedef struct sd_train_report {
   int checked, sampled, zeros;
 } sd_train_report;
 
+/* Host copies of the store's weights (its order), e.g. before training; NULL on failure. Free
+ * with sd_grad_free_all (grad_fixture.h). */
+float **sd_train_snapshot(sd_backend *be, sd_grads *grads);
+
 /* Adds each gradient's max |g| in the store into grad_max (count of the store) and the largest
  * into *grad_scale (call after every step). */
 void sd_train_note_gradients(sd_backend *be, sd_grads *grads, double *grad_max, double *grad_scale);
