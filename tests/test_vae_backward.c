@@ -10,6 +10,7 @@
  *    largest gradient;
  *  - second backwards on the same tapes double every parameter gradient and leave d(z) and
  *    d(image) as they were; backwards without the input gradient give the same weight gradients;
+ *  - a one-thread backend gives every gradient, d(z) and d(image) bit for bit;
  *  - the arena is back where it was after the tapes are freed; a tape of the other half, a
  *    gradient of the wrong shape and an image that is not a multiple of 8 are refused. */
 #include "grad_fixture.h"
@@ -78,6 +79,7 @@ static void check_output(sd_backend *be, const char *what, const sd_tensor *got_
 
 typedef struct vae_case {
   sd_backend *be;
+  sd_weights *weights;
   sd_vae *vae;
   sd_grads *grads;
   sd_tensor z, image, w_dec, w_enc;   /* inputs and the outputs' gradients */
@@ -152,28 +154,78 @@ static void check_refusals(vae_case *c) {
   sd_arena_release(c->be, mark);
 }
 
+/* The model, its gradient store and the inputs on a backend of `threads` threads (0: default). */
+static int case_open(vae_case *c, int threads, const sd_model_files *files,
+                     const sd_safetensors *f) {
+  *c = (vae_case){.be = sd_backend_cpu_create(threads)};
+  if (!c->be)
+    return SD_ERROR("no CPU backend");
+  SD_TRY(sd_weights_upload(c->be, files->vae_tensors, "vae", &c->weights));
+  SD_TRY(sd_vae_create(c->be, &files->vae, c->weights, &c->vae));
+  SD_TRY(sd_grads_create(c->be, c->weights, NULL, NULL, &c->grads));
+  SD_TRY(sd_grad_upload_fixture(c->be, f, "z", &c->z));
+  SD_TRY(sd_grad_upload_fixture(c->be, f, "image", &c->image));
+  SD_TRY(sd_grad_upload_fixture(c->be, f, "w_dec", &c->w_dec));
+  SD_TRY(sd_grad_upload_fixture(c->be, f, "w_enc", &c->w_enc));
+  SD_TRY(alloc_like(c->be, &c->w_dec, &c->decoded));
+  SD_TRY(alloc_like(c->be, &c->w_dec, &c->decoded_ref));
+  SD_TRY(alloc_like(c->be, &c->w_enc, &c->moments));
+  SD_TRY(alloc_like(c->be, &c->w_enc, &c->moments_ref));
+  SD_TRY(alloc_like(c->be, &c->z, &c->dz));
+  return alloc_like(c->be, &c->image, &c->dimage);
+}
+
+static void case_close(vae_case *c) {
+  sd_vae_tape_free(c->dec_tape);
+  sd_vae_tape_free(c->enc_tape);
+  sd_tensor *all[] = {&c->z,       &c->image,       &c->w_dec, &c->w_enc,  &c->decoded,
+                      &c->moments, &c->decoded_ref, &c->dz,    &c->dimage, &c->moments_ref};
+  for (size_t i = 0; c->be && i < sizeof all / sizeof *all; i++)
+    sd_tensor_free(c->be, all[i]);
+  sd_grads_free(c->grads);
+  sd_vae_free(c->vae);
+  sd_weights_free(c->weights);
+  sd_backend_destroy(c->be);
+}
+
+/* The same forwards and backwards on a one-thread backend: every gradient, d(z) and d(image) bit
+ * for bit as with the default backend's `threads` (the ops' results do not depend on the thread
+ * count). */
+static void check_threads(int threads, const sd_model_files *files, const sd_safetensors *f,
+                          float *const *once, const float *dz_once, const float *dimage_once) {
+  vae_case one;
+  int ok = case_open(&one, 1, files, f) == 0 &&
+           sd_vae_encode_forward_train(one.vae, &one.image, &one.moments, &one.enc_tape) == 0 &&
+           sd_vae_decode_forward_train(one.vae, &one.z, &one.decoded, &one.dec_tape) == 0 &&
+           backwards(&one, true) == 0;
+  CHECK(ok, "one-thread backward: %s", sd_error_message());
+  if (ok) {
+    size_t differ = 0, n = sd_grads_count(one.grads);
+    float **got = sd_grad_download_all(one.be, one.grads);
+    for (size_t i = 0; got && i < n; i++)
+      differ +=
+          !sd_grad_bits_equal(got[i], once[i], (size_t)sd_tensor_numel(sd_grads_at(one.grads, i)));
+    sd_grad_free_all(got, n);
+    float *dz = sd_grad_download(one.be, &one.dz), *dimage = sd_grad_download(one.be, &one.dimage);
+    differ += !sd_grad_bits_equal(dz, dz_once, (size_t)sd_tensor_numel(&one.dz));
+    differ += !sd_grad_bits_equal(dimage, dimage_once, (size_t)sd_tensor_numel(&one.dimage));
+    free(dz);
+    free(dimage);
+    fprintf(stderr, "     1 thread vs %d: %zu of %zu gradients differ\n", threads, differ, n + 2);
+    CHECK(differ == 0, "%zu gradients differ between 1 thread and %d", differ, threads);
+  }
+  case_close(&one);
+}
+
 int main(void) {
   char path[512];
   snprintf(path, sizeof path, "%s/vae-grad-sd1.safetensors", SD_TEST_FIXTURES);
   sd_model_files *files = NULL;
   sd_safetensors *f = NULL;
-  sd_weights *weights = NULL;
-  vae_case c = {.be = sd_backend_cpu_create(0)};
-  float **once = NULL;
-  int ok = c.be && sd_model_files_open(SD_TEST_FIXTURES "/tiny-sd1", NULL, NULL, &files) == 0 &&
-           sd_safetensors_open(path, &f) == 0 &&
-           sd_weights_upload(c.be, files->vae_tensors, "vae", &weights) == 0 &&
-           sd_vae_create(c.be, &files->vae, weights, &c.vae) == 0 &&
-           sd_grads_create(c.be, weights, NULL, NULL, &c.grads) == 0 &&
-           sd_grad_upload_fixture(c.be, f, "z", &c.z) == 0 &&
-           sd_grad_upload_fixture(c.be, f, "image", &c.image) == 0 &&
-           sd_grad_upload_fixture(c.be, f, "w_dec", &c.w_dec) == 0 &&
-           sd_grad_upload_fixture(c.be, f, "w_enc", &c.w_enc) == 0 &&
-           alloc_like(c.be, &c.w_dec, &c.decoded) == 0 &&
-           alloc_like(c.be, &c.w_dec, &c.decoded_ref) == 0 &&
-           alloc_like(c.be, &c.w_enc, &c.moments) == 0 &&
-           alloc_like(c.be, &c.w_enc, &c.moments_ref) == 0 && alloc_like(c.be, &c.z, &c.dz) == 0 &&
-           alloc_like(c.be, &c.image, &c.dimage) == 0;
+  vae_case c = {0};
+  float **once = NULL, *dz_once = NULL, *dimage_once = NULL;
+  int ok = sd_model_files_open(SD_TEST_FIXTURES "/tiny-sd1", NULL, NULL, &files) == 0 &&
+           sd_safetensors_open(path, &f) == 0 && case_open(&c, 0, files, f) == 0;
   CHECK(ok, "setup: %s (%s)", sd_error_message(), sd_error_location());
   if (!ok)
     goto out;
@@ -215,6 +267,8 @@ int main(void) {
 
   check_input_gradient(c.be, f, "dz", &c.dz);
   check_input_gradient(c.be, f, "dimage", &c.dimage);
+  dz_once = sd_grad_download(c.be, &c.dz);
+  dimage_once = sd_grad_download(c.be, &c.dimage);
   once = sd_grad_download_all(c.be, c.grads);
   if (CHECK(once, "download gradients")) {
     sd_grad_report r;
@@ -237,19 +291,15 @@ int main(void) {
   CHECK(c.be->arena.used_bytes == base.used_bytes, "%zu arena bytes left after the tapes",
         c.be->arena.used_bytes - base.used_bytes);
 
+  if (once && c.be->threads != 1)
+    check_threads(c.be->threads, files, f, once, dz_once, dimage_once);
+
 out:
-  sd_vae_tape_free(c.dec_tape);
-  sd_vae_tape_free(c.enc_tape);
   sd_grad_free_all(once, c.grads ? sd_grads_count(c.grads) : 0);
-  sd_tensor *all[] = {&c.z,       &c.image,       &c.w_dec, &c.w_enc,  &c.decoded,
-                      &c.moments, &c.decoded_ref, &c.dz,    &c.dimage, &c.moments_ref};
-  for (size_t i = 0; c.be && i < sizeof all / sizeof *all; i++)
-    sd_tensor_free(c.be, all[i]);
-  sd_grads_free(c.grads);
-  sd_vae_free(c.vae);
-  sd_weights_free(weights);
+  free(dz_once);
+  free(dimage_once);
+  case_close(&c);
   sd_safetensors_close(f);
   sd_model_files_close(files);
-  sd_backend_destroy(c.be);
   return sd_test_finish();
 }
