@@ -90,3 +90,20 @@ int sd_param_optim_step(sd_param_optim *o, const sd_adamw_config *adamw, double 
   }
   return 0;
 }
+
+int sd_param_optim_state_at(sd_param_optim *o, size_t i, float **master, float **exp_avg,
+                            float **exp_avg_sq) {
+  if (i >= o->n)
+    return SD_ERROR("no parameter %zu (%zu trained)", i, o->n);
+  *master = o->master[i];
+  *exp_avg = o->exp_avg[i];
+  *exp_avg_sq = o->exp_avg_sq[i];
+  return 0;
+}
+
+int sd_param_optim_restore(sd_param_optim *o) {
+  for (size_t i = 0; i < o->n; i++)
+    if (sd_tensor_upload_f32(o->be, o->params[i], o->master[i]) < 0)
+      return sd_error_context("restoring %s", sd_grads_name_at(o->grads, i));
+  return 0;
+}

@@ -23,4 +23,13 @@ void sd_param_optim_free(sd_param_optim *o);
 int sd_param_optim_step(sd_param_optim *o, const sd_adamw_config *adamw, double lr, int64_t step,
                         double max_grad_norm, float *grad_norm);
 
+/* The state of trained parameter i (sd_grads order, i < the store's count), for checkpoints: host
+ * float32 master weights (what the model's weight holds), exp_avg and exp_avg_sq, each of
+ * sd_tensor_numel(weight) values, writable (a resumed run overwrites them, then calls
+ * sd_param_optim_restore). -1 past the end. */
+int sd_param_optim_state_at(sd_param_optim *o, size_t i, float **master, float **exp_avg,
+                            float **exp_avg_sq);
+/* Uploads every master weight into the model's weight (after the state was overwritten). */
+int sd_param_optim_restore(sd_param_optim *o);
+
 #endif

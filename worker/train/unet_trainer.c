@@ -154,18 +154,14 @@ sd_grads *sd_unet_trainer_grads(sd_unet_trainer *t) {
 
 int sd_unet_trainer_state_at(sd_unet_trainer *t, size_t i, float **master, float **exp_avg,
                              float **exp_avg_sq) {
-  if (i >= t->n_params)
-    return SD_ERROR("unet training: no parameter %zu (%zu trained)", i, t->n_params);
-  *master = t->master[i];
-  *exp_avg = t->exp_avg[i];
-  *exp_avg_sq = t->exp_avg_sq[i];
+  if (sd_param_optim_state_at(t->optim, i, master, exp_avg, exp_avg_sq) < 0)
+    return sd_error_context("unet training");
   return 0;
 }
 
 int sd_unet_trainer_restore(sd_unet_trainer *t, int64_t steps) {
-  for (size_t i = 0; i < t->n_params; i++)
-    if (sd_tensor_upload_f32(t->be, t->params[i], t->master[i]) < 0)
-      return sd_error_context("unet training: restoring %s", sd_grads_name_at(t->grads, i));
+  if (sd_param_optim_restore(t->optim) < 0)
+    return sd_error_context("unet training: restoring");
   t->steps = steps;
   return 0;
 }
