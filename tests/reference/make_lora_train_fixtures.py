@@ -26,17 +26,23 @@ Inputs and initial values from a seeded torch.Generator('cpu').
 
 The loop runs twice on the same inputs: in float32 (what users run: loss, gradient norm and
 learning rate of each step come from it) and in float64 (a deep copy of the adapted model cast
-to float64, inputs cast). The final A and B stored are the float64 run's rounded to float32, with
-gap32.<key>: how far torch's own float32 run ended from them (max |p32 - p64| / max |p64|) and
-gapchange32.<key>: the same over the change from the start (max |(p32 - p0) - (p64 - p0)| /
-max |p64 - p0|).
+to float64, inputs cast), and a third time in float32 with each item's forward and backward on
+its own (sdbatch's order: the gradients of the two items added). The final A and B stored are the
+float64 run's rounded to float32, with gap32.<key>: how far torch's own float32 runs ended from
+them (max over the two runs of max |p32 - p64| / max |p64|) and gapchange32.<key>: the same over
+the change from the start (max |p32 - p64| / max |p64 - p0|). AdamW divides each gradient by its
+own root mean square, so where B starts at 0 (sd1) B's values are normalised gradients and the
+float32 noise of small gradient elements shows in full: torch's own gaps are ~1e-4 there.
 
 Tensors (keys <m> = the diffusers module name, e.g.
 down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q): for each step s in 0..2: latents.s,
 noise.s (B, 4, H, W), timesteps.s (B) I32, context.s (B, 77, D); loss (3), grad_norm (3)
 (clip_grad_norm_'s total before clipping), lr (3); rank (1) I32, alpha (1); init.<m>.lora_A.weight,
 init.<m>.lora_B.weight; final.<m>.lora_A.weight, final.<m>.lora_B.weight; gap32.<m>.lora_A.weight
-etc. (1); gapchange32.<m>... (1).
+etc. (1); gapchange32.<m>... (1); grad0.<m>.lora_A.weight, grad0.<m>.lora_B.weight: the
+float64 run's gradients of the first step (before clipping), gradgap32.<m>... (1): torch float32's
+own distance from them (max over both float32 runs of max |g32 - g64| / max |g64|; 0 where the
+gradient is 0: sd1's A, since B = 0).
 
 The script also saves the float32 run's LoRA as the script does (convert_state_dict_to_diffusers(
 get_peft_model_state_dict(unet)): keys unet.<m>.lora.down.weight / .lora.up.weight) with
@@ -103,8 +109,11 @@ def adapt(unet, rank, alpha):
     )
 
 
-def train(unet, noise_scheduler, batches, dtype):
-    """The DreamBooth-LoRA loop over the batches in dtype: per-step figures, final A and B."""
+def train(unet, noise_scheduler, batches, dtype, per_item=False):
+    """The DreamBooth-LoRA loop over the batches in dtype: per-step figures, final A and B.
+    per_item: the same loss and gradients with each item's forward and backward on its own
+    (loss = sum over items of their mean squared error / batch), as sdbatch computes them: the
+    same arithmetic in float32 in another order."""
     unet.train()
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=LR, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
@@ -112,17 +121,29 @@ def train(unet, noise_scheduler, batches, dtype):
         "linear", optimizer=optimizer, num_warmup_steps=1, num_training_steps=STEPS
     )
     prediction = noise_scheduler.config.prediction_type
-    losses, norms, lrs = [], [], []
+    losses, norms, lrs, grads0 = [], [], [], {}
     for latents, noise, timesteps, context in batches:
         latents, noise, context = latents.to(dtype), noise.to(dtype), context.to(dtype)
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-        pred = unet(noisy, timesteps, context).sample
         if prediction == "epsilon":
             target = noise
         else:
             target = noise_scheduler.get_velocity(latents, noise, timesteps)
-        loss = F.mse_loss(pred, target, reduction="mean")
-        loss.backward()
+        if per_item:
+            loss = 0.0
+            for b in range(latents.shape[0]):
+                pred = unet(noisy[b : b + 1], timesteps[b : b + 1], context[b : b + 1]).sample
+                item = F.mse_loss(pred, target[b : b + 1], reduction="mean") / latents.shape[0]
+                item.backward()
+                loss = loss + item.detach()
+        else:
+            pred = unet(noisy, timesteps, context).sample
+            loss = F.mse_loss(pred, target, reduction="mean")
+            loss.backward()
+        if not grads0:
+            for name, layer in lora_layers(unet):
+                for part, mod in (("lora_A", layer.lora_A), ("lora_B", layer.lora_B)):
+                    grads0[f"{name}.{part}.weight"] = mod["default"].weight.grad.detach().clone()
         norm = torch.nn.utils.clip_grad_norm_(params, MAX_NORM)
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
@@ -134,7 +155,7 @@ def train(unet, noise_scheduler, batches, dtype):
     for name, layer in lora_layers(unet):
         final[f"{name}.lora_A.weight"] = layer.lora_A["default"].weight.detach().clone()
         final[f"{name}.lora_B.weight"] = layer.lora_B["default"].weight.detach().clone()
-    return losses, norms, lrs, final
+    return losses, norms, lrs, final, grads0
 
 
 def check_saved(family, unet, rank, alpha, final):
@@ -231,21 +252,33 @@ def make(family):
         tensors[f"timesteps.{s}"] = timesteps.to(torch.int32)
         tensors[f"context.{s}"] = context
     unet64 = copy.deepcopy(unet).to(torch.float64)
-    losses, norms, lrs, final32 = train(unet, noise_scheduler, batches, torch.float32)
-    losses64, _, _, final64 = train(unet64, noise_scheduler, batches, torch.float64)
+    unet_items = copy.deepcopy(unet)
+    _, _, _, items32, gitems32 = train(
+        unet_items, noise_scheduler, batches, torch.float32, per_item=True
+    )
+    losses, norms, lrs, final32, g32 = train(unet, noise_scheduler, batches, torch.float32)
+    losses64, _, _, final64, g64 = train(unet64, noise_scheduler, batches, torch.float64)
     tensors["loss"] = torch.tensor(losses, dtype=torch.float32)
     tensors["grad_norm"] = torch.tensor(norms, dtype=torch.float32)
     tensors["lr"] = torch.tensor(lrs, dtype=torch.float32)
-    worst = worst_change = (0.0, "")
+    worst = worst_change = worst_grad = (0.0, "")
     for key, p64 in final64.items():
-        p32, p0 = final32[key].double(), start[key].double()
-        gap = ((p32 - p64).abs().max() / p64.abs().max().clamp_min(1e-12)).item()
-        change = (p64 - p0).abs().max().clamp_min(1e-30)
-        gapc = ((p32 - p64).abs().max() / change).item()
+        p0 = start[key].double()
+        diff = max((p[key].double() - p64).abs().max() for p in (final32, items32))
+        gap = (diff / p64.abs().max().clamp_min(1e-12)).item()
+        gapc = (diff / (p64 - p0).abs().max().clamp_min(1e-30)).item()
         tensors[f"final.{key}"] = p64.float().contiguous()
         tensors[f"gap32.{key}"] = torch.tensor([gap], dtype=torch.float32)
         tensors[f"gapchange32.{key}"] = torch.tensor([gapc], dtype=torch.float32)
         worst = max(worst, (gap, key))
+        ref = g64[key]
+        gdiff = max((g[key].double() - ref).abs().max() for g in (g32, gitems32))
+        tensors[f"grad0.{key}"] = ref.float().contiguous()
+        tensors[f"gradgap32.{key}"] = torch.tensor(
+            [(gdiff / ref.abs().max().clamp_min(1e-30)).item() if ref.abs().max() > 0 else 0.0],
+            dtype=torch.float32,
+        )
+        worst_grad = max(worst_grad, (tensors[f"gradgap32.{key}"].item(), key))
         worst_change = max(worst_change, (gapc, key))
     path = os.path.join(FIXTURES, f"lora-train-{family}.safetensors")
     save_file(tensors, path, metadata={"prediction_type": noise_scheduler.config.prediction_type})
@@ -253,7 +286,8 @@ def make(family):
         f"{family} ({noise_scheduler.config.prediction_type}, rank {rank}, alpha {alpha}): "
         f"{len(final64) // 2} layers; losses {losses} (float64 {losses64}), grad norms {norms}, "
         f"lr {lrs}; torch float32 vs float64: worst {worst[0]:.2e} ({worst[1]}), of the change "
-        f"{worst_change[0]:.2e} ({worst_change[1]}); {path}: {os.path.getsize(path)} bytes"
+        f"{worst_change[0]:.2e} ({worst_change[1]}), step 0's gradients {worst_grad[0]:.2e} "
+        f"({worst_grad[1]}); {path}: {os.path.getsize(path)} bytes"
     )
     check_saved(family, unet, rank, alpha, final32)
 

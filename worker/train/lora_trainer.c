@@ -244,7 +244,9 @@ int sd_lora_trainer_layer(const sd_lora_trainer *t, size_t index, sd_lora_layer_
                               .in = l->in,
                               .a = t->opt.values[2 * index],
                               .b = t->opt.values[2 * index + 1],
-                              .base = l->base};
+                              .base = l->base,
+                              .grad_a = t->opt.grads[2 * index],
+                              .grad_b = t->opt.grads[2 * index + 1]};
   return 0;
 }
 

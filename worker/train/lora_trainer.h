@@ -78,6 +78,8 @@ typedef struct sd_lora_layer_info {
   const float *a;     /* (rank, in) lora_A, the down projection */
   const float *b;     /* (out, rank) lora_B, the up projection */
   const float *base;  /* (out, in) W0, the frozen weight */
+  /* the last step's gradients of A and B (after clipping); undefined before the first step */
+  const float *grad_a, *grad_b;
 } sd_lora_layer_info;
 /* -1 with an error past the end. */
 int sd_lora_trainer_layer(const sd_lora_trainer *trainer, size_t index, sd_lora_layer_info *out);
