@@ -21,6 +21,7 @@
  *  - refusals: rank 0, alpha 0, an unknown target module, a target that is a convolution.
  * SD_TEST_KEEP_DIR=DIR keeps the saved files in DIR/sd1 and DIR/sd2, for
  * make_lora_train_fixtures.py --check (diffusers' load_lora_weights reads them). */
+#include "grad_fixture.h"
 #include "test_util.h"
 
 #include "error.h"
@@ -65,25 +66,6 @@ static float scalar(const sd_safetensors *f, const char *prefix, const char *mod
                     const char *part) {
   const sd_st_tensor *t = find(f, prefix, module, part);
   return t ? ((const float *)t->data)[0] : 0.0f;
-}
-
-static int upload(sd_backend *be, const sd_safetensors *f, const char *key, sd_tensor *t) {
-  const sd_st_tensor *st = sd_safetensors_find(f, key);
-  if (!st || st->dtype != SD_DTYPE_F32)
-    return SD_ERROR("%s: no float32 tensor %s", sd_safetensors_path(f), key);
-  *t = sd_tensor_make(be->ops->act_dtype, st->ndim, st->shape);
-  SD_TRY(sd_tensor_alloc_persistent(be, t));
-  return sd_tensor_upload_f32(be, t, st->data);
-}
-
-/* Host copy of a backend tensor (free() it); NULL on failure. */
-static float *download(sd_backend *be, const sd_tensor *t) {
-  float *host = malloc((size_t)sd_tensor_numel(t) * sizeof *host);
-  if (host && sd_tensor_download_f32(be, t, host) < 0) {
-    free(host);
-    return NULL;
-  }
-  return host;
 }
 
 /* Refusals of bad configurations, each with an error naming the problem. */
@@ -198,7 +180,6 @@ static void check_saved(const char *family, const char *folder, const char *path
   sd_patched *patched = NULL;
   sd_weights *weights = NULL;
   sd_unet *fresh = NULL;
-  sd_tensor x = {0}, c = {0}, out_a = {0}, out_b = {0};
   int ok = sd_model_files_open(folder, NULL, NULL, &files) == 0 &&
            sd_patched_create(&patched) == 0 &&
            sd_lora_merge(path, 1.0f, files->unet_tensors, files->clip_tensors, patched) == 0;
@@ -212,7 +193,7 @@ static void check_saved(const char *family, const char *folder, const char *path
     snprintf(name, sizeof name, "%s.weight", info.module);
     const sd_st_tensor *merged = sd_tensor_map_get(files->unet_tensors, name);
     const sd_tensor *tw = sd_weights_find(trained_weights, name); /* the trainer's W' */
-    float *mine = tw ? download(be, tw) : NULL;
+    float *mine = tw ? sd_grad_download(be, tw) : NULL;
     differ += !(merged && merged->dtype == SD_DTYPE_F32 && mine &&
                 memcmp(merged->data, mine, merged->bytes) == 0);
     free(mine);
@@ -222,34 +203,15 @@ static void check_saved(const char *family, const char *folder, const char *path
         "layer (%d differ)",
         family, differ);
   ok = sd_weights_upload(be, files->unet_tensors, "unet", &weights) == 0 &&
-       sd_unet_create(be, &files->unet, weights, &fresh) == 0 &&
-       upload(be, f, "latents.0", &x) == 0 && upload(be, f, "context.0", &c) == 0;
-  if (ok) {
-    x.shape[0] = c.shape[0] = 1; /* the first item */
-    out_a = sd_tensor_make(x.dtype, x.ndim, x.shape);
-    out_b = out_a;
-    ok = sd_tensor_alloc_persistent(be, &out_a) == 0 &&
-         sd_tensor_alloc_persistent(be, &out_b) == 0 &&
-         sd_unet_forward(trained, &x, 500.0, &c, &out_a) == 0 &&
-         sd_unet_forward(fresh, &x, 500.0, &c, &out_b) == 0;
-  }
-  if (CHECK(ok, "%s: forwards of the trained and the merged model: %s", family,
-            sd_error_message())) {
-    float *a = download(be, &out_a), *b = download(be, &out_b);
-    CHECK(a && b && memcmp(a, b, (size_t)sd_tensor_numel(&out_a) * sizeof *a) == 0,
+       sd_unet_create(be, &files->unet, weights, &fresh) == 0;
+  int same = ok ? sd_train_same_forward(be, f, trained, fresh) : -1;
+  if (CHECK(same >= 0, "%s: forwards of the trained and the merged model: %s", family,
+            sd_error_message()))
+    CHECK(same == 1,
           "%s: the model with the saved LoRA merged at load renders as the trained one, bit for "
           "bit",
           family);
-    free(a);
-    free(b);
-  }
 out:
-  if (x.data)
-    x.shape[0] = c.shape[0] = 2;
-  sd_tensor_free(be, &x);
-  sd_tensor_free(be, &c);
-  sd_tensor_free(be, &out_a);
-  sd_tensor_free(be, &out_b);
   sd_unet_free(fresh);
   sd_weights_free(weights);
   sd_patched_free(patched);
@@ -342,7 +304,7 @@ static void check_weights(const char *family, sd_backend *be, const sd_model_fil
     int64_t layer =
         len > 7 && strcmp(name + len - 7, ".weight") == 0 ? sd_lora_trainer_find(t, module) : -1;
     int64_t n = sd_tensor_numel(w);
-    float *got = download(be, w);
+    float *got = sd_grad_download(be, w);
     if (layer < 0) {
       const sd_st_tensor *st = sd_tensor_map_get(files->unet_tensors, name);
       float *want = malloc((size_t)n * sizeof *want);
@@ -390,12 +352,9 @@ static void test_family(const char *family, sd_lora_key_style style) {
            sd_safetensors_open(path, &f) == 0 &&
            sd_weights_upload(be, files->unet_tensors, "unet", &weights) == 0 &&
            sd_unet_create(be, &files->unet, weights, &unet) == 0;
-  const sd_st_tensor *want_loss = f ? sd_safetensors_find(f, "loss") : NULL;
-  const sd_st_tensor *want_norm = f ? sd_safetensors_find(f, "grad_norm") : NULL;
-  const sd_st_tensor *want_lr = f ? sd_safetensors_find(f, "lr") : NULL;
   const sd_st_tensor *rank_t = f ? sd_safetensors_find(f, "rank") : NULL;
   const sd_st_tensor *alpha_t = f ? sd_safetensors_find(f, "alpha") : NULL;
-  ok = ok && want_loss && want_norm && want_lr && rank_t && alpha_t;
+  ok = ok && rank_t && alpha_t;
   if (!CHECK(ok, "%s: setup: %s", family, sd_error_message()))
     goto out;
   if (strcmp(family, "sd1") == 0) {
@@ -432,34 +391,17 @@ static void test_family(const char *family, sd_lora_key_style style) {
     goto out;
 
   for (int s = 0; s < STEPS; s++) {
-    char key[64];
-    sd_tensor latents = {0}, noise = {0}, context = {0};
-    snprintf(key, sizeof key, "timesteps.%d", s);
-    const sd_st_tensor *ts = sd_safetensors_find(f, key);
-    int rc = ts && ts->dtype == SD_DTYPE_I32 ? 0 : SD_ERROR("no %s", key);
-    snprintf(key, sizeof key, "latents.%d", s);
-    rc = rc ? rc : upload(be, f, key, &latents);
-    snprintf(key, sizeof key, "noise.%d", s);
-    rc = rc ? rc : upload(be, f, key, &noise);
-    snprintf(key, sizeof key, "context.%d", s);
-    rc = rc ? rc : upload(be, f, key, &context);
+    sd_train_batch batch;
     sd_unet_step_report rep;
-    rc = rc ? rc : sd_lora_trainer_step(trainer, &latents, &noise, ts->data, &context, &rep);
-    sd_tensor_free(be, &latents);
-    sd_tensor_free(be, &noise);
-    sd_tensor_free(be, &context);
+    int rc = sd_train_batch_load(be, f, s, &batch);
+    rc = rc ? rc
+            : sd_lora_trainer_step(trainer, &batch.latents, &batch.noise, batch.timesteps,
+                                   &batch.context, &rep);
+    sd_train_batch_free(be, &batch);
     if (!CHECK(rc == 0, "%s: step %d: %s", family, s, sd_error_message()))
       goto out;
-    float wl = ((const float *)want_loss->data)[s], wn = ((const float *)want_norm->data)[s];
-    float wlr = ((const float *)want_lr->data)[s];
-    printf("%s step %d: loss %.7f (torch %.7f), grad norm %.7f (torch %.7f), lr %g (torch %g)\n",
-           family, s, rep.loss, wl, rep.grad_norm, wn, rep.learning_rate, wlr);
-    CHECK(fabs(rep.loss - wl) <= LOSS_TOL * fabs(wl), "%s step %d: loss %.8g vs torch %.8g", family,
-          s, rep.loss, wl);
-    CHECK(fabs(rep.grad_norm - wn) <= NORM_TOL * fabs(wn),
-          "%s step %d: gradient norm %.8g vs torch %.8g", family, s, rep.grad_norm, wn);
-    CHECK(fabs(rep.learning_rate - wlr) <= 1e-6 * fabs(wlr) + 1e-12,
-          "%s step %d: learning rate %g vs torch %g", family, s, rep.learning_rate, wlr);
+    sd_train_check_step(family, f, s, rep.loss, rep.grad_norm, rep.learning_rate, LOSS_TOL,
+                        NORM_TOL);
     if (s == 0) /* the gradient norm is below max_norm: clipping multiplied them by 1 */
       check_grads(family, trainer, f, cfg.rank, rep.grad_norm < cfg.train.max_grad_norm);
   }
