@@ -76,6 +76,8 @@ from peft.utils import get_peft_model_state_dict
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from make_unet_train_fixtures import make_batches
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.normpath(os.path.join(HERE, "..", "fixtures"))
 STEPS = 3
@@ -240,17 +242,7 @@ def make(family):
             start[f"{name}.lora_B.weight"] = b.detach().clone()
     for key, value in start.items():
         tensors[f"init.{key}"] = value.contiguous()
-    batches = []
-    for s in range(STEPS):
-        latents = torch.randn(shape, generator=gen)
-        noise = torch.randn(shape, generator=gen)
-        timesteps = torch.randint(0, steps, (shape[0],), generator=gen)
-        context = torch.randn((shape[0], 77, cross), generator=gen)
-        batches.append((latents, noise, timesteps, context))
-        tensors[f"latents.{s}"] = latents
-        tensors[f"noise.{s}"] = noise
-        tensors[f"timesteps.{s}"] = timesteps.to(torch.int32)
-        tensors[f"context.{s}"] = context
+    batches = make_batches(gen, shape, cross, steps, STEPS, tensors)
     unet64 = copy.deepcopy(unet).to(torch.float64)
     unet_items = copy.deepcopy(unet)
     _, _, _, items32, gitems32 = train(
