@@ -194,7 +194,8 @@ def check_file(family, folder, rank, alpha, want=None):
         adapter = list(layer.lora_A.keys())[0]
         scale = layer.scaling[adapter]
         assert math.isclose(scale, alpha / rank), (name, scale, alpha / rank)
-        for part, old, mod in (("lora_A", "lora.down", layer.lora_A), ("lora_B", "lora.up", layer.lora_B)):
+        parts = (("lora_A", "lora.down", layer.lora_A), ("lora_B", "lora.up", layer.lora_B))
+        for part, old, mod in parts:
             got = mod[adapter].weight.detach()
             saved = file.get(f"unet.{name}.{part}.weight", file.get(f"unet.{name}.{old}.weight"))
             assert saved.dtype == torch.float32 and got.shape == saved.shape
