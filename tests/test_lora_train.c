@@ -101,6 +101,21 @@ static void test_refusals(sd_backend *be, sd_unet *unet, const sd_weights *weigh
   }
 }
 
+/* Targets that name the same layers: each matches, the layers are adapted once. */
+static void test_overlapping_targets(sd_backend *be, sd_unet *unet, const sd_weights *weights,
+                                     const sd_scheduler_config *noise) {
+  sd_lora_train_config cfg = sd_lora_train_config_init();
+  cfg.targets[0] = "to_q";
+  cfg.targets[1] = "attn1.to_q";
+  cfg.n_targets = 2;
+  sd_lora_trainer *t = NULL;
+  int rc = sd_lora_trainer_create(be, unet, weights, noise, &cfg, 0, &t);
+  CHECK(rc == 0 && sd_lora_trainer_layer_count(t) == 22,
+        "targets to_q and attn1.to_q: %zu layers (22 expected): %s",
+        t ? sd_lora_trainer_layer_count(t) : 0, rc ? sd_error_message() : "");
+  sd_lora_trainer_free(t);
+}
+
 /* The inits from a seed: B = 0, A's spread as the distribution says. */
 static void test_inits(sd_backend *be, sd_unet *unet, const sd_weights *weights,
                        const sd_scheduler_config *noise) {
@@ -360,6 +375,7 @@ static void test_family(const char *family, sd_lora_key_style style) {
   if (strcmp(family, "sd1") == 0) {
     test_refusals(be, unet, weights, &files->scheduler);
     test_inits(be, unet, weights, &files->scheduler);
+    test_overlapping_targets(be, unet, weights, &files->scheduler);
   }
   sd_lora_train_config cfg = sd_lora_train_config_init();
   cfg.rank = ((const int32_t *)rank_t->data)[0];

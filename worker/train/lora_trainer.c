@@ -173,7 +173,8 @@ static int collect_layers(sd_lora_trainer *t) {
                     t->cfg.targets[matching_target(name, &t->cfg)], name, shape);
       break;
     }
-    matched[matching_target(name, &t->cfg)]++;
+    for (int k = 0; k < t->cfg.n_targets; k++) /* every target that names it */
+      matched[k] += module_matches(name, strlen(name) - strlen(".weight"), t->cfg.targets[k]);
     l->out = l->weight->shape[0];
     l->in = l->weight->shape[1];
     largest = l->out * l->in > largest ? l->out * l->in : largest;

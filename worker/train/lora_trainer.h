@@ -63,8 +63,9 @@ typedef struct sd_lora_trainer sd_lora_trainer;
 /* A LoRA trainer of `unet`, whose weights are `weights` (the trainer writes W' into the adapted
  * ones: the model renders with the LoRA merged), for the noise schedule and prediction type of
  * `noise`. A starts from init_seed as cfg->init says, B at 0. A bad config (rank < 1, alpha not
- * > 0, no targets, a target matching no linear layer) is an error saying which. Borrows be, unet,
- * weights, noise and the target strings. */
+ * > 0, no targets, a target matching no linear layer) is an error saying which. W0 is each adapted
+ * weight as it is at create; sd_lora_trainer_free leaves the weights with W' (the LoRA merged).
+ * Borrows be, unet, weights, noise and the target strings. */
 int sd_lora_trainer_create(sd_backend *be, sd_unet *unet, const sd_weights *weights,
                            const sd_scheduler_config *noise, const sd_lora_train_config *cfg,
                            uint64_t init_seed, sd_lora_trainer **out);
