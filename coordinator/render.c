@@ -236,7 +236,7 @@ static int render_with_input(sd_renderer *r, const sd_txt2img_batch *batch, int 
         .conds = r->conds,
         .noise_level = sd_render_item_noise_level(kind, first->noise_level),
     };
-    rc = sd_render(r->engine, batch, &params, r->items, n, NULL, NULL, r->results);
+    rc = sd_render_group(r->engine, r->group, batch, &params, r->items, n, NULL, NULL, r->results);
   }
   sd_image_free(&init);
   sd_image_free(&mask);

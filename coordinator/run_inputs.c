@@ -77,9 +77,17 @@ static int check_settings(const sd_job *job, const char *model_path, sd_pipeline
 int sd_run_inputs_shape(const sd_job *job, const sd_model_files *model, sd_render_shape *shape) {
   const sd_job_info *info = sd_job_get_info(job);
   shape->pipeline = SD_PIPELINE_TXT2IMG;
+  bool depth_model = model->unet.in_channels == model->vae.latent_channels + 1;
+  if (info->depth_estimator && !depth_model)
+    return SD_ERROR("%s: depth_estimator: the model %s is not a depth-to-image model (its UNet "
+                    "takes %d channels)",
+                    info->path, info->model, model->unet.in_channels);
+  if (info->depth_estimator && info->n_depth_maps > 0)
+    return SD_ERROR("%s: depth_estimator and depth_maps: give one (the maps are used as they are)",
+                    info->path);
   if (info->n_images == 0)
     return 0;
-  bool depth = info->n_depth_maps > 0 || has_depth_estimator(info->model);
+  bool depth = info->n_depth_maps > 0 || info->depth_estimator || has_depth_estimator(info->model);
   sd_pipeline_kind kind;
   if (sd_pipeline_choose(model, true, info->n_masks > 0, depth, &kind) < 0)
     return sd_error_context("%s: the model %s with this job's inputs", info->path, info->model);

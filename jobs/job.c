@@ -75,6 +75,8 @@ void sd_job_free(sd_job *job) {
   free(job->model_config);
   free(job->model_written);
   free(job->model_config_written);
+  free(job->depth_estimator);
+  free(job->depth_estimator_written);
   free(job->output);
   free(job->prompts_file);
   free(job->negative_prompt);
@@ -260,6 +262,8 @@ int sd_job_compute_hash(sd_job *job) {
   hash_text(&sha, "sdbatch job v1\n");
   hash_string(&sha, "model", job->model_written);
   hash_string(&sha, "model_config", job->model_config_written);
+  if (job->depth_estimator_written) /* absent: the hash of jobs without it is unchanged */
+    hash_string(&sha, "depth_estimator", job->depth_estimator_written);
   hash_string(&sha, "negative_prompt", job->negative_prompt);
   hash_printf(&sha, "prompts %" PRId64 "\n", info->n_prompts);
   for (int64_t i = 0; i < info->n_prompts; i++)
@@ -330,6 +334,13 @@ int sd_job_check_paths(const sd_job *job) {
   if (job->model_config && stat(job->model_config, &st) != 0)
     return sd_job_error_at(job->path, job->model_config_pos, "model_config: cannot access '%s': %s",
                            job->model_config, strerror(errno));
+  if (job->depth_estimator && stat(job->depth_estimator, &st) != 0)
+    return sd_job_error_at(job->path, job->depth_estimator_pos,
+                           "depth_estimator: cannot access '%s': %s", job->depth_estimator,
+                           strerror(errno));
+  if (job->depth_estimator && !S_ISDIR(st.st_mode))
+    return sd_job_error_at(job->path, job->depth_estimator_pos,
+                           "depth_estimator: '%s' is not a folder", job->depth_estimator);
   for (int i = 0; i < job->info.n_loras; i++)
     if (stat(job->loras[i].file, &st) != 0)
       return sd_job_error_at(job->path, job->lora_pos[i], "loras[%d]: cannot access '%s': %s", i,

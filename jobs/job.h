@@ -74,6 +74,8 @@ typedef struct sd_job_info {
   const char *path;            /* the job file, as given to sd_job_load */
   const char *model;           /* diffusers folder or single-file checkpoint */
   const char *model_config;    /* LDM YAML for single files; NULL when not given */
+  const char *depth_estimator; /* depth model: an estimator given apart (a diffusers depth model
+                                  folder or a transformers DPT folder); NULL when not given */
   const char *output;          /* output file */
   const char *prompts_file;    /* NULL when the prompts are inline */
   const char *negative_prompt; /* "" when not given */

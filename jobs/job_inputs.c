@@ -189,11 +189,6 @@ int sd_job_inputs_check(sd_job *job) {
     return sd_job_error_at(job->path, job->strength_pos, "strength: needs images");
   if (n_images == 0 && job->noise_levels)
     return sd_job_error_at(job->path, job->noise_level_pos, "noise_level: needs images");
-  if (n_images > 0 && info->ranks_per_image > 1)
-    return sd_job_error_at(job->path, job->input_pos[SD_JOB_INPUT_IMAGES],
-                           "images: image-conditioned items render on one rank each; "
-                           "ranks_per_image %d is for text-to-image jobs",
-                           info->ranks_per_image);
   info->n_images = n_images;
   info->n_masks = job->input_files[SD_JOB_INPUT_MASKS].n;
   info->n_depth_maps = job->input_files[SD_JOB_INPUT_DEPTH_MAPS].n;

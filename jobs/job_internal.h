@@ -41,6 +41,8 @@ struct sd_job {
   char *model_config;  /* resolved, or NULL */
   char *model_written; /* as in the file (for the hash) */
   char *model_config_written;
+  char *depth_estimator; /* resolved, or NULL */
+  char *depth_estimator_written;
   char *output;
   char *prompts_file;
   char *negative_prompt;
@@ -73,6 +75,7 @@ struct sd_job {
 
   sd_job_pos model_pos; /* where values were given, for later errors */
   sd_job_pos model_config_pos;
+  sd_job_pos depth_estimator_pos;
   sd_job_pos output_pos;
   sd_job_pos prompts_file_pos;
 };

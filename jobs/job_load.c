@@ -246,6 +246,12 @@ static int handle_model_config(loader *ld, const char *key, yaml_node_t *value) 
   return ld->job->model_config_written ? 0 : -1;
 }
 
+static int handle_depth_estimator(loader *ld, const char *key, yaml_node_t *value) {
+  SD_TRY(get_path(ld, value, key, &ld->job->depth_estimator, &ld->job->depth_estimator_pos));
+  ld->job->depth_estimator_written = dup_string(scalar_text(value));
+  return ld->job->depth_estimator_written ? 0 : -1;
+}
+
 static int handle_output(loader *ld, const char *key, yaml_node_t *value) {
   return get_path(ld, value, key, &ld->job->output, &ld->job->output_pos);
 }
@@ -805,6 +811,7 @@ static const struct job_key {
 } job_keys[] = {
     {"model", handle_model},
     {"model_config", handle_model_config},
+    {"depth_estimator", handle_depth_estimator},
     {"output", handle_output},
     {"prompts", handle_prompts},
     {"prompts_file", handle_prompts_file},
@@ -966,6 +973,7 @@ static int apply_defaults(sd_job *job) {
   info->path = job->path;
   info->model = job->model;
   info->model_config = job->model_config;
+  info->depth_estimator = job->depth_estimator;
   info->output = job->output;
   info->prompts_file = job->prompts_file;
   info->negative_prompt = job->negative_prompt;

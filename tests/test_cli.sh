@@ -33,9 +33,12 @@ expect() {
 render=("$sdbatch" render --model "$model" --steps 2 --width 64 --height 64 --quiet)
 
 # help and usage
-for command in render tokenize make-demo-model make-shapes bench run inspect export; do
+for command in render tokenize make-demo-model make-shapes bench run inspect export train; do
   expect 0 "Usage: sdbatch $command" -- "$sdbatch" "$command" --help
 done
+expect 2 "the training config \(CONFIG.yaml\) is required" -- "$sdbatch" train
+expect 1 "missing.yaml: cannot read the training config" -- "$sdbatch" train "$work/missing.yaml"
+expect 2 "unknown or ambiguous option '--frobnicate'" -- "$sdbatch" train x.yaml --frobnicate
 expect 0 "Commands:" -- "$sdbatch" --help
 expect 2 "unknown command 'frobnicate'" -- "$sdbatch" frobnicate
 expect 2 "Usage: sdbatch" -- "$sdbatch"

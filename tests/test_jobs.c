@@ -813,8 +813,6 @@ static void test_inputs_job(void) {
   expect_inputs_error("images: lists/bad.txt\n",
                       "lists/bad.txt:2:4: a NUL character or invalid UTF-8 in the path");
   expect_inputs_error("images: lists/none.txt\n", "cannot read the list file");
-  expect_inputs_error("images: a.png\nranks_per_image: 2\n",
-                      "image-conditioned items render on one rank each");
   char cleanup[600];
   snprintf(cleanup, sizeof cleanup, "rm -rf '%s'", inputs_dir);
   CHECK(system(cleanup) == 0, "remove %s", inputs_dir);

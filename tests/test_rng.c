@@ -146,8 +146,44 @@ static void test_stream_properties(void) {
   CHECK(sd_rng_philox_next(&r1, &seed, &offset) < 0, "philox_next accepted the cpu kind");
 }
 
+/* torch.randint and torch.randperm on torch.Generator('cpu'), as torch 2.15 printed them, also
+ * interleaved with randn on one generator (the training loop's order). */
+static void test_cpu_integers(void) {
+  static const int64_t randint5[4] = {411, 814, 767, 885};
+  static const int64_t perm5[7] = {1, 0, 4, 2, 6, 5, 3};
+  static const int64_t perm11a[3] = {0, 2, 1}, int11[2] = {420, 665};
+  static const int64_t perm11b[5] = {3, 1, 2, 4, 0};
+  static const float randn11[3] = {-0.35315159f, 0.12299132f, -0.18155447f};
+  int64_t got[8];
+  float normal[256];
+  sd_rng rng;
+  sd_rng_init(&rng, SD_RNG_CPU, 5);
+  CHECK(sd_rng_randint(&rng, 0, 1000, got, 4) == 0 && memcmp(got, randint5, sizeof randint5) == 0,
+        "seed 5 randint(0, 1000, (4,)): %lld %lld %lld %lld", (long long)got[0], (long long)got[1],
+        (long long)got[2], (long long)got[3]);
+  sd_rng_init(&rng, SD_RNG_CPU, 5);
+  CHECK(sd_rng_randperm(&rng, 7, got) == 0 && memcmp(got, perm5, sizeof perm5) == 0,
+        "seed 5 randperm(7)");
+  sd_rng_init(&rng, SD_RNG_CPU, 11);
+  CHECK(sd_rng_randperm(&rng, 3, got) == 0 && memcmp(got, perm11a, sizeof perm11a) == 0,
+        "seed 11 randperm(3)");
+  CHECK(sd_rng_randn(&rng, normal, 256) == 0, "seed 11 randn after randperm");
+  sd_test_compare_f32("seed 11 randn(256) after randperm(3) (torch)", normal, randn11, 3, CPU_ATOL,
+                      CPU_RTOL);
+  CHECK(sd_rng_randint(&rng, 0, 1000, got, 2) == 0 && memcmp(got, int11, sizeof int11) == 0,
+        "seed 11 randint after randn");
+  CHECK(sd_rng_randperm(&rng, 5, got) == 0 && memcmp(got, perm11b, sizeof perm11b) == 0,
+        "seed 11 randperm(5) after randint");
+  CHECK(sd_rng_randperm(&rng, 1, got) == 0 && got[0] == 0, "randperm(1)");
+  CHECK(sd_rng_randint(&rng, 3, 3, got, 1) < 0, "randint refuses an empty range");
+  sd_rng_init(&rng, SD_RNG_CUDA, 5);
+  CHECK(sd_rng_randint(&rng, 0, 10, got, 1) < 0 && sd_rng_randperm(&rng, 3, got) < 0,
+        "the cuda kind has no integer draws");
+}
+
 int main(void) {
   test_kind_parse();
+  test_cpu_integers();
   test_torch_facts();
   test_stream_properties();
 

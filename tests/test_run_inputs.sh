@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Jobs with input images (docs/jobs.md, "Inputs"): image-to-image over images x strengths x seeds
-# on 1 and 3 ranks gives the same file, each item equal to `sdbatch render` with its inputs; the
+# on 1 and 3 ranks gives the same file (in a rank group of 2: row bands within 1 level, CFG halves
+# bit for bit), each item equal to `sdbatch render` with its inputs; the
 # images given as a list, a folder or a list file; inpainting with one mask for all, depth-to-image
-# with depth maps and the x4 upscaler with a noise-level sweep, each item equal to render; the
+# with depth maps or a depth estimator given apart (depth_estimator, render --depth-estimator) and
+# the x4 upscaler with a noise-level sweep, each item equal to render; the
 # output records each item's input, strength and noise level with the input's SHA-256, and a
 # resume refuses a changed input; an input of another size fails its items with the reason; the
 # settings that do not apply to a pipeline are refused before the output exists.
@@ -41,6 +43,20 @@ for n in "${ranks[@]}"; do
   check "$n ranks equal 1 rank" "$RUN_CHECK" same list.h5 "r$n.h5"
 done
 
+# the same job in rank groups (3 ranks: rank 0 and one group of 2): row bands within 1 level of
+# one rank, >= 99.9 % exact (test_spatial_images' bound); CFG halves bit for bit
+if have_mpi; then
+  job g2.yaml g2.h5 "$FIX/tiny-sd1" 'images: [in/a.png, in/b.jpg]' "${i2i[@]}" 'batch_size: 2' \
+    'ranks_per_image: 2'
+  expect_status 0 "img2img job, ranks_per_image 2 on 3 ranks" launch 3 run g2.yaml 2>g2.log
+  check "one group of 2 bands" grep -q "group of ranks 1-2: 2 bands" g2.log
+  check "2 bands within 1 level of one rank, >= 99.9 % exact" "$RUN_CHECK" close list.h5 g2.h5 1 99.9
+  job cfg.yaml cfg.h5 "$FIX/tiny-sd1" 'images: [in/a.png, in/b.jpg]' "${i2i[@]}" 'batch_size: 2' \
+    'ranks_per_image: 2' 'cfg_parallel: true'
+  expect_status 0 "img2img job in CFG halves on 3 ranks" launch 3 run --quiet cfg.yaml
+  check "CFG halves: bit for bit one rank" "$RUN_CHECK" same list.h5 cfg.h5
+fi
+
 render() { "$SDBATCH" render --prompt "a red cube" --steps 4 --device cpu --quiet "$@"; }
 # item 0: strength 0.5, a.png, seed 3; item 7: strength 1.0, b.jpg, seed 4
 render --model "$FIX/tiny-sd1" --init-image in/a.png --strength 0.5 --seed 3 --scheduler ddim \
@@ -48,6 +64,13 @@ render --model "$FIX/tiny-sd1" --init-image in/a.png --strength 0.5 --seed 3 --s
 render --model "$FIX/tiny-sd1" --init-image in/b.jpg --strength 1.0 --seed 4 --scheduler ddim \
   --guidance-scale 7.5 --out i7.png
 check "item 0 equals sdbatch render" "$RUN_CHECK" png list.h5 0 i0.png
+if have_mpi; then
+  # sdbatch render of an init image under mpirun: 2 ranks in CFG halves, bit for bit one rank
+  launch 2 render --prompt "a red cube" --steps 4 --device cpu --quiet --model "$FIX/tiny-sd1" \
+    --init-image in/a.png --strength 0.5 --seed 3 --scheduler ddim --guidance-scale 7.5 \
+    --cfg-parallel --out cfg0.png
+  check "render --init-image in CFG halves on 2 ranks equals one rank" cmp i0.png cfg0.png
+fi
 check "item 7 equals sdbatch render" "$RUN_CHECK" png list.h5 7 i7.png
 sha_a=$(sha256sum in/a.png | cut -d' ' -f1)
 check "item 0 records input 0, strength 0.5, a.png and its SHA-256" \
@@ -121,6 +144,38 @@ render --model "$FIX/tiny-sd2-depth" --prompt "a cube" --init-image in/b.jpg \
   --depth-map "$FIX/depth2img/depth-c16.png" --strength 0.75 --seed 2 --steps 3 --out depth1.png
 check "depth item 1 equals render" "$RUN_CHECK" png depth.h5 1 depth1.png
 
+# a depth estimator given apart from the model (what a single-file depth checkpoint needs): a
+# transformers DPT folder. The hybrid one is the model's own estimator (the same pixels as
+# without it); the ViT one is another, and the job's item equals render with it
+mkdir -p dpt-hybrid dpt-vit
+cp "$FIX/depth/tiny-dpt-hybrid/"* dpt-hybrid/
+cp "$FIX/depth/tiny-dpt-vit/"* dpt-vit/
+for d in dpt-hybrid dpt-vit; do cp "$FIX/tiny-sd2-depth/feature_extractor/preprocessor_config.json" "$d/"; done
+depth_render=(--model "$FIX/tiny-sd2-depth" --prompt "a cube" --init-image in/a.png --strength 0.75
+              --seed 2 --steps 3)
+render "${depth_render[@]}" --out own.png
+render "${depth_render[@]}" --depth-estimator dpt-vit --out vit.png
+job dest.yaml dest.h5 "$FIX/tiny-sd2-depth" 'images: in/a.png' 'depth_estimator: dpt-vit' \
+  'prompts: "a cube"' 'seeds: 2' 'steps: 3' 'strength: 0.75'
+expect_status 0 "depth job with depth_estimator" launch 1 run --quiet dest.yaml
+check "depth_estimator: the item equals render --depth-estimator" "$RUN_CHECK" png dest.h5 0 vit.png
+check "depth_estimator: another estimator gives another image" \
+  bash -c "! '$RUN_CHECK' png dest.h5 0 own.png >/dev/null 2>&1"
+job desth.yaml desth.h5 "$FIX/tiny-sd2-depth" 'images: in/a.png' 'depth_estimator: dpt-hybrid' \
+  'prompts: "a cube"' 'seeds: 2' 'steps: 3' 'strength: 0.75'
+expect_status 0 "depth job with the model's own estimator given apart" launch 1 run --quiet desth.yaml
+check "the model's own estimator given apart: the same pixels" "$RUN_CHECK" png desth.h5 0 own.png
+for bad in "/nonexistent:not a folder" "$FIX/tiny-sd1:neither a depth_estimator/ folder nor a DPT folder"; do
+  expect_status 1 "render --depth-estimator ${bad%%:*}" render "${depth_render[@]}" \
+    --depth-estimator "${bad%%:*}" --out bad.png 2>bad.log
+  check "render --depth-estimator ${bad%%:*}: says why" grep -q "${bad#*:}" bad.log
+done
+expect_status 1 "render --depth-estimator on a model that is not a depth model" \
+  render --model "$FIX/tiny-sd1" --prompt x --init-image in/a.png --depth-estimator dpt-vit \
+  --out bad.png 2>bad.log
+check "not a depth model: says why" grep -q "not a depth-to-image model" bad.log
+check "no image written for refused renders" test ! -e bad.png
+
 # the x4 upscaler over a noise-level sweep
 job up.yaml up.h5 "$FIX/tiny-upscaler" "images: $FIX/upscale/low-16x12.png" 'prompts: "a cube"' \
   'seeds: 1' 'steps: 3' 'guidance_scale: 9' 'noise_level: [0, 100]'
@@ -140,6 +195,14 @@ refused() {
   check "$what: says why" grep -q "$message" bad.log
   check "$what: no output" test ! -e bad.h5
 }
+refused "depth_estimator for a model that is not a depth model" \
+  "depth_estimator: the model .* is not a depth-to-image model" "$FIX/tiny-sd1" \
+  'images: in/a.png' 'prompts: "x"' 'seeds: 1' 'depth_estimator: dpt-vit'
+refused "depth_estimator with depth_maps" "depth_estimator and depth_maps: give one" \
+  "$FIX/tiny-sd2-depth" 'images: in/a.png' "depth_maps: $FIX/depth2img/depth-a.npy" \
+  'prompts: "x"' 'seeds: 1' 'depth_estimator: dpt-vit'
+refused "depth_estimator that is not a folder" "depth_estimator: cannot access" \
+  "$FIX/tiny-sd2-depth" 'images: in/a.png' 'prompts: "x"' 'seeds: 1' 'depth_estimator: nothere'
 refused "noise_level for img2img" "noise_level is for x4 upscalers" "$FIX/tiny-sd1" \
   'images: in/a.png' 'prompts: "x"' 'seeds: 1' 'noise_level: 20'
 refused "strength for the upscaler" "strength: the x4 upscaler runs the whole schedule" \

@@ -27,7 +27,8 @@ static const char *const render_usage =
     "(StableDiffusionImg2ImgPipeline); with --init-image and --mask, inpainting\n"
     "(StableDiffusionInpaintPipeline: a 9-channel inpainting model, or an ordinary one with\n"
     "per-step blending); with --init-image on a depth model, depth-to-image\n"
-    "(StableDiffusionDepth2ImgPipeline, with --depth-map or the model's depth estimator).\n"
+    "(StableDiffusionDepth2ImgPipeline, with --depth-map, the model's depth estimator or\n"
+    "--depth-estimator DIR).\n"
     "On an x4 upscaler, StableDiffusionUpscalePipeline: the init image at 4 times its size\n"
     "(rounded down to a multiple of 4 first). Input images: docs/images.md; depth maps and the\n"
     "upscaler: docs/depth.md.\n"
@@ -72,6 +73,7 @@ int cmd_render(int argc, char **argv) {
   bool quiet = false, precision_given = false, scheduler_given = false, strength_given = false;
   bool width_given = false, height_given = false, cfg_parallel = false;
   const char *init_path = NULL, *mask_path = NULL, *depth_path = NULL;
+  const char *depth_estimator = NULL;
   float *depth = NULL;
   int depth_height = 0, depth_width = 0;
   float strength = 0.0f;
@@ -127,6 +129,12 @@ int cmd_render(int argc, char **argv) {
                  "a grayscale PNG (8 or 16 bits), any size (resized to the latents,\n"
                  "normalized to [-1, 1]); needs\n"
                  "--init-image (default: the model's depth_estimator/ estimate)"),
+      CLI_OPTION("depth-estimator", "DIR", CLI_STRING, &depth_estimator,
+                 "depth model without --depth-map: the depth estimator to use\n"
+                 "instead of the model's own (a single-file depth checkpoint has\n"
+                 "none sdbatch reads): a diffusers depth model folder or a\n"
+                 "transformers DPT folder (config.json, model.safetensors,\n"
+                 "preprocessor_config.json)"),
       CLI_OPTION("noise-level", "N", CLI_INT, &noise_level,
                  "x4 upscaler: the low_res_scheduler timestep the init image is\n"
                  "noised at, 0 to the model's max_noise_level (default 20)",
@@ -161,9 +169,12 @@ int cmd_render(int argc, char **argv) {
     cli_adapters_free(&adapters);
     return cli_usage_error(cmd, "--out: %s", sd_error_message());
   }
-  const char *misuse = strength_given && !init_path ? "--strength needs --init-image"
-                       : mask_path && !init_path    ? "--mask needs --init-image"
-                       : depth_path && !init_path   ? "--depth-map needs --init-image"
+  const char *misuse = strength_given && !init_path    ? "--strength needs --init-image"
+                       : mask_path && !init_path       ? "--mask needs --init-image"
+                       : depth_path && !init_path      ? "--depth-map needs --init-image"
+                       : depth_estimator && !init_path ? "--depth-estimator needs --init-image"
+                       : depth_estimator && depth_path
+                           ? "--depth-map and --depth-estimator: give one (the map is used as is)"
                        : init_path && !mask_path && (width_given || height_given)
                            ? "image-to-image, depth-to-image and the x4 upscaler render at the "
                              "init image's size (rounded down to a multiple of 8; 4 times it for "
@@ -192,14 +203,8 @@ int cmd_render(int argc, char **argv) {
   if (!params.threads && ranks.cluster.size > 1)
     params.threads = render_group_default_threads(&ranks);
   params.no_depth_estimator = depth_path != NULL;
+  params.depth_estimator_path = depth_estimator;
   sd_engine *engine = NULL;
-  if (init_path && ranks.cluster.size > 1) {
-    SD_ERROR("--init-image renders on one rank; spatial and CFG parallelism (%d ranks here) are "
-             "for text-to-image only",
-             ranks.cluster.size);
-    status = cli_report_error(cmd);
-    goto out;
-  }
   if ((init_path && sd_image_read_rgb(init_path, &init) < 0) ||
       (mask_path && sd_image_read_rgb(mask_path, &mask) < 0) ||
       (depth_path && sd_depth_map_read(depth_path, &depth, &depth_height, &depth_width) < 0)) {
@@ -293,6 +298,7 @@ int cmd_render(int argc, char **argv) {
              mask_path ? mask_path : "", kind == SD_PIPELINE_DEPTH ? ", Depth map: " : "",
              kind != SD_PIPELINE_DEPTH ? ""
              : depth_path              ? depth_path
+             : depth_estimator         ? depth_estimator
                                        : "the model's depth estimator");
   }
   if (cli_format_adapters(&adapters, parameters, sizeof parameters) < 0) {

@@ -19,6 +19,7 @@ static void print_usage(FILE *out) {
           "  inspect          summarise a job's output file (.h5)\n"
           "  export           write an output file's images as PNGs or contact sheets\n"
           "  bench            time the pipeline's stages and report FLOP rates\n"
+          "  train            fine-tune a model's UNet on instance images (DreamBooth)\n"
           "\n"
           "'sdbatch <command> --help' describes a command's options.\n",
           SDBATCH_VERSION);
@@ -53,6 +54,8 @@ int main(int argc, char **argv) {
     return cmd_inspect(argc - 1, argv + 1);
   if (strcmp(command, "export") == 0)
     return cmd_export(argc - 1, argv + 1);
+  if (strcmp(command, "train") == 0)
+    return cmd_train(argc - 1, argv + 1);
   if (strcmp(command, "bench") == 0)
     return cmd_bench(argc - 1, argv + 1);
   fprintf(stderr, "sdbatch: unknown command '%s'\n\n", command);

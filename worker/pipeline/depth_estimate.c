@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define MAX_SIDE 4096
 
@@ -164,15 +165,10 @@ int sd_dpt_preprocess(const sd_dpt_preprocess_config *cfg, const sd_image *rgb, 
   return 0;
 }
 
-int sd_depth_estimator_open(sd_backend *be, const char *model_dir, sd_depth_estimator **out) {
-  *out = NULL;
-  char dir[4096], config[4200];
-  struct stat st;
-  if (snprintf(dir, sizeof dir, "%s/depth_estimator", model_dir) >= (int)sizeof dir)
-    return SD_ERROR("%s: the path is too long", model_dir);
-  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-    return 0;
-  snprintf(config, sizeof config, "%s/feature_extractor/preprocessor_config.json", model_dir);
+/* The estimator of the DPT folder `dir` (config.json, weights) with the processor config `config`
+ * (a preprocessor_config.json); errors carry `what`. */
+static int estimator_open(sd_backend *be, const char *dir, const char *config, const char *what,
+                          sd_depth_estimator **out) {
   sd_depth_estimator *e = calloc(1, sizeof *e);
   if (!e)
     return SD_ERROR("out of memory");
@@ -193,10 +189,47 @@ int sd_depth_estimator_open(sd_backend *be, const char *model_dir, sd_depth_esti
   }
   if (rc < 0) {
     sd_depth_estimator_free(e);
-    return sd_error_context("%s: depth estimator", model_dir);
+    return sd_error_context("%s: depth estimator", what);
   }
   *out = e;
   return 0;
+}
+
+static bool is_dir(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int sd_depth_estimator_open(sd_backend *be, const char *model_dir, sd_depth_estimator **out) {
+  *out = NULL;
+  char dir[4096], config[4200];
+  if (snprintf(dir, sizeof dir, "%s/depth_estimator", model_dir) >= (int)sizeof dir)
+    return SD_ERROR("%s: the path is too long", model_dir);
+  if (!is_dir(dir))
+    return 0;
+  snprintf(config, sizeof config, "%s/feature_extractor/preprocessor_config.json", model_dir);
+  return estimator_open(be, dir, config, model_dir, out);
+}
+
+int sd_depth_estimator_open_given(sd_backend *be, const char *dir, sd_depth_estimator **out) {
+  *out = NULL;
+  char sub[4200], config[4300];
+  if (snprintf(sub, sizeof sub, "%s/depth_estimator", dir) >= (int)sizeof sub)
+    return SD_ERROR("%s: the path is too long", dir);
+  if (!is_dir(dir))
+    return SD_ERROR("%s: not a folder (a depth estimator is a diffusers depth model folder or a "
+                    "transformers DPT folder)",
+                    dir);
+  if (is_dir(sub)) { /* a diffusers depth model folder */
+    snprintf(config, sizeof config, "%s/feature_extractor/preprocessor_config.json", dir);
+    return estimator_open(be, sub, config, dir, out);
+  }
+  snprintf(config, sizeof config, "%s/preprocessor_config.json", dir);
+  if (access(config, R_OK) != 0)
+    return SD_ERROR("%s: neither a depth_estimator/ folder nor a DPT folder with "
+                    "preprocessor_config.json",
+                    dir);
+  return estimator_open(be, dir, config, dir, out);
 }
 
 void sd_depth_estimator_free(sd_depth_estimator *e) {

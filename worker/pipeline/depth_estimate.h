@@ -37,6 +37,12 @@ typedef struct sd_depth_estimator sd_depth_estimator;
 /* Opens model_dir/depth_estimator and model_dir/feature_extractor on be. *out is NULL (and 0
  * returned) when model_dir has no depth_estimator/ folder. */
 int sd_depth_estimator_open(sd_backend *be, const char *model_dir, sd_depth_estimator **out);
+/* Opens a depth estimator given apart from the model (a single-file depth checkpoint carries
+ * none that sdbatch reads): `dir` is a diffusers depth model folder (its depth_estimator/ and
+ * feature_extractor/) or a transformers DPT folder (config.json, model.safetensors and
+ * preprocessor_config.json side by side, as Intel/dpt-hybrid-midas). An error when it is
+ * neither. */
+int sd_depth_estimator_open_given(sd_backend *be, const char *dir, sd_depth_estimator **out);
 void sd_depth_estimator_free(sd_depth_estimator *estimator);
 
 /* depth = the predicted_depth (1, H', W') of an RGB image, in a persistent tensor the caller

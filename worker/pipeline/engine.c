@@ -145,9 +145,18 @@ int sd_engine_open(const sd_engine_params *params, sd_engine **out) {
   if (open_upscaler(engine, params->model_path) < 0)
     goto fail_model;
   /* a depth model's own estimator, for depth-to-image without a given depth map */
-  if (engine->files->unet.in_channels == engine->files->vae.latent_channels + 1 &&
-      !params->no_depth_estimator &&
-      sd_depth_estimator_open(engine->be, params->model_path, &engine->depth) < 0)
+  bool depth_model = engine->files->unet.in_channels == engine->files->vae.latent_channels + 1;
+  if (params->depth_estimator_path && !depth_model) {
+    SD_ERROR("%s: a depth estimator is given, but this is not a depth-to-image model (its UNet "
+             "takes %d channels, not %d)",
+             params->model_path, engine->files->unet.in_channels,
+             engine->files->vae.latent_channels + 1);
+    goto fail;
+  }
+  if (depth_model && !params->no_depth_estimator &&
+      (params->depth_estimator_path
+           ? sd_depth_estimator_open_given(engine->be, params->depth_estimator_path, &engine->depth)
+           : sd_depth_estimator_open(engine->be, params->model_path, &engine->depth)) < 0)
     goto fail;
   *out = engine;
   return 0;
@@ -202,4 +211,12 @@ sd_scheduler_kind sd_engine_default_scheduler(const sd_engine *engine) {
 
 int sd_engine_vae_scale_factor(const sd_engine *engine) {
   return 1 << (engine->files->vae.num_levels - 1);
+}
+
+void sd_engine_get_networks(sd_engine *engine, sd_engine_networks *out) {
+  *out = (sd_engine_networks){.tokenizer = engine->tokenizer,
+                              .clip = engine->clip,
+                              .unet = engine->unet,
+                              .unet_weights = engine->unet_weights,
+                              .vae = engine->vae};
 }

@@ -63,6 +63,10 @@ typedef struct sd_engine_params {
   /* A depth model's own depth estimator is not loaded (every render gives its depth map): saves
    * its memory (about 0.5 GB for SD 2 depth) and its load time. */
   bool no_depth_estimator;
+  /* A depth estimator given apart from the model (sd_depth_estimator_open_given: a diffusers
+   * depth model folder or a transformers DPT folder), used instead of the model's own; for a
+   * single-file depth checkpoint, whose MiDaS weights sdbatch does not read. NULL: none. */
+  const char *depth_estimator_path;
 } sd_engine_params;
 
 void sd_engine_params_init(sd_engine_params *params);
@@ -231,13 +235,29 @@ int sd_render_check(const sd_engine *engine, const sd_txt2img_batch *batch,
 int sd_render(sd_engine *engine, const sd_txt2img_batch *batch, const sd_image_params *image,
               const sd_txt2img_item *items, int n, sd_progress_fn progress, void *progress_ctx,
               sd_txt2img_result *results);
-/* sd_render over a group (sd_txt2img_group's rules); a group with more than one rank renders
- * text-to-image only: image conditioning over a group is refused with an error. */
+/* sd_render over a group (sd_txt2img_group's rules). With image conditioning every rank of the
+ * group preprocesses and encodes the inputs whole (the same numbers on every rank) and keeps its
+ * band of the latents and the conditioning; the loop and the decode are text-to-image's. */
 int sd_render_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_batch *batch,
                     const sd_image_params *image, const sd_txt2img_item *items, int n,
                     sd_progress_fn progress, void *progress_ctx, sd_txt2img_result *results);
 
 /* Latent size of an image side: side / vae_scale_factor. */
 int sd_engine_vae_scale_factor(const sd_engine *engine);
+
+/* The loaded networks, borrowed from the engine (valid until sd_engine_close), for fine-tuning:
+ * a trainer updates the UNet's weights in place, and the engine then renders with them. */
+struct sd_clip_text;
+struct sd_unet;
+struct sd_vae;
+struct sd_weights;
+typedef struct sd_engine_networks {
+  struct sd_tokenizer *tokenizer;
+  struct sd_clip_text *clip;
+  struct sd_unet *unet;
+  const struct sd_weights *unet_weights;
+  struct sd_vae *vae;
+} sd_engine_networks;
+void sd_engine_get_networks(sd_engine *engine, sd_engine_networks *out);
 
 #endif

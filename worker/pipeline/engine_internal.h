@@ -69,5 +69,10 @@ int sd_cond_prepare(sd_engine *engine, const sd_txt2img_batch *batch, const sd_i
 int sd_cond_after_step(sd_engine *engine, sd_cond_state *state, sd_scheduler *scheduler, int call,
                        sd_tensor *latents);
 void sd_cond_free(sd_backend *be, sd_cond_state *state);
+/* Replaces the state's whole-latent tensors (image_latents, noise, mask, extra: (.., h, w)) by
+ * this rank's bands of them (sd_spatial_cut), for rendering over spatial bands; nothing when sp
+ * is NULL. Everything the state does after a step is element-wise, so bands need nothing more. */
+struct sd_spatial;
+int sd_cond_cut_to_band(sd_backend *be, const struct sd_spatial *sp, sd_cond_state *state);
 
 #endif

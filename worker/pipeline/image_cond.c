@@ -13,6 +13,7 @@
 #include "depth_map.h"
 
 #include "../sched/ddpm_noise.h"
+#include "../spatial/spatial.h"
 
 #include "../../kernels/error.h"
 #include "../image/image.h"
@@ -426,6 +427,28 @@ int sd_cond_after_step(sd_engine *engine, sd_cond_state *state, sd_scheduler *sc
     rc = sd_op_mask_blend(be, &proper, latents, &state->mask, latents);
   sd_arena_release(be, mark);
   return rc;
+}
+
+int sd_cond_cut_to_band(sd_backend *be, const sd_spatial *sp, sd_cond_state *state) {
+  if (!sp)
+    return 0;
+  sd_tensor *wholes[4] = {&state->image_latents, &state->noise, &state->mask, &state->extra};
+  for (int i = 0; i < 4; i++) {
+    sd_tensor *t = wholes[i];
+    if (!t->data)
+      continue;
+    int64_t rows = sd_spatial_rows(sp, t->shape[3], t->shape[2]);
+    sd_tensor band = sd_tensor_4d(t->dtype, t->shape[0], t->shape[1], rows, t->shape[3]);
+    if (rows < 0 || sd_tensor_alloc_persistent(be, &band) < 0)
+      return sd_error_context("the band of the image conditioning");
+    if (sd_spatial_cut(be, sp, t, &band) < 0) {
+      sd_tensor_free(be, &band);
+      return sd_error_context("the band of the image conditioning");
+    }
+    sd_tensor_free(be, t);
+    *t = band;
+  }
+  return 0;
 }
 
 void sd_cond_free(sd_backend *be, sd_cond_state *state) {

@@ -339,9 +339,6 @@ static int decode_image(sd_engine *engine, const sd_txt2img_batch *batch, const 
 int sd_render_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_batch *batch,
                     const sd_image_params *cond_params, const sd_txt2img_item *items, int n,
                     sd_progress_fn progress, void *progress_ctx, sd_txt2img_result *results) {
-  if (cond_params && group && (group->cfg || (group->spatial && sd_comm_size(group->spatial) > 1)))
-    return SD_ERROR("image-to-image and inpainting render on one rank: rank groups (spatial or CFG "
-                    "parallel) are for text-to-image only");
   sd_backend *be = engine->be;
   const sd_model_files *model = engine->files;
   int rc = -1;
@@ -421,7 +418,13 @@ int sd_render_group(sd_engine *engine, sd_image_group *group, const sd_txt2img_b
     sd_rng_init(&rngs[i], batch->rng, items[i].seed);
   noise_source noise = {rngs, n, per_item, host, seeds, offsets, lay.unet, lh};
   if (cond_params) {
-    if (sd_cond_prepare(engine, batch, cond_params, n, rows, rngs, scheduler, &latents, &cond) < 0)
+    /* over spatial bands: every rank prepares the whole conditioning (the same numbers: the same
+     * items and generators) and keeps its band of it */
+    if (sd_cond_prepare(engine, batch, cond_params, n, rows, rngs, scheduler,
+                        lay.unet ? &whole : &latents, &cond) < 0)
+      goto out;
+    if (lay.unet && (sd_spatial_cut(be, lay.unet, &whole, &latents) < 0 ||
+                     sd_cond_cut_to_band(be, lay.unet, &cond) < 0))
       goto out;
   } else {
     if (draw_noise_band(&noise, be, &latents) < 0) {

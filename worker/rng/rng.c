@@ -128,3 +128,31 @@ int sd_rng_philox_next(sd_rng *rng, uint64_t *seed, uint64_t *offset) {
   rng->philox_offset += 4;
   return 0;
 }
+
+int sd_rng_randint(sd_rng *rng, int64_t low, int64_t high, int64_t *out, size_t n) {
+  if (rng->kind != SD_RNG_CPU)
+    return SD_ERROR("rng: randint is implemented for the cpu generator only");
+  if (high <= low || (uint64_t)(high - low) > UINT32_MAX)
+    return SD_ERROR("rng: randint range [%lld, %lld) is empty or wider than 2^32", (long long)low,
+                    (long long)high);
+  uint32_t range = (uint32_t)(high - low);
+  for (size_t i = 0; i < n; i++)
+    out[i] = low + (int64_t)(mt_next(rng) % range);
+  return 0;
+}
+
+int sd_rng_randperm(sd_rng *rng, int64_t n, int64_t *out) {
+  if (rng->kind != SD_RNG_CPU)
+    return SD_ERROR("rng: randperm is implemented for the cpu generator only");
+  if (n < 1 || n >= (int64_t)(UINT32_MAX / 20))
+    return SD_ERROR("rng: randperm of %lld is outside 1 .. 2^32 / 20", (long long)n);
+  for (int64_t i = 0; i < n; i++)
+    out[i] = i;
+  for (int64_t i = 0; i + 1 < n; i++) {
+    int64_t z = (int64_t)(mt_next(rng) % (uint32_t)(n - i));
+    int64_t t = out[i];
+    out[i] = out[i + z];
+    out[i + z] = t;
+  }
+  return 0;
+}

@@ -31,4 +31,13 @@ int sd_rng_randn(sd_rng *rng, float *out, size_t n);
  * error for the cpu kind. */
 int sd_rng_philox_next(sd_rng *rng, uint64_t *seed, uint64_t *offset);
 
+/* cpu kind, torch's integer draws on torch.Generator('cpu') (for training's timesteps and data
+ * order; -1 with an error for the cuda kind or a bad range):
+ * torch.randint(low, high, (n,)): each value next_u32() % (high - low) + low, in order
+ * (0 < high - low < 2^32). */
+int sd_rng_randint(sd_rng *rng, int64_t low, int64_t high, int64_t *out, size_t n);
+/* torch.randperm(n): out = 0 .. n-1, then for i in 0 .. n-2 swapped with i + next_u32() % (n - i)
+ * (1 <= n < 2^32 / 20, where torch changes method). */
+int sd_rng_randperm(sd_rng *rng, int64_t n, int64_t *out);
+
 #endif

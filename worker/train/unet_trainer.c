@@ -190,3 +190,21 @@ int64_t sd_unet_trainer_steps(const sd_unet_trainer *t) {
 sd_grads *sd_unet_trainer_grads(sd_unet_trainer *t) {
   return t->grads;
 }
+
+int sd_unet_trainer_state_at(sd_unet_trainer *t, size_t i, float **master, float **exp_avg,
+                             float **exp_avg_sq) {
+  if (i >= t->opt.count)
+    return SD_ERROR("unet training: no parameter %zu (%zu trained)", i, t->opt.count);
+  *master = t->opt.values[i];
+  *exp_avg = t->opt.exp_avg[i];
+  *exp_avg_sq = t->opt.exp_avg_sq[i];
+  return 0;
+}
+
+int sd_unet_trainer_restore(sd_unet_trainer *t, int64_t steps) {
+  for (size_t i = 0; i < t->opt.count; i++)
+    if (sd_tensor_upload_f32(t->be, t->params[i], t->opt.values[i]) < 0)
+      return sd_error_context("unet training: restoring %s", sd_grads_name_at(t->grads, i));
+  t->steps = steps;
+  return 0;
+}

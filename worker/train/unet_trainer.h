@@ -60,6 +60,16 @@ int64_t sd_unet_trainer_steps(const sd_unet_trainer *trainer);
 /* The trained weights (the store's order and names) and their gradients of the last step. */
 sd_grads *sd_unet_trainer_grads(sd_unet_trainer *trainer);
 
+/* The optimizer's state, for checkpoints: trained parameter i's (sd_grads order, i <
+ * sd_grads_count of the trainer's grads) host float32 master weights (what the model's weight
+ * holds), exp_avg and exp_avg_sq, each of sd_tensor_numel(weight) values. Writable: a resumed
+ * run overwrites them, then calls sd_unet_trainer_restore. -1 past the end. */
+int sd_unet_trainer_state_at(sd_unet_trainer *trainer, size_t i, float **master, float **exp_avg,
+                             float **exp_avg_sq);
+/* After the state was overwritten: uploads every master weight into the model's weight and sets
+ * the steps taken (the schedule and AdamW's bias corrections continue from there). */
+int sd_unet_trainer_restore(sd_unet_trainer *trainer, int64_t steps);
+
 /* The parts of a step that other trainers (lora_trainer.h) share. */
 
 /* 0 when the model's prediction type can be trained (epsilon, v_prediction), else -1 with an

@@ -1,0 +1,76 @@
+/* sdbatch train: DreamBooth fine-tuning of a model's UNet from a YAML config (worker/finetune,
+ * docs/training.md "sdbatch train"). */
+#include "cli.h"
+
+#include "kernels/error.h"
+#include "worker/finetune/dreambooth.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+
+static const char *const train_usage =
+    "Usage: sdbatch train CONFIG.yaml [--resume] [--threads N] [--quiet]\n"
+    "\n"
+    "Fine-tunes the UNet of a diffusers model folder on a folder of instance images, as\n"
+    "diffusers' examples/dreambooth/train_dreambooth.py does without prior preservation (full\n"
+    "fine-tuning, float32, CPU), and writes output_dir as a diffusers folder that `sdbatch\n"
+    "render --model` and diffusers load. CONFIG.yaml holds the script's arguments as keys:\n"
+    "\n"
+    "  pretrained_model: models/sd15     # a diffusers folder (required)\n"
+    "  instance_data_dir: photos/dog     # .png/.jpg/.jpeg files (required)\n"
+    "  instance_prompt: a photo of sks dog   # (required)\n"
+    "  output_dir: out/dog-model         # (required; must be new or empty)\n"
+    "  resolution: 512                   # center_crop, random_flip, train_batch_size,\n"
+    "  max_train_steps: 400              # gradient_accumulation_steps, learning_rate,\n"
+    "  learning_rate: 5.0e-6             # lr_scheduler, lr_warmup_steps, adam_*, seed, ...\n"
+    "\n"
+    "Every checkpointing_steps steps output_dir/checkpoint-<step>/ is written atomically;\n"
+    "after a crash or kill, --resume continues from the latest one and ends at the same\n"
+    "weights as an uninterrupted run. The loss of every step goes to output_dir/loss.csv.\n";
+
+static const char *const train_epilogue =
+    "Relative paths in CONFIG are taken from CONFIG's folder. The keys, their defaults and what\n"
+    "is not supported yet (text-encoder training, prior preservation, LoRA, validation,\n"
+    "mixed precision): docs/training.md, \"sdbatch train\".\n";
+
+int cmd_train(int argc, char **argv) {
+  const char *cmd = "train";
+  const char *config_path = NULL;
+  bool resume = false, quiet = false;
+  int threads = 0;
+  const cli_option options[] = {
+      CLI_OPTION("resume", NULL, CLI_FLAG, &resume,
+                 "continue from output_dir's latest complete checkpoint\n(none: start at step 0)"),
+      CLI_OPTION_THREADS(&threads),
+      CLI_OPTION("quiet", NULL, CLI_FLAG, &quiet, "no progress lines"),
+      {0},
+  };
+  const cli_command command = {.name = cmd,
+                               .usage = train_usage,
+                               .options = options,
+                               .epilogue = train_epilogue,
+                               .min_operands = 1,
+                               .max_operands = 1,
+                               .operand_name = "the training config (CONFIG.yaml)",
+                               .operands = &config_path};
+  int parsed = cli_parse(&command, argc, argv, true);
+  if (parsed != CLI_PARSED)
+    return cli_parse_exit_status(parsed);
+  sd_dreambooth_config config;
+  if (sd_dreambooth_config_load(config_path, &config) < 0)
+    return cli_report_error(cmd);
+  sd_dreambooth_options opt = {.resume = resume, .threads = threads, .progress = !quiet};
+  sd_dreambooth_result result;
+  int rc = sd_dreambooth_train(&config, &opt, &result);
+  if (rc == 0 && !quiet)
+    fprintf(stderr,
+            "sdbatch train: %" PRId64 " steps (%" PRId64 " in this run, %.1f s, %.3f s/step), "
+            "last loss %.4f; wrote %s\n",
+            result.steps, result.steps - result.first_step, result.seconds,
+            result.steps > result.first_step
+                ? result.seconds / (double)(result.steps - result.first_step)
+                : 0.0,
+            (double)result.last_loss, config.output_dir);
+  sd_dreambooth_config_free(&config);
+  return rc == 0 ? 0 : cli_report_error(cmd);
+}

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# sdbatch train (docs/training.md, "sdbatch train") on the tiny SD1 model at 64 x 64:
+#  - refusals: an unknown key (with the closest known one), a key not supported yet, a bad value,
+#    a missing key, an empty instance folder, an image file that is not an image, an output_dir
+#    holding files without --resume, a single-file model: each one error naming the file and
+#    place, exit status 1, and no output_dir left behind;
+#  - crash safety: a run killed with SIGKILL right after a checkpoint, then at random moments
+#    (during steps and checkpoint writes), resumed each time with --resume, ends with the same
+#    UNet file and loss.csv, byte for byte, as an uninterrupted run; checkpoints_total_limit
+#    keeps the newest ones; no temporary folder is left;
+#  - num_train_epochs and gradient_accumulation_steps: the steps and epochs of loss.csv;
+#  - the output folder renders with `sdbatch render --model`.
+# Usage: test_train_cmd.sh SDBATCH SOURCE_DIR
+set -euo pipefail
+SDBATCH=$(readlink -f "$1")
+SOURCE_DIR=$(readlink -f "$2")
+MODEL="$SOURCE_DIR/tests/fixtures/tiny-sd1"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/sdbatch-train-test.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK"
+export OMP_NUM_THREADS=1
+FAILURES=0
+note() { echo "test: $*"; }
+fail() {
+  echo "test: FAIL: $*" >&2
+  FAILURES=$((FAILURES + 1))
+}
+
+"$SDBATCH" make-shapes shapes --count 3 --size 64 --quiet
+mkdir empty notimage
+cp shapes/000000.png notimage/
+echo "not a picture" > notimage/000001.png
+
+# config NAME OUTPUT [EXTRA YAML LINES...]: a config on the shapes folder
+config() {
+  local name=$1 out=$2
+  shift 2
+  {
+    echo "pretrained_model: $MODEL"
+    echo "instance_data_dir: shapes"
+    echo "instance_prompt: a photo of sks shape"
+    echo "output_dir: $out"
+    echo "resolution: 64"
+    echo "train_batch_size: 1"
+    echo "learning_rate: 1.0e-4"
+    echo "lr_warmup_steps: 0"
+    echo "seed: 7"
+    for line in "$@"; do echo "$line"; done
+  } > "$name"
+}
+
+# refused CONFIG OUTPUT PATTERN [ARGS...]: exit status 1, one error line matching PATTERN, no
+# output folder
+refused() {
+  local cfg=$1 out=$2 pattern=$3
+  shift 3
+  local status=0
+  "$SDBATCH" train "$cfg" --quiet "$@" > stdout.txt 2> stderr.txt || status=$?
+  local lines
+  lines=$(wc -l < stderr.txt)
+  if [ "$status" -ne 1 ]; then
+    fail "$cfg: exit status $status, expected 1 ($(cat stderr.txt))"
+  elif [ "$lines" -ne 1 ] || ! grep -qE "$pattern" stderr.txt; then
+    fail "$cfg: expected one error matching '$pattern', got: $(cat stderr.txt)"
+  elif [ -e "$out" ]; then
+    fail "$cfg: the refused run left $out behind"
+  else
+    note "refused as expected: $(cat stderr.txt)"
+  fi
+}
+
+config unknown.yaml out-unknown "max_train_step: 5"
+refused unknown.yaml out-unknown "unknown.yaml:10:1: unknown key 'max_train_step' \(did you mean 'max_train_steps'\?\)"
+config unsupported.yaml out-unsupported "max_train_steps: 5" "train_text_encoder: true"
+refused unsupported.yaml out-unsupported "unsupported.yaml:11:1: train_text_encoder: not supported yet"
+config prior.yaml out-prior "with_prior_preservation: true"
+refused prior.yaml out-prior "prior.yaml:10:1: with_prior_preservation: not supported yet"
+config neutral.yaml out-neutral "train_text_encoder: false" "mixed_precision: no" "max_train_steps: 0"
+refused neutral.yaml out-neutral "neutral.yaml:12:18: max_train_steps: expected an integer from 1 to"
+config badlr.yaml out-badlr
+sed -i 's/^learning_rate: .*/learning_rate: fast/' badlr.yaml
+refused badlr.yaml out-badlr "badlr.yaml:7:16: learning_rate: expected a number from 0 to 1000, got 'fast'"
+config sched.yaml out-sched "lr_scheduler: polynomial"
+refused sched.yaml out-sched "sched.yaml:10:15: lr_scheduler: 'polynomial' is not supported yet"
+grep -v instance_prompt unknown.yaml | grep -v max_train_step > missing.yaml
+refused missing.yaml out-unknown "missing.yaml: missing key 'instance_prompt'"
+config res.yaml out-res
+sed -i 's/^resolution: .*/resolution: 60/' res.yaml
+refused res.yaml out-res "res.yaml: resolution: 60 is not a multiple of 8"
+config res2.yaml out-res2
+sed -i 's/^resolution: .*/resolution: 48/' res2.yaml
+refused res2.yaml out-res2 "resolution: 48 is not a multiple of 32 \(the VAE's factor 8 times the UNet's 2 downsamplings\)"
+config emptydir.yaml out-empty "max_train_steps: 2"
+sed -i 's/^instance_data_dir: shapes/instance_data_dir: empty/' emptydir.yaml
+refused emptydir.yaml out-empty "instance_data_dir empty: no instance images"
+config notimage.yaml out-notimage "max_train_steps: 2"
+sed -i 's/^instance_data_dir: shapes/instance_data_dir: notimage/' notimage.yaml
+refused notimage.yaml out-notimage "notimage/000001.png"
+config single.yaml out-single "max_train_steps: 2"
+sed -i "s#^pretrained_model: .*#pretrained_model: $SOURCE_DIR/tests/fixtures/tiny-sd1.safetensors#" single.yaml
+refused single.yaml out-single "is a single file"
+mkdir busy && touch busy/something
+config busy.yaml busy "max_train_steps: 2"
+status=0
+"$SDBATCH" train busy.yaml --quiet 2> stderr.txt || status=$?
+if [ "$status" -ne 1 ] || ! grep -q "already holds files; continue its run with --resume" stderr.txt; then
+  fail "an output_dir holding files: status $status, $(cat stderr.txt)"
+elif [ "$(ls busy)" != "something" ]; then
+  fail "the refused run changed busy/: $(ls busy)"
+else
+  note "refused as expected: $(cat stderr.txt)"
+fi
+
+# epochs without max_train_steps, gradient accumulation: 3 pictures in micro-batches of 1, 2 per
+# step, make 2 steps an epoch (the second has the epoch's last micro-batch alone), 2 epochs
+config accum.yaml accum "num_train_epochs: 2" "gradient_accumulation_steps: 2" "center_crop: true"
+"$SDBATCH" train accum.yaml --quiet
+epochs=$(tail -n +2 accum/loss.csv | cut -d, -f1,2 | tr '\n' ' ')
+[ "$epochs" = "1,0 2,0 3,1 4,1 " ] || fail "accumulation: steps and epochs of loss.csv: $epochs"
+
+# the uninterrupted run: 30 steps, a checkpoint every 5, random crops and flips
+STEPS=30
+config full.yaml full "max_train_steps: $STEPS" "checkpointing_steps: 5" "random_flip: true"
+"$SDBATCH" train full.yaml --quiet
+for f in model_index.json unet/config.json unet/diffusion_pytorch_model.safetensors \
+  vae/diffusion_pytorch_model.safetensors text_encoder/model.safetensors loss.csv; do
+  [ -f "full/$f" ] || fail "the output lacks $f"
+done
+[ "$(wc -l < full/loss.csv)" -eq $((STEPS + 1)) ] || fail "loss.csv has $(wc -l < full/loss.csv) lines"
+[ -d full/checkpoint-$STEPS ] || fail "no checkpoint-$STEPS"
+
+# killed right after its first checkpoint, then at random moments, resumed each time
+config killed.yaml killed "max_train_steps: $STEPS" "checkpointing_steps: 5" "random_flip: true" \
+  "checkpoints_total_limit: 2"
+"$SDBATCH" train killed.yaml --quiet &
+pid=$!
+while [ ! -d killed/checkpoint-5 ] && kill -0 $pid 2> /dev/null; do sleep 0.005; done
+kill -9 $pid 2> /dev/null || true
+wait $pid 2> /dev/null || true
+if [ -f killed/unet/diffusion_pytorch_model.safetensors ]; then
+  fail "the run ended before the kill; the test did not kill it"
+fi
+note "killed after checkpoint-5: $(ls killed | tr '\n' ' ')"
+# each resumed run is killed once it has logged K more steps than its checkpoint (K = 1..7, so
+# kills land in steps and in checkpoint writes, which happen every 5 steps)
+kills=1
+for k in 3 5 1 7 4 6 2; do
+  [ -f killed/unet/diffusion_pytorch_model.safetensors ] && break
+  latest=$(cd killed && ls -d checkpoint-* | sed 's/checkpoint-//' | sort -n | tail -1)
+  "$SDBATCH" train killed.yaml --quiet --resume &
+  pid=$!
+  while kill -0 $pid 2> /dev/null &&
+    [ "$(wc -l < killed/loss.csv)" -le $((latest + 1 + k)) ]; do
+    sleep 0.002
+  done
+  if kill -9 $pid 2> /dev/null; then
+    kills=$((kills + 1))
+  fi
+  wait $pid 2> /dev/null || true
+  note "killed at $(($(wc -l < killed/loss.csv) - 1)) steps logged: $(ls killed | tr '\n' ' ')"
+done
+"$SDBATCH" train killed.yaml --quiet --resume
+note "$kills kills, then resumed to the end"
+if cmp full/unet/diffusion_pytorch_model.safetensors killed/unet/diffusion_pytorch_model.safetensors; then
+  note "resumed UNet equals the uninterrupted run's, byte for byte"
+else
+  fail "the resumed run's UNet differs from the uninterrupted run's"
+fi
+cmp full/loss.csv killed/loss.csv || fail "the resumed run's loss.csv differs"
+checkpoints=$(cd killed && ls -d checkpoint-* | sort -t- -k2 -n | tr '\n' ' ')
+[ "$checkpoints" = "checkpoint-25 checkpoint-30 " ] ||
+  fail "checkpoints_total_limit 2 left: $checkpoints"
+if ls -a killed | grep -q '^\.checkpoint'; then fail "temporary folders left: $(ls -a killed)"; fi
+
+# the output renders
+"$SDBATCH" render --model full --prompt "a photo of sks shape" --seed 1 --steps 2 --width 64 \
+  --height 64 --device cpu --threads 1 --out render.png 2> render.log || fail "render: $(cat render.log)"
+[ -s render.png ] || fail "no render.png"
+
+if [ "$FAILURES" -ne 0 ]; then
+  echo "test: $FAILURES check(s) failed" >&2
+  exit 1
+fi
+echo "test: all checks passed"

@@ -1,0 +1,37 @@
+/* `sdbatch train`: DreamBooth full fine-tuning of the UNet (diffusers'
+ * examples/dreambooth/train_dreambooth.py without prior preservation or text-encoder training)
+ * on the CPU backend, with crash-safe checkpoints and an exact resume (docs/training.md,
+ * "sdbatch train"). */
+#ifndef SD_DREAMBOOTH_H
+#define SD_DREAMBOOTH_H
+
+#include "dreambooth_config.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct sd_dreambooth_options {
+  bool resume;   /* continue from output_dir's latest complete checkpoint */
+  int threads;   /* CPU threads (0: all cores) */
+  bool progress; /* progress lines on stderr */
+} sd_dreambooth_options;
+
+/* What a run did. */
+typedef struct sd_dreambooth_result {
+  int64_t first_step; /* 0, or the checkpoint's step a resumed run started from */
+  int64_t steps;      /* optimizer steps at the end (max_train_steps) */
+  int images;         /* instance images */
+  double seconds;     /* wall time of the steps this run took */
+  float last_loss;
+} sd_dreambooth_result;
+
+/* Trains and writes output_dir (a diffusers folder: the pretrained model's files with
+ * unet/diffusion_pytorch_model.safetensors replaced by the trained float32 weights, loss.csv,
+ * checkpoint-<step>/ folders). Everything that can be checked before training (the config's
+ * values against the model, the images, an output_dir that already holds files without
+ * --resume) is checked before output_dir is created. -1 with an error naming the file and
+ * place. */
+int sd_dreambooth_train(const sd_dreambooth_config *config, const sd_dreambooth_options *options,
+                        sd_dreambooth_result *result);
+
+#endif

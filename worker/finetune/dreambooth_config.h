@@ -1,0 +1,44 @@
+/* The configuration of `sdbatch train` (docs/training.md, "sdbatch train"): a YAML mapping whose
+ * keys are the arguments of diffusers' examples/dreambooth/train_dreambooth.py, with the script's
+ * defaults. Keys of the script that sdbatch does not implement yet are recognised and refused
+ * (unless given their neutral value: false, null, "no"), unknown keys refused with the closest
+ * known key. Every error names the file, the line and column, and the key. */
+#ifndef SD_DREAMBOOTH_CONFIG_H
+#define SD_DREAMBOOTH_CONFIG_H
+
+#include "../train/lr_schedule.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct sd_dreambooth_config {
+  char *path;              /* the config file */
+  char *pretrained_model;  /* diffusers folder (resolved against the config's folder) */
+  char *instance_data_dir; /* resolved */
+  char *instance_prompt;
+  char *output_dir; /* resolved */
+  int resolution;   /* 512 */
+  bool center_crop; /* false: RandomCrop, as the script */
+  bool random_flip; /* false (not in train_dreambooth.py; RandomHorizontalFlip as other scripts) */
+  int train_batch_size;            /* 4 */
+  int gradient_accumulation_steps; /* 1 */
+  int num_train_epochs;            /* 1; used when max_train_steps is 0 */
+  int64_t max_train_steps;         /* 0: num_train_epochs x steps per epoch */
+  double learning_rate;            /* 5e-6 */
+  bool scale_lr; /* false: true multiplies learning_rate by accumulation x batch size */
+  sd_lr_schedule lr_scheduler;                                    /* constant */
+  int64_t lr_warmup_steps;                                        /* 500 */
+  double adam_beta1, adam_beta2, adam_weight_decay, adam_epsilon; /* 0.9, 0.999, 1e-2, 1e-8 */
+  double max_grad_norm;                                           /* 1.0 */
+  uint64_t seed;                   /* 0 when not given (the script's None: no fixed seed) */
+  int64_t checkpointing_steps;     /* 500 */
+  int64_t checkpoints_total_limit; /* 0: keep all */
+  bool gradient_checkpointing;     /* false: the full tape; true: the checkpointed tape */
+} sd_dreambooth_config;
+
+/* Reads and checks path into *out (paths resolved against the file's folder). -1 with one error
+ * "<file>:<line>:<col>: <key>: <message>" (or "<file>: ..." for the file as a whole). */
+int sd_dreambooth_config_load(const char *path, sd_dreambooth_config *out);
+void sd_dreambooth_config_free(sd_dreambooth_config *config);
+
+#endif

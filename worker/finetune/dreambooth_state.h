@@ -1,0 +1,55 @@
+/* The files of a DreamBooth run's output_dir (not a public header): checkpoints (crash-safe
+ * folders checkpoint-<step>/ holding training_state.safetensors) and the final diffusers folder. */
+#ifndef SD_DREAMBOOTH_STATE_H
+#define SD_DREAMBOOTH_STATE_H
+
+#include "../rng/rng.h"
+#include "../train/unet_trainer.h"
+
+#include <stdint.h>
+
+/* Where the data stream stands after an optimizer step. */
+typedef struct sd_dreambooth_position {
+  int64_t step;       /* optimizer steps taken */
+  int64_t epoch;      /* the epoch of the next micro-batch */
+  int64_t next_batch; /* its micro-batch index in the epoch */
+  int64_t *order;     /* (images) the epoch's randperm */
+  int images;
+  sd_rng order_rng;  /* draws each epoch's order */
+  sd_rng draw_rng;   /* crops, flips, latent samples, noise, timesteps */
+  int64_t log_bytes; /* loss.csv's length after this step's line */
+} sd_dreambooth_position;
+
+/* What must agree between a checkpoint and the run resuming it. */
+typedef struct sd_dreambooth_fingerprint {
+  int64_t images, resolution, batch, accumulation;
+  uint64_t seed;
+} sd_dreambooth_fingerprint;
+
+/* Writes output_dir/checkpoint-<step>/ atomically (built as .checkpoint-<step>.tmp, fsync'ed,
+ * renamed, output_dir fsync'ed), then removes the oldest checkpoints beyond limit (0: none; each
+ * renamed away before it is deleted, so a kill never leaves a partial checkpoint-<n>). */
+int sd_dreambooth_checkpoint_write(const char *output_dir, sd_unet_trainer *trainer,
+                                   const sd_dreambooth_position *pos,
+                                   const sd_dreambooth_fingerprint *fp, int64_t limit);
+
+/* The step of output_dir's latest complete checkpoint, 0 when none (and leftovers of
+ * interrupted writes and removals deleted). */
+int sd_dreambooth_checkpoint_latest(const char *output_dir, int64_t *step);
+
+/* Reads checkpoint-<step> into the trainer (weights, moments, step count) and pos (pos->order
+ * must hold pos->images entries); refuses a checkpoint of another fingerprint or model. */
+int sd_dreambooth_checkpoint_read(const char *output_dir, int64_t step, sd_unet_trainer *trainer,
+                                  sd_dreambooth_position *pos, const sd_dreambooth_fingerprint *fp);
+
+/* Makes output_dir the diffusers folder of the trained model: the pretrained folder's files
+ * (model_index.json, every component folder but unet's weights; one level deep) copied, then
+ * unet/diffusion_pytorch_model.safetensors written with the trainer's float32 weights under
+ * their diffusers names. Each file is written under a temporary name and renamed. */
+int sd_dreambooth_write_model(const char *pretrained, const char *output_dir,
+                              sd_unet_trainer *trainer);
+
+/* fsync of a file or folder by path. */
+int sd_dreambooth_fsync_path(const char *path);
+
+#endif
