@@ -43,15 +43,6 @@ static double now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static float *download(sd_backend *be, const sd_tensor *t) {
-  float *host = malloc((size_t)sd_tensor_numel(t) * sizeof *host);
-  if (host && sd_tensor_download_f32(be, t, host) < 0) {
-    free(host);
-    return NULL;
-  }
-  return host;
-}
-
 static bool bits_equal(const float *a, const float *b, size_t n) {
   return a && b && memcmp(a, b, n * sizeof *a) == 0;
 }
@@ -123,7 +114,7 @@ static float **download_grads(sd_backend *be, sd_grads *grads) {
   const size_t n = sd_grads_count(grads);
   float **host = calloc(n, sizeof *host);
   for (size_t i = 0; host && i < n; i++)
-    host[i] = download(be, sd_grads_at(grads, i));
+    host[i] = sd_grad_download(be, sd_grads_at(grads, i));
   return host;
 }
 
@@ -182,7 +173,7 @@ static void check_frozen(const char *family, sd_backend *be, sd_clip_text_tape *
   size_t full = 0;
   while (full < sd_grads_count(all) && strcmp(sd_grads_name_at(all, full), TOKEN_EMBEDDING))
     full++;
-  float *got = ok && sd_grads_count(some) == 1 ? download(be, sd_grads_at(some, 0)) : NULL;
+  float *got = ok && sd_grads_count(some) == 1 ? sd_grad_download(be, sd_grads_at(some, 0)) : NULL;
   CHECK(got && full < sd_grads_count(all) &&
             bits_equal(got, once[full], (size_t)sd_tensor_numel(sd_grads_at(some, 0))),
         "%s: the token embedding's gradient alone differs from the full store's", family);
@@ -246,8 +237,8 @@ static void test_model(const char *family, int threads, host_grads *kept) {
   if (!CHECK(ok, "%s: training forward: %s (%s)", family, sd_error_message(), sd_error_location()))
     goto out;
   const size_t n = (size_t)sd_tensor_numel(&hidden);
-  got = download(be, &hidden);
-  ref = download(be, &hidden_ref);
+  got = sd_grad_download(be, &hidden);
+  ref = sd_grad_download(be, &hidden_ref);
   CHECK(bits_equal(got, ref, n), "%s: training forward differs from sd_clip_text_forward's",
         family);
   char what[64];

@@ -49,25 +49,6 @@ static double now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* A backend tensor holding a fixture tensor (F32), persistent. */
-static int upload_fixture(sd_backend *be, const sd_safetensors *f, const char *name, sd_tensor *t) {
-  const sd_st_tensor *st = sd_grad_fixture(f, "%s", name);
-  if (!st)
-    return SD_ERROR("%s: tensor %s missing", sd_safetensors_path(f), name);
-  *t = sd_tensor_make(be->ops->act_dtype, st->ndim, st->shape);
-  SD_TRY(sd_tensor_alloc_persistent(be, t));
-  return sd_tensor_upload_f32(be, t, st->data);
-}
-
-static float *download(sd_backend *be, const sd_tensor *t) {
-  float *host = malloc((size_t)sd_tensor_numel(t) * sizeof *host);
-  if (host && sd_tensor_download_f32(be, t, host) < 0) {
-    free(host);
-    return NULL;
-  }
-  return host;
-}
-
 typedef struct grad_report {
   double worst; /* the largest figure of the non-zero gradients */
   char worst_name[256];
@@ -202,7 +183,7 @@ static float **download_grads(sd_backend *be, sd_grads *grads) {
   size_t n = sd_grads_count(grads);
   float **host = calloc(n, sizeof *host);
   for (size_t i = 0; host && i < n; i++)
-    host[i] = download(be, sd_grads_at(grads, i));
+    host[i] = sd_grad_download(be, sd_grads_at(grads, i));
   return host;
 }
 
@@ -240,7 +221,7 @@ static void check_accumulation(const char *family, sd_backend *be, sd_unet_tape 
   }
   fprintf(stderr, "     %s: two backwards = 2 x one within %.1e\n", family, worst);
   CHECK(twice && worst <= 1e-6, "%s: accumulation: two backwards off 2x by %.3g", family, worst);
-  float *ds = download(be, dsample), *dc = download(be, dcontext);
+  float *ds = sd_grad_download(be, dsample), *dc = sd_grad_download(be, dcontext);
   CHECK(bits_equal(ds, dsample_once, (size_t)sd_tensor_numel(dsample)) &&
             bits_equal(dc, dcontext_once, (size_t)sd_tensor_numel(dcontext)),
         "%s: d(sample) / d(context) changed on a second backward (must be overwritten)", family);
@@ -271,7 +252,7 @@ static void check_frozen(const char *family, sd_backend *be, sd_unet_tape *tape,
     size_t j = 0;
     while (j < sd_grads_count(all) && strcmp(sd_grads_name_at(all, j), name) != 0)
       j++;
-    float *got = download(be, sd_grads_at(some, i));
+    float *got = sd_grad_download(be, sd_grads_at(some, i));
     differ += j == sd_grads_count(all) ||
               !bits_equal(got, once[j], (size_t)sd_tensor_numel(sd_grads_at(some, i)));
     free(got);
@@ -299,7 +280,7 @@ static void check_checkpoint(const char *family, sd_backend *be, sd_unet *unet,
   if (!ok)
     return;
   size_t bytes = sd_unet_tape_bytes(tape);
-  float *got = download(be, out);
+  float *got = sd_grad_download(be, out);
   CHECK(bits_equal(got, out_full, (size_t)sd_tensor_numel(out)),
         "%s: checkpointed forward output differs from the full tape's", family);
   free(got);
@@ -368,12 +349,12 @@ static void check_threads(const char *family, int threads, const sd_model_files 
   if (ok) {
     size_t differ = 0;
     for (size_t i = 0; i < sd_grads_count(grads); i++) {
-      float *got = download(be, sd_grads_at(grads, i));
+      float *got = sd_grad_download(be, sd_grads_at(grads, i));
       differ += strcmp(sd_grads_name_at(grads, i), sd_grads_name_at(all, i)) != 0 ||
                 !bits_equal(got, once[i], (size_t)sd_tensor_numel(sd_grads_at(grads, i)));
       free(got);
     }
-    float *got_dx = download(be, &dx), *got_dc = download(be, &dc);
+    float *got_dx = sd_grad_download(be, &dx), *got_dc = sd_grad_download(be, &dc);
     differ += !bits_equal(got_dx, ds_once, (size_t)sd_tensor_numel(&dx));
     differ += !bits_equal(got_dc, dc_once, (size_t)sd_tensor_numel(&dc));
     free(got_dx);
@@ -418,8 +399,8 @@ static void test_model(const char *family) {
            sd_weights_upload(be, files->unet_tensors, "unet", &weights) == 0 &&
            sd_unet_create(be, &files->unet, weights, &unet) == 0 &&
            sd_grads_create(be, weights, NULL, NULL, &grads) == 0 &&
-           upload_fixture(be, f, "sample", &sample) == 0 &&
-           upload_fixture(be, f, "context", &context) == 0;
+           sd_grad_fixture_upload(be, f, "sample", &sample) == 0 &&
+           sd_grad_fixture_upload(be, f, "context", &context) == 0;
   const sd_st_tensor *timestep = f ? sd_grad_fixture(f, "timestep", "") : NULL;
   const sd_st_tensor *target = f ? sd_grad_fixture(f, "target", "") : NULL;
   const sd_st_tensor *want_out = f ? sd_grad_fixture(f, "out", "") : NULL;
@@ -459,8 +440,8 @@ static void test_model(const char *family) {
   if (!ok)
     goto out;
   size_t full_bytes = sd_unet_tape_bytes(tape);
-  out_host = download(be, &out);
-  out_ref_host = download(be, &out_ref);
+  out_host = sd_grad_download(be, &out);
+  out_ref_host = sd_grad_download(be, &out_ref);
   CHECK(bits_equal(out_host, out_ref_host, n),
         "%s: training forward output differs from sd_unet_forward's", family);
   char what[64];
@@ -488,8 +469,8 @@ static void test_model(const char *family) {
           family, t1 - t0, (flops1 - flops0) / 1e9, t3 - t2, (be->flops - flops1) / 1e9,
           full_bytes / 1024.0);
 
-  ds = download(be, &dsample);
-  dc = download(be, &dcontext);
+  ds = sd_grad_download(be, &dsample);
+  dc = sd_grad_download(be, &dcontext);
   const sd_st_tensor *want_ds = sd_grad_fixture(f, "dsample", ""),
                      *want_dc = sd_grad_fixture(f, "dcontext", "");
   if (CHECK(ds && dc && want_ds && want_dc, "%s: input gradients", family)) {

@@ -15,12 +15,8 @@ struct sd_unet_trainer {
   const sd_scheduler_config *noise;
   sd_unet_train_config cfg;
   sd_grads *grads;
-  size_t n_params;
-  sd_tensor **params; /* (n_params) the trained weights, updated in place */
-  int64_t *sizes;     /* (n_params) elements of each */
-  float **master;     /* (n_params) float32 master weights on the host */
-  float **exp_avg, **exp_avg_sq;
-  float **grad_host; /* (n_params) the step's gradients, downloaded for clipping and AdamW */
+  sd_tensor **params; /* (opt.count) the trained weights, updated in place */
+  sd_param_set opt;   /* float32 master weights, gradients and moments on the host */
   int64_t steps;
 };
 
@@ -39,33 +35,24 @@ sd_unet_train_config sd_unet_train_config_init(void) {
 void sd_unet_trainer_free(sd_unet_trainer *t) {
   if (!t)
     return;
-  for (size_t i = 0; i < t->n_params; i++) {
-    if (t->master)
-      free(t->master[i]);
-    if (t->exp_avg)
-      free(t->exp_avg[i]);
-    if (t->exp_avg_sq)
-      free(t->exp_avg_sq[i]);
-    if (t->grad_host)
-      free(t->grad_host[i]);
-  }
-  free(t->master);
-  free(t->exp_avg);
-  free(t->exp_avg_sq);
-  free(t->grad_host);
+  sd_param_set_free(&t->opt);
   free(t->params);
-  free(t->sizes);
   sd_grads_free(t->grads);
   free(t);
+}
+
+int sd_unet_train_check(const sd_scheduler_config *noise) {
+  if (noise->prediction_type != SD_PREDICT_EPSILON && noise->prediction_type != SD_PREDICT_V)
+    return SD_ERROR("unet training: prediction type 'sample' is not supported (epsilon and "
+                    "v_prediction are)");
+  return 0;
 }
 
 int sd_unet_trainer_create(sd_backend *be, sd_unet *unet, const sd_weights *weights,
                            const sd_scheduler_config *noise, const sd_unet_train_config *cfg,
                            sd_grads_filter wants, void *user, sd_unet_trainer **out) {
   *out = NULL;
-  if (noise->prediction_type != SD_PREDICT_EPSILON && noise->prediction_type != SD_PREDICT_V)
-    return SD_ERROR("unet training: prediction type 'sample' is not supported (epsilon and "
-                    "v_prediction are)");
+  SD_TRY(sd_unet_train_check(noise));
   sd_unet_trainer *t = calloc(1, sizeof *t);
   if (!t)
     return SD_ERROR("out of memory");
@@ -78,34 +65,22 @@ int sd_unet_trainer_create(sd_backend *be, sd_unet *unet, const sd_weights *weig
     return sd_error_context("unet training");
   }
   size_t n = sd_grads_count(t->grads);
-  t->params = calloc(n, sizeof *t->params);
-  t->sizes = calloc(n, sizeof *t->sizes);
-  t->master = calloc(n, sizeof *t->master);
-  t->exp_avg = calloc(n, sizeof *t->exp_avg);
-  t->exp_avg_sq = calloc(n, sizeof *t->exp_avg_sq);
-  t->grad_host = calloc(n, sizeof *t->grad_host);
-  if (!t->params || !t->sizes || !t->master || !t->exp_avg || !t->exp_avg_sq || !t->grad_host) {
-    sd_unet_trainer_free(t);
-    return SD_ERROR("out of memory for %zu parameters", n);
-  }
-  t->n_params = n;
-  for (size_t i = 0; i < n; i++) {
+  t->params = calloc(n ? n : 1, sizeof *t->params);
+  int64_t *sizes = calloc(n ? n : 1, sizeof *sizes);
+  for (size_t i = 0; t->params && sizes && i < n; i++) {
     /* the trainer owns the update of the weights the model borrows */
     t->params[i] = (sd_tensor *)sd_grads_weight_at(t->grads, i);
-    int64_t size = sd_tensor_numel(t->params[i]);
-    t->sizes[i] = size;
-    t->master[i] = malloc((size_t)size * sizeof(float));
-    t->exp_avg[i] = calloc((size_t)size, sizeof(float));
-    t->exp_avg_sq[i] = calloc((size_t)size, sizeof(float));
-    t->grad_host[i] = malloc((size_t)size * sizeof(float));
-    if (!t->master[i] || !t->exp_avg[i] || !t->exp_avg_sq[i] || !t->grad_host[i]) {
-      sd_unet_trainer_free(t);
-      return SD_ERROR("out of host memory for the optimizer state of %zu parameters", n);
-    }
-    if (sd_tensor_download_f32(be, t->params[i], t->master[i]) < 0) {
-      sd_unet_trainer_free(t);
-      return sd_error_context("unet training: reading %s", sd_grads_name_at(t->grads, i));
-    }
+    sizes[i] = sd_tensor_numel(t->params[i]);
+  }
+  int rc = t->params && sizes ? sd_param_set_init(&t->opt, n, sizes)
+                              : SD_ERROR("out of memory for %zu parameters", n);
+  free(sizes);
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    if (sd_tensor_download_f32(be, t->params[i], t->opt.values[i]) < 0)
+      rc = sd_error_context("unet training: reading %s", sd_grads_name_at(t->grads, i));
+  if (rc < 0) {
+    sd_unet_trainer_free(t);
+    return rc;
   }
   *out = t;
   return 0;
@@ -113,10 +88,10 @@ int sd_unet_trainer_create(sd_backend *be, sd_unet *unet, const sd_weights *weig
 
 /* Item b's forward and backward: its loss sum (in double) into *sum_sq and its gradients added to
  * the store; the whole batch has n_total elements (the loss is their mean). */
-static int item_backward(sd_unet_trainer *t, const sd_tensor *latents, const sd_tensor *noise,
-                         int32_t timestep, const sd_tensor *context, int64_t n_total,
-                         double *sum_sq) {
-  sd_backend *be = t->be;
+static int item_backward(sd_backend *be, sd_unet *unet, const sd_scheduler_config *schedule,
+                         sd_unet_tape_mode mode, sd_grads *grads, const sd_tensor *latents,
+                         const sd_tensor *noise, int32_t timestep, const sd_tensor *context,
+                         int64_t n_total, double *sum_sq) {
   sd_arena_mark mark = sd_arena_get_mark(be);
   sd_tensor noisy = sd_tensor_make(SD_DTYPE_F32, latents->ndim, latents->shape);
   sd_tensor target = noisy, pred = noisy, dpred = noisy;
@@ -129,14 +104,13 @@ static int item_backward(sd_unet_trainer *t, const sd_tensor *latents, const sd_
                   sd_tensor_alloc(be, &pred) < 0))
     rc = -1;
   if (rc == 0)
-    rc = sd_ddpm_add_noise(t->noise, timestep, be, latents, noise, &noisy);
+    rc = sd_ddpm_add_noise(schedule, timestep, be, latents, noise, &noisy);
   if (rc == 0)
-    rc = t->noise->prediction_type == SD_PREDICT_V
-             ? sd_ddpm_velocity(t->noise, timestep, be, latents, noise, &target)
+    rc = schedule->prediction_type == SD_PREDICT_V
+             ? sd_ddpm_velocity(schedule, timestep, be, latents, noise, &target)
              : sd_op_copy(be, noise, &target);
   if (rc == 0)
-    rc = sd_unet_forward_train(t->unet, &noisy, (double)timestep, context, t->cfg.tape, &pred,
-                               &tape);
+    rc = sd_unet_forward_train(unet, &noisy, (double)timestep, context, mode, &pred, &tape);
   float *p = host, *want = host + n;
   if (rc == 0 &&
       (sd_tensor_download_f32(be, &pred, p) < 0 || sd_tensor_download_f32(be, &target, want) < 0))
@@ -155,48 +129,56 @@ static int item_backward(sd_unet_trainer *t, const sd_tensor *latents, const sd_
   if (rc == 0)
     rc = sd_tensor_upload_f32(be, &dpred, p);
   if (rc == 0)
-    rc = sd_unet_backward(tape, &dpred, t->grads, NULL, NULL);
+    rc = sd_unet_backward(tape, &dpred, grads, NULL, NULL);
   sd_unet_tape_free(tape);
   sd_arena_release(be, mark);
   free(host);
   return rc;
 }
 
-int sd_unet_trainer_step(sd_unet_trainer *t, const sd_tensor *latents, const sd_tensor *noise,
-                         const int32_t *timesteps, const sd_tensor *context,
-                         sd_unet_step_report *report) {
-  memset(report, 0, sizeof *report);
+int sd_unet_loss_backward(sd_backend *be, sd_unet *unet, const sd_scheduler_config *noise_cfg,
+                          sd_unet_tape_mode mode, sd_grads *grads, const sd_tensor *latents,
+                          const sd_tensor *noise, const int32_t *timesteps,
+                          const sd_tensor *context, int64_t step, float *loss) {
+  *loss = 0;
   if (latents->ndim != 4 || !sd_tensor_same_shape(latents, noise) || context->ndim != 3 ||
       context->shape[0] != latents->shape[0])
     return SD_ERROR("unet training: latents, noise (B, C, h, w) and context (B, L, D) disagree");
   int64_t batch = latents->shape[0];
   int64_t n_total = sd_tensor_numel(latents);
-  SD_TRY(sd_grads_zero(t->grads));
+  SD_TRY(sd_grads_zero(grads));
   double sum_sq = 0.0;
   for (int64_t b = 0; b < batch; b++) {
     sd_tensor x = sd_tensor_slice0(latents, b, 1), e = sd_tensor_slice0(noise, b, 1);
     sd_tensor c = sd_tensor_slice0(context, b, 1);
-    if (item_backward(t, &x, &e, timesteps[b], &c, n_total, &sum_sq) < 0)
+    if (item_backward(be, unet, noise_cfg, mode, grads, &x, &e, timesteps[b], &c, n_total,
+                      &sum_sq) < 0)
       return sd_error_context("unet training: step %" PRId64 ", item %" PRId64 " (timestep %d)",
-                              t->steps, b, timesteps[b]);
+                              step, b, timesteps[b]);
   }
-  report->loss = (float)(sum_sq / (double)n_total);
-  for (size_t i = 0; i < t->n_params; i++)
-    SD_TRY(sd_tensor_download_f32(t->be, sd_grads_at(t->grads, i), t->grad_host[i]));
-  if (t->cfg.max_grad_norm > 0)
-    report->grad_norm =
-        sd_clip_grad_norm((int)t->n_params, t->grad_host, t->sizes, (float)t->cfg.max_grad_norm);
-  else
-    report->grad_norm = sd_clip_grad_norm((int)t->n_params, t->grad_host, t->sizes, 3.4e38f);
-  double lr = t->cfg.learning_rate *
-              sd_lr_multiplier(t->cfg.schedule, t->steps, t->cfg.warmup_steps, t->cfg.total_steps);
-  report->learning_rate = lr;
-  for (size_t i = 0; i < t->n_params; i++) {
-    sd_adamw_step(&t->cfg.adamw, lr, t->steps + 1, t->master[i], t->grad_host[i], t->exp_avg[i],
-                  t->exp_avg_sq[i], t->sizes[i]);
-    if (sd_tensor_upload_f32(t->be, t->params[i], t->master[i]) < 0)
+  *loss = (float)(sum_sq / (double)n_total);
+  return 0;
+}
+
+double sd_unet_train_lr(const sd_unet_train_config *cfg, int64_t step) {
+  return cfg->learning_rate *
+         sd_lr_multiplier(cfg->schedule, step, cfg->warmup_steps, cfg->total_steps);
+}
+
+int sd_unet_trainer_step(sd_unet_trainer *t, const sd_tensor *latents, const sd_tensor *noise,
+                         const int32_t *timesteps, const sd_tensor *context,
+                         sd_unet_step_report *report) {
+  memset(report, 0, sizeof *report);
+  SD_TRY(sd_unet_loss_backward(t->be, t->unet, t->noise, t->cfg.tape, t->grads, latents, noise,
+                               timesteps, context, t->steps, &report->loss));
+  for (size_t i = 0; i < t->opt.count; i++)
+    SD_TRY(sd_tensor_download_f32(t->be, sd_grads_at(t->grads, i), t->opt.grads[i]));
+  report->learning_rate = sd_unet_train_lr(&t->cfg, t->steps);
+  report->grad_norm = sd_param_set_step(&t->opt, &t->cfg.adamw, report->learning_rate, t->steps + 1,
+                                        t->cfg.max_grad_norm);
+  for (size_t i = 0; i < t->opt.count; i++)
+    if (sd_tensor_upload_f32(t->be, t->params[i], t->opt.values[i]) < 0)
       return sd_error_context("unet training: writing %s", sd_grads_name_at(t->grads, i));
-  }
   t->steps++;
   return 0;
 }
@@ -211,17 +193,17 @@ sd_grads *sd_unet_trainer_grads(sd_unet_trainer *t) {
 
 int sd_unet_trainer_state_at(sd_unet_trainer *t, size_t i, float **master, float **exp_avg,
                              float **exp_avg_sq) {
-  if (i >= t->n_params)
-    return SD_ERROR("unet training: no parameter %zu (%zu trained)", i, t->n_params);
-  *master = t->master[i];
-  *exp_avg = t->exp_avg[i];
-  *exp_avg_sq = t->exp_avg_sq[i];
+  if (i >= t->opt.count)
+    return SD_ERROR("unet training: no parameter %zu (%zu trained)", i, t->opt.count);
+  *master = t->opt.values[i];
+  *exp_avg = t->opt.exp_avg[i];
+  *exp_avg_sq = t->opt.exp_avg_sq[i];
   return 0;
 }
 
 int sd_unet_trainer_restore(sd_unet_trainer *t, int64_t steps) {
-  for (size_t i = 0; i < t->n_params; i++)
-    if (sd_tensor_upload_f32(t->be, t->params[i], t->master[i]) < 0)
+  for (size_t i = 0; i < t->opt.count; i++)
+    if (sd_tensor_upload_f32(t->be, t->params[i], t->opt.values[i]) < 0)
       return sd_error_context("unet training: restoring %s", sd_grads_name_at(t->grads, i));
   t->steps = steps;
   return 0;
