@@ -162,7 +162,7 @@ bool sd_grad_bits_equal(const float *a, const float *b, size_t n) {
   return a && b && memcmp(a, b, n * sizeof *a) == 0;
 }
 
-int sd_grad_upload_fixture(sd_backend *be, const sd_safetensors *f, const char *name,
+int sd_grad_fixture_upload(sd_backend *be, const sd_safetensors *f, const char *name,
                            sd_tensor *t) {
   const sd_st_tensor *st = sd_grad_fixture(f, "%s", name);
   if (!st || st->dtype != SD_DTYPE_F32)

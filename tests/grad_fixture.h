@@ -1,5 +1,7 @@
-/* Shared by the model-level backward tests (test_unet_backward.c, test_clip_backward.c): reading
- * torch-autograd gradient fixtures and the figures they are compared by. A fixture gradient is
+/* Shared by the model-level backward and training tests (test_unet_backward.c,
+ * test_clip_backward.c, test_vae_backward.c, and through train_fixture.h test_unet_train.c,
+ * test_vae_train.c, test_lora_train.c): reading torch-autograd gradient fixtures and the figures
+ * they are compared by. A fixture gradient is
  * either whole, or (a large weight) whole rows plus four figures of the whole tensor (max |g|,
  * L2 norm, two projections onto +-1 signs), as tests/reference/make_unet_grad_fixtures.py
  * writes them. */
@@ -33,15 +35,15 @@ double sd_grad_rel_error(const float *got, const float *want, size_t n, double s
 double sd_grad_sampled_error(const float *got, int64_t n, int64_t cols, const sd_st_tensor *want,
                              const sd_st_tensor *rows, const float *figures);
 
-/* Host and backend copies: a malloc'd host copy of t (NULL on failure); host copies of every
- * gradient of a store (its order; NULL on failure), freed by sd_grad_free_all (count of the
+/* Host and backend copies: a malloc'd host copy of t (free() it; NULL on failure); host copies of
+ * every gradient of a store (its order; NULL on failure), freed by sd_grad_free_all (count of the
  * store); whether two host arrays are equal bit for bit (false when either is NULL); a persistent
  * backend tensor holding the fixture's F32 tensor `name`. */
 float *sd_grad_download(sd_backend *be, const sd_tensor *t);
 float **sd_grad_download_all(sd_backend *be, sd_grads *grads);
 void sd_grad_free_all(float **host, size_t count);
 bool sd_grad_bits_equal(const float *a, const float *b, size_t n);
-int sd_grad_upload_fixture(sd_backend *be, const sd_safetensors *f, const char *name, sd_tensor *t);
+int sd_grad_fixture_upload(sd_backend *be, const sd_safetensors *f, const char *name, sd_tensor *t);
 
 /* The figures of a model's parameter gradients against a fixture, gathered by
  * sd_grad_check_parameter. */

@@ -310,8 +310,8 @@ static void test_model(const char *family) {
            sd_weights_upload(be, files->unet_tensors, "unet", &weights) == 0 &&
            sd_unet_create(be, &files->unet, weights, &unet) == 0 &&
            sd_grads_create(be, weights, NULL, NULL, &grads) == 0 &&
-           sd_grad_upload_fixture(be, f, "sample", &sample) == 0 &&
-           sd_grad_upload_fixture(be, f, "context", &context) == 0;
+           sd_grad_fixture_upload(be, f, "sample", &sample) == 0 &&
+           sd_grad_fixture_upload(be, f, "context", &context) == 0;
   const sd_st_tensor *timestep = f ? sd_grad_fixture(f, "timestep", "") : NULL;
   const sd_st_tensor *target = f ? sd_grad_fixture(f, "target", "") : NULL;
   const sd_st_tensor *want_out = f ? sd_grad_fixture(f, "out", "") : NULL;

@@ -31,21 +31,6 @@
 #define LOSS_TOL   1e-5
 #define NORM_TOL   1e-4
 
-static const sd_st_tensor *find(const sd_safetensors *f, const char *fmt, const char *name) {
-  char key[512];
-  snprintf(key, sizeof key, fmt, name);
-  return sd_safetensors_find(f, key);
-}
-
-static int upload(sd_backend *be, const sd_safetensors *f, const char *key, sd_tensor *t) {
-  const sd_st_tensor *st = sd_safetensors_find(f, key);
-  if (!st || st->dtype != SD_DTYPE_F32)
-    return SD_ERROR("%s: no float32 tensor %s", sd_safetensors_path(f), key);
-  *t = sd_tensor_make(be->ops->act_dtype, st->ndim, st->shape);
-  SD_TRY(sd_tensor_alloc_persistent(be, t));
-  return sd_tensor_upload_f32(be, t, st->data);
-}
-
 /* The model renders with the trained weights (its convolutions' prepared copies follow the
  * updates): its forward equals, bit for bit, that of a second model made from copies of them. */
 static void check_renders_trained(const char *family, sd_backend *be, const sd_model_files *files,
@@ -53,7 +38,6 @@ static void check_renders_trained(const char *family, sd_backend *be, const sd_m
                                   const sd_safetensors *f) {
   sd_weights *copy = NULL;
   sd_unet *fresh = NULL;
-  sd_tensor x = {0}, c = {0}, out_a = {0}, out_b = {0};
   int ok = sd_weights_upload(be, files->unet_tensors, "unet", &copy) == 0;
   for (size_t i = 0; ok && i < sd_weights_count(weights); i++) {
     const sd_tensor *w = sd_weights_at(weights, i);
@@ -62,30 +46,11 @@ static void check_renders_trained(const char *family, sd_backend *be, const sd_m
          sd_tensor_upload_f32(be, (sd_tensor *)sd_weights_at(copy, i), host) == 0;
     free(host);
   }
-  ok = ok && sd_unet_create(be, &files->unet, copy, &fresh) == 0 &&
-       upload(be, f, "latents.0", &x) == 0 && upload(be, f, "context.0", &c) == 0;
-  if (ok) {
-    out_a = x;
-    out_a.data = NULL;
-    out_b = out_a;
-    ok = sd_tensor_alloc_persistent(be, &out_a) == 0 &&
-         sd_tensor_alloc_persistent(be, &out_b) == 0 &&
-         sd_unet_forward(unet, &x, 500.0, &c, &out_a) == 0 &&
-         sd_unet_forward(fresh, &x, 500.0, &c, &out_b) == 0;
-  }
-  if (CHECK(ok, "%s: forwards after training: %s", family, sd_error_message())) {
-    size_t n = (size_t)sd_tensor_numel(&out_a);
-    float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
-    CHECK(a && b && sd_tensor_download_f32(be, &out_a, a) == 0 &&
-              sd_tensor_download_f32(be, &out_b, b) == 0 && memcmp(a, b, n * sizeof *a) == 0,
-          "%s: the trained model's forward equals a model made from its weights", family);
-    free(a);
-    free(b);
-  }
-  sd_tensor_free(be, &x);
-  sd_tensor_free(be, &c);
-  sd_tensor_free(be, &out_a);
-  sd_tensor_free(be, &out_b);
+  ok = ok && sd_unet_create(be, &files->unet, copy, &fresh) == 0;
+  int same = ok ? sd_train_same_forward(be, f, unet, fresh) : -1;
+  if (CHECK(same >= 0, "%s: forwards after training: %s", family, sd_error_message()))
+    CHECK(same == 1, "%s: the trained model's forward equals a model made from its weights",
+          family);
   sd_unet_free(fresh);
   sd_weights_free(copy);
 }
@@ -115,10 +80,6 @@ static void test_family(const char *family) {
   cfg.max_grad_norm = 1.0;
   ok = ok && sd_unet_trainer_create(be, unet, weights, &files->scheduler, &cfg, NULL, NULL,
                                     &trainer) == 0;
-  const sd_st_tensor *want_loss = f ? find(f, "loss", "") : NULL;
-  const sd_st_tensor *want_norm = f ? find(f, "grad_norm", "") : NULL;
-  const sd_st_tensor *want_lr = f ? find(f, "lr", "") : NULL;
-  ok = ok && want_loss && want_norm && want_lr;
   CHECK(ok, "%s: setup: %s", family, sd_error_message());
   if (!ok)
     goto out;
@@ -129,36 +90,19 @@ static void test_family(const char *family) {
   grad_max = calloc(n_params, sizeof *grad_max);
 
   for (int s = 0; s < STEPS; s++) {
-    char key[64];
-    sd_tensor latents = {0}, noise = {0}, context = {0};
-    snprintf(key, sizeof key, "timesteps.%d", s);
-    const sd_st_tensor *ts = sd_safetensors_find(f, key);
-    int rc = ts && ts->dtype == SD_DTYPE_I32 ? 0 : SD_ERROR("no %s", key);
-    snprintf(key, sizeof key, "latents.%d", s);
-    rc = rc ? rc : upload(be, f, key, &latents);
-    snprintf(key, sizeof key, "noise.%d", s);
-    rc = rc ? rc : upload(be, f, key, &noise);
-    snprintf(key, sizeof key, "context.%d", s);
-    rc = rc ? rc : upload(be, f, key, &context);
+    sd_train_batch batch;
     sd_unet_step_report rep;
-    rc = rc ? rc : sd_unet_trainer_step(trainer, &latents, &noise, ts->data, &context, &rep);
+    int rc = sd_train_batch_load(be, f, s, &batch);
+    rc = rc ? rc
+            : sd_unet_trainer_step(trainer, &batch.latents, &batch.noise, batch.timesteps,
+                                   &batch.context, &rep);
     if (rc == 0 && grad_max)
       sd_train_note_gradients(be, grads, grad_max, &grad_scale);
-    sd_tensor_free(be, &latents);
-    sd_tensor_free(be, &noise);
-    sd_tensor_free(be, &context);
+    sd_train_batch_free(be, &batch);
     if (!CHECK(rc == 0, "%s: step %d: %s", family, s, sd_error_message()))
       goto out;
-    float wl = ((const float *)want_loss->data)[s], wn = ((const float *)want_norm->data)[s];
-    float wlr = ((const float *)want_lr->data)[s];
-    printf("%s step %d: loss %.7f (torch %.7f), grad norm %.6f (torch %.6f), lr %g (torch %g)\n",
-           family, s, rep.loss, wl, rep.grad_norm, wn, rep.learning_rate, wlr);
-    CHECK(fabs(rep.loss - wl) <= LOSS_TOL * fabs(wl), "%s step %d: loss %.8g vs torch %.8g", family,
-          s, rep.loss, wl);
-    CHECK(fabs(rep.grad_norm - wn) <= NORM_TOL * fabs(wn),
-          "%s step %d: gradient norm %.8g vs torch %.8g", family, s, rep.grad_norm, wn);
-    CHECK(fabs(rep.learning_rate - wlr) <= 1e-6 * fabs(wlr) + 1e-12,
-          "%s step %d: learning rate %g vs torch %g", family, s, rep.learning_rate, wlr);
+    sd_train_check_step(family, f, s, rep.loss, rep.grad_norm, rep.learning_rate, LOSS_TOL,
+                        NORM_TOL);
   }
   CHECK(sd_unet_trainer_steps(trainer) == STEPS, "%s: %lld steps counted", family,
         (long long)sd_unet_trainer_steps(trainer));

@@ -163,10 +163,10 @@ static int case_open(vae_case *c, int threads, const sd_model_files *files,
   SD_TRY(sd_weights_upload(c->be, files->vae_tensors, "vae", &c->weights));
   SD_TRY(sd_vae_create(c->be, &files->vae, c->weights, &c->vae));
   SD_TRY(sd_grads_create(c->be, c->weights, NULL, NULL, &c->grads));
-  SD_TRY(sd_grad_upload_fixture(c->be, f, "z", &c->z));
-  SD_TRY(sd_grad_upload_fixture(c->be, f, "image", &c->image));
-  SD_TRY(sd_grad_upload_fixture(c->be, f, "w_dec", &c->w_dec));
-  SD_TRY(sd_grad_upload_fixture(c->be, f, "w_enc", &c->w_enc));
+  SD_TRY(sd_grad_fixture_upload(c->be, f, "z", &c->z));
+  SD_TRY(sd_grad_fixture_upload(c->be, f, "image", &c->image));
+  SD_TRY(sd_grad_fixture_upload(c->be, f, "w_dec", &c->w_dec));
+  SD_TRY(sd_grad_fixture_upload(c->be, f, "w_enc", &c->w_enc));
   SD_TRY(alloc_like(c->be, &c->w_dec, &c->decoded));
   SD_TRY(alloc_like(c->be, &c->w_dec, &c->decoded_ref));
   SD_TRY(alloc_like(c->be, &c->w_enc, &c->moments));

@@ -1,12 +1,16 @@
-/* Parameters after training against a torch fixture: see train_fixture.h. */
+/* Training fixtures: batches, per-step figures and parameters after training (train_fixture.h). */
 #include "train_fixture.h"
 
 #include "grad_fixture.h"
 #include "test_util.h"
 
+#include "error.h"
+#include "model/unet.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 float **sd_train_snapshot(sd_backend *be, sd_grads *grads) {
   size_t n = sd_grads_count(grads);
@@ -124,4 +128,79 @@ void sd_train_check_params(sd_backend *be, const sd_safetensors *f, const char *
       check_param(f, prefix, sd_grads_name_at(grads, i), got, start[i], n, change_tol, r);
     free(got);
   }
+}
+
+int sd_train_batch_load(sd_backend *be, const sd_safetensors *f, int step, sd_train_batch *batch) {
+  *batch = (sd_train_batch){0};
+  char key[64];
+  snprintf(key, sizeof key, "timesteps.%d", step);
+  const sd_st_tensor *ts = sd_safetensors_find(f, key);
+  if (!ts || ts->dtype != SD_DTYPE_I32)
+    return SD_ERROR("%s: no I32 tensor %s", sd_safetensors_path(f), key);
+  batch->timesteps = ts->data;
+  snprintf(key, sizeof key, "latents.%d", step);
+  int rc = sd_grad_fixture_upload(be, f, key, &batch->latents);
+  snprintf(key, sizeof key, "noise.%d", step);
+  rc = rc ? rc : sd_grad_fixture_upload(be, f, key, &batch->noise);
+  snprintf(key, sizeof key, "context.%d", step);
+  rc = rc ? rc : sd_grad_fixture_upload(be, f, key, &batch->context);
+  if (rc < 0)
+    sd_train_batch_free(be, batch);
+  return rc;
+}
+
+void sd_train_batch_free(sd_backend *be, sd_train_batch *batch) {
+  sd_tensor_free(be, &batch->latents);
+  sd_tensor_free(be, &batch->noise);
+  sd_tensor_free(be, &batch->context);
+}
+
+void sd_train_check_step(const char *family, const sd_safetensors *f, int step, float loss,
+                         float grad_norm, double lr, double loss_tol, double norm_tol) {
+  const sd_st_tensor *tl = sd_grad_fixture(f, "%s", "loss");
+  const sd_st_tensor *tn = sd_grad_fixture(f, "%s", "grad_norm");
+  const sd_st_tensor *tr = sd_grad_fixture(f, "%s", "lr");
+  if (!CHECK(tl && tn && tr && sd_grad_st_numel(tl) > step && sd_grad_st_numel(tn) > step &&
+                 sd_grad_st_numel(tr) > step,
+             "%s: the fixture's loss, grad_norm, lr of step %d", family, step))
+    return;
+  float wl = ((const float *)tl->data)[step], wn = ((const float *)tn->data)[step];
+  float wlr = ((const float *)tr->data)[step];
+  printf("%s step %d: loss %.7f (torch %.7f), grad norm %.7f (torch %.7f), lr %g (torch %g)\n",
+         family, step, loss, wl, grad_norm, wn, lr, wlr);
+  CHECK(fabs(loss - wl) <= loss_tol * fabs(wl), "%s step %d: loss %.8g vs torch %.8g", family, step,
+        loss, wl);
+  CHECK(fabs(grad_norm - wn) <= norm_tol * fabs(wn), "%s step %d: gradient norm %.8g vs torch %.8g",
+        family, step, grad_norm, wn);
+  CHECK(fabs(lr - wlr) <= 1e-6 * fabs(wlr) + 1e-12, "%s step %d: learning rate %g vs torch %g",
+        family, step, lr, wlr);
+}
+
+int sd_train_same_forward(sd_backend *be, const sd_safetensors *f, sd_unet *unet_a,
+                          sd_unet *unet_b) {
+  sd_tensor x = {0}, c = {0}, out_a = {0}, out_b = {0};
+  float *a = NULL, *b = NULL;
+  int rc = sd_grad_fixture_upload(be, f, "latents.0", &x);
+  rc = rc ? rc : sd_grad_fixture_upload(be, f, "context.0", &c);
+  if (rc == 0) {
+    out_a = sd_tensor_make(x.dtype, x.ndim, x.shape);
+    out_b = out_a;
+    rc = sd_tensor_alloc_persistent(be, &out_a);
+    rc = rc ? rc : sd_tensor_alloc_persistent(be, &out_b);
+    rc = rc ? rc : sd_unet_forward(unet_a, &x, 500.0, &c, &out_a);
+    rc = rc ? rc : sd_unet_forward(unet_b, &x, 500.0, &c, &out_b);
+  }
+  if (rc == 0) {
+    a = sd_grad_download(be, &out_a);
+    b = sd_grad_download(be, &out_b);
+    rc = !a || !b ? SD_ERROR("downloading the forwards' outputs")
+                  : memcmp(a, b, (size_t)sd_tensor_numel(&out_a) * sizeof *a) == 0;
+  }
+  free(a);
+  free(b);
+  sd_tensor_free(be, &x);
+  sd_tensor_free(be, &c);
+  sd_tensor_free(be, &out_a);
+  sd_tensor_free(be, &out_b);
+  return rc;
 }

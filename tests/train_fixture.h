@@ -1,7 +1,9 @@
-/* Shared by the optimizer-step tests (test_unet_train.c, test_vae_train.c): the parameters after
- * a few steps against a torch fixture written by make_unet_train_fixtures.py's add_param (the
- * float64 run's parameters, whole or as rows plus four figures of the change from the start, and
- * gap32.<name>: torch's own float32 run's distance from them). */
+/* Shared by the optimizer-step tests (test_unet_train.c, test_vae_train.c, test_lora_train.c): a
+ * UNet training fixture's batches and per-step figures (make_unet_train_fixtures.py,
+ * make_lora_train_fixtures.py), and the parameters after a few steps against a torch fixture
+ * written by make_unet_train_fixtures.py's add_param (the float64 run's parameters, whole or as
+ * rows plus four figures of the change from the start, and gap32.<name>: torch's own float32 run's
+ * distance from them). */
 #ifndef SD_TEST_TRAIN_FIXTURE_H
 #define SD_TEST_TRAIN_FIXTURE_H
 
@@ -9,6 +11,26 @@
 #include "model/grads.h"
 
 #include <stdint.h>
+
+/* One step's batch of a training fixture (make_unet_train_fixtures.py,
+ * make_lora_train_fixtures.py): latents.s, noise.s, context.s uploaded, timesteps.s (I32) borrowed
+ * from the file. */
+typedef struct sd_train_batch {
+  sd_tensor latents, noise, context;
+  const int32_t *timesteps;
+} sd_train_batch;
+int sd_train_batch_load(sd_backend *be, const sd_safetensors *f, int step, sd_train_batch *batch);
+void sd_train_batch_free(sd_backend *be, sd_train_batch *batch);
+/* A step's loss, gradient norm and learning rate against the fixture's loss, grad_norm and lr
+ * (torch float32): printed, and checked within loss_tol, norm_tol (relative) and 1e-6. */
+void sd_train_check_step(const char *family, const sd_safetensors *f, int step, float loss,
+                         float grad_norm, double lr, double loss_tol, double norm_tol);
+
+/* Whether two UNets' forwards of the fixture's latents.0 and context.0 at timestep 500 are equal
+ * bit for bit: 1 or 0, or -1 with an error when a forward fails. */
+struct sd_unet;
+int sd_train_same_forward(sd_backend *be, const sd_safetensors *f, struct sd_unet *a,
+                          struct sd_unet *b);
 
 /* How far the parameters are from the fixture's, as sd_train_check_params measures them. */
 typedef struct sd_train_report {

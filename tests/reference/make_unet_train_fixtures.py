@@ -76,6 +76,23 @@ def add_param(tensors, name, p, p0, p32):
     tensors[f"stats.{name}"] = torch.tensor(stats, dtype=torch.float32)
 
 
+def make_batches(gen, shape, cross, num_train_timesteps, count, tensors):
+    """count batches (latents, noise, timesteps, context) drawn from gen, also put into tensors
+    as latents.s, noise.s, timesteps.s (I32), context.s (shared with make_lora_train_fixtures)."""
+    batches = []
+    for s in range(count):
+        latents = torch.randn(shape, generator=gen)
+        noise = torch.randn(shape, generator=gen)
+        timesteps = torch.randint(0, num_train_timesteps, (shape[0],), generator=gen)
+        context = torch.randn((shape[0], 77, cross), generator=gen)
+        batches.append((latents, noise, timesteps, context))
+        tensors[f"latents.{s}"] = latents
+        tensors[f"noise.{s}"] = noise
+        tensors[f"timesteps.{s}"] = timesteps.to(torch.int32)
+        tensors[f"context.{s}"] = context
+    return batches
+
+
 def train(family, batches, dtype):
     """The DreamBooth loop over the batches in dtype: the per-step figures and the parameters."""
     folder = os.path.join(FIXTURES, f"tiny-{family}")
@@ -122,17 +139,8 @@ def make(family):
     cross = UNet2DConditionModel.load_config(os.path.join(folder, "unet"))["cross_attention_dim"]
     steps = DDPMScheduler.load_config(folder, subfolder="scheduler")["num_train_timesteps"]
     gen = torch.Generator("cpu").manual_seed(seed)
-    tensors, batches = {}, []
-    for s in range(STEPS):
-        latents = torch.randn(shape, generator=gen)
-        noise = torch.randn(shape, generator=gen)
-        timesteps = torch.randint(0, steps, (shape[0],), generator=gen)
-        context = torch.randn((shape[0], 77, cross), generator=gen)
-        batches.append((latents, noise, timesteps, context))
-        tensors[f"latents.{s}"] = latents
-        tensors[f"noise.{s}"] = noise
-        tensors[f"timesteps.{s}"] = timesteps.to(torch.int32)
-        tensors[f"context.{s}"] = context
+    tensors = {}
+    batches = make_batches(gen, shape, cross, steps, STEPS, tensors)
     prediction, losses, norms, lrs, params32 = train(family, batches, torch.float32)
     _, losses64, _, _, params64 = train(family, batches, torch.float64)
     tensors["loss"] = torch.tensor(losses, dtype=torch.float32)

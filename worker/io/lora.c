@@ -222,13 +222,18 @@ static int merge_layer(const lora_file *lf, const lora_layer *layer, float scale
   }
   sd_convert_to_f32(layer->down->dtype, layer->down->data, down, (size_t)(rank * k));
   sd_convert_to_f32(layer->up->dtype, layer->up->data, up, (size_t)(out * rank));
-  /* weight (out, k) += factor * up (out, rank) . down (rank, k) */
-  dnnl_status_t status =
-      dnnl_sgemm('N', 'N', out, k, rank, factor, up, rank, down, k, 1.0f, weight, k);
+  int rc = sd_lora_add_product(weight, out, k, rank, factor, up, down);
   free(down);
   free(up);
+  return rc < 0 ? sd_error_context("layer '%s'", layer->module) : 0;
+}
+
+int sd_lora_add_product(float *w, int64_t out, int64_t k, int64_t rank, float factor,
+                        const float *up, const float *down) {
+  /* weight (out, k) += factor * up (out, rank) . down (rank, k) */
+  dnnl_status_t status = dnnl_sgemm('N', 'N', out, k, rank, factor, up, rank, down, k, 1.0f, w, k);
   if (status != dnnl_success)
-    return SD_ERROR("layer '%s': oneDNN: dnnl_sgemm: %s", layer->module, dnnl_status2str(status));
+    return SD_ERROR("oneDNN: dnnl_sgemm: %s", dnnl_status2str(status));
   return 0;
 }
 

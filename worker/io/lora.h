@@ -29,4 +29,11 @@
 int sd_lora_merge(const char *path, float scale, sd_tensor_map *unet, sd_tensor_map *text_encoder,
                   sd_patched *patched);
 
+/* w (out, k) += factor * up (out, rank) @ down (rank, k) in float32, the arithmetic of
+ * sd_lora_merge (factor = scale * alpha / rank in float). The LoRA trainer (train/lora_trainer.h)
+ * merges with it too, so that its saved file merged at load gives the weights it trained with,
+ * bit for bit. */
+int sd_lora_add_product(float *w, int64_t out, int64_t k, int64_t rank, float factor,
+                        const float *up, const float *down);
+
 #endif

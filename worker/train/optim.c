@@ -1,7 +1,11 @@
 /* AdamW (torch's _single_tensor_adam with decoupled weight decay) and clip_grad_norm_. */
 #include "optim.h"
 
+#include "../../kernels/error.h"
+
 #include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
 
 sd_adamw_config sd_adamw_config_init(void) {
   return (sd_adamw_config){.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 1e-2};
@@ -50,4 +54,51 @@ float sd_clip_grad_norm(int count, float *const *grads, const int64_t *sizes, fl
     for (int64_t i = 0; i < sizes[t]; i++)
       grads[t][i] *= coef;
   return total;
+}
+
+void sd_param_set_free(sd_param_set *set) {
+  float **arrays[4] = {set->values, set->grads, set->exp_avg, set->exp_avg_sq};
+  for (int a = 0; a < 4; a++) {
+    for (size_t i = 0; arrays[a] && i < set->count; i++)
+      free(arrays[a][i]);
+    free(arrays[a]);
+  }
+  free(set->sizes);
+  *set = (sd_param_set){0};
+}
+
+int sd_param_set_init(sd_param_set *set, size_t count, const int64_t *sizes) {
+  *set = (sd_param_set){0};
+  set->count = count;
+  size_t slots = count ? count : 1;
+  set->sizes = malloc(slots * sizeof *set->sizes);
+  set->values = calloc(slots, sizeof *set->values);
+  set->grads = calloc(slots, sizeof *set->grads);
+  set->exp_avg = calloc(slots, sizeof *set->exp_avg);
+  set->exp_avg_sq = calloc(slots, sizeof *set->exp_avg_sq);
+  bool ok = set->sizes && set->values && set->grads && set->exp_avg && set->exp_avg_sq;
+  for (size_t i = 0; ok && i < count; i++) {
+    size_t n = (size_t)sizes[i];
+    set->sizes[i] = sizes[i];
+    set->values[i] = malloc((n ? n : 1) * sizeof(float));
+    set->grads[i] = malloc((n ? n : 1) * sizeof(float));
+    set->exp_avg[i] = calloc(n ? n : 1, sizeof(float));
+    set->exp_avg_sq[i] = calloc(n ? n : 1, sizeof(float));
+    ok = set->values[i] && set->grads[i] && set->exp_avg[i] && set->exp_avg_sq[i];
+  }
+  if (!ok) {
+    sd_param_set_free(set);
+    return SD_ERROR("out of host memory for the optimizer state of %zu parameters", count);
+  }
+  return 0;
+}
+
+float sd_param_set_step(sd_param_set *set, const sd_adamw_config *cfg, double lr, int64_t step,
+                        double max_norm) {
+  float norm = sd_clip_grad_norm((int)set->count, set->grads, set->sizes,
+                                 max_norm > 0 ? (float)max_norm : 3.4e38f);
+  for (size_t i = 0; i < set->count; i++)
+    sd_adamw_step(cfg, lr, step, set->values[i], set->grads[i], set->exp_avg[i], set->exp_avg_sq[i],
+                  set->sizes[i]);
+  return norm;
 }

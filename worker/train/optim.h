@@ -5,6 +5,7 @@
 #ifndef SD_TRAIN_OPTIM_H
 #define SD_TRAIN_OPTIM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -38,6 +39,27 @@ void sd_adamw_step(const sd_adamw_config *cfg, double lr, int64_t step, float *p
  * double and rounded to float), and every gradient multiplied by
  * min(max_norm / (total + 1e-6), 1) in float. Returns the total norm before clipping. */
 float sd_clip_grad_norm(int count, float *const *grads, const int64_t *sizes, float max_norm);
+
+/* A trainer's parameters on the host: float32 values (the master copy), their gradients and
+ * AdamW's moments, count arrays of sizes[i] floats each, all owned. */
+typedef struct sd_param_set {
+  size_t count;
+  int64_t *sizes;     /* (count) */
+  float **values;     /* (count) the parameters */
+  float **grads;      /* (count) their gradients, filled by the trainer before a step */
+  float **exp_avg;    /* (count) AdamW's first moments, zero before the first step */
+  float **exp_avg_sq; /* (count) and second moments */
+} sd_param_set;
+
+/* Allocates count parameters of sizes[i] values each (values and gradients uninitialised, moments
+ * zero). 0, or -1 with an error (out of memory; set is then freed). */
+int sd_param_set_init(sd_param_set *set, size_t count, const int64_t *sizes);
+void sd_param_set_free(sd_param_set *set);
+/* One optimizer step of every parameter: clip_grad_norm_(max_norm; <= 0: no clipping) over all
+ * the gradients, then AdamW at lr with step number `step` (from 1). Returns the gradients' total
+ * norm before clipping. */
+float sd_param_set_step(sd_param_set *set, const sd_adamw_config *cfg, double lr, int64_t step,
+                        double max_norm);
 
 #ifdef __cplusplus
 }

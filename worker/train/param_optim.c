@@ -1,4 +1,5 @@
-/* The trainers' optimizer state and step (param_optim.h). */
+/* The trainers' optimizer state and step (param_optim.h): sd_param_set (optim.h) bound to a
+ * gradient store's weights. */
 #include "param_optim.h"
 
 #include "../../kernels/error.h"
@@ -8,68 +9,45 @@
 struct sd_param_optim {
   sd_backend *be;
   sd_grads *grads;
-  size_t n;
-  sd_tensor **params; /* (n) the trained weights, updated in place */
-  int64_t *sizes;     /* (n) elements of each */
-  float **master;     /* (n) float32 master weights on the host */
-  float **exp_avg, **exp_avg_sq;
-  float **grad_host; /* (n) the step's gradients, downloaded for clipping and AdamW */
+  sd_tensor **params; /* (set.count) the trained weights, updated in place */
+  sd_param_set set;   /* float32 master weights, gradients and moments on the host */
 };
 
 void sd_param_optim_free(sd_param_optim *o) {
   if (!o)
     return;
-  for (size_t i = 0; i < o->n; i++) {
-    free(o->master[i]);
-    free(o->exp_avg[i]);
-    free(o->exp_avg_sq[i]);
-    free(o->grad_host[i]);
-  }
-  free(o->master);
-  free(o->exp_avg);
-  free(o->exp_avg_sq);
-  free(o->grad_host);
+  sd_param_set_free(&o->set);
   free(o->params);
-  free(o->sizes);
   free(o);
 }
 
 int sd_param_optim_create(sd_backend *be, sd_grads *grads, sd_param_optim **out) {
   *out = NULL;
-  sd_param_optim *o = calloc(1, sizeof *o);
-  if (!o)
-    return SD_ERROR("out of memory");
-  o->be = be;
-  o->grads = grads;
   size_t n = sd_grads_count(grads);
-  o->params = calloc(n, sizeof *o->params);
-  o->sizes = calloc(n, sizeof *o->sizes);
-  o->master = calloc(n, sizeof *o->master);
-  o->exp_avg = calloc(n, sizeof *o->exp_avg);
-  o->exp_avg_sq = calloc(n, sizeof *o->exp_avg_sq);
-  o->grad_host = calloc(n, sizeof *o->grad_host);
-  if (!o->params || !o->sizes || !o->master || !o->exp_avg || !o->exp_avg_sq || !o->grad_host) {
+  sd_param_optim *o = calloc(1, sizeof *o);
+  int64_t *sizes = calloc(n ? n : 1, sizeof *sizes);
+  if (o)
+    o->params = calloc(n ? n : 1, sizeof *o->params);
+  if (!o || !sizes || !o->params) {
+    free(sizes);
     sd_param_optim_free(o);
     return SD_ERROR("out of memory for %zu parameters", n);
   }
-  o->n = n;
+  o->be = be;
+  o->grads = grads;
   for (size_t i = 0; i < n; i++) {
     /* the optimizer owns the update of the weights the model borrows */
     o->params[i] = (sd_tensor *)sd_grads_weight_at(grads, i);
-    int64_t size = sd_tensor_numel(o->params[i]);
-    o->sizes[i] = size;
-    o->master[i] = malloc((size_t)size * sizeof(float));
-    o->exp_avg[i] = calloc((size_t)size, sizeof(float));
-    o->exp_avg_sq[i] = calloc((size_t)size, sizeof(float));
-    o->grad_host[i] = malloc((size_t)size * sizeof(float));
-    if (!o->master[i] || !o->exp_avg[i] || !o->exp_avg_sq[i] || !o->grad_host[i]) {
-      sd_param_optim_free(o);
-      return SD_ERROR("out of host memory for the optimizer state of %zu parameters", n);
-    }
-    if (sd_tensor_download_f32(be, o->params[i], o->master[i]) < 0) {
-      sd_param_optim_free(o);
-      return sd_error_context("reading %s", sd_grads_name_at(grads, i));
-    }
+    sizes[i] = sd_tensor_numel(o->params[i]);
+  }
+  int rc = sd_param_set_init(&o->set, n, sizes);
+  free(sizes);
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    if (sd_tensor_download_f32(be, o->params[i], o->set.values[i]) < 0)
+      rc = sd_error_context("reading %s", sd_grads_name_at(grads, i));
+  if (rc < 0) {
+    sd_param_optim_free(o);
+    return rc;
   }
   *out = o;
   return 0;
@@ -77,33 +55,26 @@ int sd_param_optim_create(sd_backend *be, sd_grads *grads, sd_param_optim **out)
 
 int sd_param_optim_step(sd_param_optim *o, const sd_adamw_config *adamw, double lr, int64_t step,
                         double max_grad_norm, float *grad_norm) {
-  for (size_t i = 0; i < o->n; i++)
-    if (sd_tensor_download_f32(o->be, sd_grads_at(o->grads, i), o->grad_host[i]) < 0)
+  for (size_t i = 0; i < o->set.count; i++)
+    if (sd_tensor_download_f32(o->be, sd_grads_at(o->grads, i), o->set.grads[i]) < 0)
       return sd_error_context("reading the gradient of %s", sd_grads_name_at(o->grads, i));
-  *grad_norm = sd_clip_grad_norm((int)o->n, o->grad_host, o->sizes,
-                                 max_grad_norm > 0 ? (float)max_grad_norm : 3.4e38f);
-  for (size_t i = 0; i < o->n; i++) {
-    sd_adamw_step(adamw, lr, step, o->master[i], o->grad_host[i], o->exp_avg[i], o->exp_avg_sq[i],
-                  o->sizes[i]);
-    if (sd_tensor_upload_f32(o->be, o->params[i], o->master[i]) < 0)
-      return sd_error_context("writing %s", sd_grads_name_at(o->grads, i));
-  }
-  return 0;
+  *grad_norm = sd_param_set_step(&o->set, adamw, lr, step, max_grad_norm);
+  return sd_param_optim_restore(o);
 }
 
 int sd_param_optim_state_at(sd_param_optim *o, size_t i, float **master, float **exp_avg,
                             float **exp_avg_sq) {
-  if (i >= o->n)
-    return SD_ERROR("no parameter %zu (%zu trained)", i, o->n);
-  *master = o->master[i];
-  *exp_avg = o->exp_avg[i];
-  *exp_avg_sq = o->exp_avg_sq[i];
+  if (i >= o->set.count)
+    return SD_ERROR("no parameter %zu (%zu trained)", i, o->set.count);
+  *master = o->set.values[i];
+  *exp_avg = o->set.exp_avg[i];
+  *exp_avg_sq = o->set.exp_avg_sq[i];
   return 0;
 }
 
 int sd_param_optim_restore(sd_param_optim *o) {
-  for (size_t i = 0; i < o->n; i++)
-    if (sd_tensor_upload_f32(o->be, o->params[i], o->master[i]) < 0)
-      return sd_error_context("restoring %s", sd_grads_name_at(o->grads, i));
+  for (size_t i = 0; i < o->set.count; i++)
+    if (sd_tensor_upload_f32(o->be, o->params[i], o->set.values[i]) < 0)
+      return sd_error_context("writing %s", sd_grads_name_at(o->grads, i));
   return 0;
 }

@@ -1,8 +1,9 @@
-/* The optimizer state of a model's trained weights, shared by the trainers (unet_trainer.h,
- * vae_trainer.h): float32 master weights and AdamW's two moments on the host for every weight of
- * a gradient store, and the step that reads the gradients, clips them (clip_grad_norm_), applies
- * AdamW and uploads each updated weight (so the backend's prepared copies follow,
- * docs/training.md). */
+/* The optimizer state of a model's trained weights, shared by the full trainers (unet_trainer.h,
+ * vae_trainer.h): optim.h's sd_param_set (float32 master weights, gradients and AdamW's two
+ * moments on the host) bound to every weight of a gradient store, and the step that downloads the
+ * store's gradients, runs sd_param_set_step (clip_grad_norm_, then AdamW) and uploads each updated
+ * weight (so the backend's prepared copies follow, docs/training.md). The LoRA trainer, whose
+ * parameters live on the host, uses sd_param_set directly. */
 #ifndef SD_TRAIN_PARAM_OPTIM_H
 #define SD_TRAIN_PARAM_OPTIM_H
 

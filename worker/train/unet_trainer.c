@@ -41,13 +41,18 @@ void sd_unet_trainer_free(sd_unet_trainer *t) {
   free(t);
 }
 
+int sd_unet_train_check(const sd_scheduler_config *noise) {
+  if (noise->prediction_type != SD_PREDICT_EPSILON && noise->prediction_type != SD_PREDICT_V)
+    return SD_ERROR("unet training: prediction type 'sample' is not supported (epsilon and "
+                    "v_prediction are)");
+  return 0;
+}
+
 int sd_unet_trainer_create(sd_backend *be, sd_unet *unet, const sd_weights *weights,
                            const sd_scheduler_config *noise, const sd_unet_train_config *cfg,
                            sd_grads_filter wants, void *user, sd_unet_trainer **out) {
   *out = NULL;
-  if (noise->prediction_type != SD_PREDICT_EPSILON && noise->prediction_type != SD_PREDICT_V)
-    return SD_ERROR("unet training: prediction type 'sample' is not supported (epsilon and "
-                    "v_prediction are)");
+  SD_TRY(sd_unet_train_check(noise));
   sd_unet_trainer *t = calloc(1, sizeof *t);
   if (!t)
     return SD_ERROR("out of memory");
@@ -66,10 +71,10 @@ int sd_unet_trainer_create(sd_backend *be, sd_unet *unet, const sd_weights *weig
 
 /* Item b's forward and backward: its loss sum (in double) into *sum_sq and its gradients added to
  * the store; the whole batch has n_total elements (the loss is their mean). */
-static int item_backward(sd_unet_trainer *t, const sd_tensor *latents, const sd_tensor *noise,
-                         int32_t timestep, const sd_tensor *context, int64_t n_total,
-                         double *sum_sq) {
-  sd_backend *be = t->be;
+static int item_backward(sd_backend *be, sd_unet *unet, const sd_scheduler_config *schedule,
+                         sd_unet_tape_mode mode, sd_grads *grads, const sd_tensor *latents,
+                         const sd_tensor *noise, int32_t timestep, const sd_tensor *context,
+                         int64_t n_total, double *sum_sq) {
   sd_arena_mark mark = sd_arena_get_mark(be);
   sd_tensor noisy = sd_tensor_make(SD_DTYPE_F32, latents->ndim, latents->shape);
   sd_tensor target = noisy, pred = noisy, dpred = noisy;
@@ -82,14 +87,13 @@ static int item_backward(sd_unet_trainer *t, const sd_tensor *latents, const sd_
                   sd_tensor_alloc(be, &pred) < 0))
     rc = -1;
   if (rc == 0)
-    rc = sd_ddpm_add_noise(t->noise, timestep, be, latents, noise, &noisy);
+    rc = sd_ddpm_add_noise(schedule, timestep, be, latents, noise, &noisy);
   if (rc == 0)
-    rc = t->noise->prediction_type == SD_PREDICT_V
-             ? sd_ddpm_velocity(t->noise, timestep, be, latents, noise, &target)
+    rc = schedule->prediction_type == SD_PREDICT_V
+             ? sd_ddpm_velocity(schedule, timestep, be, latents, noise, &target)
              : sd_op_copy(be, noise, &target);
   if (rc == 0)
-    rc = sd_unet_forward_train(t->unet, &noisy, (double)timestep, context, t->cfg.tape, &pred,
-                               &tape);
+    rc = sd_unet_forward_train(unet, &noisy, (double)timestep, context, mode, &pred, &tape);
   float *p = host, *want = host + n;
   if (rc == 0 &&
       (sd_tensor_download_f32(be, &pred, p) < 0 || sd_tensor_download_f32(be, &target, want) < 0))
@@ -108,37 +112,51 @@ static int item_backward(sd_unet_trainer *t, const sd_tensor *latents, const sd_
   if (rc == 0)
     rc = sd_tensor_upload_f32(be, &dpred, p);
   if (rc == 0)
-    rc = sd_unet_backward(tape, &dpred, t->grads, NULL, NULL);
+    rc = sd_unet_backward(tape, &dpred, grads, NULL, NULL);
   sd_unet_tape_free(tape);
   sd_arena_release(be, mark);
   free(host);
   return rc;
 }
 
-int sd_unet_trainer_step(sd_unet_trainer *t, const sd_tensor *latents, const sd_tensor *noise,
-                         const int32_t *timesteps, const sd_tensor *context,
-                         sd_unet_step_report *report) {
-  memset(report, 0, sizeof *report);
+int sd_unet_loss_backward(sd_backend *be, sd_unet *unet, const sd_scheduler_config *noise_cfg,
+                          sd_unet_tape_mode mode, sd_grads *grads, const sd_tensor *latents,
+                          const sd_tensor *noise, const int32_t *timesteps,
+                          const sd_tensor *context, int64_t step, float *loss) {
+  *loss = 0;
   if (latents->ndim != 4 || !sd_tensor_same_shape(latents, noise) || context->ndim != 3 ||
       context->shape[0] != latents->shape[0])
     return SD_ERROR("unet training: latents, noise (B, C, h, w) and context (B, L, D) disagree");
   int64_t batch = latents->shape[0];
   int64_t n_total = sd_tensor_numel(latents);
-  SD_TRY(sd_grads_zero(t->grads));
+  SD_TRY(sd_grads_zero(grads));
   double sum_sq = 0.0;
   for (int64_t b = 0; b < batch; b++) {
     sd_tensor x = sd_tensor_slice0(latents, b, 1), e = sd_tensor_slice0(noise, b, 1);
     sd_tensor c = sd_tensor_slice0(context, b, 1);
-    if (item_backward(t, &x, &e, timesteps[b], &c, n_total, &sum_sq) < 0)
+    if (item_backward(be, unet, noise_cfg, mode, grads, &x, &e, timesteps[b], &c, n_total,
+                      &sum_sq) < 0)
       return sd_error_context("unet training: step %" PRId64 ", item %" PRId64 " (timestep %d)",
-                              t->steps, b, timesteps[b]);
+                              step, b, timesteps[b]);
   }
-  report->loss = (float)(sum_sq / (double)n_total);
-  double lr = t->cfg.learning_rate *
-              sd_lr_multiplier(t->cfg.schedule, t->steps, t->cfg.warmup_steps, t->cfg.total_steps);
-  report->learning_rate = lr;
-  if (sd_param_optim_step(t->optim, &t->cfg.adamw, lr, t->steps + 1, t->cfg.max_grad_norm,
-                          &report->grad_norm) < 0)
+  *loss = (float)(sum_sq / (double)n_total);
+  return 0;
+}
+
+double sd_unet_train_lr(const sd_unet_train_config *cfg, int64_t step) {
+  return cfg->learning_rate *
+         sd_lr_multiplier(cfg->schedule, step, cfg->warmup_steps, cfg->total_steps);
+}
+
+int sd_unet_trainer_step(sd_unet_trainer *t, const sd_tensor *latents, const sd_tensor *noise,
+                         const int32_t *timesteps, const sd_tensor *context,
+                         sd_unet_step_report *report) {
+  memset(report, 0, sizeof *report);
+  SD_TRY(sd_unet_loss_backward(t->be, t->unet, t->noise, t->cfg.tape, t->grads, latents, noise,
+                               timesteps, context, t->steps, &report->loss));
+  report->learning_rate = sd_unet_train_lr(&t->cfg, t->steps);
+  if (sd_param_optim_step(t->optim, &t->cfg.adamw, report->learning_rate, t->steps + 1,
+                          t->cfg.max_grad_norm, &report->grad_norm) < 0)
     return sd_error_context("unet training: step %" PRId64, t->steps);
   t->steps++;
   return 0;

@@ -70,4 +70,19 @@ int sd_unet_trainer_state_at(sd_unet_trainer *trainer, size_t i, float **master,
  * the steps taken (the schedule and AdamW's bias corrections continue from there). */
 int sd_unet_trainer_restore(sd_unet_trainer *trainer, int64_t steps);
 
+/* The parts of a step that other trainers (lora_trainer.h) share. */
+
+/* 0 when the model's prediction type can be trained (epsilon, v_prediction), else -1 with an
+ * error. */
+int sd_unet_train_check(const sd_scheduler_config *noise);
+/* A batch's forward and backward without the update: grads zeroed, then each item's noisy
+ * latents, target, forward_train and backward of the batch-mean squared error added into grads;
+ * *loss = the batch's mean squared error. step only names the step in errors. */
+int sd_unet_loss_backward(sd_backend *be, sd_unet *unet, const sd_scheduler_config *noise_cfg,
+                          sd_unet_tape_mode mode, sd_grads *grads, const sd_tensor *latents,
+                          const sd_tensor *noise, const int32_t *timesteps,
+                          const sd_tensor *context, int64_t step, float *loss);
+/* The learning rate of the optimizer step counted from 0. */
+double sd_unet_train_lr(const sd_unet_train_config *cfg, int64_t step);
+
 #endif
