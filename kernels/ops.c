@@ -710,6 +710,24 @@ int sd_op_embedding_backward(sd_backend *be, const int32_t *ids, int64_t n, cons
   return be->ops->embedding_backward(be, ids, n, dy, dtable);
 }
 
+int sd_op_pad2d_backward(sd_backend *be, const sd_tensor *dy, int64_t top, int64_t left,
+                         sd_tensor *dx) {
+  const char *op = "pad2d_backward";
+  SD_TRY(check_backward_entry(be, (const void *)be->ops->pad2d_backward, op));
+  SD_TRY(check_act(be, op, "dy", dy));
+  SD_TRY(check_act(be, op, "dx", dx));
+  if (dx->ndim != 4 || dy->ndim != 4 || dy->shape[0] != dx->shape[0] ||
+      dy->shape[1] != dx->shape[1] || top < 0 || left < 0 || dy->shape[2] < top + dx->shape[2] ||
+      dy->shape[3] < left + dx->shape[3]) {
+    char sx[96], sy[96];
+    return SD_ERROR("%s: dx %s with %lld rows above and %lld columns left does not fit dy %s", op,
+                    SHAPE(dx, sx), (long long)top, (long long)left, SHAPE(dy, sy));
+  }
+  if (sd_tensor_numel(dx) == 0)
+    return 0;
+  return be->ops->pad2d_backward(be, dy, top, left, dx);
+}
+
 int sd_op_transpose_backward(sd_backend *be, const sd_tensor *dy, sd_tensor *dx) {
   return sd_op_transpose(be, dy, dx);
 }

@@ -245,6 +245,10 @@ typedef struct sd_backend_ops {
    * in order (a repeated id adds up). */
   int (*embedding_backward)(sd_backend *be, const int32_t *ids, int64_t n, const sd_tensor *dy,
                             sd_tensor *dtable);
+  /* Of pad2d: dx (B, C, H, W) = dy (B, C, Ho, Wo) at rows top .. top + H - 1 and columns
+   * left .. left + W - 1 (the padding's own gradient is dropped: its value is a constant). */
+  int (*pad2d_backward)(sd_backend *be, const sd_tensor *dy, int64_t top, int64_t left,
+                        sd_tensor *dx);
 } sd_backend_ops;
 
 /* Scratch memory: a chain of chunks with stack discipline. Allocations after a mark are all
@@ -402,6 +406,9 @@ int sd_op_concat_channels_backward(sd_backend *be, const sd_tensor *dy, sd_tenso
 /* ids checked < V as in sd_op_embedding. */
 int sd_op_embedding_backward(sd_backend *be, const int32_t *ids, int64_t n, const sd_tensor *dy,
                              sd_tensor *dtable);
+/* top, left >= 0 and dy at least as large as dx plus them (the forward's rule). */
+int sd_op_pad2d_backward(sd_backend *be, const sd_tensor *dy, int64_t top, int64_t left,
+                         sd_tensor *dx);
 /* Of transpose: dx (B, M, N) = dy (B, N, M) transposed, i.e. sd_op_transpose(dy, dx); every
  * backend has it. */
 int sd_op_transpose_backward(sd_backend *be, const sd_tensor *dy, sd_tensor *dx);

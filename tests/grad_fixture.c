@@ -4,7 +4,6 @@
 #include "test_util.h"
 
 #include "error.h"
-#include "model/unet.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -71,14 +70,66 @@ double sd_grad_sampled_error(const float *got, int64_t n, int64_t cols, const sd
   return err;
 }
 
-int sd_grad_fixture_upload(sd_backend *be, const sd_safetensors *f, const char *name,
-                           sd_tensor *t) {
-  const sd_st_tensor *st = sd_grad_fixture(f, "%s", name);
-  if (!st || st->dtype != SD_DTYPE_F32)
-    return SD_ERROR("%s: no float32 tensor %s", sd_safetensors_path(f), name);
-  *t = sd_tensor_make(be->ops->act_dtype, st->ndim, st->shape);
-  SD_TRY(sd_tensor_alloc_persistent(be, t));
-  return sd_tensor_upload_f32(be, t, st->data);
+void sd_grad_report_init(sd_grad_report *r, const sd_safetensors *f, sd_grads *grads, double tol,
+                         double zero_tol) {
+  *r = (sd_grad_report){.tol = tol, .zero_tol = zero_tol};
+  for (size_t i = 0; i < sd_grads_count(grads); i++) {
+    const char *name = sd_grads_name_at(grads, i);
+    const sd_st_tensor *stats = sd_grad_fixture(f, "stats.%s", name);
+    const sd_st_tensor *want = sd_grad_fixture(f, "grad.%s", name);
+    if (stats)
+      r->scale = fmax(r->scale, ((const float *)stats->data)[0]);
+    else if (want)
+      r->scale = fmax(r->scale, sd_grad_max_abs(want->data, (size_t)sd_grad_st_numel(want)));
+  }
+}
+
+static void note_zero(sd_grad_report *r, const char *name, const float *got, int64_t n) {
+  double err = sd_grad_max_abs(got, (size_t)n) / r->scale;
+  r->zeros++;
+  r->worst_zero = fmax(r->worst_zero, err);
+  CHECK(err <= r->zero_tol, "gradient %s should be 0: max |g| %.3g of the largest", name, err);
+}
+
+static void note(sd_grad_report *r, const char *name, double err) {
+  r->checked++;
+  if (err > r->worst || isnan(err)) {
+    r->worst = err;
+    snprintf(r->worst_name, sizeof r->worst_name, "%s", name);
+  }
+  if (!(err <= r->tol)) {
+    r->failed++;
+    CHECK(0, "gradient %s: error %.3g > %g", name, err, r->tol);
+  }
+}
+
+void sd_grad_check_parameter(sd_grad_report *r, const sd_safetensors *f, const char *name,
+                             const float *got, const sd_tensor *shape) {
+  const sd_st_tensor *want = sd_grad_fixture(f, "grad.%s", name);
+  const sd_st_tensor *rows = sd_grad_fixture(f, "rows.%s", name);
+  const sd_st_tensor *stats = sd_grad_fixture(f, "stats.%s", name);
+  int64_t n = sd_tensor_numel(shape);
+  if (!CHECK(want, "%s: no fixture gradient for %s", sd_safetensors_path(f), name))
+    return;
+  if (!rows) {
+    if (!CHECK(sd_grad_st_numel(want) == n, "%s: fixture has %lld values, gradient %lld", name,
+               (long long)sd_grad_st_numel(want), (long long)n))
+      return;
+    double want_max = sd_grad_max_abs(want->data, (size_t)n);
+    if (want_max < 1e-9 * r->scale)
+      note_zero(r, name, got, n);
+    else
+      note(r, name, sd_grad_rel_error(got, want->data, (size_t)n, want_max));
+    return;
+  }
+  if (!CHECK(stats && stats->ndim == 1 && stats->shape[0] == 4, "%s: stats of %s", name, name))
+    return;
+  const float *figures = stats->data;
+  r->sampled++;
+  if (figures[0] < 1e-9 * r->scale)
+    note_zero(r, name, got, n);
+  else
+    note(r, name, sd_grad_sampled_error(got, n, n / shape->shape[0], want, rows, figures));
 }
 
 float *sd_grad_download(sd_backend *be, const sd_tensor *t) {
@@ -90,77 +141,33 @@ float *sd_grad_download(sd_backend *be, const sd_tensor *t) {
   return host;
 }
 
-int sd_train_batch_load(sd_backend *be, const sd_safetensors *f, int step, sd_train_batch *batch) {
-  *batch = (sd_train_batch){0};
-  char key[64];
-  snprintf(key, sizeof key, "timesteps.%d", step);
-  const sd_st_tensor *ts = sd_safetensors_find(f, key);
-  if (!ts || ts->dtype != SD_DTYPE_I32)
-    return SD_ERROR("%s: no I32 tensor %s", sd_safetensors_path(f), key);
-  batch->timesteps = ts->data;
-  snprintf(key, sizeof key, "latents.%d", step);
-  int rc = sd_grad_fixture_upload(be, f, key, &batch->latents);
-  snprintf(key, sizeof key, "noise.%d", step);
-  rc = rc ? rc : sd_grad_fixture_upload(be, f, key, &batch->noise);
-  snprintf(key, sizeof key, "context.%d", step);
-  rc = rc ? rc : sd_grad_fixture_upload(be, f, key, &batch->context);
-  if (rc < 0)
-    sd_train_batch_free(be, batch);
-  return rc;
+float **sd_grad_download_all(sd_backend *be, sd_grads *grads) {
+  size_t n = sd_grads_count(grads);
+  float **host = calloc(n, sizeof *host);
+  for (size_t i = 0; host && i < n; i++)
+    if (!(host[i] = sd_grad_download(be, sd_grads_at(grads, i)))) {
+      sd_grad_free_all(host, n);
+      return NULL;
+    }
+  return host;
 }
 
-void sd_train_batch_free(sd_backend *be, sd_train_batch *batch) {
-  sd_tensor_free(be, &batch->latents);
-  sd_tensor_free(be, &batch->noise);
-  sd_tensor_free(be, &batch->context);
+void sd_grad_free_all(float **host, size_t count) {
+  for (size_t i = 0; host && i < count; i++)
+    free(host[i]);
+  free(host);
 }
 
-void sd_train_check_step(const char *family, const sd_safetensors *f, int step, float loss,
-                         float grad_norm, double lr, double loss_tol, double norm_tol) {
-  const sd_st_tensor *tl = sd_grad_fixture(f, "%s", "loss");
-  const sd_st_tensor *tn = sd_grad_fixture(f, "%s", "grad_norm");
-  const sd_st_tensor *tr = sd_grad_fixture(f, "%s", "lr");
-  if (!CHECK(tl && tn && tr && sd_grad_st_numel(tl) > step && sd_grad_st_numel(tn) > step &&
-                 sd_grad_st_numel(tr) > step,
-             "%s: the fixture's loss, grad_norm, lr of step %d", family, step))
-    return;
-  float wl = ((const float *)tl->data)[step], wn = ((const float *)tn->data)[step];
-  float wlr = ((const float *)tr->data)[step];
-  printf("%s step %d: loss %.7f (torch %.7f), grad norm %.7f (torch %.7f), lr %g (torch %g)\n",
-         family, step, loss, wl, grad_norm, wn, lr, wlr);
-  CHECK(fabs(loss - wl) <= loss_tol * fabs(wl), "%s step %d: loss %.8g vs torch %.8g", family, step,
-        loss, wl);
-  CHECK(fabs(grad_norm - wn) <= norm_tol * fabs(wn), "%s step %d: gradient norm %.8g vs torch %.8g",
-        family, step, grad_norm, wn);
-  CHECK(fabs(lr - wlr) <= 1e-6 * fabs(wlr) + 1e-12, "%s step %d: learning rate %g vs torch %g",
-        family, step, lr, wlr);
+bool sd_grad_bits_equal(const float *a, const float *b, size_t n) {
+  return a && b && memcmp(a, b, n * sizeof *a) == 0;
 }
 
-int sd_train_same_forward(sd_backend *be, const sd_safetensors *f, sd_unet *unet_a,
-                          sd_unet *unet_b) {
-  sd_tensor x = {0}, c = {0}, out_a = {0}, out_b = {0};
-  float *a = NULL, *b = NULL;
-  int rc = sd_grad_fixture_upload(be, f, "latents.0", &x);
-  rc = rc ? rc : sd_grad_fixture_upload(be, f, "context.0", &c);
-  if (rc == 0) {
-    out_a = sd_tensor_make(x.dtype, x.ndim, x.shape);
-    out_b = out_a;
-    rc = sd_tensor_alloc_persistent(be, &out_a);
-    rc = rc ? rc : sd_tensor_alloc_persistent(be, &out_b);
-    rc = rc ? rc : sd_unet_forward(unet_a, &x, 500.0, &c, &out_a);
-    rc = rc ? rc : sd_unet_forward(unet_b, &x, 500.0, &c, &out_b);
-  }
-  if (rc == 0) {
-    a = sd_grad_download(be, &out_a);
-    b = sd_grad_download(be, &out_b);
-    rc = !a || !b ? SD_ERROR("downloading the forwards' outputs")
-                  : memcmp(a, b, (size_t)sd_tensor_numel(&out_a) * sizeof *a) == 0;
-  }
-  free(a);
-  free(b);
-  sd_tensor_free(be, &x);
-  sd_tensor_free(be, &c);
-  sd_tensor_free(be, &out_a);
-  sd_tensor_free(be, &out_b);
-  return rc;
+int sd_grad_fixture_upload(sd_backend *be, const sd_safetensors *f, const char *name,
+                           sd_tensor *t) {
+  const sd_st_tensor *st = sd_grad_fixture(f, "%s", name);
+  if (!st || st->dtype != SD_DTYPE_F32)
+    return SD_ERROR("%s: no float32 tensor %s", sd_safetensors_path(f), name);
+  *t = sd_tensor_make(be->ops->act_dtype, st->ndim, st->shape);
+  SD_TRY(sd_tensor_alloc_persistent(be, t));
+  return sd_tensor_upload_f32(be, t, st->data);
 }

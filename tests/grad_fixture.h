@@ -1,6 +1,7 @@
 /* Shared by the model-level backward and training tests (test_unet_backward.c,
- * test_clip_backward.c, test_unet_train.c, test_lora_train.c): reading torch-autograd gradient
- * and training fixtures and the figures they are compared by. A fixture gradient is
+ * test_clip_backward.c, test_vae_backward.c, and through train_fixture.h test_unet_train.c,
+ * test_vae_train.c, test_lora_train.c): reading torch-autograd gradient fixtures and the figures
+ * they are compared by. A fixture gradient is
  * either whole, or (a large weight) whole rows plus four figures of the whole tensor (max |g|,
  * L2 norm, two projections onto +-1 signs), as tests/reference/make_unet_grad_fixtures.py
  * writes them. */
@@ -8,8 +9,9 @@
 #define SD_TEST_GRAD_FIXTURE_H
 
 #include "io/safetensors.h"
-#include "ops.h"
+#include "model/grads.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,29 +35,36 @@ double sd_grad_rel_error(const float *got, const float *want, size_t n, double s
 double sd_grad_sampled_error(const float *got, int64_t n, int64_t cols, const sd_st_tensor *want,
                              const sd_st_tensor *rows, const float *figures);
 
-/* A persistent backend tensor holding the fixture's F32 tensor `name`. */
-int sd_grad_fixture_upload(sd_backend *be, const sd_safetensors *f, const char *name, sd_tensor *t);
-/* A host float32 copy of a backend tensor (free() it); NULL on failure. */
+/* Host and backend copies: a malloc'd host copy of t (free() it; NULL on failure); host copies of
+ * every gradient of a store (its order; NULL on failure), freed by sd_grad_free_all (count of the
+ * store); whether two host arrays are equal bit for bit (false when either is NULL); a persistent
+ * backend tensor holding the fixture's F32 tensor `name`. */
 float *sd_grad_download(sd_backend *be, const sd_tensor *t);
+float **sd_grad_download_all(sd_backend *be, sd_grads *grads);
+void sd_grad_free_all(float **host, size_t count);
+bool sd_grad_bits_equal(const float *a, const float *b, size_t n);
+int sd_grad_fixture_upload(sd_backend *be, const sd_safetensors *f, const char *name, sd_tensor *t);
 
-/* One step's batch of a training fixture (make_unet_train_fixtures.py,
- * make_lora_train_fixtures.py): latents.s, noise.s, context.s uploaded, timesteps.s (I32) borrowed
- * from the file. */
-typedef struct sd_train_batch {
-  sd_tensor latents, noise, context;
-  const int32_t *timesteps;
-} sd_train_batch;
-int sd_train_batch_load(sd_backend *be, const sd_safetensors *f, int step, sd_train_batch *batch);
-void sd_train_batch_free(sd_backend *be, sd_train_batch *batch);
-/* A step's loss, gradient norm and learning rate against the fixture's loss, grad_norm and lr
- * (torch float32): printed, and checked within loss_tol, norm_tol (relative) and 1e-6. */
-void sd_train_check_step(const char *family, const sd_safetensors *f, int step, float loss,
-                         float grad_norm, double lr, double loss_tol, double norm_tol);
+/* The figures of a model's parameter gradients against a fixture, gathered by
+ * sd_grad_check_parameter. */
+typedef struct sd_grad_report {
+  double tol;      /* a gradient's figure must be at most this */
+  double zero_tol; /* max |g| / scale of a gradient that is 0 in exact arithmetic */
+  double scale;    /* the largest max |g| of the fixture's gradients of the store's weights */
+  double worst;    /* the largest figure of the non-zero gradients */
+  char worst_name[256];
+  double worst_zero; /* the largest max |g| / scale of the zero ones */
+  int checked, sampled, zeros, failed;
+} sd_grad_report;
 
-/* Whether two UNets' forwards of the fixture's latents.0 and context.0 at timestep 500 are equal
- * bit for bit: 1 or 0, or -1 with an error when a forward fails. */
-struct sd_unet;
-int sd_train_same_forward(sd_backend *be, const sd_safetensors *f, struct sd_unet *a,
-                          struct sd_unet *b);
+/* A report for the weights of `grads` against fixture f. */
+void sd_grad_report_init(sd_grad_report *r, const sd_safetensors *f, sd_grads *grads, double tol,
+                         double zero_tol);
+/* One parameter gradient (host copy `got` of `shape`'s shape) against the fixture's
+ * "grad.<name>" (whole, or rows + figures): its figure is max |got - want| / max |want|, or
+ * sd_grad_sampled_error; a gradient whose fixture is below 1e-9 of the scale (0 in exact
+ * arithmetic) must have max |got| <= zero_tol scale. A failure is a failed CHECK (test_util.h). */
+void sd_grad_check_parameter(sd_grad_report *r, const sd_safetensors *f, const char *name,
+                             const float *got, const sd_tensor *shape);
 
 #endif

@@ -264,6 +264,11 @@ static void torch_misc(void) {
   expect_fixture(f, "concat", "da", &da, 1.0f);
   expect_fixture(f, "concat", "db", &db, 1.0f);
 
+  dy = load(f, "pad", "dy", false);
+  dx = load(f, "pad", "x", true);
+  check_rc(sd_op_pad2d_backward(be, &dy, 1, 2, &dx), "pad2d_backward");
+  expect_fixture(f, "pad", "dx", &dx, 1.0f);
+
   dy = load(f, "transpose", "dy", false);
   dx = load(f, "transpose", "x", true);
   check_rc(sd_op_transpose_backward(be, &dy, &dx), "transpose_backward");
@@ -604,6 +609,10 @@ static void fwd_concat(sd_tensor *const *in, sd_tensor *y) {
   check_rc(sd_op_concat_channels(be, in[0], in[1], y), "concat_channels");
 }
 
+static void fwd_pad(sd_tensor *const *in, sd_tensor *y) {
+  check_rc(sd_op_pad2d(be, in[0], 1, 2, 0.0f, y), "pad2d");
+}
+
 static void fwd_transpose(sd_tensor *const *in, sd_tensor *y) {
   check_rc(sd_op_transpose(be, in[0], y), "transpose");
 }
@@ -661,6 +670,14 @@ static void fd_misc(void) {
   dy = upload_dy(&y, r), dx = make_tensor(3, x.shape, NULL);
   check_rc(sd_op_transpose_backward(be, &dy, &dx), "transpose_backward");
   fd_check("transpose dx", fwd_transpose, in, 0, &y, r, &dx);
+  free(r);
+
+  x = random_tensor(4, (int64_t[]){2, 2, 3, 4}, 1.0f);
+  y = make_tensor(4, (int64_t[]){2, 2, 5, 7}, NULL);
+  r = random_dy(&y);
+  dy = upload_dy(&y, r), dx = make_tensor(4, x.shape, NULL);
+  check_rc(sd_op_pad2d_backward(be, &dy, 1, 2, &dx), "pad2d_backward");
+  fd_check("pad2d dx", fwd_pad, in, 0, &y, r, &dx);
   free(r);
 
   sd_tensor table = random_tensor(2, (int64_t[]){5, 3}, 1.0f);
@@ -1126,6 +1143,8 @@ static void shape_checks(void) {
   sd_tensor img = make_tensor(4, (int64_t[]){1, 2, 3, 3}, NULL);
   sd_tensor up = make_tensor(4, (int64_t[]){1, 2, 5, 6}, NULL);
   expect_error(sd_op_upsample_nearest_backward(be, &up, &img), "upsample not 2x", "only 2x");
+  expect_error(sd_op_pad2d_backward(be, &img, 0, 1, &up), "pad2d dx larger than dy",
+               "does not fit");
   int32_t id = 9;
   sd_tensor table = make_tensor(2, (int64_t[]){4, 3}, NULL);
   sd_tensor row = make_tensor(2, (int64_t[]){1, 3}, NULL);

@@ -43,97 +43,16 @@ static double now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static bool bits_equal(const float *a, const float *b, size_t n) {
-  return a && b && memcmp(a, b, n * sizeof *a) == 0;
-}
-
-typedef struct grad_report {
-  double worst; /* the largest figure of the non-zero gradients */
-  char worst_name[256];
-  double worst_zero; /* the largest max |got| / G of the gradients that are 0 exactly */
-  int checked, zeros, failed;
-} grad_report;
-
-/* The largest max |g| of the fixture's parameter gradients. */
-static double gradient_scale(const sd_safetensors *f, sd_grads *grads) {
-  double g = 0;
-  for (size_t i = 0; i < sd_grads_count(grads); i++) {
-    const char *name = sd_grads_name_at(grads, i);
-    const sd_st_tensor *stats = sd_grad_fixture(f, "stats.%s", name);
-    const sd_st_tensor *want = sd_grad_fixture(f, "grad.%s", name);
-    if (stats)
-      g = fmax(g, ((const float *)stats->data)[0]);
-    else if (want)
-      g = fmax(g, sd_grad_max_abs(want->data, (size_t)sd_grad_st_numel(want)));
-  }
-  return g;
-}
-
-/* One parameter gradient (host copy `got`, shaped as the store's `shape`) against the fixture. */
-static void check_parameter(const sd_safetensors *f, const char *name, const float *got,
-                            const sd_tensor *shape, double scale, grad_report *r) {
-  const sd_st_tensor *want = sd_grad_fixture(f, "grad.%s", name);
-  const sd_st_tensor *rows = sd_grad_fixture(f, "rows.%s", name);
-  const sd_st_tensor *stats = sd_grad_fixture(f, "stats.%s", name);
-  const int64_t n = sd_tensor_numel(shape);
-  double err;
-  if (!CHECK(want, "%s: no fixture gradient for %s", sd_safetensors_path(f), name)) {
-    r->failed++;
-    return;
-  }
-  if (rows) {
-    if (!CHECK(stats && stats->ndim == 1 && stats->shape[0] == 4, "stats of %s", name))
-      return;
-    err = sd_grad_sampled_error(got, n, n / shape->shape[0], want, rows, stats->data);
-  } else {
-    if (!CHECK(sd_grad_st_numel(want) == n, "%s: fixture has %lld values, gradient %lld", name,
-               (long long)sd_grad_st_numel(want), (long long)n))
-      return;
-    const double want_max = sd_grad_max_abs(want->data, (size_t)n);
-    if (want_max < 1e-9 * scale) { /* zero in exact arithmetic */
-      err = sd_grad_max_abs(got, (size_t)n) / scale;
-      r->zeros++;
-      r->worst_zero = fmax(r->worst_zero, err);
-      if (!CHECK(err <= ZERO_TOL, "gradient %s should be 0: max |g| %.3g of the largest", name,
-                 err))
-        r->failed++;
-      return;
-    }
-    err = sd_grad_rel_error(got, want->data, (size_t)n, want_max);
-  }
-  r->checked++;
-  if (err > r->worst || isnan(err)) {
-    r->worst = err;
-    snprintf(r->worst_name, sizeof r->worst_name, "%s", name);
-  }
-  if (!CHECK(err <= GRAD_TOL, "gradient %s: error %.3g > %g", name, err, GRAD_TOL))
-    r->failed++;
-}
-
-static float **download_grads(sd_backend *be, sd_grads *grads) {
-  const size_t n = sd_grads_count(grads);
-  float **host = calloc(n, sizeof *host);
-  for (size_t i = 0; host && i < n; i++)
-    host[i] = sd_grad_download(be, sd_grads_at(grads, i));
-  return host;
-}
-
-static void free_grads_host(float **host, size_t n) {
-  for (size_t i = 0; host && i < n; i++)
-    free(host[i]);
-  free(host);
-}
-
 static void check_parameters(const char *family, const sd_safetensors *f, sd_grads *grads,
                              float *const *got) {
-  grad_report r = {0};
-  const double scale = gradient_scale(f, grads);
+  sd_grad_report r;
+  sd_grad_report_init(&r, f, grads, GRAD_TOL, ZERO_TOL);
   for (size_t i = 0; i < sd_grads_count(grads); i++)
-    check_parameter(f, sd_grads_name_at(grads, i), got[i], sd_grads_at(grads, i), scale, &r);
+    sd_grad_check_parameter(&r, f, sd_grads_name_at(grads, i), got[i], sd_grads_at(grads, i));
   fprintf(stderr,
           "     %s: %d parameter gradients, worst %.2e (%s); %d zero in exact arithmetic, at "
           "most %.1e of the largest gradient %.3f\n",
-          family, r.checked + r.zeros, r.worst, r.worst_name, r.zeros, r.worst_zero, scale);
+          family, r.checked + r.zeros, r.worst, r.worst_name, r.zeros, r.worst_zero, r.scale);
   CHECK(r.failed == 0 && r.checked + r.zeros == (int)sd_grads_count(grads),
         "%s: %d parameter gradients off", family, r.failed);
 }
@@ -144,7 +63,7 @@ static void check_accumulation(const char *family, sd_backend *be, sd_clip_text_
   const bool ok = sd_clip_text_backward(tape, dhidden, grads) == 0;
   if (!CHECK(ok, "%s: second backward: %s", family, sd_error_message()))
     return;
-  float **twice = download_grads(be, grads);
+  float **twice = sd_grad_download_all(be, grads);
   double worst = 0;
   for (size_t i = 0; twice && i < sd_grads_count(grads); i++) {
     const size_t n = (size_t)sd_tensor_numel(sd_grads_at(grads, i));
@@ -154,7 +73,7 @@ static void check_accumulation(const char *family, sd_backend *be, sd_clip_text_
   }
   fprintf(stderr, "     %s: two backwards = 2 x one within %.1e\n", family, worst);
   CHECK(twice && worst <= 1e-6, "%s: accumulation: two backwards off 2x by %.3g", family, worst);
-  free_grads_host(twice, sd_grads_count(grads));
+  sd_grad_free_all(twice, sd_grads_count(grads));
 }
 
 static bool token_embedding_only(const char *name, void *user) {
@@ -175,7 +94,7 @@ static void check_frozen(const char *family, sd_backend *be, sd_clip_text_tape *
     full++;
   float *got = ok && sd_grads_count(some) == 1 ? sd_grad_download(be, sd_grads_at(some, 0)) : NULL;
   CHECK(got && full < sd_grads_count(all) &&
-            bits_equal(got, once[full], (size_t)sd_tensor_numel(sd_grads_at(some, 0))),
+            sd_grad_bits_equal(got, once[full], (size_t)sd_tensor_numel(sd_grads_at(some, 0))),
         "%s: the token embedding's gradient alone differs from the full store's", family);
   free(got);
   sd_grads_free(some);
@@ -189,7 +108,7 @@ typedef struct host_grads {
 } host_grads;
 
 static void host_grads_free(host_grads *h) {
-  free_grads_host(h->values, h->count);
+  sd_grad_free_all(h->values, h->count);
   free(h->numel);
 }
 
@@ -239,7 +158,7 @@ static void test_model(const char *family, int threads, host_grads *kept) {
   const size_t n = (size_t)sd_tensor_numel(&hidden);
   got = sd_grad_download(be, &hidden);
   ref = sd_grad_download(be, &hidden_ref);
-  CHECK(bits_equal(got, ref, n), "%s: training forward differs from sd_clip_text_forward's",
+  CHECK(sd_grad_bits_equal(got, ref, n), "%s: training forward differs from sd_clip_text_forward's",
         family);
   char what[64];
   snprintf(what, sizeof what, "%s hidden vs torch", family);
@@ -252,7 +171,7 @@ static void test_model(const char *family, int threads, host_grads *kept) {
     goto out;
   fprintf(stderr, "     %s (%d threads): tape %.1f KiB for batch %d, backward %.1f ms\n", family,
           be->threads, sd_clip_text_tape_bytes(tape) / 1024.0, batch, t1 - t0);
-  once = download_grads(be, grads);
+  once = sd_grad_download_all(be, grads);
   if (CHECK(once, "%s: download gradients", family)) {
     check_parameters(family, f, grads, once);
     check_accumulation(family, be, tape, &dhidden, grads, once);
@@ -278,7 +197,7 @@ out:
     for (size_t i = 0; i < kept->count; i++)
       kept->numel[i] = sd_tensor_numel(sd_grads_at(grads, i));
   } else {
-    free_grads_host(once, grads ? sd_grads_count(grads) : 0);
+    sd_grad_free_all(once, grads ? sd_grads_count(grads) : 0);
   }
   free(got);
   free(ref);
@@ -304,7 +223,7 @@ static void test_family(const char *family) {
   test_model(family, 1, &one);
   const bool ran = many.values && one.values && many.count == one.count;
   for (size_t i = 0; ran && i < many.count; i++)
-    differ += !bits_equal(many.values[i], one.values[i], (size_t)many.numel[i]);
+    differ += !sd_grad_bits_equal(many.values[i], one.values[i], (size_t)many.numel[i]);
   CHECK(ran && differ == 0,
         "%s: %zu gradients differ between a two-thread and a one-thread backend", family, differ);
   host_grads_free(&many);

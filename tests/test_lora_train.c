@@ -23,6 +23,7 @@
  * make_lora_train_fixtures.py --check (diffusers' load_lora_weights reads them). */
 #include "grad_fixture.h"
 #include "test_util.h"
+#include "train_fixture.h"
 
 #include "error.h"
 #include "io/lora.h"

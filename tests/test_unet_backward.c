@@ -49,78 +49,6 @@ static double now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-typedef struct grad_report {
-  double worst; /* the largest figure of the non-zero gradients */
-  char worst_name[256];
-  double worst_zero; /* the largest |got| / G of the gradients that are 0 exactly */
-  int checked, sampled, zeros, failed;
-} grad_report;
-
-static void note(grad_report *r, const char *name, double err) {
-  r->checked++;
-  if (err > r->worst || isnan(err)) {
-    r->worst = err;
-    snprintf(r->worst_name, sizeof r->worst_name, "%s", name);
-  }
-  if (!(err <= GRAD_TOL)) {
-    r->failed++;
-    CHECK(0, "gradient %s: error %.3g > %g", name, err, GRAD_TOL);
-  }
-}
-
-/* The largest max |g| of the fixture's parameter gradients. */
-static double gradient_scale(const sd_safetensors *f, sd_grads *grads) {
-  double g = 0;
-  for (size_t i = 0; i < sd_grads_count(grads); i++) {
-    const char *name = sd_grads_name_at(grads, i);
-    const sd_st_tensor *stats = sd_grad_fixture(f, "stats.%s", name);
-    const sd_st_tensor *want = sd_grad_fixture(f, "grad.%s", name);
-    if (stats)
-      g = fmax(g, ((const float *)stats->data)[0]);
-    else if (want)
-      g = fmax(g, sd_grad_max_abs(want->data, (size_t)sd_grad_st_numel(want)));
-  }
-  return g;
-}
-
-/* One parameter gradient (host copy `got` of shape `shape`) against the fixture. */
-static void check_parameter(const sd_safetensors *f, const char *name, const float *got,
-                            const sd_tensor *shape, double scale, grad_report *r) {
-  const sd_st_tensor *want = sd_grad_fixture(f, "grad.%s", name);
-  const sd_st_tensor *rows = sd_grad_fixture(f, "rows.%s", name);
-  const sd_st_tensor *stats = sd_grad_fixture(f, "stats.%s", name);
-  int64_t n = sd_tensor_numel(shape);
-  if (!CHECK(want, "%s: no fixture gradient for %s", sd_safetensors_path(f), name))
-    return;
-  if (!rows) {
-    if (!CHECK(sd_grad_st_numel(want) == n, "%s: fixture has %lld values, gradient %lld", name,
-               (long long)sd_grad_st_numel(want), (long long)n))
-      return;
-    double want_max = sd_grad_max_abs(want->data, (size_t)n);
-    if (want_max < 1e-9 * scale) { /* zero in exact arithmetic */
-      double err = sd_grad_max_abs(got, (size_t)n) / scale;
-      r->zeros++;
-      r->worst_zero = fmax(r->worst_zero, err);
-      CHECK(err <= ZERO_TOL, "gradient %s should be 0: max |g| %.3g of the largest", name, err);
-      return;
-    }
-    note(r, name, sd_grad_rel_error(got, want->data, (size_t)n, want_max));
-    return;
-  }
-  if (!CHECK(stats && stats->ndim == 1 && stats->shape[0] == 4, "%s: stats of %s", name, name))
-    return;
-  const float *figures = stats->data;
-  r->sampled++;
-  if (figures[0] < 1e-9 * scale) {
-    double err = sd_grad_max_abs(got, (size_t)n) / scale;
-    r->zeros++;
-    r->worst_zero = fmax(r->worst_zero, err);
-    CHECK(err <= ZERO_TOL, "gradient %s should be 0: max |g| %.3g of the largest", name, err);
-    return;
-  }
-  note(r, name, sd_grad_sampled_error(got, n, n / shape->shape[0], want, rows, figures));
-}
-
 /* The check of a sampled gradient sees an error outside its stored rows: one element of the
  * largest sampled gradient, in a row the fixture lacks, off by 1% of the tensor's max |g| must
  * fail; the figure of 0.1% is printed (the detection floor for a single element). */
@@ -166,35 +94,17 @@ static void check_sampled_detection(const char *family, const sd_safetensors *f,
 /* Every parameter gradient (host copies, in the store's order) against the fixture. */
 static void check_parameters(const char *family, const sd_safetensors *f, sd_grads *grads,
                              float *const *got) {
-  grad_report r = {0};
-  double scale = gradient_scale(f, grads);
+  sd_grad_report r;
+  sd_grad_report_init(&r, f, grads, GRAD_TOL, ZERO_TOL);
   for (size_t i = 0; i < sd_grads_count(grads); i++)
-    check_parameter(f, sd_grads_name_at(grads, i), got[i], sd_grads_at(grads, i), scale, &r);
+    sd_grad_check_parameter(&r, f, sd_grads_name_at(grads, i), got[i], sd_grads_at(grads, i));
   fprintf(stderr,
           "     %s: %d parameter gradients (%d from sampled rows + whole-tensor figures), worst "
           "%.2e (%s); %d zero in exact arithmetic, at most %.1e of the largest gradient %.3f\n",
           family, r.checked + r.zeros, r.sampled, r.worst, r.worst_name, r.zeros, r.worst_zero,
-          scale);
+          r.scale);
   CHECK(r.failed == 0, "%s: %d parameter gradients off", family, r.failed);
   check_sampled_detection(family, f, grads, got);
-}
-
-static float **download_grads(sd_backend *be, sd_grads *grads) {
-  size_t n = sd_grads_count(grads);
-  float **host = calloc(n, sizeof *host);
-  for (size_t i = 0; host && i < n; i++)
-    host[i] = sd_grad_download(be, sd_grads_at(grads, i));
-  return host;
-}
-
-static void free_grads_host(float **host, size_t n) {
-  for (size_t i = 0; host && i < n; i++)
-    free(host[i]);
-  free(host);
-}
-
-static bool bits_equal(const float *a, const float *b, size_t n) {
-  return a && b && memcmp(a, b, n * sizeof *a) == 0;
 }
 
 /* Two backwards on one tape: parameter gradients 2x (rounding of the sums aside), input
@@ -207,7 +117,7 @@ static void check_accumulation(const char *family, sd_backend *be, sd_unet_tape 
   CHECK(ok, "%s: second backward: %s", family, sd_error_message());
   if (!ok)
     return;
-  float **twice = download_grads(be, grads);
+  float **twice = sd_grad_download_all(be, grads);
   double worst = 0;
   for (size_t i = 0; twice && i < sd_grads_count(grads); i++) {
     size_t n = (size_t)sd_tensor_numel(sd_grads_at(grads, i));
@@ -222,12 +132,12 @@ static void check_accumulation(const char *family, sd_backend *be, sd_unet_tape 
   fprintf(stderr, "     %s: two backwards = 2 x one within %.1e\n", family, worst);
   CHECK(twice && worst <= 1e-6, "%s: accumulation: two backwards off 2x by %.3g", family, worst);
   float *ds = sd_grad_download(be, dsample), *dc = sd_grad_download(be, dcontext);
-  CHECK(bits_equal(ds, dsample_once, (size_t)sd_tensor_numel(dsample)) &&
-            bits_equal(dc, dcontext_once, (size_t)sd_tensor_numel(dcontext)),
+  CHECK(sd_grad_bits_equal(ds, dsample_once, (size_t)sd_tensor_numel(dsample)) &&
+            sd_grad_bits_equal(dc, dcontext_once, (size_t)sd_tensor_numel(dcontext)),
         "%s: d(sample) / d(context) changed on a second backward (must be overwritten)", family);
   free(ds);
   free(dc);
-  free_grads_host(twice, sd_grads_count(grads));
+  sd_grad_free_all(twice, sd_grads_count(grads));
 }
 
 /* A LoRA-style store: only the attention projections get gradients. */
@@ -254,7 +164,7 @@ static void check_frozen(const char *family, sd_backend *be, sd_unet_tape *tape,
       j++;
     float *got = sd_grad_download(be, sd_grads_at(some, i));
     differ += j == sd_grads_count(all) ||
-              !bits_equal(got, once[j], (size_t)sd_tensor_numel(sd_grads_at(some, i)));
+              !sd_grad_bits_equal(got, once[j], (size_t)sd_tensor_numel(sd_grads_at(some, i)));
     free(got);
   }
   /* 11 transformers (2 + 2 down, 1 mid, 3 + 3 up), each to_q, to_k, to_v, to_out.0 weight and
@@ -281,7 +191,7 @@ static void check_checkpoint(const char *family, sd_backend *be, sd_unet *unet,
     return;
   size_t bytes = sd_unet_tape_bytes(tape);
   float *got = sd_grad_download(be, out);
-  CHECK(bits_equal(got, out_full, (size_t)sd_tensor_numel(out)),
+  CHECK(sd_grad_bits_equal(got, out_full, (size_t)sd_tensor_numel(out)),
         "%s: checkpointed forward output differs from the full tape's", family);
   free(got);
   ok = sd_unet_backward(tape, dout, grads, NULL, NULL) == 0;
@@ -289,16 +199,17 @@ static void check_checkpoint(const char *family, sd_backend *be, sd_unet *unet,
   sd_unet_tape_free(tape);
   if (!ok)
     return;
-  float **again = download_grads(be, grads);
+  float **again = sd_grad_download_all(be, grads);
   size_t differ = 0;
   for (size_t i = 0; again && i < sd_grads_count(grads); i++)
-    differ += !bits_equal(again[i], once[i], (size_t)sd_tensor_numel(sd_grads_at(grads, i)));
+    differ +=
+        !sd_grad_bits_equal(again[i], once[i], (size_t)sd_tensor_numel(sd_grads_at(grads, i)));
   CHECK(again && differ == 0, "%s: %zu gradients differ between checkpointed and full tapes",
         family, differ);
   fprintf(stderr, "     %s: tape %.1f KiB full, %.1f KiB checkpointed; gradients equal: %s\n",
           family, full_bytes / 1024.0, bytes / 1024.0, differ == 0 ? "yes" : "no");
   CHECK(bytes < full_bytes, "%s: checkpointed tape not smaller", family);
-  free_grads_host(again, sd_grads_count(grads));
+  sd_grad_free_all(again, sd_grads_count(grads));
 }
 
 static void check_refusals(const char *family, sd_backend *be, sd_unet *unet,
@@ -351,12 +262,12 @@ static void check_threads(const char *family, int threads, const sd_model_files 
     for (size_t i = 0; i < sd_grads_count(grads); i++) {
       float *got = sd_grad_download(be, sd_grads_at(grads, i));
       differ += strcmp(sd_grads_name_at(grads, i), sd_grads_name_at(all, i)) != 0 ||
-                !bits_equal(got, once[i], (size_t)sd_tensor_numel(sd_grads_at(grads, i)));
+                !sd_grad_bits_equal(got, once[i], (size_t)sd_tensor_numel(sd_grads_at(grads, i)));
       free(got);
     }
     float *got_dx = sd_grad_download(be, &dx), *got_dc = sd_grad_download(be, &dc);
-    differ += !bits_equal(got_dx, ds_once, (size_t)sd_tensor_numel(&dx));
-    differ += !bits_equal(got_dc, dc_once, (size_t)sd_tensor_numel(&dc));
+    differ += !sd_grad_bits_equal(got_dx, ds_once, (size_t)sd_tensor_numel(&dx));
+    differ += !sd_grad_bits_equal(got_dc, dc_once, (size_t)sd_tensor_numel(&dc));
     free(got_dx);
     free(got_dc);
     fprintf(stderr, "     %s: 1 thread vs %d: %zu of %zu gradients differ\n", family, threads,
@@ -442,7 +353,7 @@ static void test_model(const char *family) {
   size_t full_bytes = sd_unet_tape_bytes(tape);
   out_host = sd_grad_download(be, &out);
   out_ref_host = sd_grad_download(be, &out_ref);
-  CHECK(bits_equal(out_host, out_ref_host, n),
+  CHECK(sd_grad_bits_equal(out_host, out_ref_host, n),
         "%s: training forward output differs from sd_unet_forward's", family);
   char what[64];
   snprintf(what, sizeof what, "%s out vs torch", family);
@@ -481,7 +392,7 @@ static void test_model(const char *family) {
     CHECK(e_s <= GRAD_TOL && e_c <= GRAD_TOL, "%s: d(sample) %.3g, d(context) %.3g", family, e_s,
           e_c);
   }
-  once = download_grads(be, grads);
+  once = sd_grad_download_all(be, grads);
   if (CHECK(once, "%s: download gradients", family)) {
     check_parameters(family, f, grads, once);
     check_accumulation(family, be, tape, &dout, grads, once, &dsample, &dcontext, ds, dc);
@@ -502,7 +413,7 @@ static void test_model(const char *family) {
 
 out:
   sd_unet_tape_free(tape);
-  free_grads_host(once, grads ? sd_grads_count(grads) : 0);
+  sd_grad_free_all(once, grads ? sd_grads_count(grads) : 0);
   free(out_host);
   free(out_ref_host);
   free(dout_host);

@@ -134,6 +134,7 @@ static const sd_backend_ops cpu_ops = {
     .upsample_nearest_backward = sd_cpu_upsample_nearest_backward,
     .concat_channels_backward = sd_cpu_concat_channels_backward,
     .embedding_backward = sd_cpu_embedding_backward,
+    .pad2d_backward = sd_cpu_pad2d_backward,
 };
 
 static int create_engine(sd_cpu_state *st) {

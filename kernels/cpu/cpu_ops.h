@@ -75,6 +75,8 @@ int sd_cpu_concat_channels_backward(sd_backend *be, const sd_tensor *dy, sd_tens
                                     sd_tensor *db);
 int sd_cpu_embedding_backward(sd_backend *be, const int32_t *ids, int64_t n, const sd_tensor *dy,
                               sd_tensor *dtable);
+int sd_cpu_pad2d_backward(sd_backend *be, const sd_tensor *dy, int64_t top, int64_t left,
+                          sd_tensor *dx);
 
 /* Scalar activation shared by linear (fused epilogue) and activation. */
 float sd_cpu_activate(float x, sd_activation act);

@@ -23,7 +23,7 @@ Files (tensor names "<case>.<what>"; see tests/reference/README.md):
   misc         geglu (x, dy -> dx), upsample (2x: x, dy -> dx), concat (a, b, dy -> da, db),
                transpose (x, dy -> dx), bias (add_channel_bias: x, v, dy -> dv),
                embedding (table, ids I32, dy -> dtable), mse (x, target -> loss, dx of the
-               mean loss)
+               mean loss), pad (F.pad left 2, right 1, top 1, bottom 3: x, dy -> dx)
   adamw        three parameters, 5 steps of clip_grad_norm_(max_norm 1) + AdamW(lr 1e-2,
                betas (0.9, 0.999), eps 1e-8, weight_decay 1e-2, foreach=False) with the lr from
                diffusers' get_scheduler("cosine", num_warmup_steps 2, num_training_steps 5),
@@ -284,6 +284,15 @@ def schedule_cases(w):
         w.add("schedules", name, {"lr": torch.tensor(values, dtype=torch.float32)})
 
 
+def pad_case(w, gen):
+    """F.pad as the VAE encoder's downsampler uses it, with padding on all four sides here
+    (left 2, right 1, top 1, bottom 3) so that both offsets are exercised."""
+    x = randn(gen, 2, 3, 4, 5)
+    dy = randn(gen, 2, 3, 8, 8)
+    (gx,), _ = grads(lambda x: F.pad(x, (2, 1, 1, 3)), [x], dy)
+    w.add("misc", "pad", {"x": x, "dy": dy, "dx": gx})
+
+
 def main():
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(20261204)
@@ -296,6 +305,7 @@ def main():
     misc_cases(w, gen)
     adamw_case(w, gen)
     schedule_cases(w)
+    pad_case(w, gen)
     w.save()
     assert math.isfinite(max(g for _, g in w.gaps))
 

@@ -25,12 +25,14 @@ typedef struct sd_unet_resnet {
   const sd_tensor *shortcut_w, *shortcut_b; /* (Cout, Cin, 1, 1), (Cout); NULL when Cin == Cout */
 } sd_unet_resnet;
 
-/* diffusers Attention as BasicTransformerBlock uses it: no q/k/v bias, biased output. */
+/* diffusers Attention: as BasicTransformerBlock uses it no q/k/v bias (NULL), biased output; the
+ * VAE's (vae_internal.h) has q/k/v biases. */
 typedef struct sd_unet_attention {
   int heads;
-  const sd_tensor *to_q;                /* (C, C) */
-  const sd_tensor *to_k, *to_v;         /* (C, Ckv); Ckv = C (self) or the context width */
-  const sd_tensor *to_out_w, *to_out_b; /* (C, C), (C) */
+  const sd_tensor *to_q;                     /* (C, C) */
+  const sd_tensor *to_k, *to_v;              /* (C, Ckv); Ckv = C (self) or the context width */
+  const sd_tensor *to_out_w, *to_out_b;      /* (C, C), (C) */
+  const sd_tensor *to_q_b, *to_k_b, *to_v_b; /* (C) each, or NULL */
 } sd_unet_attention;
 
 /* diffusers BasicTransformerBlock (layer_norm, self-attn, cross-attn, GEGLU feed-forward). */

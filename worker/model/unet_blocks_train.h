@@ -19,7 +19,8 @@ typedef struct sd_unet_resnet_rec {
   sd_tensor normed2; /* (B, Cout, H, W) silu(norm2(hidden)) */
 } sd_unet_resnet_rec;
 
-/* x (B, Cin, H, W), temb_act (B, T) -> y (B, Cout, H, W), as sd_unet_resnet_forward. */
+/* x (B, Cin, H, W), temb_act (B, T) -> y (B, Cout, H, W), as sd_unet_resnet_forward. A resnet
+ * without time_emb_proj (the VAE's) takes temb_act NULL (and dtemb_act NULL below). */
 int sd_unet_resnet_forward_rec(sd_backend *be, const sd_unet_resnet *r, const sd_tensor *x,
                                const sd_tensor *temb_act, sd_tensor *y, sd_unet_resnet_rec *rec);
 /* dy (B, Cout, H, W) -> dx (B, Cin, H, W); dtemb_act (B, T) += the time embedding's gradient. */
@@ -44,6 +45,22 @@ typedef struct sd_unet_attention_rec {
   sd_tensor v; /* (B, Lk, C) to_v(kv) */
   sd_tensor o; /* (B, Lq, C) attention(q, k, v), the input of to_out */
 } sd_unet_attention_rec;
+
+/* rec's tensors on the arena for queries x (B, Lq, C) and keys kv (B, Lk, *). */
+int sd_unet_attention_rec_alloc(sd_backend *be, int64_t b, int64_t lq, int64_t lk, int64_t c,
+                                sd_unet_attention_rec *rec);
+/* out (B, Lq, C) = to_out(attention(to_q(x) + to_q_b, to_k(kv) + to_k_b, to_v(kv) + to_v_b))
+ * for x (B, Lq, C) and kv (B, Lk, Ckv) (kv == x: self-attention) with the softmax scale given,
+ * into rec (allocated by sd_unet_attention_rec_alloc). */
+int sd_unet_attention_forward_rec(sd_backend *be, const sd_unet_attention *a, const sd_tensor *x,
+                                  const sd_tensor *kv, float scale, sd_unet_attention_rec *rec,
+                                  sd_tensor *out);
+/* dout (B, Lq, C) -> dx (B, Lq, C) of x, overwritten; with kv == x (self-attention) the k and v
+ * paths add to dx, else to dkv (B, Lk, Ckv) when not NULL. Scratch released before return. */
+int sd_unet_attention_backward(sd_backend *be, const sd_unet_attention *a, const sd_tensor *x,
+                               const sd_tensor *kv, float scale, const sd_unet_attention_rec *rec,
+                               const sd_tensor *dout, sd_tensor *dx, sd_tensor *dkv,
+                               sd_grads *grads);
 
 /* A BasicTransformerBlock on h (B, N, C): h1 = h0 + attn1(n1), h2 = h1 + attn2(n2, context),
  * h3 = h2 + ff(n3). h0 is the block's input (not recorded here), h3 its output. */

@@ -4,17 +4,19 @@
 
 #include "../../kernels/error.h"
 
-/* The ops of resnet_compute (unet_blocks.c) with rec's tensors allocated; scratch above them. */
+/* The ops of resnet_compute (unet_blocks.c; the VAE's resnet_forward in vae.c without a time
+ * embedding) with rec's tensors allocated; scratch above them. */
 static int resnet_forward_rec(sd_backend *be, const sd_unet_resnet *r, const sd_tensor *x,
                               const sd_tensor *temb_act, sd_tensor *y, sd_unet_resnet_rec *rec) {
-  sd_tensor temb_proj = sd_tensor_2d(be->ops->act_dtype, x->shape[0], r->out_channels);
-  SD_TRY(sd_tensor_alloc(be, &temb_proj));
-
   SD_TRY(sd_op_group_norm(be, x, r->norm1_w, r->norm1_b, r->groups, r->eps, true, &rec->normed1));
   SD_TRY(sd_op_conv2d(be, &rec->normed1, r->conv1_w, r->conv1_b, 1, 1, &rec->hidden));
-  SD_TRY(
-      sd_op_linear(be, temb_act, r->time_emb_proj_w, r->time_emb_proj_b, SD_ACT_NONE, &temb_proj));
-  SD_TRY(sd_op_add_channel_bias(be, &rec->hidden, &temb_proj, &rec->hidden));
+  if (r->time_emb_proj_w) {
+    sd_tensor temb_proj = sd_tensor_2d(be->ops->act_dtype, x->shape[0], r->out_channels);
+    SD_TRY(sd_tensor_alloc(be, &temb_proj));
+    SD_TRY(sd_op_linear(be, temb_act, r->time_emb_proj_w, r->time_emb_proj_b, SD_ACT_NONE,
+                        &temb_proj));
+    SD_TRY(sd_op_add_channel_bias(be, &rec->hidden, &temb_proj, &rec->hidden));
+  }
   SD_TRY(sd_op_group_norm(be, &rec->hidden, r->norm2_w, r->norm2_b, r->groups, r->eps, true,
                           &rec->normed2));
   SD_TRY(sd_op_conv2d(be, &rec->normed2, r->conv2_w, r->conv2_b, 1, 1, y));
@@ -31,6 +33,8 @@ int sd_unet_resnet_forward_rec(sd_backend *be, const sd_unet_resnet *r, const sd
   if (x->ndim != 4 || x->shape[1] != r->in_channels)
     return SD_ERROR("resnet: input has %lld channels, expected %d", (long long)x->shape[1],
                     r->in_channels);
+  if (!r->time_emb_proj_w != !temb_act)
+    return SD_ERROR("resnet: a time embedding is needed exactly when the block has time_emb_proj");
   int64_t b = x->shape[0], h = x->shape[2], w = x->shape[3];
   sd_dtype dt = be->ops->act_dtype;
   rec->normed1 = sd_tensor_4d(dt, b, r->in_channels, h, w);
@@ -52,24 +56,26 @@ static int resnet_backward(sd_backend *be, const sd_unet_resnet *r, const sd_ten
   sd_tensor dhidden = rec->hidden;   /* (B, Cout, H, W) */
   sd_tensor dnormed2 = rec->normed2; /* (B, Cout, H, W) */
   sd_tensor dnormed1 = rec->normed1; /* (B, Cin, H, W) */
-  sd_tensor dtemb_proj = sd_tensor_2d(be->ops->act_dtype, x->shape[0], r->out_channels);
-  sd_tensor dtemb = *dtemb_act; /* (B, T) */
   SD_TRY(sd_tensor_alloc(be, &dhidden));
   SD_TRY(sd_tensor_alloc(be, &dnormed2));
   SD_TRY(sd_tensor_alloc(be, &dnormed1));
-  SD_TRY(sd_tensor_alloc(be, &dtemb_proj));
-  SD_TRY(sd_tensor_alloc(be, &dtemb));
 
   SD_TRY(sd_op_conv2d_backward(be, &rec->normed2, r->conv2_w, dy, 1, 1, &dnormed2,
                                sd_grads_of(g, r->conv2_w), sd_grads_of(g, r->conv2_b)));
   SD_TRY(sd_op_group_norm_backward(be, &rec->hidden, r->norm2_w, r->norm2_b, &dnormed2, r->groups,
                                    r->eps, true, &dhidden, sd_grads_of(g, r->norm2_w),
                                    sd_grads_of(g, r->norm2_b)));
-  SD_TRY(sd_op_add_channel_bias_backward(be, &dhidden, &dtemb_proj));
-  SD_TRY(sd_op_linear_backward(be, temb_act, r->time_emb_proj_w, &dtemb_proj, &dtemb,
-                               sd_grads_of(g, r->time_emb_proj_w),
-                               sd_grads_of(g, r->time_emb_proj_b)));
-  SD_TRY(sd_op_add(be, dtemb_act, &dtemb, dtemb_act));
+  if (r->time_emb_proj_w) {
+    sd_tensor dtemb_proj = sd_tensor_2d(be->ops->act_dtype, x->shape[0], r->out_channels);
+    sd_tensor dtemb = *dtemb_act; /* (B, T) */
+    SD_TRY(sd_tensor_alloc(be, &dtemb_proj));
+    SD_TRY(sd_tensor_alloc(be, &dtemb));
+    SD_TRY(sd_op_add_channel_bias_backward(be, &dhidden, &dtemb_proj));
+    SD_TRY(sd_op_linear_backward(be, temb_act, r->time_emb_proj_w, &dtemb_proj, &dtemb,
+                                 sd_grads_of(g, r->time_emb_proj_w),
+                                 sd_grads_of(g, r->time_emb_proj_b)));
+    SD_TRY(sd_op_add(be, dtemb_act, &dtemb, dtemb_act));
+  }
   SD_TRY(sd_op_conv2d_backward(be, &rec->normed1, r->conv1_w, &dhidden, 1, 1, &dnormed1,
                                sd_grads_of(g, r->conv1_w), sd_grads_of(g, r->conv1_b)));
   SD_TRY(sd_op_group_norm_backward(be, x, r->norm1_w, r->norm1_b, &dnormed1, r->groups, r->eps,

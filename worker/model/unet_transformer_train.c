@@ -17,8 +17,8 @@ static float attention_scale(const sd_unet_attention *a, int64_t channels) {
   return (float)(1.0 / sqrt((double)(channels / a->heads)));
 }
 
-static int alloc_attention_rec(sd_backend *be, int64_t b, int64_t lq, int64_t lk, int64_t c,
-                               sd_unet_attention_rec *rec) {
+int sd_unet_attention_rec_alloc(sd_backend *be, int64_t b, int64_t lq, int64_t lk, int64_t c,
+                                sd_unet_attention_rec *rec) {
   sd_dtype dt = be->ops->act_dtype;
   rec->q = sd_tensor_3d(dt, b, lq, c);
   rec->k = sd_tensor_3d(dt, b, lk, c);
@@ -52,8 +52,8 @@ static int alloc_rec(sd_backend *be, const sd_unet_transformer *t, const sd_tens
       *seq[j] = rec->h0;
       SD_TRY(sd_tensor_alloc(be, seq[j]));
     }
-    SD_TRY(alloc_attention_rec(be, b, n, n, c, &blk->attn1));
-    SD_TRY(alloc_attention_rec(be, b, n, l, c, &blk->attn2));
+    SD_TRY(sd_unet_attention_rec_alloc(be, b, n, n, c, &blk->attn1));
+    SD_TRY(sd_unet_attention_rec_alloc(be, b, n, l, c, &blk->attn2));
     blk->ff_in = sd_tensor_3d(dt, b, n, 8 * c);
     blk->ff_hidden = sd_tensor_3d(dt, b, n, 4 * c);
     SD_TRY(sd_tensor_alloc(be, &blk->ff_in));
@@ -62,14 +62,15 @@ static int alloc_rec(sd_backend *be, const sd_unet_transformer *t, const sd_tens
   return 0;
 }
 
-/* out (B, Lq, C) = to_out(attention(to_q(x), to_k(kv), to_v(kv))), as attention_forward. */
-static int attention_forward_rec(sd_backend *be, const sd_unet_attention *a, const sd_tensor *x,
-                                 const sd_tensor *kv, sd_unet_attention_rec *rec, sd_tensor *out) {
-  SD_TRY(sd_op_linear(be, x, a->to_q, NULL, SD_ACT_NONE, &rec->q));
-  SD_TRY(sd_op_linear(be, kv, a->to_k, NULL, SD_ACT_NONE, &rec->k));
-  SD_TRY(sd_op_linear(be, kv, a->to_v, NULL, SD_ACT_NONE, &rec->v));
-  SD_TRY(sd_op_attention(be, &rec->q, &rec->k, &rec->v, a->heads, attention_scale(a, x->shape[2]),
-                         false, &rec->o));
+/* out (B, Lq, C) = to_out(attention(to_q(x), to_k(kv), to_v(kv))), as attention_forward (and
+ * the VAE's, with q/k/v biases); rec's tensors allocated by the caller. */
+int sd_unet_attention_forward_rec(sd_backend *be, const sd_unet_attention *a, const sd_tensor *x,
+                                  const sd_tensor *kv, float scale, sd_unet_attention_rec *rec,
+                                  sd_tensor *out) {
+  SD_TRY(sd_op_linear(be, x, a->to_q, a->to_q_b, SD_ACT_NONE, &rec->q));
+  SD_TRY(sd_op_linear(be, kv, a->to_k, a->to_k_b, SD_ACT_NONE, &rec->k));
+  SD_TRY(sd_op_linear(be, kv, a->to_v, a->to_v_b, SD_ACT_NONE, &rec->v));
+  SD_TRY(sd_op_attention(be, &rec->q, &rec->k, &rec->v, a->heads, scale, false, &rec->o));
   return sd_op_linear(be, &rec->o, a->to_out_w, a->to_out_b, SD_ACT_NONE, out);
 }
 
@@ -78,10 +79,14 @@ static int block_forward_rec(sd_backend *be, const sd_unet_transformer_block *w,
                              const sd_tensor *h0, const sd_tensor *context, sd_unet_block_rec *blk,
                              sd_tensor *delta) {
   SD_TRY(sd_op_layer_norm(be, h0, w->norm1_w, w->norm1_b, SD_TRANSFORMER_LN_EPS, &blk->n1));
-  SD_TRY(attention_forward_rec(be, &w->attn1, &blk->n1, &blk->n1, &blk->attn1, delta));
+  SD_TRY(sd_unet_attention_forward_rec(be, &w->attn1, &blk->n1, &blk->n1,
+                                       attention_scale(&w->attn1, h0->shape[2]), &blk->attn1,
+                                       delta));
   SD_TRY(sd_op_add(be, delta, h0, &blk->h1));
   SD_TRY(sd_op_layer_norm(be, &blk->h1, w->norm2_w, w->norm2_b, SD_TRANSFORMER_LN_EPS, &blk->n2));
-  SD_TRY(attention_forward_rec(be, &w->attn2, &blk->n2, context, &blk->attn2, delta));
+  SD_TRY(sd_unet_attention_forward_rec(be, &w->attn2, &blk->n2, context,
+                                       attention_scale(&w->attn2, h0->shape[2]), &blk->attn2,
+                                       delta));
   SD_TRY(sd_op_add(be, delta, &blk->h1, &blk->h2));
   SD_TRY(sd_op_layer_norm(be, &blk->h2, w->norm3_w, w->norm3_b, SD_TRANSFORMER_LN_EPS, &blk->n3));
   SD_TRY(sd_op_linear(be, &blk->n3, w->ff_proj_w, w->ff_proj_b, SD_ACT_NONE, &blk->ff_in));
@@ -153,9 +158,9 @@ void sd_unet_transformer_rec_free(sd_unet_transformer_rec *rec) {
 }
 
 /* dout (B, Lq, C) -> dx (B, Lq, C) of x; with kv == x (self-attention) the k and v paths add to
- * dx, else to dkv (B, Lk, Ckv) when not NULL. */
+ * dx, else to dkv (B, Lk, Ckv) when not NULL. Scratch on the arena, left to the caller. */
 static int attention_backward(sd_backend *be, const sd_unet_attention *a, const sd_tensor *x,
-                              const sd_tensor *kv, const sd_unet_attention_rec *rec,
+                              const sd_tensor *kv, float scale, const sd_unet_attention_rec *rec,
                               const sd_tensor *dout, sd_tensor *dx, sd_tensor *dkv, sd_grads *g) {
   bool self = kv == x;
   sd_tensor dq = rec->q, dk = rec->k, dv = rec->v, dout_o = rec->o;
@@ -167,18 +172,31 @@ static int attention_backward(sd_backend *be, const sd_unet_attention *a, const 
   SD_TRY(sd_tensor_alloc(be, &dkv_part));
   SD_TRY(sd_op_linear_backward(be, &rec->o, a->to_out_w, dout, &dout_o, sd_grads_of(g, a->to_out_w),
                                sd_grads_of(g, a->to_out_b)));
-  SD_TRY(sd_op_attention_backward(be, &rec->q, &rec->k, &rec->v, &dout_o, a->heads,
-                                  attention_scale(a, x->shape[2]), false, &dq, &dk, &dv));
-  SD_TRY(sd_op_linear_backward(be, x, a->to_q, &dq, dx, sd_grads_of(g, a->to_q), NULL));
+  SD_TRY(sd_op_attention_backward(be, &rec->q, &rec->k, &rec->v, &dout_o, a->heads, scale, false,
+                                  &dq, &dk, &dv));
+  SD_TRY(sd_op_linear_backward(be, x, a->to_q, &dq, dx, sd_grads_of(g, a->to_q),
+                               sd_grads_of(g, a->to_q_b)));
   sd_tensor *kv_sum = self ? dx : dkv;
   sd_tensor *part = kv_sum ? &dkv_part : NULL;
-  SD_TRY(sd_op_linear_backward(be, kv, a->to_k, &dk, part, sd_grads_of(g, a->to_k), NULL));
+  SD_TRY(sd_op_linear_backward(be, kv, a->to_k, &dk, part, sd_grads_of(g, a->to_k),
+                               sd_grads_of(g, a->to_k_b)));
   if (kv_sum)
     SD_TRY(sd_op_add(be, kv_sum, part, kv_sum));
-  SD_TRY(sd_op_linear_backward(be, kv, a->to_v, &dv, part, sd_grads_of(g, a->to_v), NULL));
+  SD_TRY(sd_op_linear_backward(be, kv, a->to_v, &dv, part, sd_grads_of(g, a->to_v),
+                               sd_grads_of(g, a->to_v_b)));
   if (kv_sum)
     SD_TRY(sd_op_add(be, kv_sum, part, kv_sum));
   return 0;
+}
+
+int sd_unet_attention_backward(sd_backend *be, const sd_unet_attention *a, const sd_tensor *x,
+                               const sd_tensor *kv, float scale, const sd_unet_attention_rec *rec,
+                               const sd_tensor *dout, sd_tensor *dx, sd_tensor *dkv,
+                               sd_grads *grads) {
+  sd_arena_mark mark = sd_arena_get_mark(be);
+  int rc = attention_backward(be, a, x, kv, scale, rec, dout, dx, dkv, grads);
+  sd_arena_release(be, mark);
+  return rc;
 }
 
 /* dh3 (B, N, C) -> dh0 (B, N, C) of the block's input h0. */
@@ -203,12 +221,16 @@ static int block_backward(sd_backend *be, const sd_unet_transformer_block *w, co
                                    sd_grads_of(g, w->norm3_w), sd_grads_of(g, w->norm3_b)));
   SD_TRY(sd_op_add(be, dh3, &dtmp, &dh2));
 
-  SD_TRY(attention_backward(be, &w->attn2, &blk->n2, context, &blk->attn2, &dh2, &dn, dcontext, g));
+  SD_TRY(attention_backward(be, &w->attn2, &blk->n2, context,
+                            attention_scale(&w->attn2, h0->shape[2]), &blk->attn2, &dh2, &dn,
+                            dcontext, g));
   SD_TRY(sd_op_layer_norm_backward(be, &blk->h1, w->norm2_w, &dn, SD_TRANSFORMER_LN_EPS, &dtmp,
                                    sd_grads_of(g, w->norm2_w), sd_grads_of(g, w->norm2_b)));
   SD_TRY(sd_op_add(be, &dh2, &dtmp, &dh1));
 
-  SD_TRY(attention_backward(be, &w->attn1, &blk->n1, &blk->n1, &blk->attn1, &dh1, &dn, NULL, g));
+  SD_TRY(attention_backward(be, &w->attn1, &blk->n1, &blk->n1,
+                            attention_scale(&w->attn1, h0->shape[2]), &blk->attn1, &dh1, &dn, NULL,
+                            g));
   SD_TRY(sd_op_layer_norm_backward(be, h0, w->norm1_w, &dn, SD_TRANSFORMER_LN_EPS, &dtmp,
                                    sd_grads_of(g, w->norm1_w), sd_grads_of(g, w->norm1_b)));
   return sd_op_add(be, &dh1, &dtmp, dh0);

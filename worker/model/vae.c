@@ -3,84 +3,13 @@
  * then nearest 2x + conv 3x3 on all but the last), GroupNorm + SiLU, conv_out. Resnets and the
  * mid block are the encoder's building blocks too, so an encoder (img2img) can sit beside the
  * decoder in struct sd_vae. */
-#include "vae.h"
+#include "vae_internal.h"
 
 #include "../../kernels/error.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-/* diffusers builds the autoencoder's GroupNorms (resnets, attention, norm_out) with eps 1e-6. */
-#define VAE_NORM_EPS 1e-6f
-
-/* ResnetBlock2D without a time embedding. */
-typedef struct vae_resnet {
-  int in_channels, out_channels;
-  const sd_tensor *norm1_w, *norm1_b;       /* (Cin) */
-  const sd_tensor *conv1_w, *conv1_b;       /* (Cout, Cin, 3, 3), (Cout) */
-  const sd_tensor *norm2_w, *norm2_b;       /* (Cout) */
-  const sd_tensor *conv2_w, *conv2_b;       /* (Cout, Cout, 3, 3), (Cout) */
-  const sd_tensor *shortcut_w, *shortcut_b; /* (Cout, Cin, 1, 1), (Cout); NULL when Cin == Cout */
-} vae_resnet;
-
-/* Attention block over H*W tokens: GroupNorm, one head of dim C, residual. */
-typedef struct vae_attention {
-  int channels;
-  const sd_tensor *norm_w, *norm_b; /* (C) */
-  const sd_tensor *q_w, *q_b;       /* (C, C), (C) */
-  const sd_tensor *k_w, *k_b;       /* (C, C), (C) */
-  const sd_tensor *v_w, *v_b;       /* (C, C), (C) */
-  const sd_tensor *out_w, *out_b;   /* (C, C), (C) */
-} vae_attention;
-
-/* UNetMidBlock2D with one layer: resnets[0], attention (when present), resnets[1]. */
-typedef struct vae_mid_block {
-  vae_resnet resnets[2];
-  bool has_attention;
-  vae_attention attention;
-} vae_mid_block;
-
-/* UpDecoderBlock2D. */
-typedef struct vae_up_block {
-  int num_resnets;                          /* layers_per_block + 1 */
-  vae_resnet *resnets;                      /* (num_resnets) */
-  const sd_tensor *upsample_w, *upsample_b; /* (Cout, Cout, 3, 3), (Cout); NULL in the last */
-} vae_up_block;
-
-/* DownEncoderBlock2D. */
-typedef struct vae_down_block {
-  int num_resnets;                              /* layers_per_block */
-  vae_resnet *resnets;                          /* (num_resnets) */
-  const sd_tensor *downsample_w, *downsample_b; /* (Cout, Cout, 3, 3), (Cout); NULL in the last */
-} vae_down_block;
-
-typedef struct vae_encoder {
-  const sd_tensor *conv_in_w, *conv_in_b;   /* (C0, in_channels, 3, 3), (C0) */
-  vae_down_block down[SD_MAX_LEVELS];       /* channels block_out_channels */
-  vae_mid_block mid;                        /* at Ctop */
-  const sd_tensor *norm_out_w, *norm_out_b; /* (Ctop) */
-  const sd_tensor *conv_out_w, *conv_out_b; /* (2 latent_channels, Ctop, 3, 3), (2 lc) */
-} vae_encoder;
-
-typedef struct vae_decoder {
-  const sd_tensor *conv_in_w, *conv_in_b;   /* (Ctop, latent_channels, 3, 3), (Ctop) */
-  vae_mid_block mid;                        /* at Ctop = block_out_channels[-1] */
-  vae_up_block up[SD_MAX_LEVELS];           /* channels block_out_channels reversed */
-  const sd_tensor *norm_out_w, *norm_out_b; /* (C0) */
-  const sd_tensor *conv_out_w, *conv_out_b; /* (out_channels, C0, 3, 3), (out_channels) */
-} vae_decoder;
-
-struct sd_vae {
-  sd_backend *be;
-  sd_vae_config cfg;
-  const sd_tensor *post_quant_conv_w; /* (latent_channels, latent_channels, 1, 1) */
-  const sd_tensor *post_quant_conv_b; /* (latent_channels) */
-  vae_decoder decoder;
-  const sd_tensor *quant_conv_w; /* (2 latent_channels, 2 latent_channels, 1, 1) */
-  const sd_tensor *quant_conv_b; /* (2 latent_channels) */
-  vae_encoder encoder;
-};
 
 /* ---- weights ---- */
 
@@ -114,10 +43,10 @@ static int get_conv(const sd_weights *w, const sd_tensor **weight, const sd_tens
   return sd_weights_get(w, bias, 1, &out_c, "%s%s.bias", prefix, name);
 }
 
-static int resolve_resnet(const sd_weights *w, const char *prefix, int in_c, int out_c,
+static int resolve_resnet(const sd_weights *w, const char *prefix, int in_c, int out_c, int groups,
                           vae_resnet *r) {
-  r->in_channels = in_c;
-  r->out_channels = out_c;
+  *r = (vae_resnet){
+      .in_channels = in_c, .out_channels = out_c, .groups = groups, .eps = VAE_NORM_EPS};
   SD_TRY(get_norm(w, &r->norm1_w, &r->norm1_b, in_c, prefix, "norm1"));
   SD_TRY(get_conv(w, &r->conv1_w, &r->conv1_b, out_c, in_c, 3, prefix, "conv1"));
   SD_TRY(get_norm(w, &r->norm2_w, &r->norm2_b, out_c, prefix, "norm2"));
@@ -130,18 +59,19 @@ static int resolve_resnet(const sd_weights *w, const char *prefix, int in_c, int
 static int resolve_attention(const sd_weights *w, const char *prefix, int c, vae_attention *a) {
   a->channels = c;
   SD_TRY(get_norm(w, &a->norm_w, &a->norm_b, c, prefix, "group_norm"));
-  SD_TRY(get_linear(w, &a->q_w, &a->q_b, c, c, prefix, "to_q"));
-  SD_TRY(get_linear(w, &a->k_w, &a->k_b, c, c, prefix, "to_k"));
-  SD_TRY(get_linear(w, &a->v_w, &a->v_b, c, c, prefix, "to_v"));
-  return get_linear(w, &a->out_w, &a->out_b, c, c, prefix, "to_out.0");
+  a->proj = (sd_unet_attention){.heads = 1};
+  SD_TRY(get_linear(w, &a->proj.to_q, &a->proj.to_q_b, c, c, prefix, "to_q"));
+  SD_TRY(get_linear(w, &a->proj.to_k, &a->proj.to_k_b, c, c, prefix, "to_k"));
+  SD_TRY(get_linear(w, &a->proj.to_v, &a->proj.to_v_b, c, c, prefix, "to_v"));
+  return get_linear(w, &a->proj.to_out_w, &a->proj.to_out_b, c, c, prefix, "to_out.0");
 }
 
-static int resolve_mid_block(const sd_weights *w, const char *prefix, int c, bool attention,
-                             vae_mid_block *mid) {
+static int resolve_mid_block(const sd_weights *w, const char *prefix, int c, int groups,
+                             bool attention, vae_mid_block *mid) {
   char p[256];
   for (int i = 0; i < 2; i++) {
     snprintf(p, sizeof p, "%sresnets.%d.", prefix, i);
-    SD_TRY(resolve_resnet(w, p, c, c, &mid->resnets[i]));
+    SD_TRY(resolve_resnet(w, p, c, c, groups, &mid->resnets[i]));
   }
   mid->has_attention = attention;
   if (!attention)
@@ -154,7 +84,8 @@ static int resolve_decoder(const sd_weights *w, const sd_vae_config *cfg, vae_de
   const int levels = cfg->num_levels, top = cfg->block_out_channels[levels - 1];
   SD_TRY(get_conv(w, &dec->conv_in_w, &dec->conv_in_b, top, cfg->latent_channels, 3, "decoder.",
                   "conv_in"));
-  SD_TRY(resolve_mid_block(w, "decoder.mid_block.", top, cfg->mid_block_add_attention, &dec->mid));
+  SD_TRY(resolve_mid_block(w, "decoder.mid_block.", top, cfg->norm_num_groups,
+                           cfg->mid_block_add_attention, &dec->mid));
   int in_c = top;
   char p[256];
   for (int i = 0; i < levels; i++) {
@@ -166,7 +97,8 @@ static int resolve_decoder(const sd_weights *w, const sd_vae_config *cfg, vae_de
       return SD_ERROR("out of host memory");
     for (int j = 0; j < up->num_resnets; j++) {
       snprintf(p, sizeof p, "decoder.up_blocks.%d.resnets.%d.", i, j);
-      SD_TRY(resolve_resnet(w, p, j == 0 ? in_c : out_c, out_c, &up->resnets[j]));
+      SD_TRY(resolve_resnet(w, p, j == 0 ? in_c : out_c, out_c, cfg->norm_num_groups,
+                            &up->resnets[j]));
     }
     if (i < levels - 1) {
       snprintf(p, sizeof p, "decoder.up_blocks.%d.upsamplers.0.", i);
@@ -196,7 +128,8 @@ static int resolve_encoder(const sd_weights *w, const sd_vae_config *cfg, vae_en
       return SD_ERROR("out of host memory");
     for (int j = 0; j < down->num_resnets; j++) {
       snprintf(p, sizeof p, "encoder.down_blocks.%d.resnets.%d.", i, j);
-      SD_TRY(resolve_resnet(w, p, j == 0 ? in_c : out_c, out_c, &down->resnets[j]));
+      SD_TRY(resolve_resnet(w, p, j == 0 ? in_c : out_c, out_c, cfg->norm_num_groups,
+                            &down->resnets[j]));
     }
     if (i < levels - 1) {
       snprintf(p, sizeof p, "encoder.down_blocks.%d.downsamplers.0.", i);
@@ -204,7 +137,8 @@ static int resolve_encoder(const sd_weights *w, const sd_vae_config *cfg, vae_en
     }
     in_c = out_c;
   }
-  SD_TRY(resolve_mid_block(w, "encoder.mid_block.", top, cfg->mid_block_add_attention, &enc->mid));
+  SD_TRY(resolve_mid_block(w, "encoder.mid_block.", top, cfg->norm_num_groups,
+                           cfg->mid_block_add_attention, &enc->mid));
   SD_TRY(get_norm(w, &enc->norm_out_w, &enc->norm_out_b, top, "encoder.", "conv_norm_out"));
   return get_conv(w, &enc->conv_out_w, &enc->conv_out_b, 2 * cfg->latent_channels, top, 3,
                   "encoder.", "conv_out");
@@ -271,6 +205,10 @@ sd_backend *sd_vae_get_backend(const sd_vae *model) {
 
 /* ---- forward ---- */
 
+float sd_vae_attention_scale(const vae_attention *a) {
+  return 1.0f / sqrtf((float)a->channels);
+}
+
 /* A (B, C, H, W) header on memory of `like`. */
 static sd_tensor view4(const sd_tensor *like, int64_t b, int64_t c, int64_t h, int64_t w) {
   sd_tensor t = sd_tensor_4d(like->dtype, b, c, h, w);
@@ -323,11 +261,12 @@ static int attention_forward(sd_backend *be, const sd_spatial *sp, const vae_att
   SD_TRY(sd_spatial_group_norm(be, sp, x, a->norm_w, a->norm_b, groups, VAE_NORM_EPS, false,
                                &normed4));
   SD_TRY(sd_op_transpose(be, &normed, &tokens));
-  SD_TRY(sd_op_linear(be, &tokens, a->q_w, a->q_b, SD_ACT_NONE, &q));
-  SD_TRY(sd_op_linear(be, &tokens, a->k_w, a->k_b, SD_ACT_NONE, &k));
-  SD_TRY(sd_op_linear(be, &tokens, a->v_w, a->v_b, SD_ACT_NONE, &v));
-  SD_TRY(sd_spatial_attention(be, sp, &q, &k, &v, x->shape[3], 1, 1.0f / sqrtf((float)c), &o));
-  SD_TRY(sd_op_linear(be, &o, a->out_w, a->out_b, SD_ACT_NONE, &tokens));
+  const sd_unet_attention *p = &a->proj;
+  SD_TRY(sd_op_linear(be, &tokens, p->to_q, p->to_q_b, SD_ACT_NONE, &q));
+  SD_TRY(sd_op_linear(be, &tokens, p->to_k, p->to_k_b, SD_ACT_NONE, &k));
+  SD_TRY(sd_op_linear(be, &tokens, p->to_v, p->to_v_b, SD_ACT_NONE, &v));
+  SD_TRY(sd_spatial_attention(be, sp, &q, &k, &v, x->shape[3], 1, sd_vae_attention_scale(a), &o));
+  SD_TRY(sd_op_linear(be, &o, p->to_out_w, p->to_out_b, SD_ACT_NONE, &tokens));
   sd_tensor y3 = sd_tensor_3d(dt, b, c, hw); /* (B, C, HW) on y's memory */
   y3.data = y->data;
   SD_TRY(sd_op_transpose(be, &tokens, &y3));
@@ -459,9 +398,7 @@ int sd_vae_decode(sd_vae *model, const sd_tensor *z, sd_tensor *image) {
   return sd_vae_decode_spatial(model, NULL, z, image);
 }
 
-int sd_vae_decode_spatial(sd_vae *model, const sd_spatial *sp, const sd_tensor *z,
-                          sd_tensor *image) {
-  sd_backend *be = model->be;
+int sd_vae_check_decode_shapes(const sd_vae *model, const sd_tensor *z, const sd_tensor *image) {
   const sd_vae_config *cfg = &model->cfg;
   const int64_t factor = (int64_t)1 << (cfg->num_levels - 1);
   char zs[96], is[96];
@@ -474,6 +411,15 @@ int sd_vae_decode_spatial(sd_vae *model, const sd_spatial *sp, const sd_tensor *
                     (long long)z->shape[0], cfg->out_channels, (long long)(factor * z->shape[2]),
                     (long long)(factor * z->shape[3]), sd_tensor_shape_str(z, zs, sizeof zs),
                     sd_tensor_shape_str(image, is, sizeof is));
+  return 0;
+}
+
+int sd_vae_decode_spatial(sd_vae *model, const sd_spatial *sp, const sd_tensor *z,
+                          sd_tensor *image) {
+  sd_backend *be = model->be;
+  const sd_vae_config *cfg = &model->cfg;
+  char zs[96];
+  SD_TRY(sd_vae_check_decode_shapes(model, z, image));
   if (sp && sd_spatial_rows(sp, z->shape[3], 0) != z->shape[2])
     return SD_ERROR("vae: latents of %lld rows are not this rank's band of the decomposition",
                     (long long)z->shape[2]);
@@ -558,8 +504,8 @@ static int encode_into(sd_vae *model, const sd_tensor *image, void *ping, void *
   return 0;
 }
 
-int sd_vae_encode(sd_vae *model, const sd_tensor *image, sd_tensor *moments) {
-  sd_backend *be = model->be;
+int sd_vae_check_encode_shapes(const sd_vae *model, const sd_tensor *image,
+                               const sd_tensor *moments) {
   const sd_vae_config *cfg = &model->cfg;
   const int64_t factor = (int64_t)1 << (cfg->num_levels - 1);
   char is[96], ms[96];
@@ -577,6 +523,14 @@ int sd_vae_encode(sd_vae *model, const sd_tensor *image, sd_tensor *moments) {
                     (long long)(image->shape[2] / factor), (long long)(image->shape[3] / factor),
                     sd_tensor_shape_str(image, is, sizeof is),
                     sd_tensor_shape_str(moments, ms, sizeof ms));
+  return 0;
+}
+
+int sd_vae_encode(sd_vae *model, const sd_tensor *image, sd_tensor *moments) {
+  sd_backend *be = model->be;
+  const sd_vae_config *cfg = &model->cfg;
+  char is[96];
+  SD_TRY(sd_vae_check_encode_shapes(model, image, moments));
   const sd_arena_mark mark = sd_arena_get_mark(be);
   const int64_t cap = encoder_max_numel(cfg, image->shape[0], image->shape[2], image->shape[3]);
   sd_tensor ping = sd_tensor_1d(be->ops->act_dtype, cap);

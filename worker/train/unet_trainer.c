@@ -1,6 +1,8 @@
 /* The UNet's optimizer step (unet_trainer.h). */
 #include "unet_trainer.h"
 
+#include "param_optim.h"
+
 #include "../sched/ddpm_noise.h"
 
 #include "../../kernels/error.h"
@@ -15,8 +17,7 @@ struct sd_unet_trainer {
   const sd_scheduler_config *noise;
   sd_unet_train_config cfg;
   sd_grads *grads;
-  sd_tensor **params; /* (opt.count) the trained weights, updated in place */
-  sd_param_set opt;   /* float32 master weights, gradients and moments on the host */
+  sd_param_optim *optim;
   int64_t steps;
 };
 
@@ -35,8 +36,7 @@ sd_unet_train_config sd_unet_train_config_init(void) {
 void sd_unet_trainer_free(sd_unet_trainer *t) {
   if (!t)
     return;
-  sd_param_set_free(&t->opt);
-  free(t->params);
+  sd_param_optim_free(t->optim);
   sd_grads_free(t->grads);
   free(t);
 }
@@ -60,27 +60,10 @@ int sd_unet_trainer_create(sd_backend *be, sd_unet *unet, const sd_weights *weig
   t->unet = unet;
   t->noise = noise;
   t->cfg = *cfg;
-  if (sd_grads_create(be, weights, wants, user, &t->grads) < 0) {
+  if (sd_grads_create(be, weights, wants, user, &t->grads) < 0 ||
+      sd_param_optim_create(be, t->grads, &t->optim) < 0) {
     sd_unet_trainer_free(t);
     return sd_error_context("unet training");
-  }
-  size_t n = sd_grads_count(t->grads);
-  t->params = calloc(n ? n : 1, sizeof *t->params);
-  int64_t *sizes = calloc(n ? n : 1, sizeof *sizes);
-  for (size_t i = 0; t->params && sizes && i < n; i++) {
-    /* the trainer owns the update of the weights the model borrows */
-    t->params[i] = (sd_tensor *)sd_grads_weight_at(t->grads, i);
-    sizes[i] = sd_tensor_numel(t->params[i]);
-  }
-  int rc = t->params && sizes ? sd_param_set_init(&t->opt, n, sizes)
-                              : SD_ERROR("out of memory for %zu parameters", n);
-  free(sizes);
-  for (size_t i = 0; rc == 0 && i < n; i++)
-    if (sd_tensor_download_f32(be, t->params[i], t->opt.values[i]) < 0)
-      rc = sd_error_context("unet training: reading %s", sd_grads_name_at(t->grads, i));
-  if (rc < 0) {
-    sd_unet_trainer_free(t);
-    return rc;
   }
   *out = t;
   return 0;
@@ -171,14 +154,10 @@ int sd_unet_trainer_step(sd_unet_trainer *t, const sd_tensor *latents, const sd_
   memset(report, 0, sizeof *report);
   SD_TRY(sd_unet_loss_backward(t->be, t->unet, t->noise, t->cfg.tape, t->grads, latents, noise,
                                timesteps, context, t->steps, &report->loss));
-  for (size_t i = 0; i < t->opt.count; i++)
-    SD_TRY(sd_tensor_download_f32(t->be, sd_grads_at(t->grads, i), t->opt.grads[i]));
   report->learning_rate = sd_unet_train_lr(&t->cfg, t->steps);
-  report->grad_norm = sd_param_set_step(&t->opt, &t->cfg.adamw, report->learning_rate, t->steps + 1,
-                                        t->cfg.max_grad_norm);
-  for (size_t i = 0; i < t->opt.count; i++)
-    if (sd_tensor_upload_f32(t->be, t->params[i], t->opt.values[i]) < 0)
-      return sd_error_context("unet training: writing %s", sd_grads_name_at(t->grads, i));
+  if (sd_param_optim_step(t->optim, &t->cfg.adamw, report->learning_rate, t->steps + 1,
+                          t->cfg.max_grad_norm, &report->grad_norm) < 0)
+    return sd_error_context("unet training: step %" PRId64, t->steps);
   t->steps++;
   return 0;
 }
@@ -193,18 +172,14 @@ sd_grads *sd_unet_trainer_grads(sd_unet_trainer *t) {
 
 int sd_unet_trainer_state_at(sd_unet_trainer *t, size_t i, float **master, float **exp_avg,
                              float **exp_avg_sq) {
-  if (i >= t->opt.count)
-    return SD_ERROR("unet training: no parameter %zu (%zu trained)", i, t->opt.count);
-  *master = t->opt.values[i];
-  *exp_avg = t->opt.exp_avg[i];
-  *exp_avg_sq = t->opt.exp_avg_sq[i];
+  if (sd_param_optim_state_at(t->optim, i, master, exp_avg, exp_avg_sq) < 0)
+    return sd_error_context("unet training");
   return 0;
 }
 
 int sd_unet_trainer_restore(sd_unet_trainer *t, int64_t steps) {
-  for (size_t i = 0; i < t->opt.count; i++)
-    if (sd_tensor_upload_f32(t->be, t->params[i], t->opt.values[i]) < 0)
-      return sd_error_context("unet training: restoring %s", sd_grads_name_at(t->grads, i));
+  if (sd_param_optim_restore(t->optim) < 0)
+    return sd_error_context("unet training: restoring");
   t->steps = steps;
   return 0;
 }
