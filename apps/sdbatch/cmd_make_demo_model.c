@@ -21,7 +21,7 @@ static const char *const demo_usage =
 
 int cmd_make_demo_model(int argc, char **argv) {
   const char *cmd = "make-demo-model";
-  sd_demo_model_params params = {false, 0, SDBATCH_CLIP_BPE};
+  sd_demo_model_params params = {.seed = 0, .bpe_gz = SDBATCH_CLIP_BPE};
   const char *dir = NULL;
   const cli_option options[] = {
       CLI_OPTION("full-size", NULL, CLI_FLAG, &params.full_size,

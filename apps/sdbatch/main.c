@@ -20,6 +20,7 @@ static void print_usage(FILE *out) {
           "  export           write an output file's images as PNGs or contact sheets\n"
           "  bench            time the pipeline's stages and report FLOP rates\n"
           "  train            fine-tune a model's UNet on instance images (DreamBooth)\n"
+          "  train-demo       train the shapes demo model from scratch\n"
           "\n"
           "'sdbatch <command> --help' describes a command's options.\n",
           SDBATCH_VERSION);
@@ -56,6 +57,8 @@ int main(int argc, char **argv) {
     return cmd_export(argc - 1, argv + 1);
   if (strcmp(command, "train") == 0)
     return cmd_train(argc - 1, argv + 1);
+  if (strcmp(command, "train-demo") == 0)
+    return cmd_train_demo(argc - 1, argv + 1);
   if (strcmp(command, "bench") == 0)
     return cmd_bench(argc - 1, argv + 1);
   fprintf(stderr, "sdbatch: unknown command '%s'\n\n", command);

@@ -28,6 +28,59 @@ typedef struct demo_configs {
   int unet_heads_config; /* diffusers' attention_head_dim (heads per level, SD 1.x) */
 } demo_configs;
 
+/* The shapes model (docs/demo-model.md): 64x64 pictures through a factor-4 VAE (16x16x4 latents), a
+ * 2-level UNet (64, 128 channels; cross-attention at 16x16 and in the mid block), a 2-layer CLIP
+ * 64 wide; about 4.4 M + 1.0 M + 3.3 M parameters (17 MB in fp16). The VAE's scaling factor is
+ * a placeholder until train-demo measures it. */
+static void demo_configs_fill_shapes(demo_configs *c) {
+  memset(c, 0, sizeof *c);
+  c->clip = (sd_clip_config){
+      .vocab_size = 49408,
+      .hidden_size = 64,
+      .intermediate_size = 256,
+      .num_hidden_layers = 2,
+      .num_attention_heads = 4,
+      .max_position_embeddings = 77,
+      .hidden_act = SD_ACT_QUICK_GELU,
+      .layer_norm_eps = 1e-5f,
+      .bos_token_id = 49406,
+      .eos_token_id = 49407,
+  };
+  sd_unet_config *u = &c->unet;
+  u->in_channels = 4;
+  u->out_channels = 4;
+  u->layers_per_block = 2;
+  u->cross_attention_dim = c->clip.hidden_size;
+  u->norm_num_groups = 32;
+  u->norm_eps = 1e-5f;
+  u->flip_sin_to_cos = true;
+  u->freq_shift = 0;
+  c->unet_heads_config = 4;
+  u->num_levels = 2;
+  u->sample_size = 16;
+  static const int channels[2] = {64, 128};
+  for (int i = 0; i < u->num_levels; i++) {
+    u->block_out_channels[i] = channels[i];
+    u->down_block_has_attention[i] = i < u->num_levels - 1;
+    u->up_block_has_attention[i] = i > 0;
+    u->transformer_layers_per_block[i] = 1;
+    u->num_attention_heads[i] = c->unet_heads_config;
+  }
+  sd_vae_config *v = &c->vae;
+  v->in_channels = 3;
+  v->out_channels = 3;
+  v->latent_channels = 4;
+  v->num_levels = 3;
+  static const int vae_channels[3] = {32, 64, 64};
+  for (int i = 0; i < v->num_levels; i++)
+    v->block_out_channels[i] = vae_channels[i];
+  v->layers_per_block = 1;
+  v->norm_num_groups = 32;
+  v->scaling_factor = 1.0f;
+  v->sample_size = 64;
+  v->mid_block_add_attention = true;
+}
+
 static void demo_configs_fill(bool full_size, demo_configs *c) {
   memset(c, 0, sizeof *c);
   c->clip = (sd_clip_config){
@@ -136,7 +189,7 @@ static cJSON *vae_json(const sd_vae_config *v) {
   cJSON_AddNumberToObject(j, "norm_num_groups", v->norm_num_groups);
   cJSON_AddNumberToObject(j, "out_channels", v->out_channels);
   cJSON_AddNumberToObject(j, "sample_size", v->sample_size);
-  cJSON_AddNumberToObject(j, "scaling_factor", 0.18215);
+  cJSON_AddNumberToObject(j, "scaling_factor", v->scaling_factor);
   cJSON_AddItemToObject(j, "up_block_types",
                         repeated_strings("UpDecoderBlock2D", "", v->num_levels, v->num_levels));
   return j;
@@ -356,7 +409,10 @@ static int dir_is_absent_or_empty(const char *path) {
 
 static int write_parts(const char *root, const sd_demo_model_params *params) {
   demo_configs c;
-  demo_configs_fill(params->full_size, &c);
+  if (params->shapes)
+    demo_configs_fill_shapes(&c);
+  else
+    demo_configs_fill(params->full_size, &c);
   demo_rng rng = {params->seed * 0x9E3779B97F4A7C15ull + 1};
   char path[4096];
   static const char *const folders[] = {"unet", "vae", "text_encoder", "tokenizer", "scheduler"};
@@ -414,14 +470,17 @@ static int write_parts(const char *root, const sd_demo_model_params *params) {
   if (!readme)
     return SD_ERROR("%s: cannot create: %s", path, strerror(errno));
   fprintf(readme,
-          "A random-weight Stable Diffusion model written by `sdbatch make-demo-model`%s.\n"
+          "A random-weight Stable Diffusion model written by sdbatch%s.\n"
           "It has the %s block structure but untrained weights: its pictures are noise.\n"
           "It runs the real code paths without downloading anything. For real images, point\n"
           "--model (or `model:` in a job file) at a diffusers folder or a single-file\n"
-          ".safetensors checkpoint of SD 1.x or 2.x that you have.\n"
-          "The VAE holds only the decoder's weights (text-to-image needs no encoder).\n",
-          params->full_size ? " --full-size" : "",
-          params->full_size ? "SD 1.5 (full-size)" : "SD 1.x (tiny)");
+          ".safetensors checkpoint of SD 1.x or 2.x that you have.\n",
+          params->shapes      ? " (train-demo's starting point)"
+          : params->full_size ? " make-demo-model --full-size"
+                              : " make-demo-model",
+          params->shapes      ? "shapes demo model's"
+          : params->full_size ? "SD 1.5 (full-size)"
+                              : "SD 1.x (tiny)");
   if (fclose(readme) != 0)
     return SD_ERROR("%s: write failed", path);
   return 0;

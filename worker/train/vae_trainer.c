@@ -246,3 +246,17 @@ int64_t sd_vae_trainer_steps(const sd_vae_trainer *t) {
 sd_grads *sd_vae_trainer_grads(sd_vae_trainer *t) {
   return t->grads;
 }
+
+int sd_vae_trainer_state_at(sd_vae_trainer *t, size_t i, float **master, float **exp_avg,
+                            float **exp_avg_sq) {
+  if (sd_param_optim_state_at(t->optim, i, master, exp_avg, exp_avg_sq) < 0)
+    return sd_error_context("vae training");
+  return 0;
+}
+
+int sd_vae_trainer_restore(sd_vae_trainer *t, int64_t steps) {
+  if (sd_param_optim_restore(t->optim) < 0)
+    return sd_error_context("vae training: restoring");
+  t->steps = steps;
+  return 0;
+}

@@ -70,4 +70,11 @@ int64_t sd_vae_trainer_steps(const sd_vae_trainer *trainer);
 /* The trained weights (the store's order and names) and their gradients of the last step. */
 sd_grads *sd_vae_trainer_grads(sd_vae_trainer *trainer);
 
+/* The optimizer's state, for checkpoints, as sd_unet_trainer_state_at: trained parameter i's
+ * host float32 master weights, exp_avg and exp_avg_sq (writable). -1 past the end. */
+int sd_vae_trainer_state_at(sd_vae_trainer *trainer, size_t i, float **master, float **exp_avg,
+                            float **exp_avg_sq);
+/* After the state was overwritten: uploads every master weight and sets the steps taken. */
+int sd_vae_trainer_restore(sd_vae_trainer *trainer, int64_t steps);
+
 #endif
