@@ -72,7 +72,7 @@ sd_demo_recipe sd_demo_recipe_quick(void) {
   r.unet_batch = 4;
   r.unet_learning_rate = 1e-3;
   r.unet_warmup = 5;
-  r.checkpoint_every = 15;
+  r.checkpoint_every = 5;
   return r;
 }
 
@@ -635,6 +635,30 @@ static int unet_phase(run *r, phase_log *log) {
 
 /* ---- the trained model ---- */
 
+/* Deletes a folder of folders and files (a model folder's leftover). */
+static int remove_tree(const char *path) {
+  DIR *d = opendir(path);
+  if (!d)
+    return errno == ENOENT ? 0 : SD_ERROR("%s: cannot read: %s", path, strerror(errno));
+  struct dirent *e;
+  char child[PATH_LEN];
+  int rc = 0;
+  while (rc == 0 && (e = readdir(d)) != NULL) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+      continue;
+    snprintf(child, sizeof child, "%s/%s", path, e->d_name);
+    struct stat st;
+    if (lstat(child, &st) == 0 && S_ISDIR(st.st_mode))
+      rc = remove_tree(child);
+    else if (unlink(child) < 0)
+      rc = SD_ERROR("%s: cannot delete: %s", child, strerror(errno));
+  }
+  closedir(d);
+  if (rc == 0 && rmdir(path) < 0)
+    rc = SD_ERROR("%s: cannot delete the folder: %s", path, strerror(errno));
+  return rc;
+}
+
 static int copy_file(const char *src, const char *dst) {
   FILE *in = fopen(src, "rb");
   if (!in)
@@ -735,10 +759,17 @@ static const char *const model_readme =
     "and a 2-layer CLIP text encoder 64 wide whose weights are random and frozen. Recipe, seed\n"
     "and the SHA-256 of these files: docs/demo-model.md.\n";
 
+/* dir/model, assembled in dir/.model.tmp and renamed into place. A resumed run whose model was
+ * written already (killed just after) leaves it as it is: the same recipe wrote it. */
 static int write_model(run *r) {
   char final[PATH_LEN], tmp[PATH_LEN], src[PATH_LEN], dst[PATH_LEN];
   snprintf(final, sizeof final, "%s/model", r->dir);
   snprintf(tmp, sizeof tmp, "%s/.model.tmp", r->dir);
+  bool exists, empty;
+  SD_TRY(folder_state(final, &exists, &empty));
+  if (exists && !empty)
+    return 0;
+  SD_TRY(remove_tree(tmp));
   static const char *const folders[] = {"", "/unet", "/vae", "/text_encoder", "/tokenizer",
                                         "/scheduler"};
   static const char *const copied[] = {
@@ -768,10 +799,6 @@ static int write_model(run *r) {
     snprintf(cmd_path, sizeof cmd_path, "%s%s", tmp, folders[i]);
     SD_TRY(sd_train_state_fsync(cmd_path));
   }
-  bool exists, empty;
-  SD_TRY(folder_state(final, &exists, &empty));
-  if (exists)
-    return SD_ERROR("%s exists already; move it away to write the model again", final);
   if (rename(tmp, final) < 0)
     return SD_ERROR("cannot rename %s to %s: %s", tmp, final, strerror(errno));
   return sd_train_state_fsync(r->dir);
