@@ -92,6 +92,7 @@ typedef struct sd_shape_measure {
   double fill;          /* area / bounding box */
   double row_solidity;  /* area / the rows' spans (1 for shapes without notches) */
   double top_share;     /* share of the area in the upper half of the bounding box */
+  double cx, cy;        /* the centre of the shape's pixels, in fractions of width and height */
 } sd_shape_measure;
 
 /* Finds the shape in rgb (height, width, 3): the saturated pixels (the backgrounds are gray),

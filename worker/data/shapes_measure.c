@@ -80,6 +80,7 @@ void sd_shapes_measure(const uint8_t *rgb, int width, int height, sd_shape_measu
   int half = (saturation(sd_shape_color_rgb((sd_shape_color)color)) + 1) / 2;
   int x0 = width, x1 = -1, y0 = height, y1 = -1;
   size_t area = 0, spans = 0;
+  double sum_x = 0, sum_y = 0;
   for (int y = 0; y < height; y++) {
     int first = -1, last = -1;
     for (int x = 0; x < width; x++)
@@ -88,6 +89,8 @@ void sd_shapes_measure(const uint8_t *rgb, int width, int height, sd_shape_measu
           first = x;
         last = x;
         area++;
+        sum_x += x + 0.5;
+        sum_y += y + 0.5;
       }
     if (first < 0)
       continue;
@@ -113,5 +116,7 @@ void sd_shapes_measure(const uint8_t *rgb, int width, int height, sd_shape_measu
   out->fill = (double)area / ((double)(x1 - x0 + 1) * (double)(y1 - y0 + 1));
   out->row_solidity = (double)area / (double)spans;
   out->top_share = upper / (double)area;
+  out->cx = sum_x / (double)area / width;
+  out->cy = sum_y / (double)area / height;
   out->kind = classify(out->fill, out->row_solidity, out->top_share);
 }

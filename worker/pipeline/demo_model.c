@@ -211,7 +211,9 @@ static cJSON *clip_json(const sd_clip_config *t) {
   cJSON_AddNumberToObject(j, "num_hidden_layers", t->num_hidden_layers);
   cJSON_AddNumberToObject(j, "pad_token_id", 1);
   cJSON_AddNumberToObject(j, "projection_dim", t->hidden_size);
-  cJSON_AddStringToObject(j, "torch_dtype", "float16");
+  /* what from_pretrained gives by default (transformers 5 follows it): float32, as the UNet and
+   * the VAE load, though the file holds fp16 */
+  cJSON_AddStringToObject(j, "torch_dtype", "float32");
   cJSON_AddNumberToObject(j, "vocab_size", t->vocab_size);
   return j;
 }
