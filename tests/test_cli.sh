@@ -33,7 +33,7 @@ expect() {
 render=("$sdbatch" render --model "$model" --steps 2 --width 64 --height 64 --quiet)
 
 # help and usage
-for command in render tokenize make-demo-model make-shapes bench run inspect export train; do
+for command in render tokenize make-demo-model make-shapes bench run inspect export train train-demo; do
   expect 0 "Usage: sdbatch $command" -- "$sdbatch" "$command" --help
 done
 expect 2 "the training config \(CONFIG.yaml\) is required" -- "$sdbatch" train

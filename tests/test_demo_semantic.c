@@ -31,7 +31,9 @@ typedef struct tally {
   int hits, total;
 } tally;
 
-static double rate(tally t) { return t.total ? (double)t.hits / t.total : 0.0; }
+static double rate(tally t) {
+  return t.total ? (double)t.hits / t.total : 0.0;
+}
 
 static sd_engine *engine;
 static sd_txt2img_batch batch;
@@ -71,7 +73,10 @@ static int count_txt2img(const char *phrasing, float guidance, tally *t,
       bool hit = m.found && m.kind == (sd_shape_kind)k && m.color == (sd_shape_color)c;
       t->hits += hit;
       t->total++;
-      marks[c][k][i % seeds] = hit ? '+' : !m.found ? '.' : m.color != (sd_shape_color)c ? 'c' : 's';
+      marks[c][k][i % seeds] = hit                            ? '+'
+                               : !m.found                     ? '.'
+                               : m.color != (sd_shape_color)c ? 'c'
+                                                              : 's';
       marks[c][k][seeds] = 0;
       sd_txt2img_result_free(&results[j]);
     }
@@ -199,8 +204,8 @@ int main(int argc, char **argv) {
     square_mask(pictures[i].cx, pictures[i].cy, 0.28f, &mask);
     for (int s = 0; s < seeds; s++) {
       sd_shape_measure m;
-      if (render_image(SD_PIPELINE_INPAINT, 1.0f, "a green triangle", &init, &mask,
-                       (uint64_t)s, &m) < 0)
+      if (render_image(SD_PIPELINE_INPAINT, 1.0f, "a green triangle", &init, &mask, (uint64_t)s,
+                       &m) < 0)
         goto fail;
       bool hit = m.found && m.kind == SD_SHAPE_TRIANGLE && m.color == SD_COLOR_GREEN;
       inpaint.hits += hit;
@@ -230,14 +235,13 @@ int main(int argc, char **argv) {
 
   for (int p = 0; p < 3; p++)
     CHECK(rate(sets[p]) >= 0.9, "%s: %.1f %% of the pictures match the prompt (need 90 %%)",
-             phrasing_names[p], 100 * rate(sets[p]));
+          phrasing_names[p], 100 * rate(sets[p]));
   CHECK(rate(sets[0]) - rate(unguided) >= 0.1,
-           "guidance 7.5 vs 1: %.1f %% vs %.1f %% (need 10 points between them)",
-           100 * rate(sets[0]), 100 * rate(unguided));
+        "guidance 7.5 vs 1: %.1f %% vs %.1f %% (need 10 points between them)", 100 * rate(sets[0]),
+        100 * rate(unguided));
   CHECK(rate(inpaint) >= 0.75, "inpainting: %.1f %% green triangles (need 75 %%)",
-           100 * rate(inpaint));
-  CHECK(rate(layout) >= 0.9, "img2img: %.1f %% kept the layout (need 90 %%)",
-           100 * rate(layout));
+        100 * rate(inpaint));
+  CHECK(rate(layout) >= 0.9, "img2img: %.1f %% kept the layout (need 90 %%)", 100 * rate(layout));
   return sd_test_finish();
 fail:
   fprintf(stderr, "test_demo_semantic: %s\n", sd_error_message());

@@ -107,13 +107,13 @@ typedef struct run {
   int latent_channels, latent_side;
   int64_t per_item; /* latent values of one picture */
   float scaling_factor;
-  uint8_t *rgb;     /* (SIDE, SIDE, 3) */
-  float *pixels;    /* (max batch, 3, SIDE, SIDE) */
-  float *moments;   /* (max batch, 2 C, side, side) */
+  uint8_t *rgb;                 /* (SIDE, SIDE, 3) */
+  float *pixels;                /* (max batch, 3, SIDE, SIDE) */
+  float *moments;               /* (max batch, 2 C, side, side) */
   float *eps, *latents, *noise; /* (max batch, C, side, side) */
-  float *context;   /* (max batch, L, D) */
-  int32_t *ids;     /* (max batch, L) */
-  int64_t *drawn;   /* (max batch) */
+  float *context;               /* (max batch, L, D) */
+  int32_t *ids;                 /* (max batch, L) */
+  int64_t *drawn;               /* (max batch) */
   int32_t *timesteps;
   sd_tensor images_t, latents_t, noise_t, context_t; /* persistent, at the largest batch */
   double t0;
@@ -232,8 +232,8 @@ static int prepare_folders(run *r) {
     SD_TRY(write_small_file(path, want));
   SD_TRY(folder_state(r->init_dir, &exists, &empty));
   if (!exists || empty) {
-    sd_demo_model_params params = {.seed = r->recipe->seed, .bpe_gz = r->opt->bpe_gz,
-                                   .shapes = true};
+    sd_demo_model_params params = {
+        .seed = r->recipe->seed, .bpe_gz = r->opt->bpe_gz, .shapes = true};
     if (sd_demo_model_write(r->init_dir, &params) < 0)
       return sd_error_context("writing the untrained model");
   }
@@ -272,8 +272,8 @@ static int load_model(run *r) {
   r->ids = malloc(batch * length * sizeof(int32_t));
   r->drawn = malloc(batch * sizeof(int64_t));
   r->timesteps = malloc(batch * sizeof(int32_t));
-  if (!r->rgb || !r->pixels || !r->moments || !r->eps || !r->latents || !r->noise ||
-      !r->context || !r->ids || !r->drawn || !r->timesteps)
+  if (!r->rgb || !r->pixels || !r->moments || !r->eps || !r->latents || !r->noise || !r->context ||
+      !r->ids || !r->drawn || !r->timesteps)
     return SD_ERROR("out of memory");
   sd_dtype dt = r->be->ops->act_dtype;
   int b = (int)batch, s = r->latent_side;
@@ -725,8 +725,7 @@ static int write_vae_config(run *r, const char *src, const char *dst) {
   free(text);
   if (!json)
     return rc < 0 ? rc : SD_ERROR("%s: cannot read as JSON", src);
-  cJSON_ReplaceItemInObject(json, "scaling_factor",
-                            cJSON_CreateNumber((double)r->scaling_factor));
+  cJSON_ReplaceItemInObject(json, "scaling_factor", cJSON_CreateNumber((double)r->scaling_factor));
   char *out = cJSON_Print(json);
   cJSON_Delete(json);
   if (!out)
@@ -770,12 +769,16 @@ static int write_model(run *r) {
   if (exists && !empty)
     return 0;
   SD_TRY(remove_tree(tmp));
-  static const char *const folders[] = {"", "/unet", "/vae", "/text_encoder", "/tokenizer",
-                                        "/scheduler"};
-  static const char *const copied[] = {
-      "model_index.json",           "unet/config.json",          "text_encoder/config.json",
-      "text_encoder/model.safetensors", "tokenizer/vocab.json",  "tokenizer/merges.txt",
-      "tokenizer/tokenizer_config.json", "scheduler/scheduler_config.json"};
+  static const char *const folders[] = {"",           "/unet",     "/vae", "/text_encoder",
+                                        "/tokenizer", "/scheduler"};
+  static const char *const copied[] = {"model_index.json",
+                                       "unet/config.json",
+                                       "text_encoder/config.json",
+                                       "text_encoder/model.safetensors",
+                                       "tokenizer/vocab.json",
+                                       "tokenizer/merges.txt",
+                                       "tokenizer/tokenizer_config.json",
+                                       "scheduler/scheduler_config.json"};
   char cmd_path[PATH_LEN];
   for (size_t i = 0; i < sizeof folders / sizeof folders[0]; i++) {
     snprintf(cmd_path, sizeof cmd_path, "%s%s", tmp, folders[i]);
@@ -807,8 +810,8 @@ static int write_model(run *r) {
 static int check_recipe(const sd_demo_recipe *rc) {
   if (rc->vae_steps < 1 || rc->unet_steps < 1 || rc->vae_batch < 1 || rc->unet_batch < 1 ||
       rc->vae_batch > 256 || rc->unet_batch > 256 || rc->scale_images < 2 ||
-      rc->checkpoint_every < 1 || !(rc->vae_learning_rate > 0) ||
-      !(rc->unet_learning_rate > 0) || rc->vae_warmup < 0 || rc->unet_warmup < 0 ||
+      rc->checkpoint_every < 1 || !(rc->vae_learning_rate > 0) || !(rc->unet_learning_rate > 0) ||
+      rc->vae_warmup < 0 || rc->unet_warmup < 0 ||
       !(rc->caption_dropout >= 0 && rc->caption_dropout <= 1) || !(rc->vae_kl_weight >= 0))
     return SD_ERROR("train-demo: the recipe's values are out of range (steps, batches (1..256), "
                     "scale_images (>= 2) and checkpoint_every positive, learning rates > 0, "
@@ -836,8 +839,7 @@ int sd_demo_train(const char *dir, const sd_demo_recipe *recipe,
   if (rc == 0) {
     result->vae_first_loss = vae_log.first_n ? (float)(vae_log.first_sum / vae_log.first_n) : 0;
     result->vae_last_loss = vae_log.last_n ? (float)(vae_log.last_sum / vae_log.last_n) : 0;
-    result->unet_first_loss =
-        unet_log.first_n ? (float)(unet_log.first_sum / unet_log.first_n) : 0;
+    result->unet_first_loss = unet_log.first_n ? (float)(unet_log.first_sum / unet_log.first_n) : 0;
     result->unet_last_loss = unet_log.last_n ? (float)(unet_log.last_sum / unet_log.last_n) : 0;
     result->scaling_factor = r.scaling_factor;
   }

@@ -28,8 +28,8 @@ static int fsync_parent(const char *path) {
   return sd_train_state_fsync(dirname(copy));
 }
 
-int sd_train_state_write(const char *path, const sd_train_state_view *view,
-                         const char *const *keys, const char *const *values, size_t n) {
+int sd_train_state_write(const char *path, const sd_train_state_view *view, const char *const *keys,
+                         const char *const *values, size_t n) {
   size_t params = sd_grads_count(view->grads);
   sd_st_tensor *tensors = calloc(3 * params, sizeof *tensors);
   char **names = calloc(3 * params, sizeof *names);
@@ -78,8 +78,7 @@ int sd_train_state_meta_int(const sd_safetensors *file, const char *key, int64_t
   errno = 0;
   long long x = strtoll(v, &end, 10);
   if (*end || errno)
-    return SD_ERROR("%s: metadata '%s' is '%s', not an integer", sd_safetensors_path(file), key,
-                    v);
+    return SD_ERROR("%s: metadata '%s' is '%s', not an integer", sd_safetensors_path(file), key, v);
   *out = x;
   return 0;
 }

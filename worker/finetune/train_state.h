@@ -22,8 +22,8 @@ typedef struct sd_train_state_view {
 
 /* Writes path: tensors "<name>", "adamw.exp_avg.<name>", "adamw.exp_avg_sq.<name>" for every
  * trained parameter, and the n metadata pairs. */
-int sd_train_state_write(const char *path, const sd_train_state_view *view,
-                         const char *const *keys, const char *const *values, size_t n);
+int sd_train_state_write(const char *path, const sd_train_state_view *view, const char *const *keys,
+                         const char *const *values, size_t n);
 
 /* Opens path, checks its "format" metadata is `format`, and copies every trained parameter's
  * state into the trainer (the caller then restores the trainer); *file stays open for the
