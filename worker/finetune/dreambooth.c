@@ -6,7 +6,8 @@
  *                         noise randn of the same shape, torch.randint(0, T, (items,))
  * An optimizer step takes gradient_accumulation_steps micro-batches of train_batch_size items
  * from the epoch's order (fewer at the epoch's end, as the script's dataloader and accelerate's
- * sync at the end of an epoch) and runs one sd_unet_trainer_step over all of them. */
+ * sync at the end of an epoch) and runs one sd_unet_trainer_step over all of them (in LoRA mode
+ * one sd_lora_trainer_step, A initialised from a third generator, seed + 2). */
 #include "dreambooth.h"
 
 #include "dreambooth_state.h"
@@ -18,6 +19,7 @@
 #include "../model/vae.h"
 #include "../pipeline/engine.h"
 #include "../text/clip_tokenizer.h"
+#include "../train/lora_trainer.h"
 #include "../train/unet_trainer.h"
 
 #include "../../kernels/error.h"
@@ -41,16 +43,18 @@ typedef struct run {
   sd_engine_networks nets;
   const sd_model_files *model;
   sd_instance_data data;
-  sd_unet_trainer *trainer;
-  int channels, side;       /* latent channels, latent side (resolution / 8) */
-  int64_t per_item;         /* channels x side x side */
-  int max_items;            /* train_batch_size x gradient_accumulation_steps */
-  int64_t batches;          /* micro-batches per epoch: ceil(images / train_batch_size) */
-  int64_t total_steps;      /* max_train_steps */
-  float **moments;          /* (images x 2): (image, flipped)'s (2 C, side, side), or NULL */
-  sd_tensor context;        /* (max_items, L, D) the instance prompt's embedding, repeated */
-  sd_tensor latents, noise; /* (max_items, C, side, side) */
-  float *pixels;            /* (3, resolution, resolution) one item's */
+  sd_unet_trainer *trainer;    /* a full fine-tune's, or NULL */
+  sd_lora_trainer *lora;       /* LoRA mode's, or NULL */
+  sd_dreambooth_params params; /* the trained parameters, for checkpoints */
+  int channels, side;          /* latent channels, latent side (resolution / 8) */
+  int64_t per_item;            /* channels x side x side */
+  int max_items;               /* train_batch_size x gradient_accumulation_steps */
+  int64_t batches;             /* micro-batches per epoch: ceil(images / train_batch_size) */
+  int64_t total_steps;         /* max_train_steps */
+  float **moments;             /* (images x 2): (image, flipped)'s (2 C, side, side), or NULL */
+  sd_tensor context;           /* (max_items, L, D) the instance prompt's embedding, repeated */
+  sd_tensor latents, noise;    /* (max_items, C, side, side) */
+  float *pixels;               /* (3, resolution, resolution) one item's */
   float *host_latents, *host_noise, *eps; /* (max_items, C, side, side) */
   int32_t *timesteps;                     /* (max_items) */
   int64_t *drawn_timesteps;               /* (train_batch_size) */
@@ -145,6 +149,29 @@ static int encode_prompt(run *r) {
   return rc < 0 ? sd_error_context("encoding instance_prompt") : 0;
 }
 
+/* The trainer of the config's mode and its parameter list. LoRA mode: rank cfg->rank, alpha =
+ * rank (train_dreambooth_lora.py), the script's targets and gaussian init, A from seed + 2. */
+static int make_trainer(run *r, const sd_unet_train_config *tc) {
+  const sd_dreambooth_config *cfg = r->cfg;
+  int rc;
+  if (cfg->lora) {
+    sd_lora_train_config lc = sd_lora_train_config_init();
+    lc.train = *tc;
+    lc.rank = cfg->rank;
+    lc.alpha = (double)cfg->rank;
+    rc = sd_lora_trainer_create(r->be, r->nets.unet, r->nets.unet_weights, &r->model->scheduler,
+                                &lc, cfg->seed + 2, &r->lora);
+    if (rc == 0)
+      rc = sd_dreambooth_params_lora(r->lora, &r->params);
+  } else {
+    rc = sd_unet_trainer_create(r->be, r->nets.unet, r->nets.unet_weights, &r->model->scheduler, tc,
+                                NULL, NULL, &r->trainer);
+    if (rc == 0)
+      rc = sd_dreambooth_params_unet(r->trainer, &r->params);
+  }
+  return rc < 0 ? sd_error_context("%s: pretrained_model %s", cfg->path, cfg->pretrained_model) : 0;
+}
+
 /* Loads the model and the images and makes the trainer: everything before output_dir. */
 static int prepare(run *r) {
   const sd_dreambooth_config *cfg = r->cfg;
@@ -196,9 +223,7 @@ static int prepare(run *r) {
   tc.total_steps = r->total_steps;
   tc.max_grad_norm = cfg->max_grad_norm;
   tc.tape = cfg->gradient_checkpointing ? SD_UNET_TAPE_CHECKPOINT : SD_UNET_TAPE_FULL;
-  if (sd_unet_trainer_create(r->be, r->nets.unet, r->nets.unet_weights, &r->model->scheduler, &tc,
-                             NULL, NULL, &r->trainer) < 0)
-    return sd_error_context("pretrained_model %s", cfg->pretrained_model);
+  SD_TRY(make_trainer(r, &tc));
   SD_TRY(encode_prompt(r));
 
   size_t items = (size_t)r->max_items, per = (size_t)r->per_item;
@@ -244,7 +269,9 @@ static void run_free(run *r) {
     sd_tensor_free(r->be, &r->latents);
     sd_tensor_free(r->be, &r->noise);
   }
+  sd_dreambooth_params_free(&r->params);
   sd_unet_trainer_free(r->trainer);
+  sd_lora_trainer_free(r->lora);
   sd_instance_data_free(&r->data);
   sd_engine_close(r->engine);
 }
@@ -346,7 +373,7 @@ static int checkpoint(run *r) {
   if (fflush(r->log) != 0 || fsync(fileno(r->log)) != 0)
     return SD_ERROR("%s: write failed: %s", r->log_path, strerror(errno));
   r->pos.log_bytes = (int64_t)ftell(r->log);
-  return sd_dreambooth_checkpoint_write(r->cfg->output_dir, r->trainer, &r->pos, &r->fp,
+  return sd_dreambooth_checkpoint_write(r->cfg->output_dir, &r->params, &r->pos, &r->fp,
                                         r->cfg->checkpoints_total_limit);
 }
 
@@ -358,7 +385,10 @@ static int start_position(run *r) {
   if (r->opt->resume)
     SD_TRY(sd_dreambooth_checkpoint_latest(r->cfg->output_dir, &latest));
   if (latest > 0) {
-    SD_TRY(sd_dreambooth_checkpoint_read(r->cfg->output_dir, latest, r->trainer, &r->pos, &r->fp));
+    SD_TRY(sd_dreambooth_checkpoint_read(r->cfg->output_dir, latest, &r->params, &r->pos, &r->fp));
+    if ((r->lora ? sd_lora_trainer_restore(r->lora, latest)
+                 : sd_unet_trainer_restore(r->trainer, latest)) < 0)
+      return sd_error_context("resuming from %s/checkpoint-%" PRId64, r->cfg->output_dir, latest);
     if (r->opt->progress)
       fprintf(stderr, "sdbatch train: resuming from %s/checkpoint-%" PRId64 "\n",
               r->cfg->output_dir, latest);
@@ -390,7 +420,10 @@ static int train_steps(run *r, sd_dreambooth_result *result) {
     sd_tensor context = sd_tensor_slice0(&r->context, 0, items);
     SD_TRY(sd_tensor_upload_f32(r->be, &latents, r->host_latents));
     SD_TRY(sd_tensor_upload_f32(r->be, &noise, r->host_noise));
-    SD_TRY(sd_unet_trainer_step(r->trainer, &latents, &noise, r->timesteps, &context, &report));
+    SD_TRY(
+        r->lora
+            ? sd_lora_trainer_step(r->lora, &latents, &noise, r->timesteps, &context, &report)
+            : sd_unet_trainer_step(r->trainer, &latents, &noise, r->timesteps, &context, &report));
     r->pos.step++;
     done_here++;
     int64_t epoch = r->pos.epoch;
@@ -438,15 +471,16 @@ int sd_dreambooth_train(const sd_dreambooth_config *cfg, const sd_dreambooth_opt
   if (rc == 0 && opt->progress)
     fprintf(stderr,
             "sdbatch train: %d instance images, %" PRId64 " steps of %d x %d items at %d px, "
-            "from step %" PRId64 "\n",
+            "from step %" PRId64 "%s\n",
             r.data.count, r.total_steps, cfg->gradient_accumulation_steps, cfg->train_batch_size,
-            cfg->resolution, r.pos.step);
+            cfg->resolution, r.pos.step, cfg->lora ? ", LoRA" : "");
   if (rc == 0)
     rc = train_steps(&r, result);
   if (rc == 0 && r.log && (fflush(r.log) != 0 || fsync(fileno(r.log)) != 0))
     rc = SD_ERROR("%s: write failed: %s", r.log_path, strerror(errno));
   if (rc == 0)
-    rc = sd_dreambooth_write_model(cfg->pretrained_model, cfg->output_dir, r.trainer);
+    rc = r.lora ? sd_dreambooth_write_lora(cfg->output_dir, r.lora)
+                : sd_dreambooth_write_model(cfg->pretrained_model, cfg->output_dir, r.trainer);
   result->steps = r.pos.step;
   result->images = r.data.count;
   run_free(&r);

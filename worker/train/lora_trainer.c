@@ -305,6 +305,31 @@ int64_t sd_lora_trainer_steps(const sd_lora_trainer *t) {
   return t->steps;
 }
 
+size_t sd_lora_trainer_param_count(const sd_lora_trainer *t) {
+  return 2 * t->n_layers;
+}
+
+int sd_lora_trainer_param(sd_lora_trainer *t, size_t index, sd_lora_param_info *out) {
+  if (index >= 2 * t->n_layers)
+    return SD_ERROR("lora training: parameter %zu of %zu", index, 2 * t->n_layers);
+  const lora_layer *l = &t->layers[index / 2];
+  int up = (int)(index % 2);
+  *out = (sd_lora_param_info){.module = l->module,
+                              .is_up = up,
+                              .shape = {up ? l->out : t->cfg.rank, up ? t->cfg.rank : l->in},
+                              .value = t->opt.values[index],
+                              .exp_avg = t->opt.exp_avg[index],
+                              .exp_avg_sq = t->opt.exp_avg_sq[index]};
+  return 0;
+}
+
+int sd_lora_trainer_restore(sd_lora_trainer *t, int64_t steps) {
+  for (size_t i = 0; i < t->n_layers; i++)
+    SD_TRY(merge_layer(t, i));
+  t->steps = steps;
+  return 0;
+}
+
 /* diffusers' unet_lora_adapter_metadata: {"unet.lora_alpha", "unet.r", "unet.target_modules"}. */
 static char *adapter_metadata(const sd_lora_trainer *t) {
   cJSON *meta = cJSON_CreateObject();
