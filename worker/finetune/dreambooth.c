@@ -385,7 +385,8 @@ static int start_position(run *r) {
   if (r->opt->resume)
     SD_TRY(sd_dreambooth_checkpoint_latest(r->cfg->output_dir, &latest));
   if (latest > 0) {
-    SD_TRY(sd_dreambooth_checkpoint_read(r->cfg->output_dir, latest, &r->params, &r->pos, &r->fp));
+    if (sd_dreambooth_checkpoint_read(r->cfg->output_dir, latest, &r->params, &r->pos, &r->fp) < 0)
+      return sd_error_context("%s: --resume", r->cfg->path);
     if ((r->lora ? sd_lora_trainer_restore(r->lora, latest)
                  : sd_unet_trainer_restore(r->trainer, latest)) < 0)
       return sd_error_context("resuming from %s/checkpoint-%" PRId64, r->cfg->output_dir, latest);
