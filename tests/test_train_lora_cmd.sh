@@ -5,6 +5,7 @@
 #    target_modules, use_lora, lora_dropout other than 0), a bad rank, resuming a LoRA run's
 #    output_dir with a full fine-tune's config (and the other way round): each one error naming
 #    the file and key, exit status 1, and no output_dir left behind;
+#  - `sdbatch train --help` mentions LoRA mode;
 #  - the defaults: learning rate 5e-4 unless given (loss.csv);
 #  - the output: pytorch_lora_weights.safetensors (the script's key names, float32, rank 4) and
 #    loss.csv, no model copy;
@@ -29,6 +30,9 @@ fail() {
 }
 
 "$SDBATCH" make-shapes shapes --count 3 --size 64 --quiet
+"$SDBATCH" train --help > help.txt
+grep -q "LoRA mode (train_dreambooth_lora.py): \`lora: true\`" help.txt ||
+  fail "sdbatch train --help does not mention LoRA mode"
 
 # config NAME OUTPUT [EXTRA YAML LINES...]: a LoRA config on the shapes folder
 config() {

@@ -94,6 +94,7 @@ static const struct {
     {"validation_prompt", "no validation renders during training (render the output instead)"},
     {"num_validation_images", "no validation renders during training"},
     {"validation_steps", "no validation renders during training"},
+    {"validation_epochs", "no validation renders during training"},
     {"validation_images", "no validation renders during training"},
     {"validation_scheduler", "no validation renders during training"},
     {"mixed_precision", "training computes in float32"},
