@@ -559,11 +559,33 @@ int sd_dreambooth_write_model(const char *pretrained, const char *output_dir,
   return rc < 0 ? sd_error_context("writing the trained model to %s", output_dir) : 0;
 }
 
+/* Deletes the files of output_dir whose names start with prefix (the temporary files of a final
+ * write that a kill interrupted). */
+static int remove_leftovers(const char *output_dir, const char *prefix) {
+  DIR *d = opendir(output_dir);
+  if (!d)
+    return SD_ERROR("%s: cannot read output_dir: %s", output_dir, strerror(errno));
+  struct dirent *e;
+  char path[PATH_MAX_LEN];
+  int rc = 0;
+  while (rc == 0 && (e = readdir(d)) != NULL) {
+    if (strncmp(e->d_name, prefix, strlen(prefix)) != 0)
+      continue;
+    snprintf(path, sizeof path, "%s/%s", output_dir, e->d_name);
+    if (unlink(path) < 0 && errno != ENOENT)
+      rc = SD_ERROR("%s: cannot delete: %s", path, strerror(errno));
+  }
+  closedir(d);
+  return rc;
+}
+
 int sd_dreambooth_write_lora(const char *output_dir, const sd_lora_trainer *trainer) {
   char tmp[PATH_MAX_LEN], final[PATH_MAX_LEN];
   snprintf(final, sizeof final, "%s/pytorch_lora_weights.safetensors", output_dir);
   snprintf(tmp, sizeof tmp, "%s.tmp", final);
-  int rc = sd_lora_trainer_save(trainer, tmp, SD_LORA_KEYS_DIFFUSERS);
+  int rc = remove_leftovers(output_dir, "pytorch_lora_weights.safetensors.tmp");
+  if (rc == 0)
+    rc = sd_lora_trainer_save(trainer, tmp, SD_LORA_KEYS_DIFFUSERS);
   if (rc == 0)
     rc = sd_dreambooth_fsync_path(tmp);
   if (rc == 0 && rename(tmp, final) < 0)

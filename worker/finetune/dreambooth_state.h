@@ -69,8 +69,9 @@ int sd_dreambooth_checkpoint_read(const char *output_dir, int64_t step,
                                   const sd_dreambooth_fingerprint *fp);
 
 /* Writes output_dir/pytorch_lora_weights.safetensors (through a temporary name, fsync'ed,
- * renamed): the LoRA in the names train_dreambooth_lora.py saves (diffusers' load_lora_weights
- * and `sdbatch render --lora` read it). */
+ * renamed; temporary files of an earlier interrupted write deleted first): the LoRA in the names
+ * train_dreambooth_lora.py saves (diffusers' load_lora_weights and `sdbatch render --lora` read
+ * it). */
 int sd_dreambooth_write_lora(const char *output_dir, const sd_lora_trainer *trainer);
 
 /* Makes output_dir the diffusers folder of the trained model: the pretrained folder's files
