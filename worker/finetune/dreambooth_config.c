@@ -64,6 +64,12 @@ static const key_spec known_keys[] = {
     KEY_ANY(gradient_checkpointing, KEY_BOOL),
     KEY_ANY(lora, KEY_BOOL),
     KEY(rank, KEY_INT, 1, 1024),
+    KEY_ANY(with_prior_preservation, KEY_BOOL),
+    KEY_ANY(class_data_dir, KEY_PATH),
+    KEY_ANY(class_prompt, KEY_STRING),
+    KEY(num_class_images, KEY_INT, 1, 1e6),
+    KEY(prior_loss_weight, KEY_NUMBER, 0, 1e6),
+    KEY(sample_batch_size, KEY_INT, 1, 4096),
 };
 #define N_KNOWN (int)(sizeof known_keys / sizeof known_keys[0])
 
@@ -78,13 +84,7 @@ static const struct {
     {"variant", "models are local folders"},
     {"tokenizer_name", "the model's own tokenizer is used"},
     {"train_text_encoder", "the text encoder is frozen"},
-    {"with_prior_preservation", "no class images or prior-preservation loss"},
-    {"prior_loss_weight", "no prior-preservation loss"},
-    {"class_data_dir", "no prior-preservation loss"},
-    {"class_prompt", "no prior-preservation loss"},
-    {"num_class_images", "no prior-preservation loss"},
-    {"sample_batch_size", "no class images are generated"},
-    {"prior_generation_precision", "no class images are generated"},
+    {"prior_generation_precision", "class images are rendered in float32"},
     {"lora_rank", "LoRA mode is `lora: true`, its rank `rank` (train_dreambooth_lora.py's --rank)"},
     {"lora_alpha", "lora_alpha is rank, as train_dreambooth_lora.py sets it"},
     {"lora_dropout", "LoRA dropout is not implemented"},
@@ -390,6 +390,9 @@ static void set_defaults(sd_dreambooth_config *c) {
   c->max_grad_norm = 1.0;
   c->checkpointing_steps = 500;
   c->rank = 4;
+  c->num_class_images = 100;
+  c->prior_loss_weight = 1.0;
+  c->sample_batch_size = 4;
 }
 
 static const yaml_node_t *seen_key(const yaml_node_t *const *seen, const char *name) {
@@ -416,6 +419,30 @@ static int apply_mode(const loader *ld, const yaml_node_t *const *seen) {
   return 0;
 }
 
+/* Prior preservation: class_data_dir and class_prompt required with it; its keys refused
+ * without it (train_dreambooth.py only warns and ignores them). */
+static int apply_prior(const loader *ld, const yaml_node_t *const *seen) {
+  const sd_dreambooth_config *c = ld->cfg;
+  static const char *const keys[] = {"class_data_dir", "class_prompt", "num_class_images",
+                                     "prior_loss_weight", "sample_batch_size"};
+  if (!c->with_prior_preservation) {
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+      const yaml_node_t *node = seen_key(seen, keys[k]);
+      if (node)
+        return error_at(ld, node,
+                        "%s: only prior preservation uses it; add `with_prior_preservation: "
+                        "true`, or remove %s",
+                        keys[k], keys[k]);
+    }
+    return 0;
+  }
+  for (size_t k = 0; k < 2; k++)
+    if (!seen_key(seen, keys[k]))
+      return SD_ERROR("%s: missing key '%s' (required with with_prior_preservation: true)",
+                      ld->file, keys[k]);
+  return 0;
+}
+
 static int load_mapping(const loader *ld, yaml_document_t *doc, const yaml_node_t *root) {
   const yaml_node_t *seen[N_KNOWN] = {0};
   for (yaml_node_pair_t *pair = root->data.mapping.pairs.start; pair < root->data.mapping.pairs.top;
@@ -433,6 +460,7 @@ static int load_mapping(const loader *ld, yaml_document_t *doc, const yaml_node_
   if (ld->cfg->resolution % 8 != 0)
     return SD_ERROR("%s: resolution: %d is not a multiple of 8 (the VAE's factor)", ld->file,
                     ld->cfg->resolution);
+  SD_TRY(apply_prior(ld, seen));
   return apply_mode(ld, seen);
 }
 
@@ -470,6 +498,8 @@ void sd_dreambooth_config_free(sd_dreambooth_config *c) {
   free(c->instance_data_dir);
   free(c->instance_prompt);
   free(c->output_dir);
+  free(c->class_data_dir);
+  free(c->class_prompt);
   memset(c, 0, sizeof *c);
 }
 

@@ -38,6 +38,15 @@ typedef struct sd_dreambooth_config {
    * to_out.0, lora_alpha = rank; learning_rate defaults to 5e-4 there */
   bool lora; /* false */
   int rank;  /* 4; the key is refused without lora: true */
+  /* Prior preservation (--with_prior_preservation): class images from class_data_dir (the missing
+   * ones rendered from class_prompt before training) trained alongside with class_prompt, loss =
+   * instance MSE + prior_loss_weight x class MSE. The class keys are refused without it. */
+  bool with_prior_preservation; /* false */
+  char *class_data_dir;         /* resolved; required with prior preservation */
+  char *class_prompt;           /* required with prior preservation */
+  int num_class_images;         /* 100 */
+  double prior_loss_weight;     /* 1.0 */
+  int sample_batch_size;        /* 4: images per render call when generating class images */
 } sd_dreambooth_config;
 
 /* Reads and checks path into *out (paths resolved against the file's folder). -1 with one error

@@ -248,7 +248,7 @@ static int write_state_folder(const char *output_dir, const char *tmp, const cha
   return sd_dreambooth_fsync_path(output_dir);
 }
 
-#define N_META 10
+#define N_META 11
 
 int sd_dreambooth_checkpoint_write(const char *output_dir, const sd_dreambooth_params *params,
                                    const sd_dreambooth_position *pos,
@@ -287,8 +287,9 @@ int sd_dreambooth_checkpoint_write(const char *output_dir, const sd_dreambooth_p
                                         .bytes = sizeof rngs[1]};
   }
   char values[N_META][32];
-  const char *keys[N_META] = {"format", "step",       "epoch", "next_batch",   "log_bytes",
-                              "images", "resolution", "batch", "accumulation", "seed"};
+  const char *keys[N_META] = {"format",       "step",   "epoch",       "next_batch",
+                              "log_bytes",    "images", "resolution",  "batch",
+                              "accumulation", "seed",   "class_images"};
   snprintf(values[0], 32, "%s", params->format);
   snprintf(values[1], 32, "%" PRId64, pos->step);
   snprintf(values[2], 32, "%" PRId64, pos->epoch);
@@ -299,6 +300,7 @@ int sd_dreambooth_checkpoint_write(const char *output_dir, const sd_dreambooth_p
   snprintf(values[7], 32, "%" PRId64, fp->batch);
   snprintf(values[8], 32, "%" PRId64, fp->accumulation);
   snprintf(values[9], 32, "%" PRIu64, fp->seed);
+  snprintf(values[10], 32, "%" PRId64, fp->class_images);
   const char *value_ptrs[N_META];
   for (int i = 0; i < N_META; i++)
     value_ptrs[i] = values[i];
@@ -371,16 +373,18 @@ static int check_header(const sd_safetensors *f, const char *path, const char *w
     return SD_ERROR("%s: the checkpoint is of %s, the config now asks for %s; resume with the "
                     "config that made it",
                     path, format_mode(format), format_mode(want_format));
-  int64_t got[5];
-  const int64_t want[5] = {fp->images, fp->resolution, fp->batch, fp->accumulation,
-                           (int64_t)fp->seed};
-  const char *what[5] = {"images", "resolution", "batch", "accumulation", "seed"};
-  for (int k = 0; k < 5; k++) {
-    SD_TRY(meta_int(f, what[k], &got[k]));
+  int64_t got[6];
+  const int64_t want[6] = {fp->images,       fp->resolution,    fp->batch,
+                           fp->accumulation, (int64_t)fp->seed, fp->class_images};
+  const char *what[6] = {"images", "resolution", "batch", "accumulation", "seed", "class_images"};
+  for (int k = 0; k < 6; k++) {
+    got[k] = 0; /* class_images: absent in checkpoints made before prior preservation */
+    if (k < 5 || sd_safetensors_metadata(f, what[k]))
+      SD_TRY(meta_int(f, what[k], &got[k]));
     if (got[k] != want[k])
       return SD_ERROR("%s: the checkpoint was made with %s %" PRId64 ", the config now gives "
                       "%" PRId64 "; an exact resume needs the same (train_batch_size, "
-                      "gradient_accumulation_steps, resolution, seed and instance images)",
+                      "gradient_accumulation_steps, resolution, seed, instance and class images)",
                       path, what[k], got[k], want[k]);
   }
   return 0;

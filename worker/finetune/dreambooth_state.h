@@ -15,16 +15,18 @@ typedef struct sd_dreambooth_position {
   int64_t epoch;      /* the epoch of the next micro-batch */
   int64_t next_batch; /* its micro-batch index in the epoch */
   int64_t *order;     /* (images) the epoch's randperm */
-  int images;
-  sd_rng order_rng;  /* draws each epoch's order */
-  sd_rng draw_rng;   /* crops, flips, latent samples, noise, timesteps */
-  int64_t log_bytes; /* loss.csv's length after this step's line */
+  int images;         /* the dataset's length (with class images max(instance, class)) */
+  sd_rng order_rng;   /* draws each epoch's order */
+  sd_rng draw_rng;    /* crops, flips, latent samples, noise, timesteps */
+  int64_t log_bytes;  /* loss.csv's length after this step's line */
 } sd_dreambooth_position;
 
 /* What must agree between a checkpoint and the run resuming it. */
 typedef struct sd_dreambooth_fingerprint {
   int64_t images, resolution, batch, accumulation;
   uint64_t seed;
+  int64_t class_images; /* prior preservation's class images; 0 without (absent in older
+                           checkpoints, read as 0) */
 } sd_dreambooth_fingerprint;
 
 /* A trained parameter as a checkpoint holds it: its name, shape and host float32 values with

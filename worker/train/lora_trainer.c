@@ -285,9 +285,17 @@ static int lora_grads(sd_lora_trainer *t, size_t i) {
 int sd_lora_trainer_step(sd_lora_trainer *t, const sd_tensor *latents, const sd_tensor *noise,
                          const int32_t *timesteps, const sd_tensor *context,
                          sd_unet_step_report *report) {
+  return sd_lora_trainer_step_weighted(t, latents, noise, timesteps, context, NULL, report);
+}
+
+int sd_lora_trainer_step_weighted(sd_lora_trainer *t, const sd_tensor *latents,
+                                  const sd_tensor *noise, const int32_t *timesteps,
+                                  const sd_tensor *context, const double *item_weights,
+                                  sd_unet_step_report *report) {
   memset(report, 0, sizeof *report);
-  SD_TRY(sd_unet_loss_backward(t->be, t->unet, t->noise, t->cfg.train.tape, t->grads, latents,
-                               noise, timesteps, context, t->steps, &report->loss));
+  SD_TRY(sd_unet_loss_backward_weighted(t->be, t->unet, t->noise, t->cfg.train.tape, t->grads,
+                                        latents, noise, timesteps, context, item_weights, t->steps,
+                                        &report->loss));
   for (size_t i = 0; i < t->n_layers; i++) {
     SD_TRY(sd_tensor_download_f32(t->be, sd_grads_at(t->grads, i), t->merged));
     SD_TRY(lora_grads(t, i));

@@ -96,6 +96,11 @@ int sd_lora_trainer_set_layer(sd_lora_trainer *trainer, size_t index, const floa
 int sd_lora_trainer_step(sd_lora_trainer *trainer, const sd_tensor *latents, const sd_tensor *noise,
                          const int32_t *timesteps, const sd_tensor *context,
                          sd_unet_step_report *report);
+/* The same with a weighted loss (sd_unet_loss_backward_weighted; NULL: sd_lora_trainer_step). */
+int sd_lora_trainer_step_weighted(sd_lora_trainer *trainer, const sd_tensor *latents,
+                                  const sd_tensor *noise, const int32_t *timesteps,
+                                  const sd_tensor *context, const double *item_weights,
+                                  sd_unet_step_report *report);
 int64_t sd_lora_trainer_steps(const sd_lora_trainer *trainer);
 
 /* The trained parameters for checkpoints: 2 x layer count of them, A of layer i at 2 i, B at
