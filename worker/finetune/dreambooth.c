@@ -1,9 +1,11 @@
 /* The DreamBooth training loop of `sdbatch train` (dreambooth.h). Per optimizer step, from two
  * torch-compatible cpu generators (docs/training.md, "Random streams"):
- *   order_rng (seed):     torch.randperm(images) at the start of every epoch
- *   draw_rng (seed + 1):  per micro-batch, per item its RandomCrop offsets and flip draw; then
- *                         latent_dist.sample()'s randn (the micro-batch's latent shape), the
- *                         noise randn of the same shape, torch.randint(0, T, (items,))
+ *   order_rng (seed):     torch.randperm(items) at the start of every epoch (items: the instance
+ *                         images, with prior preservation max(instance, class images))
+ *   draw_rng (seed + 1):  per micro-batch, per item its RandomCrop offsets and flip draw (with
+ *                         prior preservation the instance image's, then the class image's); then
+ *                         latent_dist.sample()'s randn (the micro-batch's latent shape, all rows),
+ *                         the noise randn of the same shape, torch.randint(0, T, (rows,))
  * An optimizer step takes gradient_accumulation_steps micro-batches of train_batch_size items
  * from the epoch's order (fewer at the epoch's end, as the script's dataloader and accelerate's
  * sync at the end of an epoch) and runs one sd_unet_trainer_step over all of them (in LoRA mode
@@ -244,8 +246,7 @@ static int generate_class_images(run *r) {
   const sd_dreambooth_config *cfg = r->cfg;
   const char *dir = cfg->class_data_dir;
   if (mkdir(dir, 0777) < 0 && errno != EEXIST)
-    return SD_ERROR("%s: class_data_dir %s: cannot make the folder: %s", cfg->path, dir,
-                    strerror(errno));
+    return SD_ERROR("class_data_dir %s: cannot make the folder: %s", dir, strerror(errno));
   int have;
   SD_TRY(scan_class_dir(dir, &have));
   if (have >= cfg->num_class_images)
@@ -260,7 +261,7 @@ static int generate_class_images(run *r) {
                             .karras = false,
                             .rng = SD_RNG_CPU};
   if (sd_txt2img_check(r->engine, &batch) < 0)
-    return sd_error_context("%s: generating class images", cfg->path);
+    return sd_error_context("generating class images");
   if (r->opt->progress)
     fprintf(stderr,
             "sdbatch train: class_data_dir %s holds %d of num_class_images %d; rendering %d "
@@ -288,12 +289,12 @@ static int generate_class_images(run *r) {
     }
     rc = sd_txt2img(r->engine, &batch, items, n, NULL, NULL, results);
     if (rc < 0)
-      rc = sd_error_context("%s: rendering class images from class_prompt", cfg->path);
+      rc = sd_error_context("rendering class images from class_prompt");
     for (int j = 0; j < n; j++) {
       char path[PATH_MAX];
       snprintf(path, sizeof path, "%s/class-%06d.png", dir, index[j]);
       if (rc == 0 && !results[j].finite)
-        rc = SD_ERROR("%s: class image %s: the render gave NaN or Inf", cfg->path, path);
+        rc = SD_ERROR("class image %s: the render gave NaN or Inf", path);
       if (rc == 0 && sd_png_write_rgb(path, results[j].rgb, size, size, NULL, 0) < 0)
         rc = sd_error_context("class_data_dir");
       if (rc == 0)
@@ -347,9 +348,10 @@ static int prepare(run *r) {
   r->rows = r->prior ? 2 : 1;
   r->length = r->data.count;
   if (r->prior) {
-    SD_TRY(generate_class_images(r));
-    SD_TRY(sd_instance_data_load_as("class_data_dir", cfg->class_data_dir, cfg->resolution,
-                                    cfg->num_class_images, &r->cls));
+    if (generate_class_images(r) < 0 ||
+        sd_instance_data_load_as("class_data_dir", cfg->class_data_dir, cfg->resolution,
+                                 cfg->num_class_images, &r->cls) < 0)
+      return sd_error_context("%s", cfg->path);
     if (r->cls.count > r->length)
       r->length = r->cls.count;
   }
@@ -702,6 +704,7 @@ int sd_dreambooth_train(const sd_dreambooth_config *cfg, const sd_dreambooth_opt
                 : sd_dreambooth_write_model(cfg->pretrained_model, cfg->output_dir, r.trainer);
   result->steps = r.pos.step;
   result->images = r.data.count;
+  result->class_images = r.cls.count;
   run_free(&r);
   return rc;
 }

@@ -1,6 +1,6 @@
-/* `sdbatch train`: DreamBooth fine-tuning of the UNet, full or LoRA (diffusers'
- * examples/dreambooth/train_dreambooth.py and train_dreambooth_lora.py without prior
- * preservation or text-encoder training)
+/* `sdbatch train`: DreamBooth fine-tuning of the UNet, full or LoRA, with or without prior
+ * preservation (diffusers' examples/dreambooth/train_dreambooth.py and train_dreambooth_lora.py
+ * without text-encoder training)
  * on the CPU backend, with crash-safe checkpoints and an exact resume (docs/training.md,
  * "sdbatch train"). */
 #ifndef SD_DREAMBOOTH_H
@@ -22,6 +22,7 @@ typedef struct sd_dreambooth_result {
   int64_t first_step; /* 0, or the checkpoint's step a resumed run started from */
   int64_t steps;      /* optimizer steps at the end (max_train_steps) */
   int images;         /* instance images */
+  int class_images;   /* prior preservation's class images (0 without) */
   double seconds;     /* wall time of the steps this run took */
   float last_loss;
 } sd_dreambooth_result;
