@@ -123,11 +123,16 @@ fi
 cmp gen/loss.csv gen2/loss.csv || fail "the same class images trained differently"
 
 # crash safety, full and LoRA: 5 class images and 3 instance images make 5 items (3 micro-batches
-# of 2, 2, 1 items an epoch)
+# of 2, 2, 1 items an epoch; LoRA with gradient accumulation 2)
 STEPS=12
 for mode in full lora; do
   extra=()
-  [ "$mode" = lora ] && extra=("lora: true" "learning_rate: 1.0e-3")
+  want="0 0 0 1 1 1 2 2 2 3 3 3 "
+  if [ "$mode" = lora ]; then
+    # accumulation 2: micro-batches (2, 2) then (1) make 2 steps an epoch
+    extra=("lora: true" "learning_rate: 1.0e-3" "gradient_accumulation_steps: 2")
+    want="0 0 1 1 2 2 3 3 4 4 5 5 "
+  fi
   config $mode.yaml $mode "max_train_steps: $STEPS" "checkpointing_steps: 4" "random_flip: true" \
     "${PRIOR[@]}" "${extra[@]}"
   sed -i '/^learning_rate: 1.0e-4$/d' $mode.yaml
@@ -160,7 +165,7 @@ for mode in full lora; do
     fail "$mode: the resumed run's $out or loss.csv differs from the uninterrupted run's"
   fi
   epochs=$(tail -n +2 $mode/loss.csv | cut -d, -f2 | tr '\n' ' ')
-  [ "$epochs" = "0 0 0 1 1 1 2 2 2 3 3 3 " ] || fail "$mode: epochs of loss.csv: $epochs (3 steps an epoch)"
+  [ "$epochs" = "$want" ] || fail "$mode: epochs of loss.csv: $epochs, expected $want"
 done
 
 # a checkpoint refuses a resume with another number of class images

@@ -4,7 +4,9 @@
 # resized, batch 2: micro-batches of 2 and 1 items, 4 and 2 rows; prior_loss_weight 0.5) replayed
 # with diffusers + torch as train_dreambooth.py --with_prior_preservation runs it, with sdbatch's
 # streams (tests/reference/replay_dreambooth_prior_steps.py: losses within 1e-4 relative, 99.9%
-# of the weights within 1% of the learning rate). Skipped (77) where Python, torch, diffusers,
+# of the weights within 1% of the learning rate); then the same in LoRA mode (rank 2, learning
+# rate 1e-3) against peft as train_dreambooth_lora.py runs it (that part skipped without peft).
+# Skipped (77) where Python, torch, diffusers,
 # transformers or safetensors are missing.
 # Usage: test_train_prior_diffusers.sh SDBATCH SOURCE_DIR
 set -euo pipefail
@@ -42,4 +44,18 @@ python3 "$SOURCE_DIR/tests/reference/replay_dreambooth_prior_steps.py" \
   "$SOURCE_DIR/tests/fixtures/tiny-sd1" 5 3 1e-4 0.5 3 > replay.log 2>&1 ||
   { cat replay.log; echo "test: FAIL: the replay disagrees" >&2; exit 1; }
 grep -v -i -e warn -e "Loading weights" replay.log | sed 's/^/test: /'
+# LoRA mode (rank 2, learning rate 1e-3) replayed with peft as train_dreambooth_lora.py runs it
+if ! python3 -c "import peft" 2> /dev/null; then
+  echo "test: LoRA mode's replay skipped: peft is not installed"
+  echo "test: all checks passed"
+  exit 0
+fi
+rm -rf out
+sed -i 's/^learning_rate: .*/learning_rate: 1.0e-3/' train.yaml
+printf 'lora: true\nrank: 2\n' >> train.yaml
+"$SDBATCH" train train.yaml --quiet
+python3 "$SOURCE_DIR/tests/reference/replay_dreambooth_prior_steps.py" \
+  "$SOURCE_DIR/tests/fixtures/tiny-sd1" 5 3 1e-3 0.5 3 2 > replay-lora.log 2>&1 ||
+  { cat replay-lora.log; echo "test: FAIL: LoRA mode's replay disagrees" >&2; exit 1; }
+grep -v -i -e warn -e "Loading weights" replay-lora.log | sed 's/^/test: LoRA: /'
 echo "test: all checks passed"

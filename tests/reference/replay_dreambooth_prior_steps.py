@@ -2,7 +2,12 @@
 as train_dreambooth.py --with_prior_preservation runs them, and compares the losses (loss.csv) and
 the trained UNet (output_dir/unet) with it (the sibling of replay_dreambooth_steps.py).
 
-Run in the run's folder: replay_dreambooth_prior_steps.py MODEL SEED STEPS LR WEIGHT NUM_CLASS.
+Run in the run's folder: replay_dreambooth_prior_steps.py MODEL SEED STEPS LR WEIGHT NUM_CLASS
+[RANK]. With RANK, the run is LoRA mode's (`lora: true`, `rank: RANK`) and the replay is
+train_dreambooth_lora.py's: peft LoRA (r = lora_alpha = RANK, gaussian init) on to_k, to_q, to_v
+and to_out.0, A set to sdbatch's init (one torch.randn over all layers' A, the modules sorted by
+name, from torch.Generator().manual_seed(seed + 2), divided by RANK), B 0; AdamW and clipping over
+the LoRA parameters; compared with output_dir/pytorch_lora_weights.safetensors.
 The run must use: the instance pictures shapes/*.png (square, at the resolution), the class
 images class/*.png (square; the first NUM_CLASS by name, resized to the resolution as the
 script's Resize does), instance_prompt "a photo of sks shape", class_prompt "a photo of a shape",
@@ -26,6 +31,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from safetensors.torch import load_file
 model, seed, steps, lr = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 weight, num_class = float(sys.argv[5]), int(sys.argv[6])
+rank = int(sys.argv[7]) if len(sys.argv) > 7 else 0
 tok = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
 te = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=torch.float32)
 vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=torch.float32)
@@ -53,7 +59,24 @@ def embed(prompt):
 inst_ctx, class_ctx = embed("a photo of sks shape"), embed("a photo of a shape")
 length = max(len(instances), len(classes))
 batches = (length + 1) // 2
-opt = torch.optim.AdamW(unet.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8, foreach=False)
+params = list(unet.parameters())
+if rank:
+    from peft import LoraConfig
+    unet.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
+    lora_modules = sorted((name, m) for name, m in unet.named_modules() if hasattr(m, "lora_A") and "default" in m.lora_A)
+    total = sum(m.lora_A["default"].weight.numel() for _, m in lora_modules)
+    z = torch.randn(total, generator=torch.Generator().manual_seed(seed + 2))
+    at = 0
+    with torch.no_grad():
+        for _, m in lora_modules:
+            a = m.lora_A["default"].weight
+            a.copy_(z[at:at + a.numel()].view_as(a) / rank)
+            at += a.numel()
+            m.lora_B["default"].weight.zero_()
+    params = [p for p in unet.parameters() if p.requires_grad]
+opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8, foreach=False)
 sched = get_scheduler("constant_with_warmup", optimizer=opt, num_warmup_steps=1, num_training_steps=steps)
 order_g = torch.Generator().manual_seed(seed)
 draw_g = torch.Generator().manual_seed(seed + 1)
@@ -77,7 +100,7 @@ for step in range(steps):
     prior_loss = F.mse_loss(pred_prior.float(), target_prior.float(), reduction="mean")
     loss = loss + weight * prior_loss
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step(); sched.step(); opt.zero_grad()
     losses.append(loss.item())
     batch_index += 1
@@ -91,8 +114,18 @@ if len(got) != len(losses):
     print("FAIL: loss.csv has %d steps, the replay %d" % (len(got), len(losses)))
     sys.exit(1)
 loss_err = max(abs(a - b) / abs(b) for a, b in zip(got, losses))
-written = load_file("out/unet/diffusion_pytorch_model.safetensors")
-sd = unet.state_dict()
+if rank:
+    written = load_file("out/pytorch_lora_weights.safetensors")
+    sd = {}
+    for name, m in lora_modules:
+        sd[f"unet.{name}.lora.down.weight"] = m.lora_A["default"].weight
+        sd[f"unet.{name}.lora.up.weight"] = m.lora_B["default"].weight
+    if set(sd) != set(written):
+        print("FAIL: the LoRA file's names differ:", sorted(set(sd) ^ set(written))[:4])
+        sys.exit(1)
+else:
+    written = load_file("out/unet/diffusion_pytorch_model.safetensors")
+    sd = unet.state_dict()
 worst, worst_name, n_close, n_all = 0, "", 0, 0
 for k, w in written.items():
     ref = sd[k].detach()
