@@ -56,7 +56,7 @@ typedef struct run {
   int channels, side;          /* latent channels, latent side (resolution / 8) */
   int64_t per_item;            /* channels x side x side */
   int max_items;               /* train_batch_size x gradient_accumulation_steps */
-  int64_t batches;             /* micro-batches per epoch: ceil(images / train_batch_size) */
+  int64_t batches;             /* micro-batches per epoch: ceil(length / train_batch_size) */
   int64_t total_steps;         /* max_train_steps */
   float **moments;             /* (images x 2): (image, flipped)'s (2 C, side, side), or NULL */
   float **class_moments;       /* the same for the class images */
@@ -71,7 +71,7 @@ typedef struct run {
   int64_t *drawn_timesteps;             /* (rows x train_batch_size) */
   float *moments_step; /* (rows x train_batch_size, 2 C, side, side) a micro-batch's moments */
   float *instance_embedding, *class_embedding; /* (L, D) each; class NULL without prior */
-  float *host_context;                         /* (rows x max_items, L, D) with prior */
+  float *host_context;                         /* (rows x max_items, L, D) */
   int64_t embedding_size;                      /* L x D */
   double *weights;                             /* (rows x max_items) the rows' loss weights */
   sd_dreambooth_position pos;
@@ -687,14 +687,15 @@ int sd_dreambooth_train(const sd_dreambooth_config *cfg, const sd_dreambooth_opt
     rc = start_position(&r);
   if (rc == 0)
     rc = open_log(&r);
+  char classes[64] = "";
+  if (r.prior)
+    snprintf(classes, sizeof classes, ", %d class images (prior preservation)", r.cls.count);
   if (rc == 0 && opt->progress)
     fprintf(stderr,
-            "sdbatch train: %d instance images%s%.0d%s, %" PRId64
-            " steps of %d x %d items at %d px, from step %" PRId64 "%s\n",
-            r.data.count, r.prior ? ", " : "", r.prior ? r.cls.count : 0,
-            r.prior ? " class images (prior preservation)" : "", r.total_steps,
-            cfg->gradient_accumulation_steps, cfg->train_batch_size, cfg->resolution, r.pos.step,
-            cfg->lora ? ", LoRA" : "");
+            "sdbatch train: %d instance images%s, %" PRId64 " steps of %d x %d items at %d px, "
+            "from step %" PRId64 "%s\n",
+            r.data.count, classes, r.total_steps, cfg->gradient_accumulation_steps,
+            cfg->train_batch_size, cfg->resolution, r.pos.step, cfg->lora ? ", LoRA" : "");
   if (rc == 0)
     rc = train_steps(&r, result);
   if (rc == 0 && r.log && (fflush(r.log) != 0 || fsync(fileno(r.log)) != 0))
