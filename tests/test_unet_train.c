@@ -17,6 +17,7 @@
 #include "io/model_files.h"
 #include "io/safetensors.h"
 #include "io/weights.h"
+#include "model/grads.h"
 #include "model/unet.h"
 #include "train/unet_trainer.h"
 
@@ -141,7 +142,123 @@ out:
   sd_backend_destroy(be);
 }
 
+/* All gradients of the store, downloaded into one host array of *total values. */
+static float *all_grads(sd_backend *be, sd_grads *grads, size_t *total) {
+  size_t n = 0;
+  for (size_t i = 0; i < sd_grads_count(grads); i++)
+    n += (size_t)sd_tensor_numel(sd_grads_at(grads, i));
+  float *out = malloc((n ? n : 1) * sizeof *out);
+  for (size_t i = 0, at = 0; out && i < sd_grads_count(grads); i++) {
+    const sd_tensor *g = sd_grads_at(grads, i);
+    if (sd_tensor_download_f32(be, g, out + at) < 0) {
+      free(out);
+      return NULL;
+    }
+    at += (size_t)sd_tensor_numel(g);
+  }
+  *total = n;
+  return out;
+}
+
+/* sd_unet_loss_backward_weighted (prior preservation's loss): weights 1 / N on every item give
+ * sd_unet_loss_backward's loss and gradients; weights (a, b) give a x item 0's loss and gradients
+ * at weight 1 plus b x item 1's (the per-item runs); a negative weight is refused. */
+static void test_weighted(void) {
+  char folder[512], path[512];
+  snprintf(folder, sizeof folder, "%s/tiny-sd1", SD_TEST_FIXTURES);
+  snprintf(path, sizeof path, "%s/unet-train-sd1.safetensors", SD_TEST_FIXTURES);
+  sd_backend *be = sd_backend_cpu_create(0);
+  sd_model_files *files = NULL;
+  sd_safetensors *f = NULL;
+  sd_weights *weights = NULL;
+  sd_unet *unet = NULL;
+  sd_grads *grads = NULL;
+  sd_train_batch batch = {0};
+  bool loaded = false;
+  float *plain = NULL, *uniform = NULL, *mixed = NULL, *item[2] = {NULL, NULL};
+  int ok = be && sd_model_files_open(folder, NULL, NULL, &files) == 0 &&
+           sd_safetensors_open(path, &f) == 0 &&
+           sd_weights_upload(be, files->unet_tensors, "unet", &weights) == 0 &&
+           sd_unet_create(be, &files->unet, weights, &unet) == 0 &&
+           sd_grads_create(be, weights, NULL, NULL, &grads) == 0 &&
+           sd_train_batch_load(be, f, 0, &batch) == 0;
+  loaded = ok;
+  if (!CHECK(ok, "weighted: setup: %s", sd_error_message()))
+    goto out;
+  int64_t items = batch.latents.shape[0], n_total = sd_tensor_numel(&batch.latents);
+  int64_t per = n_total / items;
+  if (!CHECK(items >= 2, "weighted: the fixture's batch has %lld items", (long long)items))
+    goto out;
+  sd_tensor lat = sd_tensor_slice0(&batch.latents, 0, 2),
+            noise = sd_tensor_slice0(&batch.noise, 0, 2);
+  sd_tensor ctx = sd_tensor_slice0(&batch.context, 0, 2);
+  const sd_scheduler_config *sc = &files->scheduler;
+  size_t total = 0;
+  float loss_plain = 0, loss_uniform = 0, loss_mixed = 0, loss_item[2] = {0, 0};
+  double w_uniform[2] = {1.0 / (double)(2 * per), 1.0 / (double)(2 * per)};
+  const double a = 0.3 / (double)per, b = 1.7 / (double)per;
+  double w_mixed[2] = {a, b};
+  ok = sd_unet_loss_backward(be, unet, sc, SD_UNET_TAPE_FULL, grads, &lat, &noise, batch.timesteps,
+                             &ctx, 0, &loss_plain) == 0 &&
+       (plain = all_grads(be, grads, &total)) != NULL &&
+       sd_unet_loss_backward_weighted(be, unet, sc, SD_UNET_TAPE_FULL, grads, &lat, &noise,
+                                      batch.timesteps, &ctx, w_uniform, 0, &loss_uniform) == 0 &&
+       (uniform = all_grads(be, grads, &total)) != NULL &&
+       sd_unet_loss_backward_weighted(be, unet, sc, SD_UNET_TAPE_FULL, grads, &lat, &noise,
+                                      batch.timesteps, &ctx, w_mixed, 0, &loss_mixed) == 0 &&
+       (mixed = all_grads(be, grads, &total)) != NULL;
+  for (int k = 0; ok && k < 2; k++) {
+    double unit[2] = {k == 0 ? 1.0 : 0.0, k == 1 ? 1.0 : 0.0};
+    ok = sd_unet_loss_backward_weighted(be, unet, sc, SD_UNET_TAPE_FULL, grads, &lat, &noise,
+                                        batch.timesteps, &ctx, unit, 0, &loss_item[k]) == 0 &&
+         (item[k] = all_grads(be, grads, &total)) != NULL;
+  }
+  if (!CHECK(ok, "weighted: backward: %s", sd_error_message()))
+    goto out;
+  size_t same = 0;
+  double worst_mixed = 0, scale = 0;
+  for (size_t i = 0; i < total; i++) {
+    same += plain[i] == uniform[i];
+    double want = a * (double)item[0][i] + b * (double)item[1][i];
+    double d = fabs((double)mixed[i] - want);
+    worst_mixed = d > worst_mixed ? d : worst_mixed;
+    scale = fabs(want) > scale ? fabs(want) : scale;
+  }
+  double want_loss = a * (double)loss_item[0] + b * (double)loss_item[1];
+  printf("weighted: uniform weights: loss %.9g vs %.9g, %zu of %zu gradient values equal; weights "
+         "(0.3, 1.7) / elements: loss %.9g vs %.9g, gradients' worst |difference| %.3g of %.3g\n",
+         (double)loss_uniform, (double)loss_plain, same, total, (double)loss_mixed, want_loss,
+         worst_mixed, scale);
+  CHECK(fabs((double)loss_uniform - (double)loss_plain) <= 1e-7 * fabs((double)loss_plain),
+        "weighted: uniform weights give the batch mean's loss");
+  CHECK(same == total, "weighted: uniform weights give the batch mean's gradients, bit for bit");
+  CHECK(fabs((double)loss_mixed - want_loss) <= 1e-6 * fabs(want_loss),
+        "weighted: (a, b) weigh the items' losses");
+  CHECK(worst_mixed <= 1e-5 * scale, "weighted: (a, b) weigh the items' gradients");
+  double bad[2] = {-1.0, 1.0};
+  float loss_bad = 0;
+  CHECK(sd_unet_loss_backward_weighted(be, unet, sc, SD_UNET_TAPE_FULL, grads, &lat, &noise,
+                                       batch.timesteps, &ctx, bad, 0, &loss_bad) < 0 &&
+            strstr(sd_error_message(), "loss weight"),
+        "weighted: a negative weight is refused: %s", sd_error_message());
+out:
+  free(plain);
+  free(uniform);
+  free(mixed);
+  free(item[0]);
+  free(item[1]);
+  if (loaded)
+    sd_train_batch_free(be, &batch);
+  sd_grads_free(grads);
+  sd_unet_free(unet);
+  sd_weights_free(weights);
+  sd_safetensors_close(f);
+  sd_model_files_close(files);
+  sd_backend_destroy(be);
+}
+
 int main(void) {
+  test_weighted();
   test_family("sd1");
   test_family("sd2");
   return sd_test_finish();

@@ -1,5 +1,5 @@
-/* sdbatch train: DreamBooth fine-tuning of a model's UNet from a YAML config (worker/finetune,
- * docs/training.md "sdbatch train"). */
+/* sdbatch train: DreamBooth fine-tuning (full or LoRA) of a model's UNet from a YAML config
+ * (worker/finetune, docs/training.md "sdbatch train"). */
 #include "cli.h"
 
 #include "kernels/error.h"
@@ -12,9 +12,9 @@ static const char *const train_usage =
     "Usage: sdbatch train CONFIG.yaml [--resume] [--threads N] [--quiet]\n"
     "\n"
     "Fine-tunes the UNet of a diffusers model folder on a folder of instance images, as\n"
-    "diffusers' examples/dreambooth/train_dreambooth.py does without prior preservation (full\n"
-    "fine-tuning, float32, CPU), and writes output_dir as a diffusers folder that `sdbatch\n"
-    "render --model` and diffusers load. CONFIG.yaml holds the script's arguments as keys:\n"
+    "diffusers' examples/dreambooth/train_dreambooth.py does (full fine-tuning, float32, CPU),\n"
+    "and writes output_dir as a diffusers folder that `sdbatch render --model` and diffusers\n"
+    "load. CONFIG.yaml holds the script's arguments as keys:\n"
     "\n"
     "  pretrained_model: models/sd15     # a diffusers folder (required)\n"
     "  instance_data_dir: photos/dog     # .png/.jpg/.jpeg files (required)\n"
@@ -24,14 +24,23 @@ static const char *const train_usage =
     "  max_train_steps: 400              # gradient_accumulation_steps, learning_rate,\n"
     "  learning_rate: 5.0e-6             # lr_scheduler, lr_warmup_steps, adam_*, seed, ...\n"
     "\n"
+    "LoRA mode (train_dreambooth_lora.py): `lora: true` trains a LoRA of the UNet's attention\n"
+    "(to_q, to_k, to_v, to_out.0; `rank: 4` by default, lora_alpha = rank, learning_rate\n"
+    "5e-4 by default) and writes only output_dir/pytorch_lora_weights.safetensors, which\n"
+    "`sdbatch render --model PRETRAINED --lora FILE` and diffusers' load_lora_weights read.\n"
+    "\n"
+    "Prior preservation (both modes): `with_prior_preservation: true`, class_data_dir,\n"
+    "class_prompt (required), num_class_images (100), prior_loss_weight (1.0); missing class\n"
+    "images are rendered into class_data_dir from class_prompt before training.\n"
+    "\n"
     "Every checkpointing_steps steps output_dir/checkpoint-<step>/ is written atomically;\n"
     "after a crash or kill, --resume continues from the latest one and ends at the same\n"
     "weights as an uninterrupted run. The loss of every step goes to output_dir/loss.csv.\n";
 
 static const char *const train_epilogue =
     "Relative paths in CONFIG are taken from CONFIG's folder. The keys, their defaults and what\n"
-    "is not supported yet (text-encoder training, prior preservation, LoRA, validation,\n"
-    "mixed precision): docs/training.md, \"sdbatch train\".\n";
+    "is not supported yet (text-encoder training, validation, mixed precision):\n"
+    "docs/training.md, \"sdbatch train\", \"LoRA mode\" and \"Prior preservation\".\n";
 
 int cmd_train(int argc, char **argv) {
   const char *cmd = "train";

@@ -1,12 +1,15 @@
 /* The DreamBooth training loop of `sdbatch train` (dreambooth.h). Per optimizer step, from two
  * torch-compatible cpu generators (docs/training.md, "Random streams"):
- *   order_rng (seed):     torch.randperm(images) at the start of every epoch
- *   draw_rng (seed + 1):  per micro-batch, per item its RandomCrop offsets and flip draw; then
- *                         latent_dist.sample()'s randn (the micro-batch's latent shape), the
- *                         noise randn of the same shape, torch.randint(0, T, (items,))
+ *   order_rng (seed):     torch.randperm(items) at the start of every epoch (items: the instance
+ *                         images, with prior preservation max(instance, class images))
+ *   draw_rng (seed + 1):  per micro-batch, per item its RandomCrop offsets and flip draw (with
+ *                         prior preservation the instance image's, then the class image's); then
+ *                         latent_dist.sample()'s randn (the micro-batch's latent shape, all rows),
+ *                         the noise randn of the same shape, torch.randint(0, T, (rows,))
  * An optimizer step takes gradient_accumulation_steps micro-batches of train_batch_size items
  * from the epoch's order (fewer at the epoch's end, as the script's dataloader and accelerate's
- * sync at the end of an epoch) and runs one sd_unet_trainer_step over all of them. */
+ * sync at the end of an epoch) and runs one sd_unet_trainer_step over all of them (in LoRA mode
+ * one sd_lora_trainer_step, A initialised from a third generator, seed + 2). */
 #include "dreambooth.h"
 
 #include "dreambooth_state.h"
@@ -16,8 +19,10 @@
 #include "../model/grads.h"
 #include "../model/unet.h"
 #include "../model/vae.h"
+#include "../io/png_image.h"
 #include "../pipeline/engine.h"
 #include "../text/clip_tokenizer.h"
+#include "../train/lora_trainer.h"
 #include "../train/unet_trainer.h"
 
 #include "../../kernels/error.h"
@@ -41,20 +46,34 @@ typedef struct run {
   sd_engine_networks nets;
   const sd_model_files *model;
   sd_instance_data data;
-  sd_unet_trainer *trainer;
-  int channels, side;       /* latent channels, latent side (resolution / 8) */
-  int64_t per_item;         /* channels x side x side */
-  int max_items;            /* train_batch_size x gradient_accumulation_steps */
-  int64_t batches;          /* micro-batches per epoch: ceil(images / train_batch_size) */
-  int64_t total_steps;      /* max_train_steps */
-  float **moments;          /* (images x 2): (image, flipped)'s (2 C, side, side), or NULL */
-  sd_tensor context;        /* (max_items, L, D) the instance prompt's embedding, repeated */
-  sd_tensor latents, noise; /* (max_items, C, side, side) */
-  float *pixels;            /* (3, resolution, resolution) one item's */
-  float *host_latents, *host_noise, *eps; /* (max_items, C, side, side) */
-  int32_t *timesteps;                     /* (max_items) */
-  int64_t *drawn_timesteps;               /* (train_batch_size) */
-  float *moments_step; /* (train_batch_size, 2 C, side, side) one micro-batch's moments */
+  sd_instance_data cls;        /* prior preservation's class images (count 0 without) */
+  bool prior;                  /* with_prior_preservation */
+  int rows;                    /* rows per item: 2 with prior preservation (instance, class) */
+  int64_t length;              /* the dataset: max(instance, class images), or instance images */
+  sd_unet_trainer *trainer;    /* a full fine-tune's, or NULL */
+  sd_lora_trainer *lora;       /* LoRA mode's, or NULL */
+  sd_dreambooth_params params; /* the trained parameters, for checkpoints */
+  int channels, side;          /* latent channels, latent side (resolution / 8) */
+  int64_t per_item;            /* channels x side x side */
+  int max_items;               /* train_batch_size x gradient_accumulation_steps */
+  int64_t batches;             /* micro-batches per epoch: ceil(length / train_batch_size) */
+  int64_t total_steps;         /* max_train_steps */
+  float **moments;             /* (images x 2): (image, flipped)'s (2 C, side, side), or NULL */
+  float **class_moments;       /* the same for the class images */
+  sd_tensor context;           /* (rows x max_items, L, D) the prompts' embeddings */
+  sd_tensor latents, noise;    /* (rows x max_items, C, side, side) */
+  float *pixels;               /* (3, resolution, resolution) one item's */
+  /* (rows x max_items, C, side, side): the step's instance rows first; with prior preservation
+   * the class rows are drawn into class_latents, class_noise, class_timesteps and follow them */
+  float *host_latents, *host_noise, *eps;
+  float *class_latents, *class_noise;
+  int32_t *timesteps, *class_timesteps; /* (rows x max_items), (max_items) */
+  int64_t *drawn_timesteps;             /* (rows x train_batch_size) */
+  float *moments_step; /* (rows x train_batch_size, 2 C, side, side) a micro-batch's moments */
+  float *instance_embedding, *class_embedding; /* (L, D) each; class NULL without prior */
+  float *host_context;                         /* (rows x max_items, L, D) */
+  int64_t embedding_size;                      /* L x D */
+  double *weights;                             /* (rows x max_items) the rows' loss weights */
   sd_dreambooth_position pos;
   sd_dreambooth_fingerprint fp;
   FILE *log;
@@ -110,39 +129,188 @@ static int check_paths(const sd_dreambooth_config *cfg, const sd_dreambooth_opti
   return 0;
 }
 
-/* The instance prompt's embedding (the frozen text encoder, run once) repeated max_items times. */
-static int encode_prompt(run *r) {
+/* A prompt's embedding (L, D) by the frozen text encoder, malloc'ed into *out. */
+static int encode_text(run *r, const char *prompt, float **out) {
+  *out = NULL;
   int length = sd_tokenizer_max_length(r->nets.tokenizer);
   int32_t *ids = malloc((size_t)length * sizeof *ids);
   if (!ids)
     return SD_ERROR("out of memory");
   sd_arena_mark mark = sd_arena_get_mark(r->be);
   sd_tensor hidden = sd_tensor_3d(r->be->ops->act_dtype, 1, length, r->model->clip.hidden_size);
-  int rc = sd_tokenizer_encode(r->nets.tokenizer, r->cfg->instance_prompt, ids);
+  int rc = sd_tokenizer_encode(r->nets.tokenizer, prompt, ids);
   if (rc == 0)
     rc = sd_tensor_alloc(r->be, &hidden);
   if (rc == 0)
     rc = sd_clip_text_forward(r->nets.clip, ids, 1, &hidden);
   int64_t row = rc == 0 ? sd_tensor_numel(&hidden) : 0;
-  float *host = rc == 0 ? malloc((size_t)(row * r->max_items) * sizeof(float)) : NULL;
+  float *host = rc == 0 ? malloc((size_t)row * sizeof(float)) : NULL;
   if (rc == 0 && !host)
     rc = SD_ERROR("out of memory");
   if (rc == 0)
     rc = sd_tensor_download_f32(r->be, &hidden, host);
   if (rc == 0) {
-    for (int i = 1; i < r->max_items; i++)
-      memcpy(host + i * row, host, (size_t)row * sizeof(float));
-    r->context =
-        sd_tensor_3d(r->be->ops->act_dtype, r->max_items, hidden.shape[1], hidden.shape[2]);
+    r->embedding_size = row;
+    r->context = sd_tensor_3d(r->be->ops->act_dtype, r->rows * r->max_items, hidden.shape[1],
+                              hidden.shape[2]);
   }
   sd_arena_release(r->be, mark);
-  if (rc == 0)
-    rc = sd_tensor_alloc_persistent(r->be, &r->context);
-  if (rc == 0)
-    rc = sd_tensor_upload_f32(r->be, &r->context, host);
-  free(host);
   free(ids);
-  return rc < 0 ? sd_error_context("encoding instance_prompt") : 0;
+  if (rc < 0) {
+    free(host);
+    return rc;
+  }
+  *out = host;
+  return 0;
+}
+
+/* The prompts' embeddings (the frozen text encoder, run once each); the context tensor holds the
+ * instance prompt's max_items times (without prior preservation it stays so; with it every step
+ * uploads its rows). */
+static int encode_prompts(run *r) {
+  if (encode_text(r, r->cfg->instance_prompt, &r->instance_embedding) < 0)
+    return sd_error_context("encoding instance_prompt");
+  if (r->prior && encode_text(r, r->cfg->class_prompt, &r->class_embedding) < 0)
+    return sd_error_context("encoding class_prompt");
+  size_t row = (size_t)r->embedding_size, rows = (size_t)(r->rows * r->max_items);
+  r->host_context = malloc(rows * row * sizeof(float));
+  if (!r->host_context)
+    return SD_ERROR("out of memory");
+  for (size_t i = 0; i < rows; i++)
+    memcpy(r->host_context + i * row, r->instance_embedding, row * sizeof(float));
+  SD_TRY(sd_tensor_alloc_persistent(r->be, &r->context));
+  return sd_tensor_upload_f32(r->be, &r->context, r->host_context);
+}
+
+/* The trainer of the config's mode and its parameter list. LoRA mode: rank cfg->rank, alpha =
+ * rank (train_dreambooth_lora.py), the script's targets and gaussian init, A from seed + 2. */
+static int make_trainer(run *r, const sd_unet_train_config *tc) {
+  const sd_dreambooth_config *cfg = r->cfg;
+  int rc;
+  if (cfg->lora) {
+    sd_lora_train_config lc = sd_lora_train_config_init();
+    lc.train = *tc;
+    lc.rank = cfg->rank;
+    lc.alpha = (double)cfg->rank;
+    rc = sd_lora_trainer_create(r->be, r->nets.unet, r->nets.unet_weights, &r->model->scheduler,
+                                &lc, cfg->seed + 2, &r->lora);
+    if (rc == 0)
+      rc = sd_dreambooth_params_lora(r->lora, &r->params);
+  } else {
+    rc = sd_unet_trainer_create(r->be, r->nets.unet, r->nets.unet_weights, &r->model->scheduler, tc,
+                                NULL, NULL, &r->trainer);
+    if (rc == 0)
+      rc = sd_dreambooth_params_unet(r->trainer, &r->params);
+  }
+  return rc < 0 ? sd_error_context("%s: pretrained_model %s", cfg->path, cfg->pretrained_model) : 0;
+}
+
+/* Class images are rendered at the model's default size (the UNet's sample_size x the VAE's
+ * factor: the pipeline's default, as the script renders them) with the model's default
+ * scheduler, 50 steps, guidance 7.5, no negative prompt, the cpu generator; image k's seed is
+ * seed + CLASS_SEED_OFFSET + k. */
+#define CLASS_STEPS       50
+#define CLASS_GUIDANCE    7.5f
+#define CLASS_SEED_OFFSET 1000000u
+
+/* Removes what an interrupted class image write left (sd_png_write_rgb's "<name>.tmp.XXXXXX"
+ * beside class-<k>.png) and counts the folder's images into *count. */
+static int scan_class_dir(const char *dir, int *count) {
+  *count = 0;
+  DIR *d = opendir(dir);
+  if (!d)
+    return SD_ERROR("class_data_dir %s: cannot read the folder: %s", dir, strerror(errno));
+  struct dirent *e;
+  int rc = 0;
+  while ((e = readdir(d)) != NULL) {
+    if (sd_instance_data_is_image_name(e->d_name)) {
+      (*count)++;
+    } else if (!strncmp(e->d_name, "class-", 6) && strstr(e->d_name, ".png.tmp.")) {
+      char path[PATH_MAX];
+      snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+      if (unlink(path) < 0 && errno != ENOENT)
+        rc = SD_ERROR("class_data_dir: %s: cannot delete a leftover temporary file: %s", path,
+                      strerror(errno));
+    }
+  }
+  closedir(d);
+  return rc;
+}
+
+/* train_dreambooth.py's class image generation: when class_data_dir (made if absent) holds fewer
+ * than num_class_images images, the missing ones are rendered from class_prompt with the
+ * pretrained model and written as class-<k>.png (k counting on from the images already there;
+ * each written under a temporary name and renamed, so a killed run leaves whole images only and
+ * a rerun renders the rest, with the same seeds). */
+static int generate_class_images(run *r) {
+  const sd_dreambooth_config *cfg = r->cfg;
+  const char *dir = cfg->class_data_dir;
+  if (mkdir(dir, 0777) < 0 && errno != EEXIST)
+    return SD_ERROR("class_data_dir %s: cannot make the folder: %s", dir, strerror(errno));
+  int have;
+  SD_TRY(scan_class_dir(dir, &have));
+  if (have >= cfg->num_class_images)
+    return 0;
+  int missing = cfg->num_class_images - have;
+  int factor = sd_engine_vae_scale_factor(r->engine);
+  int size = r->model->unet.sample_size * factor;
+  sd_txt2img_batch batch = {.width = size,
+                            .height = size,
+                            .steps = CLASS_STEPS,
+                            .scheduler = sd_engine_default_scheduler(r->engine),
+                            .karras = false,
+                            .rng = SD_RNG_CPU};
+  if (sd_txt2img_check(r->engine, &batch) < 0)
+    return sd_error_context("generating class images");
+  if (r->opt->progress)
+    fprintf(stderr,
+            "sdbatch train: class_data_dir %s holds %d of num_class_images %d; rendering %d "
+            "from class_prompt (%dx%d, %d steps)\n",
+            dir, have, cfg->num_class_images, missing, size, size, CLASS_STEPS);
+  int n_batch = cfg->sample_batch_size;
+  sd_txt2img_item *items = calloc((size_t)n_batch, sizeof *items);
+  sd_txt2img_result *results = calloc((size_t)n_batch, sizeof *results);
+  int *index = calloc((size_t)n_batch, sizeof *index);
+  int rc = items && results && index ? 0 : SD_ERROR("out of memory");
+  int next = have; /* the next file number to try */
+  for (int done = 0; rc == 0 && done < missing;) {
+    int n = missing - done < n_batch ? missing - done : n_batch;
+    for (int j = 0; j < n; j++) {
+      struct stat st;
+      char path[PATH_MAX];
+      do /* skip numbers whose names are taken (by files that are not images, say) */
+        snprintf(path, sizeof path, "%s/class-%06d.png", dir, next++);
+      while (lstat(path, &st) == 0);
+      index[j] = next - 1;
+      items[j] = (sd_txt2img_item){.prompt = cfg->class_prompt,
+                                   .negative_prompt = "",
+                                   .seed = cfg->seed + CLASS_SEED_OFFSET + (uint64_t)index[j],
+                                   .guidance_scale = CLASS_GUIDANCE};
+    }
+    rc = sd_txt2img(r->engine, &batch, items, n, NULL, NULL, results);
+    if (rc < 0)
+      rc = sd_error_context("rendering class images from class_prompt");
+    for (int j = 0; j < n; j++) {
+      char path[PATH_MAX];
+      snprintf(path, sizeof path, "%s/class-%06d.png", dir, index[j]);
+      if (rc == 0 && !results[j].finite)
+        rc = SD_ERROR("class image %s: the render gave NaN or Inf", path);
+      if (rc == 0 && sd_png_write_rgb(path, results[j].rgb, size, size, NULL, 0) < 0)
+        rc = sd_error_context("class_data_dir");
+      if (rc == 0)
+        rc = sd_dreambooth_fsync_path(path);
+      sd_txt2img_result_free(&results[j]);
+    }
+    done += n;
+    if (rc == 0 && r->opt->progress)
+      fprintf(stderr, "sdbatch train: class images %d/%d\n", done, missing);
+  }
+  if (rc == 0)
+    rc = sd_dreambooth_fsync_path(dir);
+  free(items);
+  free(results);
+  free(index);
+  return rc;
 }
 
 /* Loads the model and the images and makes the trainer: everything before output_dir. */
@@ -176,8 +344,19 @@ static int prepare(run *r) {
     return SD_ERROR("%s: resolution: %d is not a multiple of %d (the VAE's factor %d times the "
                     "UNet's %d downsamplings)",
                     cfg->path, cfg->resolution, multiple, factor, unet->num_levels - 1);
+  r->prior = cfg->with_prior_preservation;
+  r->rows = r->prior ? 2 : 1;
+  r->length = r->data.count;
+  if (r->prior) {
+    if (generate_class_images(r) < 0 ||
+        sd_instance_data_load_as("class_data_dir", cfg->class_data_dir, cfg->resolution,
+                                 cfg->num_class_images, &r->cls) < 0)
+      return sd_error_context("%s", cfg->path);
+    if (r->cls.count > r->length)
+      r->length = r->cls.count;
+  }
   r->max_items = cfg->train_batch_size * cfg->gradient_accumulation_steps;
-  r->batches = (r->data.count + cfg->train_batch_size - 1) / cfg->train_batch_size;
+  r->batches = (r->length + cfg->train_batch_size - 1) / cfg->train_batch_size;
   int64_t steps_per_epoch =
       (r->batches + cfg->gradient_accumulation_steps - 1) / cfg->gradient_accumulation_steps;
   r->total_steps = cfg->max_train_steps > 0 ? cfg->max_train_steps
@@ -196,31 +375,37 @@ static int prepare(run *r) {
   tc.total_steps = r->total_steps;
   tc.max_grad_norm = cfg->max_grad_norm;
   tc.tape = cfg->gradient_checkpointing ? SD_UNET_TAPE_CHECKPOINT : SD_UNET_TAPE_FULL;
-  if (sd_unet_trainer_create(r->be, r->nets.unet, r->nets.unet_weights, &r->model->scheduler, &tc,
-                             NULL, NULL, &r->trainer) < 0)
-    return sd_error_context("pretrained_model %s", cfg->pretrained_model);
-  SD_TRY(encode_prompt(r));
+  SD_TRY(make_trainer(r, &tc));
+  SD_TRY(encode_prompts(r));
 
-  size_t items = (size_t)r->max_items, per = (size_t)r->per_item;
-  r->latents = sd_tensor_4d(r->be->ops->act_dtype, r->max_items, r->channels, r->side, r->side);
+  size_t items = (size_t)r->max_items, per = (size_t)r->per_item, rows = (size_t)r->rows;
+  r->latents =
+      sd_tensor_4d(r->be->ops->act_dtype, r->rows * r->max_items, r->channels, r->side, r->side);
   r->noise = r->latents;
   SD_TRY(sd_tensor_alloc_persistent(r->be, &r->latents));
   SD_TRY(sd_tensor_alloc_persistent(r->be, &r->noise));
   r->pixels = malloc(3 * (size_t)cfg->resolution * (size_t)cfg->resolution * sizeof(float));
-  r->host_latents = malloc(items * per * sizeof(float));
-  r->host_noise = malloc(items * per * sizeof(float));
-  r->eps = malloc(items * per * sizeof(float));
-  r->timesteps = malloc(items * sizeof(int32_t));
-  r->drawn_timesteps = malloc((size_t)cfg->train_batch_size * sizeof(int64_t));
-  r->moments_step = malloc((size_t)cfg->train_batch_size * 2 * per * sizeof(float));
+  r->host_latents = malloc(rows * items * per * sizeof(float));
+  r->host_noise = malloc(rows * items * per * sizeof(float));
+  r->eps = malloc(rows * items * per * sizeof(float));
+  r->class_latents = malloc(items * per * sizeof(float));
+  r->class_noise = malloc(items * per * sizeof(float));
+  r->timesteps = malloc(rows * items * sizeof(int32_t));
+  r->class_timesteps = malloc(items * sizeof(int32_t));
+  r->weights = malloc(rows * items * sizeof(double));
+  r->drawn_timesteps = malloc(rows * (size_t)cfg->train_batch_size * sizeof(int64_t));
+  r->moments_step = malloc(rows * (size_t)cfg->train_batch_size * 2 * per * sizeof(float));
   r->moments = calloc(2 * (size_t)r->data.count, sizeof *r->moments);
-  r->pos.order = malloc((size_t)r->data.count * sizeof *r->pos.order);
-  if (!r->pixels || !r->host_latents || !r->host_noise || !r->eps || !r->timesteps ||
-      !r->drawn_timesteps || !r->moments_step || !r->moments || !r->pos.order)
+  r->class_moments = calloc(2 * (size_t)(r->cls.count ? r->cls.count : 1), sizeof(float *));
+  r->pos.order = malloc((size_t)r->length * sizeof *r->pos.order);
+  if (!r->pixels || !r->host_latents || !r->host_noise || !r->eps || !r->class_latents ||
+      !r->class_noise || !r->timesteps || !r->class_timesteps || !r->weights ||
+      !r->drawn_timesteps || !r->moments_step || !r->moments || !r->class_moments || !r->pos.order)
     return SD_ERROR("out of memory");
-  r->pos.images = r->data.count;
-  r->fp = (sd_dreambooth_fingerprint){r->data.count, cfg->resolution, cfg->train_batch_size,
-                                      cfg->gradient_accumulation_steps, cfg->seed};
+  r->pos.images = (int)r->length;
+  r->fp = (sd_dreambooth_fingerprint){
+      r->data.count, cfg->resolution, cfg->train_batch_size, cfg->gradient_accumulation_steps,
+      cfg->seed,     r->cls.count};
   return 0;
 }
 
@@ -229,6 +414,17 @@ static void run_free(run *r) {
     for (int i = 0; i < 2 * r->data.count; i++)
       free(r->moments[i]);
   free(r->moments);
+  if (r->class_moments)
+    for (int i = 0; i < 2 * r->cls.count; i++)
+      free(r->class_moments[i]);
+  free(r->class_moments);
+  free(r->class_latents);
+  free(r->class_noise);
+  free(r->class_timesteps);
+  free(r->weights);
+  free(r->instance_embedding);
+  free(r->class_embedding);
+  free(r->host_context);
   free(r->pixels);
   free(r->host_latents);
   free(r->host_noise);
@@ -244,8 +440,11 @@ static void run_free(run *r) {
     sd_tensor_free(r->be, &r->latents);
     sd_tensor_free(r->be, &r->noise);
   }
+  sd_dreambooth_params_free(&r->params);
   sd_unet_trainer_free(r->trainer);
+  sd_lora_trainer_free(r->lora);
   sd_instance_data_free(&r->data);
+  sd_instance_data_free(&r->cls);
   sd_engine_close(r->engine);
 }
 
@@ -268,53 +467,95 @@ static int encode_pixels(run *r, float *out) {
   return rc;
 }
 
+/* One image's draw (crop, flip) from data into the VAE's moments m (2 C, side, side), encoded
+ * once per (image, flip) where the crop is fixed (cache: (images x 2) entries). */
+static int item_moments(run *r, const sd_instance_data *data, float **cache, int image, float *m) {
+  const sd_dreambooth_config *cfg = r->cfg;
+  size_t per = (size_t)r->per_item;
+  sd_instance_view view;
+  SD_TRY(sd_instance_data_pixels(data, image, cfg->center_crop, cfg->random_flip, &r->pos.draw_rng,
+                                 r->pixels, &view));
+  /* the same crop on every draw: the moments are the same bits, encoded once per flip */
+  float **cached = sd_instance_data_fixed_crop(data, image, cfg->center_crop)
+                       ? &cache[2 * image + (view.flipped ? 1 : 0)]
+                       : NULL;
+  if (cached && *cached) {
+    memcpy(m, *cached, 2 * per * sizeof(float));
+    return 0;
+  }
+  if (encode_pixels(r, m) < 0)
+    return sd_error_context("encoding %s", data->paths[image]);
+  if (cached) {
+    *cached = malloc(2 * per * sizeof(float));
+    if (!*cached)
+      return SD_ERROR("out of memory");
+    memcpy(*cached, m, 2 * per * sizeof(float));
+  }
+  return 0;
+}
+
 /* Micro-batch `batch` of the epoch's order: its items' latents, noise and timesteps at item
- * offset `first` of the step's buffers. Returns the number of items, or -1. */
+ * offset `first` of the step's buffers. Item i of the dataset is instance image i % instances
+ * and, with prior preservation, class image i % classes (the script's DreamBoothDataset: the
+ * instance image's crop and flip drawn first, then the class image's); the micro-batch's rows
+ * are its instance items, then its class items (the script's collate_fn), and the latent
+ * sample, noise and timestep draws cover all rows in that order. Returns the number of items,
+ * or -1. */
 static int draw_micro_batch(run *r, int64_t batch, int first) {
   const sd_dreambooth_config *cfg = r->cfg;
   int64_t begin = batch * cfg->train_batch_size;
-  int n = (int)(r->data.count - begin < cfg->train_batch_size ? r->data.count - begin
-                                                              : cfg->train_batch_size);
+  int n =
+      (int)(r->length - begin < cfg->train_batch_size ? r->length - begin : cfg->train_batch_size);
   size_t per = (size_t)r->per_item;
   for (int j = 0; j < n; j++) {
-    int image = (int)r->pos.order[begin + j];
-    sd_instance_view view;
-    float *m = r->moments_step + (size_t)j * 2 * per;
-    SD_TRY(sd_instance_data_pixels(&r->data, image, cfg->center_crop, cfg->random_flip,
-                                   &r->pos.draw_rng, r->pixels, &view));
-    /* the same crop on every draw: the moments are the same bits, encoded once per flip */
-    float **cached = sd_instance_data_fixed_crop(&r->data, image, cfg->center_crop)
-                         ? &r->moments[2 * image + (view.flipped ? 1 : 0)]
-                         : NULL;
-    if (cached && *cached) {
-      memcpy(m, *cached, 2 * per * sizeof(float));
-      continue;
-    }
-    if (encode_pixels(r, m) < 0)
-      return sd_error_context("encoding %s", r->data.paths[image]);
-    if (cached) {
-      *cached = malloc(2 * per * sizeof(float));
-      if (!*cached)
-        return SD_ERROR("out of memory");
-      memcpy(*cached, m, 2 * per * sizeof(float));
-    }
+    int64_t item = r->pos.order[begin + j];
+    SD_TRY(item_moments(r, &r->data, r->moments, (int)(item % r->data.count),
+                        r->moments_step + (size_t)j * 2 * per));
+    if (r->prior)
+      SD_TRY(item_moments(r, &r->cls, r->class_moments, (int)(item % r->cls.count),
+                          r->moments_step + (size_t)(n + j) * 2 * per));
   }
-  float *lat = r->host_latents + (size_t)first * per, *noise = r->host_noise + (size_t)first * per;
-  SD_TRY(sd_rng_randn(&r->pos.draw_rng, r->eps, (size_t)n * per));
-  for (int j = 0; j < n; j++)
-    sd_vae_latent_sample(r->moments_step + (size_t)j * 2 * per, r->eps + (size_t)j * per,
+  int rows = r->rows * n;
+  /* row q's destination: instance rows at `first` of the instance buffers, class rows of the
+   * class buffers */
+#define ROW_DST(inst, cls, q, size)                                                                \
+  ((q) < n ? (inst) + (size_t)(first + (q)) * (size) : (cls) + (size_t)(first + (q)-n) * (size))
+  SD_TRY(sd_rng_randn(&r->pos.draw_rng, r->eps, (size_t)rows * per));
+  for (int q = 0; q < rows; q++)
+    sd_vae_latent_sample(r->moments_step + (size_t)q * 2 * per, r->eps + (size_t)q * per,
                          r->channels, (int64_t)r->side * r->side, r->model->vae.scaling_factor,
-                         lat + (size_t)j * per);
-  SD_TRY(sd_rng_randn(&r->pos.draw_rng, noise, (size_t)n * per));
+                         ROW_DST(r->host_latents, r->class_latents, q, per));
+  SD_TRY(sd_rng_randn(&r->pos.draw_rng, r->eps, (size_t)rows * per));
+  for (int q = 0; q < rows; q++)
+    memcpy(ROW_DST(r->host_noise, r->class_noise, q, per), r->eps + (size_t)q * per,
+           per * sizeof(float));
   SD_TRY(sd_rng_randint(&r->pos.draw_rng, 0, r->model->scheduler.num_train_timesteps,
-                        r->drawn_timesteps, (size_t)n));
-  for (int j = 0; j < n; j++)
-    r->timesteps[first + j] = (int32_t)r->drawn_timesteps[j];
+                        r->drawn_timesteps, (size_t)rows));
+  for (int q = 0; q < rows; q++)
+    *ROW_DST(r->timesteps, r->class_timesteps, q, 1) = (int32_t)r->drawn_timesteps[q];
+#undef ROW_DST
   return n;
 }
 
+/* With prior preservation: the step's class rows after its `items` instance rows, the rows'
+ * prompts and loss weights (mse(instance rows) + prior_loss_weight x mse(class rows)). */
+static int pack_prior_step(run *r, int items) {
+  size_t per = (size_t)r->per_item, row = (size_t)r->embedding_size, n = (size_t)items;
+  memcpy(r->host_latents + n * per, r->class_latents, n * per * sizeof(float));
+  memcpy(r->host_noise + n * per, r->class_noise, n * per * sizeof(float));
+  memcpy(r->timesteps + n, r->class_timesteps, n * sizeof(int32_t));
+  double elements = (double)items * (double)r->per_item;
+  for (size_t i = 0; i < 2 * n; i++) {
+    memcpy(r->host_context + i * row, i < n ? r->instance_embedding : r->class_embedding,
+           row * sizeof(float));
+    r->weights[i] = i < n ? 1.0 / elements : r->cfg->prior_loss_weight / elements;
+  }
+  sd_tensor context = sd_tensor_slice0(&r->context, 0, 2 * items);
+  return sd_tensor_upload_f32(r->be, &context, r->host_context);
+}
+
 static int new_epoch_order(run *r) {
-  return sd_rng_randperm(&r->pos.order_rng, r->data.count, r->pos.order);
+  return sd_rng_randperm(&r->pos.order_rng, r->length, r->pos.order);
 }
 
 static void format_duration(double s, char *buf, size_t size) {
@@ -346,7 +587,7 @@ static int checkpoint(run *r) {
   if (fflush(r->log) != 0 || fsync(fileno(r->log)) != 0)
     return SD_ERROR("%s: write failed: %s", r->log_path, strerror(errno));
   r->pos.log_bytes = (int64_t)ftell(r->log);
-  return sd_dreambooth_checkpoint_write(r->cfg->output_dir, r->trainer, &r->pos, &r->fp,
+  return sd_dreambooth_checkpoint_write(r->cfg->output_dir, &r->params, &r->pos, &r->fp,
                                         r->cfg->checkpoints_total_limit);
 }
 
@@ -358,7 +599,11 @@ static int start_position(run *r) {
   if (r->opt->resume)
     SD_TRY(sd_dreambooth_checkpoint_latest(r->cfg->output_dir, &latest));
   if (latest > 0) {
-    SD_TRY(sd_dreambooth_checkpoint_read(r->cfg->output_dir, latest, r->trainer, &r->pos, &r->fp));
+    if (sd_dreambooth_checkpoint_read(r->cfg->output_dir, latest, &r->params, &r->pos, &r->fp) < 0)
+      return sd_error_context("%s: --resume", r->cfg->path);
+    if ((r->lora ? sd_lora_trainer_restore(r->lora, latest)
+                 : sd_unet_trainer_restore(r->trainer, latest)) < 0)
+      return sd_error_context("resuming from %s/checkpoint-%" PRId64, r->cfg->output_dir, latest);
     if (r->opt->progress)
       fprintf(stderr, "sdbatch train: resuming from %s/checkpoint-%" PRId64 "\n",
               r->cfg->output_dir, latest);
@@ -385,12 +630,19 @@ static int train_steps(run *r, sd_dreambooth_result *result) {
       items += n;
       r->pos.next_batch++;
     }
-    sd_tensor latents = sd_tensor_slice0(&r->latents, 0, items);
-    sd_tensor noise = sd_tensor_slice0(&r->noise, 0, items);
-    sd_tensor context = sd_tensor_slice0(&r->context, 0, items);
+    if (r->prior)
+      SD_TRY(pack_prior_step(r, items));
+    int rows = r->rows * items;
+    const double *weights = r->prior ? r->weights : NULL;
+    sd_tensor latents = sd_tensor_slice0(&r->latents, 0, rows);
+    sd_tensor noise = sd_tensor_slice0(&r->noise, 0, rows);
+    sd_tensor context = sd_tensor_slice0(&r->context, 0, rows);
     SD_TRY(sd_tensor_upload_f32(r->be, &latents, r->host_latents));
     SD_TRY(sd_tensor_upload_f32(r->be, &noise, r->host_noise));
-    SD_TRY(sd_unet_trainer_step(r->trainer, &latents, &noise, r->timesteps, &context, &report));
+    SD_TRY(r->lora ? sd_lora_trainer_step_weighted(r->lora, &latents, &noise, r->timesteps,
+                                                   &context, weights, &report)
+                   : sd_unet_trainer_step_weighted(r->trainer, &latents, &noise, r->timesteps,
+                                                   &context, weights, &report));
     r->pos.step++;
     done_here++;
     int64_t epoch = r->pos.epoch;
@@ -435,20 +687,25 @@ int sd_dreambooth_train(const sd_dreambooth_config *cfg, const sd_dreambooth_opt
     rc = start_position(&r);
   if (rc == 0)
     rc = open_log(&r);
+  char classes[64] = "";
+  if (r.prior)
+    snprintf(classes, sizeof classes, ", %d class images (prior preservation)", r.cls.count);
   if (rc == 0 && opt->progress)
     fprintf(stderr,
-            "sdbatch train: %d instance images, %" PRId64 " steps of %d x %d items at %d px, "
-            "from step %" PRId64 "\n",
-            r.data.count, r.total_steps, cfg->gradient_accumulation_steps, cfg->train_batch_size,
-            cfg->resolution, r.pos.step);
+            "sdbatch train: %d instance images%s, %" PRId64 " steps of %d x %d items at %d px, "
+            "from step %" PRId64 "%s\n",
+            r.data.count, classes, r.total_steps, cfg->gradient_accumulation_steps,
+            cfg->train_batch_size, cfg->resolution, r.pos.step, cfg->lora ? ", LoRA" : "");
   if (rc == 0)
     rc = train_steps(&r, result);
   if (rc == 0 && r.log && (fflush(r.log) != 0 || fsync(fileno(r.log)) != 0))
     rc = SD_ERROR("%s: write failed: %s", r.log_path, strerror(errno));
   if (rc == 0)
-    rc = sd_dreambooth_write_model(cfg->pretrained_model, cfg->output_dir, r.trainer);
+    rc = r.lora ? sd_dreambooth_write_lora(cfg->output_dir, r.lora)
+                : sd_dreambooth_write_model(cfg->pretrained_model, cfg->output_dir, r.trainer);
   result->steps = r.pos.step;
   result->images = r.data.count;
+  result->class_images = r.cls.count;
   run_free(&r);
   return rc;
 }

@@ -1,5 +1,6 @@
-/* `sdbatch train`: DreamBooth full fine-tuning of the UNet (diffusers'
- * examples/dreambooth/train_dreambooth.py without prior preservation or text-encoder training)
+/* `sdbatch train`: DreamBooth fine-tuning of the UNet, full or LoRA, with or without prior
+ * preservation (diffusers' examples/dreambooth/train_dreambooth.py and train_dreambooth_lora.py
+ * without text-encoder training)
  * on the CPU backend, with crash-safe checkpoints and an exact resume (docs/training.md,
  * "sdbatch train"). */
 #ifndef SD_DREAMBOOTH_H
@@ -21,13 +22,15 @@ typedef struct sd_dreambooth_result {
   int64_t first_step; /* 0, or the checkpoint's step a resumed run started from */
   int64_t steps;      /* optimizer steps at the end (max_train_steps) */
   int images;         /* instance images */
+  int class_images;   /* prior preservation's class images (0 without) */
   double seconds;     /* wall time of the steps this run took */
   float last_loss;
 } sd_dreambooth_result;
 
-/* Trains and writes output_dir (a diffusers folder: the pretrained model's files with
- * unet/diffusion_pytorch_model.safetensors replaced by the trained float32 weights, loss.csv,
- * checkpoint-<step>/ folders). Everything that can be checked before training (the config's
+/* Trains and writes output_dir: loss.csv, checkpoint-<step>/ folders, and for a full fine-tune a
+ * diffusers folder (the pretrained model's files with unet/diffusion_pytorch_model.safetensors
+ * replaced by the trained float32 weights), in LoRA mode (config->lora) only
+ * pytorch_lora_weights.safetensors. Everything that can be checked before training (the config's
  * values against the model, the images, an output_dir that already holds files without
  * --resume) is checked before output_dir is created. -1 with an error naming the file and
  * place. */

@@ -62,11 +62,19 @@ static const key_spec known_keys[] = {
     KEY(checkpointing_steps, KEY_INT64, 1, 1e15),
     KEY(checkpoints_total_limit, KEY_INT64, 1, 1e9),
     KEY_ANY(gradient_checkpointing, KEY_BOOL),
+    KEY_ANY(lora, KEY_BOOL),
+    KEY(rank, KEY_INT, 1, 1024),
+    KEY_ANY(with_prior_preservation, KEY_BOOL),
+    KEY_ANY(class_data_dir, KEY_PATH),
+    KEY_ANY(class_prompt, KEY_STRING),
+    KEY(num_class_images, KEY_INT, 1, 1e6),
+    KEY(prior_loss_weight, KEY_NUMBER, 0, 1e6),
+    KEY(sample_batch_size, KEY_INT, 1, 4096),
 };
 #define N_KNOWN (int)(sizeof known_keys / sizeof known_keys[0])
 
-/* Arguments of train_dreambooth.py (and of the LoRA script's rank) that are not built yet: given
- * a value other than false, null or "no", they are refused as "not supported yet". */
+/* Arguments of train_dreambooth.py and train_dreambooth_lora.py that are not built yet: given a
+ * value other than false, null, 0 or "no", they are refused as "not supported yet". */
 static const struct {
   const char *name;
   const char *why;
@@ -76,22 +84,17 @@ static const struct {
     {"variant", "models are local folders"},
     {"tokenizer_name", "the model's own tokenizer is used"},
     {"train_text_encoder", "the text encoder is frozen"},
-    {"with_prior_preservation", "no class images or prior-preservation loss"},
-    {"prior_loss_weight", "no prior-preservation loss"},
-    {"class_data_dir", "no prior-preservation loss"},
-    {"class_prompt", "no prior-preservation loss"},
-    {"num_class_images", "no prior-preservation loss"},
-    {"sample_batch_size", "no class images are generated"},
-    {"prior_generation_precision", "no class images are generated"},
-    {"rank", "LoRA training is not built into `sdbatch train` yet"},
-    {"lora_rank", "LoRA training is not built into `sdbatch train` yet"},
-    {"lora_alpha", "LoRA training is not built into `sdbatch train` yet"},
-    {"lora_dropout", "LoRA training is not built into `sdbatch train` yet"},
-    {"target_modules", "LoRA training is not built into `sdbatch train` yet"},
-    {"use_lora", "LoRA training is not built into `sdbatch train` yet"},
+    {"prior_generation_precision", "class images are rendered in float32"},
+    {"lora_rank", "LoRA mode is `lora: true`, its rank `rank` (train_dreambooth_lora.py's --rank)"},
+    {"lora_alpha", "lora_alpha is rank, as train_dreambooth_lora.py sets it"},
+    {"lora_dropout", "LoRA dropout is not implemented"},
+    {"target_modules", "LoRA mode adapts the script's to_q, to_k, to_v and to_out.0"},
+    {"use_lora", "LoRA mode is `lora: true`"},
+    {"use_dora", "DoRA is not implemented"},
     {"validation_prompt", "no validation renders during training (render the output instead)"},
     {"num_validation_images", "no validation renders during training"},
     {"validation_steps", "no validation renders during training"},
+    {"validation_epochs", "no validation renders during training"},
     {"validation_images", "no validation renders during training"},
     {"validation_scheduler", "no validation renders during training"},
     {"mixed_precision", "training computes in float32"},
@@ -343,7 +346,7 @@ static int unknown_key(const loader *ld, const yaml_node_t *key) {
 }
 
 static int handle_key(const loader *ld, const yaml_node_t *key, const yaml_node_t *value,
-                      bool *seen) {
+                      const yaml_node_t **seen) {
   if (key->type != YAML_SCALAR_NODE)
     return error_at(ld, key, "expected a key name, got a %s",
                     key->type == YAML_MAPPING_NODE ? "mapping" : "list");
@@ -353,14 +356,16 @@ static int handle_key(const loader *ld, const yaml_node_t *key, const yaml_node_
       continue;
     if (seen[i])
       return error_at(ld, key, "%s: given twice", name);
-    seen[i] = true;
+    seen[i] = key;
     return set_value(ld, &known_keys[i], value);
   }
   for (int i = 0; i < N_UNSUPPORTED; i++) {
     if (strcmp(name, unsupported_keys[i].name) != 0)
       continue;
     bool off;
+    double number;
     if (is_null(value) || (parse_bool(value, &off) && !off) ||
+        (parse_number(value, &number) && number == 0) ||
         (value->type == YAML_SCALAR_NODE && !strcmp(scalar(value), "no")))
       return 0;
     return error_at(ld, key, "%s: not supported yet by sdbatch train (%s)", name,
@@ -384,10 +389,62 @@ static void set_defaults(sd_dreambooth_config *c) {
   c->adam_epsilon = 1e-8;
   c->max_grad_norm = 1.0;
   c->checkpointing_steps = 500;
+  c->rank = 4;
+  c->num_class_images = 100;
+  c->prior_loss_weight = 1.0;
+  c->sample_batch_size = 4;
+}
+
+static const yaml_node_t *seen_key(const yaml_node_t *const *seen, const char *name) {
+  for (int i = 0; i < N_KNOWN; i++)
+    if (!strcmp(known_keys[i].name, name))
+      return seen[i];
+  return NULL;
+}
+
+/* LoRA mode (lora: true): train_dreambooth_lora.py's defaults where its arguments differ from
+ * train_dreambooth.py's (learning_rate 5e-4, rank 4); `rank` without it is refused. */
+static int apply_mode(const loader *ld, const yaml_node_t *const *seen) {
+  sd_dreambooth_config *c = ld->cfg;
+  const yaml_node_t *rank = seen_key(seen, "rank");
+  if (!c->lora) {
+    if (rank)
+      return error_at(ld, rank,
+                      "rank: only LoRA mode has a rank; add `lora: true` to train a LoRA "
+                      "(train_dreambooth_lora.py), or remove rank for a full fine-tune");
+    return 0;
+  }
+  if (!seen_key(seen, "learning_rate"))
+    c->learning_rate = 5e-4;
+  return 0;
+}
+
+/* Prior preservation: class_data_dir and class_prompt required with it; its keys refused
+ * without it (train_dreambooth.py only warns and ignores them). */
+static int apply_prior(const loader *ld, const yaml_node_t *const *seen) {
+  const sd_dreambooth_config *c = ld->cfg;
+  static const char *const keys[] = {"class_data_dir", "class_prompt", "num_class_images",
+                                     "prior_loss_weight", "sample_batch_size"};
+  if (!c->with_prior_preservation) {
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+      const yaml_node_t *node = seen_key(seen, keys[k]);
+      if (node)
+        return error_at(ld, node,
+                        "%s: only prior preservation uses it; add `with_prior_preservation: "
+                        "true`, or remove %s",
+                        keys[k], keys[k]);
+    }
+    return 0;
+  }
+  for (size_t k = 0; k < 2; k++)
+    if (!seen_key(seen, keys[k]))
+      return SD_ERROR("%s: missing key '%s' (required with with_prior_preservation: true)",
+                      ld->file, keys[k]);
+  return 0;
 }
 
 static int load_mapping(const loader *ld, yaml_document_t *doc, const yaml_node_t *root) {
-  bool seen[N_KNOWN] = {0};
+  const yaml_node_t *seen[N_KNOWN] = {0};
   for (yaml_node_pair_t *pair = root->data.mapping.pairs.start; pair < root->data.mapping.pairs.top;
        pair++) {
     const yaml_node_t *key = yaml_document_get_node(doc, pair->key);
@@ -403,7 +460,8 @@ static int load_mapping(const loader *ld, yaml_document_t *doc, const yaml_node_
   if (ld->cfg->resolution % 8 != 0)
     return SD_ERROR("%s: resolution: %d is not a multiple of 8 (the VAE's factor)", ld->file,
                     ld->cfg->resolution);
-  return 0;
+  SD_TRY(apply_prior(ld, seen));
+  return apply_mode(ld, seen);
 }
 
 static int parse_text(const loader *ld, const char *text, size_t len) {
@@ -440,6 +498,8 @@ void sd_dreambooth_config_free(sd_dreambooth_config *c) {
   free(c->instance_data_dir);
   free(c->instance_prompt);
   free(c->output_dir);
+  free(c->class_data_dir);
+  free(c->class_prompt);
   memset(c, 0, sizeof *c);
 }
 

@@ -1,7 +1,7 @@
 /* The configuration of `sdbatch train` (docs/training.md, "sdbatch train"): a YAML mapping whose
  * keys are the arguments of diffusers' examples/dreambooth/train_dreambooth.py, with the script's
  * defaults. Keys of the script that sdbatch does not implement yet are recognised and refused
- * (unless given their neutral value: false, null, "no"), unknown keys refused with the closest
+ * (unless given their neutral value: false, null, 0, "no"), unknown keys refused with the closest
  * known key. Every error names the file, the line and column, and the key. */
 #ifndef SD_DREAMBOOTH_CONFIG_H
 #define SD_DREAMBOOTH_CONFIG_H
@@ -34,6 +34,19 @@ typedef struct sd_dreambooth_config {
   int64_t checkpointing_steps;     /* 500 */
   int64_t checkpoints_total_limit; /* 0: keep all */
   bool gradient_checkpointing;     /* false: the full tape; true: the checkpointed tape */
+  /* LoRA mode (train_dreambooth_lora.py): peft LoRA A/B on the UNet's to_q, to_k, to_v,
+   * to_out.0, lora_alpha = rank; learning_rate defaults to 5e-4 there */
+  bool lora; /* false */
+  int rank;  /* 4; the key is refused without lora: true */
+  /* Prior preservation (--with_prior_preservation): class images from class_data_dir (the missing
+   * ones rendered from class_prompt before training) trained alongside with class_prompt, loss =
+   * instance MSE + prior_loss_weight x class MSE. The class keys are refused without it. */
+  bool with_prior_preservation; /* false */
+  char *class_data_dir;         /* resolved; required with prior preservation */
+  char *class_prompt;           /* required with prior preservation */
+  int num_class_images;         /* 100 */
+  double prior_loss_weight;     /* 1.0 */
+  int sample_batch_size;        /* 4: images per render call when generating class images */
 } sd_dreambooth_config;
 
 /* Reads and checks path into *out (paths resolved against the file's folder). -1 with one error

@@ -17,7 +17,6 @@
 #include <unistd.h>
 
 #define STATE_FILE   "training_state.safetensors"
-#define STATE_FORMAT "sdbatch-dreambooth-1"
 #define PATH_MAX_LEN 4200
 
 int sd_dreambooth_fsync_path(const char *path) {
@@ -138,44 +137,131 @@ static void rng_unpack(const int32_t *in, uint64_t seed, sd_rng *rng) {
   rng->mt_index = in[624];
 }
 
-#define N_META 10
+#define FORMAT_FULL "sdbatch-dreambooth-1"
+#define FORMAT_LORA "sdbatch-dreambooth-lora-1"
 
-int sd_dreambooth_checkpoint_write(const char *output_dir, sd_unet_trainer *trainer,
+void sd_dreambooth_params_free(sd_dreambooth_params *p) {
+  for (size_t i = 0; p->items && i < p->count; i++)
+    free(p->items[i].name);
+  free(p->items);
+  memset(p, 0, sizeof *p);
+}
+
+static int params_alloc(size_t count, const char *format, sd_dreambooth_params *out) {
+  out->count = count;
+  out->format = format;
+  out->items = calloc(count ? count : 1, sizeof *out->items);
+  return out->items ? 0 : SD_ERROR("out of memory");
+}
+
+int sd_dreambooth_params_unet(sd_unet_trainer *trainer, sd_dreambooth_params *out) {
+  sd_grads *grads = sd_unet_trainer_grads(trainer);
+  SD_TRY(params_alloc(sd_grads_count(grads), FORMAT_FULL, out));
+  for (size_t i = 0; i < out->count; i++) {
+    sd_dreambooth_param *p = &out->items[i];
+    const sd_tensor *w = sd_grads_weight_at(grads, i);
+    int rc = sd_unet_trainer_state_at(trainer, i, &p->value, &p->exp_avg, &p->exp_avg_sq);
+    p->name = rc == 0 ? strdup(sd_grads_name_at(grads, i)) : NULL;
+    if (rc == 0 && !p->name)
+      rc = SD_ERROR("out of memory");
+    if (rc < 0) {
+      sd_dreambooth_params_free(out);
+      return rc;
+    }
+    p->ndim = w->ndim;
+    memcpy(p->shape, w->shape, sizeof p->shape);
+  }
+  return 0;
+}
+
+int sd_dreambooth_params_lora(sd_lora_trainer *trainer, sd_dreambooth_params *out) {
+  SD_TRY(params_alloc(sd_lora_trainer_param_count(trainer), FORMAT_LORA, out));
+  for (size_t i = 0; i < out->count; i++) {
+    sd_dreambooth_param *p = &out->items[i];
+    sd_lora_param_info info;
+    int rc = sd_lora_trainer_param(trainer, i, &info);
+    size_t len = rc == 0 ? strlen(info.module) + 32 : 0;
+    p->name = rc == 0 ? malloc(len) : NULL;
+    if (rc == 0 && !p->name)
+      rc = SD_ERROR("out of memory");
+    if (rc < 0) {
+      sd_dreambooth_params_free(out);
+      return rc;
+    }
+    snprintf(p->name, len, "unet.%s.lora.%s.weight", info.module, info.is_up ? "up" : "down");
+    p->ndim = 2;
+    p->shape[0] = info.shape[0];
+    p->shape[1] = info.shape[1];
+    p->value = info.value;
+    p->exp_avg = info.exp_avg;
+    p->exp_avg_sq = info.exp_avg_sq;
+  }
+  return 0;
+}
+
+static int64_t param_numel(const sd_dreambooth_param *p) {
+  int64_t n = 1;
+  for (int d = 0; d < p->ndim; d++)
+    n *= p->shape[d];
+  return n;
+}
+
+/* The 3 tensors of parameter i (value, exp_avg, exp_avg_sq) at tensors[3 i], their moment names
+ * in names[2 i], names[2 i + 1]. */
+static int param_tensors(const sd_dreambooth_param *p, sd_st_tensor *tensors, char **names) {
+  size_t len = strlen(p->name) + 32;
+  names[0] = malloc(len);
+  names[1] = malloc(len);
+  if (!names[0] || !names[1])
+    return SD_ERROR("out of memory for a checkpoint");
+  snprintf(names[0], len, "adamw.exp_avg.%s", p->name);
+  snprintf(names[1], len, "adamw.exp_avg_sq.%s", p->name);
+  size_t bytes = (size_t)param_numel(p) * sizeof(float);
+  for (int k = 0; k < 3; k++) {
+    sd_st_tensor *t = &tensors[k];
+    t->name = k == 0 ? p->name : names[k - 1];
+    t->dtype = SD_DTYPE_F32;
+    t->ndim = p->ndim;
+    memcpy(t->shape, p->shape, sizeof t->shape);
+    t->data = k == 0 ? p->value : k == 1 ? p->exp_avg : p->exp_avg_sq;
+    t->bytes = bytes;
+  }
+  return 0;
+}
+
+/* Writes the state file into a fresh tmp folder, then renames it to final. */
+static int write_state_folder(const char *output_dir, const char *tmp, const char *final,
+                              const sd_st_tensor *tensors, size_t count, const char *const *keys,
+                              const char *const *values, size_t n_meta, int64_t step) {
+  char file[PATH_MAX_LEN];
+  snprintf(file, sizeof file, "%s/%s", tmp, STATE_FILE);
+  SD_TRY(remove_folder(tmp));
+  if (mkdir(tmp, 0777) < 0)
+    return SD_ERROR("%s: cannot make the folder: %s", tmp, strerror(errno));
+  SD_TRY(sd_safetensors_write(file, tensors, count, keys, values, n_meta));
+  SD_TRY(sd_dreambooth_fsync_path(tmp));
+  struct stat st;
+  if (stat(final, &st) == 0)
+    SD_TRY(remove_checkpoint(output_dir, step));
+  if (rename(tmp, final) < 0)
+    return SD_ERROR("cannot rename %s to %s: %s", tmp, final, strerror(errno));
+  return sd_dreambooth_fsync_path(output_dir);
+}
+
+#define N_META 11
+
+int sd_dreambooth_checkpoint_write(const char *output_dir, const sd_dreambooth_params *params,
                                    const sd_dreambooth_position *pos,
                                    const sd_dreambooth_fingerprint *fp, int64_t limit) {
-  sd_grads *grads = sd_unet_trainer_grads(trainer);
-  size_t n = sd_grads_count(grads);
+  size_t n = params->count;
   size_t count = 3 * n + 3;
   sd_st_tensor *tensors = calloc(count, sizeof *tensors);
-  char **names = calloc(2 * n, sizeof *names);
-  int32_t *order = malloc((size_t)pos->images * sizeof *order);
+  char **names = calloc(2 * n + 1, sizeof *names);
+  int32_t *order = malloc((size_t)(pos->images > 0 ? pos->images : 1) * sizeof *order);
   int32_t rngs[2][625];
   int rc = tensors && names && order ? 0 : SD_ERROR("out of memory for a checkpoint");
-  for (size_t i = 0; rc == 0 && i < n; i++) {
-    const char *name = sd_grads_name_at(grads, i);
-    const sd_tensor *w = sd_grads_weight_at(grads, i);
-    float *master, *m, *v;
-    rc = sd_unet_trainer_state_at(trainer, i, &master, &m, &v);
-    size_t len = strlen(name) + 32;
-    names[2 * i] = malloc(len);
-    names[2 * i + 1] = malloc(len);
-    if (rc == 0 && (!names[2 * i] || !names[2 * i + 1]))
-      rc = SD_ERROR("out of memory for a checkpoint");
-    if (rc < 0)
-      break;
-    snprintf(names[2 * i], len, "adamw.exp_avg.%s", name);
-    snprintf(names[2 * i + 1], len, "adamw.exp_avg_sq.%s", name);
-    size_t bytes = (size_t)sd_tensor_numel(w) * sizeof(float);
-    for (int k = 0; k < 3; k++) {
-      sd_st_tensor *t = &tensors[3 * i + (size_t)k];
-      t->name = k == 0 ? name : names[2 * i + (size_t)k - 1];
-      t->dtype = SD_DTYPE_F32;
-      t->ndim = w->ndim;
-      memcpy(t->shape, w->shape, sizeof t->shape);
-      t->data = k == 0 ? master : k == 1 ? m : v;
-      t->bytes = bytes;
-    }
-  }
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    rc = param_tensors(&params->items[i], &tensors[3 * i], &names[2 * i]);
   if (rc == 0) {
     for (int i = 0; i < pos->images; i++)
       order[i] = (int32_t)pos->order[i];
@@ -201,9 +287,10 @@ int sd_dreambooth_checkpoint_write(const char *output_dir, sd_unet_trainer *trai
                                         .bytes = sizeof rngs[1]};
   }
   char values[N_META][32];
-  const char *keys[N_META] = {"format", "step",       "epoch", "next_batch",   "log_bytes",
-                              "images", "resolution", "batch", "accumulation", "seed"};
-  snprintf(values[0], 32, "%s", STATE_FORMAT);
+  const char *keys[N_META] = {"format",       "step",   "epoch",       "next_batch",
+                              "log_bytes",    "images", "resolution",  "batch",
+                              "accumulation", "seed",   "class_images"};
+  snprintf(values[0], 32, "%s", params->format);
   snprintf(values[1], 32, "%" PRId64, pos->step);
   snprintf(values[2], 32, "%" PRId64, pos->epoch);
   snprintf(values[3], 32, "%" PRId64, pos->next_batch);
@@ -213,29 +300,17 @@ int sd_dreambooth_checkpoint_write(const char *output_dir, sd_unet_trainer *trai
   snprintf(values[7], 32, "%" PRId64, fp->batch);
   snprintf(values[8], 32, "%" PRId64, fp->accumulation);
   snprintf(values[9], 32, "%" PRIu64, fp->seed);
+  snprintf(values[10], 32, "%" PRId64, fp->class_images);
   const char *value_ptrs[N_META];
   for (int i = 0; i < N_META; i++)
     value_ptrs[i] = values[i];
 
-  char tmp[PATH_MAX_LEN], final[PATH_MAX_LEN], file[PATH_MAX_LEN];
+  char tmp[PATH_MAX_LEN], final[PATH_MAX_LEN];
   snprintf(tmp, sizeof tmp, "%s/.checkpoint-%" PRId64 ".tmp", output_dir, pos->step);
   snprintf(final, sizeof final, "%s/checkpoint-%" PRId64, output_dir, pos->step);
-  snprintf(file, sizeof file, "%s/%s", tmp, STATE_FILE);
   if (rc == 0)
-    rc = remove_folder(tmp);
-  if (rc == 0 && mkdir(tmp, 0777) < 0)
-    rc = SD_ERROR("%s: cannot make the folder: %s", tmp, strerror(errno));
-  if (rc == 0)
-    rc = sd_safetensors_write(file, tensors, count, keys, value_ptrs, N_META);
-  if (rc == 0)
-    rc = sd_dreambooth_fsync_path(tmp);
-  struct stat st;
-  if (rc == 0 && stat(final, &st) == 0)
-    rc = remove_checkpoint(output_dir, pos->step);
-  if (rc == 0 && rename(tmp, final) < 0)
-    rc = SD_ERROR("cannot rename %s to %s: %s", tmp, final, strerror(errno));
-  if (rc == 0)
-    rc = sd_dreambooth_fsync_path(output_dir);
+    rc = write_state_folder(output_dir, tmp, final, tensors, count, keys, value_ptrs, N_META,
+                            pos->step);
   for (size_t i = 0; names && i < 2 * n; i++)
     free(names[i]);
   free(names);
@@ -268,46 +343,79 @@ static int meta_int(const sd_safetensors *f, const char *key, int64_t *out) {
 }
 
 static const sd_st_tensor *find_tensor(const sd_safetensors *f, const char *name, sd_dtype dtype,
-                                       const sd_tensor *like, int64_t numel) {
+                                       int ndim, const int64_t *shape) {
   const sd_st_tensor *t = sd_safetensors_find(f, name);
   if (!t || t->dtype != dtype) {
     SD_ERROR("%s: no %s tensor '%s'", sd_safetensors_path(f), sd_dtype_name(dtype), name);
     return NULL;
   }
-  bool same = like ? t->ndim == like->ndim &&
-                         !memcmp(t->shape, like->shape, (size_t)t->ndim * sizeof t->shape[0])
-                   : t->ndim == 1 && t->shape[0] == numel;
-  if (!same) {
+  if (t->ndim != ndim || memcmp(t->shape, shape, (size_t)ndim * sizeof t->shape[0]) != 0) {
     SD_ERROR("%s: tensor '%s' has another shape than the model's", sd_safetensors_path(f), name);
     return NULL;
   }
   return t;
 }
 
-int sd_dreambooth_checkpoint_read(const char *output_dir, int64_t step, sd_unet_trainer *trainer,
-                                  sd_dreambooth_position *pos,
+static const char *format_mode(const char *format) {
+  return !strcmp(format, FORMAT_LORA)   ? "a LoRA run (lora: true)"
+         : !strcmp(format, FORMAT_FULL) ? "a full fine-tune (no lora: true)"
+                                        : "an unknown kind of run";
+}
+
+/* The checkpoint's format and fingerprint against the run's. */
+static int check_header(const sd_safetensors *f, const char *path, const char *want_format,
+                        const sd_dreambooth_fingerprint *fp) {
+  const char *format = sd_safetensors_metadata(f, "format");
+  if (!format || (strcmp(format, FORMAT_FULL) != 0 && strcmp(format, FORMAT_LORA) != 0))
+    return SD_ERROR("%s: not an sdbatch training state (format '%s', expected '%s')", path,
+                    format ? format : "none", want_format);
+  if (strcmp(format, want_format) != 0)
+    return SD_ERROR("%s: the checkpoint is of %s, the config now asks for %s; resume with the "
+                    "config that made it",
+                    path, format_mode(format), format_mode(want_format));
+  int64_t got[6];
+  const int64_t want[6] = {fp->images,       fp->resolution,    fp->batch,
+                           fp->accumulation, (int64_t)fp->seed, fp->class_images};
+  const char *what[6] = {"images", "resolution", "batch", "accumulation", "seed", "class_images"};
+  for (int k = 0; k < 6; k++) {
+    got[k] = 0; /* class_images: absent in checkpoints made before prior preservation */
+    if (k < 5 || sd_safetensors_metadata(f, what[k]))
+      SD_TRY(meta_int(f, what[k], &got[k]));
+    if (got[k] != want[k])
+      return SD_ERROR("%s: the checkpoint was made with %s %" PRId64 ", the config now gives "
+                      "%" PRId64 "; an exact resume needs the same (train_batch_size, "
+                      "gradient_accumulation_steps, resolution, seed, instance and class images)",
+                      path, what[k], got[k], want[k]);
+  }
+  return 0;
+}
+
+/* Parameter p's value and moments from the checkpoint. */
+static int read_param(const sd_safetensors *f, const sd_dreambooth_param *p) {
+  char name[1024];
+  float *dst[3] = {p->value, p->exp_avg, p->exp_avg_sq};
+  for (int k = 0; k < 3; k++) {
+    snprintf(name, sizeof name, "%s%s",
+             k == 0   ? ""
+             : k == 1 ? "adamw.exp_avg."
+                      : "adamw.exp_avg_sq.",
+             p->name);
+    const sd_st_tensor *t = find_tensor(f, name, SD_DTYPE_F32, p->ndim, p->shape);
+    if (!t)
+      return -1;
+    memcpy(dst[k], t->data, t->bytes);
+  }
+  return 0;
+}
+
+int sd_dreambooth_checkpoint_read(const char *output_dir, int64_t step,
+                                  const sd_dreambooth_params *params, sd_dreambooth_position *pos,
                                   const sd_dreambooth_fingerprint *fp) {
   char path[PATH_MAX_LEN];
   snprintf(path, sizeof path, "%s/checkpoint-%" PRId64 "/%s", output_dir, step, STATE_FILE);
   sd_safetensors *f;
   SD_TRY(sd_safetensors_open(path, &f));
-  int rc = 0;
-  const char *format = sd_safetensors_metadata(f, "format");
-  if (!format || strcmp(format, STATE_FORMAT) != 0)
-    rc = SD_ERROR("%s: not an sdbatch training state (format '%s', expected '%s')", path,
-                  format ? format : "none", STATE_FORMAT);
-  int64_t got[5];
-  const int64_t want[5] = {fp->images, fp->resolution, fp->batch, fp->accumulation,
-                           (int64_t)fp->seed};
-  const char *what[5] = {"images", "resolution", "batch", "accumulation", "seed"};
-  for (int k = 0; rc == 0 && k < 5; k++) {
-    rc = meta_int(f, what[k], &got[k]);
-    if (rc == 0 && got[k] != want[k])
-      rc = SD_ERROR("%s: the checkpoint was made with %s %" PRId64 ", the config now gives %" PRId64
-                    "; an exact resume needs the same (train_batch_size, "
-                    "gradient_accumulation_steps, resolution, seed and instance images)",
-                    path, what[k], got[k], want[k]);
-  }
+  int rc = check_header(f, path, params->format, fp);
   int64_t saved_step = 0;
   if (rc == 0)
     rc = meta_int(f, "step", &saved_step);
@@ -319,30 +427,13 @@ int sd_dreambooth_checkpoint_read(const char *output_dir, int64_t step, sd_unet_
     rc = meta_int(f, "next_batch", &pos->next_batch);
   if (rc == 0)
     rc = meta_int(f, "log_bytes", &pos->log_bytes);
-  sd_grads *grads = sd_unet_trainer_grads(trainer);
-  size_t n = sd_grads_count(grads);
-  char name[1024];
-  for (size_t i = 0; rc == 0 && i < n; i++) {
-    const sd_tensor *w = sd_grads_weight_at(grads, i);
-    float *state[3];
-    rc = sd_unet_trainer_state_at(trainer, i, &state[0], &state[1], &state[2]);
-    for (int k = 0; rc == 0 && k < 3; k++) {
-      snprintf(name, sizeof name, "%s%s",
-               k == 0   ? ""
-               : k == 1 ? "adamw.exp_avg."
-                        : "adamw.exp_avg_sq.",
-               sd_grads_name_at(grads, i));
-      const sd_st_tensor *t = find_tensor(f, name, SD_DTYPE_F32, w, 0);
-      if (!t)
-        rc = -1;
-      else
-        memcpy(state[k], t->data, t->bytes);
-    }
-  }
+  for (size_t i = 0; rc == 0 && i < params->count; i++)
+    rc = read_param(f, &params->items[i]);
+  const int64_t images = pos->images, rng_len = 625;
   const sd_st_tensor *order = NULL, *rng_order = NULL, *rng_draw = NULL;
-  if (rc == 0 && (!(order = find_tensor(f, "data.order", SD_DTYPE_I32, NULL, pos->images)) ||
-                  !(rng_order = find_tensor(f, "rng.order", SD_DTYPE_I32, NULL, 625)) ||
-                  !(rng_draw = find_tensor(f, "rng.draw", SD_DTYPE_I32, NULL, 625))))
+  if (rc == 0 && (!(order = find_tensor(f, "data.order", SD_DTYPE_I32, 1, &images)) ||
+                  !(rng_order = find_tensor(f, "rng.order", SD_DTYPE_I32, 1, &rng_len)) ||
+                  !(rng_draw = find_tensor(f, "rng.draw", SD_DTYPE_I32, 1, &rng_len))))
     rc = -1;
   if (rc == 0) {
     for (int i = 0; i < pos->images; i++)
@@ -350,7 +441,6 @@ int sd_dreambooth_checkpoint_read(const char *output_dir, int64_t step, sd_unet_
     rng_unpack(rng_order->data, pos->order_rng.seed, &pos->order_rng);
     rng_unpack(rng_draw->data, pos->draw_rng.seed, &pos->draw_rng);
     pos->step = step;
-    rc = sd_unet_trainer_restore(trainer, step);
   }
   sd_safetensors_close(f);
   return rc < 0 ? sd_error_context("resuming from %s/checkpoint-%" PRId64, output_dir, step) : 0;
@@ -471,4 +561,42 @@ int sd_dreambooth_write_model(const char *pretrained, const char *output_dir,
   if (rc == 0)
     rc = sd_dreambooth_fsync_path(output_dir);
   return rc < 0 ? sd_error_context("writing the trained model to %s", output_dir) : 0;
+}
+
+/* Deletes the files of output_dir whose names start with prefix (the temporary files of a final
+ * write that a kill interrupted). */
+static int remove_leftovers(const char *output_dir, const char *prefix) {
+  DIR *d = opendir(output_dir);
+  if (!d)
+    return SD_ERROR("%s: cannot read output_dir: %s", output_dir, strerror(errno));
+  struct dirent *e;
+  char path[PATH_MAX_LEN];
+  int rc = 0;
+  while (rc == 0 && (e = readdir(d)) != NULL) {
+    if (strncmp(e->d_name, prefix, strlen(prefix)) != 0)
+      continue;
+    snprintf(path, sizeof path, "%s/%s", output_dir, e->d_name);
+    if (unlink(path) < 0 && errno != ENOENT)
+      rc = SD_ERROR("%s: cannot delete: %s", path, strerror(errno));
+  }
+  closedir(d);
+  return rc;
+}
+
+int sd_dreambooth_write_lora(const char *output_dir, const sd_lora_trainer *trainer) {
+  char tmp[PATH_MAX_LEN], final[PATH_MAX_LEN];
+  snprintf(final, sizeof final, "%s/pytorch_lora_weights.safetensors", output_dir);
+  snprintf(tmp, sizeof tmp, "%s.tmp", final);
+  int rc = remove_leftovers(output_dir, "pytorch_lora_weights.safetensors.tmp");
+  if (rc == 0)
+    rc = sd_lora_trainer_save(trainer, tmp, SD_LORA_KEYS_DIFFUSERS);
+  if (rc == 0)
+    rc = sd_dreambooth_fsync_path(tmp);
+  if (rc == 0 && rename(tmp, final) < 0)
+    rc = SD_ERROR("cannot rename %s to %s: %s", tmp, final, strerror(errno));
+  if (rc == 0)
+    rc = sd_dreambooth_fsync_path(output_dir);
+  if (rc < 0)
+    unlink(tmp);
+  return rc < 0 ? sd_error_context("writing the trained LoRA to %s", output_dir) : 0;
 }

@@ -4,6 +4,7 @@
 #define SD_DREAMBOOTH_STATE_H
 
 #include "../rng/rng.h"
+#include "../train/lora_trainer.h"
 #include "../train/unet_trainer.h"
 
 #include <stdint.h>
@@ -14,22 +15,47 @@ typedef struct sd_dreambooth_position {
   int64_t epoch;      /* the epoch of the next micro-batch */
   int64_t next_batch; /* its micro-batch index in the epoch */
   int64_t *order;     /* (images) the epoch's randperm */
-  int images;
-  sd_rng order_rng;  /* draws each epoch's order */
-  sd_rng draw_rng;   /* crops, flips, latent samples, noise, timesteps */
-  int64_t log_bytes; /* loss.csv's length after this step's line */
+  int images;         /* the dataset's length (with class images max(instance, class)) */
+  sd_rng order_rng;   /* draws each epoch's order */
+  sd_rng draw_rng;    /* crops, flips, latent samples, noise, timesteps */
+  int64_t log_bytes;  /* loss.csv's length after this step's line */
 } sd_dreambooth_position;
 
 /* What must agree between a checkpoint and the run resuming it. */
 typedef struct sd_dreambooth_fingerprint {
   int64_t images, resolution, batch, accumulation;
   uint64_t seed;
+  int64_t class_images; /* prior preservation's class images; 0 without (absent in older
+                           checkpoints, read as 0) */
 } sd_dreambooth_fingerprint;
+
+/* A trained parameter as a checkpoint holds it: its name, shape and host float32 values with
+ * AdamW's two moments (borrowed from the trainer; writable, for a resume). */
+typedef struct sd_dreambooth_param {
+  char *name; /* owned */
+  int ndim;
+  int64_t shape[SD_MAX_DIMS];
+  float *value, *exp_avg, *exp_avg_sq;
+} sd_dreambooth_param;
+
+/* The trained parameters of a run: a full fine-tune's UNet weights, or a LoRA's A and B. format
+ * is the checkpoint's "format" metadata (a checkpoint of the other mode is refused by it). */
+typedef struct sd_dreambooth_params {
+  size_t count;
+  sd_dreambooth_param *items;
+  const char *format;
+} sd_dreambooth_params;
+
+/* The full fine-tune's parameters (sd_grads order and names). */
+int sd_dreambooth_params_unet(sd_unet_trainer *trainer, sd_dreambooth_params *out);
+/* The LoRA's: unet.<module>.lora.down.weight (A) and .lora.up.weight (B). */
+int sd_dreambooth_params_lora(sd_lora_trainer *trainer, sd_dreambooth_params *out);
+void sd_dreambooth_params_free(sd_dreambooth_params *params);
 
 /* Writes output_dir/checkpoint-<step>/ atomically (built as .checkpoint-<step>.tmp, fsync'ed,
  * renamed, output_dir fsync'ed), then removes the oldest checkpoints beyond limit (0: none; each
  * renamed away before it is deleted, so a kill never leaves a partial checkpoint-<n>). */
-int sd_dreambooth_checkpoint_write(const char *output_dir, sd_unet_trainer *trainer,
+int sd_dreambooth_checkpoint_write(const char *output_dir, const sd_dreambooth_params *params,
                                    const sd_dreambooth_position *pos,
                                    const sd_dreambooth_fingerprint *fp, int64_t limit);
 
@@ -37,10 +63,18 @@ int sd_dreambooth_checkpoint_write(const char *output_dir, sd_unet_trainer *trai
  * interrupted writes and removals deleted). */
 int sd_dreambooth_checkpoint_latest(const char *output_dir, int64_t *step);
 
-/* Reads checkpoint-<step> into the trainer (weights, moments, step count) and pos (pos->order
- * must hold pos->images entries); refuses a checkpoint of another fingerprint or model. */
-int sd_dreambooth_checkpoint_read(const char *output_dir, int64_t step, sd_unet_trainer *trainer,
-                                  sd_dreambooth_position *pos, const sd_dreambooth_fingerprint *fp);
+/* Reads checkpoint-<step> into params' values and moments and pos (pos->order must hold
+ * pos->images entries); refuses a checkpoint of another format, fingerprint or model. The caller
+ * then restores its trainer (sd_unet_trainer_restore, sd_lora_trainer_restore) at pos->step. */
+int sd_dreambooth_checkpoint_read(const char *output_dir, int64_t step,
+                                  const sd_dreambooth_params *params, sd_dreambooth_position *pos,
+                                  const sd_dreambooth_fingerprint *fp);
+
+/* Writes output_dir/pytorch_lora_weights.safetensors (through a temporary name, fsync'ed,
+ * renamed; temporary files of an earlier interrupted write deleted first): the LoRA in the names
+ * train_dreambooth_lora.py saves (diffusers' load_lora_weights and `sdbatch render --lora` read
+ * it). */
+int sd_dreambooth_write_lora(const char *output_dir, const sd_lora_trainer *trainer);
 
 /* Makes output_dir the diffusers folder of the trained model: the pretrained folder's files
  * (model_index.json, every component folder but unet's weights; one level deep) copied, then

@@ -12,7 +12,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-static bool is_image_name(const char *name) {
+bool sd_instance_data_is_image_name(const char *name) {
   const char *dot = strrchr(name, '.');
   return name[0] != '.' && dot &&
          (!strcasecmp(dot, ".png") || !strcasecmp(dot, ".jpg") || !strcasecmp(dot, ".jpeg"));
@@ -34,15 +34,15 @@ void sd_instance_data_free(sd_instance_data *d) {
   memset(d, 0, sizeof *d);
 }
 
-/* The image files' paths, sorted by name, into d->paths. */
-static int list_images(const char *dir, sd_instance_data *d) {
+/* The image files' paths, sorted by name, into d->paths; key names the folder in errors. */
+static int list_images(const char *key, const char *dir, sd_instance_data *d) {
   DIR *folder = opendir(dir);
   if (!folder)
-    return SD_ERROR("instance_data_dir %s: cannot read the folder: %s", dir, strerror(errno));
+    return SD_ERROR("%s %s: cannot read the folder: %s", key, dir, strerror(errno));
   int cap = 0, rc = 0;
   struct dirent *entry;
   while (rc == 0 && (entry = readdir(folder)) != NULL) {
-    if (!is_image_name(entry->d_name))
+    if (!sd_instance_data_is_image_name(entry->d_name))
       continue;
     if (d->count == cap) {
       cap = cap ? 2 * cap : 16;
@@ -64,7 +64,8 @@ static int list_images(const char *dir, sd_instance_data *d) {
   }
   closedir(folder);
   if (rc == 0 && d->count == 0)
-    rc = SD_ERROR("instance_data_dir %s: no instance images (.png, .jpg or .jpeg files)", dir);
+    rc = SD_ERROR("%s %s: no %s images (.png, .jpg or .jpeg files)", key, dir,
+                  strcmp(key, "instance_data_dir") ? "class" : "instance");
   if (rc == 0)
     qsort(d->paths, (size_t)d->count, sizeof *d->paths, compare_names);
   return rc;
@@ -81,12 +82,19 @@ static int resize_shorter_side(const sd_image *in, int size, sd_image *out) {
 }
 
 int sd_instance_data_load(const char *dir, int resolution, sd_instance_data *out) {
+  return sd_instance_data_load_as("instance_data_dir", dir, resolution, 0, out);
+}
+
+int sd_instance_data_load_as(const char *key, const char *dir, int resolution, int limit,
+                             sd_instance_data *out) {
   memset(out, 0, sizeof *out);
   out->resolution = resolution;
-  if (list_images(dir, out) < 0) {
+  if (list_images(key, dir, out) < 0) {
     sd_instance_data_free(out);
     return -1;
   }
+  for (; limit > 0 && out->count > limit; out->count--)
+    free(out->paths[out->count - 1]);
   out->images = calloc((size_t)out->count, sizeof *out->images);
   if (!out->images) {
     sd_instance_data_free(out);
@@ -96,7 +104,7 @@ int sd_instance_data_load(const char *dir, int resolution, sd_instance_data *out
     sd_image read;
     if (sd_image_read_rgb(out->paths[i], &read) < 0) {
       sd_instance_data_free(out);
-      return sd_error_context("instance_data_dir");
+      return sd_error_context("%s", key);
     }
     int rc = resize_shorter_side(&read, resolution, &out->images[i]);
     sd_image_free(&read);

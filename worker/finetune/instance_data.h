@@ -23,7 +23,13 @@ typedef struct sd_instance_data {
  * are skipped; a folder that cannot be read or holds no image, and an image file that cannot be
  * decoded, are errors naming it. */
 int sd_instance_data_load(const char *dir, int resolution, sd_instance_data *out);
+/* The same for another folder: key names it in errors (e.g. "class_data_dir"), and only the
+ * first limit images by name are read (0: all). */
+int sd_instance_data_load_as(const char *key, const char *dir, int resolution, int limit,
+                             sd_instance_data *out);
 void sd_instance_data_free(sd_instance_data *data);
+/* Whether a file name is one the loaders read: .png, .jpg or .jpeg (any case), not a dot file. */
+bool sd_instance_data_is_image_name(const char *name);
 
 /* How one draw was cropped and flipped. */
 typedef struct sd_instance_view {

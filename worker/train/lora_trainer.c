@@ -285,9 +285,17 @@ static int lora_grads(sd_lora_trainer *t, size_t i) {
 int sd_lora_trainer_step(sd_lora_trainer *t, const sd_tensor *latents, const sd_tensor *noise,
                          const int32_t *timesteps, const sd_tensor *context,
                          sd_unet_step_report *report) {
+  return sd_lora_trainer_step_weighted(t, latents, noise, timesteps, context, NULL, report);
+}
+
+int sd_lora_trainer_step_weighted(sd_lora_trainer *t, const sd_tensor *latents,
+                                  const sd_tensor *noise, const int32_t *timesteps,
+                                  const sd_tensor *context, const double *item_weights,
+                                  sd_unet_step_report *report) {
   memset(report, 0, sizeof *report);
-  SD_TRY(sd_unet_loss_backward(t->be, t->unet, t->noise, t->cfg.train.tape, t->grads, latents,
-                               noise, timesteps, context, t->steps, &report->loss));
+  SD_TRY(sd_unet_loss_backward_weighted(t->be, t->unet, t->noise, t->cfg.train.tape, t->grads,
+                                        latents, noise, timesteps, context, item_weights, t->steps,
+                                        &report->loss));
   for (size_t i = 0; i < t->n_layers; i++) {
     SD_TRY(sd_tensor_download_f32(t->be, sd_grads_at(t->grads, i), t->merged));
     SD_TRY(lora_grads(t, i));
@@ -303,6 +311,31 @@ int sd_lora_trainer_step(sd_lora_trainer *t, const sd_tensor *latents, const sd_
 
 int64_t sd_lora_trainer_steps(const sd_lora_trainer *t) {
   return t->steps;
+}
+
+size_t sd_lora_trainer_param_count(const sd_lora_trainer *t) {
+  return 2 * t->n_layers;
+}
+
+int sd_lora_trainer_param(sd_lora_trainer *t, size_t index, sd_lora_param_info *out) {
+  if (index >= 2 * t->n_layers)
+    return SD_ERROR("lora training: parameter %zu of %zu", index, 2 * t->n_layers);
+  const lora_layer *l = &t->layers[index / 2];
+  int up = (int)(index % 2);
+  *out = (sd_lora_param_info){.module = l->module,
+                              .is_up = up,
+                              .shape = {up ? l->out : t->cfg.rank, up ? t->cfg.rank : l->in},
+                              .value = t->opt.values[index],
+                              .exp_avg = t->opt.exp_avg[index],
+                              .exp_avg_sq = t->opt.exp_avg_sq[index]};
+  return 0;
+}
+
+int sd_lora_trainer_restore(sd_lora_trainer *t, int64_t steps) {
+  for (size_t i = 0; i < t->n_layers; i++)
+    SD_TRY(merge_layer(t, i));
+  t->steps = steps;
+  return 0;
 }
 
 /* diffusers' unet_lora_adapter_metadata: {"unet.lora_alpha", "unet.r", "unet.target_modules"}. */

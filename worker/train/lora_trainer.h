@@ -96,7 +96,28 @@ int sd_lora_trainer_set_layer(sd_lora_trainer *trainer, size_t index, const floa
 int sd_lora_trainer_step(sd_lora_trainer *trainer, const sd_tensor *latents, const sd_tensor *noise,
                          const int32_t *timesteps, const sd_tensor *context,
                          sd_unet_step_report *report);
+/* The same with a weighted loss (sd_unet_loss_backward_weighted; NULL: sd_lora_trainer_step). */
+int sd_lora_trainer_step_weighted(sd_lora_trainer *trainer, const sd_tensor *latents,
+                                  const sd_tensor *noise, const int32_t *timesteps,
+                                  const sd_tensor *context, const double *item_weights,
+                                  sd_unet_step_report *report);
 int64_t sd_lora_trainer_steps(const sd_lora_trainer *trainer);
+
+/* The trained parameters for checkpoints: 2 x layer count of them, A of layer i at 2 i, B at
+ * 2 i + 1. Parameter index's layer and kind, shape (A: rank x in, B: out x rank) and its host
+ * float32 values, exp_avg and exp_avg_sq (writable: a resumed run overwrites them, then calls
+ * sd_lora_trainer_restore). -1 with an error past the end. */
+typedef struct sd_lora_param_info {
+  const char *module; /* the layer's module name */
+  int is_up;          /* 0: A (lora.down), 1: B (lora.up) */
+  int64_t shape[2];
+  float *value, *exp_avg, *exp_avg_sq;
+} sd_lora_param_info;
+size_t sd_lora_trainer_param_count(const sd_lora_trainer *trainer);
+int sd_lora_trainer_param(sd_lora_trainer *trainer, size_t index, sd_lora_param_info *out);
+/* After the parameters were overwritten: re-merges every W' = W0 + s B A (uploaded) and sets the
+ * steps taken (the schedule and AdamW's bias corrections continue from there). */
+int sd_lora_trainer_restore(sd_lora_trainer *trainer, int64_t steps);
 
 /* Writes the LoRA as diffusers' save_lora_weights does (pytorch_lora_weights.safetensors when
  * path is a folder's file of that name): per layer A and B in float32 under the style's names,

@@ -8,6 +8,7 @@
 #include "../../kernels/error.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,12 +70,13 @@ int sd_unet_trainer_create(sd_backend *be, sd_unet *unet, const sd_weights *weig
   return 0;
 }
 
-/* Item b's forward and backward: its loss sum (in double) into *sum_sq and its gradients added to
- * the store; the whole batch has n_total elements (the loss is their mean). */
+/* Item b's forward and backward: its squared error sum (in double) into *sum_sq and its gradients
+ * added to the store; the loss counts the item's squared errors times weight (dpred = (float)(2
+ * weight) (pred - target)), or with weight < 0 the whole batch's mean over n_total elements. */
 static int item_backward(sd_backend *be, sd_unet *unet, const sd_scheduler_config *schedule,
                          sd_unet_tape_mode mode, sd_grads *grads, const sd_tensor *latents,
                          const sd_tensor *noise, int32_t timestep, const sd_tensor *context,
-                         int64_t n_total, double *sum_sq) {
+                         int64_t n_total, double weight, double *sum_sq) {
   sd_arena_mark mark = sd_arena_get_mark(be);
   sd_tensor noisy = sd_tensor_make(SD_DTYPE_F32, latents->ndim, latents->shape);
   sd_tensor target = noisy, pred = noisy, dpred = noisy;
@@ -100,7 +102,7 @@ static int item_backward(sd_backend *be, sd_unet *unet, const sd_scheduler_confi
     rc = -1;
   if (rc == 0) {
     /* F.mse_loss over the batch: dpred = (float)(2 / N) (pred - target), N the batch's elements */
-    const float norm = (float)(2.0 / (double)n_total);
+    const float norm = weight < 0 ? (float)(2.0 / (double)n_total) : (float)(2.0 * weight);
     for (int64_t i = 0; i < n; i++) {
       float d = p[i] - want[i];
       *sum_sq += (double)d * d;
@@ -123,23 +125,41 @@ int sd_unet_loss_backward(sd_backend *be, sd_unet *unet, const sd_scheduler_conf
                           sd_unet_tape_mode mode, sd_grads *grads, const sd_tensor *latents,
                           const sd_tensor *noise, const int32_t *timesteps,
                           const sd_tensor *context, int64_t step, float *loss) {
+  return sd_unet_loss_backward_weighted(be, unet, noise_cfg, mode, grads, latents, noise, timesteps,
+                                        context, NULL, step, loss);
+}
+
+int sd_unet_loss_backward_weighted(sd_backend *be, sd_unet *unet,
+                                   const sd_scheduler_config *noise_cfg, sd_unet_tape_mode mode,
+                                   sd_grads *grads, const sd_tensor *latents,
+                                   const sd_tensor *noise, const int32_t *timesteps,
+                                   const sd_tensor *context, const double *item_weights,
+                                   int64_t step, float *loss) {
   *loss = 0;
   if (latents->ndim != 4 || !sd_tensor_same_shape(latents, noise) || context->ndim != 3 ||
       context->shape[0] != latents->shape[0])
     return SD_ERROR("unet training: latents, noise (B, C, h, w) and context (B, L, D) disagree");
   int64_t batch = latents->shape[0];
   int64_t n_total = sd_tensor_numel(latents);
+  if (item_weights)
+    for (int64_t b = 0; b < batch; b++)
+      if (!(item_weights[b] >= 0) || !isfinite(item_weights[b]))
+        return SD_ERROR("unet training: item %" PRId64 "'s loss weight %g is not finite and >= 0",
+                        b, item_weights[b]);
   SD_TRY(sd_grads_zero(grads));
-  double sum_sq = 0.0;
+  double sum_sq = 0.0, weighted = 0.0;
   for (int64_t b = 0; b < batch; b++) {
     sd_tensor x = sd_tensor_slice0(latents, b, 1), e = sd_tensor_slice0(noise, b, 1);
     sd_tensor c = sd_tensor_slice0(context, b, 1);
+    double item_sq = 0.0;
     if (item_backward(be, unet, noise_cfg, mode, grads, &x, &e, timesteps[b], &c, n_total,
-                      &sum_sq) < 0)
+                      item_weights ? item_weights[b] : -1.0, item_weights ? &item_sq : &sum_sq) < 0)
       return sd_error_context("unet training: step %" PRId64 ", item %" PRId64 " (timestep %d)",
                               step, b, timesteps[b]);
+    if (item_weights)
+      weighted += item_weights[b] * item_sq;
   }
-  *loss = (float)(sum_sq / (double)n_total);
+  *loss = item_weights ? (float)weighted : (float)(sum_sq / (double)n_total);
   return 0;
 }
 
@@ -151,9 +171,17 @@ double sd_unet_train_lr(const sd_unet_train_config *cfg, int64_t step) {
 int sd_unet_trainer_step(sd_unet_trainer *t, const sd_tensor *latents, const sd_tensor *noise,
                          const int32_t *timesteps, const sd_tensor *context,
                          sd_unet_step_report *report) {
+  return sd_unet_trainer_step_weighted(t, latents, noise, timesteps, context, NULL, report);
+}
+
+int sd_unet_trainer_step_weighted(sd_unet_trainer *t, const sd_tensor *latents,
+                                  const sd_tensor *noise, const int32_t *timesteps,
+                                  const sd_tensor *context, const double *item_weights,
+                                  sd_unet_step_report *report) {
   memset(report, 0, sizeof *report);
-  SD_TRY(sd_unet_loss_backward(t->be, t->unet, t->noise, t->cfg.tape, t->grads, latents, noise,
-                               timesteps, context, t->steps, &report->loss));
+  SD_TRY(sd_unet_loss_backward_weighted(t->be, t->unet, t->noise, t->cfg.tape, t->grads, latents,
+                                        noise, timesteps, context, item_weights, t->steps,
+                                        &report->loss));
   report->learning_rate = sd_unet_train_lr(&t->cfg, t->steps);
   if (sd_param_optim_step(t->optim, &t->cfg.adamw, report->learning_rate, t->steps + 1,
                           t->cfg.max_grad_norm, &report->grad_norm) < 0)

@@ -55,6 +55,13 @@ int sd_unet_trainer_step(sd_unet_trainer *trainer, const sd_tensor *latents, con
                          const int32_t *timesteps, const sd_tensor *context,
                          sd_unet_step_report *report);
 
+/* sd_unet_trainer_step with a weighted loss (sd_unet_loss_backward_weighted); item_weights NULL
+ * is sd_unet_trainer_step. */
+int sd_unet_trainer_step_weighted(sd_unet_trainer *trainer, const sd_tensor *latents,
+                                  const sd_tensor *noise, const int32_t *timesteps,
+                                  const sd_tensor *context, const double *item_weights,
+                                  sd_unet_step_report *report);
+
 /* Optimizer steps taken so far. */
 int64_t sd_unet_trainer_steps(const sd_unet_trainer *trainer);
 /* The trained weights (the store's order and names) and their gradients of the last step. */
@@ -82,6 +89,17 @@ int sd_unet_loss_backward(sd_backend *be, sd_unet *unet, const sd_scheduler_conf
                           sd_unet_tape_mode mode, sd_grads *grads, const sd_tensor *latents,
                           const sd_tensor *noise, const int32_t *timesteps,
                           const sd_tensor *context, int64_t step, float *loss);
+/* sd_unet_loss_backward with per-item weights (B, host, each finite and >= 0): the loss is
+ * sum_b item_weights[b] x (item b's sum of squared errors), its gradients accordingly. DreamBooth's
+ * prior preservation, mse(instance half) + w x mse(class half), is weight 1 / (n_instance x
+ * elements per item) for instance items and w / (n_class x elements per item) for class items.
+ * item_weights NULL is sd_unet_loss_backward (the batch mean), bit for bit. */
+int sd_unet_loss_backward_weighted(sd_backend *be, sd_unet *unet,
+                                   const sd_scheduler_config *noise_cfg, sd_unet_tape_mode mode,
+                                   sd_grads *grads, const sd_tensor *latents,
+                                   const sd_tensor *noise, const int32_t *timesteps,
+                                   const sd_tensor *context, const double *item_weights,
+                                   int64_t step, float *loss);
 /* The learning rate of the optimizer step counted from 0. */
 double sd_unet_train_lr(const sd_unet_train_config *cfg, int64_t step);
 
