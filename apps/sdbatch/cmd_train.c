@@ -59,6 +59,17 @@ static bool launched(void) {
   return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK");
 }
 
+/* The launcher's rank count (1 when it names none). */
+static int launched_ranks(void) {
+  const char *names[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    const char *v = getenv(names[i]);
+    if (v && atoi(v) > 0)
+      return atoi(v);
+  }
+  return 1;
+}
+
 /* A step's ranks wait for each other at most this long (rank 0 renders class images and writes
  * checkpoints while the others wait). */
 #define TRAIN_COMM_TIMEOUT_S (24.0 * 3600.0)
@@ -100,6 +111,13 @@ int cmd_train(int argc, char **argv) {
     if (sd_cluster_init(&cluster) < 0)
       return cli_report_error(cmd);
     mpi = true;
+    if (cluster.size == 1 && launched_ranks() > 1) { /* a build without SDBATCH_MPI */
+      SD_ERROR("started as one of %d ranks, but this sdbatch was built without SDBATCH_MPI: every "
+               "rank would train alone into the same output_dir; run one process, or build with "
+               "SDBATCH_MPI=ON",
+               launched_ranks());
+      return cli_report_error(cmd);
+    }
     if (cluster.size > 1) {
       if (sd_comm_split_world(0, cluster.rank, TRAIN_COMM_TIMEOUT_S, &world) < 0) {
         sd_error_context("data parallel ranks");
