@@ -80,6 +80,23 @@ typedef struct run {
   char log_path[4200];
 } run;
 
+/* Data parallel (opt->ranks of more than one rank): every rank draws every random number of a
+ * step as one rank would, computes its share of the step's items, and the trainer sums the
+ * gradients and the loss over the ranks before clip + AdamW; rank 0 alone writes output_dir. */
+static bool parallel(const run *r) {
+  return r->opt->ranks && r->opt->ranks->size > 1;
+}
+
+static bool writer(const run *r) {
+  return !parallel(r) || r->opt->ranks->rank == 0;
+}
+
+static int barrier(const run *r, const char *what) {
+  if (parallel(r) && r->opt->ranks->barrier(r->opt->ranks->ctx) < 0)
+    return sd_error_context("rank %d, waiting for the other ranks %s", r->opt->ranks->rank, what);
+  return 0;
+}
+
 static double now_seconds(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -348,7 +365,8 @@ static int prepare(run *r) {
   r->rows = r->prior ? 2 : 1;
   r->length = r->data.count;
   if (r->prior) {
-    if (generate_class_images(r) < 0 ||
+    /* rank 0 renders the missing class images, the others wait for them */
+    if ((writer(r) && generate_class_images(r) < 0) || barrier(r, "for the class images") < 0 ||
         sd_instance_data_load_as("class_data_dir", cfg->class_data_dir, cfg->resolution,
                                  cfg->num_class_images, &r->cls) < 0)
       return sd_error_context("%s", cfg->path);
@@ -554,6 +572,35 @@ static int pack_prior_step(run *r, int items) {
   return sd_tensor_upload_f32(r->be, &context, r->host_context);
 }
 
+/* Data parallel: keeps this rank's share of the step's `items` items (the contiguous items
+ * [items x rank / size, items x (rank + 1) / size), their instance rows then their class rows)
+ * at the front of the step's buffers with the whole step's loss weights (the batch mean, or
+ * prior preservation's), and uploads their prompts. Returns the rows kept. */
+static int share_rows(run *r, int items) {
+  int rank = r->opt->ranks->rank, size = r->opt->ranks->size;
+  int lo = (int)((int64_t)items * rank / size), hi = (int)((int64_t)items * (rank + 1) / size);
+  size_t per = (size_t)r->per_item, row = (size_t)r->embedding_size;
+  if (!r->prior)
+    for (int i = 0; i < items; i++)
+      r->weights[i] = 1.0 / ((double)items * (double)r->per_item);
+  size_t dst = 0;
+  for (int part = 0; part < r->rows; part++)
+    for (int i = lo; i < hi; i++, dst++) {
+      size_t src = (size_t)part * (size_t)items + (size_t)i; /* >= dst */
+      memmove(r->host_latents + dst * per, r->host_latents + src * per, per * sizeof(float));
+      memmove(r->host_noise + dst * per, r->host_noise + src * per, per * sizeof(float));
+      memmove(r->host_context + dst * row, r->host_context + src * row, row * sizeof(float));
+      r->timesteps[dst] = r->timesteps[src];
+      r->weights[dst] = r->weights[src];
+    }
+  if (dst > 0) {
+    sd_tensor context = sd_tensor_slice0(&r->context, 0, (int64_t)dst);
+    if (sd_tensor_upload_f32(r->be, &context, r->host_context) < 0)
+      return -1;
+  }
+  return (int)dst;
+}
+
 static int new_epoch_order(run *r) {
   return sd_rng_randperm(&r->pos.order_rng, r->length, r->pos.order);
 }
@@ -584,11 +631,14 @@ static int open_log(run *r) {
 }
 
 static int checkpoint(run *r) {
+  if (!writer(r))
+    return barrier(r, "for rank 0's checkpoint");
   if (fflush(r->log) != 0 || fsync(fileno(r->log)) != 0)
     return SD_ERROR("%s: write failed: %s", r->log_path, strerror(errno));
   r->pos.log_bytes = (int64_t)ftell(r->log);
-  return sd_dreambooth_checkpoint_write(r->cfg->output_dir, &r->params, &r->pos, &r->fp,
-                                        r->cfg->checkpoints_total_limit);
+  SD_TRY(sd_dreambooth_checkpoint_write(r->cfg->output_dir, &r->params, &r->pos, &r->fp,
+                                        r->cfg->checkpoints_total_limit));
+  return barrier(r, "after the checkpoint");
 }
 
 /* Sets up the streams: fresh, or from the latest checkpoint with --resume. */
@@ -634,6 +684,12 @@ static int train_steps(run *r, sd_dreambooth_result *result) {
       SD_TRY(pack_prior_step(r, items));
     int rows = r->rows * items;
     const double *weights = r->prior ? r->weights : NULL;
+    if (parallel(r)) {
+      rows = share_rows(r, items);
+      if (rows < 0)
+        return sd_error_context("step %" PRId64 ", rank %d", r->pos.step + 1, r->opt->ranks->rank);
+      weights = r->weights;
+    }
     sd_tensor latents = sd_tensor_slice0(&r->latents, 0, rows);
     sd_tensor noise = sd_tensor_slice0(&r->noise, 0, rows);
     sd_tensor context = sd_tensor_slice0(&r->context, 0, rows);
@@ -646,9 +702,10 @@ static int train_steps(run *r, sd_dreambooth_result *result) {
     r->pos.step++;
     done_here++;
     int64_t epoch = r->pos.epoch;
-    if (fprintf(r->log, "%" PRId64 ",%" PRId64 ",%.9g,%.9g,%.9g\n", r->pos.step, r->pos.epoch,
-                (double)report.loss, (double)report.grad_norm, report.learning_rate) < 0 ||
-        fflush(r->log) != 0)
+    if (r->log &&
+        (fprintf(r->log, "%" PRId64 ",%" PRId64 ",%.9g,%.9g,%.9g\n", r->pos.step, r->pos.epoch,
+                 (double)report.loss, (double)report.grad_norm, report.learning_rate) < 0 ||
+         fflush(r->log) != 0))
       return SD_ERROR("%s: write failed: %s", r->log_path, strerror(errno));
     if (r->pos.next_batch == r->batches) {
       r->pos.epoch++;
@@ -681,11 +738,18 @@ int sd_dreambooth_train(const sd_dreambooth_config *cfg, const sd_dreambooth_opt
   memset(result, 0, sizeof *result);
   run r = {.cfg = cfg, .opt = opt};
   int rc = prepare(&r);
+  if (rc == 0 && parallel(&r)) { /* every rank checked output_dir before any writes to it */
+    if (r.lora)
+      sd_lora_trainer_set_reduce(r.lora, opt->ranks);
+    else
+      sd_unet_trainer_set_reduce(r.trainer, opt->ranks);
+    rc = barrier(&r, "after loading");
+  }
   if (rc == 0 && mkdir(cfg->output_dir, 0777) < 0 && errno != EEXIST)
     rc = SD_ERROR("output_dir %s: cannot make the folder: %s", cfg->output_dir, strerror(errno));
   if (rc == 0)
     rc = start_position(&r);
-  if (rc == 0)
+  if (rc == 0 && writer(&r))
     rc = open_log(&r);
   char classes[64] = "";
   if (r.prior)
@@ -700,9 +764,11 @@ int sd_dreambooth_train(const sd_dreambooth_config *cfg, const sd_dreambooth_opt
     rc = train_steps(&r, result);
   if (rc == 0 && r.log && (fflush(r.log) != 0 || fsync(fileno(r.log)) != 0))
     rc = SD_ERROR("%s: write failed: %s", r.log_path, strerror(errno));
-  if (rc == 0)
+  if (rc == 0 && writer(&r))
     rc = r.lora ? sd_dreambooth_write_lora(cfg->output_dir, r.lora)
                 : sd_dreambooth_write_model(cfg->pretrained_model, cfg->output_dir, r.trainer);
+  if (rc == 0)
+    rc = barrier(&r, "for rank 0's output");
   result->steps = r.pos.step;
   result->images = r.data.count;
   result->class_images = r.cls.count;

@@ -8,6 +8,8 @@
 
 #include "dreambooth_config.h"
 
+#include "../train/optim.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -15,6 +17,10 @@ typedef struct sd_dreambooth_options {
   bool resume;   /* continue from output_dir's latest complete checkpoint */
   int threads;   /* CPU threads (0: all cores) */
   bool progress; /* progress lines on stderr */
+  /* Data parallel ranks (docs/training.md, "Data parallel"), or NULL: this process alone. Every
+   * rank runs sd_dreambooth_train with the same config; each computes its share of every step's
+   * items, and only rank 0 writes output_dir. */
+  const sd_grad_reduce *ranks;
 } sd_dreambooth_options;
 
 /* What a run did. */

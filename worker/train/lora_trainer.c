@@ -33,8 +33,9 @@ struct sd_lora_trainer {
   sd_grads *grads;
   size_t n_layers;
   lora_layer *layers;
-  sd_param_set opt; /* A of layer i at 2 i, B at 2 i + 1 */
-  float *merged;    /* (max out * in) host scratch: W' and dW' */
+  sd_param_set opt;             /* A of layer i at 2 i, B at 2 i + 1 */
+  float *merged;                /* (max out * in) host scratch: W' and dW' */
+  const sd_grad_reduce *reduce; /* or NULL */
   int64_t steps;
 };
 
@@ -300,6 +301,9 @@ int sd_lora_trainer_step_weighted(sd_lora_trainer *t, const sd_tensor *latents,
     SD_TRY(sd_tensor_download_f32(t->be, sd_grads_at(t->grads, i), t->merged));
     SD_TRY(lora_grads(t, i));
   }
+  SD_TRY(sd_grad_reduce_f32(t->reduce, &report->loss, 1));
+  for (size_t i = 0; i < t->opt.count; i++)
+    SD_TRY(sd_grad_reduce_f32(t->reduce, t->opt.grads[i], (size_t)t->opt.sizes[i]));
   report->learning_rate = sd_unet_train_lr(&t->cfg.train, t->steps);
   report->grad_norm = sd_param_set_step(&t->opt, &t->cfg.train.adamw, report->learning_rate,
                                         t->steps + 1, t->cfg.train.max_grad_norm);
@@ -307,6 +311,10 @@ int sd_lora_trainer_step_weighted(sd_lora_trainer *t, const sd_tensor *latents,
     SD_TRY(merge_layer(t, i));
   t->steps++;
   return 0;
+}
+
+void sd_lora_trainer_set_reduce(sd_lora_trainer *t, const sd_grad_reduce *reduce) {
+  t->reduce = reduce;
 }
 
 int64_t sd_lora_trainer_steps(const sd_lora_trainer *t) {

@@ -101,6 +101,8 @@ int sd_lora_trainer_step_weighted(sd_lora_trainer *trainer, const sd_tensor *lat
                                   const sd_tensor *noise, const int32_t *timesteps,
                                   const sd_tensor *context, const double *item_weights,
                                   sd_unet_step_report *report);
+/* Data parallel: as sd_unet_trainer_set_reduce, on the LoRA parameters' gradients. */
+void sd_lora_trainer_set_reduce(sd_lora_trainer *trainer, const sd_grad_reduce *reduce);
 int64_t sd_lora_trainer_steps(const sd_lora_trainer *trainer);
 
 /* The trained parameters for checkpoints: 2 x layer count of them, A of layer i at 2 i, B at

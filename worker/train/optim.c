@@ -102,3 +102,24 @@ float sd_param_set_step(sd_param_set *set, const sd_adamw_config *cfg, double lr
                   set->sizes[i]);
   return norm;
 }
+
+int sd_grad_reduce_f32(const sd_grad_reduce *r, float *data, size_t n) {
+  if (!r || r->size <= 1 || n == 0)
+    return 0;
+  enum { CHUNK = 1 << 20 };
+  size_t chunk = n < CHUNK ? n : CHUNK;
+  double *buf = malloc(chunk * sizeof *buf);
+  if (!buf)
+    return SD_ERROR("out of memory for a gradient all-reduce of %zu values", chunk);
+  int rc = 0;
+  for (size_t at = 0; rc == 0 && at < n; at += chunk) {
+    size_t m = n - at < chunk ? n - at : chunk;
+    for (size_t i = 0; i < m; i++)
+      buf[i] = (double)data[at + i];
+    rc = r->sum_f64(r->ctx, buf, m);
+    for (size_t i = 0; rc == 0 && i < m; i++)
+      data[at + i] = (float)buf[i];
+  }
+  free(buf);
+  return rc < 0 ? sd_error_context("summing gradients over %d ranks", r->size) : 0;
+}

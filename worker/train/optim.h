@@ -51,6 +51,21 @@ typedef struct sd_param_set {
   float **exp_avg_sq; /* (count) and second moments */
 } sd_param_set;
 
+/* Data parallel training (docs/training.md, "Data parallel"): the ranks that share each step's
+ * items, and the sum over them. sum_f64 replaces data (n values) by the sum over all ranks, the
+ * same bits on every rank (added in rank order); barrier waits for every rank. Both collective,
+ * 0 or -1 with an error. NULL where a trainer takes one: this process alone. */
+typedef struct sd_grad_reduce {
+  int rank, size;
+  int (*sum_f64)(void *ctx, double *data, size_t n);
+  int (*barrier)(void *ctx);
+  void *ctx;
+} sd_grad_reduce;
+
+/* data (n floats) = the sum over r's ranks (each float added in double precision in rank order,
+ * then rounded back). r NULL or of one rank: nothing. */
+int sd_grad_reduce_f32(const sd_grad_reduce *r, float *data, size_t n);
+
 /* Allocates count parameters of sizes[i] values each (values and gradients uninitialised, moments
  * zero). 0, or -1 with an error (out of memory; set is then freed). */
 int sd_param_set_init(sd_param_set *set, size_t count, const int64_t *sizes);

@@ -9,9 +9,14 @@
 struct sd_param_optim {
   sd_backend *be;
   sd_grads *grads;
-  sd_tensor **params; /* (set.count) the trained weights, updated in place */
-  sd_param_set set;   /* float32 master weights, gradients and moments on the host */
+  sd_tensor **params;           /* (set.count) the trained weights, updated in place */
+  sd_param_set set;             /* float32 master weights, gradients and moments on the host */
+  const sd_grad_reduce *reduce; /* or NULL */
 };
+
+void sd_param_optim_set_reduce(sd_param_optim *o, const sd_grad_reduce *reduce) {
+  o->reduce = reduce;
+}
 
 void sd_param_optim_free(sd_param_optim *o) {
   if (!o)
@@ -58,6 +63,8 @@ int sd_param_optim_step(sd_param_optim *o, const sd_adamw_config *adamw, double 
   for (size_t i = 0; i < o->set.count; i++)
     if (sd_tensor_download_f32(o->be, sd_grads_at(o->grads, i), o->set.grads[i]) < 0)
       return sd_error_context("reading the gradient of %s", sd_grads_name_at(o->grads, i));
+  for (size_t i = 0; i < o->set.count; i++)
+    SD_TRY(sd_grad_reduce_f32(o->reduce, o->set.grads[i], (size_t)o->set.sizes[i]));
   *grad_norm = sd_param_set_step(&o->set, adamw, lr, step, max_grad_norm);
   return sd_param_optim_restore(o);
 }

@@ -18,6 +18,9 @@ typedef struct sd_param_optim sd_param_optim;
 int sd_param_optim_create(sd_backend *be, sd_grads *grads, sd_param_optim **out);
 void sd_param_optim_free(sd_param_optim *o);
 
+/* Gradients summed over reduce's ranks before every step (NULL: none). Borrows reduce. */
+void sd_param_optim_set_reduce(sd_param_optim *o, const sd_grad_reduce *reduce);
+
 /* One optimizer step on the gradients in the store: clip_grad_norm_(max_grad_norm) over all of
  * them (<= 0: none), AdamW at learning rate lr as step number `step` (from 1), then every weight
  * uploaded. *grad_norm: the gradients' total L2 norm before clipping. */

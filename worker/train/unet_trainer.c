@@ -19,6 +19,7 @@ struct sd_unet_trainer {
   sd_unet_train_config cfg;
   sd_grads *grads;
   sd_param_optim *optim;
+  const sd_grad_reduce *reduce; /* or NULL */
   int64_t steps;
 };
 
@@ -182,12 +183,18 @@ int sd_unet_trainer_step_weighted(sd_unet_trainer *t, const sd_tensor *latents,
   SD_TRY(sd_unet_loss_backward_weighted(t->be, t->unet, t->noise, t->cfg.tape, t->grads, latents,
                                         noise, timesteps, context, item_weights, t->steps,
                                         &report->loss));
+  SD_TRY(sd_grad_reduce_f32(t->reduce, &report->loss, 1));
   report->learning_rate = sd_unet_train_lr(&t->cfg, t->steps);
   if (sd_param_optim_step(t->optim, &t->cfg.adamw, report->learning_rate, t->steps + 1,
                           t->cfg.max_grad_norm, &report->grad_norm) < 0)
     return sd_error_context("unet training: step %" PRId64, t->steps);
   t->steps++;
   return 0;
+}
+
+void sd_unet_trainer_set_reduce(sd_unet_trainer *t, const sd_grad_reduce *reduce) {
+  t->reduce = reduce;
+  sd_param_optim_set_reduce(t->optim, reduce);
 }
 
 int64_t sd_unet_trainer_steps(const sd_unet_trainer *t) {

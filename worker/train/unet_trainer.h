@@ -62,6 +62,11 @@ int sd_unet_trainer_step_weighted(sd_unet_trainer *trainer, const sd_tensor *lat
                                   const sd_tensor *context, const double *item_weights,
                                   sd_unet_step_report *report);
 
+/* Data parallel: every later step sums its loss and gradients over reduce's ranks (each rank
+ * passing its share of the batch, with the whole batch's item weights) before clip + AdamW, so
+ * every rank takes the same update (NULL: this process alone). Borrows reduce. */
+void sd_unet_trainer_set_reduce(sd_unet_trainer *trainer, const sd_grad_reduce *reduce);
+
 /* Optimizer steps taken so far. */
 int64_t sd_unet_trainer_steps(const sd_unet_trainer *trainer);
 /* The trained weights (the store's order and names) and their gradients of the last step. */
