@@ -206,6 +206,31 @@ static int write_small_file(const char *path, const char *text) {
   return 0;
 }
 
+static int remove_tree(const char *path);
+
+/* Deletes what a killed run's writes left in dir/train: entries named *.tmp* (the temporary files
+ * of state files, recipe.json and sd_safetensors_write; the untrained model's folder). */
+static int remove_leftovers(const char *train_dir) {
+  DIR *d = opendir(train_dir);
+  if (!d)
+    return SD_ERROR("%s: cannot read: %s", train_dir, strerror(errno));
+  struct dirent *e;
+  char path[PATH_LEN];
+  int rc = 0;
+  while (rc == 0 && (e = readdir(d)) != NULL) {
+    if (!strstr(e->d_name, ".tmp"))
+      continue;
+    snprintf(path, sizeof path, "%s/%s", train_dir, e->d_name);
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
+      rc = remove_tree(path);
+    else if (unlink(path) < 0)
+      rc = SD_ERROR("%s: cannot delete: %s", path, strerror(errno));
+  }
+  closedir(d);
+  return rc;
+}
+
 /* dir, dir/train, the untrained model and recipe.json: made fresh, or checked on resume. */
 static int prepare_folders(run *r) {
   bool exists, empty;
@@ -218,6 +243,7 @@ static int prepare_folders(run *r) {
   snprintf(r->train_dir, sizeof r->train_dir, "%s/train", r->dir);
   snprintf(r->init_dir, sizeof r->init_dir, "%s/train/init", r->dir);
   SD_TRY(make_folder(r->train_dir));
+  SD_TRY(remove_leftovers(r->train_dir));
   char path[PATH_LEN], want[1024], have[1024];
   sd_demo_recipe_json(r->recipe, want, sizeof want - 1);
   strcat(want, "\n");

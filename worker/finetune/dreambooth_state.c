@@ -1,6 +1,8 @@
 /* Checkpoints and the final diffusers folder of a DreamBooth run (dreambooth_state.h). */
 #include "dreambooth_state.h"
 
+#include "train_state.h"
+
 #include "../io/safetensors.h"
 #include "../model/grads.h"
 
@@ -8,7 +10,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,12 +21,7 @@
 #define PATH_MAX_LEN 4200
 
 int sd_dreambooth_fsync_path(const char *path) {
-  int fd = open(path, O_RDONLY);
-  if (fd < 0)
-    return SD_ERROR("%s: cannot open to sync: %s", path, strerror(errno));
-  int rc = fsync(fd) == 0 ? 0 : SD_ERROR("%s: fsync failed: %s", path, strerror(errno));
-  close(fd);
-  return rc;
+  return sd_train_state_fsync(path);
 }
 
 /* Deletes a folder of plain files (a checkpoint, or the leftover of an interrupted write). */

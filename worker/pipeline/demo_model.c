@@ -28,67 +28,35 @@ typedef struct demo_configs {
   int unet_heads_config; /* diffusers' attention_head_dim (heads per level, SD 1.x) */
 } demo_configs;
 
-/* The shapes model (docs/demo-model.md): 64x64 pictures through a factor-4 VAE (16x16x4 latents), a
- * 2-level UNet (64, 128 channels; cross-attention at 16x16 and in the mid block), a 2-layer CLIP
- * 64 wide; about 4.4 M + 1.0 M + 3.3 M parameters (17 MB in fp16). The VAE's scaling factor is
- * a placeholder until train-demo measures it. */
-static void demo_configs_fill_shapes(demo_configs *c) {
-  memset(c, 0, sizeof *c);
-  c->clip = (sd_clip_config){
-      .vocab_size = 49408,
-      .hidden_size = 64,
-      .intermediate_size = 256,
-      .num_hidden_layers = 2,
-      .num_attention_heads = 4,
-      .max_position_embeddings = 77,
-      .hidden_act = SD_ACT_QUICK_GELU,
-      .layer_norm_eps = 1e-5f,
-      .bos_token_id = 49406,
-      .eos_token_id = 49407,
-  };
-  sd_unet_config *u = &c->unet;
-  u->in_channels = 4;
-  u->out_channels = 4;
-  u->layers_per_block = 2;
-  u->cross_attention_dim = c->clip.hidden_size;
-  u->norm_num_groups = 32;
-  u->norm_eps = 1e-5f;
-  u->flip_sin_to_cos = true;
-  u->freq_shift = 0;
-  c->unet_heads_config = 4;
-  u->num_levels = 2;
-  u->sample_size = 16;
-  static const int channels[2] = {64, 128};
-  for (int i = 0; i < u->num_levels; i++) {
-    u->block_out_channels[i] = channels[i];
-    u->down_block_has_attention[i] = i < u->num_levels - 1;
-    u->up_block_has_attention[i] = i > 0;
-    u->transformer_layers_per_block[i] = 1;
-    u->num_attention_heads[i] = c->unet_heads_config;
-  }
-  sd_vae_config *v = &c->vae;
-  v->in_channels = 3;
-  v->out_channels = 3;
-  v->latent_channels = 4;
-  v->num_levels = 3;
-  static const int vae_channels[3] = {32, 64, 64};
-  for (int i = 0; i < v->num_levels; i++)
-    v->block_out_channels[i] = vae_channels[i];
-  v->layers_per_block = 1;
-  v->norm_num_groups = 32;
-  v->scaling_factor = 1.0f;
-  v->sample_size = 64;
-  v->mid_block_add_attention = true;
-}
+/* The sizes that tell the demo models apart; the rest is SD 1.x's block structure. */
+typedef struct demo_sizes {
+  int clip_hidden, clip_intermediate, clip_layers, clip_heads;
+  int unet_levels, unet_channels[4], unet_heads, unet_sample;
+  int vae_levels, vae_channels[4], vae_layers, vae_sample;
+  float vae_scaling;
+} demo_sizes;
 
-static void demo_configs_fill(bool full_size, demo_configs *c) {
+/* SD 1.5's shapes (random weights, for benchmarks). */
+static const demo_sizes full_sizes = {
+    768, 3072, 12, 12, 4, {320, 640, 1280, 1280}, 8, 64, 4, {128, 256, 512, 512}, 2, 512, 0.18215f};
+/* The quick start's tiny random model (128x128). */
+static const demo_sizes tiny_sizes = {
+    32, 64, 2, 4, 3, {32, 64, 64}, 4, 16, 4, {32, 32, 64, 64}, 1, 128, 0.18215f};
+/* The shapes model (docs/demo-model.md): 64x64 pictures through a factor-4 VAE (16x16x4 latents),
+ * a 2-level UNet (64, 128 channels; cross-attention at 16x16 and in the mid block), a 2-layer
+ * CLIP 64 wide; about 4.4 M + 1.0 M + 3.3 M parameters (17 MB in fp16). The VAE's scaling factor
+ * is a placeholder until train-demo measures it. */
+static const demo_sizes shapes_sizes = {64, 256,          2, 4,  2,   {64, 128}, 4, 16,
+                                        3,  {32, 64, 64}, 1, 64, 1.0f};
+
+static void demo_configs_fill(const demo_sizes *s, demo_configs *c) {
   memset(c, 0, sizeof *c);
   c->clip = (sd_clip_config){
       .vocab_size = 49408,
-      .hidden_size = full_size ? 768 : 32,
-      .intermediate_size = full_size ? 3072 : 64,
-      .num_hidden_layers = full_size ? 12 : 2,
-      .num_attention_heads = full_size ? 12 : 4,
+      .hidden_size = s->clip_hidden,
+      .intermediate_size = s->clip_intermediate,
+      .num_hidden_layers = s->clip_layers,
+      .num_attention_heads = s->clip_heads,
       .max_position_embeddings = 77,
       .hidden_act = SD_ACT_QUICK_GELU,
       .layer_norm_eps = 1e-5f,
@@ -104,13 +72,11 @@ static void demo_configs_fill(bool full_size, demo_configs *c) {
   u->norm_eps = 1e-5f;
   u->flip_sin_to_cos = true;
   u->freq_shift = 0;
-  c->unet_heads_config = full_size ? 8 : 4;
-  static const int full_channels[4] = {320, 640, 1280, 1280};
-  static const int tiny_channels[3] = {32, 64, 64};
-  u->num_levels = full_size ? 4 : 3;
-  u->sample_size = full_size ? 64 : 16;
+  c->unet_heads_config = s->unet_heads;
+  u->num_levels = s->unet_levels;
+  u->sample_size = s->unet_sample;
   for (int i = 0; i < u->num_levels; i++) {
-    u->block_out_channels[i] = full_size ? full_channels[i] : tiny_channels[i];
+    u->block_out_channels[i] = s->unet_channels[i];
     u->down_block_has_attention[i] = i < u->num_levels - 1;
     u->up_block_has_attention[i] = i > 0;
     u->transformer_layers_per_block[i] = 1;
@@ -120,15 +86,13 @@ static void demo_configs_fill(bool full_size, demo_configs *c) {
   v->in_channels = 3;
   v->out_channels = 3;
   v->latent_channels = 4;
-  v->num_levels = 4;
-  static const int full_vae[4] = {128, 256, 512, 512};
-  static const int tiny_vae[4] = {32, 32, 64, 64};
-  for (int i = 0; i < 4; i++)
-    v->block_out_channels[i] = full_size ? full_vae[i] : tiny_vae[i];
-  v->layers_per_block = full_size ? 2 : 1;
+  v->num_levels = s->vae_levels;
+  for (int i = 0; i < v->num_levels; i++)
+    v->block_out_channels[i] = s->vae_channels[i];
+  v->layers_per_block = s->vae_layers;
   v->norm_num_groups = 32;
-  v->scaling_factor = 0.18215f;
-  v->sample_size = full_size ? 512 : 128;
+  v->scaling_factor = s->vae_scaling;
+  v->sample_size = s->vae_sample;
   v->mid_block_add_attention = true;
 }
 
@@ -411,10 +375,10 @@ static int dir_is_absent_or_empty(const char *path) {
 
 static int write_parts(const char *root, const sd_demo_model_params *params) {
   demo_configs c;
-  if (params->shapes)
-    demo_configs_fill_shapes(&c);
-  else
-    demo_configs_fill(params->full_size, &c);
+  demo_configs_fill(params->shapes      ? &shapes_sizes
+                    : params->full_size ? &full_sizes
+                                        : &tiny_sizes,
+                    &c);
   demo_rng rng = {params->seed * 0x9E3779B97F4A7C15ull + 1};
   char path[4096];
   static const char *const folders[] = {"unet", "vae", "text_encoder", "tokenizer", "scheduler"};
