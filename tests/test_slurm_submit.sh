@@ -129,11 +129,12 @@ mkdir -p "$fake_bin"
 for launcher in srun mpirun; do
   cat >"$fake_bin/$launcher" <<EOF
 #!/bin/bash
+# the trap first: the test signals as soon as launcher.pid exists
+trap 'echo "$launcher: SIGTERM" >>"$work/events"; exit 143' TERM
 echo "\$*" >"$work/$launcher.args"
 echo \$\$ >"$work/launcher.pid"
 echo launch >>"$work/launches"
 if [ "\$(wc -l <"$work/launches")" -le "\${FAKE_CRASHES:-0}" ]; then exit 137; fi
-trap 'echo "$launcher: SIGTERM" >>"$work/events"; exit 143' TERM
 for ((i = 0; i < \${FAKE_RUN_SECONDS:-30} * 10; i++)); do sleep 0.1; done
 EOF
 done
