@@ -1,13 +1,13 @@
 /* The VAE's optimizer step (worker/train/vae_trainer.h) against torch: three steps of the LDM
  * autoencoder loss without discriminator and LPIPS (tests/fixtures/vae-train-sd1.safetensors, made
  * by tests/reference/make_vae_train_fixtures.py) on the tiny SD1 VAE, batch 2 of 32 x 40 images
- * with given posterior noise, L1 and MSE reconstruction, kl_weight 1e-2, clipping at 1, AdamW
- * (0.5, 0.9, weight decay 1e-2) with a cosine schedule and one warmup step: each step's loss, its
- * two terms, gradient norm and learning rate against torch's float32 run, then every parameter
- * after the last step against torch's float64 run (train_fixture.h: within 1e-5, or twice torch
- * float32's own worst distance where that is more; parameters whose gradients are 0 in exact
- * arithmetic left out). Also: eps drawn from a generator equals eps given from the same stream,
- * and a step with neither is refused. */
+ * with given posterior noise, L1, MSE and saturation-weighted L1 (weight 3) reconstruction,
+ * kl_weight 1e-2, clipping at 1, AdamW (0.5, 0.9, weight decay 1e-2) with a cosine schedule and
+ * one warmup step: each step's loss, its two terms, gradient norm and learning rate against
+ * torch's float32 run, then every parameter after the last step against torch's float64 run
+ * (train_fixture.h: within 1e-5, or twice torch float32's own worst distance where that is more;
+ * parameters whose gradients are 0 in exact arithmetic left out). Also: eps drawn from a generator
+ * equals eps given from the same stream, and a step with neither is refused. */
 #include "grad_fixture.h"
 #include "test_util.h"
 #include "train_fixture.h"
@@ -96,8 +96,10 @@ static void check_figure(const char *c, int s, const char *what, double got,
         err, tol);
 }
 
-static void test_case(const sd_safetensors *f, const char *c, sd_vae_rec_loss rec) {
+static void test_case(const sd_safetensors *f, const char *c, sd_vae_rec_loss rec,
+                      double saturation_weight) {
   sd_vae_train_config cfg = test_config(rec);
+  cfg.saturation_weight = saturation_weight;
   model m;
   float **start = NULL;
   double *grad_max = NULL, grad_scale = 0;
@@ -207,8 +209,9 @@ int main(void) {
   if (!CHECK(sd_safetensors_open(SD_TEST_FIXTURES "/vae-train-sd1.safetensors", &f) == 0,
              "fixture: %s", sd_error_message()))
     return sd_test_finish();
-  test_case(f, "l1", SD_VAE_REC_L1);
-  test_case(f, "mse", SD_VAE_REC_MSE);
+  test_case(f, "l1", SD_VAE_REC_L1, 0.0);
+  test_case(f, "mse", SD_VAE_REC_MSE, 0.0);
+  test_case(f, "l1_sat", SD_VAE_REC_L1, 3.0); /* the demo recipe's weighting */
   test_generator(f);
   sd_safetensors_close(f);
   return sd_test_finish();

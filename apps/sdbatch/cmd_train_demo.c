@@ -23,9 +23,8 @@ static const char *const train_demo_usage =
     "a diffusers folder with fp16 weights that 'sdbatch render --model DIR/model' and diffusers\n"
     "load, and DIR/train: the untrained model, the recipe, the loss of every step\n"
     "(loss-vae.csv, loss-unet.csv) and the state files a killed run resumes from (--resume ends\n"
-    "at the same weights as an uninterrupted run). The default recipe takes about 1.5 hours on\n"
-    "two cores. It is still being tuned: its VAE does not yet keep the shapes' colours, so no\n"
-    "trained model ships yet (docs/demo-model.md).\n";
+    "at the same weights as an uninterrupted run). The default recipe takes about an hour on two\n"
+    "cores (docs/demo-model.md).\n";
 
 /* SHA-256 of the model's files, printed and written to DIR/train/sha256.txt. */
 static int write_checksums(const char *dir, bool quiet) {
@@ -59,7 +58,7 @@ int cmd_train_demo(int argc, char **argv) {
   bool quick = false, resume = false, quiet = false;
   int threads = 0, vae_steps = 0, unet_steps = 0;
   uint64_t seed = 1;
-  float vae_lr = 0, unet_lr = 0;
+  float vae_lr = 0, unet_lr = 0, saturation_weight = -1;
   const cli_option options[] = {
       CLI_OPTION("quick", NULL, CLI_FLAG, &quick,
                  "a minutes-long version of the recipe (40 small steps a phase): the\n"
@@ -77,6 +76,10 @@ int cmd_train_demo(int argc, char **argv) {
                  .max = 10000000),
       CLI_OPTION("vae-learning-rate", "F", CLI_FLOAT, &vae_lr,
                  "the VAE's peak learning rate (default: the recipe's)", .min = 1e-8, .max = 1),
+      CLI_OPTION("vae-saturation-weight", "F", CLI_FLOAT, &saturation_weight,
+                 "the VAE loss's weight of a pixel is 1 + F x its saturation (default:\n"
+                 "the recipe's; 0: plain L1)",
+                 .min = 0, .max = 1000),
       CLI_OPTION("unet-learning-rate", "F", CLI_FLOAT, &unet_lr,
                  "the UNet's peak learning rate (default: the recipe's)", .min = 1e-8, .max = 1),
       CLI_OPTION_THREADS(&threads),
@@ -103,6 +106,8 @@ int cmd_train_demo(int argc, char **argv) {
     recipe.vae_learning_rate = vae_lr;
   if (unet_lr > 0)
     recipe.unet_learning_rate = unet_lr;
+  if (saturation_weight >= 0)
+    recipe.vae_saturation_weight = saturation_weight;
   sd_demo_train_options opt = {
       .resume = resume, .threads = threads, .progress = !quiet, .bpe_gz = SDBATCH_CLIP_BPE};
   if (!quiet) {

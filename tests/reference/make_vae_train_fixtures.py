@@ -19,7 +19,7 @@ per-step loss, its two terms, the gradient norm and the learning rate come from 
 (model, inputs and optimizer cast); the parameters stored are the float64 run's, with gap32.<name>
 the float32 run's distance from them.
 
-Tensors, each under "<case>." (l1, mse): images.s (2, 3, 32, 40) in [-1, 1], eps.s (2, 4, 4, 5)
+Tensors, each under "<case>." (l1, mse, l1_sat): images.s (2, 3, 32, 40) in [-1, 1], eps.s (2, 4, 4, 5)
 for steps s = 0..2; loss, rec, kl, grad_norm, lr (3 each); param.<name>, rows.<name>,
 stats.<name>, gap32.<name> after the last step.
 
@@ -43,6 +43,7 @@ STEPS = 3
 LR = 1e-3
 MAX_NORM = 1.0
 KL_WEIGHT = 1e-2
+SAT_WEIGHT = 3.0
 IMAGE = (2, 3, 32, 40)
 SEED = 61
 
@@ -63,7 +64,13 @@ def train(case, batches, dtype):
         posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * eps
         x_rec = vae.decode(z).sample
-        rec = (x - x_rec).abs().mean() if case == "l1" else F.mse_loss(x_rec, x)
+        if case == "l1":
+            rec = (x - x_rec).abs().mean()
+        elif case == "mse":
+            rec = F.mse_loss(x_rec, x)
+        else:
+            weight = 1 + SAT_WEIGHT * ((x.amax(1, keepdim=True) - x.amin(1, keepdim=True)) / 2)
+            rec = ((x - x_rec).abs() * weight).mean()
         kl = posterior.kl().sum() / x.shape[0]
         loss = rec + KL_WEIGHT * kl
         loss.backward()
@@ -83,7 +90,7 @@ def main():
     lc = 4
     gen = torch.Generator("cpu").manual_seed(SEED)
     tensors = {}
-    for case in ("l1", "mse"):
+    for case in ("l1", "mse", "l1_sat"):
         batches = []
         for s in range(STEPS):
             images = torch.rand(IMAGE, generator=gen) * 2 - 1

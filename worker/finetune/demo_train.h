@@ -1,7 +1,8 @@
 /* `sdbatch train-demo`: the recipe that trains the project's own demo model from scratch on the
  * CPU (docs/demo-model.md). From the untrained shapes architecture (demo_model.h), on the shapes
  * dataset (data/shapes.h) at 64x64:
- *   1. the VAE: the LDM autoencoder loss (L1 + kl_weight KL), AdamW betas (0.5, 0.9);
+ *   1. the VAE: the LDM autoencoder loss (L1 + kl_weight KL), each pixel's error weighted by
+ *      1 + saturation_weight x its saturation, AdamW betas (0.5, 0.9);
  *   2. the scaling factor: 1 / std of the trained VAE's latents of scale_images pictures;
  *   3. the UNet: epsilon prediction on the model's scaled_linear schedule, with the frozen random
  *      CLIP text encoder's embeddings of the captions, caption_dropout of them empty (so
@@ -18,19 +19,20 @@
 #include <stdint.h>
 
 typedef struct sd_demo_recipe {
-  uint64_t seed;             /* initial weights, dataset and every draw */
-  int64_t vae_steps;         /* optimizer steps of the VAE phase */
-  int vae_batch;             /* pictures a VAE step */
-  double vae_learning_rate;  /* peak; cosine decay after vae_warmup steps */
-  int64_t vae_warmup;        /* linear warmup steps */
-  double vae_kl_weight;      /* weight of the KL term */
-  int scale_images;          /* pictures whose latents set the scaling factor */
-  int64_t unet_steps;        /* optimizer steps of the UNet phase */
-  int unet_batch;            /* pictures a UNet step */
-  double unet_learning_rate; /* peak; cosine decay after unet_warmup steps */
-  int64_t unet_warmup;       /* linear warmup steps */
-  double caption_dropout;    /* share of empty captions in the UNet phase */
-  int64_t checkpoint_every;  /* steps between state files (each phase also writes one at its end) */
+  uint64_t seed;                /* initial weights, dataset and every draw */
+  int64_t vae_steps;            /* optimizer steps of the VAE phase */
+  int vae_batch;                /* pictures a VAE step */
+  double vae_learning_rate;     /* peak; cosine decay after vae_warmup steps */
+  int64_t vae_warmup;           /* linear warmup steps */
+  double vae_kl_weight;         /* weight of the KL term */
+  double vae_saturation_weight; /* pixel weight 1 + this x saturation (vae_trainer.h) */
+  int scale_images;             /* pictures whose latents set the scaling factor */
+  int64_t unet_steps;           /* optimizer steps of the UNet phase */
+  int unet_batch;               /* pictures a UNet step */
+  double unet_learning_rate;    /* peak; cosine decay after unet_warmup steps */
+  int64_t unet_warmup;          /* linear warmup steps */
+  double caption_dropout;       /* share of empty captions in the UNet phase */
+  int64_t checkpoint_every; /* steps between state files (each phase also writes one at its end) */
 } sd_demo_recipe;
 
 /* The recipe of the shipped model (docs/demo-model.md). */

@@ -23,6 +23,17 @@ float sd_l1_loss(const float *x, const float *target, int64_t n);
  * abs().mean(). dx may alias x. */
 void sd_l1_loss_backward(const float *x, const float *target, int64_t n, float dloss, float *dx);
 
+/* The weighted means, as (weight * (x - target).abs()).mean() and
+ * (weight * (x - target) ** 2).mean() in torch: per-element weights (n), mean over n elements,
+ * summed in double. The gradients are torch's: sign(x - target) ((float)(dloss / n) weight), and
+ * ((float)(dloss / n) weight) (2 (x - target)). dx may alias x. */
+float sd_weighted_l1_loss(const float *x, const float *target, const float *weight, int64_t n);
+void sd_weighted_l1_loss_backward(const float *x, const float *target, const float *weight,
+                                  int64_t n, float dloss, float *dx);
+float sd_weighted_mse_loss(const float *x, const float *target, const float *weight, int64_t n);
+void sd_weighted_mse_loss_backward(const float *x, const float *target, const float *weight,
+                                   int64_t n, float dloss, float *dx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,6 +9,7 @@
 #include "../../kernels/error.h"
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,9 @@ int sd_vae_trainer_create(sd_backend *be, sd_vae *vae, const sd_weights *weights
   if (cfg->rec_loss != SD_VAE_REC_L1 && cfg->rec_loss != SD_VAE_REC_MSE)
     return SD_ERROR("vae training: reconstruction loss %d is neither L1 nor MSE",
                     (int)cfg->rec_loss);
+  if (!(cfg->saturation_weight >= 0.0 && cfg->saturation_weight <= 1e6))
+    return SD_ERROR("vae training: saturation weight %g is not in [0, 1e6]",
+                    cfg->saturation_weight);
   sd_vae_trainer *t = calloc(1, sizeof *t);
   if (!t)
     return SD_ERROR("out of memory");
@@ -121,7 +125,7 @@ static void posterior_backward(const posterior *p, const float *dz, double kl_we
 }
 
 typedef struct step_buffers {
-  float *images, *moments, *eps, *z, *rec, *drec, *dz, *dmoments; /* host */
+  float *images, *moments, *eps, *z, *rec, *drec, *dz, *dmoments, *weight; /* host */
 } step_buffers;
 
 static void free_buffers(step_buffers *h) {
@@ -131,12 +135,53 @@ static void free_buffers(step_buffers *h) {
   free(h->z);
   free(h->rec);
   free(h->drec);
+  free(h->weight);
   free(h->dz);
   free(h->dmoments);
 }
 
 /* Forward and backward of the loss into the gradient store; the arena is released by the
  * caller. */
+/* weight (B, C, H, W) = 1 + k (max_c x - min_c x) / 2 for images x (B, C, H, W) in [-1, 1]. */
+static void saturation_weights(const float *x, int64_t b, int64_t c, int64_t hw, float k,
+                               float *weight) {
+  for (int64_t i = 0; i < b; i++) {
+    const float *img = x + i * c * hw;
+    float *wi = weight + i * c * hw;
+    for (int64_t p = 0; p < hw; p++) {
+      float lo = img[p], hi = img[p];
+      for (int64_t ch = 1; ch < c; ch++) {
+        lo = fminf(lo, img[ch * hw + p]);
+        hi = fmaxf(hi, img[ch * hw + p]);
+      }
+      const float wp = 1.0f + k * ((hi - lo) / 2.0f);
+      for (int64_t ch = 0; ch < c; ch++)
+        wi[ch * hw + p] = wp;
+    }
+  }
+}
+
+/* The reconstruction term into report->rec_loss and its gradient into h->drec. */
+static int reconstruction_loss(const sd_vae_train_config *cfg, const sd_tensor *images,
+                               step_buffers *h, sd_vae_step_report *report) {
+  const int64_t n = sd_tensor_numel(images);
+  const bool l1 = cfg->rec_loss == SD_VAE_REC_L1;
+  if (cfg->saturation_weight == 0.0) {
+    report->rec_loss = l1 ? sd_l1_loss(h->rec, h->images, n) : sd_mse_loss(h->rec, h->images, n);
+    (l1 ? sd_l1_loss_backward : sd_mse_loss_backward)(h->rec, h->images, n, 1.0f, h->drec);
+    return 0;
+  }
+  if (!(h->weight = malloc((size_t)n * sizeof(float))))
+    return SD_ERROR("out of host memory for the loss weights of %" PRId64 " values", n);
+  saturation_weights(h->images, images->shape[0], images->shape[1],
+                     images->shape[2] * images->shape[3], (float)cfg->saturation_weight, h->weight);
+  report->rec_loss = l1 ? sd_weighted_l1_loss(h->rec, h->images, h->weight, n)
+                        : sd_weighted_mse_loss(h->rec, h->images, h->weight, n);
+  (l1 ? sd_weighted_l1_loss_backward : sd_weighted_mse_loss_backward)(h->rec, h->images, h->weight,
+                                                                      n, 1.0f, h->drec);
+  return 0;
+}
+
 static int loss_backward(sd_vae_trainer *t, const sd_tensor *images, const float *eps_given,
                          sd_rng *rng, sd_vae_step_report *report) {
   sd_backend *be = t->be;
@@ -190,14 +235,9 @@ static int loss_backward(sd_vae_trainer *t, const sd_tensor *images, const float
     rc = sd_tensor_download_f32(be, &rec, host.rec);
   if (rc == 0)
     rc = sd_tensor_download_f32(be, images, host.images);
+  if (rc == 0)
+    rc = reconstruction_loss(&t->cfg, images, &host, report);
   if (rc == 0) {
-    if (t->cfg.rec_loss == SD_VAE_REC_L1) {
-      report->rec_loss = sd_l1_loss(host.rec, host.images, n_img);
-      sd_l1_loss_backward(host.rec, host.images, n_img, 1.0f, host.drec);
-    } else {
-      report->rec_loss = sd_mse_loss(host.rec, host.images, n_img);
-      sd_mse_loss_backward(host.rec, host.images, n_img, 1.0f, host.drec);
-    }
     report->loss = report->rec_loss + (float)t->cfg.kl_weight * report->kl_loss;
     rc = sd_tensor_upload_f32(be, &drec, host.drec);
   }

@@ -5,7 +5,9 @@
  *   z = mean + std * eps                 eps (B, latent_channels, h, w) given, or torch.randn from
  *                                        a generator (posterior.sample(generator))
  *   x_rec = decoder(post_quant_conv(z))
- *   rec = mean |x - x_rec| (L1, LDM's reconstruction term), or F.mse_loss(x_rec, x)
+ *   rec = mean |x - x_rec| (L1, LDM's reconstruction term), or F.mse_loss(x_rec, x); with a
+ *     saturation weight k, each element's error times 1 + k (max_c x - min_c x) / 2 (the pixel's
+ *     saturation in [0, 1], x in [-1, 1]) before the mean
  *   kl = sum over (C, h, w) of 0.5 (mean^2 + var - 1 - logvar), averaged over the batch
  *   loss = rec + kl_weight kl; loss.backward() through the decoder, the reparameterisation and the
  *   encoder; clip_grad_norm_(max_grad_norm); AdamW at the schedule's learning rate.
@@ -37,6 +39,10 @@ typedef struct sd_vae_train_config {
   int64_t total_steps;  /* of the schedule (linear and cosine) */
   double max_grad_norm; /* clip_grad_norm_'s max_norm; <= 0: no clipping */
   sd_vae_rec_loss rec_loss;
+  /* 0: the plain mean. k > 0 weighs each pixel's error by 1 + k saturation: on pictures of a
+   * small saturated shape on a gray background the plain loss is mostly background, and the VAE
+   * learns outlines long before colours (docs/demo-model.md). */
+  double saturation_weight;
   double kl_weight;
 } sd_vae_train_config;
 
