@@ -55,7 +55,7 @@ sd_demo_recipe sd_demo_recipe_default(void) {
       .scale_images = 512,
       .unet_steps = 6000,
       .unet_batch = 8,
-      .unet_learning_rate = 2e-4,
+      .unet_learning_rate = 5e-4,
       .unet_warmup = 300,
       .caption_dropout = 0.1,
       .checkpoint_every = 250,

@@ -4,9 +4,9 @@
  *   1. the VAE: the LDM autoencoder loss (L1 + kl_weight KL), each pixel's error weighted by
  *      1 + saturation_weight x its saturation, AdamW betas (0.5, 0.9);
  *   2. the scaling factor: 1 / std of the trained VAE's latents of scale_images pictures;
- *   3. the UNet: epsilon prediction on the model's scaled_linear schedule, with the frozen random
- *      CLIP text encoder's embeddings of the captions, caption_dropout of them empty (so
- *      classifier-free guidance has an unconditional model to push away from).
+ *   3. the UNet: v-prediction (the model's scheduler says so) on its scaled_linear schedule,
+ *      with the frozen random CLIP text encoder's embeddings of the captions, caption_dropout of
+ *      them empty (so classifier-free guidance has an unconditional model to push away from).
  * Every draw is a function of (seed, phase, step): a step's pictures are dataset items
  * step x batch + j, its random numbers come from a generator seeded for that step. A phase's
  * state file (weights and AdamW moments) is written every checkpoint_every steps, so a killed run

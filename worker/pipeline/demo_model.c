@@ -34,20 +34,26 @@ typedef struct demo_sizes {
   int unet_levels, unet_channels[4], unet_heads, unet_sample;
   int vae_levels, vae_channels[4], vae_layers, vae_sample;
   float vae_scaling;
+  const char *prediction_type; /* the scheduler's; NULL: diffusers' default (epsilon) */
 } demo_sizes;
 
+/* clang-format off */
 /* SD 1.5's shapes (random weights, for benchmarks). */
 static const demo_sizes full_sizes = {
-    768, 3072, 12, 12, 4, {320, 640, 1280, 1280}, 8, 64, 4, {128, 256, 512, 512}, 2, 512, 0.18215f};
+    768, 3072, 12, 12, 4, {320, 640, 1280, 1280}, 8, 64, 4, {128, 256, 512, 512}, 2, 512, 0.18215f,
+    NULL};
 /* The quick start's tiny random model (128x128). */
 static const demo_sizes tiny_sizes = {
-    32, 64, 2, 4, 3, {32, 64, 64}, 4, 16, 4, {32, 32, 64, 64}, 1, 128, 0.18215f};
+    32, 64, 2, 4, 3, {32, 64, 64}, 4, 16, 4, {32, 32, 64, 64}, 1, 128, 0.18215f, NULL};
 /* The shapes model (docs/demo-model.md): 64x64 pictures through a factor-4 VAE (16x16x4 latents),
  * a 2-level UNet (64, 128 channels; cross-attention at 16x16 and in the mid block), a 2-layer
  * CLIP 64 wide; about 4.4 M + 1.0 M + 3.3 M parameters (17 MB in fp16). The VAE's scaling factor
- * is a placeholder until train-demo measures it. */
-static const demo_sizes shapes_sizes = {64, 256,          2, 4,  2,   {64, 128}, 4, 16,
-                                        3,  {32, 64, 64}, 1, 64, 1.0f};
+ * is a placeholder until train-demo measures it. v-prediction: its loss weighs the noisiest
+ * steps, where a picture's colour, shape and place are decided, far more than epsilon's does
+ * (docs/demo-model.md, "Findings"). */
+static const demo_sizes shapes_sizes = {
+    64, 256, 2, 4, 2, {64, 128}, 4, 16, 3, {32, 64, 64}, 1, 64, 1.0f, "v_prediction"};
+/* clang-format on */
 
 static void demo_configs_fill(const demo_sizes *s, demo_configs *c) {
   memset(c, 0, sizeof *c);
@@ -182,7 +188,7 @@ static cJSON *clip_json(const sd_clip_config *t) {
   return j;
 }
 
-static cJSON *scheduler_json(void) {
+static cJSON *scheduler_json(const char *prediction_type) {
   cJSON *j = cJSON_CreateObject();
   cJSON_AddStringToObject(j, "_class_name", "PNDMScheduler");
   cJSON_AddStringToObject(j, "_diffusers_version", "0.30.0");
@@ -191,6 +197,8 @@ static cJSON *scheduler_json(void) {
   cJSON_AddNumberToObject(j, "beta_start", 0.00085);
   cJSON_AddBoolToObject(j, "clip_sample", 0);
   cJSON_AddNumberToObject(j, "num_train_timesteps", 1000);
+  if (prediction_type)
+    cJSON_AddStringToObject(j, "prediction_type", prediction_type);
   cJSON_AddBoolToObject(j, "set_alpha_to_one", 0);
   cJSON_AddBoolToObject(j, "skip_prk_steps", 1);
   cJSON_AddNumberToObject(j, "steps_offset", 1);
@@ -374,11 +382,11 @@ static int dir_is_absent_or_empty(const char *path) {
 }
 
 static int write_parts(const char *root, const sd_demo_model_params *params) {
+  const demo_sizes *sizes = params->shapes      ? &shapes_sizes
+                            : params->full_size ? &full_sizes
+                                                : &tiny_sizes;
   demo_configs c;
-  demo_configs_fill(params->shapes      ? &shapes_sizes
-                    : params->full_size ? &full_sizes
-                                        : &tiny_sizes,
-                    &c);
+  demo_configs_fill(sizes, &c);
   demo_rng rng = {params->seed * 0x9E3779B97F4A7C15ull + 1};
   char path[4096];
   static const char *const folders[] = {"unet", "vae", "text_encoder", "tokenizer", "scheduler"};
@@ -394,7 +402,7 @@ static int write_parts(const char *root, const sd_demo_model_params *params) {
   snprintf(path, sizeof path, "%s/text_encoder", root);
   SD_TRY(write_json(path, "config.json", clip_json(&c.clip)));
   snprintf(path, sizeof path, "%s/scheduler", root);
-  SD_TRY(write_json(path, "scheduler_config.json", scheduler_json()));
+  SD_TRY(write_json(path, "scheduler_config.json", scheduler_json(sizes->prediction_type)));
   snprintf(path, sizeof path, "%s/tokenizer", root);
   SD_TRY(write_json(path, "tokenizer_config.json", tokenizer_config_json()));
 
