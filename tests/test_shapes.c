@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 static void test_items(void) {
@@ -107,8 +108,49 @@ static void test_measure(int side) {
   free(again);
 }
 
+/* A model's stray specks (stretches of the shape's colour along the border, a dot in a corner,
+ * each smaller than the smallest shape) are not the shape: the measure keeps the largest
+ * connected set, so each item measures as its clean picture does; and a frame alone is one
+ * connected outline. */
+static void test_measure_ignores_specks(void) {
+  enum { SIDE = 64, N = 200 };
+  uint8_t rgb[SIDE * SIDE * 3];
+  int same = 0;
+  for (int64_t i = 0; i < N; i++) {
+    sd_shape_item it;
+    sd_shapes_item(11, i, &it);
+    sd_shapes_draw(&it, SIDE, rgb);
+    sd_shape_measure clean, specked;
+    sd_shapes_measure(rgb, SIDE, SIDE, &clean);
+    const uint8_t *c = sd_shape_color_rgb(it.color);
+    for (int k = 24; k < 40; k++) { /* 16 px of the top row and of the right column */
+      memcpy(rgb + 3 * k, c, 3);
+      memcpy(rgb + 3 * (k * SIDE + SIDE - 1), c, 3);
+    }
+    memcpy(rgb + 3 * ((SIDE - 1) * SIDE), c, 3); /* a dot in the bottom left corner */
+    sd_shapes_measure(rgb, SIDE, SIDE, &specked);
+    same += clean.found && specked.found && clean.kind == specked.kind &&
+            clean.color == specked.color && clean.fill == specked.fill && clean.cx == specked.cx &&
+            clean.cy == specked.cy;
+  }
+  CHECK(same == N, "specks along the border leave the measure unchanged (%d of %d)", same, N);
+
+  /* the frame alone: 127 pixels of a 64 x 64 box, fill 0.03 */
+  memset(rgb, 128, sizeof rgb);
+  const uint8_t *red = sd_shape_color_rgb(SD_COLOR_RED);
+  for (int k = 0; k < SIDE; k++) {
+    memcpy(rgb + 3 * k, red, 3);
+    memcpy(rgb + 3 * (k * SIDE + SIDE - 1), red, 3);
+  }
+  sd_shape_measure m;
+  sd_shapes_measure(rgb, SIDE, SIDE, &m);
+  CHECK(m.found && m.color == SD_COLOR_RED && fabs(m.fill - 127.0 / 4096.0) < 1e-12,
+        "a frame alone is found as one outline of fill %.4f (127 / 4096)", m.fill);
+}
+
 int main(void) {
   test_items();
+  test_measure_ignores_specks();
   test_measure(64);
   test_measure(128);
   return sd_test_finish();

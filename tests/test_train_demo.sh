@@ -120,7 +120,11 @@ note "refusals"
 before=$(cd whole && find . -type f -exec sha256sum {} + | sort | sha256sum)
 refused 1 "already holds files; continue its run with --resume" train-demo whole --quick --quiet
 refused 1 "started with another recipe" train-demo whole --quick --seed 2 --resume --quiet
-"$SDBATCH" train-demo whole --quick --resume --quiet || fail "resuming a finished run failed"
+"$SDBATCH" train-demo whole --quick --resume 2> again.log || fail "resuming a finished run failed"
+# its summary reads the losses back from the logs: the same as the run's own
+summary() { grep -o 'VAE loss .*' "$1"; }
+[ -n "$(summary whole.log)" ] && [ "$(summary whole.log)" = "$(summary again.log)" ] ||
+  fail "a finished run resumed reports '$(summary again.log)', the run itself '$(summary whole.log)'"
 refused 2 "seed" train-demo fresh --seed x
 refused 2 "the output folder (DIR) is required" train-demo --quick
 after=$(cd whole && find . -type f -exec sha256sum {} + | sort | sha256sum)

@@ -2,7 +2,8 @@
  *
  * The backgrounds are grays and the shapes saturated, and a pixel that mixes a shape colour with
  * a gray (anti-aliasing, or a model's soft edge) keeps that share of its saturation (max - min of
- * the channels). So the shape is the pixels with at least half of its colour's saturation, and
+ * the channels). So the shape is the largest connected set of pixels with at least half of its
+ * colour's saturation (stray specks elsewhere, such as a model's tinted frame, are left out), and
  * its colour the palette colour nearest to the mean of its most saturated pixels. The kinds then
  * differ in three outline features:
  *   kind      fill of the bounding box   notches across rows   area in the upper half
@@ -70,25 +71,103 @@ static sd_shape_kind classify(double fill, double row_solidity, double top_share
   return top_share < 0.38 ? SD_SHAPE_TRIANGLE : SD_SHAPE_DIAMOND;
 }
 
+/* Marks in keep (n bytes) the largest 8-connected set of mask's pixels; returns its size (0 when
+ * mask is empty, or when the work list cannot be allocated). */
+static size_t largest_component(const uint8_t *mask, int width, int height, uint8_t *keep) {
+  size_t n = (size_t)width * (size_t)height, best = 0, best_seed = 0;
+  int32_t *stack = malloc(n * sizeof *stack);
+  uint8_t *seen = calloc(n, 1);
+  if (!stack || !seen) {
+    free(stack);
+    free(seen);
+    return 0;
+  }
+  /* pass 1: the size of each component, found from its first pixel in raster order */
+  for (size_t seed = 0; seed < n; seed++) {
+    if (!mask[seed] || seen[seed])
+      continue;
+    size_t top = 0, size = 0;
+    stack[top++] = (int32_t)seed;
+    seen[seed] = 1;
+    while (top) {
+      int32_t i = stack[--top];
+      size++;
+      int x = i % width, y = i / width;
+      for (int dy = -1; dy <= 1; dy++)
+        for (int dx = -1; dx <= 1; dx++) {
+          int u = x + dx, v = y + dy;
+          if (u < 0 || v < 0 || u >= width || v >= height)
+            continue;
+          size_t j = (size_t)v * (size_t)width + (size_t)u;
+          if (mask[j] && !seen[j]) {
+            seen[j] = 1;
+            stack[top++] = (int32_t)j;
+          }
+        }
+    }
+    if (size > best) {
+      best = size;
+      best_seed = seed;
+    }
+  }
+  /* pass 2: mark the largest one again from its first pixel */
+  memset(keep, 0, n);
+  if (best) {
+    size_t top = 0;
+    stack[top++] = (int32_t)best_seed;
+    keep[best_seed] = 1;
+    while (top) {
+      int32_t i = stack[--top];
+      int x = i % width, y = i / width;
+      for (int dy = -1; dy <= 1; dy++)
+        for (int dx = -1; dx <= 1; dx++) {
+          int u = x + dx, v = y + dy;
+          if (u < 0 || v < 0 || u >= width || v >= height)
+            continue;
+          size_t j = (size_t)v * (size_t)width + (size_t)u;
+          if (mask[j] && !keep[j]) {
+            keep[j] = 1;
+            stack[top++] = (int32_t)j;
+          }
+        }
+    }
+  }
+  free(stack);
+  free(seen);
+  return best;
+}
+
 void sd_shapes_measure(const uint8_t *rgb, int width, int height, sd_shape_measure *out) {
   memset(out, 0, sizeof *out);
   size_t n = (size_t)width * (size_t)height;
   int color = shape_color(rgb, n, 60);
   if (color < 0)
     return;
-  /* the shape: at least half of its colour's saturation */
+  /* the shape: the largest connected set of pixels with at least half of its colour's
+   * saturation (a model's stray specks, such as a tinted frame along the border, are not part of
+   * what it drew) */
   int half = (saturation(sd_shape_color_rgb((sd_shape_color)color)) + 1) / 2;
+  uint8_t *mask = malloc(2 * n);
+  if (!mask)
+    return;
+  uint8_t *shape = mask + n;
+  for (size_t i = 0; i < n; i++)
+    mask[i] = saturation(rgb + 3 * i) >= half;
+  size_t area = largest_component(mask, width, height, shape);
+  if (area == 0 || area * 400 < n) {
+    free(mask);
+    return;
+  }
   int x0 = width, x1 = -1, y0 = height, y1 = -1;
-  size_t area = 0, spans = 0;
+  size_t spans = 0;
   double sum_x = 0, sum_y = 0;
   for (int y = 0; y < height; y++) {
     int first = -1, last = -1;
     for (int x = 0; x < width; x++)
-      if (saturation(rgb + 3 * ((size_t)y * (size_t)width + (size_t)x)) >= half) {
+      if (shape[(size_t)y * (size_t)width + (size_t)x]) {
         if (first < 0)
           first = x;
         last = x;
-        area++;
         sum_x += x + 0.5;
         sum_y += y + 0.5;
       }
@@ -100,16 +179,15 @@ void sd_shapes_measure(const uint8_t *rgb, int width, int height, sd_shape_measu
     y0 = y < y0 ? y : y0;
     y1 = y;
   }
-  if (area * 400 < n)
-    return;
   /* the upper half of the bounding box (a middle row counted half) */
   double middle = 0.5 * (y0 + y1), upper = 0;
   for (int y = y0; y <= y1; y++) {
     size_t row = 0;
     for (int x = x0; x <= x1; x++)
-      row += saturation(rgb + 3 * ((size_t)y * (size_t)width + (size_t)x)) >= half;
+      row += shape[(size_t)y * (size_t)width + (size_t)x];
     upper += y < middle ? (double)row : y == middle ? 0.5 * (double)row : 0.0;
   }
+  free(mask);
   out->found = true;
   out->color = (sd_shape_color)color;
   out->area = (double)area / (double)n;

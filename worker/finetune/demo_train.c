@@ -356,9 +356,6 @@ static void run_free(run *r) {
 typedef struct phase_log {
   FILE *file;
   char path[PATH_LEN];
-  /* the phase's loss means over its first and last 10% of steps */
-  double first_sum, last_sum;
-  int64_t first_n, last_n;
 } phase_log;
 
 static int log_open(run *r, const char *name, const char *header, int64_t bytes, phase_log *log) {
@@ -384,16 +381,39 @@ static void log_close(phase_log *log) {
   log->file = NULL;
 }
 
-static void log_track(phase_log *log, int64_t step, int64_t total, float loss) {
-  int64_t window = total / 10 > 0 ? total / 10 : 1;
-  if (step <= window) {
-    log->first_sum += loss;
-    log->first_n++;
+/* The means of a phase's loss (the log's second column) over its first and last 10 % of `total`
+ * steps (at least one step each), read back from the log, which holds every step of the phase
+ * however many processes ran it. */
+static int log_means(const phase_log *log, int64_t total, float *first, float *last) {
+  FILE *f = fopen(log->path, "r");
+  if (!f)
+    return SD_ERROR("%s: cannot open: %s", log->path, strerror(errno));
+  int64_t window = total / 10 > 0 ? total / 10 : 1, first_n = 0, last_n = 0;
+  double first_sum = 0, last_sum = 0;
+  char line[256];
+  int number = 0;
+  while (fgets(line, sizeof line, f)) {
+    long long step;
+    double loss;
+    if (++number == 1)
+      continue; /* the header */
+    if (sscanf(line, "%lld,%lf", &step, &loss) != 2) {
+      fclose(f);
+      return SD_ERROR("%s:%d: not a 'step,loss,...' line", log->path, number);
+    }
+    if (step <= window) {
+      first_sum += loss;
+      first_n++;
+    }
+    if (step > total - window) {
+      last_sum += loss;
+      last_n++;
+    }
   }
-  if (step > total - window) {
-    log->last_sum += loss;
-    log->last_n++;
-  }
+  fclose(f);
+  *first = first_n ? (float)(first_sum / (double)first_n) : 0.0f;
+  *last = last_n ? (float)(last_sum / (double)last_n) : 0.0f;
+  return 0;
 }
 
 static int state_path(const run *r, phase p, char *out, size_t size) {
@@ -512,7 +532,6 @@ static int vae_phase(run *r, phase_log *log) {
                 (double)rep.rec_loss, (double)rep.kl_loss, (double)rep.grad_norm,
                 rep.learning_rate) < 0)
       return SD_ERROR("%s: write failed: %s", log->path, strerror(errno));
-    log_track(log, step, rc->vae_steps, rep.loss);
     if (step % rc->checkpoint_every == 0 || step == rc->vae_steps)
       SD_TRY(state_write(r, PHASE_VAE, step, log));
     char losses[128];
@@ -656,7 +675,6 @@ static int unet_phase(run *r, phase_log *log) {
     if (fprintf(log->file, "%" PRId64 ",%.9g,%.9g,%.9g\n", step, (double)rep.loss,
                 (double)rep.grad_norm, rep.learning_rate) < 0)
       return SD_ERROR("%s: write failed: %s", log->path, strerror(errno));
-    log_track(log, step, rc->unet_steps, rep.loss);
     if (step % rc->checkpoint_every == 0 || step == rc->unet_steps)
       SD_TRY(state_write(r, PHASE_UNET, step, log));
     char losses[64];
@@ -869,16 +887,16 @@ int sd_demo_train(const char *dir, const sd_demo_recipe *recipe,
     rc = unet_phase(&r, &unet_log);
   if (rc == 0)
     rc = write_model(&r);
-  if (rc == 0) {
-    result->vae_first_loss = vae_log.first_n ? (float)(vae_log.first_sum / vae_log.first_n) : 0;
-    result->vae_last_loss = vae_log.last_n ? (float)(vae_log.last_sum / vae_log.last_n) : 0;
-    result->unet_first_loss = unet_log.first_n ? (float)(unet_log.first_sum / unet_log.first_n) : 0;
-    result->unet_last_loss = unet_log.last_n ? (float)(unet_log.last_sum / unet_log.last_n) : 0;
-    result->scaling_factor = r.scaling_factor;
-  }
-  result->seconds = now_seconds() - r.t0;
   log_close(&vae_log);
   log_close(&unet_log);
+  if (rc == 0)
+    rc = log_means(&vae_log, recipe->vae_steps, &result->vae_first_loss, &result->vae_last_loss);
+  if (rc == 0)
+    rc =
+        log_means(&unet_log, recipe->unet_steps, &result->unet_first_loss, &result->unet_last_loss);
+  if (rc == 0)
+    result->scaling_factor = r.scaling_factor;
+  result->seconds = now_seconds() - r.t0;
   run_free(&r);
   return rc < 0 ? sd_error_context("train-demo %s", dir) : 0;
 }
