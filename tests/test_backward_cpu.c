@@ -1161,6 +1161,56 @@ static void shape_checks(void) {
   sd_arena_release(be, mark);
 }
 
+/* The VAE trainer's saturation-weighted losses (mean of weight x |x - t| or weight x (x - t)^2):
+ * the values against a sum in double, the gradients against central differences of that sum, and
+ * all-ones weights against the unweighted losses. */
+static void fd_weighted_losses(void) {
+  enum { N = 96 };
+  float x[N], t[N], w[N], dx[N];
+  sd_test_fill_random(x, N, 501, 1.0f);
+  sd_test_fill_random(t, N, 502, 1.0f);
+  sd_test_fill_random(w, N, 503, 1.0f);
+  for (int i = 0; i < N; i++) {
+    w[i] = 1.0f + 5.0f * fabsf(w[i]); /* 1 + k saturation */
+    if (fabsf(x[i] - t[i]) < 0.1f)    /* keep |x - t| off L1's kink by more than the step */
+      x[i] = t[i] + (x[i] >= t[i] ? 0.1f : -0.1f);
+  }
+  for (int mse = 0; mse <= 1; mse++) {
+    const char *name = mse ? "weighted mse" : "weighted l1";
+    double sum = 0;
+    for (int i = 0; i < N; i++) {
+      double d = (double)x[i] - (double)t[i];
+      sum += (double)w[i] * (mse ? d * d : fabs(d));
+    }
+    float want = (float)(sum / N),
+          got = mse ? sd_weighted_mse_loss(x, t, w, N) : sd_weighted_l1_loss(x, t, w, N);
+    expect_rel(name, &got, &want, 1, 1.0f, 1e-6f);
+    if (mse)
+      sd_weighted_mse_loss_backward(x, t, w, N, 0.5f, dx);
+    else
+      sd_weighted_l1_loss_backward(x, t, w, N, 0.5f, dx);
+    float fd[N];
+    const double h = 0.01;
+    for (int i = 0; i < N; i++) {
+      double d = (double)x[i] - (double)t[i], up = d + h, down = d - h;
+      double f_up = mse ? up * up : fabs(up), f_down = mse ? down * down : fabs(down);
+      fd[i] = (float)(0.5 * (double)w[i] * (f_up - f_down) / (2.0 * h) / N);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "%s dx", name);
+    expect_rel(what, dx, fd, N, 1.0f, 1e-5f);
+    for (int i = 0; i < N; i++)
+      w[i] = 1.0f;
+    float plain = mse ? sd_mse_loss(x, t, N) : sd_l1_loss(x, t, N);
+    got = mse ? sd_weighted_mse_loss(x, t, w, N) : sd_weighted_l1_loss(x, t, w, N);
+    snprintf(what, sizeof what, "%s, weights 1", name);
+    expect_rel(what, &got, &plain, 1, 1.0f, 1e-6f);
+    sd_test_fill_random(w, N, 503, 1.0f);
+    for (int i = 0; i < N; i++)
+      w[i] = 1.0f + 5.0f * fabsf(w[i]);
+  }
+}
+
 int main(void) {
   be = sd_backend_cpu_create(0);
   if (!be)
@@ -1181,6 +1231,7 @@ int main(void) {
   fd_norms();
   fd_attention();
   fd_misc();
+  fd_weighted_losses();
   large_shapes();
   one_gradient_at_a_time();
   shape_checks();
