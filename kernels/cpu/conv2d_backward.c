@@ -20,20 +20,43 @@ typedef struct conv_geometry {
   int stride, pad;
 } conv_geometry;
 
-/* col (C kh kw, Ho Wo) from image (C, H, W); one task per input channel. */
+/* The output columns ow whose input column iw = ow stride - pad + j lies inside [0, W): [lo, hi).
+ */
+static void valid_columns(const conv_geometry *g, int64_t j, int64_t *lo, int64_t *hi) {
+  int64_t first = g->pad - j,
+          last = g->w - 1 + g->pad - j; /* ow stride must lie in [first, last] */
+  int64_t a = first > 0 ? (first + g->stride - 1) / g->stride : 0;
+  int64_t b = last >= 0 ? last / g->stride + 1 : 0;
+  b = b < g->wo ? b : g->wo;
+  *lo = a < b ? a : b;
+  *hi = b;
+}
+
+/* col (C kh kw, Ho Wo) from image (C, H, W); one task per input channel. Each output row is the
+ * input row's valid stretch (a plain copy at stride 1) between zeros. */
 static void im2col(const conv_geometry *g, const float *image, float *col, int threads) {
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t ch = 0; ch < g->c; ch++)
     for (int64_t i = 0; i < g->kh; i++)
       for (int64_t j = 0; j < g->kw; j++) {
         float *out = col + ((ch * g->kh + i) * g->kw + j) * g->ho * g->wo;
+        int64_t lo, hi;
+        valid_columns(g, j, &lo, &hi);
         for (int64_t oh = 0; oh < g->ho; oh++) {
+          float *row = out + oh * g->wo;
           int64_t ih = oh * g->stride - g->pad + i;
-          for (int64_t ow = 0; ow < g->wo; ow++) {
-            int64_t iw = ow * g->stride - g->pad + j;
-            bool inside = ih >= 0 && ih < g->h && iw >= 0 && iw < g->w;
-            out[oh * g->wo + ow] = inside ? image[(ch * g->h + ih) * g->w + iw] : 0.0f;
+          if (ih < 0 || ih >= g->h) {
+            memset(row, 0, (size_t)g->wo * sizeof(float));
+            continue;
           }
+          const float *src = image + (ch * g->h + ih) * g->w - g->pad + j; /* src[ow stride] */
+          memset(row, 0, (size_t)lo * sizeof(float));
+          if (g->stride == 1)
+            memcpy(row + lo, src + lo, (size_t)(hi - lo) * sizeof(float));
+          else
+            for (int64_t ow = lo; ow < hi; ow++)
+              row[ow] = src[ow * g->stride];
+          memset(row + hi, 0, (size_t)(g->wo - hi) * sizeof(float));
         }
       }
 }
@@ -48,15 +71,20 @@ static void col2im(const conv_geometry *g, const float *dcol, float *image, int 
     for (int64_t i = 0; i < g->kh; i++)
       for (int64_t j = 0; j < g->kw; j++) {
         const float *in = dcol + ((ch * g->kh + i) * g->kw + j) * g->ho * g->wo;
+        int64_t lo, hi;
+        valid_columns(g, j, &lo, &hi);
         for (int64_t oh = 0; oh < g->ho; oh++) {
           int64_t ih = oh * g->stride - g->pad + i;
           if (ih < 0 || ih >= g->h)
             continue;
-          for (int64_t ow = 0; ow < g->wo; ow++) {
-            int64_t iw = ow * g->stride - g->pad + j;
-            if (iw >= 0 && iw < g->w)
-              plane[ih * g->w + iw] += in[oh * g->wo + ow];
-          }
+          float *restrict dst = plane + ih * g->w - g->pad + j; /* dst[ow stride] */
+          const float *restrict src = in + oh * g->wo;
+          if (g->stride == 1)
+            for (int64_t ow = lo; ow < hi; ow++)
+              dst[ow] += src[ow];
+          else
+            for (int64_t ow = lo; ow < hi; ow++)
+              dst[ow * g->stride] += src[ow];
         }
       }
   }
