@@ -4,6 +4,7 @@
 #include "train_state.h"
 
 #include "../data/shapes.h"
+#include "../io/file_util.h"
 #include "../io/model_files.h"
 #include "../io/safetensors.h"
 #include "../io/weights.h"
@@ -181,12 +182,6 @@ static int folder_state(const char *path, bool *exists, bool *empty) {
   return 0;
 }
 
-static int make_folder(const char *path) {
-  if (mkdir(path, 0777) < 0 && errno != EEXIST)
-    return SD_ERROR("%s: cannot make the folder: %s", path, strerror(errno));
-  return 0;
-}
-
 static int read_small_file(const char *path, char *buf, size_t size, bool *found) {
   FILE *f = fopen(path, "rb");
   *found = f != NULL;
@@ -212,8 +207,6 @@ static int write_small_file(const char *path, const char *text) {
   return 0;
 }
 
-static int remove_tree(const char *path);
-
 /* Deletes what a killed run's writes left in dir/train: entries named *.tmp* (the temporary files
  * of state files, recipe.json and sd_safetensors_write; the untrained model's folder). */
 static int remove_leftovers(const char *train_dir) {
@@ -227,11 +220,7 @@ static int remove_leftovers(const char *train_dir) {
     if (!strstr(e->d_name, ".tmp"))
       continue;
     snprintf(path, sizeof path, "%s/%s", train_dir, e->d_name);
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
-      rc = remove_tree(path);
-    else if (unlink(path) < 0)
-      rc = SD_ERROR("%s: cannot delete: %s", path, strerror(errno));
+    rc = sd_remove_tree(path);
   }
   closedir(d);
   return rc;
@@ -245,10 +234,10 @@ static int prepare_folders(run *r) {
     return SD_ERROR("%s already holds files; continue its run with --resume, or choose another "
                     "folder",
                     r->dir);
-  SD_TRY(make_folder(r->dir));
+  SD_TRY(sd_make_folder(r->dir));
   snprintf(r->train_dir, sizeof r->train_dir, "%s/train", r->dir);
   snprintf(r->init_dir, sizeof r->init_dir, "%s/train/init", r->dir);
-  SD_TRY(make_folder(r->train_dir));
+  SD_TRY(sd_make_folder(r->train_dir));
   SD_TRY(remove_leftovers(r->train_dir));
   char path[PATH_LEN], want[1024], have[1024];
   sd_demo_recipe_json(r->recipe, want, sizeof want - 1);
@@ -686,51 +675,6 @@ static int unet_phase(run *r, phase_log *log) {
 
 /* ---- the trained model ---- */
 
-/* Deletes a folder of folders and files (a model folder's leftover). */
-static int remove_tree(const char *path) {
-  DIR *d = opendir(path);
-  if (!d)
-    return errno == ENOENT ? 0 : SD_ERROR("%s: cannot read: %s", path, strerror(errno));
-  struct dirent *e;
-  char child[PATH_LEN];
-  int rc = 0;
-  while (rc == 0 && (e = readdir(d)) != NULL) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-      continue;
-    snprintf(child, sizeof child, "%s/%s", path, e->d_name);
-    struct stat st;
-    if (lstat(child, &st) == 0 && S_ISDIR(st.st_mode))
-      rc = remove_tree(child);
-    else if (unlink(child) < 0)
-      rc = SD_ERROR("%s: cannot delete: %s", child, strerror(errno));
-  }
-  closedir(d);
-  if (rc == 0 && rmdir(path) < 0)
-    rc = SD_ERROR("%s: cannot delete the folder: %s", path, strerror(errno));
-  return rc;
-}
-
-static int copy_file(const char *src, const char *dst) {
-  FILE *in = fopen(src, "rb");
-  if (!in)
-    return SD_ERROR("%s: cannot open: %s", src, strerror(errno));
-  FILE *out = fopen(dst, "wb");
-  if (!out) {
-    fclose(in);
-    return SD_ERROR("%s: cannot create: %s", dst, strerror(errno));
-  }
-  char buf[65536];
-  size_t n;
-  bool ok = true;
-  while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0)
-    ok = fwrite(buf, 1, n, out) == n;
-  ok = !ferror(in) && ok;
-  fclose(in);
-  ok = fflush(out) == 0 && fsync(fileno(out)) == 0 && ok;
-  ok = fclose(out) == 0 && ok;
-  return ok ? 0 : SD_ERROR("copying %s to %s failed", src, dst);
-}
-
 /* The trained weights of a phase as fp16 safetensors (torch's .half(): round to nearest even). */
 static int write_fp16(run *r, phase p, const char *path) {
   sd_train_state_view view = state_view(r, p);
@@ -819,7 +763,7 @@ static int write_model(run *r) {
   SD_TRY(folder_state(final, &exists, &empty));
   if (exists && !empty)
     return 0;
-  SD_TRY(remove_tree(tmp));
+  SD_TRY(sd_remove_tree(tmp));
   static const char *const folders[] = {"",           "/unet",     "/vae", "/text_encoder",
                                         "/tokenizer", "/scheduler"};
   static const char *const copied[] = {"model_index.json",
@@ -833,12 +777,12 @@ static int write_model(run *r) {
   char cmd_path[PATH_LEN];
   for (size_t i = 0; i < sizeof folders / sizeof folders[0]; i++) {
     snprintf(cmd_path, sizeof cmd_path, "%s%s", tmp, folders[i]);
-    SD_TRY(make_folder(cmd_path));
+    SD_TRY(sd_make_folder(cmd_path));
   }
   for (size_t i = 0; i < sizeof copied / sizeof copied[0]; i++) {
     snprintf(src, sizeof src, "%s/%s", r->init_dir, copied[i]);
     snprintf(dst, sizeof dst, "%s/%s", tmp, copied[i]);
-    SD_TRY(copy_file(src, dst));
+    SD_TRY(sd_copy_file(src, dst));
   }
   snprintf(src, sizeof src, "%s/vae/config.json", r->init_dir);
   snprintf(dst, sizeof dst, "%s/vae/config.json", tmp);

@@ -3,6 +3,7 @@
 
 #include "train_state.h"
 
+#include "../io/file_util.h"
 #include "../io/safetensors.h"
 #include "../model/grads.h"
 
@@ -442,38 +443,6 @@ int sd_dreambooth_checkpoint_read(const char *output_dir, int64_t step,
   return rc < 0 ? sd_error_context("resuming from %s/checkpoint-%" PRId64, output_dir, step) : 0;
 }
 
-/* Copies src to dst through dst.tmp (fsync'ed, renamed). */
-static int copy_file(const char *src, const char *dst) {
-  char tmp[PATH_MAX_LEN];
-  snprintf(tmp, sizeof tmp, "%s.tmp", dst);
-  FILE *in = fopen(src, "rb");
-  if (!in)
-    return SD_ERROR("%s: cannot open: %s", src, strerror(errno));
-  FILE *out = fopen(tmp, "wb");
-  if (!out) {
-    fclose(in);
-    return SD_ERROR("%s: cannot create: %s", tmp, strerror(errno));
-  }
-  static char buf[1 << 16];
-  size_t got;
-  int rc = 0;
-  while (rc == 0 && (got = fread(buf, 1, sizeof buf, in)) > 0)
-    if (fwrite(buf, 1, got, out) != got)
-      rc = SD_ERROR("%s: write failed: %s", tmp, strerror(errno));
-  if (rc == 0 && ferror(in))
-    rc = SD_ERROR("%s: read failed", src);
-  fclose(in);
-  if (rc == 0 && (fflush(out) != 0 || fsync(fileno(out)) != 0))
-    rc = SD_ERROR("%s: write failed: %s", tmp, strerror(errno));
-  if (fclose(out) != 0 && rc == 0)
-    rc = SD_ERROR("%s: close failed: %s", tmp, strerror(errno));
-  if (rc == 0 && rename(tmp, dst) < 0)
-    rc = SD_ERROR("cannot rename %s to %s: %s", tmp, dst, strerror(errno));
-  if (rc < 0)
-    unlink(tmp);
-  return rc;
-}
-
 static bool is_weight_file(const char *name) {
   const char *dot = strrchr(name, '.');
   return dot && (!strcmp(dot, ".safetensors") || !strcmp(dot, ".bin") || !strcmp(dot, ".ckpt") ||
@@ -497,7 +466,7 @@ static int copy_folder(const char *src, const char *dst, bool skip_weights) {
     snprintf(from, sizeof from, "%s/%s", src, e->d_name);
     snprintf(to, sizeof to, "%s/%s", dst, e->d_name);
     if (stat(from, &st) == 0 && S_ISREG(st.st_mode))
-      rc = copy_file(from, to);
+      rc = sd_copy_file(from, to);
   }
   closedir(d);
   return rc;
@@ -521,7 +490,7 @@ int sd_dreambooth_write_model(const char *pretrained, const char *output_dir,
     if (stat(from, &st) < 0)
       continue;
     if (S_ISREG(st.st_mode))
-      rc = copy_file(from, to);
+      rc = sd_copy_file(from, to);
     else if (S_ISDIR(st.st_mode))
       rc = copy_folder(from, to, !strcmp(e->d_name, "unet"));
   }

@@ -4,6 +4,7 @@
 #include "demo_model.h"
 
 #include "../../kernels/error.h"
+#include "../io/file_util.h"
 #include "../io/safetensors.h"
 #include "../io/weights.h"
 #include "../model/clip_text.h"
@@ -460,41 +461,21 @@ static int write_parts(const char *root, const sd_demo_model_params *params) {
   return 0;
 }
 
-static void remove_tree(const char *path) {
-  DIR *dir = opendir(path);
-  if (dir) {
-    struct dirent *entry;
-    while ((entry = readdir(dir))) {
-      if (!strcmp(entry->d_name, ".") || !strcmp(entry->d_name, ".."))
-        continue;
-      char child[4096];
-      snprintf(child, sizeof child, "%s/%s", path, entry->d_name);
-      struct stat st;
-      if (lstat(child, &st) == 0 && S_ISDIR(st.st_mode))
-        remove_tree(child);
-      else
-        unlink(child);
-    }
-    closedir(dir);
-  }
-  rmdir(path);
-}
-
 int sd_demo_model_write(const char *dir, const sd_demo_model_params *params) {
   if (!dir_is_absent_or_empty(dir))
     return SD_ERROR("%s: exists and is not an empty folder", dir);
   char tmp[4096];
   snprintf(tmp, sizeof tmp, "%s.tmp%d", dir, (int)getpid());
-  remove_tree(tmp);
+  SD_TRY(sd_remove_tree(tmp)); /* a killed writer's leftover */
   SD_TRY(make_dir(tmp));
   if (write_parts(tmp, params) < 0) {
-    remove_tree(tmp);
+    (void)sd_remove_tree(tmp); /* best effort: the error in hand is the one to report */
     return sd_error_context("%s", dir);
   }
   rmdir(dir); /* an empty folder may stand in the way */
   if (rename(tmp, dir) != 0) {
     int err = errno;
-    remove_tree(tmp);
+    (void)sd_remove_tree(tmp); /* best effort: the error in hand is the one to report */
     return SD_ERROR("%s: cannot move the finished model into place: %s", dir, strerror(err));
   }
   return 0;

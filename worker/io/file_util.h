@@ -1,0 +1,17 @@
+/* Small file-system helpers shared by the trainers and the model writers: copying a file
+ * atomically, making a folder, deleting a folder tree. Errors carry the path (kernels/error.h). */
+#ifndef SD_FILE_UTIL_H
+#define SD_FILE_UTIL_H
+
+/* Copies src to dst through dst.tmp (written, fsync'ed, renamed over dst): dst is either its old
+ * self or the whole copy. The temporary file is removed on failure. */
+int sd_copy_file(const char *src, const char *dst);
+
+/* mkdir(path); an existing folder is fine. */
+int sd_make_folder(const char *path);
+
+/* Deletes path and everything under it (folders of folders and files; links are removed, not
+ * followed). A path that does not exist is fine. */
+int sd_remove_tree(const char *path);
+
+#endif
