@@ -66,9 +66,11 @@ static sd_shape_kind classify(double fill, double row_solidity, double top_share
     return SD_SHAPE_SQUARE;
   if (fill > 0.65)
     return SD_SHAPE_CIRCLE;
+  if (top_share < 0.38) /* before the notches: a soft-edged triangle's rows may notch */
+    return SD_SHAPE_TRIANGLE;
   if (fill < 0.44 || row_solidity < 0.965)
     return SD_SHAPE_STAR;
-  return top_share < 0.38 ? SD_SHAPE_TRIANGLE : SD_SHAPE_DIAMOND;
+  return SD_SHAPE_DIAMOND;
 }
 
 /* Marks in keep (n bytes) the largest 8-connected set of mask's pixels; returns its size (0 when
