@@ -73,69 +73,52 @@ static sd_shape_kind classify(double fill, double row_solidity, double top_share
   return SD_SHAPE_DIAMOND;
 }
 
-/* Marks in keep (n bytes) the largest 8-connected set of mask's pixels; returns its size (0 when
- * mask is empty, or when the work list cannot be allocated). */
+/* Labels id on the 8-connected set of mask's pixels that holds seed (label 0: not yet labelled);
+ * returns its size. stack holds up to n pixel indices. */
+static size_t flood(const uint8_t *mask, int width, int height, size_t seed, int32_t id,
+                    int32_t *label, int32_t *stack) {
+  size_t top = 0, size = 0;
+  stack[top++] = (int32_t)seed;
+  label[seed] = id;
+  while (top) {
+    int32_t i = stack[--top];
+    size++;
+    int x = i % width, y = i / width;
+    for (int dy = -1; dy <= 1; dy++)
+      for (int dx = -1; dx <= 1; dx++) {
+        int u = x + dx, v = y + dy;
+        if (u < 0 || v < 0 || u >= width || v >= height)
+          continue;
+        size_t j = (size_t)v * (size_t)width + (size_t)u;
+        if (mask[j] && !label[j]) {
+          label[j] = id;
+          stack[top++] = (int32_t)j;
+        }
+      }
+  }
+  return size;
+}
+
+/* Marks in keep (n bytes) the largest 8-connected set of mask's pixels (the first found in
+ * raster order among equals); returns its size (0 when mask is empty, or when the work lists
+ * cannot be allocated). */
 static size_t largest_component(const uint8_t *mask, int width, int height, uint8_t *keep) {
-  size_t n = (size_t)width * (size_t)height, best = 0, best_seed = 0;
-  int32_t *stack = malloc(n * sizeof *stack);
-  uint8_t *seen = calloc(n, 1);
-  if (!stack || !seen) {
-    free(stack);
-    free(seen);
-    return 0;
-  }
-  /* pass 1: the size of each component, found from its first pixel in raster order */
-  for (size_t seed = 0; seed < n; seed++) {
-    if (!mask[seed] || seen[seed])
-      continue;
-    size_t top = 0, size = 0;
-    stack[top++] = (int32_t)seed;
-    seen[seed] = 1;
-    while (top) {
-      int32_t i = stack[--top];
-      size++;
-      int x = i % width, y = i / width;
-      for (int dy = -1; dy <= 1; dy++)
-        for (int dx = -1; dx <= 1; dx++) {
-          int u = x + dx, v = y + dy;
-          if (u < 0 || v < 0 || u >= width || v >= height)
-            continue;
-          size_t j = (size_t)v * (size_t)width + (size_t)u;
-          if (mask[j] && !seen[j]) {
-            seen[j] = 1;
-            stack[top++] = (int32_t)j;
-          }
+  size_t n = (size_t)width * (size_t)height, best = 0;
+  int32_t *label = calloc(n, sizeof *label), *stack = malloc(n * sizeof *stack);
+  int32_t id = 0, best_id = 0;
+  if (label && stack)
+    for (size_t seed = 0; seed < n; seed++)
+      if (mask[seed] && !label[seed]) {
+        size_t size = flood(mask, width, height, seed, ++id, label, stack);
+        if (size > best) {
+          best = size;
+          best_id = id;
         }
-    }
-    if (size > best) {
-      best = size;
-      best_seed = seed;
-    }
-  }
-  /* pass 2: mark the largest one again from its first pixel */
-  memset(keep, 0, n);
-  if (best) {
-    size_t top = 0;
-    stack[top++] = (int32_t)best_seed;
-    keep[best_seed] = 1;
-    while (top) {
-      int32_t i = stack[--top];
-      int x = i % width, y = i / width;
-      for (int dy = -1; dy <= 1; dy++)
-        for (int dx = -1; dx <= 1; dx++) {
-          int u = x + dx, v = y + dy;
-          if (u < 0 || v < 0 || u >= width || v >= height)
-            continue;
-          size_t j = (size_t)v * (size_t)width + (size_t)u;
-          if (mask[j] && !keep[j]) {
-            keep[j] = 1;
-            stack[top++] = (int32_t)j;
-          }
-        }
-    }
-  }
+      }
+  for (size_t i = 0; i < n; i++)
+    keep[i] = best && label[i] == best_id;
+  free(label);
   free(stack);
-  free(seen);
   return best;
 }
 

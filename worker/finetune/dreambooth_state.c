@@ -25,27 +25,6 @@ int sd_dreambooth_fsync_path(const char *path) {
   return sd_train_state_fsync(path);
 }
 
-/* Deletes a folder of plain files (a checkpoint, or the leftover of an interrupted write). */
-static int remove_folder(const char *dir) {
-  DIR *d = opendir(dir);
-  if (!d)
-    return errno == ENOENT ? 0 : SD_ERROR("%s: cannot read: %s", dir, strerror(errno));
-  struct dirent *e;
-  char path[PATH_MAX_LEN];
-  int rc = 0;
-  while ((e = readdir(d)) != NULL) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-      continue;
-    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-    if (unlink(path) < 0 && rc == 0)
-      rc = SD_ERROR("%s: cannot delete: %s", path, strerror(errno));
-  }
-  closedir(d);
-  if (rc == 0 && rmdir(dir) < 0)
-    rc = SD_ERROR("%s: cannot delete the folder: %s", dir, strerror(errno));
-  return rc;
-}
-
 /* "checkpoint-<digits>" -> its step; -1 for any other name. */
 static int64_t checkpoint_step(const char *name) {
   if (strncmp(name, "checkpoint-", 11) != 0)
@@ -77,7 +56,7 @@ static int list_checkpoints(const char *output_dir, int64_t **steps, int *count)
   while (rc == 0 && (e = readdir(d)) != NULL) {
     snprintf(path, sizeof path, "%s/%s", output_dir, e->d_name);
     if (!strncmp(e->d_name, ".checkpoint-", 12)) {
-      rc = remove_folder(path);
+      rc = sd_remove_tree(path);
       continue;
     }
     int64_t step = checkpoint_step(e->d_name);
@@ -119,7 +98,7 @@ static int remove_checkpoint(const char *output_dir, int64_t step) {
   if (rename(from, to) < 0)
     return SD_ERROR("%s: cannot rename to %s: %s", from, to, strerror(errno));
   SD_TRY(sd_dreambooth_fsync_path(output_dir));
-  return remove_folder(to);
+  return sd_remove_tree(to);
 }
 
 /* An sd_rng of the cpu kind as 625 int32 values: MT19937's state, then the index. */
@@ -232,7 +211,7 @@ static int write_state_folder(const char *output_dir, const char *tmp, const cha
                               const char *const *values, size_t n_meta, int64_t step) {
   char file[PATH_MAX_LEN];
   snprintf(file, sizeof file, "%s/%s", tmp, STATE_FILE);
-  SD_TRY(remove_folder(tmp));
+  SD_TRY(sd_remove_tree(tmp));
   if (mkdir(tmp, 0777) < 0)
     return SD_ERROR("%s: cannot make the folder: %s", tmp, strerror(errno));
   SD_TRY(sd_safetensors_write(file, tensors, count, keys, values, n_meta));
