@@ -69,10 +69,10 @@ int sd_cpu_attention(sd_backend *be, const sd_tensor *q, const sd_tensor *k, con
     const float *vh = vd + n * lk * width + h * d;
     float *oh = od + (n * lq + q0) * width + h * d;
     DNNL_NOTE(&failed,
-              dnnl_sgemm('N', 'T', rows, len, d, scale, qh, width, kh, width, 0.0f, scores, lk));
+              sd_cpu_sgemm('N', 'T', rows, len, d, scale, qh, width, kh, width, 0.0f, scores, lk));
     softmax_rows(scores, rows, lk, len, causal, q0, sums);
     DNNL_NOTE(&failed,
-              dnnl_sgemm('N', 'N', rows, d, len, 1.0f, scores, lk, vh, width, 0.0f, oh, width));
+              sd_cpu_sgemm('N', 'N', rows, d, len, 1.0f, scores, lk, vh, width, 0.0f, oh, width));
     for (int64_t r = 0; r < rows; r++) {
       float inv = 1.0f / sums[r];
       for (int64_t e = 0; e < d; e++)

@@ -99,22 +99,22 @@ int sd_cpu_attention_backward(sd_backend *be, const sd_tensor *q, const sd_tenso
       const float *qh = qd + (n * lq + q0) * width + h * d; /* (rows, D), ld width */
       const float *goh = god + (n * lq + q0) * width + h * d;
       DNNL_NOTE(&failed,
-                dnnl_sgemm('N', 'T', rows, len, d, scale, qh, width, kh, width, 0.0f, p, lk));
+                sd_cpu_sgemm('N', 'T', rows, len, d, scale, qh, width, kh, width, 0.0f, p, lk));
       probabilities(p, rows, lk, len, causal, q0);
       if (dvh)
         DNNL_NOTE(&failed,
-                  dnnl_sgemm('T', 'N', len, d, rows, 1.0f, p, lk, goh, width, 1.0f, dvh, width));
+                  sd_cpu_sgemm('T', 'N', len, d, rows, 1.0f, p, lk, goh, width, 1.0f, dvh, width));
       if (!dqd && !dkh)
         continue;
       DNNL_NOTE(&failed,
-                dnnl_sgemm('N', 'T', rows, len, d, 1.0f, goh, width, vh, width, 0.0f, ds, lk));
+                sd_cpu_sgemm('N', 'T', rows, len, d, 1.0f, goh, width, vh, width, 0.0f, ds, lk));
       softmax_grad(p, ds, rows, lk, len);
       if (dqd)
-        DNNL_NOTE(&failed, dnnl_sgemm('N', 'N', rows, d, len, scale, ds, lk, kh, width, 0.0f,
-                                      dqd + (n * lq + q0) * width + h * d, width));
+        DNNL_NOTE(&failed, sd_cpu_sgemm('N', 'N', rows, d, len, scale, ds, lk, kh, width, 0.0f,
+                                        dqd + (n * lq + q0) * width + h * d, width));
       if (dkh)
         DNNL_NOTE(&failed,
-                  dnnl_sgemm('T', 'N', len, d, rows, scale, ds, lk, qh, width, 1.0f, dkh, width));
+                  sd_cpu_sgemm('T', 'N', len, d, rows, scale, ds, lk, qh, width, 1.0f, dkh, width));
     }
   }
   sd_arena_release(be, mark);

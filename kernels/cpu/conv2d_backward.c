@@ -135,8 +135,8 @@ int sd_cpu_conv2d_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *
         int64_t k0 = t * SD_CONV_BWD_W_ROWS;
         int64_t rows = k - k0 < SD_CONV_BWD_W_ROWS ? k - k0 : SD_CONV_BWD_W_ROWS;
         DNNL_NOTE(&failed,
-                  dnnl_sgemm('N', 'T', rows, patch, positions, 1.0f, grad_out + k0 * positions,
-                             positions, windows, positions, 1.0f, grad_w + k0 * patch, patch));
+                  sd_cpu_sgemm('N', 'T', rows, patch, positions, 1.0f, grad_out + k0 * positions,
+                               positions, windows, positions, 1.0f, grad_w + k0 * patch, patch));
       }
     }
     if (dx) {
@@ -149,8 +149,8 @@ int sd_cpu_conv2d_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *
         int64_t rows = patch - p0 < SD_CONV_BWD_COL_ROWS ? patch - p0 : SD_CONV_BWD_COL_ROWS;
         /* dcol[p0 ..] (rows, Ho Wo) = w[:, p0 ..]^T (rows, K) . dy_b (K, Ho Wo) */
         DNNL_NOTE(&failed,
-                  dnnl_sgemm('T', 'N', rows, positions, k, 1.0f, weight + p0, patch, grad_out,
-                             positions, 0.0f, target + p0 * positions, positions));
+                  sd_cpu_sgemm('T', 'N', rows, positions, k, 1.0f, weight + p0, patch, grad_out,
+                               positions, 0.0f, target + p0 * positions, positions));
       }
       if (!pointwise)
         col2im(&g, dcol, grad_in, threads);

@@ -33,8 +33,8 @@ int sd_cpu_conv_transpose2d(sd_backend *be, const sd_tensor *x, const sd_tensor 
       if (k0 >= k1)
         continue;
       float *rows = col + k0 * taps * hw; /* (k1 - k0) * taps rows of col */
-      DNNL_NOTE(&failed, dnnl_sgemm('T', 'N', (k1 - k0) * taps, hw, c, 1.0f, weight + k0 * taps,
-                                    depth, image, hw, 0.0f, rows, hw));
+      DNNL_NOTE(&failed, sd_cpu_sgemm('T', 'N', (k1 - k0) * taps, hw, c, 1.0f, weight + k0 * taps,
+                                      depth, image, hw, 0.0f, rows, hw));
       for (int64_t o = k0; o < k1; o++) {
         float *plane = out + o * ho * wo;
         float bo = bias ? bias[o] : 0.0f;

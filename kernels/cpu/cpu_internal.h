@@ -11,8 +11,8 @@
  * features (AVX2, AVX-512, ...), not by a table of CPU models, so every x86 CPU gets its vector
  * width without tuning (Debian's OpenBLAS 0.3.21 falls back to its Prescott kernels on CPUs it
  * does not know). Every op runs its own OpenMP parallel region and calls dnnl_sgemm from inside
- * it, one call per task on a disjoint part of the output; oneDNN (built on the same libgomp) runs
- * a call made inside a parallel region on the calling thread.
+ * it, one call per task on a disjoint part of the output, through sd_cpu_sgemm, which keeps the
+ * call on the calling thread.
  *
  * Batch invariance: an item's result must not depend on what else is in the batch (the engine
  * renders an item identically alone or batched). Elementwise and per-row work is invariant by
@@ -135,6 +135,28 @@ sd_cpu_row_mean_rstd(const float *in, int64_t c, float eps, float *mean_out, flo
 /* Below these sizes an op runs on the calling thread: waking the team costs more than it saves. */
 #define SD_CPU_PARALLEL_ELEMS 32768 /* elementwise and normalization ops: values touched */
 #define SD_CPU_PARALLEL_FLOPS 4e6   /* GEMM-based ops */
+
+/* dnnl_sgemm on the calling thread alone, as every op's tasks mean it (see "GEMM" above). Inside
+ * a parallel region of more than one thread oneDNN sees that and stays on the thread; inside a
+ * region of one (an op below SD_CPU_PARALLEL_FLOPS) it does not, and it opened a nested team of
+ * all the threads, made of fresh threads each call: 1,721 threads created and spinning against
+ * each other in one UNet training step of the demo model, which ran 20x slower on two threads than
+ * on one. The thread count here is the calling task's own setting, restored after the call. */
+static inline dnnl_status_t sd_cpu_sgemm(char transa, char transb, dnnl_dim_t m, dnnl_dim_t n,
+                                         dnnl_dim_t k, float alpha, const float *a, dnnl_dim_t lda,
+                                         const float *b, dnnl_dim_t ldb, float beta, float *c,
+                                         dnnl_dim_t ldc) {
+#ifdef _OPENMP
+  if (!omp_in_parallel()) {
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    dnnl_status_t status = dnnl_sgemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    omp_set_num_threads(threads);
+    return status;
+  }
+#endif
+  return dnnl_sgemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
 
 /* exp(x) within about 2 ulp for x in [-87.3, 88.3] (Cephes' polynomial on the reduced argument,
  * 2^n assembled from bits); inputs outside are clamped, so exp(-inf) gives ~1e-38, not 0. */

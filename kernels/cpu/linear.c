@@ -130,8 +130,8 @@ int sd_cpu_linear(sd_backend *be, const sd_tensor *x, const sd_tensor *w, const 
     if (rows <= 0)
       continue;
     float *rows_out = out + first * n; /* (rows, N) */
-    DNNL_NOTE(&failed, dnnl_sgemm('N', 'T', rows, n, k, 1.0f, in + first * k, k, weight, k, 0.0f,
-                                  rows_out, n));
+    DNNL_NOTE(&failed, sd_cpu_sgemm('N', 'T', rows, n, k, 1.0f, in + first * k, k, weight, k, 0.0f,
+                                    rows_out, n));
     if (bias || act != SD_ACT_NONE)
       for (int64_t r = 0; r < rows; r++)
         sd_cpu_activate_array(rows_out + r * n, bias, act, n, rows_out + r * n);

@@ -26,8 +26,8 @@ int sd_cpu_linear_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *
       int64_t first = task / chunks * item_rows + task % chunks * SD_LINEAR_BWD_ROWS;
       int64_t end = (task / chunks + 1) * item_rows;
       int64_t rows = end - first < SD_LINEAR_BWD_ROWS ? end - first : SD_LINEAR_BWD_ROWS;
-      DNNL_NOTE(&failed, dnnl_sgemm('N', 'N', rows, k, n, 1.0f, grad_out + first * n, n, weight, k,
-                                    0.0f, grad_in + first * k, k));
+      DNNL_NOTE(&failed, sd_cpu_sgemm('N', 'N', rows, k, n, 1.0f, grad_out + first * n, n, weight,
+                                      k, 0.0f, grad_in + first * k, k));
     }
   }
   if (dw) {
@@ -40,8 +40,9 @@ int sd_cpu_linear_backward(sd_backend *be, const sd_tensor *x, const sd_tensor *
       for (int64_t item = 0; item < items; item++) {
         int64_t first = item * item_rows;
         /* dw[j0 .. j0 + cols) (cols, K) += dy[:, j0 ..]^T (cols, rows) . x (rows, K) */
-        DNNL_NOTE(&failed, dnnl_sgemm('T', 'N', cols, k, item_rows, 1.0f, grad_out + first * n + j0,
-                                      n, in + first * k, k, 1.0f, grad_w + j0 * k, k));
+        DNNL_NOTE(&failed,
+                  sd_cpu_sgemm('T', 'N', cols, k, item_rows, 1.0f, grad_out + first * n + j0, n,
+                               in + first * k, k, 1.0f, grad_w + j0 * k, k));
       }
     }
   }
