@@ -21,8 +21,11 @@ static const char *const background_names[SD_SHAPE_BACKGROUNDS] = {"white", "lig
 static const uint8_t background_rgb[SD_SHAPE_BACKGROUNDS][3] = {
     {250, 250, 250}, {190, 190, 190}, {70, 70, 70}, {10, 10, 10}};
 
-/* Circumradius of each size, in fractions of the side. */
-static const float size_radius[SD_SHAPE_SIZES] = {0.13f, 0.2f, 0.3f};
+/* Circumradius of each size, in fractions of the side. Small was 0.13 and medium 0.2 until
+ * 2026-12-05: a small shape 17 pixels across at 64 x 64 is 4 x 4 cells of the demo model's
+ * latent, where its VAE brought small squares and stars back as discs (docs/demo-model.md). A
+ * medium shape in a corner (centre 0.27 in, +-0.02) still clears the border: 0.22 x 1.08 < 0.25. */
+static const float size_radius[SD_SHAPE_SIZES] = {0.17f, 0.22f, 0.3f};
 
 const char *sd_shape_kind_name(sd_shape_kind kind) {
   return kind >= 0 && kind < SD_SHAPE_KINDS ? kind_names[kind] : "?";

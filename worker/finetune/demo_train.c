@@ -47,14 +47,14 @@ typedef enum phase { PHASE_VAE = 1, PHASE_UNET = 2, PHASE_SCALE = 3 } phase;
 sd_demo_recipe sd_demo_recipe_default(void) {
   return (sd_demo_recipe){
       .seed = 1,
-      .vae_steps = 1500,
+      .vae_steps = 4500,
       .vae_batch = 8,
       .vae_learning_rate = 4e-4,
       .vae_warmup = 100,
       .vae_kl_weight = 1e-6,
       .vae_saturation_weight = 10.0,
       .scale_images = 512,
-      .unet_steps = 6000,
+      .unet_steps = 30000,
       .unet_batch = 8,
       .unet_learning_rate = 5e-4,
       .unet_warmup = 300,
