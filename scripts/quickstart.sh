@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
-# The quick start: installs what is missing, builds, writes the random-weight demo model, renders
-# one image with it, then runs the demo batch job (jobs/examples/demo.yaml: 8 images) on 3 MPI
-# ranks into out/demo.h5 and writes its contact sheets. The demo model's pictures are noise; see
-# README.md for real checkpoints.
+# The quick start: installs what is missing, builds, renders one image with the shapes demo model
+# that sdbatch trained itself (models/shapes-demo, docs/demo-model.md), then runs the demo batch
+# job (jobs/examples/demo.yaml: 8 images) on 3 MPI ranks into out/demo.h5 and writes its contact
+# sheets. See README.md for real checkpoints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
 mkdir -p out
-[ -d out/demo-model ] || build/sdbatch make-demo-model out/demo-model
-build/sdbatch render --model out/demo-model --prompt "a photo of an astronaut riding a horse" \
-  --seed 42 --steps 20 --out out/demo.png
-echo "quickstart: wrote $(pwd)/out/demo.png"
+build/sdbatch render --model models/shapes-demo --prompt "a red circle" --seed 42 --steps 20 \
+  --guidance-scale 2.5 --width 64 --height 64 --out out/demo.png
+echo "quickstart: wrote $(pwd)/out/demo.png (a red circle, 64 x 64)"
 
 # The batch job: rank 0 coordinates and writes out/demo.h5, ranks 1 and 2 render. Running it
 # again resumes (items already done are skipped).

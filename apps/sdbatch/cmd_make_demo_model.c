@@ -16,8 +16,10 @@ static const char *const demo_usage =
     "\n"
     "Writes a random-weight Stable Diffusion model in diffusers folder layout to DIR (which must\n"
     "not exist or be empty). Its pictures are noise: it runs every real code path without\n"
-    "downloading weights. For real images, pass --model a checkpoint you have (a diffusers\n"
-    "folder, or a single-file SD 1.x/2.x .safetensors).\n";
+    "downloading weights. For pictures that show the prompt, use the shapes demo model that\n"
+    "sdbatch trained itself (models/shapes-demo in the repository, docs/demo-model.md); for real\n"
+    "images, pass --model a checkpoint you have (a diffusers folder, or a single-file SD\n"
+    "1.x/2.x .safetensors).\n";
 
 int cmd_make_demo_model(int argc, char **argv) {
   const char *cmd = "make-demo-model";
@@ -45,10 +47,10 @@ int cmd_make_demo_model(int argc, char **argv) {
   if (sd_demo_model_write(dir, &params) < 0)
     return cli_report_error(cmd);
   clock_gettime(CLOCK_MONOTONIC, &end);
-  fprintf(
-      stderr,
-      "sdbatch make-demo-model: wrote %s%s in %.1f s (random weights: its pictures are noise)\n",
-      dir, params.full_size ? " (SD 1.5 shapes)" : "",
-      (double)(end.tv_sec - start.tv_sec) + 1e-9 * (double)(end.tv_nsec - start.tv_nsec));
+  fprintf(stderr,
+          "sdbatch make-demo-model: wrote %s%s in %.1f s (random weights: its pictures are noise; "
+          "models/shapes-demo draws shapes)\n",
+          dir, params.full_size ? " (SD 1.5 shapes)" : "",
+          (double)(end.tv_sec - start.tv_sec) + 1e-9 * (double)(end.tv_nsec - start.tv_nsec));
   return 0;
 }
