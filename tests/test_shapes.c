@@ -1,5 +1,6 @@
 /* The shapes dataset (worker/data/shapes.h): items are a function of (seed, index) alone, their
- * captions name what is drawn, every kind, colour, size and template occurs, and the
+ * captions name what is drawn (never in test_demo_semantic's unseen phrasings; the first recipe's
+ * five templates unchanged), every kind, colour, size and template occurs, and the
  * measurement, which sees pixels only, tells the generator's shape and colour back (>= 99 % of
  * 2,000 items at 64 and at 128 pixels; the misses are printed). */
 #include "test_util.h"
@@ -14,8 +15,9 @@
 static void test_items(void) {
   sd_shape_item a, b;
   int kinds[SD_SHAPE_KINDS] = {0}, colors[SD_SHAPE_COLORS] = {0}, sizes[SD_SHAPE_SIZES] = {0};
-  int templates[5] = {0}, two_tone = 0, bad_caption = 0, differ = 0;
-  enum { N = 4000 };
+  int templates[SD_SHAPE_TEMPLATES] = {0}, two_tone = 0, bad_caption = 0, differ = 0;
+  int held_out = 0;
+  enum { N = 6000 };
   for (int64_t i = 0; i < N; i++) {
     sd_shapes_item(7, i, &a);
     sd_shapes_item(7, i, &b);
@@ -29,18 +31,42 @@ static void test_items(void) {
     colors[a.color]++;
     sizes[a.size]++;
     two_tone += a.background[0] != a.background[1];
-    const char *c = a.caption;
-    bool names = strstr(c, sd_shape_kind_name(a.kind)) && strstr(c, sd_shape_color_name(a.color));
-    bool an = strchr("aeiou", sd_shape_color_name(a.color)[0]) && strncmp(c, "an ", 3) == 0;
-    bad_caption += !names || (strncmp(c, "a ", 2) != 0 && !an);
-    bool has_size = strstr(c, sd_shape_size_name(a.size)) != NULL;
-    bool has_where = strstr(c, " in the ") != NULL;
-    bool has_background = strstr(c, " background") != NULL;
-    if (has_where && strstr(c, sd_shape_position_name(a.position)) == NULL)
+    if (a.template_index < 0 || a.template_index >= SD_SHAPE_TEMPLATES) {
       bad_caption++;
-    templates[has_size && has_where ? 3 : has_size ? 2 : has_where ? 4 : has_background ? 1 : 0]++;
+      continue;
+    }
+    templates[a.template_index]++;
+    const char *c = a.caption, *color = sd_shape_color_name(a.color);
+    bad_caption += !strstr(c, sd_shape_kind_name(a.kind)) || !strstr(c, color);
+    bad_caption += strstr(c, "a orange") != NULL; /* "an orange" */
+    if (strstr(c, " in the ") && !strstr(c, sd_shape_position_name(a.position)))
+      bad_caption++;
+    if ((strstr(c, "small") || strstr(c, "medium") || strstr(c, "large")) &&
+        !strstr(c, sd_shape_size_name(a.size)))
+      bad_caption++;
     if (a.size == SD_SIZE_LARGE && a.position != SD_POS_CENTER)
       bad_caption++;
+    /* test_demo_semantic's unseen phrasings are never a caption */
+    char unseen[2][64];
+    snprintf(unseen[0], sizeof unseen[0], "%s %s", color, sd_shape_kind_name(a.kind));
+    snprintf(unseen[1], sizeof unseen[1], "%s %s, %s", strchr("aeiou", color[0]) ? "an" : "a",
+             sd_shape_kind_name(a.kind), color);
+    held_out += strcmp(c, unseen[0]) == 0 || strcmp(c, unseen[1]) == 0;
+    /* the first recipe's captions: the same item drawn from the first five templates */
+    sd_shapes_item_from(7, i, SD_SHAPE_TEMPLATES_V1, &b);
+    if (b.kind != a.kind || b.color != a.color || b.cx != a.cx || b.radius != a.radius ||
+        b.template_index >= SD_SHAPE_TEMPLATES_V1)
+      bad_caption++;
+  }
+  CHECK(held_out == 0, "%d captions are test_demo_semantic's unseen phrasings", held_out);
+  /* captions of the shipped model's recipe (seed 1), as the binary that trained it wrote them */
+  static const char *const v1[3] = {"a purple star",
+                                    "a yellow star in the center on a white background",
+                                    "a green star on a black background"};
+  for (int i = 0; i < 3; i++) {
+    sd_shapes_item_from(1, i, SD_SHAPE_TEMPLATES_V1, &a);
+    CHECK(strcmp(a.caption, v1[i]) == 0, "seed 1 item %d's first-recipe caption: '%s', want '%s'",
+          i, a.caption, v1[i]);
   }
   CHECK(bad_caption == 0, "%d items whose caption does not name their colour, shape, size or place",
         bad_caption);
@@ -52,8 +78,9 @@ static void test_items(void) {
           colors[k]);
   for (int k = 0; k < SD_SHAPE_SIZES; k++)
     CHECK(sizes[k] > N / SD_SHAPE_SIZES * 8 / 10, "%s: %d items", sd_shape_size_name(k), sizes[k]);
-  for (int k = 0; k < 5; k++)
-    CHECK(templates[k] > N / 5 * 7 / 10, "caption template %d: %d items", k, templates[k]);
+  for (int k = 0; k < SD_SHAPE_TEMPLATES; k++)
+    CHECK(templates[k] > N / SD_SHAPE_TEMPLATES * 7 / 10, "caption template %d: %d items", k,
+          templates[k]);
   CHECK(two_tone > N / 6 && two_tone < N / 2, "two-tone backgrounds: %d of %d", two_tone, N);
   sd_shapes_item(7, 123, &a);
   printf("item 123 of seed 7: %s\n", a.caption);

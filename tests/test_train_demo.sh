@@ -7,6 +7,10 @@
 #  - crash safety: a run killed with SIGKILL at random moments and resumed with --resume each
 #    time ends with the same weight files and loss logs, byte for byte, as an uninterrupted run;
 #  - the model renders with `sdbatch render` at 64 x 64 and holds fp16 weights only;
+#  - the text encoder trains with the UNet (its file differs from the untrained model's, its
+#    gradient norm is logged, every step's finite); with --text-encoder-learning-rate 0
+#    --caption-templates 5 (the first shipped recipe) it stays the untrained model's file, the
+#    recipe is written without those keys and the log without the encoder's column;
 #  - refusals: a folder holding files without --resume, a resume with another recipe, a bad
 #    option: one error each, and the run's files untouched (as by a resume of a finished run).
 # Usage: test_train_demo.sh SDBATCH
@@ -102,10 +106,26 @@ done
 note "$kills kills"
 [ $kills -ge 1 ] || fail "the run was never killed (it ended within the first sleep)"
 for f in model/unet/diffusion_pytorch_model.safetensors model/vae/diffusion_pytorch_model.safetensors \
-  model/vae/config.json train/loss-vae.csv train/loss-unet.csv train/sha256.txt; do
+  model/text_encoder/model.safetensors model/vae/config.json train/loss-vae.csv train/loss-unet.csv train/sha256.txt; do
   cmp -s "whole/$f" "killed/$f" || fail "$f differs between the uninterrupted and the killed run"
 done
 [ -z "$(find killed -name '*.tmp*')" ] || fail "temporary files left: $(find killed -name '*.tmp*')"
+
+note "the text encoder trains with the UNet; frozen with the first recipe's options"
+cmp -s whole/model/text_encoder/model.safetensors whole/train/init/text_encoder/model.safetensors &&
+  fail "the trained text encoder is the untrained model's"
+head -1 whole/train/loss-unet.csv | grep -q ',text_encoder_grad_norm$' ||
+  fail "loss-unet.csv has no text_encoder_grad_norm column: $(head -1 whole/train/loss-unet.csv)"
+awk -F, 'NR > 1 && !($5 > 0 && $5 < 1e30) { bad++ } END { exit bad > 0 }' \
+  whole/train/loss-unet.csv || fail "a text encoder gradient norm is not finite and positive"
+"$SDBATCH" train-demo frozen --quick --threads 2 --quiet --vae-steps 2 --unet-steps 2 \
+  --text-encoder-learning-rate 0 --caption-templates 5 || fail "the frozen-encoder run failed"
+cmp -s frozen/model/text_encoder/model.safetensors frozen/train/init/text_encoder/model.safetensors ||
+  fail "the frozen text encoder changed"
+grep -q 'text_encoder\|caption_templates' frozen/train/recipe.json &&
+  fail "the first recipe's recipe.json names the new keys: $(cat frozen/train/recipe.json)"
+[ "$(head -1 frozen/train/loss-unet.csv)" = "step,loss,grad_norm,learning_rate" ] ||
+  fail "the frozen run's log header: $(head -1 frozen/train/loss-unet.csv)"
 
 # refused EXPECTED_STATUS PATTERN ARGS...: one error line matching PATTERN
 refused() {

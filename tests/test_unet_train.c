@@ -257,7 +257,141 @@ out:
   sd_backend_destroy(be);
 }
 
+/* sd_unet_trainer_step_dcontext's dcontext, the gradient of the step's loss with respect to the
+ * text embeddings (what trains a text encoder with the UNet; a trainer at learning rate 0 keeps
+ * the weights): item by item, each item's slice of a 2-item batch is half the item's own (1-item
+ * batch) dcontext, the batch mean being over twice the elements (within 1e-6 of the largest);
+ * and its slopes along itself and along a +-1 pattern (unit directions) against central
+ * differences of sd_unet_loss_backward's float32 loss (step 0.1), within 0.5 % of |dcontext|. */
+static void test_dcontext(void) {
+  char folder[512], path[512];
+  snprintf(folder, sizeof folder, "%s/tiny-sd1", SD_TEST_FIXTURES);
+  snprintf(path, sizeof path, "%s/unet-train-sd1.safetensors", SD_TEST_FIXTURES);
+  sd_backend *be = sd_backend_cpu_create(0);
+  sd_model_files *files = NULL;
+  sd_safetensors *f = NULL;
+  sd_weights *weights = NULL;
+  sd_unet *unet = NULL;
+  sd_grads *grads = NULL;
+  sd_unet_trainer *trainer = NULL;
+  sd_train_batch batch = {0};
+  sd_tensor dctx = {0}, single = {0}, probe = {0};
+  float *host = NULL, *got = NULL, *one = NULL;
+  bool loaded = false;
+  int ok = be && sd_model_files_open(folder, NULL, NULL, &files) == 0 &&
+           sd_safetensors_open(path, &f) == 0 &&
+           sd_weights_upload(be, files->unet_tensors, "unet", &weights) == 0 &&
+           sd_unet_create(be, &files->unet, weights, &unet) == 0 &&
+           sd_grads_create(be, weights, NULL, NULL, &grads) == 0 &&
+           sd_train_batch_load(be, f, 0, &batch) == 0;
+  loaded = ok;
+  if (!CHECK(ok, "dcontext: setup: %s", sd_error_message()) ||
+      !CHECK(batch.latents.shape[0] >= 2, "dcontext: the fixture's batch has 2 items"))
+    goto out;
+  sd_tensor lat = sd_tensor_slice0(&batch.latents, 0, 2),
+            noise = sd_tensor_slice0(&batch.noise, 0, 2);
+  sd_tensor ctx = sd_tensor_slice0(&batch.context, 0, 2);
+  const sd_scheduler_config *sc = &files->scheduler;
+  int64_t n = sd_tensor_numel(&ctx), per = n / 2;
+  dctx = sd_tensor_make(be->ops->act_dtype, ctx.ndim, ctx.shape);
+  probe = dctx;
+  single = sd_tensor_slice0(&dctx, 0, 1);
+  single.data = NULL;
+  dctx.data = probe.data = NULL;
+  host = malloc((size_t)n * sizeof *host);
+  got = malloc((size_t)n * sizeof *got);
+  one = malloc((size_t)per * sizeof *one);
+  sd_unet_train_config cfg = sd_unet_train_config_init();
+  cfg.learning_rate = 0.0;
+  sd_unet_step_report rep;
+  ok = host && got && one && sd_tensor_alloc_persistent(be, &dctx) == 0 &&
+       sd_tensor_alloc_persistent(be, &probe) == 0 &&
+       sd_tensor_alloc_persistent(be, &single) == 0 &&
+       sd_tensor_download_f32(be, &ctx, host) == 0 &&
+       sd_unet_trainer_create(be, unet, weights, sc, &cfg, NULL, NULL, &trainer) == 0 &&
+       sd_unet_trainer_step_dcontext(trainer, &lat, &noise, batch.timesteps, &ctx, &dctx, &rep) ==
+           0 &&
+       sd_tensor_download_f32(be, &dctx, got) == 0;
+  if (!CHECK(ok, "dcontext: the batch's step: %s", sd_error_message()))
+    goto out;
+  double scale = 0, worst_item = 0;
+  for (int64_t i = 0; i < n; i++)
+    scale = fabs(got[i]) > scale ? fabs(got[i]) : scale;
+  for (int b = 0; ok && b < 2; b++) {
+    sd_tensor l1 = sd_tensor_slice0(&lat, b, 1), e1 = sd_tensor_slice0(&noise, b, 1);
+    sd_tensor c1 = sd_tensor_slice0(&ctx, b, 1);
+    ok = sd_unet_trainer_step_dcontext(trainer, &l1, &e1, batch.timesteps + b, &c1, &single,
+                                       &rep) == 0 &&
+         sd_tensor_download_f32(be, &single, one) == 0;
+    for (int64_t i = 0; ok && i < per; i++) {
+      double d = fabs((double)got[b * per + i] - 0.5 * (double)one[i]);
+      worst_item = d > worst_item ? d : worst_item;
+    }
+  }
+  if (!CHECK(ok, "dcontext: the items' steps: %s", sd_error_message()))
+    goto out;
+  printf("dcontext: largest value %.4g; items alone vs in the batch: worst |difference| %.3g\n",
+         scale, worst_item);
+  CHECK(scale > 0, "dcontext: the gradient is not zero");
+  CHECK(worst_item <= 1e-6 * scale, "dcontext: each item's slice is its own gradient");
+  /* directional derivatives: along dcontext itself and along a fixed +-1 pattern, both unit */
+  double norm = 0;
+  for (int64_t i = 0; i < n; i++)
+    norm += (double)got[i] * got[i];
+  norm = sqrt(norm);
+  const double step = 0.1;
+  for (int dir = 0; ok && dir < 2; dir++) {
+    double want_slope = 0;
+    float loss[2] = {0, 0};
+    for (int s = 0; ok && s < 2; s++) {
+      float *moved = malloc((size_t)n * sizeof *moved);
+      ok = moved != NULL;
+      uint32_t pattern = 12345u;
+      for (int64_t i = 0; ok && i < n; i++) {
+        pattern = pattern * 1664525u + 1013904223u;
+        double d = dir == 0 ? got[i] / norm : ((pattern >> 31) ? 1.0 : -1.0) / sqrt((double)n);
+        if (s == 0)
+          want_slope += d * got[i];
+        moved[i] = (float)(host[i] + (s == 0 ? step : -step) * d);
+      }
+      ok = ok && sd_tensor_upload_f32(be, &probe, moved) == 0 &&
+           sd_unet_loss_backward(be, unet, sc, SD_UNET_TAPE_FULL, grads, &lat, &noise,
+                                 batch.timesteps, &probe, 0, &loss[s]) == 0;
+      free(moved);
+    }
+    double slope = ((double)loss[0] - (double)loss[1]) / (2.0 * step);
+    printf("dcontext: along %s: gradient %.6g, central difference of the loss %.6g\n",
+           dir == 0 ? "itself" : "a +-1 pattern", want_slope, slope);
+    CHECK(
+        fabs(slope - want_slope) <= 0.005 * norm,
+        "dcontext: the slope along %s, %.6g, is the loss's central difference %.6g (within 0.5 %% "
+        "of |dcontext| %.4g)",
+        dir == 0 ? "itself" : "a +-1 pattern", want_slope, slope, norm);
+  }
+  CHECK(ok, "dcontext: differences: %s", sd_error_message());
+out:
+  free(host);
+  free(got);
+  free(one);
+  if (dctx.data)
+    sd_tensor_free(be, &dctx);
+  if (probe.data)
+    sd_tensor_free(be, &probe);
+  if (single.data)
+    sd_tensor_free(be, &single);
+  if (loaded)
+    sd_train_batch_free(be, &batch);
+  sd_unet_trainer_free(trainer);
+  sd_grads_free(grads);
+  sd_unet_free(unet);
+  sd_weights_free(weights);
+  sd_safetensors_close(f);
+  sd_model_files_close(files);
+  sd_backend_destroy(be);
+}
+
 int main(void) {
+  test_dcontext();
   test_weighted();
   test_family("sd1");
   test_family("sd2");

@@ -4,6 +4,7 @@
 
 #include "jobs/sha256.h"
 #include "kernels/error.h"
+#include "worker/data/shapes.h"
 #include "worker/finetune/demo_train.h"
 
 #include <inttypes.h>
@@ -18,13 +19,14 @@ static const char *const train_demo_usage =
     "Usage: sdbatch train-demo DIR [--quick] [--resume] [--seed N] [--threads N] [--quiet]\n"
     "\n"
     "Trains the shapes demo model from scratch on the CPU: the VAE on pictures of the shapes\n"
-    "dataset ('sdbatch make-shapes'), then the UNet on their captions with a frozen random CLIP\n"
-    "text encoder (10% of the captions empty, for classifier-free guidance). Writes DIR/model,\n"
+    "dataset ('sdbatch make-shapes'), then the UNet and the CLIP text encoder, together, on\n"
+    "their captions (10% of the captions empty, for classifier-free guidance). Writes DIR/model,\n"
     "a diffusers folder with fp16 weights that 'sdbatch render --model DIR/model' and diffusers\n"
     "load, and DIR/train: the untrained model, the recipe, the loss of every step\n"
     "(loss-vae.csv, loss-unet.csv) and the state files a killed run resumes from (--resume ends\n"
-    "at the same weights as an uninterrupted run). The default recipe takes about an hour on two\n"
-    "cores (docs/demo-model.md).\n";
+    "at the same weights as an uninterrupted run). The default recipe takes about three hours on\n"
+    "two cores (docs/demo-model.md). The first shipped model's recipe:\n"
+    "--text-encoder-learning-rate 0 --caption-templates 5.\n";
 
 /* SHA-256 of the model's files, printed and written to DIR/train/sha256.txt. */
 static int write_checksums(const char *dir, bool quiet) {
@@ -58,7 +60,8 @@ int cmd_train_demo(int argc, char **argv) {
   bool quick = false, resume = false, quiet = false;
   int threads = 0, vae_steps = 0, unet_steps = 0;
   uint64_t seed = 1;
-  float vae_lr = 0, unet_lr = 0, saturation_weight = -1;
+  float vae_lr = 0, unet_lr = 0, saturation_weight = -1, text_encoder_lr = -1;
+  int caption_templates = 0;
   const cli_option options[] = {
       CLI_OPTION("quick", NULL, CLI_FLAG, &quick,
                  "a minutes-long version of the recipe (40 small steps a phase): the\n"
@@ -82,6 +85,14 @@ int cmd_train_demo(int argc, char **argv) {
                  .min = 0, .max = 1000),
       CLI_OPTION("unet-learning-rate", "F", CLI_FLOAT, &unet_lr,
                  "the UNet's peak learning rate (default: the recipe's)", .min = 1e-8, .max = 1),
+      CLI_OPTION("text-encoder-learning-rate", "F", CLI_FLOAT, &text_encoder_lr,
+                 "the text encoder's peak learning rate (default: the recipe's; 0: the\n"
+                 "random encoder stays frozen)",
+                 .min = 0, .max = 1),
+      CLI_OPTION("caption-templates", "N", CLI_INT, &caption_templates,
+                 "captions from the dataset's first N templates (default: all 15; 5: the\n"
+                 "first recipe's, colour before shape)",
+                 .min = 1, .max = SD_SHAPE_TEMPLATES),
       CLI_OPTION_THREADS(&threads),
       CLI_OPTION("quiet", NULL, CLI_FLAG, &quiet, "no progress lines"),
       {0},
@@ -108,6 +119,10 @@ int cmd_train_demo(int argc, char **argv) {
     recipe.unet_learning_rate = unet_lr;
   if (saturation_weight >= 0)
     recipe.vae_saturation_weight = saturation_weight;
+  if (text_encoder_lr >= 0)
+    recipe.text_encoder_learning_rate = text_encoder_lr;
+  if (caption_templates > 0)
+    recipe.caption_templates = caption_templates;
   sd_demo_train_options opt = {
       .resume = resume, .threads = threads, .progress = !quiet, .bpe_gz = SDBATCH_CLIP_BPE};
   if (!quiet) {

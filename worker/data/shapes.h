@@ -55,6 +55,12 @@ typedef enum sd_shape_position {
 
 /* Longest caption, NUL included. */
 #define SD_SHAPE_CAPTION_LEN 96
+/* Caption templates: the first SD_SHAPE_TEMPLATES_V1 put the colour right before the shape ("a red
+ * circle ..."), the shipped model's first recipe drew from them alone; the later ones name the
+ * colour and the shape in other orders and words ("a circle in red", "the circle is red") so
+ * that a model learns words rather than five sentences (docs/shapes.md). */
+#define SD_SHAPE_TEMPLATES    15
+#define SD_SHAPE_TEMPLATES_V1 5
 
 /* One item's content. */
 typedef struct sd_shape_item {
@@ -62,9 +68,10 @@ typedef struct sd_shape_item {
   sd_shape_color color;
   sd_shape_size size;
   sd_shape_position position;
-  int background[2]; /* top and bottom halves' grays (equal: a plain background) */
-  float cx, cy;      /* centre, in fractions of the side */
-  float radius;      /* circumradius, in fractions of the side */
+  int background[2];  /* top and bottom halves' grays (equal: a plain background) */
+  float cx, cy;       /* centre, in fractions of the side */
+  float radius;       /* circumradius, in fractions of the side */
+  int template_index; /* the caption's template, < the templates drawn from */
   char caption[SD_SHAPE_CAPTION_LEN];
 } sd_shape_item;
 
@@ -78,8 +85,13 @@ const char *sd_shape_background_name(int background);
 const uint8_t *sd_shape_color_rgb(sd_shape_color color);
 const uint8_t *sd_shape_background_rgb(int background);
 
-/* Item index of the dataset of seed: its content and caption (a template chosen per item). */
+/* Item index of the dataset of seed: its content and caption (one of the SD_SHAPE_TEMPLATES
+ * templates, chosen per item). */
 void sd_shapes_item(uint64_t seed, int64_t index, sd_shape_item *out);
+/* sd_shapes_item with the caption drawn from the first `templates` templates (1 ..
+ * SD_SHAPE_TEMPLATES); the picture does not depend on it (SD_SHAPE_TEMPLATES_V1: the captions of
+ * the first demo recipe). */
+void sd_shapes_item_from(uint64_t seed, int64_t index, int templates, sd_shape_item *out);
 /* Draws item into rgb (side, side, 3), anti-aliased (4 x 4 samples a pixel). side >= 16. */
 void sd_shapes_draw(const sd_shape_item *item, int side, uint8_t *rgb);
 

@@ -17,6 +17,7 @@
 #include "../rng/rng.h"
 #include "../text/clip_tokenizer.h"
 #include "../train/unet_trainer.h"
+#include "../train/clip_trainer.h"
 #include "../train/vae_trainer.h"
 
 #include "../../kernels/error.h"
@@ -60,6 +61,8 @@ sd_demo_recipe sd_demo_recipe_default(void) {
       .unet_warmup = 300,
       .caption_dropout = 0.1,
       .checkpoint_every = 250,
+      .text_encoder_learning_rate = 1e-4,
+      .caption_templates = SD_SHAPE_TEMPLATES,
   };
 }
 
@@ -78,21 +81,27 @@ sd_demo_recipe sd_demo_recipe_quick(void) {
   r.unet_learning_rate = 1e-3;
   r.unet_warmup = 5;
   r.checkpoint_every = 5;
+  r.text_encoder_learning_rate = 1e-3;
   return r;
 }
 
 void sd_demo_recipe_json(const sd_demo_recipe *r, char *out, size_t size) {
+  char text_encoder[128] = "";
+  if (r->text_encoder_learning_rate != 0 || r->caption_templates != SD_SHAPE_TEMPLATES_V1)
+    snprintf(text_encoder, sizeof text_encoder,
+             ", \"text_encoder_learning_rate\": %.9g, \"caption_templates\": %d",
+             r->text_encoder_learning_rate, r->caption_templates);
   snprintf(out, size,
            "{\"format\": \"%s\", \"seed\": %" PRIu64 ", \"vae_steps\": %" PRId64
            ", \"vae_batch\": %d, \"vae_learning_rate\": %.9g, \"vae_warmup\": %" PRId64
            ", \"vae_kl_weight\": %.9g, \"vae_saturation_weight\": %.9g, \"scale_images\": %d, "
            "\"unet_steps\": %" PRId64
            ", \"unet_batch\": %d, \"unet_learning_rate\": %.9g, \"unet_warmup\": %" PRId64
-           ", \"caption_dropout\": %.9g, \"checkpoint_every\": %" PRId64 "}",
+           ", \"caption_dropout\": %.9g, \"checkpoint_every\": %" PRId64 "%s}",
            STATE_FORMAT, r->seed, r->vae_steps, r->vae_batch, r->vae_learning_rate, r->vae_warmup,
            r->vae_kl_weight, r->vae_saturation_weight, r->scale_images, r->unet_steps,
            r->unet_batch, r->unet_learning_rate, r->unet_warmup, r->caption_dropout,
-           r->checkpoint_every);
+           r->checkpoint_every, text_encoder);
 }
 
 /* ---- the run ---- */
@@ -111,6 +120,7 @@ typedef struct run {
   sd_tokenizer *tokenizer;
   sd_vae_trainer *vae_trainer;
   sd_unet_trainer *unet_trainer;
+  sd_clip_trainer *clip_trainer; /* NULL: the text encoder stays frozen */
   int latent_channels, latent_side;
   int64_t per_item; /* latent values of one picture */
   float scaling_factor;
@@ -123,6 +133,7 @@ typedef struct run {
   int64_t *drawn;               /* (max batch) */
   int32_t *timesteps;
   sd_tensor images_t, latents_t, noise_t, context_t; /* persistent, at the largest batch */
+  sd_tensor dcontext_t; /* persistent, (unet batch, L, D), when the text encoder trains */
   double t0;
 } run;
 
@@ -154,7 +165,7 @@ static bool caption_dropped(const run *r, int64_t index) {
 /* Dataset item index drawn into pixels (3, SIDE, SIDE) in [-1, 1]; its caption into caption. */
 static void draw_item(run *r, int64_t index, float *pixels, char *caption) {
   sd_shape_item item;
-  sd_shapes_item(r->recipe->seed, index, &item);
+  sd_shapes_item_from(r->recipe->seed, index, r->recipe->caption_templates, &item);
   sd_shapes_draw(&item, SIDE, r->rgb);
   const int64_t hw = (int64_t)SIDE * SIDE;
   for (int64_t p = 0; p < hw; p++)
@@ -306,6 +317,10 @@ static int load_model(run *r) {
   SD_TRY(sd_tensor_alloc_persistent(r->be, &r->latents_t));
   SD_TRY(sd_tensor_alloc_persistent(r->be, &r->noise_t));
   SD_TRY(sd_tensor_alloc_persistent(r->be, &r->context_t));
+  if (rc->text_encoder_learning_rate > 0) {
+    r->dcontext_t = sd_tensor_3d(dt, rc->unet_batch, (int64_t)length, (int64_t)width);
+    SD_TRY(sd_tensor_alloc_persistent(r->be, &r->dcontext_t));
+  }
   return 0;
 }
 
@@ -315,7 +330,10 @@ static void run_free(run *r) {
     sd_tensor_free(r->be, &r->latents_t);
     sd_tensor_free(r->be, &r->noise_t);
     sd_tensor_free(r->be, &r->context_t);
+    if (r->dcontext_t.data)
+      sd_tensor_free(r->be, &r->dcontext_t);
   }
+  sd_clip_trainer_free(r->clip_trainer);
   sd_unet_trainer_free(r->unet_trainer);
   sd_vae_trainer_free(r->vae_trainer);
   sd_tokenizer_free(r->tokenizer);
@@ -418,12 +436,25 @@ static int state_at_unet(void *t, size_t i, float **w, float **m, float **v) {
   return sd_unet_trainer_state_at(t, i, w, m, v);
 }
 
-static sd_train_state_view state_view(run *r, phase p) {
-  if (p == PHASE_VAE)
-    return (sd_train_state_view){sd_vae_trainer_grads(r->vae_trainer), state_at_vae,
-                                 r->vae_trainer};
-  return (sd_train_state_view){sd_unet_trainer_grads(r->unet_trainer), state_at_unet,
-                               r->unet_trainer};
+static int state_at_clip(void *t, size_t i, float **w, float **m, float **v) {
+  return sd_clip_trainer_state_at(t, i, w, m, v);
+}
+
+/* The trainers whose state a phase's file holds: the VAE's; the UNet's, and the text encoder's
+ * when it trains (its names after "text_encoder."). */
+static size_t state_views(run *r, phase p, sd_train_state_view views[2]) {
+  if (p == PHASE_VAE) {
+    views[0] = (sd_train_state_view){sd_vae_trainer_grads(r->vae_trainer), state_at_vae,
+                                     r->vae_trainer, NULL};
+    return 1;
+  }
+  views[0] = (sd_train_state_view){sd_unet_trainer_grads(r->unet_trainer), state_at_unet,
+                                   r->unet_trainer, NULL};
+  if (!r->clip_trainer)
+    return 1;
+  views[1] = (sd_train_state_view){sd_clip_trainer_grads(r->clip_trainer), state_at_clip,
+                                   r->clip_trainer, "text_encoder."};
+  return 2;
 }
 
 /* The phase's state after `step` steps, with the loss log's length. */
@@ -437,8 +468,9 @@ static int state_write(run *r, phase p, int64_t step, phase_log *log) {
   sd_demo_recipe_json(r->recipe, recipe, sizeof recipe);
   const char *keys[4] = {"format", "step", "log_bytes", "recipe"};
   const char *values[4] = {STATE_FORMAT, step_text, bytes_text, recipe};
-  sd_train_state_view view = state_view(r, p);
-  return sd_train_state_write(path, &view, keys, values, 4);
+  sd_train_state_view views[2];
+  size_t n = state_views(r, p, views);
+  return sd_train_state_write_views(path, views, n, keys, values, 4);
 }
 
 /* Reads the phase's state file when there is one: *step its steps (0: none), *log_bytes. */
@@ -449,9 +481,10 @@ static int state_read(run *r, phase p, int64_t *step, int64_t *log_bytes) {
   struct stat st;
   if (stat(path, &st) < 0)
     return errno == ENOENT ? 0 : SD_ERROR("%s: %s", path, strerror(errno));
-  sd_train_state_view view = state_view(r, p);
+  sd_train_state_view views[2];
+  size_t n = state_views(r, p, views);
   sd_safetensors *f;
-  SD_TRY(sd_train_state_read(path, STATE_FORMAT, &view, &f));
+  SD_TRY(sd_train_state_read_views(path, STATE_FORMAT, views, n, &f));
   int rc = sd_train_state_meta_int(f, "step", step);
   if (rc == 0)
     rc = sd_train_state_meta_int(f, "log_bytes", log_bytes);
@@ -459,6 +492,8 @@ static int state_read(run *r, phase p, int64_t *step, int64_t *log_bytes) {
   if (rc == 0)
     rc = p == PHASE_VAE ? sd_vae_trainer_restore(r->vae_trainer, *step)
                         : sd_unet_trainer_restore(r->unet_trainer, *step);
+  if (rc == 0 && p == PHASE_UNET && r->clip_trainer)
+    rc = sd_clip_trainer_restore(r->clip_trainer, *step);
   return rc < 0 ? sd_error_context("resuming from %s", path) : 0;
 }
 
@@ -618,6 +653,12 @@ static int unet_batch(run *r, int64_t step) {
     r->timesteps[j] = (int32_t)r->drawn[j];
 
   sd_tensor context = sd_tensor_slice0(&r->context_t, 0, b);
+  sd_tensor latents = sd_tensor_slice0(&r->latents_t, 0, b);
+  sd_tensor noise = sd_tensor_slice0(&r->noise_t, 0, b);
+  SD_TRY(sd_tensor_upload_f32(r->be, &latents, r->latents));
+  SD_TRY(sd_tensor_upload_f32(r->be, &noise, r->noise));
+  if (r->clip_trainer) /* last: its tape holds the arena until the step */
+    return sd_clip_trainer_forward(r->clip_trainer, r->ids, b, &context);
   sd_arena_mark mark = sd_arena_get_mark(r->be);
   sd_tensor hidden = context;
   int rc = sd_tensor_alloc(r->be, &hidden);
@@ -627,11 +668,7 @@ static int unet_batch(run *r, int64_t step) {
     rc = sd_tensor_download_f32(r->be, &hidden, r->context);
   sd_arena_release(r->be, mark);
   SD_TRY(rc);
-  sd_tensor latents = sd_tensor_slice0(&r->latents_t, 0, b);
-  sd_tensor noise = sd_tensor_slice0(&r->noise_t, 0, b);
-  SD_TRY(sd_tensor_upload_f32(r->be, &context, r->context));
-  SD_TRY(sd_tensor_upload_f32(r->be, &latents, r->latents));
-  return sd_tensor_upload_f32(r->be, &noise, r->noise);
+  return sd_tensor_upload_f32(r->be, &context, r->context);
 }
 
 static int unet_phase(run *r, phase_log *log) {
@@ -644,11 +681,24 @@ static int unet_phase(run *r, phase_log *log) {
   cfg.max_grad_norm = 1.0;
   SD_TRY(sd_unet_trainer_create(r->be, r->unet, r->unet_weights, &r->files->scheduler, &cfg, NULL,
                                 NULL, &r->unet_trainer));
+  if (rc->text_encoder_learning_rate > 0) {
+    sd_clip_train_config te = {.adamw = cfg.adamw,
+                               .learning_rate = rc->text_encoder_learning_rate,
+                               .schedule = cfg.schedule,
+                               .warmup_steps = cfg.warmup_steps,
+                               .total_steps = cfg.total_steps,
+                               .max_grad_norm = cfg.max_grad_norm};
+    SD_TRY(
+        sd_clip_trainer_create(r->be, r->clip, r->clip_weights, &te, NULL, NULL, &r->clip_trainer));
+  }
   int64_t step, bytes;
   SD_TRY(state_read(r, PHASE_UNET, &step, &bytes));
   if (step > 0 && r->opt->progress)
     fprintf(stderr, "sdbatch train-demo: the UNet resumes at step %" PRId64 "\n", step);
-  SD_TRY(log_open(r, "loss-unet.csv", "step,loss,grad_norm,learning_rate\n", bytes, log));
+  SD_TRY(log_open(r, "loss-unet.csv",
+                  r->clip_trainer ? "step,loss,grad_norm,learning_rate,text_encoder_grad_norm\n"
+                                  : "step,loss,grad_norm,learning_rate\n",
+                  bytes, log));
   const int b = rc->unet_batch;
   sd_tensor latents = sd_tensor_slice0(&r->latents_t, 0, b);
   sd_tensor noise = sd_tensor_slice0(&r->noise_t, 0, b);
@@ -657,12 +707,27 @@ static int unet_phase(run *r, phase_log *log) {
   int64_t first = step;
   while (step < rc->unet_steps) {
     sd_unet_step_report rep;
-    if (unet_batch(r, step) < 0 ||
-        sd_unet_trainer_step(r->unet_trainer, &latents, &noise, r->timesteps, &context, &rep) < 0)
+    sd_clip_step_report te_rep = {0};
+    int failed = unet_batch(r, step) < 0;
+    if (!failed && r->clip_trainer) {
+      sd_tensor dcontext = sd_tensor_slice0(&r->dcontext_t, 0, b);
+      failed = sd_unet_trainer_step_dcontext(r->unet_trainer, &latents, &noise, r->timesteps,
+                                             &context, &dcontext, &rep) < 0 ||
+               sd_clip_trainer_step(r->clip_trainer, &dcontext, &te_rep) < 0;
+    } else if (!failed) {
+      failed =
+          sd_unet_trainer_step(r->unet_trainer, &latents, &noise, r->timesteps, &context, &rep) < 0;
+    }
+    if (failed) {
+      sd_clip_trainer_drop(r->clip_trainer);
       return sd_error_context("the UNet's step %" PRId64, step + 1);
+    }
     step++;
-    if (fprintf(log->file, "%" PRId64 ",%.9g,%.9g,%.9g\n", step, (double)rep.loss,
-                (double)rep.grad_norm, rep.learning_rate) < 0)
+    char extra[32] = "";
+    if (r->clip_trainer)
+      snprintf(extra, sizeof extra, ",%.9g", (double)te_rep.grad_norm);
+    if (fprintf(log->file, "%" PRId64 ",%.9g,%.9g,%.9g%s\n", step, (double)rep.loss,
+                (double)rep.grad_norm, rep.learning_rate, extra) < 0)
       return SD_ERROR("%s: write failed: %s", log->path, strerror(errno));
     if (step % rc->checkpoint_every == 0 || step == rc->unet_steps)
       SD_TRY(state_write(r, PHASE_UNET, step, log));
@@ -676,8 +741,8 @@ static int unet_phase(run *r, phase_log *log) {
 /* ---- the trained model ---- */
 
 /* The trained weights of a phase as fp16 safetensors (torch's .half(): round to nearest even). */
-static int write_fp16(run *r, phase p, const char *path) {
-  sd_train_state_view view = state_view(r, p);
+static int write_fp16(const sd_train_state_view *trained, const char *path) {
+  sd_train_state_view view = *trained;
   size_t n = sd_grads_count(view.grads);
   sd_st_tensor *tensors = calloc(n, sizeof *tensors);
   uint16_t **halves = calloc(n, sizeof *halves);
@@ -739,19 +804,25 @@ static int write_vae_config(run *r, const char *src, const char *dst) {
   return rc;
 }
 
+#define MODEL_README_HEAD                                                                          \
+  "# sdbatch's shapes demo model\n"                                                                \
+  "\n"                                                                                             \
+  "A small text-to-image latent diffusion model trained from scratch by `sdbatch train-demo`\n"    \
+  "on the CPU, on the synthetic shapes dataset (`sdbatch make-shapes`, docs/shapes.md):\n"         \
+  "64x64 pictures of a circle, square, triangle, diamond or star in one of eight colours,\n"       \
+  "three sizes and five places, on gray backgrounds. Prompts such as \"a red circle on a\n"        \
+  "white background\" or \"a small blue star in the top left corner\".\n"                          \
+  "\n"                                                                                             \
+  "Architecture: Stable Diffusion 1.x's (diffusers StableDiffusionPipeline): a factor-4\n"         \
+  "AutoencoderKL (32, 64, 64 channels), a 2-level UNet2DConditionModel (64, 128 channels),\n"      \
+  "and a 2-layer CLIP text encoder 64 wide "
+
 static const char *const model_readme =
-    "# sdbatch's shapes demo model\n"
-    "\n"
-    "A small text-to-image latent diffusion model trained from scratch by `sdbatch train-demo`\n"
-    "on the CPU, on the synthetic shapes dataset (`sdbatch make-shapes`, docs/shapes.md):\n"
-    "64x64 pictures of a circle, square, triangle, diamond or star in one of eight colours,\n"
-    "three sizes and five places, on gray backgrounds. Prompts such as \"a red circle on a\n"
-    "white background\" or \"a small blue star in the top left corner\".\n"
-    "\n"
-    "Architecture: Stable Diffusion 1.x's (diffusers StableDiffusionPipeline): a factor-4\n"
-    "AutoencoderKL (32, 64, 64 channels), a 2-level UNet2DConditionModel (64, 128 channels),\n"
-    "and a 2-layer CLIP text encoder 64 wide whose weights are random and frozen. Recipe, seed\n"
-    "and the SHA-256 of these files: docs/demo-model.md.\n";
+    MODEL_README_HEAD "whose weights are random and frozen. Recipe, seed\n"
+                      "and the SHA-256 of these files: docs/demo-model.md.\n";
+static const char *const model_readme_trained =
+    MODEL_README_HEAD "trained with the UNet from random weights. Recipe,\n"
+                      "seed and the SHA-256 of these files: docs/demo-model.md.\n";
 
 /* dir/model, assembled in dir/.model.tmp and renamed into place. A resumed run whose model was
  * written already (killed just after) leaves it as it is: the same recipe wrote it. */
@@ -769,7 +840,6 @@ static int write_model(run *r) {
   static const char *const copied[] = {"model_index.json",
                                        "unet/config.json",
                                        "text_encoder/config.json",
-                                       "text_encoder/model.safetensors",
                                        "tokenizer/vocab.json",
                                        "tokenizer/merges.txt",
                                        "tokenizer/tokenizer_config.json",
@@ -784,15 +854,26 @@ static int write_model(run *r) {
     snprintf(dst, sizeof dst, "%s/%s", tmp, copied[i]);
     SD_TRY(sd_copy_file(src, dst));
   }
+  if (!r->clip_trainer) { /* the frozen encoder: the untrained model's file */
+    snprintf(src, sizeof src, "%s/text_encoder/model.safetensors", r->init_dir);
+    snprintf(dst, sizeof dst, "%s/text_encoder/model.safetensors", tmp);
+    SD_TRY(sd_copy_file(src, dst));
+  }
   snprintf(src, sizeof src, "%s/vae/config.json", r->init_dir);
   snprintf(dst, sizeof dst, "%s/vae/config.json", tmp);
   SD_TRY(write_vae_config(r, src, dst));
+  sd_train_state_view views[2];
   snprintf(dst, sizeof dst, "%s/vae/diffusion_pytorch_model.safetensors", tmp);
-  SD_TRY(write_fp16(r, PHASE_VAE, dst));
+  state_views(r, PHASE_VAE, views);
+  SD_TRY(write_fp16(&views[0], dst));
   snprintf(dst, sizeof dst, "%s/unet/diffusion_pytorch_model.safetensors", tmp);
-  SD_TRY(write_fp16(r, PHASE_UNET, dst));
+  size_t n = state_views(r, PHASE_UNET, views);
+  SD_TRY(write_fp16(&views[0], dst));
+  snprintf(dst, sizeof dst, "%s/text_encoder/model.safetensors", tmp);
+  if (n == 2)
+    SD_TRY(write_fp16(&views[1], dst));
   snprintf(dst, sizeof dst, "%s/README.md", tmp);
-  SD_TRY(write_small_file(dst, model_readme));
+  SD_TRY(write_small_file(dst, r->clip_trainer ? model_readme_trained : model_readme));
   for (size_t i = 0; i < sizeof folders / sizeof folders[0]; i++) {
     snprintf(cmd_path, sizeof cmd_path, "%s%s", tmp, folders[i]);
     SD_TRY(sd_train_state_fsync(cmd_path));
@@ -807,10 +888,13 @@ static int check_recipe(const sd_demo_recipe *rc) {
       rc->vae_batch > 256 || rc->unet_batch > 256 || rc->scale_images < 2 ||
       rc->checkpoint_every < 1 || !(rc->vae_learning_rate > 0) || !(rc->unet_learning_rate > 0) ||
       rc->vae_warmup < 0 || rc->unet_warmup < 0 ||
-      !(rc->caption_dropout >= 0 && rc->caption_dropout <= 1) || !(rc->vae_kl_weight >= 0))
+      !(rc->caption_dropout >= 0 && rc->caption_dropout <= 1) || !(rc->vae_kl_weight >= 0) ||
+      !(rc->text_encoder_learning_rate >= 0) || rc->caption_templates < 1 ||
+      rc->caption_templates > SD_SHAPE_TEMPLATES)
     return SD_ERROR("train-demo: the recipe's values are out of range (steps, batches (1..256), "
-                    "scale_images (>= 2) and checkpoint_every positive, learning rates > 0, "
-                    "caption_dropout in [0, 1])");
+                    "scale_images (>= 2) and checkpoint_every positive, learning rates > 0 (the "
+                    "text encoder's >= 0), caption_dropout in [0, 1], caption templates 1..%d)",
+                    SD_SHAPE_TEMPLATES);
   return 0;
 }
 

@@ -33,13 +33,17 @@ typedef struct sd_demo_recipe {
   int64_t unet_warmup;          /* linear warmup steps */
   double caption_dropout;       /* share of empty captions in the UNet phase */
   int64_t checkpoint_every; /* steps between state files (each phase also writes one at its end) */
+  double text_encoder_learning_rate; /* peak, on the UNet's schedule; 0: the encoder stays frozen */
+  int caption_templates; /* captions drawn from the first this many of the dataset's templates */
 } sd_demo_recipe;
 
 /* The recipe of the shipped model (docs/demo-model.md). */
 sd_demo_recipe sd_demo_recipe_default(void);
 /* A minutes-long version (CI: the losses fall): few, small steps. */
 sd_demo_recipe sd_demo_recipe_quick(void);
-/* The recipe as one JSON line (what a resumed run must match). */
+/* The recipe as one JSON line (what a resumed run must match). A recipe with a frozen text encoder
+ * and the first five caption templates (the first shipped model's) is written without those two
+ * keys, as that run wrote it. */
 void sd_demo_recipe_json(const sd_demo_recipe *recipe, char *out, size_t size);
 
 typedef struct sd_demo_train_options {

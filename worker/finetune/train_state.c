@@ -28,33 +28,46 @@ static int fsync_parent(const char *path) {
   return sd_train_state_fsync(dirname(copy));
 }
 
-int sd_train_state_write(const char *path, const sd_train_state_view *view, const char *const *keys,
-                         const char *const *values, size_t n) {
-  size_t params = sd_grads_count(view->grads);
-  sd_st_tensor *tensors = calloc(3 * params, sizeof *tensors);
-  char **names = calloc(3 * params, sizeof *names);
+/* The file's name of state k (0 the weight, 1 and 2 AdamW's moments) of a view's parameter. */
+static char *state_name(const sd_train_state_view *view, int k, const char *name) {
+  const char *prefix = view->prefix ? view->prefix : "";
+  size_t len = strlen(moment_prefix[k]) + strlen(prefix) + strlen(name) + 1;
+  char *full = malloc(len);
+  if (full)
+    snprintf(full, len, "%s%s%s", moment_prefix[k], prefix, name);
+  return full;
+}
+
+int sd_train_state_write_views(const char *path, const sd_train_state_view *views, size_t n_views,
+                               const char *const *keys, const char *const *values, size_t n) {
+  size_t params = 0;
+  for (size_t v = 0; v < n_views; v++)
+    params += sd_grads_count(views[v].grads);
+  sd_st_tensor *tensors = calloc(3 * params + 1, sizeof *tensors);
+  char **names = calloc(3 * params + 1, sizeof *names);
   int rc = tensors && names ? 0 : SD_ERROR("out of memory for a training state");
-  for (size_t i = 0; rc == 0 && i < params; i++) {
-    const char *name = sd_grads_name_at(view->grads, i);
-    const sd_tensor *w = sd_grads_weight_at(view->grads, i);
-    float *state[3];
-    rc = view->state_at(view->trainer, i, &state[0], &state[1], &state[2]);
-    for (int k = 0; rc == 0 && k < 3; k++) {
-      size_t len = strlen(moment_prefix[k]) + strlen(name) + 1;
-      char *full = malloc(len);
-      if (!full) {
-        rc = SD_ERROR("out of memory for a training state");
-        break;
+  size_t at = 0;
+  for (size_t v = 0; rc == 0 && v < n_views; v++) {
+    const sd_train_state_view *view = &views[v];
+    for (size_t i = 0; rc == 0 && i < sd_grads_count(view->grads); i++) {
+      const char *name = sd_grads_name_at(view->grads, i);
+      const sd_tensor *w = sd_grads_weight_at(view->grads, i);
+      float *state[3];
+      rc = view->state_at(view->trainer, i, &state[0], &state[1], &state[2]);
+      for (int k = 0; rc == 0 && k < 3; k++, at++) {
+        names[at] = state_name(view, k, name);
+        if (!names[at]) {
+          rc = SD_ERROR("out of memory for a training state");
+          break;
+        }
+        sd_st_tensor *t = &tensors[at];
+        *t = (sd_st_tensor){.name = names[at],
+                            .dtype = SD_DTYPE_F32,
+                            .ndim = w->ndim,
+                            .data = state[k],
+                            .bytes = (size_t)sd_tensor_numel(w) * sizeof(float)};
+        memcpy(t->shape, w->shape, sizeof t->shape);
       }
-      snprintf(full, len, "%s%s", moment_prefix[k], name);
-      names[3 * i + (size_t)k] = full;
-      sd_st_tensor *t = &tensors[3 * i + (size_t)k];
-      *t = (sd_st_tensor){.name = full,
-                          .dtype = SD_DTYPE_F32,
-                          .ndim = w->ndim,
-                          .data = state[k],
-                          .bytes = (size_t)sd_tensor_numel(w) * sizeof(float)};
-      memcpy(t->shape, w->shape, sizeof t->shape);
     }
   }
   if (rc == 0)
@@ -70,6 +83,11 @@ int sd_train_state_write(const char *path, const sd_train_state_view *view, cons
   return rc < 0 ? sd_error_context("writing the training state %s", path) : 0;
 }
 
+int sd_train_state_write(const char *path, const sd_train_state_view *view, const char *const *keys,
+                         const char *const *values, size_t n) {
+  return sd_train_state_write_views(path, view, 1, keys, values, n);
+}
+
 int sd_train_state_meta_int(const sd_safetensors *file, const char *key, int64_t *out) {
   const char *v = sd_safetensors_metadata(file, key);
   char *end;
@@ -83,8 +101,9 @@ int sd_train_state_meta_int(const sd_safetensors *file, const char *key, int64_t
   return 0;
 }
 
-int sd_train_state_read(const char *path, const char *format, const sd_train_state_view *view,
-                        sd_safetensors **file) {
+int sd_train_state_read_views(const char *path, const char *format,
+                              const sd_train_state_view *views, size_t n_views,
+                              sd_safetensors **file) {
   *file = NULL;
   sd_safetensors *f;
   SD_TRY(sd_safetensors_open(path, &f));
@@ -93,19 +112,24 @@ int sd_train_state_read(const char *path, const char *format, const sd_train_sta
   if (!got || strcmp(got, format) != 0)
     rc = SD_ERROR("%s: not an sdbatch training state of this kind (format '%s', expected '%s')",
                   path, got ? got : "none", format);
-  char name[1024];
-  for (size_t i = 0; rc == 0 && i < sd_grads_count(view->grads); i++) {
-    const sd_tensor *w = sd_grads_weight_at(view->grads, i);
-    float *state[3];
-    rc = view->state_at(view->trainer, i, &state[0], &state[1], &state[2]);
-    for (int k = 0; rc == 0 && k < 3; k++) {
-      snprintf(name, sizeof name, "%s%s", moment_prefix[k], sd_grads_name_at(view->grads, i));
-      const sd_st_tensor *t = sd_safetensors_find(f, name);
-      if (!t || t->dtype != SD_DTYPE_F32 || t->ndim != w->ndim ||
-          memcmp(t->shape, w->shape, (size_t)w->ndim * sizeof w->shape[0]) != 0)
-        rc = SD_ERROR("%s: no float32 tensor '%s' of the model's shape", path, name);
-      else
-        memcpy(state[k], t->data, t->bytes);
+  for (size_t v = 0; rc == 0 && v < n_views; v++) {
+    const sd_train_state_view *view = &views[v];
+    for (size_t i = 0; rc == 0 && i < sd_grads_count(view->grads); i++) {
+      const sd_tensor *w = sd_grads_weight_at(view->grads, i);
+      float *state[3];
+      rc = view->state_at(view->trainer, i, &state[0], &state[1], &state[2]);
+      for (int k = 0; rc == 0 && k < 3; k++) {
+        char *name = state_name(view, k, sd_grads_name_at(view->grads, i));
+        const sd_st_tensor *t = name ? sd_safetensors_find(f, name) : NULL;
+        if (!name)
+          rc = SD_ERROR("out of memory");
+        else if (!t || t->dtype != SD_DTYPE_F32 || t->ndim != w->ndim ||
+                 memcmp(t->shape, w->shape, (size_t)w->ndim * sizeof w->shape[0]) != 0)
+          rc = SD_ERROR("%s: no float32 tensor '%s' of the model's shape", path, name);
+        else
+          memcpy(state[k], t->data, t->bytes);
+        free(name);
+      }
     }
   }
   if (rc < 0) {
@@ -114,4 +138,9 @@ int sd_train_state_read(const char *path, const char *format, const sd_train_sta
   }
   *file = f;
   return 0;
+}
+
+int sd_train_state_read(const char *path, const char *format, const sd_train_state_view *view,
+                        sd_safetensors **file) {
+  return sd_train_state_read_views(path, format, view, 1, file);
 }

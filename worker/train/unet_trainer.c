@@ -77,7 +77,7 @@ int sd_unet_trainer_create(sd_backend *be, sd_unet *unet, const sd_weights *weig
 static int item_backward(sd_backend *be, sd_unet *unet, const sd_scheduler_config *schedule,
                          sd_unet_tape_mode mode, sd_grads *grads, const sd_tensor *latents,
                          const sd_tensor *noise, int32_t timestep, const sd_tensor *context,
-                         int64_t n_total, double weight, double *sum_sq) {
+                         int64_t n_total, double weight, double *sum_sq, sd_tensor *dcontext) {
   sd_arena_mark mark = sd_arena_get_mark(be);
   sd_tensor noisy = sd_tensor_make(SD_DTYPE_F32, latents->ndim, latents->shape);
   sd_tensor target = noisy, pred = noisy, dpred = noisy;
@@ -115,7 +115,7 @@ static int item_backward(sd_backend *be, sd_unet *unet, const sd_scheduler_confi
   if (rc == 0)
     rc = sd_tensor_upload_f32(be, &dpred, p);
   if (rc == 0)
-    rc = sd_unet_backward(tape, &dpred, grads, NULL, NULL);
+    rc = sd_unet_backward(tape, &dpred, grads, NULL, dcontext);
   sd_unet_tape_free(tape);
   sd_arena_release(be, mark);
   free(host);
@@ -130,16 +130,18 @@ int sd_unet_loss_backward(sd_backend *be, sd_unet *unet, const sd_scheduler_conf
                                         context, NULL, step, loss);
 }
 
-int sd_unet_loss_backward_weighted(sd_backend *be, sd_unet *unet,
-                                   const sd_scheduler_config *noise_cfg, sd_unet_tape_mode mode,
-                                   sd_grads *grads, const sd_tensor *latents,
-                                   const sd_tensor *noise, const int32_t *timesteps,
-                                   const sd_tensor *context, const double *item_weights,
-                                   int64_t step, float *loss) {
+/* sd_unet_loss_backward_weighted, and d(loss)/d(context) into dcontext (B, L, D) unless NULL. */
+static int loss_backward(sd_backend *be, sd_unet *unet, const sd_scheduler_config *noise_cfg,
+                         sd_unet_tape_mode mode, sd_grads *grads, const sd_tensor *latents,
+                         const sd_tensor *noise, const int32_t *timesteps, const sd_tensor *context,
+                         const double *item_weights, int64_t step, float *loss,
+                         sd_tensor *dcontext) {
   *loss = 0;
   if (latents->ndim != 4 || !sd_tensor_same_shape(latents, noise) || context->ndim != 3 ||
       context->shape[0] != latents->shape[0])
     return SD_ERROR("unet training: latents, noise (B, C, h, w) and context (B, L, D) disagree");
+  if (dcontext && !sd_tensor_same_shape(dcontext, context))
+    return SD_ERROR("unet training: dcontext's shape is not context's (B, L, D)");
   int64_t batch = latents->shape[0];
   int64_t n_total = sd_tensor_numel(latents);
   if (item_weights)
@@ -152,9 +154,11 @@ int sd_unet_loss_backward_weighted(sd_backend *be, sd_unet *unet,
   for (int64_t b = 0; b < batch; b++) {
     sd_tensor x = sd_tensor_slice0(latents, b, 1), e = sd_tensor_slice0(noise, b, 1);
     sd_tensor c = sd_tensor_slice0(context, b, 1);
+    sd_tensor dc = dcontext ? sd_tensor_slice0(dcontext, b, 1) : c;
     double item_sq = 0.0;
     if (item_backward(be, unet, noise_cfg, mode, grads, &x, &e, timesteps[b], &c, n_total,
-                      item_weights ? item_weights[b] : -1.0, item_weights ? &item_sq : &sum_sq) < 0)
+                      item_weights ? item_weights[b] : -1.0, item_weights ? &item_sq : &sum_sq,
+                      dcontext ? &dc : NULL) < 0)
       return sd_error_context("unet training: step %" PRId64 ", item %" PRId64 " (timestep %d)",
                               step, b, timesteps[b]);
     if (item_weights)
@@ -162,6 +166,16 @@ int sd_unet_loss_backward_weighted(sd_backend *be, sd_unet *unet,
   }
   *loss = item_weights ? (float)weighted : (float)(sum_sq / (double)n_total);
   return 0;
+}
+
+int sd_unet_loss_backward_weighted(sd_backend *be, sd_unet *unet,
+                                   const sd_scheduler_config *noise_cfg, sd_unet_tape_mode mode,
+                                   sd_grads *grads, const sd_tensor *latents,
+                                   const sd_tensor *noise, const int32_t *timesteps,
+                                   const sd_tensor *context, const double *item_weights,
+                                   int64_t step, float *loss) {
+  return loss_backward(be, unet, noise_cfg, mode, grads, latents, noise, timesteps, context,
+                       item_weights, step, loss, NULL);
 }
 
 double sd_unet_train_lr(const sd_unet_train_config *cfg, int64_t step) {
@@ -175,14 +189,15 @@ int sd_unet_trainer_step(sd_unet_trainer *t, const sd_tensor *latents, const sd_
   return sd_unet_trainer_step_weighted(t, latents, noise, timesteps, context, NULL, report);
 }
 
-int sd_unet_trainer_step_weighted(sd_unet_trainer *t, const sd_tensor *latents,
-                                  const sd_tensor *noise, const int32_t *timesteps,
-                                  const sd_tensor *context, const double *item_weights,
-                                  sd_unet_step_report *report) {
+/* The step of sd_unet_trainer_step_weighted, with d(loss)/d(context) into dcontext (NULL: not
+ * wanted). */
+static int trainer_step(sd_unet_trainer *t, const sd_tensor *latents, const sd_tensor *noise,
+                        const int32_t *timesteps, const sd_tensor *context,
+                        const double *item_weights, sd_tensor *dcontext,
+                        sd_unet_step_report *report) {
   memset(report, 0, sizeof *report);
-  SD_TRY(sd_unet_loss_backward_weighted(t->be, t->unet, t->noise, t->cfg.tape, t->grads, latents,
-                                        noise, timesteps, context, item_weights, t->steps,
-                                        &report->loss));
+  SD_TRY(loss_backward(t->be, t->unet, t->noise, t->cfg.tape, t->grads, latents, noise, timesteps,
+                       context, item_weights, t->steps, &report->loss, dcontext));
   SD_TRY(sd_grad_reduce_f32(t->reduce, &report->loss, 1));
   report->learning_rate = sd_unet_train_lr(&t->cfg, t->steps);
   if (sd_param_optim_step(t->optim, &t->cfg.adamw, report->learning_rate, t->steps + 1,
@@ -190,6 +205,20 @@ int sd_unet_trainer_step_weighted(sd_unet_trainer *t, const sd_tensor *latents,
     return sd_error_context("unet training: step %" PRId64, t->steps);
   t->steps++;
   return 0;
+}
+
+int sd_unet_trainer_step_weighted(sd_unet_trainer *t, const sd_tensor *latents,
+                                  const sd_tensor *noise, const int32_t *timesteps,
+                                  const sd_tensor *context, const double *item_weights,
+                                  sd_unet_step_report *report) {
+  return trainer_step(t, latents, noise, timesteps, context, item_weights, NULL, report);
+}
+
+int sd_unet_trainer_step_dcontext(sd_unet_trainer *t, const sd_tensor *latents,
+                                  const sd_tensor *noise, const int32_t *timesteps,
+                                  const sd_tensor *context, sd_tensor *dcontext,
+                                  sd_unet_step_report *report) {
+  return trainer_step(t, latents, noise, timesteps, context, NULL, dcontext, report);
 }
 
 void sd_unet_trainer_set_reduce(sd_unet_trainer *t, const sd_grad_reduce *reduce) {

@@ -62,6 +62,14 @@ int sd_unet_trainer_step_weighted(sd_unet_trainer *trainer, const sd_tensor *lat
                                   const sd_tensor *context, const double *item_weights,
                                   sd_unet_step_report *report);
 
+/* sd_unet_trainer_step that also gives dcontext (B, L, D), the gradient of the step's loss with
+ * respect to context (before any clipping), for training the text encoder that made context
+ * (clip_trainer.h). Not with a reduce (the gradient is this process's share). */
+int sd_unet_trainer_step_dcontext(sd_unet_trainer *trainer, const sd_tensor *latents,
+                                  const sd_tensor *noise, const int32_t *timesteps,
+                                  const sd_tensor *context, sd_tensor *dcontext,
+                                  sd_unet_step_report *report);
+
 /* Data parallel: every later step sums its loss and gradients over reduce's ranks (each rank
  * passing its share of the batch, with the whole batch's item weights) before clip + AdamW, so
  * every rank takes the same update (NULL: this process alone). Borrows reduce. */
