@@ -24,7 +24,7 @@ static const char *const train_demo_usage =
     "a diffusers folder with fp16 weights that 'sdbatch render --model DIR/model' and diffusers\n"
     "load, and DIR/train: the untrained model, the recipe, the loss of every step\n"
     "(loss-vae.csv, loss-unet.csv) and the state files a killed run resumes from (--resume ends\n"
-    "at the same weights as an uninterrupted run). The default recipe takes about three hours on\n"
+    "at the same weights as an uninterrupted run). The default recipe takes about 2.5 hours on\n"
     "two cores (docs/demo-model.md). The first shipped model's recipe:\n"
     "--text-encoder-learning-rate 0 --caption-templates 5.\n";
 
