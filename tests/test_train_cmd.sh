@@ -9,6 +9,8 @@
 #    UNet file and loss.csv, byte for byte, as an uninterrupted run; checkpoints_total_limit
 #    keeps the newest ones; no temporary folder is left;
 #  - num_train_epochs and gradient_accumulation_steps: the steps and epochs of loss.csv;
+#  - validation renders: the files of every validation_steps steps, equal to `sdbatch render` of
+#    the output with the same settings at the last step; their keys' refusals;
 #  - the output folder renders with `sdbatch render --model`.
 # Usage: test_train_cmd.sh SDBATCH SOURCE_DIR
 set -euo pipefail
@@ -75,6 +77,12 @@ config unsupported.yaml out-unsupported "max_train_steps: 5" "train_text_encoder
 refused unsupported.yaml out-unsupported "unsupported.yaml:11:1: train_text_encoder: not supported yet"
 config prior.yaml out-prior "prior_generation_precision: fp16"
 refused prior.yaml out-prior "prior.yaml:10:1: prior_generation_precision: not supported yet"
+config val1.yaml out-val1 "max_train_steps: 2" "num_validation_images: 2"
+refused val1.yaml out-val1 "val1.yaml:11:1: num_validation_images: only validation renders use it"
+config val2.yaml out-val2 "validation_prompt: a sks shape" "validation_scheduler: DDPMScheduler"
+refused val2.yaml out-val2 "val2.yaml:11:1: validation_scheduler: only DPMSolverMultistepScheduler"
+config val3.yaml out-val3 "validation_epochs: 1"
+refused val3.yaml out-val3 "val3.yaml:10:1: validation_epochs: not supported yet"
 config neutral.yaml out-neutral "train_text_encoder: false" "mixed_precision: no" "max_train_steps: 0"
 refused neutral.yaml out-neutral "neutral.yaml:12:18: max_train_steps: expected an integer from 1 to"
 config badlr.yaml out-badlr
@@ -117,6 +125,37 @@ config accum.yaml accum "num_train_epochs: 2" "gradient_accumulation_steps: 2" "
 "$SDBATCH" train accum.yaml --quiet
 epochs=$(tail -n +2 accum/loss.csv | cut -d, -f1,2 | tr '\n' ' ')
 [ "$epochs" = "1,0 2,0 3,1 4,1 " ] || fail "accumulation: steps and epochs of loss.csv: $epochs"
+
+# validation renders every 2 steps, 2 images each; the last step's are what `sdbatch render`
+# draws from the output with the same settings (DPM++ 2M, 25 steps, guidance 7.5, CPU generator,
+# seeds 7 and 8)
+config val.yaml val "max_train_steps: 4" "validation_prompt: a photo of sks shape" \
+  "num_validation_images: 2" "validation_steps: 2"
+"$SDBATCH" train val.yaml --quiet
+got=$(ls val/validation | tr '\n' ' ')
+[ "$got" = "step-000002-0.png step-000002-1.png step-000004-0.png step-000004-1.png " ] ||
+  fail "validation renders: $got"
+for k in 0 1; do
+  "$SDBATCH" render --model val --prompt "a photo of sks shape" --seed $((7 + k)) --steps 25 \
+    --guidance-scale 7.5 --scheduler dpmpp_2m --rng cpu --device cpu --threads 1 \
+    --out "val-render-$k.png" --quiet || fail "render of the validation run's output"
+done
+if python3 -c "import numpy, PIL" 2> /dev/null; then
+  python3 - << 'PY' || fail "the validation renders are not sdbatch render's pictures"
+import sys
+import numpy as np
+from PIL import Image
+for k in (0, 1):
+    a = np.asarray(Image.open(f"val/validation/step-000004-{k}.png")).astype(int)
+    b = np.asarray(Image.open(f"val-render-{k}.png")).astype(int)
+    d = abs(a - b).max() if a.shape == b.shape else -1
+    print(f"test: validation image {k} of step 4 against sdbatch render: {a.shape}, max |diff| {d}")
+    if d != 0:
+        sys.exit(1)
+PY
+else
+  note "skipped: comparing the validation renders needs python3 with numpy and PIL"
+fi
 
 # the uninterrupted run: 30 steps, a checkpoint every 5, random crops and flips
 STEPS=30

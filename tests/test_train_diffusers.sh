@@ -4,7 +4,9 @@
 # (tests/reference/replay_dreambooth_steps.py: losses within 1e-4, weights within 1% of the
 # learning rate); then StableDiffusionPipeline.from_pretrained(output_dir) must load the output, its UNet's weights must equal
 # the written unet/diffusion_pytorch_model.safetensors exactly (float32), differ from the
-# pretrained ones, and its text encoder and VAE equal the pretrained model's. Skipped (77) where
+# pretrained ones, and its text encoder and VAE equal the pretrained model's; the first validation
+# image (validation_prompt every 3 steps) must be diffusers' log_validation's (DPMSolverMultistep,
+# 25 steps, CPU generator; within 1 of 255). Skipped (77) where
 # Python, torch, diffusers or safetensors are missing.
 # Usage: test_train_diffusers.sh SDBATCH SOURCE_DIR
 set -euo pipefail
@@ -31,6 +33,9 @@ learning_rate: 1.0e-4
 lr_scheduler: constant_with_warmup
 lr_warmup_steps: 1
 seed: 5
+validation_prompt: a photo of sks shape
+num_validation_images: 2
+validation_steps: 3
 YAML
 "$SDBATCH" train train.yaml --quiet
 python3 "$SOURCE_DIR/tests/reference/replay_dreambooth_steps.py" "$SOURCE_DIR/tests/fixtures/tiny-sd1" \
@@ -65,6 +70,21 @@ for name in ("text_encoder", "vae"):
     ok = set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     print(f"test: {name} equals the pretrained one: {ok}")
     failures += not ok
+# validation renders as log_validation makes them: DPMSolverMultistepScheduler from the model's
+# config, 25 steps, guidance 7.5, the model's default size, one CPU generator from the seed for
+# all images (sdbatch seeds image k with seed + k: the first image is the same)
+import numpy as np
+from PIL import Image
+from diffusers import DPMSolverMultistepScheduler
+pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+pipe.set_progress_bar_config(disable=True)
+val = pipe("a photo of sks shape", num_inference_steps=25,
+           generator=torch.Generator().manual_seed(5), output_type="np").images[0]
+want = (val * 255).round().astype(np.int16)
+got = np.asarray(Image.open("out/validation/step-000003-0.png")).astype(np.int16)
+diff = np.abs(got - want).max() if got.shape == want.shape else 999
+print(f"test: validation image 0 of step 3 {got.shape} against diffusers' log_validation: max |diff| {diff}")
+failures += not diff <= 1
 image = pipe("a photo of sks shape", num_inference_steps=2, height=64, width=64,
              generator=torch.Generator().manual_seed(0), output_type="np").images[0]
 print(f"test: diffusers rendered the trained model: {image.shape}, finite {bool(torch.isfinite(torch.tensor(image)).all())}")

@@ -13,6 +13,7 @@
 #include "dreambooth.h"
 
 #include "dreambooth_state.h"
+#include "dreambooth_validation.h"
 #include "instance_data.h"
 
 #include "../model/clip_text.h"
@@ -714,6 +715,11 @@ static int train_steps(run *r, sd_dreambooth_result *result) {
     }
     if (r->pos.step % cfg->checkpointing_steps == 0)
       SD_TRY(checkpoint(r));
+    if (cfg->validation_prompt && r->pos.step % cfg->validation_steps == 0) {
+      if (writer(r))
+        SD_TRY(sd_dreambooth_validate(r->engine, cfg, r->pos.step, r->opt->progress));
+      SD_TRY(barrier(r, "for rank 0's validation renders"));
+    }
     double t = now_seconds();
     if (r->opt->progress &&
         (t - last_print >= 2.0 || r->pos.step == r->total_steps || done_here == 1)) {

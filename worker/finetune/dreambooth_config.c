@@ -70,6 +70,10 @@ static const key_spec known_keys[] = {
     KEY(num_class_images, KEY_INT, 1, 1e6),
     KEY(prior_loss_weight, KEY_NUMBER, 0, 1e6),
     KEY(sample_batch_size, KEY_INT, 1, 4096),
+    KEY_ANY(validation_prompt, KEY_STRING),
+    KEY(num_validation_images, KEY_INT, 1, 64),
+    KEY(validation_steps, KEY_INT64, 1, 1e15),
+    KEY_ANY(validation_scheduler, KEY_STRING),
 };
 #define N_KNOWN (int)(sizeof known_keys / sizeof known_keys[0])
 
@@ -91,12 +95,8 @@ static const struct {
     {"target_modules", "LoRA mode adapts the script's to_q, to_k, to_v and to_out.0"},
     {"use_lora", "LoRA mode is `lora: true`"},
     {"use_dora", "DoRA is not implemented"},
-    {"validation_prompt", "no validation renders during training (render the output instead)"},
-    {"num_validation_images", "no validation renders during training"},
-    {"validation_steps", "no validation renders during training"},
-    {"validation_epochs", "no validation renders during training"},
-    {"validation_images", "no validation renders during training"},
-    {"validation_scheduler", "no validation renders during training"},
+    {"validation_epochs", "validation renders every validation_steps steps"},
+    {"validation_images", "validation renders are text-to-image"},
     {"mixed_precision", "training computes in float32"},
     {"use_8bit_adam", "AdamW keeps float32 state"},
     {"offset_noise", "plain randn noise only"},
@@ -393,6 +393,8 @@ static void set_defaults(sd_dreambooth_config *c) {
   c->num_class_images = 100;
   c->prior_loss_weight = 1.0;
   c->sample_batch_size = 4;
+  c->num_validation_images = 4;
+  c->validation_steps = 100;
 }
 
 static const yaml_node_t *seen_key(const yaml_node_t *const *seen, const char *name) {
@@ -443,6 +445,30 @@ static int apply_prior(const loader *ld, const yaml_node_t *const *seen) {
   return 0;
 }
 
+/* Validation renders: num_validation_images and validation_steps need validation_prompt; the
+ * scheduler is DPMSolverMultistepScheduler (the script's default; its other choice,
+ * DDPMScheduler, is not one of sdbatch's samplers). */
+static int apply_validation(const loader *ld, const yaml_node_t *const *seen) {
+  const sd_dreambooth_config *c = ld->cfg;
+  static const char *const keys[] = {"num_validation_images", "validation_steps",
+                                     "validation_scheduler"};
+  if (!c->validation_prompt)
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+      const yaml_node_t *node = seen_key(seen, keys[k]);
+      if (node)
+        return error_at(ld, node,
+                        "%s: only validation renders use it; add a validation_prompt, or remove "
+                        "%s",
+                        keys[k], keys[k]);
+    }
+  const yaml_node_t *node = seen_key(seen, "validation_scheduler");
+  if (node && strcmp(c->validation_scheduler, "DPMSolverMultistepScheduler") != 0)
+    return error_at(ld, node,
+                    "validation_scheduler: only DPMSolverMultistepScheduler (the script's "
+                    "default) is supported");
+  return 0;
+}
+
 static int load_mapping(const loader *ld, yaml_document_t *doc, const yaml_node_t *root) {
   const yaml_node_t *seen[N_KNOWN] = {0};
   for (yaml_node_pair_t *pair = root->data.mapping.pairs.start; pair < root->data.mapping.pairs.top;
@@ -461,6 +487,7 @@ static int load_mapping(const loader *ld, yaml_document_t *doc, const yaml_node_
     return SD_ERROR("%s: resolution: %d is not a multiple of 8 (the VAE's factor)", ld->file,
                     ld->cfg->resolution);
   SD_TRY(apply_prior(ld, seen));
+  SD_TRY(apply_validation(ld, seen));
   return apply_mode(ld, seen);
 }
 
@@ -500,6 +527,8 @@ void sd_dreambooth_config_free(sd_dreambooth_config *c) {
   free(c->output_dir);
   free(c->class_data_dir);
   free(c->class_prompt);
+  free(c->validation_prompt);
+  free(c->validation_scheduler);
   memset(c, 0, sizeof *c);
 }
 

@@ -47,6 +47,14 @@ typedef struct sd_dreambooth_config {
   int num_class_images;         /* 100 */
   double prior_loss_weight;     /* 1.0 */
   int sample_batch_size;        /* 4: images per render call when generating class images */
+  /* Validation renders (train_dreambooth.py's log_validation): every validation_steps optimizer
+   * steps, num_validation_images renders of validation_prompt with the weights of that step
+   * (DPMSolverMultistepScheduler, 25 steps, guidance 7.5, the model's default size) into
+   * output_dir/validation/. The count and steps keys are refused without a prompt. */
+  char *validation_prompt;    /* NULL: none */
+  int num_validation_images;  /* 4 */
+  int64_t validation_steps;   /* 100 */
+  char *validation_scheduler; /* NULL or "DPMSolverMultistepScheduler" (the script's default) */
 } sd_dreambooth_config;
 
 /* Reads and checks path into *out (paths resolved against the file's folder). -1 with one error
