@@ -12,7 +12,8 @@
 #  - crash safety: a run killed with SIGKILL right after a checkpoint, then at random moments,
 #    resumed each time with --resume, ends with the same pytorch_lora_weights.safetensors and
 #    loss.csv, byte for byte, as an uninterrupted run;
-#  - `sdbatch render --model PRETRAINED --lora output_dir/pytorch_lora_weights.safetensors`.
+#  - `sdbatch render --model PRETRAINED --lora output_dir/pytorch_lora_weights.safetensors`;
+#  - validation renders use the merged LoRA (equal to render --lora of the output).
 # Usage: test_train_lora_cmd.sh SDBATCH SOURCE_DIR
 set -euo pipefail
 SDBATCH=$(readlink -f "$1")
@@ -185,6 +186,27 @@ if ls -a killed | grep -q '^\.checkpoint\|\.tmp$'; then fail "temporary files le
   --prompt "a photo of sks shape" --seed 1 --steps 2 --width 64 --height 64 --device cpu \
   --threads 1 --out render.png 2> render.log || fail "render --lora: $(cat render.log)"
 [ -s render.png ] || fail "no render.png"
+
+# validation renders in LoRA mode use the merged LoRA: step 2's picture is what render --lora
+# draws from the output with the same settings
+config val.yaml val "lora: true" "max_train_steps: 2" "validation_prompt: a photo of sks shape" \
+  "num_validation_images: 1" "validation_steps: 2"
+"$SDBATCH" train val.yaml --quiet || fail "the LoRA run with validation renders failed"
+"$SDBATCH" render --model "$MODEL" --lora val/pytorch_lora_weights.safetensors \
+  --prompt "a photo of sks shape" --seed 7 --steps 25 --guidance-scale 7.5 --scheduler dpmpp_2m \
+  --rng cpu --device cpu --threads 1 --out val-render.png --quiet || fail "render --lora of val"
+if python3 -c "import numpy, PIL" 2> /dev/null; then
+  python3 -c "
+import numpy as np, sys
+from PIL import Image
+a = np.asarray(Image.open('val/validation/step-000002-0.png')).astype(int)
+b = np.asarray(Image.open('val-render.png')).astype(int)
+d = abs(a - b).max() if a.shape == b.shape else -1
+print(f'test: LoRA validation picture against render --lora: max |diff| {d}')
+sys.exit(1 if d != 0 else 0)" || fail "the LoRA validation picture is not render --lora's"
+else
+  note "skipped: comparing the validation picture needs python3 with numpy and PIL"
+fi
 
 if [ "$FAILURES" -ne 0 ]; then
   echo "test: $FAILURES check(s) failed" >&2

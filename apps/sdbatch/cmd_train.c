@@ -37,6 +37,11 @@ static const char *const train_usage =
     "class_prompt (required), num_class_images (100), prior_loss_weight (1.0); missing class\n"
     "images are rendered into class_data_dir from class_prompt before training.\n"
     "\n"
+    "Validation renders (both modes): validation_prompt, num_validation_images (4),\n"
+    "validation_steps (100): every validation_steps steps the prompt is rendered with the\n"
+    "weights of that step (DPM-Solver++ 2M, 25 steps, guidance 7.5) into\n"
+    "output_dir/validation/step-<step>-<k>.png.\n"
+    "\n"
     "Every checkpointing_steps steps output_dir/checkpoint-<step>/ is written atomically;\n"
     "after a crash or kill, --resume continues from the latest one and ends at the same\n"
     "weights as an uninterrupted run. The loss of every step goes to output_dir/loss.csv.\n"
@@ -76,7 +81,7 @@ static int launched_ranks(void) {
 
 static const char *const train_epilogue =
     "Relative paths in CONFIG are taken from CONFIG's folder. The keys, their defaults and what\n"
-    "is not supported yet (text-encoder training, validation, mixed precision):\n"
+    "is not supported yet (text-encoder training, mixed precision):\n"
     "docs/training.md, \"sdbatch train\", \"LoRA mode\" and \"Prior preservation\".\n";
 
 int cmd_train(int argc, char **argv) {
