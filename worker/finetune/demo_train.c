@@ -218,25 +218,6 @@ static int write_small_file(const char *path, const char *text) {
   return 0;
 }
 
-/* Deletes what a killed run's writes left in dir/train: entries named *.tmp* (the temporary files
- * of state files, recipe.json and sd_safetensors_write; the untrained model's folder). */
-static int remove_leftovers(const char *train_dir) {
-  DIR *d = opendir(train_dir);
-  if (!d)
-    return SD_ERROR("%s: cannot read: %s", train_dir, strerror(errno));
-  struct dirent *e;
-  char path[PATH_LEN];
-  int rc = 0;
-  while (rc == 0 && (e = readdir(d)) != NULL) {
-    if (!strstr(e->d_name, ".tmp"))
-      continue;
-    snprintf(path, sizeof path, "%s/%s", train_dir, e->d_name);
-    rc = sd_remove_tree(path);
-  }
-  closedir(d);
-  return rc;
-}
-
 /* dir, dir/train, the untrained model and recipe.json: made fresh, or checked on resume. */
 static int prepare_folders(run *r) {
   bool exists, empty;
@@ -249,7 +230,9 @@ static int prepare_folders(run *r) {
   snprintf(r->train_dir, sizeof r->train_dir, "%s/train", r->dir);
   snprintf(r->init_dir, sizeof r->init_dir, "%s/train/init", r->dir);
   SD_TRY(sd_make_folder(r->train_dir));
-  SD_TRY(remove_leftovers(r->train_dir));
+  /* what a killed run's writes left: state files', recipe.json's and the untrained model's
+   * temporaries */
+  SD_TRY(sd_remove_entries_containing(r->train_dir, ".tmp"));
   char path[PATH_LEN], want[1024], have[1024];
   sd_demo_recipe_json(r->recipe, want, sizeof want - 1);
   strcat(want, "\n");
@@ -708,17 +691,11 @@ static int unet_phase(run *r, phase_log *log) {
   while (step < rc->unet_steps) {
     sd_unet_step_report rep;
     sd_clip_step_report te_rep = {0};
-    int failed = unet_batch(r, step) < 0;
-    if (!failed && r->clip_trainer) {
-      sd_tensor dcontext = sd_tensor_slice0(&r->dcontext_t, 0, b);
-      failed = sd_unet_trainer_step_dcontext(r->unet_trainer, &latents, &noise, r->timesteps,
-                                             &context, &dcontext, &rep) < 0 ||
-               sd_clip_trainer_step(r->clip_trainer, &dcontext, &te_rep) < 0;
-    } else if (!failed) {
-      failed =
-          sd_unet_trainer_step(r->unet_trainer, &latents, &noise, r->timesteps, &context, &rep) < 0;
-    }
-    if (failed) {
+    sd_tensor dcontext = r->clip_trainer ? sd_tensor_slice0(&r->dcontext_t, 0, b) : context;
+    if (unet_batch(r, step) < 0 ||
+        sd_unet_trainer_step_dcontext(r->unet_trainer, &latents, &noise, r->timesteps, &context,
+                                      r->clip_trainer ? &dcontext : NULL, &rep) < 0 ||
+        (r->clip_trainer && sd_clip_trainer_step(r->clip_trainer, &dcontext, &te_rep) < 0)) {
       sd_clip_trainer_drop(r->clip_trainer);
       return sd_error_context("the UNet's step %" PRId64, step + 1);
     }
@@ -741,23 +718,22 @@ static int unet_phase(run *r, phase_log *log) {
 /* ---- the trained model ---- */
 
 /* The trained weights of a phase as fp16 safetensors (torch's .half(): round to nearest even). */
-static int write_fp16(const sd_train_state_view *trained, const char *path) {
-  sd_train_state_view view = *trained;
-  size_t n = sd_grads_count(view.grads);
+static int write_fp16(const sd_train_state_view *view, const char *path) {
+  size_t n = sd_grads_count(view->grads);
   sd_st_tensor *tensors = calloc(n, sizeof *tensors);
   uint16_t **halves = calloc(n, sizeof *halves);
   int rc = tensors && halves ? 0 : SD_ERROR("out of memory");
   for (size_t i = 0; rc == 0 && i < n; i++) {
-    const sd_tensor *w = sd_grads_weight_at(view.grads, i);
+    const sd_tensor *w = sd_grads_weight_at(view->grads, i);
     size_t numel = (size_t)sd_tensor_numel(w);
     float *master, *m, *v;
-    rc = view.state_at(view.trainer, i, &master, &m, &v);
+    rc = view->state_at(view->trainer, i, &master, &m, &v);
     halves[i] = rc == 0 ? malloc(numel * sizeof(uint16_t)) : NULL;
     if (rc == 0 && !halves[i])
       rc = SD_ERROR("out of memory");
     for (size_t k = 0; rc == 0 && k < numel; k++)
       halves[i][k] = sd_f32_to_f16(master[k]);
-    tensors[i] = (sd_st_tensor){.name = sd_grads_name_at(view.grads, i),
+    tensors[i] = (sd_st_tensor){.name = sd_grads_name_at(view->grads, i),
                                 .dtype = SD_DTYPE_F16,
                                 .ndim = w->ndim,
                                 .data = halves[i],

@@ -421,23 +421,28 @@ static int apply_mode(const loader *ld, const yaml_node_t *const *seen) {
   return 0;
 }
 
+/* The first of keys given though the feature that uses them is off: "<key>: only <user>; add
+ * <switch>, or remove <key>" (user: "prior preservation uses it"); 0 when none is given. */
+static int refuse_unused(const loader *ld, const yaml_node_t *const *seen, const char *const *keys,
+                         size_t n, const char *feature, const char *switch_on) {
+  for (size_t k = 0; k < n; k++) {
+    const yaml_node_t *node = seen_key(seen, keys[k]);
+    if (node)
+      return error_at(ld, node, "%s: only %s; add %s, or remove %s", keys[k], feature, switch_on,
+                      keys[k]);
+  }
+  return 0;
+}
+
 /* Prior preservation: class_data_dir and class_prompt required with it; its keys refused
  * without it (train_dreambooth.py only warns and ignores them). */
 static int apply_prior(const loader *ld, const yaml_node_t *const *seen) {
   const sd_dreambooth_config *c = ld->cfg;
   static const char *const keys[] = {"class_data_dir", "class_prompt", "num_class_images",
                                      "prior_loss_weight", "sample_batch_size"};
-  if (!c->with_prior_preservation) {
-    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
-      const yaml_node_t *node = seen_key(seen, keys[k]);
-      if (node)
-        return error_at(ld, node,
-                        "%s: only prior preservation uses it; add `with_prior_preservation: "
-                        "true`, or remove %s",
-                        keys[k], keys[k]);
-    }
-    return 0;
-  }
+  if (!c->with_prior_preservation)
+    return refuse_unused(ld, seen, keys, sizeof keys / sizeof keys[0], "prior preservation uses it",
+                         "`with_prior_preservation: true`");
   for (size_t k = 0; k < 2; k++)
     if (!seen_key(seen, keys[k]))
       return SD_ERROR("%s: missing key '%s' (required with with_prior_preservation: true)",
@@ -453,14 +458,8 @@ static int apply_validation(const loader *ld, const yaml_node_t *const *seen) {
   static const char *const keys[] = {"num_validation_images", "validation_steps",
                                      "validation_scheduler"};
   if (!c->validation_prompt)
-    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
-      const yaml_node_t *node = seen_key(seen, keys[k]);
-      if (node)
-        return error_at(ld, node,
-                        "%s: only validation renders use it; add a validation_prompt, or remove "
-                        "%s",
-                        keys[k], keys[k]);
-    }
+    SD_TRY(refuse_unused(ld, seen, keys, sizeof keys / sizeof keys[0], "validation renders use it",
+                         "a validation_prompt"));
   const yaml_node_t *node = seen_key(seen, "validation_scheduler");
   if (node && strcmp(c->validation_scheduler, "DPMSolverMultistepScheduler") != 0)
     return error_at(ld, node,

@@ -3,6 +3,7 @@
 
 #include "dreambooth_state.h"
 
+#include "../io/file_util.h"
 #include "../io/png_image.h"
 
 #include "../../kernels/error.h"
@@ -21,25 +22,6 @@
 #define VALIDATION_STEPS    25   /* log_validation's num_inference_steps */
 #define VALIDATION_GUIDANCE 7.5f /* the pipeline's default guidance_scale */
 
-/* Deletes sd_png_write_rgb's temporary files ("<name>.png.tmp.XXXXXX") left in dir. */
-static int remove_leftovers(const char *dir) {
-  DIR *d = opendir(dir);
-  if (!d)
-    return SD_ERROR("%s: cannot read the folder: %s", dir, strerror(errno));
-  struct dirent *e;
-  int rc = 0;
-  while (rc == 0 && (e = readdir(d)) != NULL) {
-    if (!strstr(e->d_name, ".png.tmp."))
-      continue;
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-    if (unlink(path) < 0 && errno != ENOENT)
-      rc = SD_ERROR("%s: cannot delete a leftover temporary file: %s", path, strerror(errno));
-  }
-  closedir(d);
-  return rc;
-}
-
 static double now_seconds(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -50,9 +32,8 @@ int sd_dreambooth_validate(sd_engine *engine, const sd_dreambooth_config *cfg, i
                            bool progress) {
   char dir[PATH_MAX];
   snprintf(dir, sizeof dir, "%s/validation", cfg->output_dir);
-  if (mkdir(dir, 0777) < 0 && errno != EEXIST)
-    return SD_ERROR("%s: cannot make the folder: %s", dir, strerror(errno));
-  SD_TRY(remove_leftovers(dir));
+  SD_TRY(sd_make_folder(dir));
+  SD_TRY(sd_remove_entries_containing(dir, ".png.tmp.")); /* sd_png_write_rgb's, of a killed run */
   const sd_model_files *model = sd_engine_model(engine);
   int size = model->unet.sample_size * sd_engine_vae_scale_factor(engine);
   sd_txt2img_batch batch = {.width = size,

@@ -74,3 +74,20 @@ int sd_remove_tree(const char *path) {
     rc = SD_ERROR("%s: cannot delete the folder: %s", path, strerror(errno));
   return rc;
 }
+
+int sd_remove_entries_containing(const char *dir, const char *part) {
+  DIR *d = opendir(dir);
+  if (!d)
+    return SD_ERROR("%s: cannot read the folder: %s", dir, strerror(errno));
+  struct dirent *e;
+  char path[PATH_MAX];
+  int rc = 0;
+  while (rc == 0 && (e = readdir(d)) != NULL) {
+    if (!strstr(e->d_name, part))
+      continue;
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    rc = sd_remove_tree(path);
+  }
+  closedir(d);
+  return rc;
+}

@@ -14,4 +14,8 @@ int sd_make_folder(const char *path);
  * followed). A path that does not exist is fine. */
 int sd_remove_tree(const char *path);
 
+/* sd_remove_tree of every entry of folder dir whose name contains part (what killed writes left:
+ * "<name>.tmp..." temporaries). */
+int sd_remove_entries_containing(const char *dir, const char *part);
+
 #endif

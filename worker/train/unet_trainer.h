@@ -64,7 +64,8 @@ int sd_unet_trainer_step_weighted(sd_unet_trainer *trainer, const sd_tensor *lat
 
 /* sd_unet_trainer_step that also gives dcontext (B, L, D), the gradient of the step's loss with
  * respect to context (before any clipping), for training the text encoder that made context
- * (clip_trainer.h). Not with a reduce (the gradient is this process's share). */
+ * (clip_trainer.h); NULL: sd_unet_trainer_step. Not with a reduce (the gradient is this process's
+ * share). */
 int sd_unet_trainer_step_dcontext(sd_unet_trainer *trainer, const sd_tensor *latents,
                                   const sd_tensor *noise, const int32_t *timesteps,
                                   const sd_tensor *context, sd_tensor *dcontext,
