@@ -73,8 +73,10 @@ refused() {
 
 config unknown.yaml out-unknown "max_train_step: 5"
 refused unknown.yaml out-unknown "unknown.yaml:10:1: unknown key 'max_train_step' \(did you mean 'max_train_steps'\?\)"
-config unsupported.yaml out-unsupported "max_train_steps: 5" "train_text_encoder: true"
-refused unsupported.yaml out-unsupported "unsupported.yaml:11:1: train_text_encoder: not supported yet"
+config unsupported.yaml out-unsupported "max_train_steps: 5" "use_dora: true"
+refused unsupported.yaml out-unsupported "unsupported.yaml:11:1: use_dora: not supported yet"
+config te_lora.yaml out-te-lora "max_train_steps: 5" "lora: true" "train_text_encoder: true"
+refused te_lora.yaml out-te-lora "te_lora.yaml:12:1: train_text_encoder: not supported yet in LoRA mode"
 config prior.yaml out-prior "prior_generation_precision: fp16"
 refused prior.yaml out-prior "prior.yaml:10:1: prior_generation_precision: not supported yet"
 config val1.yaml out-val1 "max_train_steps: 2" "num_validation_images: 2"

@@ -109,7 +109,7 @@ refused tofull.yaml "" "tofull.yaml: --resume: resuming from lorack/checkpoint-2
 config fullck.yaml fullck "max_train_steps: 1" "checkpointing_steps: 1" "learning_rate: 1.0e-4"
 "$SDBATCH" train fullck.yaml --quiet
 config tolora.yaml fullck "lora: true" "max_train_steps: 4" "checkpointing_steps: 1"
-refused tolora.yaml "" "tolora.yaml: --resume: .*the checkpoint is of a full fine-tune \(no lora: true\), the config now asks for a LoRA run" --resume
+refused tolora.yaml "" "tolora.yaml: --resume: .*the checkpoint is of a full fine-tune of the UNet \(no lora: true, no train_text_encoder: true\), the config now asks for a LoRA run" --resume
 
 # the uninterrupted run: 30 steps, a checkpoint every 5, random crops and flips, rank 2
 STEPS=30

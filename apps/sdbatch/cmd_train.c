@@ -1,4 +1,5 @@
-/* sdbatch train: DreamBooth fine-tuning (full or LoRA) of a model's UNet from a YAML config
+/* sdbatch train: DreamBooth fine-tuning (full or LoRA) of a model's UNet (and with
+ * train_text_encoder its text encoder) from a YAML config
  * (worker/finetune, docs/training.md "sdbatch train"). */
 #include "cli.h"
 
@@ -27,6 +28,10 @@ static const char *const train_usage =
     "  resolution: 512                   # center_crop, random_flip, train_batch_size,\n"
     "  max_train_steps: 400              # gradient_accumulation_steps, learning_rate,\n"
     "  learning_rate: 5.0e-6             # lr_scheduler, lr_warmup_steps, adam_*, seed, ...\n"
+    "\n"
+    "The text encoder (full fine-tunes): `train_text_encoder: true` trains it with the UNet\n"
+    "as one model (one AdamW over both, gradients clipped over both), and writes it to\n"
+    "output_dir/text_encoder/model.safetensors (float32).\n"
     "\n"
     "LoRA mode (train_dreambooth_lora.py): `lora: true` trains a LoRA of the UNet's attention\n"
     "(to_q, to_k, to_v, to_out.0; `rank: 4` by default, lora_alpha = rank, learning_rate\n"

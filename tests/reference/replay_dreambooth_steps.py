@@ -1,7 +1,11 @@
 """Replays the first steps of an `sdbatch train` run with diffusers + torch as train_dreambooth.py
 runs them, and compares the losses (loss.csv) and the trained UNet (output_dir/unet) with it.
 
-Run in the run's folder: replay_dreambooth_steps.py MODEL SEED STEPS LR. The run must use: the
+Run in the run's folder: replay_dreambooth_steps.py MODEL SEED STEPS LR [text_encoder]. With
+text_encoder the run trained the text encoder too (train_text_encoder: true): the replay runs the
+encoder on every step with gradients, one AdamW over itertools.chain(unet.parameters(),
+text_encoder.parameters()) clipped over that chain, as the script does, and compares
+out/text_encoder/model.safetensors as well. The run must use: the
 instance pictures shapes/*.png (square, at the resolution: no crop draws), train_batch_size 2 with
 2 pictures (one micro-batch an epoch), lr_scheduler constant_with_warmup with 1 warmup step,
 max_grad_norm 1, AdamW defaults, no flips. sdbatch's streams (docs/training.md): the order is
@@ -20,7 +24,9 @@ from diffusers import AutoencoderKL, UNet2DConditionModel, DDPMScheduler
 from diffusers.optimization import get_scheduler
 from transformers import CLIPTextModel, CLIPTokenizer
 from safetensors.torch import load_file
+import itertools
 model, seed, steps, lr = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+train_te = len(sys.argv) > 5 and sys.argv[5] == "text_encoder"
 tok = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
 te = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=torch.float32)
 vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=torch.float32)
@@ -31,7 +37,9 @@ pixels = torch.stack([(torch.from_numpy(np.array(Image.open(f).convert("RGB"))).
 ids = tok("a photo of sks shape", padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
 with torch.no_grad():
     ctx = te(ids)[0]
-opt = torch.optim.AdamW(unet.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8, foreach=False)
+te.train(train_te)
+params = lambda: itertools.chain(unet.parameters(), te.parameters()) if train_te else unet.parameters()
+opt = torch.optim.AdamW(params(), lr=lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8, foreach=False)
 sched = get_scheduler("constant_with_warmup", optimizer=opt, num_warmup_steps=1, num_training_steps=steps)
 order_g = torch.Generator().manual_seed(seed)
 draw_g = torch.Generator().manual_seed(seed + 1)
@@ -45,10 +53,14 @@ for step in range(steps):
     noise = torch.randn(latents.shape, generator=draw_g)
     t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=draw_g).long()
     noisy = noise_scheduler.add_noise(latents, noise, t)
-    pred = unet(noisy, t, ctx.repeat(latents.shape[0], 1, 1)).sample
+    if train_te:  # the script's encode_prompt: text_encoder(input_ids)[0] on the batch's ids
+        ctx = te(ids.repeat(latents.shape[0], 1))[0]
+        pred = unet(noisy, t, ctx).sample
+    else:
+        pred = unet(noisy, t, ctx.repeat(latents.shape[0], 1, 1)).sample
     loss = F.mse_loss(pred.float(), noise.float(), reduction="mean")
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_(params(), 1.0)
     opt.step(); sched.step(); opt.zero_grad()
     losses.append(loss.item())
     order = torch.randperm(len(files), generator=order_g)  # one epoch per step (2 pictures, batch 2)
@@ -56,18 +68,31 @@ got = [float(l.split(",")[2]) for l in open("out/loss.csv").read().split("\n")[1
 print("losses torch  ", ["%.7f" % l for l in losses])
 print("losses sdbatch", ["%.7f" % l for l in got])
 loss_err = max(abs(a - b) / abs(b) for a, b in zip(got, losses))
-written = load_file("out/unet/diffusion_pytorch_model.safetensors")
-pre = load_file(os.path.join(model, "unet/diffusion_pytorch_model.safetensors"))
-sd = unet.state_dict()
-worst, worst_name, n_close, n_all = 0, "", 0, 0
-for k, w in written.items():
-    ref = sd[k].detach()
-    change = (ref - pre[k].float()).abs().max().item()
-    err = (w - ref).abs().max().item() / max(ref.abs().max().item(), 1e-12)
-    n_close += int(((w - ref).abs() <= 1e-2 * lr + 1e-7).sum()); n_all += w.numel()
-    if err > worst:
-        worst, worst_name = err, k
 print(f"loss: worst relative difference {loss_err:.2e}")
-print(f"weights after {steps} steps: worst max|sdbatch - torch| / max|torch| {worst:.2e} ({worst_name}); "
-      f"{n_close / n_all * 100:.4f}% of {n_all} values within 1% of the learning rate")
-sys.exit(0 if loss_err < 1e-4 and n_close / n_all > 0.999 else 1)
+ok = loss_err < 1e-4
+parts = [("unet", "unet/diffusion_pytorch_model.safetensors", unet)]
+if train_te:
+    parts.append(("text_encoder", "text_encoder/model.safetensors", te))
+for part, file, net in parts:
+    written = load_file(os.path.join("out", file))
+    pre = load_file(os.path.join(model, file))
+    sd = net.state_dict()
+    if part == "text_encoder":  # transformers >= 5: the module's names lack the file's text_model.
+        sd = {k if k.startswith("text_model.") else "text_model." + k: v for k, v in sd.items()}
+    if set(written) != set(sd):
+        print(f"FAIL: {file}'s tensors are not the {part}'s parameters: {sorted(set(written) ^ set(sd))[:5]}")
+        ok = False
+        continue
+    worst, worst_name, n_close, n_all, moved = 0, "", 0, 0, 0.0
+    for k, w in written.items():
+        ref = sd[k].detach()
+        moved = max(moved, (ref - pre[k].float()).abs().max().item())
+        err = (w - ref).abs().max().item() / max(ref.abs().max().item(), 1e-12)
+        n_close += int(((w - ref).abs() <= 1e-2 * lr + 1e-7).sum()); n_all += w.numel()
+        if err > worst:
+            worst, worst_name = err, k
+    print(f"{part} after {steps} steps: worst max|sdbatch - torch| / max|torch| {worst:.2e} ({worst_name}); "
+          f"{n_close / n_all * 100:.4f}% of {n_all} values within 1% of the learning rate; "
+          f"torch moved it by up to {moved:.3g}")
+    ok = ok and n_close / n_all > 0.999 and moved > 0
+sys.exit(0 if ok else 1)

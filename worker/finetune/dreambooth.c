@@ -23,6 +23,7 @@
 #include "../io/png_image.h"
 #include "../pipeline/engine.h"
 #include "../text/clip_tokenizer.h"
+#include "../train/clip_trainer.h"
 #include "../train/lora_trainer.h"
 #include "../train/unet_trainer.h"
 
@@ -53,6 +54,7 @@ typedef struct run {
   int64_t length;              /* the dataset: max(instance, class images), or instance images */
   sd_unet_trainer *trainer;    /* a full fine-tune's, or NULL */
   sd_lora_trainer *lora;       /* LoRA mode's, or NULL */
+  sd_clip_trainer *encoder;    /* train_text_encoder's, or NULL (the frozen encoder) */
   sd_dreambooth_params params; /* the trained parameters, for checkpoints */
   int channels, side;          /* latent channels, latent side (resolution / 8) */
   int64_t per_item;            /* channels x side x side */
@@ -75,6 +77,13 @@ typedef struct run {
   float *host_context;                         /* (rows x max_items, L, D) */
   int64_t embedding_size;                      /* L x D */
   double *weights;                             /* (rows x max_items) the rows' loss weights */
+  /* train_text_encoder: the prompts' token ids (2, L) (instance, class), each row's prompt
+   * (rows x max_items: 0 instance, 1 class), the step's ids (rows x max_items, L), and the
+   * gradient of the loss with respect to context */
+  int32_t *prompt_ids;
+  int *row_prompt;
+  int32_t *step_ids;
+  sd_tensor dcontext;
   sd_dreambooth_position pos;
   sd_dreambooth_fingerprint fp;
   FILE *log;
@@ -197,7 +206,26 @@ static int encode_prompts(run *r) {
   for (size_t i = 0; i < rows; i++)
     memcpy(r->host_context + i * row, r->instance_embedding, row * sizeof(float));
   SD_TRY(sd_tensor_alloc_persistent(r->be, &r->context));
-  return sd_tensor_upload_f32(r->be, &r->context, r->host_context);
+  SD_TRY(sd_tensor_upload_f32(r->be, &r->context, r->host_context));
+  r->row_prompt = calloc(rows, sizeof *r->row_prompt);
+  if (!r->row_prompt)
+    return SD_ERROR("out of memory");
+  if (!r->encoder)
+    return 0;
+  /* train_text_encoder: the encoder runs on every step's rows */
+  size_t length = (size_t)sd_tokenizer_max_length(r->nets.tokenizer);
+  r->prompt_ids = calloc(2 * length, sizeof *r->prompt_ids);
+  r->step_ids = malloc(rows * length * sizeof *r->step_ids);
+  if (!r->prompt_ids || !r->step_ids)
+    return SD_ERROR("out of memory");
+  if (sd_tokenizer_encode(r->nets.tokenizer, r->cfg->instance_prompt, r->prompt_ids) < 0)
+    return sd_error_context("encoding instance_prompt");
+  if (r->prior &&
+      sd_tokenizer_encode(r->nets.tokenizer, r->cfg->class_prompt, r->prompt_ids + length) < 0)
+    return sd_error_context("encoding class_prompt");
+  r->dcontext = r->context;
+  r->dcontext.data = NULL;
+  return sd_tensor_alloc_persistent(r->be, &r->dcontext);
 }
 
 /* The trainer of the config's mode and its parameter list. LoRA mode: rank cfg->rank, alpha =
@@ -217,8 +245,18 @@ static int make_trainer(run *r, const sd_unet_train_config *tc) {
   } else {
     rc = sd_unet_trainer_create(r->be, r->nets.unet, r->nets.unet_weights, &r->model->scheduler, tc,
                                 NULL, NULL, &r->trainer);
+    /* train_text_encoder: one optimizer over both models (the UNet trainer's config steps it) */
+    const sd_clip_train_config cc = {.adamw = tc->adamw,
+                                     .learning_rate = tc->learning_rate,
+                                     .schedule = tc->schedule,
+                                     .warmup_steps = tc->warmup_steps,
+                                     .total_steps = tc->total_steps,
+                                     .max_grad_norm = tc->max_grad_norm};
+    if (rc == 0 && cfg->train_text_encoder)
+      rc = sd_clip_trainer_create(r->be, r->nets.clip, r->nets.clip_weights, &cc, NULL, NULL,
+                                  &r->encoder);
     if (rc == 0)
-      rc = sd_dreambooth_params_unet(r->trainer, &r->params);
+      rc = sd_dreambooth_params_unet(r->trainer, r->encoder, &r->params);
   }
   return rc < 0 ? sd_error_context("%s: pretrained_model %s", cfg->path, cfg->pretrained_model) : 0;
 }
@@ -456,12 +494,17 @@ static void run_free(run *r) {
     fclose(r->log);
   if (r->be) {
     sd_tensor_free(r->be, &r->context);
+    sd_tensor_free(r->be, &r->dcontext);
     sd_tensor_free(r->be, &r->latents);
     sd_tensor_free(r->be, &r->noise);
   }
   sd_dreambooth_params_free(&r->params);
   sd_unet_trainer_free(r->trainer);
+  sd_clip_trainer_free(r->encoder);
   sd_lora_trainer_free(r->lora);
+  free(r->prompt_ids);
+  free(r->row_prompt);
+  free(r->step_ids);
   sd_instance_data_free(&r->data);
   sd_instance_data_free(&r->cls);
   sd_engine_close(r->engine);
@@ -568,6 +611,7 @@ static int pack_prior_step(run *r, int items) {
     memcpy(r->host_context + i * row, i < n ? r->instance_embedding : r->class_embedding,
            row * sizeof(float));
     r->weights[i] = i < n ? 1.0 / elements : r->cfg->prior_loss_weight / elements;
+    r->row_prompt[i] = i < n ? 0 : 1;
   }
   sd_tensor context = sd_tensor_slice0(&r->context, 0, 2 * items);
   return sd_tensor_upload_f32(r->be, &context, r->host_context);
@@ -593,6 +637,7 @@ static int share_rows(run *r, int items) {
       memmove(r->host_context + dst * row, r->host_context + src * row, row * sizeof(float));
       r->timesteps[dst] = r->timesteps[src];
       r->weights[dst] = r->weights[src];
+      r->row_prompt[dst] = r->row_prompt[src];
     }
   if (dst > 0) {
     sd_tensor context = sd_tensor_slice0(&r->context, 0, (int64_t)dst);
@@ -600,6 +645,18 @@ static int share_rows(run *r, int items) {
       return -1;
   }
   return (int)dst;
+}
+
+/* train_text_encoder: the step's rows' prompts through the encoder being trained, into context
+ * (rows, L, D), with the tape its step consumes. */
+static int encode_rows(run *r, int rows, sd_tensor *context) {
+  size_t length = (size_t)sd_tokenizer_max_length(r->nets.tokenizer);
+  for (int q = 0; q < rows; q++)
+    memcpy(r->step_ids + (size_t)q * length, r->prompt_ids + (size_t)r->row_prompt[q] * length,
+           length * sizeof *r->step_ids);
+  if (sd_clip_trainer_forward(r->encoder, r->step_ids, rows, context) < 0)
+    return sd_error_context("step %" PRId64, r->pos.step + 1);
+  return 0;
 }
 
 static int new_epoch_order(run *r) {
@@ -653,7 +710,8 @@ static int start_position(run *r) {
     if (sd_dreambooth_checkpoint_read(r->cfg->output_dir, latest, &r->params, &r->pos, &r->fp) < 0)
       return sd_error_context("%s: --resume", r->cfg->path);
     if ((r->lora ? sd_lora_trainer_restore(r->lora, latest)
-                 : sd_unet_trainer_restore(r->trainer, latest)) < 0)
+                 : sd_unet_trainer_restore(r->trainer, latest)) < 0 ||
+        (r->encoder && sd_clip_trainer_restore(r->encoder, latest) < 0))
       return sd_error_context("resuming from %s/checkpoint-%" PRId64, r->cfg->output_dir, latest);
     if (r->opt->progress)
       fprintf(stderr, "sdbatch train: resuming from %s/checkpoint-%" PRId64 "\n",
@@ -696,10 +754,17 @@ static int train_steps(run *r, sd_dreambooth_result *result) {
     sd_tensor context = sd_tensor_slice0(&r->context, 0, rows);
     SD_TRY(sd_tensor_upload_f32(r->be, &latents, r->host_latents));
     SD_TRY(sd_tensor_upload_f32(r->be, &noise, r->host_noise));
-    SD_TRY(r->lora ? sd_lora_trainer_step_weighted(r->lora, &latents, &noise, r->timesteps,
-                                                   &context, weights, &report)
-                   : sd_unet_trainer_step_weighted(r->trainer, &latents, &noise, r->timesteps,
-                                                   &context, weights, &report));
+    if (r->encoder) {
+      SD_TRY(encode_rows(r, rows, &context));
+      sd_tensor dcontext = sd_tensor_slice0(&r->dcontext, 0, rows);
+      SD_TRY(sd_unet_trainer_step_joint(r->trainer, r->encoder, &latents, &noise, r->timesteps,
+                                        &context, weights, &dcontext, &report));
+    } else {
+      SD_TRY(r->lora ? sd_lora_trainer_step_weighted(r->lora, &latents, &noise, r->timesteps,
+                                                     &context, weights, &report)
+                     : sd_unet_trainer_step_weighted(r->trainer, &latents, &noise, r->timesteps,
+                                                     &context, weights, &report));
+    }
     r->pos.step++;
     done_here++;
     int64_t epoch = r->pos.epoch;
@@ -749,6 +814,8 @@ int sd_dreambooth_train(const sd_dreambooth_config *cfg, const sd_dreambooth_opt
       sd_lora_trainer_set_reduce(r.lora, opt->ranks);
     else
       sd_unet_trainer_set_reduce(r.trainer, opt->ranks);
+    if (r.encoder)
+      sd_clip_trainer_set_reduce(r.encoder, opt->ranks);
     rc = barrier(&r, "after loading");
   }
   if (rc == 0 && mkdir(cfg->output_dir, 0777) < 0 && errno != EEXIST)
@@ -765,14 +832,18 @@ int sd_dreambooth_train(const sd_dreambooth_config *cfg, const sd_dreambooth_opt
             "sdbatch train: %d instance images%s, %" PRId64 " steps of %d x %d items at %d px, "
             "from step %" PRId64 "%s\n",
             r.data.count, classes, r.total_steps, cfg->gradient_accumulation_steps,
-            cfg->train_batch_size, cfg->resolution, r.pos.step, cfg->lora ? ", LoRA" : "");
+            cfg->train_batch_size, cfg->resolution, r.pos.step,
+            cfg->lora   ? ", LoRA"
+            : r.encoder ? ", with the text encoder"
+                        : "");
   if (rc == 0)
     rc = train_steps(&r, result);
   if (rc == 0 && r.log && (fflush(r.log) != 0 || fsync(fileno(r.log)) != 0))
     rc = SD_ERROR("%s: write failed: %s", r.log_path, strerror(errno));
   if (rc == 0 && writer(&r))
     rc = r.lora ? sd_dreambooth_write_lora(cfg->output_dir, r.lora)
-                : sd_dreambooth_write_model(cfg->pretrained_model, cfg->output_dir, r.trainer);
+                : sd_dreambooth_write_model(cfg->pretrained_model, cfg->output_dir, r.trainer,
+                                            r.encoder);
   if (rc == 0)
     rc = barrier(&r, "for rank 0's output");
   result->steps = r.pos.step;

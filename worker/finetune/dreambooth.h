@@ -1,6 +1,7 @@
-/* `sdbatch train`: DreamBooth fine-tuning of the UNet, full or LoRA, with or without prior
- * preservation (diffusers' examples/dreambooth/train_dreambooth.py and train_dreambooth_lora.py
- * without text-encoder training)
+/* `sdbatch train`: DreamBooth fine-tuning of the UNet, full (with or without the text encoder,
+ * train_text_encoder) or LoRA, with or without prior preservation (diffusers'
+ * examples/dreambooth/train_dreambooth.py and train_dreambooth_lora.py; the text encoder's LoRA
+ * is not built)
  * on the CPU backend, with crash-safe checkpoints and an exact resume (docs/training.md,
  * "sdbatch train"). */
 #ifndef SD_DREAMBOOTH_H
@@ -35,7 +36,8 @@ typedef struct sd_dreambooth_result {
 
 /* Trains and writes output_dir: loss.csv, checkpoint-<step>/ folders, and for a full fine-tune a
  * diffusers folder (the pretrained model's files with unet/diffusion_pytorch_model.safetensors
- * replaced by the trained float32 weights), in LoRA mode (config->lora) only
+ * replaced by the trained float32 weights, with train_text_encoder also
+ * text_encoder/model.safetensors), in LoRA mode (config->lora) only
  * pytorch_lora_weights.safetensors. Everything that can be checked before training (the config's
  * values against the model, the images, an output_dir that already holds files without
  * --resume) is checked before output_dir is created. -1 with an error naming the file and

@@ -63,6 +63,7 @@ static const key_spec known_keys[] = {
     KEY(checkpoints_total_limit, KEY_INT64, 1, 1e9),
     KEY_ANY(gradient_checkpointing, KEY_BOOL),
     KEY_ANY(lora, KEY_BOOL),
+    KEY_ANY(train_text_encoder, KEY_BOOL),
     KEY(rank, KEY_INT, 1, 1024),
     KEY_ANY(with_prior_preservation, KEY_BOOL),
     KEY_ANY(class_data_dir, KEY_PATH),
@@ -87,7 +88,6 @@ static const struct {
     {"revision", "models are local folders"},
     {"variant", "models are local folders"},
     {"tokenizer_name", "the model's own tokenizer is used"},
-    {"train_text_encoder", "the text encoder is frozen"},
     {"prior_generation_precision", "class images are rendered in float32"},
     {"lora_rank", "LoRA mode is `lora: true`, its rank `rank` (train_dreambooth_lora.py's --rank)"},
     {"lora_alpha", "lora_alpha is rank, as train_dreambooth_lora.py sets it"},
@@ -409,6 +409,11 @@ static const yaml_node_t *seen_key(const yaml_node_t *const *seen, const char *n
 static int apply_mode(const loader *ld, const yaml_node_t *const *seen) {
   sd_dreambooth_config *c = ld->cfg;
   const yaml_node_t *rank = seen_key(seen, "rank");
+  const yaml_node_t *text_encoder = seen_key(seen, "train_text_encoder");
+  if (c->lora && c->train_text_encoder)
+    return error_at(ld, text_encoder,
+                    "train_text_encoder: not supported yet in LoRA mode (the text encoder's LoRA); "
+                    "a full fine-tune (without `lora: true`) trains the text encoder");
   if (!c->lora) {
     if (rank)
       return error_at(ld, rank,

@@ -37,7 +37,9 @@ typedef struct sd_dreambooth_config {
   /* LoRA mode (train_dreambooth_lora.py): peft LoRA A/B on the UNet's to_q, to_k, to_v,
    * to_out.0, lora_alpha = rank; learning_rate defaults to 5e-4 there */
   bool lora; /* false */
-  int rank;  /* 4; the key is refused without lora: true */
+  /* false; true trains the text encoder with the UNet (full fine-tunes only) */
+  bool train_text_encoder;
+  int rank; /* 4; the key is refused without lora: true */
   /* Prior preservation (--with_prior_preservation): class images from class_data_dir (the missing
    * ones rendered from class_prompt before training) trained alongside with class_prompt, loss =
    * instance MSE + prior_loss_weight x class MSE. The class keys are refused without it. */

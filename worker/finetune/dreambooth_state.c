@@ -3,6 +3,7 @@
 
 #include "train_state.h"
 
+#include "../io/config_json.h"
 #include "../io/file_util.h"
 #include "../io/safetensors.h"
 #include "../model/grads.h"
@@ -113,8 +114,10 @@ static void rng_unpack(const int32_t *in, uint64_t seed, sd_rng *rng) {
   rng->mt_index = in[624];
 }
 
-#define FORMAT_FULL "sdbatch-dreambooth-1"
-#define FORMAT_LORA "sdbatch-dreambooth-lora-1"
+#define FORMAT_FULL              "sdbatch-dreambooth-1"
+#define FORMAT_LORA              "sdbatch-dreambooth-lora-1"
+#define FORMAT_FULL_TEXT_ENCODER "sdbatch-dreambooth-te-1" /* < 32 bytes: the metadata buffer */
+#define TEXT_ENCODER_PREFIX      "text_encoder."
 
 void sd_dreambooth_params_free(sd_dreambooth_params *p) {
   for (size_t i = 0; p->items && i < p->count; i++)
@@ -130,22 +133,41 @@ static int params_alloc(size_t count, const char *format, sd_dreambooth_params *
   return out->items ? 0 : SD_ERROR("out of memory");
 }
 
-int sd_dreambooth_params_unet(sd_unet_trainer *trainer, sd_dreambooth_params *out) {
+/* Parameter i of a full trainer's store into p, under prefix + its name. */
+static int full_param(const sd_grads *grads, size_t i, const char *prefix, float *value,
+                      float *exp_avg, float *exp_avg_sq, sd_dreambooth_param *p) {
+  const sd_tensor *w = sd_grads_weight_at(grads, i);
+  const char *name = sd_grads_name_at(grads, i);
+  size_t size = strlen(prefix) + strlen(name) + 1;
+  p->name = malloc(size);
+  if (!p->name)
+    return SD_ERROR("out of memory");
+  snprintf(p->name, size, "%s%s", prefix, name);
+  p->value = value;
+  p->exp_avg = exp_avg;
+  p->exp_avg_sq = exp_avg_sq;
+  p->ndim = w->ndim;
+  memcpy(p->shape, w->shape, sizeof p->shape);
+  return 0;
+}
+
+int sd_dreambooth_params_unet(sd_unet_trainer *trainer, sd_clip_trainer *text_encoder,
+                              sd_dreambooth_params *out) {
   sd_grads *grads = sd_unet_trainer_grads(trainer);
-  SD_TRY(params_alloc(sd_grads_count(grads), FORMAT_FULL, out));
+  sd_grads *te_grads = text_encoder ? sd_clip_trainer_grads(text_encoder) : NULL;
+  size_t n = sd_grads_count(grads), n_te = te_grads ? sd_grads_count(te_grads) : 0;
+  SD_TRY(params_alloc(n + n_te, text_encoder ? FORMAT_FULL_TEXT_ENCODER : FORMAT_FULL, out));
   for (size_t i = 0; i < out->count; i++) {
-    sd_dreambooth_param *p = &out->items[i];
-    const sd_tensor *w = sd_grads_weight_at(grads, i);
-    int rc = sd_unet_trainer_state_at(trainer, i, &p->value, &p->exp_avg, &p->exp_avg_sq);
-    p->name = rc == 0 ? strdup(sd_grads_name_at(grads, i)) : NULL;
-    if (rc == 0 && !p->name)
-      rc = SD_ERROR("out of memory");
+    float *value, *m, *v;
+    int rc = i < n ? sd_unet_trainer_state_at(trainer, i, &value, &m, &v)
+                   : sd_clip_trainer_state_at(text_encoder, i - n, &value, &m, &v);
+    if (rc == 0)
+      rc = i < n ? full_param(grads, i, "", value, m, v, &out->items[i])
+                 : full_param(te_grads, i - n, TEXT_ENCODER_PREFIX, value, m, v, &out->items[i]);
     if (rc < 0) {
       sd_dreambooth_params_free(out);
       return rc;
     }
-    p->ndim = w->ndim;
-    memcpy(p->shape, w->shape, sizeof p->shape);
   }
   return 0;
 }
@@ -333,16 +355,20 @@ static const sd_st_tensor *find_tensor(const sd_safetensors *f, const char *name
 }
 
 static const char *format_mode(const char *format) {
-  return !strcmp(format, FORMAT_LORA)   ? "a LoRA run (lora: true)"
-         : !strcmp(format, FORMAT_FULL) ? "a full fine-tune (no lora: true)"
-                                        : "an unknown kind of run";
+  return !strcmp(format, FORMAT_LORA) ? "a LoRA run (lora: true)"
+         : !strcmp(format, FORMAT_FULL)
+             ? "a full fine-tune of the UNet (no lora: true, no train_text_encoder: true)"
+         : !strcmp(format, FORMAT_FULL_TEXT_ENCODER)
+             ? "a full fine-tune with the text encoder (train_text_encoder: true)"
+             : "an unknown kind of run";
 }
 
 /* The checkpoint's format and fingerprint against the run's. */
 static int check_header(const sd_safetensors *f, const char *path, const char *want_format,
                         const sd_dreambooth_fingerprint *fp) {
   const char *format = sd_safetensors_metadata(f, "format");
-  if (!format || (strcmp(format, FORMAT_FULL) != 0 && strcmp(format, FORMAT_LORA) != 0))
+  if (!format || (strcmp(format, FORMAT_FULL) != 0 && strcmp(format, FORMAT_LORA) != 0 &&
+                  strcmp(format, FORMAT_FULL_TEXT_ENCODER) != 0))
     return SD_ERROR("%s: not an sdbatch training state (format '%s', expected '%s')", path,
                     format ? format : "none", want_format);
   if (strcmp(format, want_format) != 0)
@@ -451,8 +477,122 @@ static int copy_folder(const char *src, const char *dst, bool skip_weights) {
   return rc;
 }
 
+typedef int (*state_at_fn)(void *trainer, size_t i, float **master, float **exp_avg,
+                           float **exp_avg_sq);
+
+static int unet_state_at(void *t, size_t i, float **master, float **m, float **v) {
+  return sd_unet_trainer_state_at(t, i, master, m, v);
+}
+
+static int clip_state_at(void *t, size_t i, float **master, float **m, float **v) {
+  return sd_clip_trainer_state_at(t, i, master, m, v);
+}
+
+/* output_dir/<folder>/<file>: a trainer's float32 master weights under their names (the folder
+ * made if absent, then fsync'ed). */
+static int write_trained(const char *output_dir, const char *folder, const char *file,
+                         sd_grads *grads, state_at_fn state_at, void *trainer) {
+  char to[PATH_MAX_LEN];
+  snprintf(to, sizeof to, "%s/%s", output_dir, folder);
+  if (mkdir(to, 0777) < 0 && errno != EEXIST)
+    return SD_ERROR("%s: cannot make the folder: %s", to, strerror(errno));
+  size_t n = sd_grads_count(grads);
+  sd_st_tensor *tensors = calloc(n ? n : 1, sizeof *tensors);
+  int rc = tensors ? 0 : SD_ERROR("out of memory");
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    const sd_tensor *w = sd_grads_weight_at(grads, i);
+    float *master, *m, *v;
+    rc = state_at(trainer, i, &master, &m, &v);
+    tensors[i] = (sd_st_tensor){.name = sd_grads_name_at(grads, i),
+                                .dtype = SD_DTYPE_F32,
+                                .ndim = w->ndim,
+                                .data = master,
+                                .bytes = (size_t)sd_tensor_numel(w) * sizeof(float)};
+    memcpy(tensors[i].shape, w->shape, sizeof tensors[i].shape);
+  }
+  snprintf(to, sizeof to, "%s/%s/%s", output_dir, folder, file);
+  const char *keys[1] = {"format"}, *values[1] = {"pt"};
+  if (rc == 0)
+    rc = sd_safetensors_write(to, tensors, n, keys, values, 1);
+  free(tensors);
+  if (rc == 0) {
+    snprintf(to, sizeof to, "%s/%s", output_dir, folder);
+    rc = sd_dreambooth_fsync_path(to);
+  }
+  return rc;
+}
+
+/* In text (a JSON object), the string value of every "<key>": "..." replaced by value: into out
+ * (size bytes). cJSON_Print would rewrite the numbers (1.0 as 1, which transformers' strict
+ * config classes refuse), so the file's other bytes are kept as they are. */
+static int replace_json_string(const char *text, const char *key, const char *value, char *out,
+                               size_t size) {
+  char quoted[64];
+  snprintf(quoted, sizeof quoted, "\"%s\"", key);
+  size_t used = 0;
+  const char *at = text, *hit;
+  while ((hit = strstr(at, quoted)) != NULL) {
+    const char *p = hit + strlen(quoted);
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+      p++;
+    if (*p != ':') {
+      at = hit + 1;
+      continue;
+    }
+    p++;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+      p++;
+    const char *end = *p == '"' ? strchr(p + 1, '"') : NULL;
+    if (!end) { /* not a string value: left */
+      at = hit + 1;
+      continue;
+    }
+    int n = snprintf(out + used, size - used, "%.*s\"%s\"", (int)(p - at), at, value);
+    if (n < 0 || (size_t)n >= size - used)
+      return SD_ERROR("config too large");
+    used += (size_t)n;
+    at = end + 1;
+  }
+  int n = snprintf(out + used, size - used, "%s", at);
+  return n < 0 || (size_t)n >= size - used ? SD_ERROR("config too large") : 0;
+}
+
+/* output_dir/text_encoder/config.json: the pretrained one with its dtype float32 (the trained
+ * weights' dtype, as the script's float32 model saves it; transformers >= 5 loads a model in its
+ * config's dtype). */
+static int write_text_encoder_config(const char *pretrained, const char *output_dir) {
+  char from[PATH_MAX_LEN], to[PATH_MAX_LEN];
+  snprintf(from, sizeof from, "%s/text_encoder/config.json", pretrained);
+  snprintf(to, sizeof to, "%s/text_encoder/config.json", output_dir);
+  cJSON *json; /* checked to be a JSON object first */
+  SD_TRY(sd_json_read_file(from, &json));
+  cJSON_Delete(json);
+  FILE *f = fopen(from, "rb");
+  if (!f)
+    return SD_ERROR("%s: cannot open: %s", from, strerror(errno));
+  enum { LIMIT = 1 << 20 };
+  char *text = malloc(LIMIT), *a = malloc(LIMIT), *b = malloc(LIMIT);
+  size_t got = text ? fread(text, 1, LIMIT - 1, f) : 0;
+  int rc = text && a && b ? 0 : SD_ERROR("out of memory");
+  if (rc == 0 && (ferror(f) || got == LIMIT - 1))
+    rc = SD_ERROR("%s: cannot read, or larger than 1 MiB", from);
+  fclose(f);
+  if (rc == 0) {
+    text[got] = 0;
+    rc = replace_json_string(text, "dtype", "float32", a, LIMIT);
+  }
+  if (rc == 0)
+    rc = replace_json_string(a, "torch_dtype", "float32", b, LIMIT);
+  if (rc == 0)
+    rc = sd_write_file(to, b, strlen(b));
+  free(text);
+  free(a);
+  free(b);
+  return rc < 0 ? sd_error_context("%s", from) : 0;
+}
+
 int sd_dreambooth_write_model(const char *pretrained, const char *output_dir,
-                              sd_unet_trainer *trainer) {
+                              sd_unet_trainer *trainer, sd_clip_trainer *text_encoder) {
   DIR *d = opendir(pretrained);
   if (!d)
     return SD_ERROR("%s: cannot read the pretrained model folder: %s", pretrained, strerror(errno));
@@ -471,37 +611,20 @@ int sd_dreambooth_write_model(const char *pretrained, const char *output_dir,
     if (S_ISREG(st.st_mode))
       rc = sd_copy_file(from, to);
     else if (S_ISDIR(st.st_mode))
-      rc = copy_folder(from, to, !strcmp(e->d_name, "unet"));
+      rc = copy_folder(from, to,
+                       !strcmp(e->d_name, "unet") ||
+                           (text_encoder && !strcmp(e->d_name, "text_encoder")));
   }
   closedir(d);
-  snprintf(to, sizeof to, "%s/unet", output_dir);
-  if (rc == 0 && mkdir(to, 0777) < 0 && errno != EEXIST)
-    rc = SD_ERROR("%s: cannot make the folder: %s", to, strerror(errno));
-  sd_grads *grads = sd_unet_trainer_grads(trainer);
-  size_t n = sd_grads_count(grads);
-  sd_st_tensor *tensors = rc == 0 ? calloc(n, sizeof *tensors) : NULL;
-  if (rc == 0 && !tensors)
-    rc = SD_ERROR("out of memory");
-  for (size_t i = 0; rc == 0 && i < n; i++) {
-    const sd_tensor *w = sd_grads_weight_at(grads, i);
-    float *master, *m, *v;
-    rc = sd_unet_trainer_state_at(trainer, i, &master, &m, &v);
-    tensors[i] = (sd_st_tensor){.name = sd_grads_name_at(grads, i),
-                                .dtype = SD_DTYPE_F32,
-                                .ndim = w->ndim,
-                                .data = master,
-                                .bytes = (size_t)sd_tensor_numel(w) * sizeof(float)};
-    memcpy(tensors[i].shape, w->shape, sizeof tensors[i].shape);
-  }
-  snprintf(to, sizeof to, "%s/unet/diffusion_pytorch_model.safetensors", output_dir);
-  const char *keys[1] = {"format"}, *values[1] = {"pt"};
   if (rc == 0)
-    rc = sd_safetensors_write(to, tensors, n, keys, values, 1);
-  free(tensors);
-  if (rc == 0) {
-    snprintf(to, sizeof to, "%s/unet", output_dir);
-    rc = sd_dreambooth_fsync_path(to);
-  }
+    rc = write_trained(output_dir, "unet", "diffusion_pytorch_model.safetensors",
+                       sd_unet_trainer_grads(trainer), unet_state_at, trainer);
+  /* transformers' CLIPTextModel.save_pretrained: model.safetensors, text_model.* names */
+  if (rc == 0 && text_encoder)
+    rc = write_text_encoder_config(pretrained, output_dir);
+  if (rc == 0 && text_encoder)
+    rc = write_trained(output_dir, "text_encoder", "model.safetensors",
+                       sd_clip_trainer_grads(text_encoder), clip_state_at, text_encoder);
   if (rc == 0)
     rc = sd_dreambooth_fsync_path(output_dir);
   return rc < 0 ? sd_error_context("writing the trained model to %s", output_dir) : 0;

@@ -4,6 +4,7 @@
 #define SD_DREAMBOOTH_STATE_H
 
 #include "../rng/rng.h"
+#include "../train/clip_trainer.h"
 #include "../train/lora_trainer.h"
 #include "../train/unet_trainer.h"
 
@@ -46,8 +47,11 @@ typedef struct sd_dreambooth_params {
   const char *format;
 } sd_dreambooth_params;
 
-/* The full fine-tune's parameters (sd_grads order and names). */
-int sd_dreambooth_params_unet(sd_unet_trainer *trainer, sd_dreambooth_params *out);
+/* The full fine-tune's parameters (sd_grads order and names), then with text_encoder (NULL:
+ * the frozen encoder) the encoder's under "text_encoder." + their names (another format: a
+ * checkpoint of the other choice is refused). */
+int sd_dreambooth_params_unet(sd_unet_trainer *trainer, sd_clip_trainer *text_encoder,
+                              sd_dreambooth_params *out);
 /* The LoRA's: unet.<module>.lora.down.weight (A) and .lora.up.weight (B). */
 int sd_dreambooth_params_lora(sd_lora_trainer *trainer, sd_dreambooth_params *out);
 void sd_dreambooth_params_free(sd_dreambooth_params *params);
@@ -79,9 +83,11 @@ int sd_dreambooth_write_lora(const char *output_dir, const sd_lora_trainer *trai
 /* Makes output_dir the diffusers folder of the trained model: the pretrained folder's files
  * (model_index.json, every component folder but unet's weights; one level deep) copied, then
  * unet/diffusion_pytorch_model.safetensors written with the trainer's float32 weights under
- * their diffusers names. Each file is written under a temporary name and renamed. */
+ * their diffusers names; with text_encoder (NULL: frozen) also text_encoder/model.safetensors
+ * (float32, transformers' names; the pretrained encoder's weight files not copied). Each file is
+ * written under a temporary name and renamed. */
 int sd_dreambooth_write_model(const char *pretrained, const char *output_dir,
-                              sd_unet_trainer *trainer);
+                              sd_unet_trainer *trainer, sd_clip_trainer *text_encoder);
 
 /* fsync of a file or folder by path. */
 int sd_dreambooth_fsync_path(const char *path);

@@ -43,6 +43,25 @@ int sd_copy_file(const char *src, const char *dst) {
   return rc;
 }
 
+int sd_write_file(const char *dst, const void *data, size_t n) {
+  char tmp[PATH_MAX + 8];
+  if (snprintf(tmp, sizeof tmp, "%s.tmp", dst) >= (int)sizeof tmp)
+    return SD_ERROR("%s: path too long", dst);
+  FILE *out = fopen(tmp, "wb");
+  if (!out)
+    return SD_ERROR("%s: cannot create: %s", tmp, strerror(errno));
+  int rc = 0;
+  if (fwrite(data, 1, n, out) != n || fflush(out) != 0 || fsync(fileno(out)) != 0)
+    rc = SD_ERROR("%s: write failed: %s", tmp, strerror(errno));
+  if (fclose(out) != 0 && rc == 0)
+    rc = SD_ERROR("%s: close failed: %s", tmp, strerror(errno));
+  if (rc == 0 && rename(tmp, dst) < 0)
+    rc = SD_ERROR("cannot rename %s to %s: %s", tmp, dst, strerror(errno));
+  if (rc < 0)
+    unlink(tmp);
+  return rc;
+}
+
 int sd_make_folder(const char *path) {
   if (mkdir(path, 0777) < 0 && errno != EEXIST)
     return SD_ERROR("%s: cannot make the folder: %s", path, strerror(errno));

@@ -3,9 +3,15 @@
 #ifndef SD_FILE_UTIL_H
 #define SD_FILE_UTIL_H
 
+#include <stddef.h>
+
 /* Copies src to dst through dst.tmp (written, fsync'ed, renamed over dst): dst is either its old
  * self or the whole copy. The temporary file is removed on failure. */
 int sd_copy_file(const char *src, const char *dst);
+
+/* Writes the n bytes of data to dst through dst.tmp (written, fsync'ed, renamed over dst), as
+ * sd_copy_file. */
+int sd_write_file(const char *dst, const void *data, size_t n);
 
 /* mkdir(path); an existing folder is fine. */
 int sd_make_folder(const char *path);

@@ -216,6 +216,7 @@ int sd_engine_vae_scale_factor(const sd_engine *engine) {
 void sd_engine_get_networks(sd_engine *engine, sd_engine_networks *out) {
   *out = (sd_engine_networks){.tokenizer = engine->tokenizer,
                               .clip = engine->clip,
+                              .clip_weights = engine->clip_weights,
                               .unet = engine->unet,
                               .unet_weights = engine->unet_weights,
                               .vae = engine->vae};

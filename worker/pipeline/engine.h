@@ -254,6 +254,7 @@ struct sd_weights;
 typedef struct sd_engine_networks {
   struct sd_tokenizer *tokenizer;
   struct sd_clip_text *clip;
+  const struct sd_weights *clip_weights;
   struct sd_unet *unet;
   const struct sd_weights *unet_weights;
   struct sd_vae *vae;

@@ -6,6 +6,7 @@
 #include "../../kernels/error.h"
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 struct sd_clip_trainer {
@@ -15,6 +16,7 @@ struct sd_clip_trainer {
   sd_grads *grads;
   sd_param_optim *optim;
   sd_clip_text_tape *tape; /* of the last forward, until its step */
+  bool empty_forward;      /* the last forward had no rows (a data-parallel rank's share) */
   int64_t steps;
 };
 
@@ -55,6 +57,9 @@ void sd_clip_trainer_free(sd_clip_trainer *t) {
 
 int sd_clip_trainer_forward(sd_clip_trainer *t, const int32_t *ids, int batch, sd_tensor *hidden) {
   sd_clip_trainer_drop(t);
+  t->empty_forward = batch == 0;
+  if (batch == 0)
+    return 0;
   if (sd_clip_text_forward_train(t->clip, ids, batch, hidden, &t->tape) < 0)
     return sd_error_context("text encoder training: step %" PRId64 "'s forward", t->steps);
   return 0;
@@ -79,6 +84,33 @@ int sd_clip_trainer_step(sd_clip_trainer *t, const sd_tensor *dhidden,
     return sd_error_context("text encoder training: step %" PRId64, t->steps);
   t->steps++;
   return 0;
+}
+
+int sd_clip_trainer_backward(sd_clip_trainer *t, const sd_tensor *dhidden) {
+  if (!t->tape && !t->empty_forward)
+    return SD_ERROR("text encoder training: a backward without its forward");
+  int rc = sd_grads_zero(t->grads);
+  if (rc == 0 && t->empty_forward) { /* no rows: no gradient */
+    t->empty_forward = false;
+    return 0;
+  }
+  if (rc == 0)
+    rc = sd_clip_text_backward(t->tape, dhidden, t->grads);
+  sd_clip_trainer_drop(t);
+  return rc < 0 ? sd_error_context("text encoder training: step %" PRId64 "'s backward", t->steps)
+                : 0;
+}
+
+sd_param_optim *sd_clip_trainer_optim(sd_clip_trainer *t) {
+  return t->optim;
+}
+
+void sd_clip_trainer_set_reduce(sd_clip_trainer *t, const sd_grad_reduce *reduce) {
+  sd_param_optim_set_reduce(t->optim, reduce);
+}
+
+void sd_clip_trainer_count_step(sd_clip_trainer *t) {
+  t->steps++;
 }
 
 int64_t sd_clip_trainer_steps(const sd_clip_trainer *t) {

@@ -4,7 +4,8 @@
  * (sd_unet_trainer_step_dcontext), then sd_clip_trainer_step: the encoder's backward, its own
  * clip_grad_norm_ and an AdamW step at the schedule's learning rate. As diffusers' scripts with
  * --train_text_encoder do, except that the gradients are clipped per model, not over both at
- * once. float32 master weights and AdamW's moments on the host (param_optim.h). */
+ * once (sd_unet_trainer_step_joint steps both models as one: the script's step exactly). float32
+ * master weights and AdamW's moments on the host (param_optim.h). */
 #ifndef SD_CLIP_TRAINER_H
 #define SD_CLIP_TRAINER_H
 
@@ -34,7 +35,8 @@ void sd_clip_trainer_free(sd_clip_trainer *trainer);
 /* The step's forward: ids (B, L) int32 on the host -> hidden (B, L, hidden_size), bit for bit
  * sd_clip_text_forward's, recording the tape that sd_clip_trainer_step consumes. hidden: persistent
  * memory, or arena memory allocated before this call; the tape holds the arena from here until
- * sd_clip_trainer_step (or sd_clip_trainer_drop) releases it. */
+ * sd_clip_trainer_step (or sd_clip_trainer_drop) releases it. batch 0 (a data-parallel rank
+ * without rows): nothing computed, and the backward gives zero gradients. */
 int sd_clip_trainer_forward(sd_clip_trainer *trainer, const int32_t *ids, int batch,
                             sd_tensor *hidden);
 
@@ -47,6 +49,19 @@ typedef struct sd_clip_step_report {
  * forward's hidden, then clips and takes the AdamW step; releases the tape. */
 int sd_clip_trainer_step(sd_clip_trainer *trainer, const sd_tensor *dhidden,
                          sd_clip_step_report *report);
+/* For one optimizer step over the UNet and the encoder together (sd_unet_trainer_step_joint):
+ * backpropagates dhidden into the trainer's gradients (zeroed first) without a step, and
+ * releases the tape. */
+int sd_clip_trainer_backward(sd_clip_trainer *trainer, const sd_tensor *dhidden);
+/* The optimizer state that sd_clip_trainer_step steps (for sd_param_optim_step_chain). */
+struct sd_param_optim *sd_clip_trainer_optim(sd_clip_trainer *trainer);
+/* Data parallel: gradients summed over reduce's ranks before every step (NULL: none). Borrows
+ * reduce. */
+void sd_clip_trainer_set_reduce(sd_clip_trainer *trainer, const sd_grad_reduce *reduce);
+/* Counts a step taken by sd_unet_trainer_step_joint (the schedule and AdamW's bias corrections
+ * of a later sd_clip_trainer_step continue from there). */
+void sd_clip_trainer_count_step(sd_clip_trainer *trainer);
+
 /* Releases the last forward's tape without a step (after an error). */
 void sd_clip_trainer_drop(sd_clip_trainer *trainer);
 

@@ -58,15 +58,59 @@ int sd_param_optim_create(sd_backend *be, sd_grads *grads, sd_param_optim **out)
   return 0;
 }
 
-int sd_param_optim_step(sd_param_optim *o, const sd_adamw_config *adamw, double lr, int64_t step,
-                        double max_grad_norm, float *grad_norm) {
+/* The store's gradients into the host set, summed over the ranks. */
+static int gather_grads(sd_param_optim *o) {
   for (size_t i = 0; i < o->set.count; i++)
     if (sd_tensor_download_f32(o->be, sd_grads_at(o->grads, i), o->set.grads[i]) < 0)
       return sd_error_context("reading the gradient of %s", sd_grads_name_at(o->grads, i));
   for (size_t i = 0; i < o->set.count; i++)
     SD_TRY(sd_grad_reduce_f32(o->reduce, o->set.grads[i], (size_t)o->set.sizes[i]));
-  *grad_norm = sd_param_set_step(&o->set, adamw, lr, step, max_grad_norm);
-  return sd_param_optim_restore(o);
+  return 0;
+}
+
+int sd_param_optim_step(sd_param_optim *o, const sd_adamw_config *adamw, double lr, int64_t step,
+                        double max_grad_norm, float *grad_norm) {
+  return sd_param_optim_step_chain(&o, 1, adamw, lr, step, max_grad_norm, grad_norm);
+}
+
+int sd_param_optim_step_chain(sd_param_optim *const *chain, int count, const sd_adamw_config *adamw,
+                              double lr, int64_t step, double max_grad_norm, float *grad_norm) {
+  if (count == 1) {
+    SD_TRY(gather_grads(chain[0]));
+    *grad_norm = sd_param_set_step(&chain[0]->set, adamw, lr, step, max_grad_norm);
+    return sd_param_optim_restore(chain[0]);
+  }
+  size_t total = 0;
+  for (int k = 0; k < count; k++) {
+    SD_TRY(gather_grads(chain[k]));
+    total += chain[k]->set.count;
+  }
+  float **grads = calloc(total ? total : 1, sizeof *grads);
+  int64_t *sizes = calloc(total ? total : 1, sizeof *sizes);
+  if (!grads || !sizes) {
+    free(grads);
+    free(sizes);
+    return SD_ERROR("out of memory for %zu parameters", total);
+  }
+  size_t at = 0;
+  for (int k = 0; k < count; k++)
+    for (size_t i = 0; i < chain[k]->set.count; i++, at++) {
+      grads[at] = chain[k]->set.grads[i];
+      sizes[at] = chain[k]->set.sizes[i];
+    }
+  *grad_norm = sd_clip_grad_norm((int)total, grads, sizes,
+                                 max_grad_norm > 0 ? (float)max_grad_norm : 3.4e38f);
+  free(grads);
+  free(sizes);
+  for (int k = 0; k < count; k++) {
+    sd_param_set *set = &chain[k]->set;
+    for (size_t i = 0; i < set->count; i++)
+      sd_adamw_step(adamw, lr, step, set->values[i], set->grads[i], set->exp_avg[i],
+                    set->exp_avg_sq[i], set->sizes[i]);
+  }
+  for (int k = 0; k < count; k++)
+    SD_TRY(sd_param_optim_restore(chain[k]));
+  return 0;
 }
 
 int sd_param_optim_state_at(sd_param_optim *o, size_t i, float **master, float **exp_avg,

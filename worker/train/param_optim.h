@@ -27,6 +27,15 @@ void sd_param_optim_set_reduce(sd_param_optim *o, const sd_grad_reduce *reduce);
 int sd_param_optim_step(sd_param_optim *o, const sd_adamw_config *adamw, double lr, int64_t step,
                         double max_grad_norm, float *grad_norm);
 
+/* One optimizer step over several stores' weights as one chain of parameters (torch's
+ * clip_grad_norm_(itertools.chain(a.parameters(), b.parameters())) and one AdamW over both, as
+ * train_dreambooth.py --train_text_encoder steps the UNet and the text encoder): every store's
+ * gradients downloaded and summed over its reduce's ranks, clip_grad_norm_(max_grad_norm) over
+ * all of them in the order given, AdamW on each, every weight uploaded. count 1 is
+ * sd_param_optim_step, bit for bit. */
+int sd_param_optim_step_chain(sd_param_optim *const *chain, int count, const sd_adamw_config *adamw,
+                              double lr, int64_t step, double max_grad_norm, float *grad_norm);
+
 /* The state of trained parameter i (sd_grads order, i < the store's count), for checkpoints: host
  * float32 master weights (what the model's weight holds), exp_avg and exp_avg_sq, each of
  * sd_tensor_numel(weight) values, writable (a resumed run overwrites them, then calls

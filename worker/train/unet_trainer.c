@@ -1,6 +1,7 @@
 /* The UNet's optimizer step (unet_trainer.h). */
 #include "unet_trainer.h"
 
+#include "clip_trainer.h"
 #include "param_optim.h"
 
 #include "../sched/ddpm_noise.h"
@@ -219,6 +220,29 @@ int sd_unet_trainer_step_dcontext(sd_unet_trainer *t, const sd_tensor *latents,
                                   const sd_tensor *context, sd_tensor *dcontext,
                                   sd_unet_step_report *report) {
   return trainer_step(t, latents, noise, timesteps, context, NULL, dcontext, report);
+}
+
+int sd_unet_trainer_step_joint(sd_unet_trainer *t, sd_clip_trainer *encoder,
+                               const sd_tensor *latents, const sd_tensor *noise,
+                               const int32_t *timesteps, const sd_tensor *context,
+                               const double *item_weights, sd_tensor *dcontext,
+                               sd_unet_step_report *report) {
+  memset(report, 0, sizeof *report);
+  if (loss_backward(t->be, t->unet, t->noise, t->cfg.tape, t->grads, latents, noise, timesteps,
+                    context, item_weights, t->steps, &report->loss, dcontext) < 0) {
+    sd_clip_trainer_drop(encoder);
+    return -1;
+  }
+  SD_TRY(sd_clip_trainer_backward(encoder, dcontext));
+  SD_TRY(sd_grad_reduce_f32(t->reduce, &report->loss, 1));
+  report->learning_rate = sd_unet_train_lr(&t->cfg, t->steps);
+  sd_param_optim *chain[2] = {t->optim, sd_clip_trainer_optim(encoder)};
+  if (sd_param_optim_step_chain(chain, 2, &t->cfg.adamw, report->learning_rate, t->steps + 1,
+                                t->cfg.max_grad_norm, &report->grad_norm) < 0)
+    return sd_error_context("unet and text encoder training: step %" PRId64, t->steps);
+  t->steps++;
+  sd_clip_trainer_count_step(encoder);
+  return 0;
 }
 
 void sd_unet_trainer_set_reduce(sd_unet_trainer *t, const sd_grad_reduce *reduce) {

@@ -71,6 +71,21 @@ int sd_unet_trainer_step_dcontext(sd_unet_trainer *trainer, const sd_tensor *lat
                                   const sd_tensor *context, sd_tensor *dcontext,
                                   sd_unet_step_report *report);
 
+struct sd_clip_trainer;
+/* train_dreambooth.py --train_text_encoder's step: the UNet and the text encoder that made
+ * context (encoder's last sd_clip_trainer_forward, whose tape this consumes) trained as one model.
+ * The weighted loss's backward through the UNet gives dcontext (B, L, D, the caller's memory),
+ * sd_clip_trainer_backward carries it through the encoder, then one sd_param_optim_step_chain:
+ * clip_grad_norm_ over the chain of the UNet's then the encoder's parameters (report->grad_norm
+ * their total norm) and AdamW on both with this trainer's AdamW config and learning rate (the
+ * encoder trainer's own config is not used). With a reduce, both trainers' (each set with its
+ * set_reduce) sum their gradients over the ranks; each rank passes its share of the rows. */
+int sd_unet_trainer_step_joint(sd_unet_trainer *trainer, struct sd_clip_trainer *encoder,
+                               const sd_tensor *latents, const sd_tensor *noise,
+                               const int32_t *timesteps, const sd_tensor *context,
+                               const double *item_weights, sd_tensor *dcontext,
+                               sd_unet_step_report *report);
+
 /* Data parallel: every later step sums its loss and gradients over reduce's ranks (each rank
  * passing its share of the batch, with the whole batch's item weights) before clip + AdamW, so
  * every rank takes the same update (NULL: this process alone). Borrows reduce. */
