@@ -9,7 +9,7 @@ scripts/install-deps.sh
 scripts/build.sh
 mkdir -p out
 build/sdbatch render --model models/shapes-demo --prompt "a red circle" --seed 42 --steps 20 \
-  --guidance-scale 2.5 --width 64 --height 64 --out out/demo.png
+  --guidance-scale 7.5 --width 64 --height 64 --out out/demo.png
 echo "quickstart: wrote $(pwd)/out/demo.png (a red circle, 64 x 64)"
 
 # The batch job: rank 0 coordinates and writes out/demo.h5, ranks 1 and 2 render. Running it

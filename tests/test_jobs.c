@@ -417,8 +417,8 @@ static void test_examples(void) {
   CHECK(!strcmp(info->model, SD_SOURCE_DIR "/jobs/examples/../../models/shapes-demo"),
         "demo model path %s", info->model);
   CHECK(info->n_guidance == 2 && info->guidance_scales[0] == 1.0 &&
-            info->guidance_scales[1] == 2.5 && info->n_prompts == 2 && info->n_seeds == 2,
-        "demo: 2 prompts x 2 seeds x guidance [1.0, 2.5]");
+            info->guidance_scales[1] == 7.5 && info->n_prompts == 2 && info->n_seeds == 2,
+        "demo: 2 prompts x 2 seeds x guidance [1.0, 7.5]");
   sd_job_free(job);
 }
 

@@ -750,8 +750,9 @@ static int write_fp16(const sd_train_state_view *view, const char *path) {
   return rc;
 }
 
-/* vae/config.json of the untrained model with the measured scaling factor. */
-static int write_vae_config(run *r, const char *src, const char *dst) {
+/* dst: the JSON file src after edit(json, ctx), printed by cJSON with a final newline. */
+static int rewrite_json(const char *src, const char *dst, void (*edit)(cJSON *json, void *ctx),
+                        void *ctx) {
   char *text = malloc(1 << 16);
   if (!text)
     return SD_ERROR("out of memory");
@@ -761,7 +762,7 @@ static int write_vae_config(run *r, const char *src, const char *dst) {
   free(text);
   if (!json)
     return rc < 0 ? rc : SD_ERROR("%s: cannot read as JSON", src);
-  cJSON_ReplaceItemInObject(json, "scaling_factor", cJSON_CreateNumber((double)r->scaling_factor));
+  edit(json, ctx);
   char *out = cJSON_Print(json);
   cJSON_Delete(json);
   if (!out)
@@ -778,6 +779,28 @@ static int write_vae_config(run *r, const char *src, const char *dst) {
   rc = write_small_file(dst, with_newline);
   free(with_newline);
   return rc;
+}
+
+/* vae/config.json of the untrained model with the measured scaling factor. */
+static void set_scaling_factor(cJSON *json, void *ctx) {
+  const run *r = ctx;
+  cJSON_ReplaceItemInObject(json, "scaling_factor", cJSON_CreateNumber((double)r->scaling_factor));
+}
+
+/* The recipe with the trained text encoder names DDIM as the model's scheduler (PNDM's multistep
+ * extrapolation overshoots this model's guided steps at guidance 7.5: docs/demo-model.md). */
+static void set_ddim_scheduler(cJSON *json, void *ctx) {
+  (void)ctx;
+  cJSON_ReplaceItemInObject(json, "_class_name", cJSON_CreateString("DDIMScheduler"));
+  cJSON_DeleteItemFromObject(json, "skip_prk_steps");
+}
+
+static void set_ddim_in_index(cJSON *json, void *ctx) {
+  (void)ctx;
+  cJSON *pair = cJSON_CreateArray();
+  cJSON_AddItemToArray(pair, cJSON_CreateString("diffusers"));
+  cJSON_AddItemToArray(pair, cJSON_CreateString("DDIMScheduler"));
+  cJSON_ReplaceItemInObject(json, "scheduler", pair);
 }
 
 #define MODEL_README_HEAD                                                                          \
@@ -798,7 +821,11 @@ static const char *const model_readme =
                       "and the SHA-256 of these files: docs/demo-model.md.\n";
 static const char *const model_readme_trained =
     MODEL_README_HEAD "trained with the UNet from random weights. Recipe,\n"
-                      "seed and the SHA-256 of these files: docs/demo-model.md.\n";
+                      "seed and the SHA-256 of these files: docs/demo-model.md.\n"
+                      "\n"
+                      "Its scheduler is DDIM (scheduler/scheduler_config.json): PNDM's multistep\n"
+                      "extrapolation overshoots its guided steps at guidance 7.5. Guidance 2.5\n"
+                      "to 7.5 work; what test_demo_semantic measured: docs/demo-model.md.\n";
 
 /* dir/model, assembled in dir/.model.tmp and renamed into place. A resumed run whose model was
  * written already (killed just after) leaves it as it is: the same recipe wrote it. */
@@ -837,7 +864,15 @@ static int write_model(run *r) {
   }
   snprintf(src, sizeof src, "%s/vae/config.json", r->init_dir);
   snprintf(dst, sizeof dst, "%s/vae/config.json", tmp);
-  SD_TRY(write_vae_config(r, src, dst));
+  SD_TRY(rewrite_json(src, dst, set_scaling_factor, r));
+  if (r->clip_trainer) {
+    snprintf(src, sizeof src, "%s/scheduler/scheduler_config.json", r->init_dir);
+    snprintf(dst, sizeof dst, "%s/scheduler/scheduler_config.json", tmp);
+    SD_TRY(rewrite_json(src, dst, set_ddim_scheduler, NULL));
+    snprintf(src, sizeof src, "%s/model_index.json", r->init_dir);
+    snprintf(dst, sizeof dst, "%s/model_index.json", tmp);
+    SD_TRY(rewrite_json(src, dst, set_ddim_in_index, NULL));
+  }
   sd_train_state_view views[2];
   snprintf(dst, sizeof dst, "%s/vae/diffusion_pytorch_model.safetensors", tmp);
   state_views(r, PHASE_VAE, views);
