@@ -11,6 +11,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Ends a write through tmp (rc: 0 so far, or the error already set): flushed, fsync'ed, closed
+ * and renamed over dst; on any failure tmp is removed. */
+static int commit_tmp(FILE *out, const char *tmp, const char *dst, int rc) {
+  if (rc == 0 && (fflush(out) != 0 || fsync(fileno(out)) != 0))
+    rc = SD_ERROR("%s: write failed: %s", tmp, strerror(errno));
+  if (fclose(out) != 0 && rc == 0)
+    rc = SD_ERROR("%s: close failed: %s", tmp, strerror(errno));
+  if (rc == 0 && rename(tmp, dst) < 0)
+    rc = SD_ERROR("cannot rename %s to %s: %s", tmp, dst, strerror(errno));
+  if (rc < 0)
+    unlink(tmp);
+  return rc;
+}
+
 int sd_copy_file(const char *src, const char *dst) {
   char tmp[PATH_MAX + 8];
   if (snprintf(tmp, sizeof tmp, "%s.tmp", dst) >= (int)sizeof tmp)
@@ -32,15 +46,7 @@ int sd_copy_file(const char *src, const char *dst) {
   if (rc == 0 && ferror(in))
     rc = SD_ERROR("%s: read failed", src);
   fclose(in);
-  if (rc == 0 && (fflush(out) != 0 || fsync(fileno(out)) != 0))
-    rc = SD_ERROR("%s: write failed: %s", tmp, strerror(errno));
-  if (fclose(out) != 0 && rc == 0)
-    rc = SD_ERROR("%s: close failed: %s", tmp, strerror(errno));
-  if (rc == 0 && rename(tmp, dst) < 0)
-    rc = SD_ERROR("cannot rename %s to %s: %s", tmp, dst, strerror(errno));
-  if (rc < 0)
-    unlink(tmp);
-  return rc;
+  return commit_tmp(out, tmp, dst, rc);
 }
 
 int sd_write_file(const char *dst, const void *data, size_t n) {
@@ -50,16 +56,9 @@ int sd_write_file(const char *dst, const void *data, size_t n) {
   FILE *out = fopen(tmp, "wb");
   if (!out)
     return SD_ERROR("%s: cannot create: %s", tmp, strerror(errno));
-  int rc = 0;
-  if (fwrite(data, 1, n, out) != n || fflush(out) != 0 || fsync(fileno(out)) != 0)
-    rc = SD_ERROR("%s: write failed: %s", tmp, strerror(errno));
-  if (fclose(out) != 0 && rc == 0)
-    rc = SD_ERROR("%s: close failed: %s", tmp, strerror(errno));
-  if (rc == 0 && rename(tmp, dst) < 0)
-    rc = SD_ERROR("cannot rename %s to %s: %s", tmp, dst, strerror(errno));
-  if (rc < 0)
-    unlink(tmp);
-  return rc;
+  int rc =
+      fwrite(data, 1, n, out) == n ? 0 : SD_ERROR("%s: write failed: %s", tmp, strerror(errno));
+  return commit_tmp(out, tmp, dst, rc);
 }
 
 int sd_make_folder(const char *path) {

@@ -71,12 +71,7 @@ int sd_clip_trainer_step(sd_clip_trainer *t, const sd_tensor *dhidden,
   report->learning_rate =
       t->cfg.learning_rate *
       sd_lr_multiplier(t->cfg.schedule, t->steps, t->cfg.warmup_steps, t->cfg.total_steps);
-  if (!t->tape)
-    return SD_ERROR("text encoder training: a step without its forward");
-  int rc = sd_grads_zero(t->grads);
-  if (rc == 0)
-    rc = sd_clip_text_backward(t->tape, dhidden, t->grads);
-  sd_clip_trainer_drop(t);
+  int rc = sd_clip_trainer_backward(t, dhidden);
   if (rc == 0)
     rc = sd_param_optim_step(t->optim, &t->cfg.adamw, report->learning_rate, t->steps + 1,
                              t->cfg.max_grad_norm, &report->grad_norm);

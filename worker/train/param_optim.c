@@ -75,11 +75,6 @@ int sd_param_optim_step(sd_param_optim *o, const sd_adamw_config *adamw, double 
 
 int sd_param_optim_step_chain(sd_param_optim *const *chain, int count, const sd_adamw_config *adamw,
                               double lr, int64_t step, double max_grad_norm, float *grad_norm) {
-  if (count == 1) {
-    SD_TRY(gather_grads(chain[0]));
-    *grad_norm = sd_param_set_step(&chain[0]->set, adamw, lr, step, max_grad_norm);
-    return sd_param_optim_restore(chain[0]);
-  }
   size_t total = 0;
   for (int k = 0; k < count; k++) {
     SD_TRY(gather_grads(chain[k]));
