@@ -1,10 +1,15 @@
 /* Model loading: the tiny SD 1.x / 2.x fixtures as diffusers folders and as original single
  * files give equal configs and bit-identical tensors under every diffusers name; configs match
  * the fixtures' config.json values; bad configs, YAMLs and checkpoints give errors naming the
- * file and field; weights upload with exact fp16 -> fp32 values and checked shapes. */
+ * file and field; weights upload with exact fp16 -> fp32 values and checked shapes. Exported
+ * single files (ldm_export.h) carry the original names of SD 1.5's and SD 2.1's key lists, equal
+ * the fixtures make_fixtures.py converted with its own key maps, and read back to the folder's
+ * tensors. */
 #include "test_util.h"
 
 #include "io/config_json.h"
+#include "io/ldm_checkpoint.h"
+#include "io/ldm_export.h"
 #include "io/model_files.h"
 #include "io/safetensors.h"
 #include "io/weights.h"
@@ -253,6 +258,73 @@ static void test_layouts_agree(int sd2) {
   sd_model_files_close(single);
 }
 
+/* Exported single files ------------------------------------------------------------------------ */
+
+/* A fixture key the export leaves out: SD 2.x's OpenCLIP heads and extra last resblock (the
+ * fixture has 2 layers + 1). */
+static int fixture_extra(const char *name) {
+  return strstr(name, "text_projection") || strstr(name, "logit_scale") ||
+         strstr(name, ".resblocks.2.");
+}
+
+/* The tiny folder exported: every tensor equal (name, dtype, shape, bytes) to the single-file
+ * fixture make_fixtures.py wrote with its own key maps (tests/reference/ldm_keys.py), nothing
+ * more, nothing of the fixture's missing but its unused OpenCLIP parts; read back with the
+ * single-file reader, the folder's tensors under every diffusers name. */
+static void test_export_round_trip(int sd2) {
+  const char *what = sd2 ? "tiny-sd2 export" : "tiny-sd1 export";
+  const char *path = scratch_path(sd2 ? "export-sd2.safetensors" : "export-sd1.safetensors");
+  sd_model_files *folder = NULL, *back = NULL;
+  sd_safetensors *got = NULL, *want = NULL;
+  int rc =
+      sd_model_files_open(sd2 ? FIXTURE("tiny-sd2") : FIXTURE("tiny-sd1"), NULL, NULL, &folder);
+  CHECK(rc == 0, "%s folder: %s", what, sd_error_message());
+  if (rc == 0)
+    rc = sd_ldm_export_checkpoint(folder, path);
+  CHECK(rc == 0, "%s: %s", what, sd_error_message());
+  if (rc == 0)
+    rc = sd_safetensors_open(path, &got);
+  if (rc == 0)
+    rc = sd_safetensors_open(
+        sd2 ? FIXTURE("tiny-sd2.safetensors") : FIXTURE("tiny-sd1.safetensors"), &want);
+  CHECK(rc == 0, "%s: %s", what, sd_error_message());
+  if (rc != 0)
+    goto out;
+  size_t bad = 0, matched = 0;
+  for (size_t i = 0; i < sd_safetensors_count(want); i++) {
+    const sd_st_tensor *w = sd_safetensors_at(want, i);
+    const sd_st_tensor *g = sd_safetensors_find(got, w->name);
+    if (!g && sd2 && fixture_extra(w->name))
+      continue;
+    int same = g && g->dtype == w->dtype && g->ndim == w->ndim && g->bytes == w->bytes;
+    for (int d = 0; same && d < w->ndim; d++)
+      same = g->shape[d] == w->shape[d];
+    same = same && memcmp(g->data, w->data, w->bytes) == 0;
+    matched += same;
+    if (!same && bad++ < 5)
+      fprintf(stderr, "%s: '%s' %s\n", what, w->name, g ? "differs" : "missing");
+  }
+  CHECK(bad == 0 && matched == sd_safetensors_count(got),
+        "%s: %zu fixture tensors missing or different, %zu of %zu written matched", what, bad,
+        matched, sd_safetensors_count(got));
+  rc = sd_model_files_open(path, write_tiny_yaml(sd2, "        num_attention_heads: 4\n"),
+                           SD_SOURCE_DIR "/third_party/clip/bpe_simple_vocab_16e6.txt.gz", &back);
+  CHECK(rc == 0, "%s read back: %s", what, sd_error_message());
+  if (rc == 0) {
+    compare_clip(what, &back->clip, &folder->clip);
+    compare_unet(what, &back->unet, &folder->unet);
+    compare_vae(what, &back->vae, &folder->vae);
+    compare_maps(what, back->clip_tensors, folder->clip_tensors);
+    compare_maps(what, back->unet_tensors, folder->unet_tensors);
+    compare_maps(what, back->vae_tensors, folder->vae_tensors);
+  }
+out:
+  sd_safetensors_close(got);
+  sd_safetensors_close(want);
+  sd_model_files_close(back);
+  sd_model_files_close(folder);
+}
+
 /* Full-size layouts ------------------------------------------------------------------------- */
 
 /* A sparse safetensors file with the layout's names, dtypes and shapes (zero data); in_channels
@@ -317,6 +389,53 @@ static void compare_names(const char *what, const cJSON *list, const sd_tensor_m
         sd_tensor_map_count(map), n);
 }
 
+/* Keys of a released checkpoint that an export leaves out: the training schedule's buffers, the
+ * EMA decay, SD 1.x's position_ids buffer, and the OpenCLIP heads and last resblock SD 2.x does
+ * not use. */
+static int export_leaves_out(const char *name) {
+  int component = strncmp(name, "model.diffusion_model.", 22) == 0 ||
+                  strncmp(name, "first_stage_model.", 18) == 0 ||
+                  strncmp(name, "cond_stage_model.", 17) == 0;
+  return !component || strstr(name, "position_ids") || strstr(name, "text_projection") ||
+         strstr(name, "logit_scale") || strstr(name, ".resblocks.23.");
+}
+
+/* The export of m (read from the layout's sparse file) names exactly the layout's original keys,
+ * with their shapes and dtypes, but those export_leaves_out lists. */
+static void compare_export_names(const char *what, const cJSON *ldm, const sd_model_files *m) {
+  sd_ldm_export out = {0};
+  int rc = sd_ldm_unet_export(&m->unet, m->unet_tensors, &out);
+  if (rc == 0)
+    rc = sd_ldm_vae_export(&m->vae, m->vae_tensors, &out);
+  if (rc == 0)
+    rc = sd_ldm_clip_export(m->family, &m->clip, m->clip_tensors, &out);
+  CHECK(rc == 0, "%s export: %s", what, sd_error_message());
+  size_t expected = 0, bad = 0;
+  const cJSON *entry;
+  cJSON_ArrayForEach(entry, ldm) {
+    const char *name = cJSON_GetArrayItem(entry, 0)->valuestring;
+    if (export_leaves_out(name))
+      continue;
+    expected++;
+    const sd_st_tensor *t = NULL;
+    for (size_t i = 0; i < out.count && !t; i++)
+      if (strcmp(out.tensors[i].name, name) == 0)
+        t = &out.tensors[i];
+    const cJSON *shape = cJSON_GetArrayItem(entry, 2);
+    const char *dtype = cJSON_GetArrayItem(entry, 1)->valuestring;
+    int same = t && t->ndim == cJSON_GetArraySize(shape) &&
+               t->dtype == (strcmp(dtype, "F16") == 0 ? SD_DTYPE_F16 : SD_DTYPE_F32);
+    for (int d = 0; same && d < t->ndim; d++)
+      same = t->shape[d] == (int64_t)cJSON_GetArrayItem(shape, d)->valuedouble;
+    if (!same && bad++ < 5)
+      fprintf(stderr, "%s export: '%s' %s\n", what, name, t ? "has another shape" : "missing");
+  }
+  CHECK(bad == 0, "%s export: %zu of %zu original keys missing or mis-shaped", what, bad, expected);
+  CHECK(out.count == expected, "%s export: %zu tensors, the original has %zu", what, out.count,
+        expected);
+  sd_ldm_export_free(&out);
+}
+
 /* The layout's config.json contents through the folder readers. */
 static int read_layout_configs(const cJSON *configs, sd_model_files *want) {
   static const char *const parts[] = {"unet", "vae", "text_encoder"};
@@ -376,6 +495,8 @@ static void test_full_size_layout(const char *name, const char *yaml_text, int i
   compare_names(what, cJSON_GetObjectItem(names, "vae"), m->vae_tensors);
   snprintf(what, sizeof what, "%s text encoder", name);
   compare_names(what, cJSON_GetObjectItem(names, "text_encoder"), m->clip_tensors);
+  if (in_channels <= 0)
+    compare_export_names(name, cJSON_GetObjectItem(layout, "ldm"), m);
 out:
   sd_model_files_close(m);
   cJSON_Delete(layout);
@@ -844,6 +965,8 @@ int main(void) {
   }
   test_layouts_agree(0);
   test_layouts_agree(1);
+  test_export_round_trip(0);
+  test_export_round_trip(1);
   test_full_size_layout("sd15", NULL, 0);
   test_full_size_layout("sd15", NULL, 9);
   test_full_size_layout("sd21-v", sd21_v_yaml, 0);

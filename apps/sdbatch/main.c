@@ -18,6 +18,7 @@ static void print_usage(FILE *out) {
           "  make-shapes      write the synthetic shapes dataset (PNGs and captions)\n"
           "  inspect          summarise a job's output file (.h5)\n"
           "  export           write an output file's images as PNGs or contact sheets\n"
+          "  convert          write a model as an original single-file checkpoint\n"
           "  bench            time the pipeline's stages and report FLOP rates\n"
           "  train            fine-tune a model's UNet on instance images (DreamBooth)\n"
           "  train-demo       train the shapes demo model from scratch\n"
@@ -55,6 +56,8 @@ int main(int argc, char **argv) {
     return cmd_inspect(argc - 1, argv + 1);
   if (strcmp(command, "export") == 0)
     return cmd_export(argc - 1, argv + 1);
+  if (strcmp(command, "convert") == 0)
+    return cmd_convert(argc - 1, argv + 1);
   if (strcmp(command, "train") == 0)
     return cmd_train(argc - 1, argv + 1);
   if (strcmp(command, "train-demo") == 0)

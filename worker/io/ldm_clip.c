@@ -1,7 +1,8 @@
 /* Text encoder of an original checkpoint: SD 1.x's transformers CLIPTextModel under
  * cond_stage_model.transformer. (names kept), or SD 2.x's OpenCLIP text tower under
  * cond_stage_model.model. (renamed to transformers names, in_proj split into q/k/v, the last
- * resblock dropped for the penultimate-layer output). See ldm_checkpoint.h. */
+ * resblock of a whole tower dropped for the penultimate-layer output), and the way back
+ * (sd_ldm_clip_export). See ldm_checkpoint.h. */
 #include "ldm_checkpoint.h"
 
 #include "../../kernels/error.h"
@@ -154,7 +155,10 @@ static int open_clip(const sd_safetensors *file, const sd_ldm_yaml *y, sd_clip_c
   SD_TRY(sd_ldm_require(file, &c_fc, 2,
                         SD_LDM_OPENCLIP_PREFIX "transformer.resblocks.0.mlp.c_fc.weight"));
   int resblocks = sd_ldm_count_indexed(file, SD_LDM_OPENCLIP_PREFIX "transformer.resblocks.");
-  bool penultimate = !(y && y->text.penultimate == 0);
+  /* a whole OpenCLIP tower (text_projection present) still has the last resblock SD skips; a
+   * file converted from a diffusers text encoder has it cut already */
+  bool full_tower = sd_ldm_find(file, SD_LDM_OPENCLIP_PREFIX "text_projection") != NULL;
+  bool penultimate = full_tower && !(y && y->text.penultimate == 0);
   clip_defaults(cfg);
   cfg->vocab_size = (int)token->shape[0];
   cfg->hidden_size = (int)token->shape[1];
@@ -184,4 +188,91 @@ int sd_ldm_clip(const sd_safetensors *file, const sd_ldm_yaml *yaml, sd_model_fa
                 sd_clip_config *cfg, sd_tensor_map *map) {
   return family == SD_FAMILY_SD2 ? open_clip(file, yaml, cfg, map)
                                  : openai_clip(file, yaml, cfg, map);
+}
+
+/* Export ----------------------------------------------------------------------------------- */
+
+/* SD 2.x: layer's q, k, v projections (kind "weight" or "bias") joined into in_proj. */
+static int export_in_proj(const sd_tensor_map *map, int layer, const char *kind,
+                          sd_ldm_export *out) {
+  static const char *const parts[] = {"q_proj", "k_proj", "v_proj"};
+  const sd_st_tensor *t[3];
+  char name[256];
+  for (int p = 0; p < 3; p++) {
+    snprintf(name, sizeof name, "text_model.encoder.layers.%d.self_attn.%s.%s", layer, parts[p],
+             kind);
+    t[p] = sd_tensor_map_get(map, name);
+    if (!t[p])
+      return SD_ERROR("text encoder tensor '%s' missing", name);
+    if (t[p]->dtype != t[0]->dtype || t[p]->ndim != t[0]->ndim || t[p]->bytes != t[0]->bytes ||
+        memcmp(t[p]->shape, t[0]->shape, (size_t)t[0]->ndim * sizeof t[0]->shape[0]) != 0)
+      return SD_ERROR("text encoder layer %d: q, k and v projection %ss differ in shape or dtype",
+                      layer, kind);
+  }
+  char *joined = sd_ldm_export_buffer(out, 3 * t[0]->bytes);
+  if (!joined)
+    return -1;
+  for (int p = 0; p < 3; p++)
+    memcpy(joined + p * t[0]->bytes, t[p]->data, t[0]->bytes);
+  int64_t shape[SD_MAX_DIMS];
+  memcpy(shape, t[0]->shape, sizeof shape);
+  shape[0] *= 3;
+  snprintf(name, sizeof name, SD_LDM_OPENCLIP_PREFIX "transformer.resblocks.%d.attn.in_proj_%s",
+           layer, kind);
+  return sd_ldm_export_add(out, name, t[0]->dtype, t[0]->ndim, shape, joined, 3 * t[0]->bytes);
+}
+
+/* SD 2.x: the OpenCLIP text tower of the model's layers (q/k/v joined by export_in_proj). */
+static int open_clip_export(const sd_clip_config *cfg, const sd_tensor_map *map,
+                            sd_ldm_export *out) {
+  static const key_rename fixed[] = {
+      {"token_embedding.", "text_model.embeddings.token_embedding."},
+      {"positional_embedding", "text_model.embeddings.position_embedding.weight"},
+      {"ln_final.", "text_model.final_layer_norm."},
+  };
+  sd_ldm_prefixes pairs = {0};
+  char ldm[128], diffusers[128];
+  int rc = 0;
+  for (size_t f = 0; rc == 0 && f < sizeof fixed / sizeof fixed[0]; f++)
+    rc = sd_ldm_prefixes_add(&pairs, fixed[f].from, fixed[f].to, 0);
+  for (int layer = 0; rc == 0 && layer < cfg->num_hidden_layers; layer++)
+    for (size_t r = 0; rc == 0 && r < sizeof resblock_names / sizeof resblock_names[0]; r++) {
+      snprintf(ldm, sizeof ldm, "transformer.resblocks.%d.%s", layer, resblock_names[r].from);
+      snprintf(diffusers, sizeof diffusers, "text_model.encoder.layers.%d.%s", layer,
+               resblock_names[r].to);
+      rc = sd_ldm_prefixes_add(&pairs, ldm, diffusers, 0);
+    }
+  /* the q/k/v projections are joined below, the rest renamed */
+  sd_tensor_map *rest = rc == 0 ? sd_tensor_map_create() : NULL;
+  if (rc == 0 && !rest)
+    rc = SD_ERROR("out of memory");
+  for (size_t k = 0; rc == 0 && k < sd_tensor_map_count(map); k++) {
+    const sd_st_tensor *t = sd_tensor_map_at(map, k);
+    if (!strstr(t->name, ".self_attn.q_proj.") && !strstr(t->name, ".self_attn.k_proj.") &&
+        !strstr(t->name, ".self_attn.v_proj."))
+      rc = sd_tensor_map_put(rest, t->name, t->dtype, t->ndim, t->shape, t->data);
+  }
+  if (rc == 0)
+    rc = sd_ldm_export_renamed(out, "text encoder", SD_LDM_OPENCLIP_PREFIX, &pairs, rest);
+  for (int layer = 0; rc == 0 && layer < cfg->num_hidden_layers; layer++) {
+    rc = export_in_proj(map, layer, "weight", out);
+    if (rc == 0)
+      rc = export_in_proj(map, layer, "bias", out);
+  }
+  sd_tensor_map_free(rest);
+  sd_ldm_prefixes_free(&pairs);
+  return rc;
+}
+
+int sd_ldm_clip_export(sd_model_family family, const sd_clip_config *cfg, const sd_tensor_map *map,
+                       sd_ldm_export *out) {
+  if (family == SD_FAMILY_SD2)
+    return open_clip_export(cfg, map, out);
+  /* SD 1.x: transformers' names under cond_stage_model.transformer. */
+  sd_ldm_prefixes pairs = {0};
+  int rc = sd_ldm_prefixes_add(&pairs, "text_model.", "text_model.", 0);
+  if (rc == 0)
+    rc = sd_ldm_export_renamed(out, "text encoder", SD_LDM_CLIP_PREFIX, &pairs, map);
+  sd_ldm_prefixes_free(&pairs);
+  return rc;
 }

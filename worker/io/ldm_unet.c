@@ -5,6 +5,7 @@
 
 #include "../../kernels/error.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -359,4 +360,75 @@ int sd_ldm_unet(const sd_safetensors *file, const sd_ldm_yaml *yaml, sd_model_fa
     SD_TRY(sd_tensor_map_put(map, name, t->dtype, t->ndim, t->shape, t->data));
   }
   return 0;
+}
+
+/* Export ----------------------------------------------------------------------------------- */
+
+/* Pairs the original prefix (printf-style) with the diffusers prefix map_name gives it. */
+static int add_pair(sd_ldm_prefixes *p, const unet_layout *layout, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int add_pair(sd_ldm_prefixes *p, const unet_layout *layout, const char *fmt, ...) {
+  char ldm[128], diffusers[128];
+  va_list args;
+  va_start(args, fmt);
+  vsnprintf(ldm, sizeof ldm, fmt, args);
+  va_end(args);
+  if (map_name(ldm, layout, diffusers, sizeof diffusers) != 0)
+    return SD_ERROR("UNet export: no diffusers name for '%s'", ldm);
+  return sd_ldm_prefixes_add(p, ldm, diffusers, 0);
+}
+
+static int add_resnet_pairs(sd_ldm_prefixes *p, const unet_layout *layout, const char *block) {
+  for (size_t r = 0; r < sizeof resnet_names / sizeof resnet_names[0]; r++)
+    SD_TRY(add_pair(p, layout, "%s%s", block, resnet_names[r].from));
+  return 0;
+}
+
+/* Every prefix of the LDM UNet of cfg's layout. */
+static int unet_pairs(const sd_unet_config *cfg, const unet_layout *layout, sd_ldm_prefixes *p) {
+  static const char *const fixed[] = {"time_embed.0.", "time_embed.2.", "input_blocks.0.0.",
+                                      "out.0.", "out.2."};
+  char block[64];
+  int n = layout->levels, L = layout->layers;
+  for (size_t f = 0; f < sizeof fixed / sizeof fixed[0]; f++)
+    SD_TRY(add_pair(p, layout, "%s", fixed[f]));
+  for (int lvl = 0; lvl < n; lvl++) {
+    for (int j = 0; j < L; j++) {
+      int i = 1 + lvl * (L + 1) + j;
+      snprintf(block, sizeof block, "input_blocks.%d.0.", i);
+      SD_TRY(add_resnet_pairs(p, layout, block));
+      SD_TRY(add_pair(p, layout, "input_blocks.%d.1.", i));
+    }
+    if (lvl + 1 < n)
+      SD_TRY(add_pair(p, layout, "input_blocks.%d.0.op.", 1 + lvl * (L + 1) + L));
+  }
+  SD_TRY(add_resnet_pairs(p, layout, "middle_block.0."));
+  SD_TRY(add_pair(p, layout, "middle_block.1."));
+  SD_TRY(add_resnet_pairs(p, layout, "middle_block.2."));
+  for (int up = 0; up < n; up++) {
+    for (int j = 0; j <= L; j++) {
+      int i = up * (L + 1) + j;
+      snprintf(block, sizeof block, "output_blocks.%d.0.", i);
+      SD_TRY(add_resnet_pairs(p, layout, block));
+      if (cfg->up_block_has_attention[up])
+        SD_TRY(add_pair(p, layout, "output_blocks.%d.1.", i));
+    }
+    /* the upsampler follows the last resnet's attention when there is one */
+    if (up + 1 < n)
+      SD_TRY(add_pair(p, layout, "output_blocks.%d.%d.conv.", up * (L + 1) + L,
+                      cfg->up_block_has_attention[up] ? 2 : 1));
+  }
+  return 0;
+}
+
+int sd_ldm_unet_export(const sd_unet_config *cfg, const sd_tensor_map *map, sd_ldm_export *out) {
+  unet_layout layout = {.levels = cfg->num_levels, .layers = cfg->layers_per_block};
+  layout.input_blocks = 1 + layout.levels * (layout.layers + 1) - 1;
+  layout.output_blocks = layout.levels * (layout.layers + 1);
+  sd_ldm_prefixes pairs = {0};
+  int rc = unet_pairs(cfg, &layout, &pairs);
+  if (rc == 0)
+    rc = sd_ldm_export_renamed(out, "UNet", SD_LDM_UNET_PREFIX, &pairs, map);
+  sd_ldm_prefixes_free(&pairs);
+  return rc;
 }

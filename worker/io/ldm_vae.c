@@ -5,6 +5,7 @@
 
 #include "../../kernels/error.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -197,4 +198,73 @@ int sd_ldm_vae(const sd_safetensors *file, const sd_ldm_yaml *yaml, sd_vae_confi
     SD_TRY(sd_tensor_map_put(map, name, t->dtype, ndim, t->shape, t->data));
   }
   return 0;
+}
+
+/* Export ----------------------------------------------------------------------------------- */
+
+/* Pairs the original prefix (printf-style) with the diffusers prefix map_name gives it. */
+static int add_pair(sd_ldm_prefixes *p, int levels, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int add_pair(sd_ldm_prefixes *p, int levels, const char *fmt, ...) {
+  char ldm[128], diffusers[128];
+  va_list args;
+  va_start(args, fmt);
+  vsnprintf(ldm, sizeof ldm, fmt, args);
+  va_end(args);
+  int kind = map_name(ldm, levels, diffusers, sizeof diffusers);
+  if (kind < 0)
+    return SD_ERROR("VAE export: no diffusers name for '%s'", ldm);
+  return sd_ldm_prefixes_add(p, ldm, diffusers, kind);
+}
+
+static int add_table(sd_ldm_prefixes *p, int levels, const char *block, const key_rename *table,
+                     size_t n) {
+  for (size_t r = 0; r < n; r++)
+    SD_TRY(add_pair(p, levels, "%s%s", block, table[r].from));
+  return 0;
+}
+
+/* Every prefix of the LDM AutoencoderKL with cfg's levels. */
+static int vae_pairs(const sd_vae_config *cfg, sd_ldm_prefixes *p) {
+  static const char *const fixed[] = {
+      "encoder.conv_in.",  "encoder.conv_out.", "encoder.norm_out.", "decoder.conv_in.",
+      "decoder.conv_out.", "decoder.norm_out.", "quant_conv.",       "post_quant_conv.",
+  };
+  static const char *const sides[] = {"encoder", "decoder"};
+  const size_t n_resnet = sizeof resnet_names / sizeof resnet_names[0];
+  const size_t n_attention = sizeof attention_names / sizeof attention_names[0];
+  int n = cfg->num_levels;
+  char block[96];
+  for (size_t f = 0; f < sizeof fixed / sizeof fixed[0]; f++)
+    SD_TRY(add_pair(p, n, "%s", fixed[f]));
+  for (int s = 0; s < 2; s++) {
+    for (int r = 1; r <= 2; r++) {
+      snprintf(block, sizeof block, "%s.mid.block_%d.", sides[s], r);
+      SD_TRY(add_table(p, n, block, resnet_names, n_resnet));
+    }
+    snprintf(block, sizeof block, "%s.mid.attn_1.", sides[s]);
+    SD_TRY(add_table(p, n, block, attention_names, n_attention));
+  }
+  for (int b = 0; b < n; b++) {
+    for (int j = 0; j < cfg->layers_per_block; j++) {
+      snprintf(block, sizeof block, "encoder.down.%d.block.%d.", b, j);
+      SD_TRY(add_table(p, n, block, resnet_names, n_resnet));
+    }
+    SD_TRY(add_pair(p, n, "encoder.down.%d.downsample.conv.", b));
+    for (int j = 0; j <= cfg->layers_per_block; j++) {
+      snprintf(block, sizeof block, "decoder.up.%d.block.%d.", b, j);
+      SD_TRY(add_table(p, n, block, resnet_names, n_resnet));
+    }
+    SD_TRY(add_pair(p, n, "decoder.up.%d.upsample.conv.", b));
+  }
+  return 0;
+}
+
+int sd_ldm_vae_export(const sd_vae_config *cfg, const sd_tensor_map *map, sd_ldm_export *out) {
+  sd_ldm_prefixes pairs = {0};
+  int rc = vae_pairs(cfg, &pairs);
+  if (rc == 0)
+    rc = sd_ldm_export_renamed(out, "VAE", SD_LDM_VAE_PREFIX, &pairs, map);
+  sd_ldm_prefixes_free(&pairs);
+  return rc;
 }
