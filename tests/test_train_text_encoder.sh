@@ -13,6 +13,9 @@
 #    trained encoder and UNet (within 1 of 255);
 #  - a run killed with SIGKILL after its first checkpoint and resumed ends with the same
 #    loss.csv, UNet and text encoder files, byte for byte, as an uninterrupted run;
+#  - single_file: the output folder also as an original single file, which diffusers'
+#    from_single_file (config= the output folder) loads equal to the folder, rendering its pixels
+#    (tests/reference/check_single_file.py), and a resumed run writes byte for byte again;
 #  - resuming a frozen-encoder run's checkpoint with train_text_encoder: true is refused.
 # Skipped (77) where Python, torch, diffusers or safetensors are missing.
 # Usage: test_train_text_encoder.sh SDBATCH SOURCE_DIR
@@ -56,8 +59,16 @@ config() {
 
 # 1. against torch, and the output in diffusers
 config train.yaml out "max_train_steps: 3" "train_batch_size: 2" "train_text_encoder: true" \
-  "validation_prompt: a photo of sks shape" "num_validation_images: 2" "validation_steps: 3"
+  "validation_prompt: a photo of sks shape" "num_validation_images: 2" "validation_steps: 3" \
+  "single_file: trained.safetensors"
 "$SDBATCH" train train.yaml --quiet
+if python3 "$SOURCE_DIR/tests/reference/check_single_file.py" out/trained.safetensors out --render \
+  > single.log 2>&1; then
+  grep -e "tensors" -e "render" single.log | sed 's/^/test: single file: /'
+else
+  cat single.log
+  fail "out/trained.safetensors in diffusers' from_single_file differs from the output folder"
+fi
 if python3 "$SOURCE_DIR/tests/reference/replay_dreambooth_steps.py" "$MODEL" 5 3 1e-4 text_encoder \
   > replay.log 2>&1; then
   grep -v -i -e warn -e "Loading weights" replay.log | sed 's/^/test: /'
@@ -105,7 +116,7 @@ PY
 
 # 2. SIGKILL after the first checkpoint, --resume: byte-equal to an uninterrupted run
 KILL=("max_train_steps: 12" "checkpointing_steps: 2" "train_batch_size: 1" "random_flip: true"
-  "train_text_encoder: true")
+  "train_text_encoder: true" "single_file: trained.safetensors")
 config whole.yaml whole "${KILL[@]}"
 config killed.yaml killed "${KILL[@]}"
 "$SDBATCH" train whole.yaml --quiet
@@ -120,7 +131,7 @@ fi
 note "killed after checkpoint-2: $(ls killed | tr '\n' ' ')"
 "$SDBATCH" train killed.yaml --quiet --resume
 for f in loss.csv unet/diffusion_pytorch_model.safetensors text_encoder/model.safetensors \
-  text_encoder/config.json; do
+  text_encoder/config.json trained.safetensors; do
   if cmp -s "whole/$f" "killed/$f"; then
     note "resumed = uninterrupted: $f byte for byte"
   else

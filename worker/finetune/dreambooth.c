@@ -843,7 +843,7 @@ int sd_dreambooth_train(const sd_dreambooth_config *cfg, const sd_dreambooth_opt
   if (rc == 0 && writer(&r))
     rc = r.lora ? sd_dreambooth_write_lora(cfg->output_dir, r.lora)
                 : sd_dreambooth_write_model(cfg->pretrained_model, cfg->output_dir, r.trainer,
-                                            r.encoder);
+                                            r.encoder, cfg->single_file);
   if (rc == 0)
     rc = barrier(&r, "for rank 0's output");
   result->steps = r.pos.step;

@@ -75,6 +75,7 @@ static const key_spec known_keys[] = {
     KEY(num_validation_images, KEY_INT, 1, 64),
     KEY(validation_steps, KEY_INT64, 1, 1e15),
     KEY_ANY(validation_scheduler, KEY_STRING),
+    KEY_ANY(single_file, KEY_STRING),
 };
 #define N_KNOWN (int)(sizeof known_keys / sizeof known_keys[0])
 
@@ -414,6 +415,20 @@ static int apply_mode(const loader *ld, const yaml_node_t *const *seen) {
     return error_at(ld, text_encoder,
                     "train_text_encoder: not supported yet in LoRA mode (the text encoder's LoRA); "
                     "a full fine-tune (without `lora: true`) trains the text encoder");
+  const yaml_node_t *single_file = seen_key(seen, "single_file");
+  if (c->lora && single_file)
+    return error_at(ld, single_file,
+                    "single_file: only a full fine-tune writes a model (LoRA mode writes "
+                    "pytorch_lora_weights.safetensors)");
+  if (single_file) {
+    size_t len = strlen(c->single_file);
+    if (strchr(c->single_file, '/') || c->single_file[0] == '.' || len < 13 ||
+        strcmp(c->single_file + len - 12, ".safetensors") != 0)
+      return error_at(ld, single_file,
+                      "single_file: '%s' is not a file name ending in .safetensors (the file is "
+                      "written in output_dir)",
+                      c->single_file);
+  }
   if (!c->lora) {
     if (rank)
       return error_at(ld, rank,
@@ -533,6 +548,7 @@ void sd_dreambooth_config_free(sd_dreambooth_config *c) {
   free(c->class_prompt);
   free(c->validation_prompt);
   free(c->validation_scheduler);
+  free(c->single_file);
   memset(c, 0, sizeof *c);
 }
 

@@ -57,6 +57,9 @@ typedef struct sd_dreambooth_config {
   int num_validation_images;  /* 4 */
   int64_t validation_steps;   /* 100 */
   char *validation_scheduler; /* NULL or "DPMSolverMultistepScheduler" (the script's default) */
+  /* Full fine-tunes: a file name (ending in .safetensors) in output_dir where the trained model
+   * is also written as an original single-file checkpoint (worker/io/ldm_export.h). */
+  char *single_file; /* NULL: none */
 } sd_dreambooth_config;
 
 /* Reads and checks path into *out (paths resolved against the file's folder). -1 with one error

@@ -5,6 +5,7 @@
 
 #include "../io/config_json.h"
 #include "../io/file_util.h"
+#include "../io/ldm_export.h"
 #include "../io/safetensors.h"
 #include "../model/grads.h"
 
@@ -591,8 +592,25 @@ static int write_text_encoder_config(const char *pretrained, const char *output_
   return rc < 0 ? sd_error_context("%s", from) : 0;
 }
 
+static int remove_leftovers(const char *output_dir, const char *prefix);
+
+/* output_dir/name: the folder output_dir (written whole) as an original single file. */
+static int write_single_file(const char *output_dir, const char *name) {
+  char path[PATH_MAX_LEN], leftovers[PATH_MAX_LEN];
+  snprintf(path, sizeof path, "%s/%s", output_dir, name);
+  snprintf(leftovers, sizeof leftovers, "%s.tmp.", name); /* sd_safetensors_write's */
+  SD_TRY(remove_leftovers(output_dir, leftovers));
+  sd_model_files *model = NULL;
+  int rc = sd_model_files_open(output_dir, NULL, NULL, &model);
+  if (rc == 0)
+    rc = sd_ldm_export_checkpoint(model, path);
+  sd_model_files_close(model);
+  return rc;
+}
+
 int sd_dreambooth_write_model(const char *pretrained, const char *output_dir,
-                              sd_unet_trainer *trainer, sd_clip_trainer *text_encoder) {
+                              sd_unet_trainer *trainer, sd_clip_trainer *text_encoder,
+                              const char *single_file) {
   DIR *d = opendir(pretrained);
   if (!d)
     return SD_ERROR("%s: cannot read the pretrained model folder: %s", pretrained, strerror(errno));
@@ -601,8 +619,11 @@ int sd_dreambooth_write_model(const char *pretrained, const char *output_dir,
   struct stat st;
   int rc = 0;
   while (rc == 0 && (e = readdir(d)) != NULL) {
-    /* a fine-tuned folder as the pretrained model: its own run's files stay behind */
-    if (e->d_name[0] == '.' || checkpoint_step(e->d_name) >= 0 || !strcmp(e->d_name, "loss.csv"))
+    /* a fine-tuned folder as the pretrained model: its own run's files (checkpoints, loss log,
+     * single file) stay behind */
+    size_t len = strlen(e->d_name);
+    if (e->d_name[0] == '.' || checkpoint_step(e->d_name) >= 0 || !strcmp(e->d_name, "loss.csv") ||
+        (len > 12 && !strcmp(e->d_name + len - 12, ".safetensors")))
       continue;
     snprintf(from, sizeof from, "%s/%s", pretrained, e->d_name);
     snprintf(to, sizeof to, "%s/%s", output_dir, e->d_name);
@@ -625,6 +646,8 @@ int sd_dreambooth_write_model(const char *pretrained, const char *output_dir,
   if (rc == 0 && text_encoder)
     rc = write_trained(output_dir, "text_encoder", "model.safetensors",
                        sd_clip_trainer_grads(text_encoder), clip_state_at, text_encoder);
+  if (rc == 0 && single_file)
+    rc = write_single_file(output_dir, single_file);
   if (rc == 0)
     rc = sd_dreambooth_fsync_path(output_dir);
   return rc < 0 ? sd_error_context("writing the trained model to %s", output_dir) : 0;

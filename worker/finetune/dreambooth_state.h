@@ -81,13 +81,16 @@ int sd_dreambooth_checkpoint_read(const char *output_dir, int64_t step,
 int sd_dreambooth_write_lora(const char *output_dir, const sd_lora_trainer *trainer);
 
 /* Makes output_dir the diffusers folder of the trained model: the pretrained folder's files
- * (model_index.json, every component folder but unet's weights; one level deep) copied, then
+ * (model_index.json, every component folder but unet's weights; one level deep; not the
+ * top-level .safetensors files a fine-tuned folder may hold) copied, then
  * unet/diffusion_pytorch_model.safetensors written with the trainer's float32 weights under
  * their diffusers names; with text_encoder (NULL: frozen) also text_encoder/model.safetensors
- * (float32, transformers' names; the pretrained encoder's weight files not copied). Each file is
- * written under a temporary name and renamed. */
+ * (float32, transformers' names; the pretrained encoder's weight files not copied). single_file
+ * (NULL: none): a file name in output_dir where the folder just written is also written as an
+ * original single-file checkpoint. Each file is written under a temporary name and renamed. */
 int sd_dreambooth_write_model(const char *pretrained, const char *output_dir,
-                              sd_unet_trainer *trainer, sd_clip_trainer *text_encoder);
+                              sd_unet_trainer *trainer, sd_clip_trainer *text_encoder,
+                              const char *single_file);
 
 /* fsync of a file or folder by path. */
 int sd_dreambooth_fsync_path(const char *path);
