@@ -105,7 +105,7 @@ outputs=$(cd short && ls | tr '\n' ' ')
 config lorack.yaml lorack "lora: true" "max_train_steps: 2" "checkpointing_steps: 1"
 "$SDBATCH" train lorack.yaml --quiet
 config tofull.yaml lorack "max_train_steps: 4" "checkpointing_steps: 1"
-refused tofull.yaml "" "tofull.yaml: --resume: resuming from lorack/checkpoint-2: .*checkpoint-2/training_state.safetensors: the checkpoint is of a LoRA run \(lora: true\), the config now asks for a full fine-tune" --resume
+refused tofull.yaml "" "tofull.yaml: --resume: resuming from lorack/checkpoint-2: .*checkpoint-2/training_state.safetensors: the checkpoint is of a LoRA run of the UNet \(lora: true\), the config now asks for a full fine-tune" --resume
 config fullck.yaml fullck "max_train_steps: 1" "checkpointing_steps: 1" "learning_rate: 1.0e-4"
 "$SDBATCH" train fullck.yaml --quiet
 config tolora.yaml fullck "lora: true" "max_train_steps: 4" "checkpointing_steps: 1"

@@ -8,7 +8,8 @@
 #    into differences of up to a learning rate on a few weights);
 #  - full mode, 3 ranks with train_batch_size 1 (ranks with no item in some steps);
 #  - train_text_encoder with prior preservation on 2 ranks, and on 3 ranks with train_batch_size 1,
-#    against one rank (the UNet's and the text encoder's files);
+#    against one rank (the UNet's and the text encoder's files); LoRA with the text encoder's
+#    LoRA on 3 ranks against one;
 #  - a 2-rank run killed with SIGKILL after a checkpoint and resumed on 2 ranks ends with the
 #    same loss.csv and UNet file, byte for byte, as an uninterrupted 2-rank run.
 # Usage: test_train_ranks_cmd.sh SDBATCH SOURCE_DIR MPIEXEC
@@ -137,6 +138,14 @@ config tesmall3.yaml tesmall3 "${SMALL[@]}" "train_text_encoder: true"
 ranks 3 train tesmall3.yaml --quiet
 compare "text encoder, 1 vs 3 ranks" tesmall1 tesmall3 $UNET 1e-4 1e-7
 close tesmall1/$TEXT tesmall3/$TEXT 1e-5 1e-9
+
+# LoRA with the text encoder's LoRA, 1 vs 3 ranks (ranks without items encode nothing): the
+# LoRA file (UNet and text encoder parts) as LoRA above
+config telora1.yaml telora1 "${SMALL[@]}" "lora: true" "train_text_encoder: true"
+config telora3.yaml telora3 "${SMALL[@]}" "lora: true" "train_text_encoder: true"
+"$SDBATCH" train telora1.yaml --quiet
+ranks 3 train telora3.yaml --quiet
+compare "LoRA with the text encoder, 1 vs 3 ranks" telora1 telora3 $LORA 1e-6 1e-8
 
 # SIGKILL after checkpoint-3 of a 2-rank run, --resume on 2 ranks: byte-equal to uninterrupted
 KILL=("train_batch_size: 2" "gradient_accumulation_steps: 2" "max_train_steps: 10"

@@ -9,7 +9,8 @@
  * An optimizer step takes gradient_accumulation_steps micro-batches of train_batch_size items
  * from the epoch's order (fewer at the epoch's end, as the script's dataloader and accelerate's
  * sync at the end of an epoch) and runs one sd_unet_trainer_step over all of them (in LoRA mode
- * one sd_lora_trainer_step, A initialised from a third generator, seed + 2). */
+ * one sd_lora_trainer_step, A initialised from a third generator, seed + 2; with
+ * train_text_encoder the encoder's A from a fourth, seed + 3). */
 #include "dreambooth.h"
 
 #include "dreambooth_state.h"
@@ -54,7 +55,7 @@ typedef struct run {
   int64_t length;              /* the dataset: max(instance, class images), or instance images */
   sd_unet_trainer *trainer;    /* a full fine-tune's, or NULL */
   sd_lora_trainer *lora;       /* LoRA mode's, or NULL */
-  sd_clip_trainer *encoder;    /* train_text_encoder's, or NULL (the frozen encoder) */
+  sd_clip_trainer *encoder;    /* a full fine-tune's train_text_encoder, or NULL */
   sd_dreambooth_params params; /* the trained parameters, for checkpoints */
   int channels, side;          /* latent channels, latent side (resolution / 8) */
   int64_t per_item;            /* channels x side x side */
@@ -210,7 +211,7 @@ static int encode_prompts(run *r) {
   r->row_prompt = calloc(rows, sizeof *r->row_prompt);
   if (!r->row_prompt)
     return SD_ERROR("out of memory");
-  if (!r->encoder)
+  if (!r->cfg->train_text_encoder)
     return 0;
   /* train_text_encoder: the encoder runs on every step's rows */
   size_t length = (size_t)sd_tokenizer_max_length(r->nets.tokenizer);
@@ -240,6 +241,10 @@ static int make_trainer(run *r, const sd_unet_train_config *tc) {
     lc.alpha = (double)cfg->rank;
     rc = sd_lora_trainer_create(r->be, r->nets.unet, r->nets.unet_weights, &r->model->scheduler,
                                 &lc, cfg->seed + 2, &r->lora);
+    /* train_text_encoder: the encoder's LoRA too, its A from a fourth generator */
+    if (rc == 0 && cfg->train_text_encoder)
+      rc = sd_lora_trainer_add_text_encoder(r->lora, r->nets.clip, r->nets.clip_weights,
+                                            cfg->seed + 3);
     if (rc == 0)
       rc = sd_dreambooth_params_lora(r->lora, &r->params);
   } else {
@@ -654,7 +659,8 @@ static int encode_rows(run *r, int rows, sd_tensor *context) {
   for (int q = 0; q < rows; q++)
     memcpy(r->step_ids + (size_t)q * length, r->prompt_ids + (size_t)r->row_prompt[q] * length,
            length * sizeof *r->step_ids);
-  if (sd_clip_trainer_forward(r->encoder, r->step_ids, rows, context) < 0)
+  if ((r->lora ? sd_lora_trainer_encode(r->lora, r->step_ids, rows, context)
+               : sd_clip_trainer_forward(r->encoder, r->step_ids, rows, context)) < 0)
     return sd_error_context("step %" PRId64, r->pos.step + 1);
   return 0;
 }
@@ -754,11 +760,14 @@ static int train_steps(run *r, sd_dreambooth_result *result) {
     sd_tensor context = sd_tensor_slice0(&r->context, 0, rows);
     SD_TRY(sd_tensor_upload_f32(r->be, &latents, r->host_latents));
     SD_TRY(sd_tensor_upload_f32(r->be, &noise, r->host_noise));
-    if (r->encoder) {
+    if (cfg->train_text_encoder) {
       SD_TRY(encode_rows(r, rows, &context));
       sd_tensor dcontext = sd_tensor_slice0(&r->dcontext, 0, rows);
-      SD_TRY(sd_unet_trainer_step_joint(r->trainer, r->encoder, &latents, &noise, r->timesteps,
-                                        &context, weights, &dcontext, &report));
+      SD_TRY(r->lora
+                 ? sd_lora_trainer_step_joint(r->lora, &latents, &noise, r->timesteps, &context,
+                                              weights, &dcontext, &report)
+                 : sd_unet_trainer_step_joint(r->trainer, r->encoder, &latents, &noise,
+                                              r->timesteps, &context, weights, &dcontext, &report));
     } else {
       SD_TRY(r->lora ? sd_lora_trainer_step_weighted(r->lora, &latents, &noise, r->timesteps,
                                                      &context, weights, &report)

@@ -410,11 +410,6 @@ static const yaml_node_t *seen_key(const yaml_node_t *const *seen, const char *n
 static int apply_mode(const loader *ld, const yaml_node_t *const *seen) {
   sd_dreambooth_config *c = ld->cfg;
   const yaml_node_t *rank = seen_key(seen, "rank");
-  const yaml_node_t *text_encoder = seen_key(seen, "train_text_encoder");
-  if (c->lora && c->train_text_encoder)
-    return error_at(ld, text_encoder,
-                    "train_text_encoder: not supported yet in LoRA mode (the text encoder's LoRA); "
-                    "a full fine-tune (without `lora: true`) trains the text encoder");
   const yaml_node_t *single_file = seen_key(seen, "single_file");
   if (c->lora && single_file)
     return error_at(ld, single_file,

@@ -118,6 +118,7 @@ static void rng_unpack(const int32_t *in, uint64_t seed, sd_rng *rng) {
 #define FORMAT_FULL              "sdbatch-dreambooth-1"
 #define FORMAT_LORA              "sdbatch-dreambooth-lora-1"
 #define FORMAT_FULL_TEXT_ENCODER "sdbatch-dreambooth-te-1" /* < 32 bytes: the metadata buffer */
+#define FORMAT_LORA_TEXT_ENCODER "sdbatch-dreambooth-lora-te-1"
 #define TEXT_ENCODER_PREFIX      "text_encoder."
 
 void sd_dreambooth_params_free(sd_dreambooth_params *p) {
@@ -174,12 +175,17 @@ int sd_dreambooth_params_unet(sd_unet_trainer *trainer, sd_clip_trainer *text_en
 }
 
 int sd_dreambooth_params_lora(sd_lora_trainer *trainer, sd_dreambooth_params *out) {
-  SD_TRY(params_alloc(sd_lora_trainer_param_count(trainer), FORMAT_LORA, out));
+  size_t n = sd_lora_trainer_param_count(trainer);
+  sd_lora_layer_info last = {.prefix = "unet"};
+  if (n > 0)
+    SD_TRY(sd_lora_trainer_layer(trainer, n / 2 - 1, &last));
+  SD_TRY(
+      params_alloc(n, strcmp(last.prefix, "unet") ? FORMAT_LORA_TEXT_ENCODER : FORMAT_LORA, out));
   for (size_t i = 0; i < out->count; i++) {
     sd_dreambooth_param *p = &out->items[i];
     sd_lora_param_info info;
     int rc = sd_lora_trainer_param(trainer, i, &info);
-    size_t len = rc == 0 ? strlen(info.module) + 32 : 0;
+    size_t len = rc == 0 ? strlen(info.module) + 48 : 0;
     p->name = rc == 0 ? malloc(len) : NULL;
     if (rc == 0 && !p->name)
       rc = SD_ERROR("out of memory");
@@ -187,7 +193,8 @@ int sd_dreambooth_params_lora(sd_lora_trainer *trainer, sd_dreambooth_params *ou
       sd_dreambooth_params_free(out);
       return rc;
     }
-    snprintf(p->name, len, "unet.%s.lora.%s.weight", info.module, info.is_up ? "up" : "down");
+    snprintf(p->name, len, "%s.%s.lora.%s.weight", info.prefix, info.module,
+             info.is_up ? "up" : "down");
     p->ndim = 2;
     p->shape[0] = info.shape[0];
     p->shape[1] = info.shape[1];
@@ -356,7 +363,9 @@ static const sd_st_tensor *find_tensor(const sd_safetensors *f, const char *name
 }
 
 static const char *format_mode(const char *format) {
-  return !strcmp(format, FORMAT_LORA) ? "a LoRA run (lora: true)"
+  return !strcmp(format, FORMAT_LORA) ? "a LoRA run of the UNet (lora: true)"
+         : !strcmp(format, FORMAT_LORA_TEXT_ENCODER)
+             ? "a LoRA run with the text encoder (lora: true, train_text_encoder: true)"
          : !strcmp(format, FORMAT_FULL)
              ? "a full fine-tune of the UNet (no lora: true, no train_text_encoder: true)"
          : !strcmp(format, FORMAT_FULL_TEXT_ENCODER)
@@ -369,7 +378,8 @@ static int check_header(const sd_safetensors *f, const char *path, const char *w
                         const sd_dreambooth_fingerprint *fp) {
   const char *format = sd_safetensors_metadata(f, "format");
   if (!format || (strcmp(format, FORMAT_FULL) != 0 && strcmp(format, FORMAT_LORA) != 0 &&
-                  strcmp(format, FORMAT_FULL_TEXT_ENCODER) != 0))
+                  strcmp(format, FORMAT_FULL_TEXT_ENCODER) != 0 &&
+                  strcmp(format, FORMAT_LORA_TEXT_ENCODER) != 0))
     return SD_ERROR("%s: not an sdbatch training state (format '%s', expected '%s')", path,
                     format ? format : "none", want_format);
   if (strcmp(format, want_format) != 0)

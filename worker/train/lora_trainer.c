@@ -1,4 +1,4 @@
-/* LoRA fine-tuning of the UNet (lora_trainer.h). */
+/* LoRA fine-tuning of the UNet and the text encoder (lora_trainer.h). */
 #include "lora_trainer.h"
 
 #include "../io/lora.h"
@@ -18,8 +18,10 @@
 #include <string.h>
 
 typedef struct lora_layer {
-  char *module;      /* the weight's name without ".weight" */
-  sd_tensor *weight; /* W' on the backend (a tensor of the borrowed weights) */
+  const char *prefix;    /* "unet" or "text_encoder": the model, as saved names begin */
+  char *module;          /* the weight's name without ".weight" */
+  sd_tensor *weight;     /* W' on the backend (a tensor of the borrowed weights) */
+  const sd_tensor *grad; /* dW' in its model's gradient store */
   int64_t out, in;
   float *base; /* (out, in) W0 */
 } lora_layer;
@@ -31,12 +33,18 @@ struct sd_lora_trainer {
   sd_lora_train_config cfg;
   float scale; /* alpha / rank, in float as sd_lora_merge computes it */
   sd_grads *grads;
-  size_t n_layers;
+  size_t n_layers; /* the UNet's layers, then the text encoder's */
   lora_layer *layers;
   sd_param_set opt;             /* A of layer i at 2 i, B at 2 i + 1 */
   float *merged;                /* (max out * in) host scratch: W' and dW' */
   const sd_grad_reduce *reduce; /* or NULL */
   int64_t steps;
+  /* the text encoder's LoRA (sd_lora_trainer_add_text_encoder), or clip NULL */
+  sd_clip_text *clip;
+  sd_lora_train_config te_cfg; /* cfg with the text encoder's targets */
+  sd_grads *te_grads;
+  sd_clip_text_tape *tape; /* of the last sd_lora_trainer_encode, until its step */
+  bool empty_forward;      /* that encode had no rows (a data-parallel rank's share) */
 };
 
 sd_lora_train_config sd_lora_train_config_init(void) {
@@ -88,9 +96,18 @@ static int check_config(const sd_lora_train_config *cfg) {
   return 0;
 }
 
+static void drop_tape(sd_lora_trainer *t) {
+  if (t->tape) {
+    sd_clip_text_tape_free(t->tape);
+    t->tape = NULL;
+  }
+}
+
 void sd_lora_trainer_free(sd_lora_trainer *t) {
   if (!t)
     return;
+  drop_tape(t);
+  sd_grads_free(t->te_grads);
   for (size_t i = 0; t->layers && i < t->n_layers; i++) {
     free(t->layers[i].module);
     free(t->layers[i].base);
@@ -122,16 +139,16 @@ static float uniform01(uint64_t *state) {
   return (float)(z >> 40) * 0x1p-24f;
 }
 
-/* A from the seed as cfg->init says, B = 0. */
-static int init_params(sd_lora_trainer *t, uint64_t seed) {
+/* A of layers [first, n_layers) from the seed as cfg->init says, B = 0. */
+static int init_params(sd_lora_trainer *t, size_t first, uint64_t seed) {
   int64_t total = 0;
-  for (size_t i = 0; i < t->n_layers; i++) {
+  for (size_t i = first; i < t->n_layers; i++) {
     total += t->opt.sizes[2 * i];
     memset(t->opt.values[2 * i + 1], 0, (size_t)t->opt.sizes[2 * i + 1] * sizeof(float));
   }
   if (t->cfg.init == SD_LORA_INIT_KAIMING) {
     uint64_t state = seed;
-    for (size_t i = 0; i < t->n_layers; i++) {
+    for (size_t i = first; i < t->n_layers; i++) {
       float bound = (float)(1.0 / sqrt((double)t->layers[i].in));
       for (int64_t k = 0; k < t->opt.sizes[2 * i]; k++)
         t->opt.values[2 * i][k] = (2.0f * uniform01(&state) - 1.0f) * bound;
@@ -146,59 +163,81 @@ static int init_params(sd_lora_trainer *t, uint64_t seed) {
   sd_rng_init(&rng, SD_RNG_CPU, seed);
   int rc = sd_rng_randn(&rng, z, (size_t)(total < 16 ? 16 : total));
   const float std = 1.0f / (float)t->cfg.rank;
-  for (size_t i = 0, at = 0; rc == 0 && i < t->n_layers; i++)
+  for (size_t i = first, at = 0; rc == 0 && i < t->n_layers; i++)
     for (int64_t k = 0; k < t->opt.sizes[2 * i]; k++)
       t->opt.values[2 * i][k] = z[at++] * std;
   free(z);
   return rc;
 }
 
-/* The adapted layers from the gradient store; each target must match one of them. */
-static int collect_layers(sd_lora_trainer *t) {
-  size_t n = sd_grads_count(t->grads);
+/* The adapted layers of one model's gradient store, appended to t->layers; each of cfg's targets
+ * must match one of them (example: a module name of the model, for the error). */
+static int collect_layers(sd_lora_trainer *t, sd_grads *grads, const char *prefix,
+                          const sd_lora_train_config *cfg, const char *model, const char *example) {
+  size_t n = sd_grads_count(grads), first = t->n_layers;
   int matched[SD_LORA_MAX_TARGETS] = {0};
-  t->layers = calloc(n ? n : 1, sizeof *t->layers);
-  int64_t *sizes = calloc(2 * n + 1, sizeof *sizes);
-  int rc = t->layers && sizes ? 0 : SD_ERROR("out of memory");
-  int64_t largest = 1;
-  t->n_layers = t->layers ? n : 0;
-  for (size_t i = 0; rc == 0 && i < n; i++) {
-    const char *name = sd_grads_name_at(t->grads, i);
-    lora_layer *l = &t->layers[i];
-    l->weight = (sd_tensor *)sd_grads_weight_at(t->grads, i);
+  lora_layer *layers = realloc(t->layers, (first + n + 1) * sizeof *layers);
+  if (!layers)
+    return SD_ERROR("out of memory");
+  memset(layers + first, 0, (n + 1) * sizeof *layers);
+  t->layers = layers;
+  for (size_t i = 0; i < n; i++) {
+    const char *name = sd_grads_name_at(grads, i);
+    lora_layer *l = &t->layers[first + i];
+    t->n_layers = first + i + 1; /* freed with the trainer from here */
+    l->prefix = prefix;
+    l->weight = (sd_tensor *)sd_grads_weight_at(grads, i);
+    l->grad = sd_grads_at(grads, i);
     if (l->weight->ndim != 2) {
       char shape[96];
       sd_tensor_shape_str(l->weight, shape, sizeof shape);
-      rc = SD_ERROR("lora training: target module '%s' matches '%s' %s, which is not a linear "
-                    "layer (LoRA of convolutions is not supported)",
-                    t->cfg.targets[matching_target(name, &t->cfg)], name, shape);
-      break;
+      return SD_ERROR("lora training: target module '%s' matches '%s' %s, which is not a linear "
+                      "layer (LoRA of convolutions is not supported)",
+                      cfg->targets[matching_target(name, cfg)], name, shape);
     }
-    for (int k = 0; k < t->cfg.n_targets; k++) /* every target that names it */
-      matched[k] += module_matches(name, strlen(name) - strlen(".weight"), t->cfg.targets[k]);
+    for (int k = 0; k < cfg->n_targets; k++) /* every target that names it */
+      matched[k] += module_matches(name, strlen(name) - strlen(".weight"), cfg->targets[k]);
     l->out = l->weight->shape[0];
     l->in = l->weight->shape[1];
-    largest = l->out * l->in > largest ? l->out * l->in : largest;
     l->module = strndup(name, strlen(name) - strlen(".weight"));
     l->base = malloc((size_t)(l->out * l->in) * sizeof(float));
     if (!l->module || !l->base)
-      rc = SD_ERROR("out of memory");
-    else if (sd_tensor_download_f32(t->be, l->weight, l->base) < 0)
-      rc = sd_error_context("lora training: reading %s", name);
+      return SD_ERROR("out of memory");
+    if (sd_tensor_download_f32(t->be, l->weight, l->base) < 0)
+      return sd_error_context("lora training: reading %s", name);
+  }
+  for (int k = 0; k < cfg->n_targets; k++)
+    if (!matched[k])
+      return SD_ERROR("lora training: target module '%s' matches no linear layer of the %s (a "
+                      "module matches when its name is the target or ends in '.%s', e.g. %s)",
+                      cfg->targets[k], model, cfg->targets[k], example);
+  return 0;
+}
+
+/* t->opt for every layer (A: rank x in, B: out x rank), keeping the values of the parameters old
+ * holds (the first old->count ones; freed), and the scratch for the largest layer. */
+static int build_params(sd_lora_trainer *t, sd_param_set *old) {
+  size_t n = 2 * t->n_layers;
+  int64_t *sizes = calloc(n + 1, sizeof *sizes), largest = 1;
+  if (!sizes)
+    return SD_ERROR("out of memory");
+  for (size_t i = 0; i < t->n_layers; i++) {
+    const lora_layer *l = &t->layers[i];
     sizes[2 * i] = t->cfg.rank * l->in;
     sizes[2 * i + 1] = l->out * t->cfg.rank;
+    largest = l->out * l->in > largest ? l->out * l->in : largest;
   }
-  for (int k = 0; rc == 0 && k < t->cfg.n_targets; k++)
-    if (!matched[k])
-      rc = SD_ERROR("lora training: target module '%s' matches no linear layer of the UNet (a "
-                    "module matches when its name is the target or ends in '.%s', e.g. "
-                    "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q)",
-                    t->cfg.targets[k], t->cfg.targets[k]);
-  if (rc == 0)
-    rc = sd_param_set_init(&t->opt, 2 * n, sizes);
-  if (rc == 0 && !(t->merged = malloc((size_t)largest * sizeof(float))))
-    rc = SD_ERROR("out of memory");
+  int rc = sd_param_set_init(&t->opt, n, sizes);
   free(sizes);
+  for (size_t i = 0; rc == 0 && old && i < old->count; i++)
+    memcpy(t->opt.values[i], old->values[i], (size_t)old->sizes[i] * sizeof(float));
+  if (old)
+    sd_param_set_free(old);
+  float *merged = rc == 0 ? realloc(t->merged, (size_t)largest * sizeof(float)) : NULL;
+  if (rc == 0 && !merged)
+    rc = SD_ERROR("out of memory");
+  if (merged)
+    t->merged = merged;
   return rc;
 }
 
@@ -220,9 +259,12 @@ int sd_lora_trainer_create(sd_backend *be, sd_unet *unet, const sd_weights *weig
   if (rc < 0)
     sd_error_context("lora training");
   if (rc == 0)
-    rc = collect_layers(t);
+    rc = collect_layers(t, t->grads, "unet", &t->cfg, "UNet",
+                        "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q");
   if (rc == 0)
-    rc = init_params(t, init_seed);
+    rc = build_params(t, NULL);
+  if (rc == 0)
+    rc = init_params(t, 0, init_seed);
   for (size_t i = 0; rc == 0 && i < t->n_layers; i++)
     rc = merge_layer(t, i);
   if (rc < 0) {
@@ -230,6 +272,37 @@ int sd_lora_trainer_create(sd_backend *be, sd_unet *unet, const sd_weights *weig
     return rc;
   }
   *out = t;
+  return 0;
+}
+
+int sd_lora_trainer_add_text_encoder(sd_lora_trainer *t, sd_clip_text *clip,
+                                     const sd_weights *weights, uint64_t init_seed) {
+  if (t->clip || t->steps > 0)
+    return SD_ERROR("lora training: the text encoder's LoRA is added once, before the first step");
+  t->te_cfg = t->cfg;
+  static const char *const targets[] = {"q_proj", "k_proj", "v_proj", "out_proj"};
+  memset(t->te_cfg.targets, 0, sizeof t->te_cfg.targets);
+  for (int k = 0; k < 4; k++)
+    t->te_cfg.targets[k] = targets[k];
+  t->te_cfg.n_targets = 4;
+  size_t first = t->n_layers;
+  sd_param_set old = t->opt;
+  memset(&t->opt, 0, sizeof t->opt);
+  int rc = sd_grads_create(t->be, weights, wants_adapted, &t->te_cfg, &t->te_grads);
+  if (rc == 0)
+    rc = collect_layers(t, t->te_grads, "text_encoder", &t->te_cfg, "text encoder",
+                        "text_model.encoder.layers.0.self_attn.q_proj");
+  if (rc == 0)
+    rc = build_params(t, &old);
+  else
+    sd_param_set_free(&old);
+  if (rc == 0)
+    rc = init_params(t, first, init_seed);
+  for (size_t i = first; rc == 0 && i < t->n_layers; i++)
+    rc = merge_layer(t, i);
+  if (rc < 0)
+    return sd_error_context("lora training: the text encoder's LoRA");
+  t->clip = clip;
   return 0;
 }
 
@@ -241,7 +314,8 @@ int sd_lora_trainer_layer(const sd_lora_trainer *t, size_t index, sd_lora_layer_
   if (index >= t->n_layers)
     return SD_ERROR("lora training: layer %zu of %zu", index, t->n_layers);
   const lora_layer *l = &t->layers[index];
-  *out = (sd_lora_layer_info){.module = l->module,
+  *out = (sd_lora_layer_info){.prefix = l->prefix,
+                              .module = l->module,
                               .out = l->out,
                               .in = l->in,
                               .a = t->opt.values[2 * index],
@@ -289,16 +363,11 @@ int sd_lora_trainer_step(sd_lora_trainer *t, const sd_tensor *latents, const sd_
   return sd_lora_trainer_step_weighted(t, latents, noise, timesteps, context, NULL, report);
 }
 
-int sd_lora_trainer_step_weighted(sd_lora_trainer *t, const sd_tensor *latents,
-                                  const sd_tensor *noise, const int32_t *timesteps,
-                                  const sd_tensor *context, const double *item_weights,
-                                  sd_unet_step_report *report) {
-  memset(report, 0, sizeof *report);
-  SD_TRY(sd_unet_loss_backward_weighted(t->be, t->unet, t->noise, t->cfg.train.tape, t->grads,
-                                        latents, noise, timesteps, context, item_weights, t->steps,
-                                        &report->loss));
+/* The step after the backward: dA, dB of every layer from its dW', summed over the ranks, one
+ * clip_grad_norm_ and AdamW over all of them, every W' re-merged. */
+static int finish_step(sd_lora_trainer *t, sd_unet_step_report *report) {
   for (size_t i = 0; i < t->n_layers; i++) {
-    SD_TRY(sd_tensor_download_f32(t->be, sd_grads_at(t->grads, i), t->merged));
+    SD_TRY(sd_tensor_download_f32(t->be, t->layers[i].grad, t->merged));
     SD_TRY(lora_grads(t, i));
   }
   SD_TRY(sd_grad_reduce_f32(t->reduce, &report->loss, 1));
@@ -311,6 +380,48 @@ int sd_lora_trainer_step_weighted(sd_lora_trainer *t, const sd_tensor *latents,
     SD_TRY(merge_layer(t, i));
   t->steps++;
   return 0;
+}
+
+int sd_lora_trainer_step_weighted(sd_lora_trainer *t, const sd_tensor *latents,
+                                  const sd_tensor *noise, const int32_t *timesteps,
+                                  const sd_tensor *context, const double *item_weights,
+                                  sd_unet_step_report *report) {
+  memset(report, 0, sizeof *report);
+  SD_TRY(sd_unet_loss_backward_weighted(t->be, t->unet, t->noise, t->cfg.train.tape, t->grads,
+                                        latents, noise, timesteps, context, item_weights, t->steps,
+                                        &report->loss));
+  if (t->te_grads) /* the encoder's LoRA untouched by this step's loss */
+    SD_TRY(sd_grads_zero(t->te_grads));
+  return finish_step(t, report);
+}
+
+int sd_lora_trainer_encode(sd_lora_trainer *t, const int32_t *ids, int batch, sd_tensor *hidden) {
+  if (!t->clip)
+    return SD_ERROR("lora training: no text encoder LoRA to encode with");
+  drop_tape(t);
+  t->empty_forward = batch == 0;
+  if (batch > 0 && sd_clip_text_forward_train(t->clip, ids, batch, hidden, &t->tape) < 0)
+    return sd_error_context("lora training: step %" PRId64 "'s text encoder forward", t->steps);
+  return 0;
+}
+
+int sd_lora_trainer_step_joint(sd_lora_trainer *t, const sd_tensor *latents, const sd_tensor *noise,
+                               const int32_t *timesteps, const sd_tensor *context,
+                               const double *item_weights, sd_tensor *dcontext,
+                               sd_unet_step_report *report) {
+  memset(report, 0, sizeof *report);
+  if (!t->tape && !t->empty_forward)
+    return SD_ERROR("lora training: a step with the text encoder without its encode");
+  int rc = sd_unet_loss_backward_dcontext(t->be, t->unet, t->noise, t->cfg.train.tape, t->grads,
+                                          latents, noise, timesteps, context, item_weights,
+                                          t->steps, &report->loss, dcontext);
+  if (rc == 0)
+    rc = sd_grads_zero(t->te_grads);
+  if (rc == 0 && !t->empty_forward && sd_clip_text_backward(t->tape, dcontext, t->te_grads) < 0)
+    rc = sd_error_context("lora training: step %" PRId64 "'s text encoder backward", t->steps);
+  drop_tape(t);
+  t->empty_forward = false;
+  return rc < 0 ? rc : finish_step(t, report);
 }
 
 void sd_lora_trainer_set_reduce(sd_lora_trainer *t, const sd_grad_reduce *reduce) {
@@ -330,7 +441,8 @@ int sd_lora_trainer_param(sd_lora_trainer *t, size_t index, sd_lora_param_info *
     return SD_ERROR("lora training: parameter %zu of %zu", index, 2 * t->n_layers);
   const lora_layer *l = &t->layers[index / 2];
   int up = (int)(index % 2);
-  *out = (sd_lora_param_info){.module = l->module,
+  *out = (sd_lora_param_info){.prefix = l->prefix,
+                              .module = l->module,
                               .is_up = up,
                               .shape = {up ? l->out : t->cfg.rank, up ? t->cfg.rank : l->in},
                               .value = t->opt.values[index],
@@ -346,18 +458,30 @@ int sd_lora_trainer_restore(sd_lora_trainer *t, int64_t steps) {
   return 0;
 }
 
-/* diffusers' unet_lora_adapter_metadata: {"unet.lora_alpha", "unet.r", "unet.target_modules"}. */
+/* One model's "<prefix>.lora_alpha", "<prefix>.r", "<prefix>.target_modules" into meta. */
+static bool add_adapter_metadata(cJSON *meta, const char *prefix, const sd_lora_train_config *cfg) {
+  char key[64];
+  cJSON *targets = cJSON_CreateArray();
+  snprintf(key, sizeof key, "%s.lora_alpha", prefix);
+  bool ok = targets && cJSON_AddNumberToObject(meta, key, cfg->alpha);
+  snprintf(key, sizeof key, "%s.r", prefix);
+  ok = ok && cJSON_AddNumberToObject(meta, key, cfg->rank);
+  for (int k = 0; ok && k < cfg->n_targets; k++)
+    ok = cJSON_AddItemToArray(targets, cJSON_CreateString(cfg->targets[k]));
+  snprintf(key, sizeof key, "%s.target_modules", prefix);
+  if (ok && cJSON_AddItemToObject(meta, key, targets))
+    return true;
+  cJSON_Delete(targets);
+  return false;
+}
+
+/* diffusers' unet_lora_adapter_metadata ({"unet.lora_alpha", "unet.r", "unet.target_modules"})
+ * and text_encoder_lora_adapter_metadata ("text_encoder." the same). */
 static char *adapter_metadata(const sd_lora_trainer *t) {
   cJSON *meta = cJSON_CreateObject();
-  cJSON *targets = cJSON_CreateArray();
-  bool ok = meta && targets && cJSON_AddNumberToObject(meta, "unet.lora_alpha", t->cfg.alpha) &&
-            cJSON_AddNumberToObject(meta, "unet.r", t->cfg.rank);
-  for (int k = 0; ok && k < t->cfg.n_targets; k++)
-    ok = cJSON_AddItemToArray(targets, cJSON_CreateString(t->cfg.targets[k]));
-  if (ok && cJSON_AddItemToObject(meta, "unet.target_modules", targets))
-    targets = NULL;
+  bool ok = meta && add_adapter_metadata(meta, "unet", &t->cfg) &&
+            (!t->clip || add_adapter_metadata(meta, "text_encoder", &t->te_cfg));
   char *text = ok ? cJSON_Print(meta) : NULL;
-  cJSON_Delete(targets);
   cJSON_Delete(meta);
   return text;
 }
@@ -367,16 +491,19 @@ int sd_lora_trainer_save(const sd_lora_trainer *t, const char *path, sd_lora_key
   sd_st_tensor *tensors = calloc(n ? n : 1, sizeof *tensors);
   char **names = calloc(n ? n : 1, sizeof *names);
   int rc = tensors && names ? 0 : SD_ERROR("%s: out of memory", path);
-  const char *parts[2][2] = {{"lora.down", "lora.up"}, {"lora_A", "lora_B"}};
+  /* diffusers' convert_state_dict_to_diffusers names the text encoder's "lora_linear_layer" */
+  const char *parts[3][2] = {{"lora.down", "lora.up"},
+                             {"lora_A", "lora_B"},
+                             {"lora_linear_layer.down", "lora_linear_layer.up"}};
   for (size_t i = 0; rc == 0 && i < n; i++) {
     const lora_layer *l = &t->layers[i / 2];
-    size_t size = strlen(l->module) + 32;
+    size_t size = strlen(l->module) + 64;
     if (!(names[i] = malloc(size))) {
       rc = SD_ERROR("%s: out of memory", path);
       break;
     }
-    snprintf(names[i], size, "unet.%s.%s.weight", l->module,
-             parts[style == SD_LORA_KEYS_PEFT][i % 2]);
+    int kind = style == SD_LORA_KEYS_PEFT ? 1 : strcmp(l->prefix, "unet") != 0 ? 2 : 0;
+    snprintf(names[i], size, "%s.%s.%s.weight", l->prefix, l->module, parts[kind][i % 2]);
     sd_st_tensor *st = &tensors[i];
     st->name = names[i];
     st->dtype = SD_DTYPE_F32;

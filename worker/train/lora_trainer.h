@@ -13,11 +13,19 @@
  *   4. W' = W0 + s B A re-merged (sd_lora_add_product, the arithmetic of sd_lora_merge) and
  *      uploaded: the model renders with the adapted weights.
  * Every other weight stays as loaded, bit for bit. A, B, W0 and AdamW's state are float32 on the
- * host. */
+ * host.
+ * With the text encoder's LoRA (train_dreambooth_lora.py --train_text_encoder:
+ * sd_lora_trainer_add_text_encoder), its q_proj, k_proj, v_proj and out_proj are adapted the same
+ * way; a step encodes its rows' prompts with a tape (sd_lora_trainer_encode), and
+ * sd_lora_trainer_step_joint takes the UNet's loss backward on into the encoder (the gradient
+ * with respect to the context), then one clip_grad_norm_ and AdamW over the UNet's A, B and then
+ * the encoder's (the script's params_to_optimize, one optimizer). */
 #ifndef SD_LORA_TRAINER_H
 #define SD_LORA_TRAINER_H
 
 #include "unet_trainer.h"
+
+#include "../model/clip_text_train.h"
 
 #include <stdint.h>
 
@@ -71,9 +79,29 @@ int sd_lora_trainer_create(sd_backend *be, sd_unet *unet, const sd_weights *weig
                            uint64_t init_seed, sd_lora_trainer **out);
 void sd_lora_trainer_free(sd_lora_trainer *trainer);
 
-/* The adapted layers, in the order of `weights`. */
+/* Adds the LoRA of `clip`'s q_proj, k_proj, v_proj and out_proj (the script's text_lora_config:
+ * the UNet's rank and alpha, the gaussian init from init_seed, B at 0), whose weights are
+ * `weights` (W' written into them). Once, before the first step. Borrows clip and weights. */
+int sd_lora_trainer_add_text_encoder(sd_lora_trainer *trainer, sd_clip_text *clip,
+                                     const sd_weights *weights, uint64_t init_seed);
+/* The step's text embeddings: ids (B, L) int32 on the host -> hidden (B, L, D) by the adapted
+ * encoder (sd_clip_text_forward_train), recording the tape sd_lora_trainer_step_joint consumes
+ * (hidden: persistent memory or arena memory allocated before). batch 0 (a data-parallel rank
+ * without rows): nothing computed, zero encoder gradients. */
+int sd_lora_trainer_encode(sd_lora_trainer *trainer, const int32_t *ids, int batch,
+                           sd_tensor *hidden);
+/* One optimizer step over the UNet's and the text encoder's LoRA: context is the last encode's
+ * hidden, dcontext (B, L, D) scratch for its gradient; otherwise as
+ * sd_lora_trainer_step_weighted (the gradient norm is that of all A and B gradients). */
+int sd_lora_trainer_step_joint(sd_lora_trainer *trainer, const sd_tensor *latents,
+                               const sd_tensor *noise, const int32_t *timesteps,
+                               const sd_tensor *context, const double *item_weights,
+                               sd_tensor *dcontext, sd_unet_step_report *report);
+
+/* The adapted layers: the UNet's in the order of its `weights`, then the text encoder's. */
 size_t sd_lora_trainer_layer_count(const sd_lora_trainer *trainer);
 typedef struct sd_lora_layer_info {
+  const char *prefix; /* "unet" or "text_encoder" */
   const char *module; /* diffusers module name, e.g. down_blocks.0....attn1.to_q */
   int64_t out, in;    /* W's shape */
   const float *a;     /* (rank, in) lora_A, the down projection */
@@ -110,6 +138,7 @@ int64_t sd_lora_trainer_steps(const sd_lora_trainer *trainer);
  * float32 values, exp_avg and exp_avg_sq (writable: a resumed run overwrites them, then calls
  * sd_lora_trainer_restore). -1 with an error past the end. */
 typedef struct sd_lora_param_info {
+  const char *prefix; /* "unet" or "text_encoder" */
   const char *module; /* the layer's module name */
   int is_up;          /* 0: A (lora.down), 1: B (lora.up) */
   int64_t shape[2];
@@ -122,10 +151,12 @@ int sd_lora_trainer_param(sd_lora_trainer *trainer, size_t index, sd_lora_param_
 int sd_lora_trainer_restore(sd_lora_trainer *trainer, int64_t steps);
 
 /* Writes the LoRA as diffusers' save_lora_weights does (pytorch_lora_weights.safetensors when
- * path is a folder's file of that name): per layer A and B in float32 under the style's names,
+ * path is a folder's file of that name): per layer A and B in float32 under the style's names
+ * (the text encoder's "text_encoder.<module>.lora_linear_layer.down/up" in the diffusers style),
  * metadata "format": "pt", and where alpha != rank "lora_adapter_metadata" =
  * {"unet.lora_alpha": alpha, "unet.r": rank, "unet.target_modules": [...]} (diffusers'
- * unet_lora_adapter_metadata; without it diffusers and sd_lora_merge take alpha = rank). */
+ * unet_lora_adapter_metadata, and "text_encoder." the same; without it diffusers and
+ * sd_lora_merge take alpha = rank). */
 int sd_lora_trainer_save(const sd_lora_trainer *trainer, const char *path, sd_lora_key_style style);
 
 #endif

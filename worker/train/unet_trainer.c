@@ -179,6 +179,16 @@ int sd_unet_loss_backward_weighted(sd_backend *be, sd_unet *unet,
                        item_weights, step, loss, NULL);
 }
 
+int sd_unet_loss_backward_dcontext(sd_backend *be, sd_unet *unet,
+                                   const sd_scheduler_config *noise_cfg, sd_unet_tape_mode mode,
+                                   sd_grads *grads, const sd_tensor *latents,
+                                   const sd_tensor *noise, const int32_t *timesteps,
+                                   const sd_tensor *context, const double *item_weights,
+                                   int64_t step, float *loss, sd_tensor *dcontext) {
+  return loss_backward(be, unet, noise_cfg, mode, grads, latents, noise, timesteps, context,
+                       item_weights, step, loss, dcontext);
+}
+
 double sd_unet_train_lr(const sd_unet_train_config *cfg, int64_t step) {
   return cfg->learning_rate *
          sd_lr_multiplier(cfg->schedule, step, cfg->warmup_steps, cfg->total_steps);

@@ -129,6 +129,14 @@ int sd_unet_loss_backward_weighted(sd_backend *be, sd_unet *unet,
                                    const sd_tensor *noise, const int32_t *timesteps,
                                    const sd_tensor *context, const double *item_weights,
                                    int64_t step, float *loss);
+/* sd_unet_loss_backward_weighted that also gives dcontext (B, L, D, the caller's memory), the
+ * gradient of the loss with respect to context, for training the text encoder that made it. */
+int sd_unet_loss_backward_dcontext(sd_backend *be, sd_unet *unet,
+                                   const sd_scheduler_config *noise_cfg, sd_unet_tape_mode mode,
+                                   sd_grads *grads, const sd_tensor *latents,
+                                   const sd_tensor *noise, const int32_t *timesteps,
+                                   const sd_tensor *context, const double *item_weights,
+                                   int64_t step, float *loss, sd_tensor *dcontext);
 /* The learning rate of the optimizer step counted from 0. */
 double sd_unet_train_lr(const sd_unet_train_config *cfg, int64_t step);
 
