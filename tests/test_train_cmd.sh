@@ -16,60 +16,19 @@
 set -euo pipefail
 SDBATCH=$(readlink -f "$1")
 SOURCE_DIR=$(readlink -f "$2")
+# shellcheck source=train_test_lib.sh
+source "$SOURCE_DIR/tests/train_test_lib.sh"
 MODEL="$SOURCE_DIR/tests/fixtures/tiny-sd1"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/sdbatch-train-test.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-cd "$WORK"
-export OMP_NUM_THREADS=1
-FAILURES=0
-note() { echo "test: $*"; }
-fail() {
-  echo "test: FAIL: $*" >&2
-  FAILURES=$((FAILURES + 1))
-}
+CONFIG_BASE=("resolution: 64" "train_batch_size: 1" "learning_rate: 1.0e-4" "lr_warmup_steps: 0" "seed: 7")
+train_test_begin sdbatch-train-test
 
 "$SDBATCH" make-shapes shapes --count 3 --size 64 --quiet
 mkdir empty notimage
 cp shapes/000000.png notimage/
 echo "not a picture" > notimage/000001.png
 
-# config NAME OUTPUT [EXTRA YAML LINES...]: a config on the shapes folder
-config() {
-  local name=$1 out=$2
-  shift 2
-  {
-    echo "pretrained_model: $MODEL"
-    echo "instance_data_dir: shapes"
-    echo "instance_prompt: a photo of sks shape"
-    echo "output_dir: $out"
-    echo "resolution: 64"
-    echo "train_batch_size: 1"
-    echo "learning_rate: 1.0e-4"
-    echo "lr_warmup_steps: 0"
-    echo "seed: 7"
-    for line in "$@"; do echo "$line"; done
-  } > "$name"
-}
-
 # refused CONFIG OUTPUT PATTERN [ARGS...]: exit status 1, one error line matching PATTERN, no
 # output folder
-refused() {
-  local cfg=$1 out=$2 pattern=$3
-  shift 3
-  local status=0
-  "$SDBATCH" train "$cfg" --quiet "$@" > stdout.txt 2> stderr.txt || status=$?
-  local lines
-  lines=$(wc -l < stderr.txt)
-  if [ "$status" -ne 1 ]; then
-    fail "$cfg: exit status $status, expected 1 ($(cat stderr.txt))"
-  elif [ "$lines" -ne 1 ] || ! grep -qE "$pattern" stderr.txt; then
-    fail "$cfg: expected one error matching '$pattern', got: $(cat stderr.txt)"
-  elif [ -e "$out" ]; then
-    fail "$cfg: the refused run left $out behind"
-  else
-    note "refused as expected: $(cat stderr.txt)"
-  fi
-}
 
 config unknown.yaml out-unknown "max_train_step: 5"
 refused unknown.yaml out-unknown "unknown.yaml:10:1: unknown key 'max_train_step' \(did you mean 'max_train_steps'\?\)"
@@ -222,8 +181,4 @@ if ls -a killed | grep -q '^\.checkpoint'; then fail "temporary folders left: $(
   --height 64 --device cpu --threads 1 --out render.png 2> render.log || fail "render: $(cat render.log)"
 [ -s render.png ] || fail "no render.png"
 
-if [ "$FAILURES" -ne 0 ]; then
-  echo "test: $FAILURES check(s) failed" >&2
-  exit 1
-fi
-echo "test: all checks passed"
+train_test_end

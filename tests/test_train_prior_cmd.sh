@@ -14,53 +14,15 @@
 set -euo pipefail
 SDBATCH=$(readlink -f "$1")
 SOURCE_DIR=$(readlink -f "$2")
+# shellcheck source=train_test_lib.sh
+source "$SOURCE_DIR/tests/train_test_lib.sh"
 MODEL="$SOURCE_DIR/tests/fixtures/tiny-sd1"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/sdbatch-train-prior.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-cd "$WORK"
-export OMP_NUM_THREADS=1
-FAILURES=0
-note() { echo "test: $*"; }
-fail() {
-  echo "test: FAIL: $*" >&2
-  FAILURES=$((FAILURES + 1))
-}
+CONFIG_BASE=("resolution: 64" "train_batch_size: 2" "learning_rate: 1.0e-4" "lr_warmup_steps: 0" "seed: 7")
+train_test_begin sdbatch-train-prior
 
 "$SDBATCH" make-shapes shapes --count 3 --size 64 --quiet
 
-# config NAME OUTPUT [EXTRA YAML LINES...]: a config on the shapes folder
-config() {
-  local name=$1 out=$2
-  shift 2
-  {
-    echo "pretrained_model: $MODEL"
-    echo "instance_data_dir: shapes"
-    echo "instance_prompt: a photo of sks shape"
-    echo "output_dir: $out"
-    echo "resolution: 64"
-    echo "train_batch_size: 2"
-    echo "learning_rate: 1.0e-4"
-    echo "lr_warmup_steps: 0"
-    echo "seed: 7"
-    for line in "$@"; do echo "$line"; done
-  } > "$name"
-}
-
 # refused CONFIG OUTPUT PATTERN: exit status 1, one error line matching PATTERN, no output folder
-refused() {
-  local cfg=$1 out=$2 pattern=$3
-  local status=0
-  "$SDBATCH" train "$cfg" --quiet > stdout.txt 2> stderr.txt || status=$?
-  if [ "$status" -ne 1 ]; then
-    fail "$cfg: exit status $status, expected 1 ($(cat stderr.txt))"
-  elif [ "$(wc -l < stderr.txt)" -ne 1 ] || ! grep -qE "$pattern" stderr.txt; then
-    fail "$cfg: expected one error matching '$pattern', got: $(cat stderr.txt)"
-  elif [ -e "$out" ]; then
-    fail "$cfg: the refused run left $out behind"
-  else
-    note "refused as expected: $(cat stderr.txt)"
-  fi
-}
 
 config noprompt.yaml out-np "with_prior_preservation: true" "class_data_dir: class-np"
 refused noprompt.yaml out-np "noprompt.yaml: missing key 'class_prompt' \(required with with_prior_preservation: true\)"
@@ -203,8 +165,4 @@ else
   fail "a resume with fewer class images: status $status, $(cat stderr.txt)"
 fi
 
-if [ "$FAILURES" -ne 0 ]; then
-  echo "test: $FAILURES check(s) failed" >&2
-  exit 1
-fi
-echo "test: all checks passed"
+train_test_end

@@ -16,39 +16,17 @@
 set -euo pipefail
 SDBATCH=$(readlink -f "$1")
 SOURCE_DIR=$(readlink -f "$2")
+# shellcheck source=train_test_lib.sh
+source "$SOURCE_DIR/tests/train_test_lib.sh"
 MPIEXEC=$3
 MODEL="$SOURCE_DIR/tests/fixtures/tiny-sd1"
 DIFF="$SOURCE_DIR/tests/train_weights_diff.py"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/sdbatch-train-ranks-test.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-cd "$WORK"
-export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-FAILURES=0
-note() { echo "test: $*"; }
-fail() {
-  echo "test: FAIL: $*" >&2
-  FAILURES=$((FAILURES + 1))
-}
 LR=1.0e-4
+CONFIG_BASE=("resolution: 64" "learning_rate: $LR" "lr_warmup_steps: 0" "seed: 7")
+train_test_begin sdbatch-train-ranks-test
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 "$SDBATCH" make-shapes shapes --count 3 --size 64 --quiet
-
-# config NAME OUTPUT [EXTRA YAML LINES...]
-config() {
-  local name=$1 out=$2
-  shift 2
-  {
-    echo "pretrained_model: $MODEL"
-    echo "instance_data_dir: shapes"
-    echo "instance_prompt: a photo of sks shape"
-    echo "output_dir: $out"
-    echo "resolution: 64"
-    echo "learning_rate: $LR"
-    echo "lr_warmup_steps: 0"
-    echo "seed: 7"
-    for line in "$@"; do echo "$line"; done
-  } > "$name"
-}
 
 ranks() {
   local n=$1
@@ -140,12 +118,13 @@ compare "text encoder, 1 vs 3 ranks" tesmall1 tesmall3 $UNET 1e-4 1e-7
 close tesmall1/$TEXT tesmall3/$TEXT 1e-5 1e-9
 
 # LoRA with the text encoder's LoRA, 1 vs 3 ranks (ranks without items encode nothing): the
-# LoRA file (UNet and text encoder parts) as LoRA above
+# LoRA file (UNet and text encoder parts) max |diff| <= 5e-6 (measured 6.2e-7), mean 1e-8
+# (measured 5.9e-10)
 config telora1.yaml telora1 "${SMALL[@]}" "lora: true" "train_text_encoder: true"
 config telora3.yaml telora3 "${SMALL[@]}" "lora: true" "train_text_encoder: true"
 "$SDBATCH" train telora1.yaml --quiet
 ranks 3 train telora3.yaml --quiet
-compare "LoRA with the text encoder, 1 vs 3 ranks" telora1 telora3 $LORA 1e-6 1e-8
+compare "LoRA with the text encoder, 1 vs 3 ranks" telora1 telora3 $LORA 5e-6 1e-8
 
 # SIGKILL after checkpoint-3 of a 2-rank run, --resume on 2 ranks: byte-equal to uninterrupted
 KILL=("train_batch_size: 2" "gradient_accumulation_steps: 2" "max_train_steps: 10"
@@ -171,8 +150,4 @@ else
   fail "the resumed 2-rank run differs from the uninterrupted one"
 fi
 
-if [ "$FAILURES" -ne 0 ]; then
-  echo "test: $FAILURES failure(s)" >&2
-  exit 1
-fi
-note "all passed"
+train_test_end

@@ -22,41 +22,14 @@
 set -euo pipefail
 SDBATCH=$(readlink -f "$1")
 SOURCE_DIR=$(readlink -f "$2")
-if ! python3 -c "import torch, diffusers, safetensors, transformers" 2> /dev/null; then
-  echo "test: skipped: python3 with torch, diffusers, transformers and safetensors is needed"
-  exit 77
-fi
+# shellcheck source=train_test_lib.sh
+source "$SOURCE_DIR/tests/train_test_lib.sh"
+require_python torch diffusers safetensors transformers
 MODEL="$SOURCE_DIR/tests/fixtures/tiny-sd1"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/sdbatch-train-te.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-cd "$WORK"
-export OMP_NUM_THREADS=1
-FAILURES=0
-note() { echo "test: $*"; }
-fail() {
-  echo "test: FAIL: $*" >&2
-  FAILURES=$((FAILURES + 1))
-}
+CONFIG_BASE=("resolution: 64" "learning_rate: 1.0e-4" "lr_scheduler: constant_with_warmup" "lr_warmup_steps: 1" "seed: 5")
+train_test_begin sdbatch-train-te
 
 "$SDBATCH" make-shapes shapes --count 2 --size 64 --quiet
-# config NAME OUTPUT [EXTRA YAML LINES...]
-config() {
-  local name=$1 out=$2
-  shift 2
-  {
-    echo "pretrained_model: $MODEL"
-    echo "instance_data_dir: shapes"
-    echo "instance_prompt: a photo of sks shape"
-    echo "output_dir: $out"
-    echo "resolution: 64"
-    echo "learning_rate: 1.0e-4"
-    echo "lr_scheduler: constant_with_warmup"
-    echo "lr_warmup_steps: 1"
-    echo "seed: 5"
-    for line in "$@"; do echo "$line"; done
-  } > "$name"
-}
-
 # 1. against torch, and the output in diffusers
 config train.yaml out "max_train_steps: 3" "train_batch_size: 2" "train_text_encoder: true" \
   "validation_prompt: a photo of sks shape" "num_validation_images: 2" "validation_steps: 3" \
@@ -152,8 +125,4 @@ else
   fail "resume with train_text_encoder of a frozen run's checkpoint: status $status, $(cat stderr.txt)"
 fi
 
-if [ "$FAILURES" -ne 0 ]; then
-  echo "test: $FAILURES failure(s)" >&2
-  exit 1
-fi
-echo "test: all checks passed"
+train_test_end

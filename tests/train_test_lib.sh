@@ -1,0 +1,71 @@
+# Shared by the tests/test_train_*.sh scripts; sourced after SDBATCH and SOURCE_DIR are set.
+# Provides the scratch folder, the check counting (note, fail, train_test_end), the skip when
+# Python modules are missing, and the configs on the shapes folder (config, refused).
+
+# require_python MODULE...: exits 77 (ctest's skip) unless python3 imports every module.
+require_python() {
+  local list
+  list=$(IFS=,; echo "$*")
+  if ! python3 -c "import $list" 2> /dev/null; then
+    echo "test: skipped: python3 with $* is needed"
+    exit 77
+  fi
+}
+
+# train_test_begin NAME: a scratch folder (removed at exit) as the working directory, one
+# OpenMP thread per process, no failures yet.
+train_test_begin() {
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+  trap 'rm -rf "$WORK"' EXIT
+  cd "$WORK"
+  export OMP_NUM_THREADS=1
+  FAILURES=0
+}
+
+note() { echo "test: $*"; }
+fail() {
+  echo "test: FAIL: $*" >&2
+  FAILURES=$((FAILURES + 1))
+}
+
+# train_test_end: exit status 1 when a check failed.
+train_test_end() {
+  if [ "$FAILURES" -ne 0 ]; then
+    echo "test: $FAILURES check(s) failed" >&2
+    exit 1
+  fi
+  echo "test: all checks passed"
+}
+
+# config NAME OUTPUT [EXTRA YAML LINES...]: a config of $MODEL on the folder `shapes` with the
+# instance prompt "a photo of sks shape", then the lines of the CONFIG_BASE array, then the extra
+# lines (so that the first extra line is line 5 + ${#CONFIG_BASE[@]}).
+config() {
+  local name=$1 out=$2
+  shift 2
+  {
+    echo "pretrained_model: $MODEL"
+    echo "instance_data_dir: shapes"
+    echo "instance_prompt: a photo of sks shape"
+    echo "output_dir: $out"
+    for line in "${CONFIG_BASE[@]}" "$@"; do echo "$line"; done
+  } > "$name"
+}
+
+# refused CONFIG OUTPUT PATTERN [TRAIN ARGS...]: `sdbatch train CONFIG` must exit with status 1
+# and one error line matching PATTERN (grep -E), leaving OUTPUT (unless empty) absent.
+refused() {
+  local cfg=$1 out=$2 pattern=$3
+  shift 3
+  local status=0
+  "$SDBATCH" train "$cfg" --quiet "$@" > stdout.txt 2> stderr.txt || status=$?
+  if [ "$status" -ne 1 ]; then
+    fail "$cfg: exit status $status, expected 1 ($(cat stderr.txt))"
+  elif [ "$(wc -l < stderr.txt)" -ne 1 ] || ! grep -qE "$pattern" stderr.txt; then
+    fail "$cfg: expected one error matching '$pattern', got: $(cat stderr.txt)"
+  elif [ -n "$out" ] && [ -e "$out" ]; then
+    fail "$cfg: the refused run left $out behind"
+  else
+    note "refused as expected: $(cat stderr.txt)"
+  fi
+}
