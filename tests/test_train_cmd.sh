@@ -2,8 +2,11 @@
 # sdbatch train (docs/training.md, "sdbatch train") on the tiny SD1 model at 64 x 64:
 #  - refusals: an unknown key (with the closest known one), a key not supported yet, a bad value,
 #    a missing key, an empty instance folder, an image file that is not an image, an output_dir
-#    holding files without --resume, a single-file model: each one error naming the file and
-#    place, exit status 1, and no output_dir left behind;
+#    holding files without --resume, a single-file model's full fine-tune without single_file,
+#    pretrained_model_config with a folder: each one error naming the file and place, exit
+#    status 1, and no output_dir left behind;
+#  - a single-file pretrained model (with its LDM YAML): full and LoRA fine-tunes write the same
+#    single file / LoRA and loss.csv, byte for byte, as from the diffusers folder;
 #  - crash safety: a run killed with SIGKILL right after a checkpoint, then at random moments
 #    (during steps and checkpoint writes), resumed each time with --resume, ends with the same
 #    UNet file and loss.csv, byte for byte, as an uninterrupted run; checkpoints_total_limit
@@ -69,9 +72,35 @@ refused emptydir.yaml out-empty "instance_data_dir empty: no instance images"
 config notimage.yaml out-notimage "max_train_steps: 2"
 sed -i 's/^instance_data_dir: shapes/instance_data_dir: notimage/' notimage.yaml
 refused notimage.yaml out-notimage "notimage/000001.png"
+# a single-file pretrained model: a full fine-tune needs single_file; its LDM YAML is
+# pretrained_model_config, which a folder refuses
+SINGLE="$SOURCE_DIR/tests/fixtures/tiny-sd1.safetensors"
 config single.yaml out-single "max_train_steps: 2"
-sed -i "s#^pretrained_model: .*#pretrained_model: $SOURCE_DIR/tests/fixtures/tiny-sd1.safetensors#" single.yaml
-refused single.yaml out-single "is a single file"
+sed -i "s#^pretrained_model: .*#pretrained_model: $SINGLE#" single.yaml
+refused single.yaml out-single "single.yaml: pretrained_model .*tiny-sd1.safetensors is a single file: a full fine-tune of it is written as a single file only; add single_file"
+config yamlfolder.yaml out-yamlfolder "pretrained_model_config: $SOURCE_DIR/tests/fixtures/tiny-sd1.yaml"
+refused yamlfolder.yaml out-yamlfolder "yamlfolder.yaml: pretrained_model_config: only for a single-file pretrained_model"
+# trained from the single file = trained from the folder: the single file written, loss.csv and
+# the LoRA byte for byte (the fixture's file holds the folder's tensors; its YAML the configs)
+for mode in full lora; do
+  extra=("max_train_steps: 3" "single_file: trained.safetensors")
+  [ $mode = lora ] && extra=("max_train_steps: 3" "lora: true")
+  config "from-folder-$mode.yaml" "from-folder-$mode" "${extra[@]}"
+  config "from-file-$mode.yaml" "from-file-$mode" "${extra[@]}" \
+    "pretrained_model_config: $SOURCE_DIR/tests/fixtures/tiny-sd1.yaml"
+  sed -i "s#^pretrained_model: .*#pretrained_model: $SINGLE#" "from-file-$mode.yaml"
+  "$SDBATCH" train "from-folder-$mode.yaml" --quiet
+  "$SDBATCH" train "from-file-$mode.yaml" --quiet
+  file=trained.safetensors
+  [ $mode = lora ] && file=pytorch_lora_weights.safetensors
+  if cmp -s "from-folder-$mode/$file" "from-file-$mode/$file" &&
+    cmp -s "from-folder-$mode/loss.csv" "from-file-$mode/loss.csv"; then
+    note "$mode fine-tune of the single file = of the folder: $file and loss.csv byte for byte"
+  else
+    fail "$mode fine-tune of the single file differs from the folder's ($file, loss.csv)"
+  fi
+done
+[ ! -e from-file-full/unet ] || fail "a single-file pretrained model's run wrote a diffusers folder"
 mkdir busy && touch busy/something
 config busy.yaml busy "max_train_steps: 2"
 status=0

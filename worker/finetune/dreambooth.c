@@ -56,6 +56,7 @@ typedef struct run {
   sd_unet_trainer *trainer;    /* a full fine-tune's, or NULL */
   sd_lora_trainer *lora;       /* LoRA mode's, or NULL */
   sd_clip_trainer *encoder;    /* a full fine-tune's train_text_encoder, or NULL */
+  bool single_file_in;         /* pretrained_model is a single file */
   sd_dreambooth_params params; /* the trained parameters, for checkpoints */
   int channels, side;          /* latent channels, latent side (resolution / 8) */
   int64_t per_item;            /* channels x side x side */
@@ -140,10 +141,16 @@ static int check_paths(const sd_dreambooth_config *cfg, const sd_dreambooth_opti
   if (stat(cfg->pretrained_model, &st) < 0)
     return SD_ERROR("%s: pretrained_model %s: %s", cfg->path, cfg->pretrained_model,
                     strerror(errno));
-  if (!S_ISDIR(st.st_mode))
-    return SD_ERROR("%s: pretrained_model %s is a single file; sdbatch train needs a diffusers "
-                    "folder (single-file checkpoints are not supported yet: convert it with "
-                    "diffusers' StableDiffusionPipeline.from_single_file(...).save_pretrained)",
+  if (S_ISDIR(st.st_mode) && cfg->pretrained_model_config)
+    return SD_ERROR("%s: pretrained_model_config: only for a single-file pretrained_model (%s is "
+                    "a diffusers folder, whose configs it has)",
+                    cfg->path, cfg->pretrained_model);
+  /* a single file: no diffusers folder can be written from it (the configs are inferred), so a
+   * full fine-tune writes a single file only */
+  if (!S_ISDIR(st.st_mode) && !cfg->lora && !cfg->single_file)
+    return SD_ERROR("%s: pretrained_model %s is a single file: a full fine-tune of it is written "
+                    "as a single file only; add single_file: NAME.safetensors (or train a LoRA "
+                    "with lora: true)",
                     cfg->path, cfg->pretrained_model);
   char a[PATH_MAX], b[PATH_MAX];
   if (realpath(cfg->pretrained_model, a) && realpath(cfg->output_dir, b) && !strcmp(a, b))
@@ -378,10 +385,13 @@ static int generate_class_images(run *r) {
 static int prepare(run *r) {
   const sd_dreambooth_config *cfg = r->cfg;
   SD_TRY(check_paths(cfg, r->opt));
+  struct stat st;
+  r->single_file_in = stat(cfg->pretrained_model, &st) == 0 && !S_ISDIR(st.st_mode);
   SD_TRY(sd_instance_data_load(cfg->instance_data_dir, cfg->resolution, &r->data));
   sd_engine_params params;
   sd_engine_params_init(&params);
   params.model_path = cfg->pretrained_model;
+  params.model_yaml = cfg->pretrained_model_config;
   params.device = "cpu";
   params.threads = r->opt->threads;
   params.precision = SD_DTYPE_F32;
@@ -851,8 +861,12 @@ int sd_dreambooth_train(const sd_dreambooth_config *cfg, const sd_dreambooth_opt
     rc = SD_ERROR("%s: write failed: %s", r.log_path, strerror(errno));
   if (rc == 0 && writer(&r))
     rc = r.lora ? sd_dreambooth_write_lora(cfg->output_dir, r.lora)
-                : sd_dreambooth_write_model(cfg->pretrained_model, cfg->output_dir, r.trainer,
-                                            r.encoder, cfg->single_file);
+         : r.single_file_in
+             ? sd_dreambooth_write_single_file(cfg->pretrained_model, cfg->pretrained_model_config,
+                                               cfg->output_dir, cfg->single_file, r.trainer,
+                                               r.encoder)
+             : sd_dreambooth_write_model(cfg->pretrained_model, cfg->output_dir, r.trainer,
+                                         r.encoder, cfg->single_file);
   if (rc == 0)
     rc = barrier(&r, "for rank 0's output");
   result->steps = r.pos.step;

@@ -39,6 +39,7 @@ typedef struct key_spec {
 
 static const key_spec known_keys[] = {
     KEY_ANY(pretrained_model, KEY_PATH),
+    KEY_ANY(pretrained_model_config, KEY_PATH),
     KEY_ANY(instance_data_dir, KEY_PATH),
     KEY_ANY(instance_prompt, KEY_STRING),
     KEY_ANY(output_dir, KEY_PATH),
@@ -536,6 +537,7 @@ static int parse_text(const loader *ld, const char *text, size_t len) {
 void sd_dreambooth_config_free(sd_dreambooth_config *c) {
   free(c->path);
   free(c->pretrained_model);
+  free(c->pretrained_model_config);
   free(c->instance_data_dir);
   free(c->instance_prompt);
   free(c->output_dir);

@@ -12,9 +12,11 @@
 #include <stdint.h>
 
 typedef struct sd_dreambooth_config {
-  char *path;              /* the config file */
-  char *pretrained_model;  /* diffusers folder (resolved against the config's folder) */
-  char *instance_data_dir; /* resolved */
+  char *path; /* the config file */
+  /* a diffusers folder, or a single-file checkpoint (resolved against the config's folder) */
+  char *pretrained_model;
+  char *pretrained_model_config; /* a single file's optional LDM YAML (resolved), or NULL */
+  char *instance_data_dir;       /* resolved */
   char *instance_prompt;
   char *output_dir; /* resolved */
   int resolution;   /* 512 */

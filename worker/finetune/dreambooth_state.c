@@ -604,18 +604,58 @@ static int write_text_encoder_config(const char *pretrained, const char *output_
 
 static int remove_leftovers(const char *output_dir, const char *prefix);
 
-/* output_dir/name: the folder output_dir (written whole) as an original single file. */
-static int write_single_file(const char *output_dir, const char *name) {
+/* A copy of map with the trainer's float32 master weights put over it (under their names). */
+static int trained_map(const sd_tensor_map *map, sd_grads *grads, state_at_fn state_at,
+                       void *trainer, sd_tensor_map **out) {
+  sd_tensor_map *m = sd_tensor_map_create();
+  int rc = m ? 0 : SD_ERROR("out of memory");
+  for (size_t i = 0; rc == 0 && i < sd_tensor_map_count(map); i++) {
+    const sd_st_tensor *t = sd_tensor_map_at(map, i);
+    rc = sd_tensor_map_put(m, t->name, t->dtype, t->ndim, t->shape, t->data);
+  }
+  for (size_t i = 0; rc == 0 && i < sd_grads_count(grads); i++) {
+    const sd_tensor *w = sd_grads_weight_at(grads, i);
+    float *master, *v1, *v2;
+    rc = state_at(trainer, i, &master, &v1, &v2);
+    if (rc == 0)
+      rc =
+          sd_tensor_map_put(m, sd_grads_name_at(grads, i), SD_DTYPE_F32, w->ndim, w->shape, master);
+  }
+  if (rc < 0) {
+    sd_tensor_map_free(m);
+    return rc;
+  }
+  *out = m;
+  return 0;
+}
+
+int sd_dreambooth_write_single_file(const char *pretrained, const char *pretrained_config,
+                                    const char *output_dir, const char *name,
+                                    sd_unet_trainer *trainer, sd_clip_trainer *text_encoder) {
   char path[PATH_MAX_LEN], leftovers[PATH_MAX_LEN];
   snprintf(path, sizeof path, "%s/%s", output_dir, name);
   snprintf(leftovers, sizeof leftovers, "%s.tmp.", name); /* sd_safetensors_write's */
-  SD_TRY(remove_leftovers(output_dir, leftovers));
   sd_model_files *model = NULL;
-  int rc = sd_model_files_open(output_dir, NULL, NULL, &model);
+  sd_tensor_map *unet = NULL, *clip = NULL;
+  int rc = remove_leftovers(output_dir, leftovers);
   if (rc == 0)
-    rc = sd_ldm_export_checkpoint(model, path);
+    rc = sd_model_files_open(pretrained, pretrained_config, NULL, &model);
+  if (rc == 0)
+    rc = trained_map(model->unet_tensors, sd_unet_trainer_grads(trainer), unet_state_at, trainer,
+                     &unet);
+  if (rc == 0 && text_encoder)
+    rc = trained_map(model->clip_tensors, sd_clip_trainer_grads(text_encoder), clip_state_at,
+                     text_encoder, &clip);
+  if (rc == 0)
+    rc =
+        sd_ldm_export_components(model->family, &model->unet, unet, &model->vae, model->vae_tensors,
+                                 &model->clip, clip ? clip : model->clip_tensors, path);
+  if (rc == 0)
+    rc = sd_dreambooth_fsync_path(output_dir);
+  sd_tensor_map_free(clip);
+  sd_tensor_map_free(unet);
   sd_model_files_close(model);
-  return rc;
+  return rc < 0 ? sd_error_context("writing the trained model to %s", path) : 0;
 }
 
 int sd_dreambooth_write_model(const char *pretrained, const char *output_dir,
@@ -657,7 +697,8 @@ int sd_dreambooth_write_model(const char *pretrained, const char *output_dir,
     rc = write_trained(output_dir, "text_encoder", "model.safetensors",
                        sd_clip_trainer_grads(text_encoder), clip_state_at, text_encoder);
   if (rc == 0 && single_file)
-    rc = write_single_file(output_dir, single_file);
+    rc = sd_dreambooth_write_single_file(pretrained, NULL, output_dir, single_file, trainer,
+                                         text_encoder);
   if (rc == 0)
     rc = sd_dreambooth_fsync_path(output_dir);
   return rc < 0 ? sd_error_context("writing the trained model to %s", output_dir) : 0;

@@ -92,6 +92,14 @@ int sd_dreambooth_write_model(const char *pretrained, const char *output_dir,
                               sd_unet_trainer *trainer, sd_clip_trainer *text_encoder,
                               const char *single_file);
 
+/* output_dir/name: the trained model as an original single-file checkpoint: the UNet's (and
+ * with text_encoder, the encoder's) float32 master weights, the rest as the pretrained model
+ * (a folder, or a single file with its optional LDM YAML pretrained_config) holds it. Written
+ * under a temporary name and renamed (an interrupted write's leftovers removed first). */
+int sd_dreambooth_write_single_file(const char *pretrained, const char *pretrained_config,
+                                    const char *output_dir, const char *name,
+                                    sd_unet_trainer *trainer, sd_clip_trainer *text_encoder);
+
 /* fsync of a file or folder by path. */
 int sd_dreambooth_fsync_path(const char *path);
 
