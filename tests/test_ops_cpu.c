@@ -157,8 +157,9 @@ static void ref_conv2d(const float *hx, const float *hw, const float *hb, int64_
         }
 }
 
-static void test_conv2d_case(int64_t batch, int64_t c, int64_t h, int64_t w, int64_t k, int64_t kh,
-                             int64_t kw, int stride, int pad, bool with_bias) {
+static void test_conv2d_case_tol(int64_t batch, int64_t c, int64_t h, int64_t w, int64_t k,
+                                 int64_t kh, int64_t kw, int stride, int pad, bool with_bias,
+                                 float atol) {
   sd_arena_mark mark = sd_arena_get_mark(be);
   int64_t ho = (h + 2 * pad - kh) / stride + 1, wo = (w + 2 * pad - kw) / stride + 1;
   float *hx, *hw, *hb = NULL;
@@ -177,9 +178,14 @@ static void test_conv2d_case(int64_t batch, int64_t c, int64_t h, int64_t w, int
   snprintf(what, sizeof what, "conv2d (%lld, %lld, %lld, %lld) -> %lld, %lldx%lld s%d p%d",
            (long long)batch, (long long)c, (long long)h, (long long)w, (long long)k, (long long)kh,
            (long long)kw, stride, pad);
-  expect(what, &y, want, ATOL, RTOL);
+  expect(what, &y, want, atol, RTOL);
   free(want), free(hx), free(hw), free(hb);
   sd_arena_release(be, mark);
+}
+
+static void test_conv2d_case(int64_t batch, int64_t c, int64_t h, int64_t w, int64_t k, int64_t kh,
+                             int64_t kw, int stride, int pad, bool with_bias) {
+  test_conv2d_case_tol(batch, c, h, w, k, kh, kw, stride, pad, with_bias, ATOL);
 }
 
 /* A persistent weight, as the model's: the backend may keep a prepared copy of it (the CPU
@@ -232,6 +238,18 @@ static void test_conv2d(void) {
   test_conv2d_case(2, 40, 24, 20, 36, 1, 1, 1, 0, true);
   /* im2col larger than the scratch bound: processed in column chunks */
   test_conv2d_case(1, 64, 130, 128, 3, 3, 3, 1, 1, true);
+  /* a large 3x3 layer (64 -> 80 channels, 128 x 132): Winograd where the CPU has its kernel
+   * (AVX-512). Sums of 576 products of values up to 1 and 0.3 (outputs up to ~10): the direct
+   * kernel is off by up to 1.3e-5 here, oneDNN's Winograd kernels by 5.7e-6 (2x3, 2 threads) to
+   * 2.0e-5 (4x3, 1 thread), so 5e-5 absolute */
+  test_conv2d_case_tol(1, 64, 128, 132, 80, 3, 3, 1, 1, true, 5e-5f);
+  char kernels[512];
+  sd_backend_kernels(be, kernels, sizeof kernels);
+  const char *conv = strstr(kernels, "conv2d");
+  printf("ok   kernels so far: %s\n", conv ? conv : kernels);
+  if (!bf16_inputs && __builtin_cpu_supports("avx512f"))
+    CHECK(strstr(kernels, "wino") != NULL,
+          "an AVX-512 CPU ran the large float32 3x3 layer without Winograd: %s", kernels);
 }
 
 /* (B, C, H, W, groups): one small, one large enough to run over threads */
@@ -1105,7 +1123,8 @@ static void test_batch_invariance(void) {
   /* conv2d: B, C, H, W, K, kernel, stride, pad */
   static const int64_t conv_cases[][8] = {
       {3, 32, 16, 12, 32, 3, 1, 1}, {3, 4, 16, 12, 32, 3, 1, 1},  {2, 64, 8, 6, 64, 3, 2, 1},
-      {3, 32, 16, 12, 64, 1, 1, 0}, {2, 40, 40, 40, 24, 3, 1, 1}, {5, 8, 9, 7, 4, 3, 1, 1}};
+      {3, 32, 16, 12, 64, 1, 1, 0}, {2, 40, 40, 40, 24, 3, 1, 1}, {5, 8, 9, 7, 4, 3, 1, 1},
+      {2, 64, 128, 128, 64, 3, 1, 1}}; /* the last one Winograd (AVX-512) */
   for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++) {
     const int64_t *cc = conv_cases[i];
     op_ctx c = {.w = random_tensor(4, (int64_t[]){cc[4], cc[1], cc[5], cc[5]}, 0.3f, &h[0]),

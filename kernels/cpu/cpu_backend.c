@@ -221,6 +221,8 @@ sd_backend *sd_backend_cpu_create_precision(int threads, sd_dtype compute) {
   }
   be->impl = st;
   st->compute = compute;
+  const char *winograd = getenv("SDBATCH_CPU_WINOGRAD");
+  st->winograd = !(winograd && strcmp(winograd, "0") == 0);
   if (create_engine(st) < 0) {
     sd_error_context("cpu backend");
     cpu_destroy(be);

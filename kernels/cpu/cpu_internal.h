@@ -46,6 +46,7 @@ typedef struct sd_cpu_state {
   dnnl_engine_t engine; /* oneDNN's CPU engine */
   dnnl_stream_t stream;
   sd_dtype compute; /* inputs of GEMMs and convolutions: F32, or BF16 (float32 accumulation) */
+  bool winograd;    /* conv2d may use Winograd on large 3x3 layers (SDBATCH_CPU_WINOGRAD=0: no) */
   /* prepared_weights.c: persistent memory written by upload, and weights prepared from it */
   sd_cpu_upload *uploads;
   size_t uploads_count, uploads_capacity;
