@@ -376,6 +376,20 @@ static void test_upscaler_single_file_inference(void) {
   sd_model_files_close(m);
   sd_model_files_close(folder);
 
+  /* the YAML's low_scale_config is read */
+  m = NULL;
+  rc = sd_model_files_open(
+      ckpt,
+      upscaler_yaml_variant("low-scale.yaml",
+                            "          linear_end: 0.02\n        max_noise_level: 350",
+                            "          linear_end: 0.03\n          timesteps: 500\n"
+                            "        max_noise_level: 200"),
+      NULL, &m);
+  CHECK(rc == 0 && m->upscaler.max_noise_level == 200 && m->upscaler.low_res.beta_end == 0.03f &&
+            m->upscaler.low_res.num_train_timesteps == 500,
+        "low_scale_config read: %s", rc == 0 ? "wrong values" : sd_error_message());
+  sd_model_files_close(m);
+
   static const struct {
     const char *name, *from, *to, *want;
   } bad[] = {
