@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# sdbatch convert: the tiny SD 1.x and SD 2.x folders written as original single files load in
-# diffusers' StableDiffusionPipeline.from_single_file (config= the folder) with every tensor equal
-# to the folder's, and render the folder's pixels there (tests/reference/check_single_file.py);
-# sdbatch renders the same pixels from the single file (with the fixture's LDM YAML) as from the
-# folder (20 DDIM steps, exact); bad arguments give one error and no file. Skipped (77) where
-# Python, torch, diffusers or PIL are missing.
+# sdbatch convert: the tiny SD 1.x, SD 2.x and x4 upscaler folders written as original single
+# files load in diffusers' from_single_file (StableDiffusionPipeline, StableDiffusionUpscalePipeline;
+# config= the folder) with every tensor equal to the folder's, and render the folder's pixels there
+# (tests/reference/check_single_file.py); sdbatch renders the same pixels from the single file (with
+# the fixture's LDM YAML) as from the folder (SD 1.x: 20 DDIM steps; the upscaler: 4 steps of a
+# 16x12 image, exact); bad arguments give one error and no file. Skipped (77) where Python, torch,
+# diffusers or PIL are missing.
 # Usage: test_convert_cmd.sh SDBATCH SOURCE_DIR
 set -euo pipefail
 SDBATCH=$(readlink -f "$1")
@@ -36,7 +37,7 @@ sys.exit(0 if diff == 0 else 1)
 PY
 }
 
-for family in sd1 sd2; do
+for family in sd1 sd2 upscaler; do
   "$SDBATCH" convert --model "$FIXTURES/tiny-$family" --output "tiny-$family.safetensors"
   python3 "$SOURCE_DIR/tests/reference/check_single_file.py" "tiny-$family.safetensors" \
     "$FIXTURES/tiny-$family" --render || fail "$family: diffusers' from_single_file disagrees"
@@ -49,6 +50,18 @@ render=(--prompt "a red circle" --steps 20 --seed 3 --scheduler ddim --threads 2
 "$SDBATCH" render --model tiny-sd1.safetensors --model-config "$FIXTURES/tiny-sd1.yaml" \
   "${render[@]}" --out single.png > /dev/null
 same_pixels folder.png single.png || fail "sdbatch renders the single file differently"
+
+# The x4 upscaler likewise (its YAML gives the heads, groups and only_cross_attention of level 0,
+# which the tiny shapes cannot tell)
+upscale=(--prompt "a red barn" --init-image "$FIXTURES/upscale/low-16x12.png" --noise-level 20
+  --steps 4 --seed 5 --threads 2)
+"$SDBATCH" render --model "$FIXTURES/tiny-upscaler" "${upscale[@]}" --out up-folder.png > /dev/null
+"$SDBATCH" render --model tiny-upscaler.safetensors --model-config "$FIXTURES/tiny-upscaler.yaml" \
+  "${upscale[@]}" --out up-single.png > /dev/null
+same_pixels up-folder.png up-single.png || fail "sdbatch upscales with the single file differently"
+"$SDBATCH" convert --model tiny-upscaler.safetensors --model-config \
+  "$FIXTURES/tiny-upscaler.yaml" --output up-again.safetensors
+cmp tiny-upscaler.safetensors up-again.safetensors || fail "a second upscaler conversion differs"
 
 # A converted single file converts again to the same bytes.
 "$SDBATCH" convert --model tiny-sd1.safetensors --model-config "$FIXTURES/tiny-sd1.yaml" \

@@ -77,13 +77,14 @@ static void compare_unet(const char *what, const sd_unet_config *a, const sd_une
              a->use_linear_projection == b->use_linear_projection &&
              a->upcast_attention == b->upcast_attention &&
              a->flip_sin_to_cos == b->flip_sin_to_cos && a->freq_shift == b->freq_shift &&
-             a->sample_size == b->sample_size;
+             a->sample_size == b->sample_size && a->num_class_embeds == b->num_class_embeds;
   for (int i = 0; same && i < a->num_levels; i++)
     same = a->block_out_channels[i] == b->block_out_channels[i] &&
            a->down_block_has_attention[i] == b->down_block_has_attention[i] &&
            a->up_block_has_attention[i] == b->up_block_has_attention[i] &&
            a->transformer_layers_per_block[i] == b->transformer_layers_per_block[i] &&
-           a->num_attention_heads[i] == b->num_attention_heads[i];
+           a->num_attention_heads[i] == b->num_attention_heads[i] &&
+           a->only_cross_attention[i] == b->only_cross_attention[i];
   CHECK(same, "%s: UNet configs differ", what);
 }
 
@@ -258,7 +259,175 @@ static void test_layouts_agree(int sd2) {
   sd_model_files_close(single);
 }
 
+/* The single-file upscaler's VAE config is the folder's but for sample_size, which a single file
+ * cannot state: UNet sample size x 4 (64) where the fixture folder's VAE (upscaler-vae) says 32. */
+static void compare_upscaler_vae(const char *what, const sd_vae_config *single,
+                                 const sd_vae_config *folder) {
+  sd_vae_config want = *folder;
+  want.sample_size = 64;
+  compare_vae(what, single, &want);
+}
+
+static void compare_upscaler(const char *what, const sd_upscaler_config *a,
+                             const sd_upscaler_config *b) {
+  CHECK(a->present && b->present && a->max_noise_level == b->max_noise_level,
+        "%s: upscaler present %d / %d, max_noise_level %d / %d", what, a->present, b->present,
+        a->max_noise_level, b->max_noise_level);
+  compare_scheduler(what, &a->low_res, &b->low_res);
+}
+
+/* The tiny x4 upscaler (tests/reference/make_upscale_single_file.py) as a single file with its
+ * YAML gives the folder's configs (class embeddings, only_cross_attention), low-res scheduler and
+ * max_noise_level, and the folder's tensors under every diffusers name (class_embedding.weight
+ * from label_emb.weight). */
+static void test_upscaler_layouts_agree(void) {
+  const char *what = "tiny-upscaler";
+  sd_model_files *folder = NULL, *single = NULL;
+  int rc = sd_model_files_open(FIXTURE("tiny-upscaler"), NULL, NULL, &folder);
+  CHECK(rc == 0, "%s folder: %s", what, sd_error_message());
+  rc = sd_model_files_open(FIXTURE("tiny-upscaler.safetensors"), FIXTURE("tiny-upscaler.yaml"),
+                           NULL, &single);
+  CHECK(rc == 0, "%s single file: %s", what, sd_error_message());
+  if (folder && single) {
+    const sd_unet_config *u = &folder->unet;
+    const sd_scheduler_config *low = &folder->upscaler.low_res;
+    CHECK(u->in_channels == 7 && u->num_class_embeds == 1000 && u->only_cross_attention[0] &&
+              !u->only_cross_attention[1] && u->num_attention_heads[0] == 4 &&
+              folder->upscaler.max_noise_level == 350 &&
+              strcmp(low->class_name, "DDPMScheduler") == 0 && low->beta_start == 0.0001f &&
+              low->beta_end == 0.02f && low->beta_schedule == SD_BETA_SCALED_LINEAR &&
+              low->num_train_timesteps == 1000 && low->clip_sample,
+          "%s folder: config values", what);
+    CHECK(single->family == SD_FAMILY_SD2 && folder->family == SD_FAMILY_SD2, "%s: families", what);
+    compare_clip(what, &single->clip, &folder->clip);
+    compare_unet(what, &single->unet, &folder->unet);
+    compare_upscaler_vae(what, &single->vae, &folder->vae);
+    compare_scheduler(what, &single->scheduler, &folder->scheduler);
+    compare_upscaler(what, &single->upscaler, &folder->upscaler);
+    compare_maps("tiny-upscaler clip", single->clip_tensors, folder->clip_tensors);
+    compare_maps("tiny-upscaler unet", single->unet_tensors, folder->unet_tensors);
+    compare_maps("tiny-upscaler vae", single->vae_tensors, folder->vae_tensors);
+    CHECK(sd_tensor_map_get(single->unet_tensors, "class_embedding.weight") != NULL,
+          "%s: class_embedding.weight missing", what);
+  }
+  sd_model_files_close(folder);
+  sd_model_files_close(single);
+}
+
+/* The fixture YAML with one piece of text replaced, in the scratch folder. */
+static const char *upscaler_yaml_variant(const char *name, const char *from, const char *to) {
+  FILE *f = fopen(FIXTURE("tiny-upscaler.yaml"), "rb");
+  static char text[8192], out[8192];
+  size_t len = f ? fread(text, 1, sizeof text - 1, f) : 0;
+  if (f)
+    fclose(f);
+  text[len] = '\0';
+  const char *at = strstr(text, from);
+  CHECK(at != NULL, "tiny-upscaler.yaml has no '%s'", from);
+  if (!at)
+    at = text + len;
+  snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, to, *at ? at + strlen(from) : "");
+  const char *path = scratch_path(name);
+  write_text(path, out);
+  return path;
+}
+
+/* An upscaler single file with a YAML stating only what the tiny shapes cannot tell and LDM's
+ * files never state (text heads, VAE groups) takes x4-upscaling.yaml's values: v-prediction,
+ * 8 heads, betas 0.0001..0.02, scale factor 0.08333, 128 latents, no upcast, the low-res DDPM
+ * config, max_noise_level 350; level 0 (as wide as the context) gets only_cross_attention false
+ * without disable_self_attentions. YAMLs disagreeing with the file are refused by name. */
+static void test_upscaler_single_file_inference(void) {
+  const char *ckpt = FIXTURE("tiny-upscaler.safetensors");
+  const char *minimal = scratch_path("upscaler-minimal.yaml");
+  write_text(minimal, "model:\n"
+                      "  params:\n"
+                      "    first_stage_config:\n"
+                      "      params:\n"
+                      "        ddconfig:\n"
+                      "          norm_num_groups: 8\n"
+                      "    cond_stage_config:\n"
+                      "      params:\n"
+                      "        num_attention_heads: 4\n");
+  sd_model_files *m = NULL, *folder = NULL;
+  int rc = sd_model_files_open(ckpt, minimal, NULL, &m);
+  CHECK(rc == 0, "upscaler without YAML values: %s", sd_error_message());
+  if (rc == 0) {
+    const sd_unet_config *u = &m->unet;
+    const sd_scheduler_config *s = &m->scheduler, *low = &m->upscaler.low_res;
+    CHECK(u->num_class_embeds == 1000 && !u->only_cross_attention[0] &&
+              !u->only_cross_attention[1] && u->num_attention_heads[0] == 8 &&
+              u->num_attention_heads[1] == 8 && !u->upcast_attention && u->sample_size == 128 &&
+              m->vae.scaling_factor == 0.08333f && m->vae.norm_num_groups == 8,
+          "upscaler defaults: UNet / VAE config (heads %d %d, sample %d)",
+          u->num_attention_heads[0], u->num_attention_heads[1], u->sample_size);
+    CHECK(strcmp(s->class_name, "DDIMScheduler") == 0 && s->prediction_type == SD_PREDICT_V &&
+              s->beta_start == 0.0001f && s->beta_end == 0.02f &&
+              s->beta_schedule == SD_BETA_SCALED_LINEAR,
+          "upscaler defaults: scheduler %s", s->class_name);
+    CHECK(m->upscaler.present && m->upscaler.max_noise_level == 350 &&
+              strcmp(low->class_name, "DDPMScheduler") == 0,
+          "upscaler defaults: low-res scheduler");
+    rc = sd_model_files_open(FIXTURE("tiny-upscaler"), NULL, NULL, &folder);
+    CHECK(rc == 0, "tiny-upscaler folder: %s", sd_error_message());
+    if (rc == 0)
+      compare_scheduler("upscaler defaults: low-res scheduler", low, &folder->upscaler.low_res);
+  }
+  sd_model_files_close(m);
+  sd_model_files_close(folder);
+
+  /* the YAML's low_scale_config is read */
+  m = NULL;
+  rc = sd_model_files_open(
+      ckpt,
+      upscaler_yaml_variant("low-scale.yaml",
+                            "          linear_end: 0.02\n        max_noise_level: 350",
+                            "          linear_end: 0.03\n          timesteps: 500\n"
+                            "        max_noise_level: 200"),
+      NULL, &m);
+  CHECK(rc == 0 && m->upscaler.max_noise_level == 200 && m->upscaler.low_res.beta_end == 0.03f &&
+            m->upscaler.low_res.num_train_timesteps == 500,
+        "low_scale_config read: %s", rc == 0 ? "wrong values" : sd_error_message());
+  sd_model_files_close(m);
+
+  static const struct {
+    const char *name, *from, *to, *want;
+  } bad[] = {
+      {"classes.yaml", "num_classes: 1000", "num_classes: 10", "num_classes = 10"},
+      {"mid.yaml", "disable_middle_self_attn: False", "disable_middle_self_attn: True",
+       "disable_middle_self_attn"},
+      {"levels.yaml", "[True, False]", "[True, False, False]", "disable_self_attentions"},
+      {"noise.yaml", "max_noise_level: 350", "max_noise_level: 1000", "at most 999"},
+      {"cosine.yaml", "noise_schedule_config: # image space\n",
+       "noise_schedule_config: # image space\n          beta_schedule: cosine\n", "cosine"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    m = NULL;
+    rc = sd_model_files_open(ckpt, upscaler_yaml_variant(bad[i].name, bad[i].from, bad[i].to), NULL,
+                             &m);
+    CHECK_ERROR(rc, bad[i].name, bad[i].want);
+    sd_model_files_close(m);
+  }
+}
+
 /* Exported single files ------------------------------------------------------------------------ */
+
+/* The tiny models with a single-file fixture: sd1, sd2 (make_fixtures.py) and the x4 upscaler
+ * (make_upscale_single_file.py, OpenCLIP text keys like sd2's). */
+enum { TINY_SD1, TINY_SD2, TINY_UPSCALER };
+static const char *const tiny_names[] = {"tiny-sd1", "tiny-sd2", "tiny-upscaler"};
+static const char *const tiny_folders[] = {FIXTURE("tiny-sd1"), FIXTURE("tiny-sd2"),
+                                           FIXTURE("tiny-upscaler")};
+static const char *const tiny_single_files[] = {FIXTURE("tiny-sd1.safetensors"),
+                                                FIXTURE("tiny-sd2.safetensors"),
+                                                FIXTURE("tiny-upscaler.safetensors")};
+
+/* The YAML a tiny single file is read with. */
+static const char *tiny_yaml(int which) {
+  if (which == TINY_UPSCALER)
+    return FIXTURE("tiny-upscaler.yaml");
+  return write_tiny_yaml(which == TINY_SD2, "        num_attention_heads: 4\n");
+}
 
 /* A fixture key the export leaves out: SD 2.x's OpenCLIP heads and extra last resblock (the
  * fixture has 2 layers + 1). */
@@ -271,13 +440,15 @@ static int fixture_extra(const char *name) {
  * fixture make_fixtures.py wrote with its own key maps (tests/reference/ldm_keys.py), nothing
  * more, nothing of the fixture's missing but its unused OpenCLIP parts; read back with the
  * single-file reader, the folder's tensors under every diffusers name. */
-static void test_export_round_trip(int sd2) {
-  const char *what = sd2 ? "tiny-sd2 export" : "tiny-sd1 export";
-  const char *path = scratch_path(sd2 ? "export-sd2.safetensors" : "export-sd1.safetensors");
+static void test_export_round_trip(int which) {
+  char what[64], name[64];
+  snprintf(what, sizeof what, "%s export", tiny_names[which]);
+  snprintf(name, sizeof name, "export-%s.safetensors", tiny_names[which]);
+  const char *path = scratch_path(name);
+  bool open_clip = which != TINY_SD1;
   sd_model_files *folder = NULL, *back = NULL;
   sd_safetensors *got = NULL, *want = NULL;
-  int rc =
-      sd_model_files_open(sd2 ? FIXTURE("tiny-sd2") : FIXTURE("tiny-sd1"), NULL, NULL, &folder);
+  int rc = sd_model_files_open(tiny_folders[which], NULL, NULL, &folder);
   CHECK(rc == 0, "%s folder: %s", what, sd_error_message());
   if (rc == 0)
     rc = sd_ldm_export_checkpoint(folder, path);
@@ -285,8 +456,7 @@ static void test_export_round_trip(int sd2) {
   if (rc == 0)
     rc = sd_safetensors_open(path, &got);
   if (rc == 0)
-    rc = sd_safetensors_open(
-        sd2 ? FIXTURE("tiny-sd2.safetensors") : FIXTURE("tiny-sd1.safetensors"), &want);
+    rc = sd_safetensors_open(tiny_single_files[which], &want);
   CHECK(rc == 0, "%s: %s", what, sd_error_message());
   if (rc != 0)
     goto out;
@@ -294,7 +464,7 @@ static void test_export_round_trip(int sd2) {
   for (size_t i = 0; i < sd_safetensors_count(want); i++) {
     const sd_st_tensor *w = sd_safetensors_at(want, i);
     const sd_st_tensor *g = sd_safetensors_find(got, w->name);
-    if (!g && sd2 && fixture_extra(w->name))
+    if (!g && open_clip && fixture_extra(w->name))
       continue;
     int same = g && g->dtype == w->dtype && g->ndim == w->ndim && g->bytes == w->bytes;
     for (int d = 0; same && d < w->ndim; d++)
@@ -307,13 +477,16 @@ static void test_export_round_trip(int sd2) {
   CHECK(bad == 0 && matched == sd_safetensors_count(got),
         "%s: %zu fixture tensors missing or different, %zu of %zu written matched", what, bad,
         matched, sd_safetensors_count(got));
-  rc = sd_model_files_open(path, write_tiny_yaml(sd2, "        num_attention_heads: 4\n"),
+  rc = sd_model_files_open(path, tiny_yaml(which),
                            SD_SOURCE_DIR "/third_party/clip/bpe_simple_vocab_16e6.txt.gz", &back);
   CHECK(rc == 0, "%s read back: %s", what, sd_error_message());
   if (rc == 0) {
     compare_clip(what, &back->clip, &folder->clip);
     compare_unet(what, &back->unet, &folder->unet);
-    compare_vae(what, &back->vae, &folder->vae);
+    if (which == TINY_UPSCALER)
+      compare_upscaler_vae(what, &back->vae, &folder->vae);
+    else
+      compare_vae(what, &back->vae, &folder->vae);
     compare_maps(what, back->clip_tensors, folder->clip_tensors);
     compare_maps(what, back->unet_tensors, folder->unet_tensors);
     compare_maps(what, back->vae_tensors, folder->vae_tensors);
@@ -965,8 +1138,11 @@ int main(void) {
   }
   test_layouts_agree(0);
   test_layouts_agree(1);
-  test_export_round_trip(0);
-  test_export_round_trip(1);
+  test_upscaler_layouts_agree();
+  test_upscaler_single_file_inference();
+  test_export_round_trip(TINY_SD1);
+  test_export_round_trip(TINY_SD2);
+  test_export_round_trip(TINY_UPSCALER);
   test_full_size_layout("sd15", NULL, 0);
   test_full_size_layout("sd15", NULL, 9);
   test_full_size_layout("sd21-v", sd21_v_yaml, 0);

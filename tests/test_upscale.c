@@ -7,7 +7,9 @@
  * euler_a and dpmpp_2m, cpu and cuda generators; output 64x48. Tolerances as
  * tests/test_img2img.c: final latents within 1e-3 absolute + 1e-3 relative, pixels within 1
  * level and >= 99.9% exact. Then the pipeline choice and refusals (no image, a mask or a depth
- * map, a strength, a noise level above max_noise_level). */
+ * map, a strength, a noise level above max_noise_level). The same model as an original single
+ * file (tests/fixtures/tiny-upscaler.safetensors with its YAML) renders every case exactly as the
+ * folder does (latents and pixels). */
 #include "test_pipeline_util.h"
 #include "test_util.h"
 
@@ -51,6 +53,60 @@ static void run_case(sd_engine *engine, const sd_safetensors *fixture, int k, co
            text(c, "rng"));
   sd_test_check_case(fixture, k, what, rc, &result);
   sd_image_free(&low);
+}
+
+/* Case k rendered into *result (freed by the caller); -1 when it could not be. */
+static int render_case(sd_engine *engine, int k, const cJSON *c, sd_txt2img_result *result) {
+  sd_txt2img_item item;
+  sd_txt2img_batch batch;
+  sd_test_case_item(c, k, &item, &batch);
+  char path[512];
+  sd_image low = {0};
+  snprintf(path, sizeof path, "%s/%s", DIR, text(c, "input"));
+  if (sd_image_read_rgb(path, &low) < 0)
+    return -1;
+  sd_image_cond cond = {&low, NULL, NULL, 0, 0};
+  sd_image_params image = {SD_PIPELINE_UPSCALE, 1.0f, &cond, number(c, "noise_level")};
+  int rc = sd_render(engine, &batch, &image, &item, 1, NULL, NULL, result);
+  sd_image_free(&low);
+  return rc;
+}
+
+/* The single file (with tiny-upscaler.yaml) renders the folder's latents and pixels exactly. */
+static void test_single_file(sd_engine *folder, const cJSON *cases) {
+  sd_engine_params params;
+  sd_engine_params_init(&params);
+  params.model_path = SD_TEST_FIXTURES "/tiny-upscaler.safetensors";
+  params.model_yaml = SD_TEST_FIXTURES "/tiny-upscaler.yaml";
+  params.clip_bpe_gz = SD_SOURCE_DIR "/third_party/clip/bpe_simple_vocab_16e6.txt.gz";
+  params.device = "cpu";
+  sd_engine *single = NULL;
+  CHECK(sd_engine_open(&params, &single) == 0, "open the single file: %s", sd_error_message());
+  if (!single)
+    return;
+  CHECK(sd_engine_max_noise_level(single) == 350, "single file: max_noise_level %d",
+        sd_engine_max_noise_level(single));
+  int k = 0;
+  const cJSON *c;
+  cJSON_ArrayForEach(c, cases) {
+    sd_txt2img_result want = {0}, got = {0};
+    int rc = render_case(folder, k, c, &want);
+    CHECK(rc == 0, "case %d from the folder: %s", k, sd_error_message());
+    if (rc == 0)
+      rc = render_case(single, k, c, &got);
+    CHECK(rc == 0, "case %d from the single file: %s", k, sd_error_message());
+    if (rc == 0) {
+      int w = number(c, "width"), h = number(c, "height");
+      size_t latents = (size_t)4 * (h / 4) * (w / 4);
+      CHECK(memcmp(got.rgb, want.rgb, (size_t)w * h * 3) == 0 &&
+                memcmp(got.latents, want.latents, latents * sizeof(float)) == 0,
+            "case %d: the single file renders other latents or pixels than the folder", k);
+    }
+    sd_txt2img_result_free(&want);
+    sd_txt2img_result_free(&got);
+    k++;
+  }
+  sd_engine_close(single);
 }
 
 static void test_refusals(sd_engine *upscaler) {
@@ -102,6 +158,7 @@ int main(void) {
     const cJSON *c;
     cJSON_ArrayForEach(c, cases) run_case(upscaler, fixture, k++, c);
     test_refusals(upscaler);
+    test_single_file(upscaler, cases);
   }
   cJSON_Delete(cases);
   sd_engine_close(upscaler);

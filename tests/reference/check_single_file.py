@@ -1,36 +1,47 @@
 """Checks a single-file checkpoint sdbatch wrote (sdbatch convert, or sdbatch train's
 single_file) the way users load one: diffusers' StableDiffusionPipeline.from_single_file with
-config= the diffusers folder it came from. Every UNet, VAE and text encoder tensor must equal the
-folder's, as from_pretrained loads it (float32 values, exactly). Optionally renders one image with
-both pipelines and checks the pixels are identical.
+config= the diffusers folder it came from (StableDiffusionUpscalePipeline when the folder's
+model_index.json names it). Every UNet, VAE and text encoder tensor must equal the folder's, as
+from_pretrained loads it (float32 values, exactly). Optionally renders one image with both
+pipelines (the upscaler: a 16x12 gradient upscaled) and checks the pixels are identical.
 
 Usage: check_single_file.py FILE.safetensors FOLDER [--render]
 Exit status 0 when all equal, 1 otherwise (the differing tensors printed)."""
 
+import json
+import os
 import sys
 
+import numpy as np
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline, StableDiffusionUpscalePipeline
+from PIL import Image
 
 
-def load(path, folder):
-    common = dict(
-        dtype=torch.float32,
-        safety_checker=None,
-        requires_safety_checker=False,
-        local_files_only=True,
-    )
-    if folder is None:
-        pipe = StableDiffusionPipeline.from_pretrained(path, **common)
+def is_upscaler(folder):
+    with open(os.path.join(folder, "model_index.json")) as f:
+        return json.load(f)["_class_name"] == "StableDiffusionUpscalePipeline"
+
+
+def load(path, folder, upscaler):
+    common = dict(dtype=torch.float32, safety_checker=None, local_files_only=True)
+    if upscaler:
+        cls = StableDiffusionUpscalePipeline
     else:
-        pipe = StableDiffusionPipeline.from_single_file(path, config=folder, **common)
+        cls = StableDiffusionPipeline
+        common["requires_safety_checker"] = False
+    if folder is None:
+        pipe = cls.from_pretrained(path, **common)
+    else:
+        pipe = cls.from_single_file(path, config=folder, **common)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 def main():
     path, folder = sys.argv[1], sys.argv[2]
-    single, reference = load(path, folder), load(folder, None)
+    upscaler = is_upscaler(folder)
+    single, reference = load(path, folder, upscaler), load(folder, None, upscaler)
     bad = 0
     for sub in ("unet", "vae", "text_encoder"):
         got = getattr(single, sub).state_dict()
@@ -48,12 +59,17 @@ def main():
         images = []
         for pipe in (single, reference):
             generator = torch.Generator("cpu").manual_seed(7)
+            extra = {}
+            if upscaler:
+                ramp = np.linspace(0, 255, 16 * 12 * 3).reshape(12, 16, 3).astype(np.uint8)
+                extra["image"] = Image.fromarray(ramp)
             out = pipe(
                 "a red circle",
                 num_inference_steps=3,
                 guidance_scale=5.0,
                 generator=generator,
                 output_type="np",
+                **extra,
             )
             images.append(torch.from_numpy(out.images))
         same = torch.equal(images[0], images[1])

@@ -3,7 +3,8 @@
 The inverse of diffusers' loaders/single_file_utils.py converters (convert_ldm_unet_checkpoint,
 convert_ldm_vae_checkpoint, convert_ldm_clip_checkpoint, convert_open_clip_checkpoint), written
 from the key layouts those functions read. Used by make_fixtures.py to write the single-file
-checkpoints tests/fixtures/tiny-sd{1,2}.safetensors.
+checkpoints tests/fixtures/tiny-sd{1,2}.safetensors and by make_upscale_single_file.py for
+tests/fixtures/tiny-upscaler.safetensors.
 """
 
 import torch
@@ -63,6 +64,8 @@ def unet_to_ldm(sd, config):
         ("conv_in.", "input_blocks.0.0."),
         ("conv_norm_out.", "out.0."),
         ("conv_out.", "out.2."),
+        # the x4 upscaler's nn.Embedding of noise levels (num_class_embeds; LDM's num_classes)
+        ("class_embedding.", "label_emb."),
     ]:
         _take(sd, out, src, dst)
 

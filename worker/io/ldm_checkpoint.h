@@ -31,8 +31,10 @@ int sd_ldm_parse_index(const char **s, int *out);
 int sd_ldm_name(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* yaml may be NULL. The family decides the heads when neither the YAML nor the shapes can (SD
- * 1.x: 8 per level; SD 2.x: head size 64). upcast_attention and sample_size are left to the
- * caller. */
+ * 1.x: 8 per level; SD 2.x: head size 64; a UNet with class embeddings, the x4 upscaler: 8 per
+ * level). label_emb.weight gives num_class_embeds; only_cross_attention comes from attn1's
+ * to_k widths, else the YAML's disable_self_attentions, else false. upcast_attention and
+ * sample_size are left to the caller. */
 int sd_ldm_unet(const sd_safetensors *file, const sd_ldm_yaml *yaml, sd_model_family family,
                 sd_unet_config *cfg, sd_tensor_map *map);
 /* scaling_factor and sample_size are left to the caller. */

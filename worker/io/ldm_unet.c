@@ -1,7 +1,10 @@
 /* UNet of an original checkpoint (model.diffusion_model.*): architecture from shapes, LDM
  * input_blocks / middle_block / output_blocks keys to diffusers down_blocks / mid_block /
- * up_blocks names (see ldm_checkpoint.h). */
+ * up_blocks names (see ldm_checkpoint.h); the x4 upscaler's label_emb (an nn.Embedding of the
+ * noise levels) to class_embedding. */
 #include "ldm_checkpoint.h"
+
+#include "config_check.h"
 
 #include "../../kernels/error.h"
 
@@ -28,8 +31,11 @@ static int scan_layout(const sd_safetensors *file, unet_layout *layout) {
       continue;
     const char *s = key + prefix_len;
     int i;
-    if (strncmp(s, "label_emb.", 10) == 0)
-      return SD_ERROR("%s: '%s': class-conditioned UNets (label_emb) are not supported", path, key);
+    if (strncmp(s, "label_emb.", 10) == 0 && strcmp(s, "label_emb.weight") != 0)
+      return SD_ERROR("%s: '%s': only an embedding table of class labels (label_emb.weight, the "
+                      "x4 upscaler's) is supported, not LDM's sequential label_emb (SDXL, "
+                      "unCLIP)",
+                      path, key);
     if (strncmp(s, "input_blocks.", 13) == 0) {
       s += 13;
       if (sd_ldm_parse_index(&s, &i) != 0 || i >= MAX_BLOCKS)
@@ -138,6 +144,15 @@ static int check_yaml(const sd_ldm_yaml *y, const sd_unet_config *cfg, int model
                         cfg->down_block_has_attention[i] ? "has" : "has none");
     }
   }
+  if (y->unet.num_classes >= 0 && y->unet.num_classes != cfg->num_class_embeds)
+    return yaml_mismatch(y, "num_classes", y->unet.num_classes, cfg->num_class_embeds);
+  if (y->unet.n_disable_self_attentions >= 0 && y->unet.n_disable_self_attentions != n)
+    return yaml_mismatch(y, "disable_self_attentions (levels)", y->unet.n_disable_self_attentions,
+                         n);
+  if (y->unet.disable_middle_self_attn == 1)
+    return SD_ERROR("%s: unet_config.params.disable_middle_self_attn: a mid block whose attn1 "
+                    "attends to the context is not supported",
+                    y->path);
   if (y->unet.n_transformer_depth >= 0) {
     for (int i = 0; i < n && i < y->unet.n_transformer_depth; i++)
       if (cfg->down_block_has_attention[i] &&
@@ -148,8 +163,9 @@ static int check_yaml(const sd_ldm_yaml *y, const sd_unet_config *cfg, int model
   return 0;
 }
 
-/* Heads per level: from the YAML (num_head_channels, else num_heads), else SD 1.x's 8 heads or
- * SD 2.x's head size 64. */
+/* Heads per level: from the YAML (num_head_channels, else num_heads), else the x4 upscaler's 8
+ * heads (x4-upscaling.yaml's num_heads; a UNet with class embeddings), SD 1.x's 8 heads or SD
+ * 2.x's head size 64. */
 static int infer_heads(const sd_safetensors *file, const sd_ldm_yaml *y, sd_model_family family,
                        sd_unet_config *cfg) {
   const char *path = sd_safetensors_path(file);
@@ -164,6 +180,9 @@ static int infer_heads(const sd_safetensors *file, const sd_ldm_yaml *y, sd_mode
     } else if (y && y->unet.num_heads > 0) {
       cfg->num_attention_heads[i] = y->unet.num_heads;
       source = "unet_config.params.num_heads";
+    } else if (cfg->num_class_embeds > 0) {
+      cfg->num_attention_heads[i] = 8;
+      source = "the x4 upscaler's 8 heads";
     } else if (family == SD_FAMILY_SD1) {
       cfg->num_attention_heads[i] = 8;
       source = "SD 1.x's 8 heads";
@@ -182,6 +201,91 @@ static int infer_heads(const sd_safetensors *file, const sd_ldm_yaml *y, sd_mode
                       "num_heads or num_head_channels in a YAML config)",
                       path, channels, i, source);
   }
+  return 0;
+}
+
+/* The class-embedding table of the x4 upscaler's noise levels: label_emb.weight, an
+ * nn.Embedding (num_classes, time_embed_dim); num_class_embeds stays 0 without one. */
+static int infer_class_embeds(const sd_safetensors *file, int time_dim, sd_unet_config *cfg) {
+  const sd_st_tensor *table = sd_ldm_find(file, SD_LDM_UNET_PREFIX "label_emb.weight");
+  if (!table)
+    return 0;
+  const char *path = sd_safetensors_path(file);
+  if (table->ndim != 2 || table->shape[1] != time_dim)
+    return SD_ERROR("%s: tensor '%slabel_emb.weight' must be (classes, %d) (the time embedding's "
+                    "width), got %d dims of which the last is %lld",
+                    path, SD_LDM_UNET_PREFIX, time_dim, table->ndim,
+                    (long long)table->shape[table->ndim > 0 ? table->ndim - 1 : 0]);
+  if (table->shape[0] < 1 || table->shape[0] > SD_CFG_MAX_VOCAB)
+    return SD_ERROR("%s: tensor '%slabel_emb.weight' has %lld classes (1 to %d supported)", path,
+                    SD_LDM_UNET_PREFIX, (long long)table->shape[0], SD_CFG_MAX_VOCAB);
+  cfg->num_class_embeds = (int)table->shape[0];
+  return 0;
+}
+
+/* Where attn1 of the first transformer block at `<block>.1.` takes its keys and values, by the
+ * input width of its to_k (inner, kv): 1 from the context (LDM's disable_self_attn), 0 from the
+ * image, -1 when the widths cannot tell (the level's channels equal the context's). */
+static int attn1_on_context(const sd_safetensors *file, const char *block, int channels,
+                            int context, int *out) {
+  const sd_st_tensor *to_k;
+  SD_TRY(sd_ldm_require(file, &to_k, 2,
+                        SD_LDM_UNET_PREFIX "%s.1.transformer_blocks.0.attn1.to_k.weight", block));
+  int64_t kv = to_k->shape[1];
+  if (kv != channels && kv != context)
+    return SD_ERROR("%s: tensor '%s%s.1.transformer_blocks.0.attn1.to_k.weight' takes %lld "
+                    "inputs: neither the block's %d channels nor the context's %d",
+                    sd_safetensors_path(file), SD_LDM_UNET_PREFIX, block, (long long)kv, channels,
+                    context);
+  *out = channels == context ? -1 : kv == context;
+  return 0;
+}
+
+/* Folds one attention's attn1_on_context into the level's finding (-1 unknown so far). */
+static int fold_attn1(const sd_safetensors *file, const char *block, int lvl, int channels,
+                      int context, int *found) {
+  int on_context = -1;
+  SD_TRY(attn1_on_context(file, block, channels, context, &on_context));
+  if (on_context >= 0 && *found >= 0 && on_context != *found)
+    return SD_ERROR("%s: UNet level %d mixes transformers whose attn1 attends to the image and to "
+                    "the context (%s%s.1 differs; not supported)",
+                    sd_safetensors_path(file), lvl, SD_LDM_UNET_PREFIX, block);
+  if (on_context >= 0)
+    *found = on_context;
+  return 0;
+}
+
+/* only_cross_attention per level (diffusers' name for LDM's disable_self_attentions): from the
+ * shapes of the level's down and up attentions where they tell, else the YAML's
+ * disable_self_attentions, else false. The mid block's attn1 must attend to the image. */
+static int infer_only_cross(const sd_safetensors *file, const sd_ldm_yaml *y, sd_unet_config *cfg) {
+  int n = cfg->num_levels, L = cfg->layers_per_block, context = cfg->cross_attention_dim;
+  char block[64];
+  for (int lvl = 0; lvl < n; lvl++) {
+    int channels = cfg->block_out_channels[lvl], found = -1, up = n - 1 - lvl;
+    for (int j = 0; j < L && cfg->down_block_has_attention[lvl]; j++) {
+      snprintf(block, sizeof block, "input_blocks.%d", 1 + lvl * (L + 1) + j);
+      SD_TRY(fold_attn1(file, block, lvl, channels, context, &found));
+    }
+    for (int j = 0; j <= L && cfg->up_block_has_attention[up]; j++) {
+      snprintf(block, sizeof block, "output_blocks.%d", up * (L + 1) + j);
+      SD_TRY(fold_attn1(file, block, lvl, channels, context, &found));
+    }
+    bool stated = y && y->unet.n_disable_self_attentions > lvl;
+    if (stated && found >= 0 && y->unet.disable_self_attentions[lvl] != (found == 1))
+      return SD_ERROR("%s: unet_config.params.disable_self_attentions[%d] = %s disagrees with the "
+                      "checkpoint (attn1 of level %d attends to the %s)",
+                      y->path, lvl, y->unet.disable_self_attentions[lvl] ? "True" : "False", lvl,
+                      found ? "context" : "image");
+    cfg->only_cross_attention[lvl] =
+        found >= 0 ? found == 1 : stated && y->unet.disable_self_attentions[lvl];
+  }
+  int mid = -1;
+  SD_TRY(attn1_on_context(file, "middle_block", cfg->block_out_channels[n - 1], context, &mid));
+  if (mid == 1)
+    return SD_ERROR("%s: the mid block's attn1 attends to the context (disable_middle_self_attn; "
+                    "not supported)",
+                    sd_safetensors_path(file));
   return 0;
 }
 
@@ -251,10 +355,11 @@ static int infer_config(const sd_safetensors *file, const sd_ldm_yaml *y, sd_mod
                     path, mid_depth, cfg->transformer_layers_per_block[n - 1]);
   cfg->transformer_layers_per_block[n - 1] = mid_depth;
 
+  SD_TRY(infer_class_embeds(file, (int)time_embed->shape[0], cfg));
   SD_TRY(infer_heads(file, y, family, cfg));
   if (y)
     SD_TRY(check_yaml(y, cfg, model_channels));
-  return 0;
+  return infer_only_cross(file, y, cfg);
 }
 
 typedef struct key_rename {
@@ -287,6 +392,7 @@ static int map_name(const char *s, const unet_layout *layout, char *out, size_t 
       {"input_blocks.0.0.", "conv_in."},
       {"out.0.", "conv_norm_out."},
       {"out.2.", "conv_out."},
+      {"label_emb.", "class_embedding."}, /* label_emb.weight only (scan_layout) */
   };
   for (size_t f = 0; f < sizeof fixed / sizeof fixed[0]; f++) {
     size_t len = strlen(fixed[f].from);
@@ -392,6 +498,8 @@ static int unet_pairs(const sd_unet_config *cfg, const unet_layout *layout, sd_l
   int n = layout->levels, L = layout->layers;
   for (size_t f = 0; f < sizeof fixed / sizeof fixed[0]; f++)
     SD_TRY(add_pair(p, layout, "%s", fixed[f]));
+  if (cfg->num_class_embeds > 0)
+    SD_TRY(add_pair(p, layout, "label_emb."));
   for (int lvl = 0; lvl < n; lvl++) {
     for (int j = 0; j < L; j++) {
       int i = 1 + lvl * (L + 1) + j;

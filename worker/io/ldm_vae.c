@@ -74,7 +74,8 @@ static int infer_config(const sd_safetensors *file, const sd_ldm_yaml *y, sd_vae
   if (enc_in && count_indexed(file, "encoder.down.") != cfg->num_levels)
     return SD_ERROR("%s: VAE encoder has %d levels, the decoder %d", path,
                     count_indexed(file, "encoder.down."), cfg->num_levels);
-  cfg->norm_num_groups = 32; /* LDM's Normalize */
+  /* LDM's Normalize; the YAML's norm_num_groups (an sdbatch extension) for narrow test VAEs */
+  cfg->norm_num_groups = y && y->vae.norm_num_groups > 0 ? y->vae.norm_num_groups : 32;
   cfg->mid_block_add_attention = sd_ldm_find(file, SD_LDM_VAE_PREFIX "decoder.mid.attn_1.q.weight");
   if (y)
     SD_TRY(check_yaml(y, cfg));

@@ -110,10 +110,7 @@ static int get_float(const yaml_ctx *c, yaml_node_t *base, const char *key, floa
   return 0;
 }
 
-static int get_bool(const yaml_ctx *c, yaml_node_t *base, const char *key, int *out) {
-  yaml_node_t *node = lookup(c, base, key);
-  if (!node)
-    return 0;
+static int bool_node(const yaml_ctx *c, const char *key, const yaml_node_t *node, int *out) {
   if (node->type == YAML_SCALAR_NODE) {
     const char *s = (const char *)node->data.scalar.value;
     static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
@@ -129,6 +126,11 @@ static int get_bool(const yaml_ctx *c, yaml_node_t *base, const char *key, int *
     }
   }
   return scalar_error(c, key, node, "true or false");
+}
+
+static int get_bool(const yaml_ctx *c, yaml_node_t *base, const char *key, int *out) {
+  yaml_node_t *node = lookup(c, base, key);
+  return node ? bool_node(c, key, node, out) : 0;
 }
 
 /* A list of at most capacity ints in [min, max]; an int scalar fills every entry when
@@ -159,6 +161,29 @@ static int get_int_list(const yaml_ctx *c, yaml_node_t *base, const char *key, i
     SD_TRY(parse_int_node(c, key, element, &out[n]));
     SD_TRY(check_range(c, key, element, out[n], min, max, false));
     n++;
+  }
+  *count = n;
+  return 0;
+}
+
+/* A list of at most capacity booleans. */
+static int get_bool_list(const yaml_ctx *c, yaml_node_t *base, const char *key, bool *out,
+                         int capacity, int *count) {
+  yaml_node_t *node = lookup(c, base, key);
+  if (!node)
+    return 0;
+  if (node->type != YAML_SEQUENCE_NODE)
+    return scalar_error(c, key, node, "a list of true / false");
+  int n = 0;
+  for (yaml_node_item_t *item = node->data.sequence.items.start;
+       item < node->data.sequence.items.top; item++) {
+    if (n == capacity)
+      return SD_ERROR("%s: line %lu: %s has more than %d entries", c->path,
+                      (unsigned long)node->start_mark.line + 1, key, capacity);
+    yaml_node_t *element = yaml_document_get_node(c->doc, *item);
+    int value;
+    SD_TRY(bool_node(c, key, element, &value));
+    out[n++] = value;
   }
   *count = n;
   return 0;
@@ -206,10 +231,36 @@ static void set_unset(sd_ldm_yaml *y) {
   y->unet.num_res_blocks = y->unet.num_heads = y->unet.num_head_channels = -1;
   y->unet.context_dim = y->unet.use_linear_in_transformer = -1;
   y->unet.n_channel_mult = y->unet.n_attention_resolutions = y->unet.n_transformer_depth = -1;
+  y->unet.num_classes = y->unet.n_disable_self_attentions = y->unet.disable_middle_self_attn = -1;
+  y->low_scale.linear_start = NAN;
+  y->low_scale.linear_end = NAN;
+  y->low_scale.timesteps = y->low_scale.max_noise_level = -1;
   y->vae.ch = y->vae.num_res_blocks = y->vae.z_channels = -1;
-  y->vae.in_channels = y->vae.out_ch = y->vae.n_ch_mult = -1;
+  y->vae.in_channels = y->vae.out_ch = y->vae.n_ch_mult = y->vae.norm_num_groups = -1;
   y->text.penultimate = -1;
   y->text.num_attention_heads = -1;
+}
+
+/* The x4 upscaler's low_scale_config: the noise schedule of the low-res image (LDM's
+ * AbstractLowScaleModel.register_schedule, whose only schedule sdbatch takes is its default
+ * "linear": sqrt-spaced betas, diffusers' scaled_linear) and max_noise_level. */
+static int read_low_scale(const yaml_ctx *c, yaml_node_t *params, sd_ldm_yaml *y) {
+  yaml_node_t *low = lookup(c, params, "low_scale_config.params");
+  if (!low)
+    return 0;
+  SD_TRY(get_int(c, low, "max_noise_level", 0, SD_CFG_MAX_TRAIN_STEPS - 1,
+                 &y->low_scale.max_noise_level));
+  yaml_node_t *schedule = lookup(c, low, "noise_schedule_config");
+  if (!schedule)
+    return 0;
+  yaml_node_t *kind = lookup(c, schedule, "beta_schedule");
+  if (kind && (kind->type != YAML_SCALAR_NODE ||
+               strcmp((const char *)kind->data.scalar.value, "linear") != 0))
+    return scalar_error(c, "low_scale_config.params.noise_schedule_config.beta_schedule", kind,
+                        "\"linear\" (the only low-res noise schedule sdbatch supports)");
+  SD_TRY(get_float(c, schedule, "linear_start", &y->low_scale.linear_start));
+  SD_TRY(get_float(c, schedule, "linear_end", &y->low_scale.linear_end));
+  return get_int(c, schedule, "timesteps", 1, SD_CFG_MAX_TRAIN_STEPS, &y->low_scale.timesteps);
 }
 
 static int read_fields(const yaml_ctx *c, yaml_node_t *root, sd_ldm_yaml *y) {
@@ -240,7 +291,12 @@ static int read_fields(const yaml_ctx *c, yaml_node_t *root, sd_ldm_yaml *y) {
                         8, &y->unet.n_attention_resolutions, 0));
     SD_TRY(get_int_list(c, unet, "transformer_depth", 0, SD_CFG_MAX_LAYERS,
                         y->unet.transformer_depth, SD_MAX_LEVELS, &y->unet.n_transformer_depth, 1));
+    SD_TRY(get_int(c, unet, "num_classes", 1, SD_CFG_MAX_VOCAB, &y->unet.num_classes));
+    SD_TRY(get_bool_list(c, unet, "disable_self_attentions", y->unet.disable_self_attentions,
+                         SD_MAX_LEVELS, &y->unet.n_disable_self_attentions));
+    SD_TRY(get_bool(c, unet, "disable_middle_self_attn", &y->unet.disable_middle_self_attn));
   }
+  SD_TRY(read_low_scale(c, params, y));
   yaml_node_t *vae = lookup(c, params, "first_stage_config.params.ddconfig");
   if (vae) {
     SD_TRY(get_int(c, vae, "ch", 1, channels, &y->vae.ch));
@@ -250,6 +306,7 @@ static int read_fields(const yaml_ctx *c, yaml_node_t *root, sd_ldm_yaml *y) {
     SD_TRY(get_int(c, vae, "out_ch", 1, io, &y->vae.out_ch));
     SD_TRY(get_int_list(c, vae, "ch_mult", 1, SD_LDM_MAX_MULT, y->vae.ch_mult, SD_MAX_LEVELS,
                         &y->vae.n_ch_mult, 0));
+    SD_TRY(get_int(c, vae, "norm_num_groups", 1, channels, &y->vae.norm_num_groups));
   }
   yaml_node_t *text = lookup(c, params, "cond_stage_config.params");
   if (text) {

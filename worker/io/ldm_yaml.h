@@ -1,7 +1,7 @@
-/* The LDM-style YAML config of an original checkpoint (v1-inference.yaml, v2-inference-v.yaml):
- * the fields sdbatch reads, each marked unset when the file doesn't state it. Structural fields
- * are checked against what the checkpoint's shapes say; the others (heads, parameterization,
- * scale factor, image size, betas) are taken as given. */
+/* The LDM-style YAML config of an original checkpoint (v1-inference.yaml, v2-inference-v.yaml,
+ * x4-upscaling.yaml): the fields sdbatch reads, each marked unset when the file doesn't state it.
+ * Structural fields are checked against what the checkpoint's shapes say; the others (heads,
+ * parameterization, scale factor, image size, betas) are taken as given. */
 #ifndef SD_LDM_YAML_H
 #define SD_LDM_YAML_H
 
@@ -20,6 +20,14 @@ typedef struct sd_ldm_yaml {
   int image_size; /* latent size (64 for 512 px) */
   float linear_start, linear_end;
   int timesteps;
+  /* model.params.low_scale_config.params (the x4 upscaler's ImageConcatWithNoiseAugmentation):
+   * noise_schedule_config's betas (LDM's "linear" schedule, diffusers' scaled_linear) and steps,
+   * and the highest noise level */
+  struct {
+    float linear_start, linear_end;
+    int timesteps;
+    int max_noise_level;
+  } low_scale;
   /* model.params.unet_config.params */
   struct {
     int in_channels, out_channels, model_channels, num_res_blocks;
@@ -31,12 +39,21 @@ typedef struct sd_ldm_yaml {
     int n_attention_resolutions;
     int transformer_depth[SD_MAX_LEVELS]; /* an int in the file fills every level */
     int n_transformer_depth;
+    int num_classes; /* class-embedding rows (the x4 upscaler's noise levels: 1000) */
+    /* per level: attn1 attends to the context (diffusers' only_cross_attention) */
+    bool disable_self_attentions[SD_MAX_LEVELS];
+    int n_disable_self_attentions;
+    int disable_middle_self_attn; /* -1 unset, 0, 1 (1 is refused: diffusers has no such mid block)
+                                   */
   } unet;
   /* model.params.first_stage_config.params.ddconfig */
   struct {
     int ch, num_res_blocks, z_channels, in_channels, out_ch;
     int ch_mult[SD_MAX_LEVELS];
     int n_ch_mult;
+    /* sdbatch extension, not in LDM's files (whose Normalize always has 32 groups): the group
+     * count of small test models whose VAE is narrower than 32 channels */
+    int norm_num_groups;
   } vae;
   /* model.params.cond_stage_config.params */
   struct {

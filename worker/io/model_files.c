@@ -6,16 +6,25 @@
  * OpenCLIP keys (cond_stage_model.model.), SD 1.x for cond_stage_model.transformer. keys. Sizes
  * never decide, so small test models classify like the real ones.
  *
- * Single files carry no configs; what shapes cannot tell comes from the optional LDM YAML, else:
+ * Single files carry no configs; what shapes cannot tell comes from the optional LDM YAML, else
+ * (an x4 upscaler, sd_upscaler_config, takes the values of Stability's x4-upscaling.yaml):
  *  - prediction type epsilon unless the YAML says parameterization: "v" (SD 2.x 768-v models
- *    need their v2-inference-v.yaml; diffusers itself guesses from global_step);
- *  - scheduler: SD 1.x PNDM, SD 2.x DDIM, both scaled_linear 0.00085..0.012 (YAML linear_start,
- *    linear_end), 1000 steps (timesteps), steps_offset 1, set_alpha_to_one false, clip_sample
- *    false, skip_prk_steps true, leading spacing;
- *  - UNet heads: YAML num_head_channels / num_heads, else 8 (SD 1.x) or channels / 64 (SD 2.x);
- *    upcast_attention for SD 2.x v-prediction models (as SD 2.1's diffusers config);
- *  - sample size: YAML image_size, else 64 latents (96 for SD 2.x v-prediction);
- *  - VAE scaling factor: YAML scale_factor, else 0.18215;
+ *    need their v2-inference-v.yaml; diffusers itself guesses from global_step); the upscaler v;
+ *  - scheduler: SD 1.x PNDM, SD 2.x DDIM, both scaled_linear 0.00085..0.012 (the upscaler
+ *    0.0001..0.02; YAML linear_start, linear_end), 1000 steps (timesteps), steps_offset 1,
+ *    set_alpha_to_one false, clip_sample false, skip_prk_steps true, leading spacing;
+ *  - UNet heads: YAML num_head_channels / num_heads, else 8 (SD 1.x and the upscaler) or
+ *    channels / 64 (SD 2.x); upcast_attention for SD 2.x v-prediction models but the upscaler
+ *    (as their diffusers configs); only_cross_attention where the to_k widths cannot tell (a
+ *    level as wide as the context): YAML disable_self_attentions, else false;
+ *  - sample size: YAML image_size, else 64 latents (96 for SD 2.x v-prediction, 128 for the
+ *    upscaler);
+ *  - VAE scaling factor: YAML scale_factor, else 0.18215 (the upscaler 0.08333); VAE groups 32
+ *    unless the YAML states ddconfig.norm_num_groups (an sdbatch extension for test models);
+ *  - the upscaler's low-res scheduler: DDPM, clip_sample, epsilon, scaled_linear with YAML
+ *    low_scale_config noise_schedule_config linear_start / linear_end / timesteps, else
+ *    0.0001..0.02 and 1000 steps (as diffusers' from_single_file); max_noise_level: YAML
+ *    low_scale_config max_noise_level, else 350;
  *  - text encoder heads: hidden size / 64 (CLIP's head size) unless the YAML states
  *    cond_stage_config.params.num_attention_heads (an sdbatch extension for test models);
  *  - tokenizer: the bpe_gz fallback, pad "<|endoftext|>" (SD 1.x) or "!" (SD 2.x), length =
@@ -180,6 +189,46 @@ static int put_all(sd_tensor_map *map, const sd_safetensors *file, component par
   return 0;
 }
 
+/* The UNet takes the latents and an image and embeds class labels (sd_upscaler_config). */
+static bool is_upscaler(const sd_model_files *m) {
+  return m->unet.in_channels == m->vae.latent_channels + m->vae.in_channels &&
+         m->unet.num_class_embeds > 0;
+}
+
+/* max_noise_level must be a timestep of the low-res scheduler and a class of the UNet. */
+static int max_noise_level_limit(const sd_model_files *m) {
+  int steps = m->upscaler.low_res.num_train_timesteps, classes = m->unet.num_class_embeds;
+  return (steps < classes ? steps : classes) - 1;
+}
+
+/* A folder's low_res_scheduler/ config and model_index.json's max_noise_level. */
+static int open_folder_upscaler(sd_model_files *m, const char *dir) {
+  sd_upscaler_config *u = &m->upscaler;
+  char path[4096];
+  SD_TRY(join(path, sizeof path, dir, "low_res_scheduler/scheduler_config.json"));
+  if (sd_scheduler_config_read(path, &u->low_res) < 0 ||
+      sd_scheduler_config_check(&u->low_res, path) < 0)
+    return sd_error_context("the x4 upscaler's low_res_scheduler");
+  u->max_noise_level = 350; /* StableDiffusionUpscalePipeline's default */
+  SD_TRY(join(path, sizeof path, dir, "model_index.json"));
+  cJSON *index = NULL;
+  SD_TRY(sd_json_read_file(path, &index));
+  const cJSON *level = cJSON_GetObjectItemCaseSensitive(index, "max_noise_level");
+  int rc = 0, limit = max_noise_level_limit(m);
+  if (level && !cJSON_IsNull(level)) {
+    if (!cJSON_IsNumber(level) || level->valuedouble != (int)level->valuedouble ||
+        level->valuedouble < 0 || level->valuedouble > limit)
+      rc = SD_ERROR("%s: max_noise_level must be a whole number from 0 to %d (the low-res "
+                    "scheduler's timesteps and the UNet's class embeddings)",
+                    path, limit);
+    else
+      u->max_noise_level = (int)level->valuedouble;
+  }
+  cJSON_Delete(index);
+  u->present = rc == 0;
+  return rc;
+}
+
 static int open_folder(sd_model_files *m, const char *dir) {
   char sub[4096], path[4096];
   sd_safetensors *file;
@@ -209,18 +258,29 @@ static int open_folder(sd_model_files *m, const char *dir) {
   SD_TRY(sd_tokenizer_files_read(sub, m->clip.max_position_embeddings, &m->tokenizer));
 
   m->family = m->clip.hidden_act == SD_ACT_GELU ? SD_FAMILY_SD2 : SD_FAMILY_SD1;
-  return 0;
+  return is_upscaler(m) ? open_folder_upscaler(m, dir) : 0;
 }
 
+/* x4-upscaling.yaml's values, for upscaler single files without a YAML. */
+#define X4_BETA_START      0.0001f /* linear_start, also of the low-res noise schedule */
+#define X4_BETA_END        0.02f   /* linear_end, likewise */
+#define X4_SCALE_FACTOR    0.08333f
+#define X4_IMAGE_SIZE      128
+#define X4_MAX_NOISE_LEVEL 350
+
 static void single_file_scheduler(sd_model_files *m, const sd_ldm_yaml *y,
-                                  sd_prediction_type prediction) {
+                                  sd_prediction_type prediction, bool upscaler) {
   sd_scheduler_config *s = &m->scheduler;
   sd_scheduler_config_defaults(s);
   snprintf(s->class_name, sizeof s->class_name, "%s",
            m->family == SD_FAMILY_SD2 ? "DDIMScheduler" : "PNDMScheduler");
   s->num_train_timesteps = y && y->timesteps > 0 ? y->timesteps : 1000;
-  s->beta_start = y && y->linear_start == y->linear_start ? y->linear_start : 0.00085f;
-  s->beta_end = y && y->linear_end == y->linear_end ? y->linear_end : 0.012f;
+  s->beta_start = y && y->linear_start == y->linear_start ? y->linear_start
+                  : upscaler                              ? X4_BETA_START
+                                                          : 0.00085f;
+  s->beta_end = y && y->linear_end == y->linear_end ? y->linear_end
+                : upscaler                          ? X4_BETA_END
+                                                    : 0.012f;
   s->beta_schedule = SD_BETA_SCALED_LINEAR;
   s->prediction_type = prediction;
   s->timestep_spacing = SD_SPACING_LEADING;
@@ -233,6 +293,40 @@ static void single_file_scheduler(sd_model_files *m, const sd_ldm_yaml *y,
                   SD_SCHED_FIELD_PREDICTION_TYPE | SD_SCHED_FIELD_TIMESTEP_SPACING |
                   SD_SCHED_FIELD_STEPS_OFFSET | SD_SCHED_FIELD_SET_ALPHA_TO_ONE |
                   SD_SCHED_FIELD_CLIP_SAMPLE | SD_SCHED_FIELD_SKIP_PRK_STEPS;
+}
+
+/* The upscaler's low-res scheduler as diffusers' from_single_file builds it (DDPM, clip_sample,
+ * epsilon) with the YAML's noise_schedule_config betas and steps (LDM's "linear" schedule is
+ * diffusers' scaled_linear), and its max_noise_level; x4-upscaling.yaml's values otherwise. */
+static int single_file_upscaler(sd_model_files *m, const sd_ldm_yaml *y, const char *path) {
+  sd_upscaler_config *u = &m->upscaler;
+  sd_scheduler_config *s = &u->low_res;
+  sd_scheduler_config_defaults(s);
+  snprintf(s->class_name, sizeof s->class_name, "DDPMScheduler");
+  s->num_train_timesteps = y && y->low_scale.timesteps > 0 ? y->low_scale.timesteps : 1000;
+  s->beta_start = y && y->low_scale.linear_start == y->low_scale.linear_start
+                      ? y->low_scale.linear_start
+                      : X4_BETA_START;
+  s->beta_end = y && y->low_scale.linear_end == y->low_scale.linear_end ? y->low_scale.linear_end
+                                                                        : X4_BETA_END;
+  s->beta_schedule = SD_BETA_SCALED_LINEAR;
+  s->prediction_type = SD_PREDICT_EPSILON;
+  s->clip_sample = true;
+  s->fields_set = SD_SCHED_FIELD_NUM_TRAIN_TIMESTEPS | SD_SCHED_FIELD_BETA_START |
+                  SD_SCHED_FIELD_BETA_END | SD_SCHED_FIELD_BETA_SCHEDULE |
+                  SD_SCHED_FIELD_PREDICTION_TYPE | SD_SCHED_FIELD_CLIP_SAMPLE;
+  if (sd_scheduler_config_check(s, path) < 0)
+    return sd_error_context("the x4 upscaler's low-res noise schedule");
+  u->max_noise_level =
+      y && y->low_scale.max_noise_level >= 0 ? y->low_scale.max_noise_level : X4_MAX_NOISE_LEVEL;
+  int limit = max_noise_level_limit(m);
+  if (u->max_noise_level > limit)
+    return SD_ERROR("%s: max_noise_level %d: must be at most %d (the low-res schedule's timesteps "
+                    "and the UNet's class embeddings)",
+                    y && y->low_scale.max_noise_level >= 0 ? y->path : path, u->max_noise_level,
+                    limit);
+  u->present = true;
+  return 0;
 }
 
 static int open_single(sd_model_files *m, const char *path, const char *config_yaml,
@@ -256,24 +350,32 @@ static int open_single(sd_model_files *m, const char *path, const char *config_y
     SD_TRY(sd_ldm_yaml_read(config_yaml, &yaml_storage));
     yaml = &yaml_storage;
   }
-  sd_prediction_type prediction = yaml && yaml->parameterization >= 0
-                                      ? (sd_prediction_type)yaml->parameterization
-                                      : SD_PREDICT_EPSILON;
-  bool v_model = m->family == SD_FAMILY_SD2 && prediction == SD_PREDICT_V;
-
   SD_TRY(sd_ldm_clip(file, yaml, m->family, &m->clip, m->clip_tensors));
   SD_TRY(sd_clip_config_check(&m->clip, path));
   SD_TRY(sd_ldm_unet(file, yaml, m->family, &m->unet, m->unet_tensors));
-  m->unet.upcast_attention = v_model;
-  m->unet.sample_size = yaml && yaml->image_size > 0 ? yaml->image_size : v_model ? 96 : 64;
-  SD_TRY(sd_unet_config_check(&m->unet, path));
   SD_TRY(sd_ldm_vae(file, yaml, &m->vae, m->vae_tensors));
+  bool upscaler = is_upscaler(m);
+  sd_prediction_type prediction = yaml && yaml->parameterization >= 0
+                                      ? (sd_prediction_type)yaml->parameterization
+                                  : upscaler ? SD_PREDICT_V
+                                             : SD_PREDICT_EPSILON;
+  /* SD 2.x 768-v: upcast attention, 96 latents (the upscaler has neither) */
+  bool v_model = m->family == SD_FAMILY_SD2 && prediction == SD_PREDICT_V && !upscaler;
+  m->unet.upcast_attention = v_model;
+  m->unet.sample_size = yaml && yaml->image_size > 0 ? yaml->image_size
+                        : upscaler                   ? X4_IMAGE_SIZE
+                        : v_model                    ? 96
+                                                     : 64;
+  SD_TRY(sd_unet_config_check(&m->unet, path));
   m->vae.sample_size = m->unet.sample_size << (m->vae.num_levels - 1);
-  m->vae.scaling_factor =
-      yaml && yaml->scale_factor == yaml->scale_factor ? yaml->scale_factor : 0.18215f;
+  m->vae.scaling_factor = yaml && yaml->scale_factor == yaml->scale_factor ? yaml->scale_factor
+                          : upscaler                                       ? X4_SCALE_FACTOR
+                                                                           : 0.18215f;
   SD_TRY(sd_vae_config_check(&m->vae, path));
-  single_file_scheduler(m, yaml, prediction);
+  single_file_scheduler(m, yaml, prediction, upscaler);
   SD_TRY(sd_scheduler_config_check(&m->scheduler, path));
+  if (upscaler)
+    SD_TRY(single_file_upscaler(m, yaml, path));
 
   sd_tokenizer_files *tok = &m->tokenizer;
   memset(tok, 0, sizeof *tok);

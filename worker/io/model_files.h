@@ -28,6 +28,17 @@ typedef struct sd_tokenizer_files {
   int model_max_length; /* 77 */
 } sd_tokenizer_files;
 
+/* The x4 upscaler's (StableDiffusionUpscalePipeline) own settings. A model is one when its UNet
+ * takes the latents and an image (latent + image channels) and embeds class labels (the noise
+ * level). A folder gives them as low_res_scheduler/scheduler_config.json and model_index.json's
+ * max_noise_level (350 when absent, diffusers' default); a single file as its YAML's
+ * low_scale_config, else the real model's x4-upscaling.yaml values. */
+typedef struct sd_upscaler_config {
+  bool present;                /* false: not an upscaler, the rest unset */
+  sd_scheduler_config low_res; /* the DDPM scheduler that noises the low-res image */
+  int max_noise_level;         /* at most low_res timesteps - 1 and num_class_embeds - 1 */
+} sd_upscaler_config;
+
 typedef struct sd_model_files {
   char path[4096];
   sd_model_family family;
@@ -36,6 +47,7 @@ typedef struct sd_model_files {
   sd_vae_config vae;
   sd_scheduler_config scheduler;
   sd_tokenizer_files tokenizer;
+  sd_upscaler_config upscaler;
   sd_tensor_map *clip_tensors; /* transformers CLIPTextModel names: text_model.... */
   sd_tensor_map *unet_tensors; /* diffusers UNet2DConditionModel names */
   sd_tensor_map *vae_tensors;  /* diffusers AutoencoderKL names */

@@ -3,12 +3,8 @@
 
 #include "depth_estimate.h"
 
-#include "../io/config_check.h"
-#include "../io/config_json.h"
-
 #include "../../kernels/error.h"
 
-#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,40 +52,6 @@ int sd_tokenizer_open_for_model(const sd_tokenizer_files *files, sd_tokenizer **
   if (files->bpe_gz[0])
     return sd_tokenizer_load_bpe_gz(files->bpe_gz, files->pad_token, files->model_max_length, out);
   return SD_ERROR("no tokenizer files (vocab.json + merges.txt, tokenizer.json or the CLIP BPE)");
-}
-
-/* An x4 upscaler (a UNet taking the latents and an image, with class embeddings for the noise
- * level): its low_res_scheduler/ config and model_index.json's max_noise_level. */
-static int open_upscaler(sd_engine *engine, const char *model_path) {
-  const sd_model_files *files = engine->files;
-  if (files->unet.in_channels != files->vae.latent_channels + files->vae.in_channels ||
-      files->unet.num_class_embeds <= 0)
-    return 0;
-  char path[4200];
-  snprintf(path, sizeof path, "%s/low_res_scheduler/scheduler_config.json", model_path);
-  if (sd_scheduler_config_read(path, &engine->low_res) < 0 ||
-      sd_scheduler_config_check(&engine->low_res, path) < 0)
-    return sd_error_context("the x4 upscaler's low_res_scheduler");
-  engine->max_noise_level = 350; /* StableDiffusionUpscalePipeline's default */
-  snprintf(path, sizeof path, "%s/model_index.json", model_path);
-  cJSON *index = NULL;
-  SD_TRY(sd_json_read_file(path, &index));
-  const cJSON *level = cJSON_GetObjectItemCaseSensitive(index, "max_noise_level");
-  int rc = 0;
-  if (level && !cJSON_IsNull(level)) {
-    int limit = engine->low_res.num_train_timesteps - 1;
-    limit = limit < files->unet.num_class_embeds - 1 ? limit : files->unet.num_class_embeds - 1;
-    if (!cJSON_IsNumber(level) || level->valuedouble != (int)level->valuedouble ||
-        level->valuedouble < 0 || level->valuedouble > limit)
-      rc = SD_ERROR("%s: max_noise_level must be a whole number from 0 to %d (the low-res "
-                    "scheduler's timesteps and the UNet's class embeddings)",
-                    path, limit);
-    else
-      engine->max_noise_level = (int)level->valuedouble;
-  }
-  cJSON_Delete(index);
-  engine->upscaler = rc == 0;
-  return rc;
 }
 
 int sd_engine_open(const sd_engine_params *params, sd_engine **out) {
@@ -142,8 +104,6 @@ int sd_engine_open(const sd_engine_params *params, sd_engine **out) {
     goto fail_model;
   if (sd_scheduler_kind_from_config(&engine->files->scheduler, &engine->default_scheduler) < 0)
     goto fail_model;
-  if (open_upscaler(engine, params->model_path) < 0)
-    goto fail_model;
   /* a depth model's own estimator, for depth-to-image without a given depth map */
   bool depth_model = engine->files->unet.in_channels == engine->files->vae.latent_channels + 1;
   if (params->depth_estimator_path && !depth_model) {
@@ -186,7 +146,8 @@ void sd_engine_close(sd_engine *engine) {
 }
 
 int sd_engine_max_noise_level(const sd_engine *engine) {
-  return engine->upscaler ? engine->max_noise_level : 0;
+  const sd_upscaler_config *upscaler = &engine->files->upscaler;
+  return upscaler->present ? upscaler->max_noise_level : 0;
 }
 
 bool sd_engine_has_depth_estimator(const sd_engine *engine) {

@@ -30,11 +30,6 @@ struct sd_engine {
   sd_dtype precision; /* what the networks compute in (sd_engine_precision) */
   /* a depth model's depth_estimator/ and feature_extractor/ (NULL: none, or not a depth model) */
   struct sd_depth_estimator *depth;
-  /* an x4 upscaler's low_res_scheduler/ config and model_index.json's max_noise_level (read at
-   * open when the UNet takes the latents and an image and has class embeddings) */
-  bool upscaler;
-  sd_scheduler_config low_res;
-  int max_noise_level;
 };
 
 /* Merges params' LoRAs and adds its embeddings to engine->files and engine->tokenizer (adapters.c),

@@ -208,11 +208,12 @@ static int prepare_upscale(sd_engine *engine, const sd_image_params *image, int 
   const int C = engine->files->vae.latent_channels, IC = engine->files->vae.in_channels;
   const size_t lplane = (size_t)h * w, per_image = (size_t)IC * lplane, per = (size_t)C * lplane;
   const sd_dtype dt = be->ops->act_dtype;
-  if (!engine->upscaler)
+  const sd_upscaler_config *upscaler = &engine->files->upscaler;
+  if (!upscaler->present)
     return SD_ERROR("this model is not an x4 upscaler");
-  if (image->noise_level < 0 || image->noise_level > engine->max_noise_level)
+  if (image->noise_level < 0 || image->noise_level > upscaler->max_noise_level)
     return SD_ERROR("noise level %d: this upscaler takes 0 to %d (its max_noise_level)",
-                    image->noise_level, engine->max_noise_level);
+                    image->noise_level, upscaler->max_noise_level);
   state->begin = 0;
   float *low = malloc((size_t)n * per_image * sizeof(float));
   float *noise = malloc((size_t)n * per_image * sizeof(float));
@@ -237,7 +238,7 @@ static int prepare_upscale(sd_engine *engine, const sd_image_params *image, int 
       rc = sd_rng_randn(&rngs[i], draws + (size_t)i * per, per);
   }
   if (rc == 0 && (rc = upload_new(be, &x, low)) == 0 && (rc = upload_new(be, &nz, noise)) == 0)
-    rc = sd_ddpm_add_noise(&engine->low_res, image->noise_level, be, &x, &nz, &x);
+    rc = sd_ddpm_add_noise(&upscaler->low_res, image->noise_level, be, &x, &nz, &x);
   if (rc == 0)
     rc = sd_tensor_download_f32(be, &x, low);
   for (int r = 0; rc == 0 && r < rows; r++) {
