@@ -32,6 +32,9 @@ void sd_run_engine_params(const sd_run_options *opts, const sd_cluster *cluster,
   params->model_path = info->model;
   params->model_yaml = info->model_config;
   params->depth_estimator_path = info->depth_estimator;
+  params->dpt_backend = info->dpt_preprocess == SD_JOB_DPT_PREPROCESS_TORCHVISION
+                            ? SD_DPT_BACKEND_TORCHVISION
+                            : SD_DPT_BACKEND_PIL;
   params->threads = opts->threads > 0 ? opts->threads : sd_cluster_default_threads(cluster);
   const char *device = opts->device ? opts->device : job_device_name(info->device);
   if (strcmp(device, "cpu") == 0) {

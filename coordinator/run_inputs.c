@@ -85,6 +85,13 @@ int sd_run_inputs_shape(const sd_job *job, const sd_model_files *model, sd_rende
   if (info->depth_estimator && info->n_depth_maps > 0)
     return SD_ERROR("%s: depth_estimator and depth_maps: give one (the maps are used as they are)",
                     info->path);
+  if (info->dpt_preprocess_given && !depth_model)
+    return SD_ERROR("%s: dpt_preprocess: the model %s is not a depth-to-image model (no depth "
+                    "estimator runs)",
+                    info->path, info->model);
+  if (info->dpt_preprocess_given && info->n_depth_maps > 0)
+    return SD_ERROR("%s: dpt_preprocess is for the depth estimator; with depth_maps none runs",
+                    info->path);
   if (info->n_images == 0)
     return 0;
   bool depth = info->n_depth_maps > 0 || info->depth_estimator || has_depth_estimator(info->model);

@@ -264,6 +264,9 @@ int sd_job_compute_hash(sd_job *job) {
   hash_string(&sha, "model_config", job->model_config_written);
   if (job->depth_estimator_written) /* absent: the hash of jobs without it is unchanged */
     hash_string(&sha, "depth_estimator", job->depth_estimator_written);
+  /* only when not the default: `dpt_preprocess: pil` renders what its absence renders */
+  if (info->dpt_preprocess == SD_JOB_DPT_PREPROCESS_TORCHVISION)
+    hash_string(&sha, "dpt_preprocess", "torchvision");
   hash_string(&sha, "negative_prompt", job->negative_prompt);
   hash_printf(&sha, "prompts %" PRId64 "\n", info->n_prompts);
   for (int64_t i = 0; i < info->n_prompts; i++)

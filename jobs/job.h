@@ -51,6 +51,13 @@ typedef enum sd_job_device {
   SD_JOB_DEVICE_CPU,
 } sd_job_device;
 
+/* Key `dpt_preprocess`: how a depth model's estimator preprocesses its input, as transformers'
+ * DPTImageProcessor computes it without torchvision (its PIL backend) or with it. */
+typedef enum sd_job_dpt_preprocess {
+  SD_JOB_DPT_PREPROCESS_PIL = 0, /* the default */
+  SD_JOB_DPT_PREPROCESS_TORCHVISION,
+} sd_job_dpt_preprocess;
+
 typedef struct sd_job sd_job;
 
 /* A LoRA of the job (key `loras`): its file and the scales swept (docs/adapters.md). */
@@ -85,6 +92,8 @@ typedef struct sd_job_info {
   int batch_size; /* images per worker batch */
   bool save_latents;
   sd_job_device device;
+  sd_job_dpt_preprocess dpt_preprocess;
+  bool dpt_preprocess_given; /* the key is in the file (refused where no estimator runs) */
   /* Ranks that render each image together (docs/spatial.md): spatial row bands, and with
    * cfg_parallel the two CFG halves on two halves of the group (ranks_per_image is then even).
    * How to render, not what: not in the hash. */

@@ -487,6 +487,18 @@ static int handle_device(loader *ld, const char *key, yaml_node_t *value) {
   return 0;
 }
 
+static int handle_dpt_preprocess(loader *ld, const char *key, yaml_node_t *value) {
+  const char *t = value->type == YAML_SCALAR_NODE ? scalar_text(value) : "";
+  if (!strcmp(t, "pil"))
+    ld->job->info.dpt_preprocess = SD_JOB_DPT_PREPROCESS_PIL;
+  else if (!strcmp(t, "torchvision"))
+    ld->job->info.dpt_preprocess = SD_JOB_DPT_PREPROCESS_TORCHVISION;
+  else
+    return error_expected(ld, value, key, "pil or torchvision");
+  ld->job->info.dpt_preprocess_given = true;
+  return 0;
+}
+
 /* seeds: N, [N, ...] (distinct) or {start: N, count: N}. */
 static int compare_seed_order(const void *a, const void *b) {
   const uint64_t *x = a, *y = b; /* (seed, index) pairs */
@@ -812,6 +824,7 @@ static const struct job_key {
     {"model", handle_model},
     {"model_config", handle_model_config},
     {"depth_estimator", handle_depth_estimator},
+    {"dpt_preprocess", handle_dpt_preprocess},
     {"output", handle_output},
     {"prompts", handle_prompts},
     {"prompts_file", handle_prompts_file},

@@ -223,6 +223,17 @@ expect 0 "" -- "$sdbatch" render --model "$work/broken-estimator" --prompt "a ho
   --quiet --out "$work/broken-estimator.png"
 expect 1 "depth_estimator" -- "$sdbatch" render --model "$work/broken-estimator" \
   --prompt "a house" --init-image "$images/init.png" --steps 2 --quiet --out "$work/x.png"
+expect 2 "--dpt-preprocess: expected pil or torchvision, got 'PIL'" -- "$sdbatch" render \
+  --model "$depth_model" --prompt "a house" --init-image "$images/init.png" --dpt-preprocess PIL \
+  --out "$work/x.png"
+expect 2 "--dpt-preprocess needs --init-image" -- "$sdbatch" render --model "$depth_model" \
+  --prompt "a house" --dpt-preprocess torchvision --out "$work/x.png"
+expect 2 "--dpt-preprocess is for the depth estimator; --depth-map is used as is" -- \
+  "$sdbatch" render --model "$depth_model" --prompt "a house" --init-image "$images/init.png" \
+  --depth-map "$fixtures/depth2img/depth-a.npy" --dpt-preprocess torchvision --out "$work/x.png"
+expect 1 "--dpt-preprocess is for depth models" -- "$sdbatch" render --model "$model" \
+  --prompt "a house" --init-image "$images/init.png" --dpt-preprocess torchvision --steps 2 \
+  --quiet --out "$work/x.png"
 expect 1 "a depth map is for depth-to-image models" -- "$sdbatch" render --model "$model" \
   --prompt "a house" --init-image "$images/init.png" --depth-map "$fixtures/depth2img/depth-a.npy" \
   --steps 2 --quiet --out "$work/x.png"

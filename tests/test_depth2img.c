@@ -80,12 +80,13 @@ static void test_estimator_stages(const sd_safetensors *fixture) {
   size_t n_pixels = 0, n_depth = 0;
   float *want_pixels = sd_test_fixture_f32(fixture, "stage.pixel_values", &n_pixels);
   float *want_depth = sd_test_fixture_f32(fixture, "stage.predicted_depth", &n_depth);
-  int ok =
-      be && want_pixels && want_depth && sd_image_read_rgb(INIT_DIR "/init.png", &init) == 0 &&
-      sd_dpt_preprocess_config_read(SD_TEST_FIXTURES
-                                    "/tiny-sd2-depth/feature_extractor/preprocessor_config.json",
-                                    &pre) == 0 &&
-      sd_depth_estimator_open(be, SD_TEST_FIXTURES "/tiny-sd2-depth", &estimator) == 0 && estimator;
+  int ok = be && want_pixels && want_depth && sd_image_read_rgb(INIT_DIR "/init.png", &init) == 0 &&
+           sd_dpt_preprocess_config_read(
+               SD_TEST_FIXTURES "/tiny-sd2-depth/feature_extractor/preprocessor_config.json",
+               &pre) == 0 &&
+           sd_depth_estimator_open(be, SD_TEST_FIXTURES "/tiny-sd2-depth", SD_DPT_BACKEND_PIL,
+                                   &estimator) == 0 &&
+           estimator;
   if (CHECK(ok, "estimator setup: %s", sd_error_message()) &&
       CHECK(n_pixels == 3 * 64 * 64 && n_depth == 64 * 64, "stage sizes %zu %zu", n_pixels,
             n_depth)) {

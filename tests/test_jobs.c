@@ -767,6 +767,32 @@ static void test_inputs_job(void) {
     sd_job_free(job);
   }
 
+  /* dpt_preprocess: pil (the default) hashes as its absence, torchvision apart */
+  {
+    const char *base = "images: imgs\n";
+    char text[256];
+    char hashes[3][65] = {{0}};
+    static const char *const values[] = {"", "dpt_preprocess: pil\n",
+                                         "dpt_preprocess: torchvision\n"};
+    static const sd_job_dpt_preprocess want[] = {
+        SD_JOB_DPT_PREPROCESS_PIL, SD_JOB_DPT_PREPROCESS_PIL, SD_JOB_DPT_PREPROCESS_TORCHVISION};
+    for (int i = 0; i < 3; i++) {
+      snprintf(text, sizeof text, "%s%s", base, values[i]);
+      sd_job *j = load_inputs_job(text);
+      const sd_job_info *in = j ? sd_job_get_info(j) : NULL;
+      if (CHECK(in && in->dpt_preprocess == want[i] && in->dpt_preprocess_given == (i > 0),
+                "'%s' loads with its value: %s", values[i], sd_error_message()))
+        memcpy(hashes[i], in->hash, 65);
+      sd_job_free(j);
+    }
+    CHECK(!strcmp(hashes[0], hashes[1]), "dpt_preprocess: pil hashes as no dpt_preprocess");
+    CHECK(strcmp(hashes[0], hashes[2]) != 0, "dpt_preprocess: torchvision, another hash");
+    expect_inputs_error("images: imgs\ndpt_preprocess: PIL\n",
+                        "dpt_preprocess: expected pil or torchvision, got 'PIL'");
+    expect_inputs_error("images: imgs\ndpt_preprocess: [pil]\n",
+                        "dpt_preprocess: expected pil or torchvision");
+  }
+
   /* a list file: paths relative to it, blank lines and a byte-order mark skipped; depth maps
    * paired with the images; a noise-level sweep */
   job = load_inputs_job("images: lists/list.txt\ndepth_maps: [d0.npy, d1.png, d2.npy]\n"

@@ -176,6 +176,24 @@ expect_status 1 "render --depth-estimator on a model that is not a depth model" 
 check "not a depth model: says why" grep -q "not a depth-to-image model" bad.log
 check "no image written for refused renders" test ! -e bad.png
 
+# the depth estimator's input preprocessed as DPTImageProcessor's torchvision backend does
+# (dpt_preprocess / --dpt-preprocess): the job's item equals render, and differs from the default
+render "${depth_render[@]}" --dpt-preprocess torchvision --out tv.png
+check "render --dpt-preprocess torchvision records it" grep -aq "DPT preprocess: torchvision" tv.png
+check "render without --dpt-preprocess records nothing of it" \
+  bash -c "! grep -aq 'DPT preprocess' own.png"
+job dtv.yaml dtv.h5 "$FIX/tiny-sd2-depth" 'images: in/a.png' 'dpt_preprocess: torchvision' \
+  'prompts: "a cube"' 'seeds: 2' 'steps: 3' 'strength: 0.75'
+expect_status 0 "depth job with dpt_preprocess: torchvision" launch 1 run --quiet dtv.yaml
+check "dpt_preprocess: the item equals render --dpt-preprocess torchvision" \
+  "$RUN_CHECK" png dtv.h5 0 tv.png
+check "dpt_preprocess: torchvision gives another image than pil" \
+  bash -c "! '$RUN_CHECK' png dtv.h5 0 own.png >/dev/null 2>&1"
+job dpil.yaml dpil.h5 "$FIX/tiny-sd2-depth" 'images: in/a.png' 'dpt_preprocess: pil' \
+  'prompts: "a cube"' 'seeds: 2' 'steps: 3' 'strength: 0.75'
+expect_status 0 "depth job with dpt_preprocess: pil" launch 1 run --quiet dpil.yaml
+check "dpt_preprocess: pil is the default's pixels" "$RUN_CHECK" png dpil.h5 0 own.png
+
 # the x4 upscaler over a noise-level sweep
 job up.yaml up.h5 "$FIX/tiny-upscaler" "images: $FIX/upscale/low-16x12.png" 'prompts: "a cube"' \
   'seeds: 1' 'steps: 3' 'guidance_scale: 9' 'noise_level: [0, 100]'
@@ -201,6 +219,12 @@ refused "depth_estimator for a model that is not a depth model" \
 refused "depth_estimator with depth_maps" "depth_estimator and depth_maps: give one" \
   "$FIX/tiny-sd2-depth" 'images: in/a.png' "depth_maps: $FIX/depth2img/depth-a.npy" \
   'prompts: "x"' 'seeds: 1' 'depth_estimator: dpt-vit'
+refused "dpt_preprocess for a model that is not a depth model" \
+  "dpt_preprocess: the model .* is not a depth-to-image model" "$FIX/tiny-sd1" \
+  'images: in/a.png' 'prompts: "x"' 'seeds: 1' 'dpt_preprocess: torchvision'
+refused "dpt_preprocess with depth_maps" "dpt_preprocess is for the depth estimator" \
+  "$FIX/tiny-sd2-depth" 'images: in/a.png' "depth_maps: $FIX/depth2img/depth-a.npy" \
+  'prompts: "x"' 'seeds: 1' 'dpt_preprocess: torchvision'
 refused "depth_estimator that is not a folder" "depth_estimator: cannot access" \
   "$FIX/tiny-sd2-depth" 'images: in/a.png' 'prompts: "x"' 'seeds: 1' 'depth_estimator: nothere'
 refused "noise_level for img2img" "noise_level is for x4 upscalers" "$FIX/tiny-sd1" \

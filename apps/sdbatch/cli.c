@@ -27,6 +27,10 @@ int cli_parse_vae_tiling(const char *text, void *target) {
   return sd_vae_tiling_parse(text, target);
 }
 
+int cli_parse_dpt_backend(const char *text, void *target) {
+  return sd_dpt_backend_parse(text, target);
+}
+
 int cli_parse_scheduler(const char *text, void *target) {
   return sd_scheduler_kind_parse(text, target);
 }

@@ -13,10 +13,11 @@
 
 /* Values read by the library's parsers, for CLI_CUSTOM options (cli_options.h): each returns
  * 0, or -1 with the reason in error.h's message. */
-int cli_parse_rng(const char *text, void *target);        /* sd_rng_kind */
-int cli_parse_precision(const char *text, void *target);  /* sd_dtype */
-int cli_parse_vae_tiling(const char *text, void *target); /* sd_vae_tiling */
-int cli_parse_scheduler(const char *text, void *target);  /* sd_scheduler_kind */
+int cli_parse_rng(const char *text, void *target);         /* sd_rng_kind */
+int cli_parse_precision(const char *text, void *target);   /* sd_dtype */
+int cli_parse_vae_tiling(const char *text, void *target);  /* sd_vae_tiling */
+int cli_parse_dpt_backend(const char *text, void *target); /* sd_dpt_backend */
+int cli_parse_scheduler(const char *text, void *target);   /* sd_scheduler_kind */
 
 /* Options several commands share, declared once. */
 #define CLI_OPTION_DEVICE(target)                                                                  \

@@ -71,7 +71,7 @@ int cmd_render(int argc, char **argv) {
   const char *out_path = NULL;
   sd_scheduler_kind scheduler_kind = SD_SCHED_DDIM;
   bool quiet = false, precision_given = false, scheduler_given = false, strength_given = false;
-  bool width_given = false, height_given = false, cfg_parallel = false;
+  bool width_given = false, height_given = false, cfg_parallel = false, dpt_given = false;
   const char *init_path = NULL, *mask_path = NULL, *depth_path = NULL;
   const char *depth_estimator = NULL;
   float *depth = NULL;
@@ -135,6 +135,12 @@ int cmd_render(int argc, char **argv) {
                  "none sdbatch reads): a diffusers depth model folder or a\n"
                  "transformers DPT folder (config.json, model.safetensors,\n"
                  "preprocessor_config.json)"),
+      CLI_OPTION("dpt-preprocess", "pil|torchvision", CLI_CUSTOM, &params.dpt_backend,
+                 "depth model without --depth-map: the depth estimator's input\n"
+                 "preprocessed as transformers' DPTImageProcessor computes it without\n"
+                 "torchvision (pil, the default) or with it (torchvision: what\n"
+                 "diffusers gives where torchvision is installed)",
+                 .parse = cli_parse_dpt_backend, .given = &dpt_given),
       CLI_OPTION("noise-level", "N", CLI_INT, &noise_level,
                  "x4 upscaler: the low_res_scheduler timestep the init image is\n"
                  "noised at, 0 to the model's max_noise_level (default 20)",
@@ -175,6 +181,10 @@ int cmd_render(int argc, char **argv) {
                        : depth_estimator && !init_path ? "--depth-estimator needs --init-image"
                        : depth_estimator && depth_path
                            ? "--depth-map and --depth-estimator: give one (the map is used as is)"
+                       : dpt_given && !init_path ? "--dpt-preprocess needs --init-image"
+                       : dpt_given && depth_path
+                           ? "--dpt-preprocess is for the depth estimator; --depth-map is used as "
+                             "is"
                        : init_path && !mask_path && (width_given || height_given)
                            ? "image-to-image, depth-to-image and the x4 upscaler render at the "
                              "init image's size (rounded down to a multiple of 8; 4 times it for "
@@ -230,6 +240,8 @@ int cmd_render(int argc, char **argv) {
   }
   const char *upscale_misuse =
       kind != SD_PIPELINE_UPSCALE && noise_level_given ? "--noise-level is for x4 upscalers"
+      : kind != SD_PIPELINE_DEPTH && dpt_given
+          ? "--dpt-preprocess is for depth models (their depth estimator's input)"
       : kind == SD_PIPELINE_UPSCALE && strength_given
           ? "the x4 upscaler runs the whole schedule: --strength does not apply"
           : NULL;
@@ -292,14 +304,18 @@ int cmd_render(int argc, char **argv) {
     snprintf(noise_text, sizeof noise_text, ", Noise level: %d", noise_level);
     size_t used = strlen(parameters);
     snprintf(parameters + used, sizeof parameters - used,
-             ", Pipeline: %s, Init image: %s (%dx%d), Strength: %g%s%s%s%s%s",
+             ", Pipeline: %s, Init image: %s (%dx%d), Strength: %g%s%s%s%s%s%s",
              sd_pipeline_kind_name(kind), init_path, init.width, init.height, (double)strength,
              kind == SD_PIPELINE_UPSCALE ? noise_text : "", mask_path ? ", Mask: " : "",
              mask_path ? mask_path : "", kind == SD_PIPELINE_DEPTH ? ", Depth map: " : "",
              kind != SD_PIPELINE_DEPTH ? ""
              : depth_path              ? depth_path
              : depth_estimator         ? depth_estimator
-                                       : "the model's depth estimator");
+                                       : "the model's depth estimator",
+             kind == SD_PIPELINE_DEPTH && !depth_path &&
+                     params.dpt_backend == SD_DPT_BACKEND_TORCHVISION
+                 ? ", DPT preprocess: torchvision"
+                 : "");
   }
   if (cli_format_adapters(&adapters, parameters, sizeof parameters) < 0) {
     status = cli_report_error(cmd);

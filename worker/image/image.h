@@ -63,6 +63,15 @@ int sd_resample_parse(const char *name, sd_resample *out);
  * copy. */
 int sd_image_resize(const sd_image *in, int width, int height, sd_resample filter, sd_image *out);
 
+/* out = in resized to width x height as torch's CPU interpolate(mode, antialias=True,
+ * align_corners=False) resizes a uint8 (C, H, W) tensor, which is what torchvision's
+ * resize(..., antialias=True) runs for uint8 images (image_resize_torch.c): PIL's filters with
+ * torch's int16 fixed point, so up to a level away from sd_image_resize on some pixels.
+ * filter: SD_RESAMPLE_BILINEAR or SD_RESAMPLE_BICUBIC (others are refused). "RGB" or "L"; the
+ * same size gives a copy. */
+int sd_image_resize_torch_aa(const sd_image *in, int width, int height, sd_resample filter,
+                             sd_image *out);
+
 /* out (channels 1) = PIL's convert("L") of an RGB image: (19595 R + 38470 G + 7471 B + 0x8000)
  * >> 16. */
 int sd_image_to_luma(const sd_image *rgb, sd_image *out);

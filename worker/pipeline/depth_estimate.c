@@ -77,6 +77,20 @@ static int read_triple(const char *path, const cJSON *root, const char *name, fl
   return 0;
 }
 
+int sd_dpt_backend_parse(const char *name, sd_dpt_backend *out) {
+  if (strcmp(name, "pil") == 0)
+    *out = SD_DPT_BACKEND_PIL;
+  else if (strcmp(name, "torchvision") == 0)
+    *out = SD_DPT_BACKEND_TORCHVISION;
+  else
+    return SD_ERROR("expected pil or torchvision, got '%s'", name);
+  return 0;
+}
+
+const char *sd_dpt_backend_name(sd_dpt_backend backend) {
+  return backend == SD_DPT_BACKEND_TORCHVISION ? "torchvision" : "pil";
+}
+
 static int parse_config(const char *path, const cJSON *root, sd_dpt_preprocess_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
   bool keep_aspect, reduce_labels, pad;
@@ -103,6 +117,7 @@ static int parse_config(const char *path, const cJSON *root, sd_dpt_preprocess_c
   const cJSON *divisor = cJSON_GetObjectItemCaseSensitive(root, "size_divisor");
   if (pad && divisor && !cJSON_IsNull(divisor))
     return SD_ERROR("%s: do_pad with a size_divisor is not supported", path);
+  cfg->do_pad = pad;
   int r = (int)resample;
   if (resample != r ||
       !(r == SD_RESAMPLE_BOX || r == SD_RESAMPLE_BILINEAR || r == SD_RESAMPLE_HAMMING ||
@@ -142,15 +157,26 @@ int sd_dpt_preprocess_config_read(const char *path, sd_dpt_preprocess_config *cf
   return rc;
 }
 
-int sd_dpt_preprocess(const sd_dpt_preprocess_config *cfg, const sd_image *rgb, float *out) {
-  if (rgb->channels != 3)
-    return SD_ERROR("the depth estimator takes an RGB image (got %d channels)", rgb->channels);
-  sd_image resized = {0};
-  const sd_image *src = rgb;
-  if (cfg->do_resize) {
-    SD_TRY(sd_image_resize(rgb, cfg->width, cfg->height, cfg->resample, &resized));
-    src = &resized;
+int sd_dpt_preprocess_config_set_backend(sd_dpt_preprocess_config *cfg, sd_dpt_backend backend,
+                                         const char *path) {
+  if (backend == SD_DPT_BACKEND_TORCHVISION) {
+    if (cfg->resample != SD_RESAMPLE_BILINEAR && cfg->resample != SD_RESAMPLE_BICUBIC)
+      return SD_ERROR("%s: resample %d with the torchvision preprocessing: sdbatch has torch's "
+                      "antialiased bilinear (2) and bicubic (3) only",
+                      path, (int)cfg->resample);
+    if (cfg->do_pad)
+      return SD_ERROR("%s: do_pad true with the torchvision preprocessing (transformers' "
+                      "torchvision backend pads to a size_divisor, which sdbatch does not run)",
+                      path);
   }
+  cfg->backend = backend;
+  return 0;
+}
+
+/* DPTImageProcessorPil: x * rescale_factor in double stored as float32, then (x - mean) / std in
+ * float32. out (3, H, W) from src (H, W, 3). */
+static void rescale_normalize_pil(const sd_dpt_preprocess_config *cfg, const sd_image *src,
+                                  float *out) {
   size_t plane = (size_t)src->width * src->height;
   for (int c = 0; c < 3; c++)
     for (size_t i = 0; i < plane; i++) {
@@ -161,6 +187,49 @@ int sd_dpt_preprocess(const sd_dpt_preprocess_config *cfg, const sd_image *rgb, 
         x = (x - cfg->mean[c]) / cfg->std[c];
       out[c * plane + i] = x;
     }
+}
+
+/* TorchvisionBackend.rescale_and_normalize: with both steps, mean and std are float32 tensors
+ * multiplied by the float32 of 1 / rescale_factor, then tvF.normalize computes (x - m) / s in
+ * float32; rescale alone is the uint8 tensor times rescale_factor (both as float32); normalize
+ * alone (x - mean) / std. out (3, H, W) from src (H, W, 3). */
+static void rescale_normalize_torchvision(const sd_dpt_preprocess_config *cfg, const sd_image *src,
+                                          float *out) {
+  size_t plane = (size_t)src->width * src->height;
+  float inverse = (float)(1.0 / cfg->rescale_factor), factor = (float)cfg->rescale_factor;
+  for (int c = 0; c < 3; c++) {
+    float mean = cfg->mean[c], std = cfg->std[c];
+    if (cfg->do_rescale && cfg->do_normalize) {
+      mean = mean * inverse;
+      std = std * inverse;
+    }
+    for (size_t i = 0; i < plane; i++) {
+      float x = (float)src->data[i * 3 + c];
+      if (cfg->do_normalize)
+        x = (x - mean) / std;
+      else if (cfg->do_rescale)
+        x = x * factor;
+      out[c * plane + i] = x;
+    }
+  }
+}
+
+int sd_dpt_preprocess(const sd_dpt_preprocess_config *cfg, const sd_image *rgb, float *out) {
+  if (rgb->channels != 3)
+    return SD_ERROR("the depth estimator takes an RGB image (got %d channels)", rgb->channels);
+  bool torchvision = cfg->backend == SD_DPT_BACKEND_TORCHVISION;
+  sd_image resized = {0};
+  const sd_image *src = rgb;
+  if (cfg->do_resize) {
+    SD_TRY(torchvision
+               ? sd_image_resize_torch_aa(rgb, cfg->width, cfg->height, cfg->resample, &resized)
+               : sd_image_resize(rgb, cfg->width, cfg->height, cfg->resample, &resized));
+    src = &resized;
+  }
+  if (torchvision)
+    rescale_normalize_torchvision(cfg, src, out);
+  else
+    rescale_normalize_pil(cfg, src, out);
   sd_image_free(&resized);
   return 0;
 }
@@ -168,12 +237,14 @@ int sd_dpt_preprocess(const sd_dpt_preprocess_config *cfg, const sd_image *rgb, 
 /* The estimator of the DPT folder `dir` (config.json, weights) with the processor config `config`
  * (a preprocessor_config.json); errors carry `what`. */
 static int estimator_open(sd_backend *be, const char *dir, const char *config, const char *what,
-                          sd_depth_estimator **out) {
+                          sd_dpt_backend backend, sd_depth_estimator **out) {
   sd_depth_estimator *e = calloc(1, sizeof *e);
   if (!e)
     return SD_ERROR("out of memory");
   e->be = be;
   int rc = sd_dpt_preprocess_config_read(config, &e->pre);
+  if (rc == 0)
+    rc = sd_dpt_preprocess_config_set_backend(&e->pre, backend, config);
   if (rc == 0 && !e->pre.do_resize)
     rc = SD_ERROR("%s: do_resize false: the estimator needs its fixed input size", config);
   if (rc == 0 && (rc = sd_dpt_files_open(dir, &e->files)) == 0 &&
@@ -200,7 +271,8 @@ static bool is_dir(const char *path) {
   return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-int sd_depth_estimator_open(sd_backend *be, const char *model_dir, sd_depth_estimator **out) {
+int sd_depth_estimator_open(sd_backend *be, const char *model_dir, sd_dpt_backend backend,
+                            sd_depth_estimator **out) {
   *out = NULL;
   char dir[4096], config[4200];
   if (snprintf(dir, sizeof dir, "%s/depth_estimator", model_dir) >= (int)sizeof dir)
@@ -208,10 +280,11 @@ int sd_depth_estimator_open(sd_backend *be, const char *model_dir, sd_depth_esti
   if (!is_dir(dir))
     return 0;
   snprintf(config, sizeof config, "%s/feature_extractor/preprocessor_config.json", model_dir);
-  return estimator_open(be, dir, config, model_dir, out);
+  return estimator_open(be, dir, config, model_dir, backend, out);
 }
 
-int sd_depth_estimator_open_given(sd_backend *be, const char *dir, sd_depth_estimator **out) {
+int sd_depth_estimator_open_given(sd_backend *be, const char *dir, sd_dpt_backend backend,
+                                  sd_depth_estimator **out) {
   *out = NULL;
   char sub[4200], config[4300];
   if (snprintf(sub, sizeof sub, "%s/depth_estimator", dir) >= (int)sizeof sub)
@@ -222,14 +295,14 @@ int sd_depth_estimator_open_given(sd_backend *be, const char *dir, sd_depth_esti
                     dir);
   if (is_dir(sub)) { /* a diffusers depth model folder */
     snprintf(config, sizeof config, "%s/feature_extractor/preprocessor_config.json", dir);
-    return estimator_open(be, sub, config, dir, out);
+    return estimator_open(be, sub, config, dir, backend, out);
   }
   snprintf(config, sizeof config, "%s/preprocessor_config.json", dir);
   if (access(config, R_OK) != 0)
     return SD_ERROR("%s: neither a depth_estimator/ folder nor a DPT folder with "
                     "preprocessor_config.json",
                     dir);
-  return estimator_open(be, dir, config, dir, out);
+  return estimator_open(be, dir, config, dir, backend, out);
 }
 
 void sd_depth_estimator_free(sd_depth_estimator *e) {

@@ -115,8 +115,10 @@ int sd_engine_open(const sd_engine_params *params, sd_engine **out) {
   }
   if (depth_model && !params->no_depth_estimator &&
       (params->depth_estimator_path
-           ? sd_depth_estimator_open_given(engine->be, params->depth_estimator_path, &engine->depth)
-           : sd_depth_estimator_open(engine->be, params->model_path, &engine->depth)) < 0)
+           ? sd_depth_estimator_open_given(engine->be, params->depth_estimator_path,
+                                           params->dpt_backend, &engine->depth)
+           : sd_depth_estimator_open(engine->be, params->model_path, params->dpt_backend,
+                                     &engine->depth)) < 0)
     goto fail;
   *out = engine;
   return 0;

@@ -7,6 +7,7 @@
 #define SD_ENGINE_H
 
 #include "../io/model_files.h"
+#include "depth_estimate.h"
 #include "../rng/rng.h"
 #include "../sched/scheduler.h"
 
@@ -67,6 +68,9 @@ typedef struct sd_engine_params {
    * depth model folder or a transformers DPT folder), used instead of the model's own; for a
    * single-file depth checkpoint, whose MiDaS weights sdbatch does not read. NULL: none. */
   const char *depth_estimator_path;
+  /* How the depth estimator's input is preprocessed: transformers' DPTImageProcessor backend to
+   * follow (default SD_DPT_BACKEND_PIL, 0). */
+  sd_dpt_backend dpt_backend;
 } sd_engine_params;
 
 void sd_engine_params_init(sd_engine_params *params);
