@@ -83,7 +83,7 @@ static void test_decode(const sd_safetensors *fixture) {
 
 static void test_resize(const sd_safetensors *fixture) {
   static const char *const filters[] = {"lanczos", "bicubic", "bilinear", "box", "hamming"};
-  static const char *const sizes[] = {"down", "up", "wide", "mixed", "same"};
+  static const char *const sizes[] = {"down", "up", "wide", "mixed", "same", "tall"};
   sd_image rgb = fixture_image(fixture, "resize.source.rgb");
   sd_image gray = fixture_image(fixture, "resize.source.l");
   for (size_t f = 0; f < sizeof filters / sizeof *filters; f++) {

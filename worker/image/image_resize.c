@@ -197,14 +197,16 @@ static void pass_vertical(const uint8_t *in, int w, int ch, const axis_coeffs *c
 }
 
 /* PIL's ImagingResampleInner over the whole of in. Pillow 13 runs the horizontal pass first
- * (over only the rows the vertical pass reads), except when the image grows in width and
- * shrinks in height, where it runs the vertical pass first; the order changes the rounding of
- * the intermediate image, so it is followed. */
+ * (over only the rows the vertical pass reads), except when the height shrinks by more rows than
+ * twice the columns the width shrinks by (in->height - height > 2 (in->width - width), which
+ * holds whenever the width grows and the height shrinks): then the vertical pass runs first. The
+ * order changes the rounding of the intermediate image, so it is followed. */
 static int resample(const sd_image *in, int width, int height, const resample_filter *f,
                     sd_image *out) {
   int ch = in->channels;
   bool need_h = width != in->width, need_v = height != in->height;
-  bool vertical_first = need_h && need_v && width > in->width && height < in->height;
+  int shrink_h = in->height - height, shrink_w = in->width - width;
+  bool vertical_first = need_h && need_v && shrink_h > 0 && shrink_h > 2 * shrink_w;
   axis_coeffs vert = {0}, horiz = {0};
   uint8_t *temp = NULL;
   int rc = axis_coeffs_make(in->height, 0, (float)in->height, height, f, &vert);
