@@ -1122,8 +1122,8 @@ static void test_batch_invariance(void) {
   }
   /* conv2d: B, C, H, W, K, kernel, stride, pad */
   static const int64_t conv_cases[][8] = {
-      {3, 32, 16, 12, 32, 3, 1, 1}, {3, 4, 16, 12, 32, 3, 1, 1},  {2, 64, 8, 6, 64, 3, 2, 1},
-      {3, 32, 16, 12, 64, 1, 1, 0}, {2, 40, 40, 40, 24, 3, 1, 1}, {5, 8, 9, 7, 4, 3, 1, 1},
+      {3, 32, 16, 12, 32, 3, 1, 1},  {3, 4, 16, 12, 32, 3, 1, 1},  {2, 64, 8, 6, 64, 3, 2, 1},
+      {3, 32, 16, 12, 64, 1, 1, 0},  {2, 40, 40, 40, 24, 3, 1, 1}, {5, 8, 9, 7, 4, 3, 1, 1},
       {2, 64, 128, 128, 64, 3, 1, 1}}; /* the last one Winograd (AVX-512) */
   for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++) {
     const int64_t *cc = conv_cases[i];
