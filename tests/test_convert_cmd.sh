@@ -26,15 +26,7 @@ fail() {
 
 # The same pixels (PNG metadata names the model, so the files differ).
 same_pixels() {
-  python3 - "$1" "$2" << 'PY'
-import sys
-import numpy as np
-from PIL import Image
-a, b = (np.asarray(Image.open(p)).astype(int) for p in sys.argv[1:3])
-diff = int(np.abs(a - b).max())
-print(f"max pixel difference {diff}")
-sys.exit(0 if diff == 0 else 1)
-PY
+  python3 "$SOURCE_DIR/tests/reference/same_pixels.py" "$1" "$2"
 }
 
 for family in sd1 sd2 upscaler; do
