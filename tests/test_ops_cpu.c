@@ -238,6 +238,11 @@ static void test_conv2d(void) {
   test_conv2d_case(2, 40, 24, 20, 36, 1, 1, 1, 0, true);
   /* im2col larger than the scratch bound: processed in column chunks */
   test_conv2d_case(1, 64, 130, 128, 3, 3, 3, 1, 1, true);
+  /* a wide 3x3 layer (256 -> 272 channels, 32 x 36, as the SD UNet's 32 x 32 level): Winograd
+   * where the CPU has its kernel (AVX-512). Sums of 2304 products of values up to 1 and 0.3:
+   * the direct kernel is off by up to 4.6e-5 here, oneDNN's Winograd kernel by 8.0e-5 (1 and 2
+   * threads), so 2.5e-4 absolute (outputs up to ~20) */
+  test_conv2d_case_tol(1, 256, 32, 36, 272, 3, 3, 1, 1, true, 2.5e-4f);
   /* a large 3x3 layer (64 -> 80 channels, 128 x 132): Winograd where the CPU has its kernel
    * (AVX-512). Sums of 576 products of values up to 1 and 0.3 (outputs up to ~10): the direct
    * kernel is off by up to 1.3e-5 here, oneDNN's Winograd kernels by 5.7e-6 (2x3, 2 threads) to
@@ -1122,9 +1127,10 @@ static void test_batch_invariance(void) {
   }
   /* conv2d: B, C, H, W, K, kernel, stride, pad */
   static const int64_t conv_cases[][8] = {
-      {3, 32, 16, 12, 32, 3, 1, 1},  {3, 4, 16, 12, 32, 3, 1, 1},  {2, 64, 8, 6, 64, 3, 2, 1},
-      {3, 32, 16, 12, 64, 1, 1, 0},  {2, 40, 40, 40, 24, 3, 1, 1}, {5, 8, 9, 7, 4, 3, 1, 1},
-      {2, 64, 128, 128, 64, 3, 1, 1}}; /* the last one Winograd (AVX-512) */
+      {3, 32, 16, 12, 32, 3, 1, 1},   {3, 4, 16, 12, 32, 3, 1, 1},   {2, 64, 8, 6, 64, 3, 2, 1},
+      {3, 32, 16, 12, 64, 1, 1, 0},   {2, 40, 40, 40, 24, 3, 1, 1},  {5, 8, 9, 7, 4, 3, 1, 1},
+      {2, 64, 128, 128, 64, 3, 1, 1}, {2, 256, 32, 32, 256, 3, 1, 1}}; /* the last two Winograd
+                                                                      (AVX-512) */
   for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++) {
     const int64_t *cc = conv_cases[i];
     op_ctx c = {.w = random_tensor(4, (int64_t[]){cc[4], cc[1], cc[5], cc[5]}, 0.3f, &h[0]),
