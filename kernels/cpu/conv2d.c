@@ -13,8 +13,8 @@
  * Algorithm: direct, except for the large 3x3 layers (use_winograd): there Winograd F(4x4, 3x3)
  * (oneDNN's jit_wino_4x3, AVX-512) does the same convolution with about 2.5x fewer
  * multiplications, at 2.5x the direct kernel's rate on the VAE decoder's 128- to 512-channel
- * layers at 128x128 to 512x512 (and about 1.7x on the UNet's 320- and 640-channel ones at 64x64
- * and 32x32), with a rounding error of the same order as the direct kernel's (relative 1e-6;
+ * layers at 128x128 to 512x512; also on the UNet's 320- and 640-channel ones at 64x64 and
+ * 32x32. Its rounding error is of the same order as the direct kernel's (relative 1e-6;
  * docs/cpu.md, "Winograd"). */
 #include "cpu_internal.h"
 
@@ -54,11 +54,11 @@ static dnnl_status_t run_reorder(const sd_cpu_state *st, dnnl_primitive_t prim, 
 /* Winograd for float32 3x3 stride-1 convolutions whose channels are multiples of 16 (the
  * kernel's blocking) and large enough for it to pay: at least 64 input and output channels at
  * 128 x 128 output pixels or more (the VAE decoder's large levels), or at least 256 channels at
- * 32 x 32 or more (the SD UNet's 64 x 64 and 32 x 32 levels, 320 and 640 channels at 512 x 512;
- * the 16 x 16 level would gain 2 % more for 2 GiB more of transformed weights). The small test
- * models (at most 128 channels) keep the direct kernel, so their results stay as they were;
- * SDBATCH_CPU_WINOGRAD=0 turns it off. Where the CPU has no Winograd kernel (no AVX-512), the
- * direct one runs. */
+ * 32 x 32 or more (the SD UNet's 64 x 64 and 32 x 32 levels, 320 and 640 channels at 512 x 512,
+ * and the VAE's 512-channel 64 x 64 level; the UNet's 16 x 16 level would gain 2 % more for 2 GiB
+ * more of transformed weights). The small test models (at most 128 channels) keep the direct
+ * kernel, so their results stay as they were; SDBATCH_CPU_WINOGRAD=0 turns it off. Where the CPU
+ * has no Winograd kernel (no AVX-512), the direct one runs. */
 #define WINOGRAD_MIN_CHANNELS      64
 #define WINOGRAD_MIN_PIXELS        (128 * 128)
 #define WINOGRAD_WIDE_MIN_CHANNELS 256
