@@ -103,15 +103,7 @@ fi
 
 # killed right after its first checkpoint, then at random moments, resumed each time
 config killed.yaml killed "${LORA_KEYS[@]}" "checkpoints_total_limit: 2"
-"$SDBATCH" train killed.yaml --quiet &
-pid=$!
-while [ ! -d killed/checkpoint-5 ] && kill -0 $pid 2> /dev/null; do sleep 0.002; done
-kill -9 $pid 2> /dev/null || true
-wait $pid 2> /dev/null || true
-if [ -f killed/pytorch_lora_weights.safetensors ]; then
-  fail "the run ended before the kill; the test did not kill it"
-fi
-note "killed after checkpoint-5: $(ls killed | tr '\n' ' ')"
+kill_after_checkpoint killed checkpoint-5 pytorch_lora_weights.safetensors
 kills=1
 for k in 3 5 1 7 4 6 2; do
   [ -f killed/pytorch_lora_weights.safetensors ] && break

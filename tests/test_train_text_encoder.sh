@@ -93,24 +93,10 @@ KILL=("max_train_steps: 12" "checkpointing_steps: 2" "train_batch_size: 1" "rand
 config whole.yaml whole "${KILL[@]}"
 config killed.yaml killed "${KILL[@]}"
 "$SDBATCH" train whole.yaml --quiet
-"$SDBATCH" train killed.yaml --quiet &
-pid=$!
-while [ ! -d killed/checkpoint-2 ] && kill -0 $pid 2> /dev/null; do sleep 0.005; done
-kill -9 $pid 2> /dev/null || true
-wait $pid 2> /dev/null || true
-if [ -f killed/text_encoder/model.safetensors ]; then
-  fail "the run ended before the kill; the test did not kill it"
-fi
-note "killed after checkpoint-2: $(ls killed | tr '\n' ' ')"
+kill_after_checkpoint killed checkpoint-2 text_encoder/model.safetensors
 "$SDBATCH" train killed.yaml --quiet --resume
-for f in loss.csv unet/diffusion_pytorch_model.safetensors text_encoder/model.safetensors \
-  text_encoder/config.json trained.safetensors; do
-  if cmp -s "whole/$f" "killed/$f"; then
-    note "resumed = uninterrupted: $f byte for byte"
-  else
-    fail "resumed run's $f differs from the uninterrupted run's"
-  fi
-done
+same_files whole killed loss.csv unet/diffusion_pytorch_model.safetensors \
+  text_encoder/model.safetensors text_encoder/config.json trained.safetensors
 
 # 3. a frozen-encoder run's checkpoint resumed with train_text_encoder: true
 config frozen.yaml frozen "max_train_steps: 2" "checkpointing_steps: 1" "train_batch_size: 1"

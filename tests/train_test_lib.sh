@@ -1,6 +1,7 @@
 # Shared by the tests/test_train_*.sh scripts; sourced after SDBATCH and SOURCE_DIR are set.
 # Provides the scratch folder, the check counting (note, fail, train_test_end), the skip when
-# Python modules are missing, and the configs on the shapes folder (config, refused).
+# Python modules are missing, the configs on the shapes folder (config, refused) and the crash
+# checks (kill_after_checkpoint, same_files).
 
 # require_python MODULE...: exits 77 (ctest's skip) unless python3 imports every module.
 require_python() {
@@ -68,4 +69,33 @@ refused() {
   else
     note "refused as expected: $(cat stderr.txt)"
   fi
+}
+
+# kill_after_checkpoint OUTPUT CHECKPOINT DONE_FILE: starts `sdbatch train OUTPUT.yaml`, kills it
+# with SIGKILL as soon as OUTPUT/CHECKPOINT exists, and fails when OUTPUT/DONE_FILE (written at
+# the end of a run) is there: the run ended before the kill.
+kill_after_checkpoint() {
+  local out=$1 checkpoint=$2 done_file=$3
+  "$SDBATCH" train "$out.yaml" --quiet &
+  local pid=$!
+  while [ ! -d "$out/$checkpoint" ] && kill -0 $pid 2> /dev/null; do sleep 0.002; done
+  kill -9 $pid 2> /dev/null || true
+  wait $pid 2> /dev/null || true
+  if [ -f "$out/$done_file" ]; then
+    fail "the run ended before the kill; the test did not kill it"
+  fi
+  note "killed after $checkpoint: $(ls "$out" | tr '\n' ' ')"
+}
+
+# same_files WHOLE RESUMED FILE...: each FILE byte for byte equal in the two output folders.
+same_files() {
+  local whole=$1 resumed=$2 f
+  shift 2
+  for f in "$@"; do
+    if cmp -s "$whole/$f" "$resumed/$f"; then
+      note "resumed = uninterrupted: $f byte for byte"
+    else
+      fail "resumed run's $f differs from the uninterrupted run's"
+    fi
+  done
 }
