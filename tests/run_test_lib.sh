@@ -20,20 +20,8 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # no network interfaces to probe on a CI machine: shared memory and loopback do
 export OMPI_MCA_btl_base_warn_component_unused=0
 
-FAILURES=0
-
-note() { echo "test: $*"; }
-fail() {
-  echo "test: FAIL: $*" >&2
-  FAILURES=$((FAILURES + 1))
-}
-finish() {
-  if [ "$FAILURES" -ne 0 ]; then
-    echo "test: $FAILURES check(s) failed" >&2
-    exit 1
-  fi
-  echo "test: all checks passed"
-}
+# shellcheck source=check_lib.sh
+source "$SOURCE_DIR/tests/check_lib.sh"
 
 have_mpi() { [ -n "$MPIEXEC" ]; }
 

@@ -195,4 +195,4 @@ if ls -a killed | grep -q '^\.checkpoint'; then fail "temporary folders left: $(
   --height 64 --device cpu --threads 1 --out render.png 2> render.log || fail "render: $(cat render.log)"
 [ -s render.png ] || fail "no render.png"
 
-train_test_end
+finish

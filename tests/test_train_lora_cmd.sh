@@ -155,4 +155,4 @@ else
   note "skipped: comparing the validation picture needs python3 with numpy and PIL"
 fi
 
-train_test_end
+finish

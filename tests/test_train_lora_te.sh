@@ -71,4 +71,4 @@ else
   fail "resume with train_text_encoder of a UNet LoRA run's checkpoint: status $status, $(cat stderr.txt)"
 fi
 
-train_test_end
+finish

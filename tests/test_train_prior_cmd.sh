@@ -165,4 +165,4 @@ else
   fail "a resume with fewer class images: status $status, $(cat stderr.txt)"
 fi
 
-train_test_end
+finish

@@ -150,4 +150,4 @@ else
   fail "the resumed 2-rank run differs from the uninterrupted one"
 fi
 
-train_test_end
+finish

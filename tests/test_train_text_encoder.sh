@@ -111,4 +111,4 @@ else
   fail "resume with train_text_encoder of a frozen run's checkpoint: status $status, $(cat stderr.txt)"
 fi
 
-train_test_end
+finish

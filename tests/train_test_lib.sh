@@ -1,7 +1,7 @@
 # Shared by the tests/test_train_*.sh scripts; sourced after SDBATCH and SOURCE_DIR are set.
-# Provides the scratch folder, the check counting (note, fail, train_test_end), the skip when
-# Python modules are missing, the configs on the shapes folder (config, refused) and the crash
-# checks (kill_after_checkpoint, same_files).
+# Provides the scratch folder, the check counting (note, fail, finish: check_lib.sh), the skip
+# when Python modules are missing, the configs on the shapes folder (config, refused) and the
+# crash checks (kill_after_checkpoint, same_files).
 
 # require_python MODULE...: exits 77 (ctest's skip) unless python3 imports every module.
 require_python() {
@@ -13,29 +13,16 @@ require_python() {
   fi
 }
 
+# shellcheck source=check_lib.sh
+source "$SOURCE_DIR/tests/check_lib.sh"
+
 # train_test_begin NAME: a scratch folder (removed at exit) as the working directory, one
-# OpenMP thread per process, no failures yet.
+# OpenMP thread per process.
 train_test_begin() {
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
   trap 'rm -rf "$WORK"' EXIT
   cd "$WORK"
   export OMP_NUM_THREADS=1
-  FAILURES=0
-}
-
-note() { echo "test: $*"; }
-fail() {
-  echo "test: FAIL: $*" >&2
-  FAILURES=$((FAILURES + 1))
-}
-
-# train_test_end: exit status 1 when a check failed.
-train_test_end() {
-  if [ "$FAILURES" -ne 0 ]; then
-    echo "test: $FAILURES check(s) failed" >&2
-    exit 1
-  fi
-  echo "test: all checks passed"
 }
 
 # config NAME OUTPUT [EXTRA YAML LINES...]: a config of $MODEL on the folder `shapes` with the
